@@ -1,0 +1,108 @@
+"""Atomic file output: a reader sees the old file or the new one, never half of one.
+
+Every file pbrfit writes goes through :func:`atomic_write` (a temporary file in the same
+directory, flushed and fsynced, then ``os.replace``). A fit's output directory is produced
+with :class:`OutputDir`: files are staged in a hidden sibling directory and moved into
+place only when the whole job succeeded, so an error or a cancel leaves ``DIR`` untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "OutputDir"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; on success it replaces ``path``.
+
+    Raises:
+        InputError: the directory does not exist or is not writable.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"cannot write {path}: directory {directory} does not exist; create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}; choose a writable location") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def temporary_path_for(path: str | os.PathLike) -> Path:
+    """A not-yet-existing path beside ``path`` with the same suffix (for libraries that
+    insist on writing by file name; rename it over ``path`` with ``os.replace``)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
+class OutputDir:
+    """Stage a job's outputs and publish them together.
+
+    Usage::
+
+        with OutputDir("out") as staging:
+            write(staging / "material.json")
+        # now out/material.json exists; had anything raised, out/ would be as it was.
+
+    Files already in ``DIR`` that the job does not produce are left alone; files it does
+    produce are replaced one by one with ``os.replace`` (each atomic).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._staging: Path | None = None
+
+    def __enter__(self) -> Path:
+        parent = self.path.resolve().parent
+        if not parent.is_dir():
+            raise InputError(f"cannot write to {self.path}: {parent} does not exist; create it first")
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"output {self.path} exists and is not a directory; choose another --out")
+        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.staging.", dir=parent))
+        return self._staging
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        staging, self._staging = self._staging, None
+        try:
+            if exc_type is None:
+                self.path.mkdir(exist_ok=True)
+                for item in sorted(staging.rglob("*")):
+                    if item.is_file():
+                        target = self.path / item.relative_to(staging)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(item, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return False

@@ -1,0 +1,151 @@
+"""Lat-long environment lighting: radiance lookups, prefiltered levels, importance sampling.
+
+Frames follow :mod:`pbrfit.scene`: the image lives in the dome frame (+Y pole at row 0,
+image centre toward +Z, u = 0.25 toward +X, u grows to the right) and ``world_from_dome``
+rotates dome directions into world space. For a dome-frame unit direction (x, y, z)::
+
+    u = 0.5 - atan2(x, z) / (2 pi)          in [0, 1), left to right
+    v = acos(y) / pi                        in [0, 1], top to bottom
+
+Radiance is in the image's linear units times ``Environment.scale``.
+
+Sampling draws texels with probability proportional to luminance * sin(theta), mixed with
+a uniform-sphere floor (``uniform_fraction``) so that dim directions keep a non-zero pdf,
+then jitters uniformly inside the texel. All pdfs are per unit solid angle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .scene import Environment
+
+__all__ = ["EnvironmentMap", "directions_to_uv", "uv_to_directions"]
+
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def directions_to_uv(d: torch.Tensor) -> torch.Tensor:
+    """Dome-frame unit directions (..., 3) -> (u, v) in [0, 1] (..., 2)."""
+    u = 0.5 - torch.atan2(d[..., 0], d[..., 2]) / (2 * math.pi)
+    v = torch.acos(d[..., 1].clamp(-1 + 1e-7, 1 - 1e-7)) / math.pi
+    return torch.stack([u % 1.0, v], dim=-1)
+
+
+def uv_to_directions(uv: torch.Tensor) -> torch.Tensor:
+    """(u, v) (..., 2) -> dome-frame unit directions (..., 3); inverse of directions_to_uv."""
+    phi = (0.5 - uv[..., 0]) * 2 * math.pi
+    theta = uv[..., 1] * math.pi
+    s = torch.sin(theta)
+    return torch.stack([s * torch.sin(phi), torch.cos(theta), s * torch.cos(phi)], dim=-1)
+
+
+class EnvironmentMap:
+    """An environment ready for rendering.
+
+    Args:
+        env: the environment (image, rotation, scale).
+        uniform_fraction: share of the sampling pdf spread uniformly over the sphere.
+        dtype: torch dtype of lookups.
+    """
+
+    def __init__(self, env: Environment, uniform_fraction: float = 0.1, dtype=torch.float32):
+        img = np.asarray(env.image, dtype=np.float64) * np.asarray(env.scale, dtype=np.float64).reshape(1, 1, 3)
+        img = np.nan_to_num(np.maximum(img, 0.0))
+        self.height, self.width = img.shape[:2]
+        self.dtype = dtype
+        self.world_from_dome = torch.as_tensor(np.asarray(env.world_from_dome, dtype=np.float64), dtype=dtype)
+        # prefiltered levels: 2x2 box filter, each level padded by one column on both sides
+        # so that bilinear lookups wrap around in u.
+        levels = [torch.as_tensor(img, dtype=dtype).permute(2, 0, 1)[None]]
+        while min(levels[-1].shape[-2:]) > 4:
+            levels.append(F.avg_pool2d(levels[-1], 2))
+        self._levels = [torch.cat([lv[..., -1:], lv, lv[..., :1]], dim=-1) for lv in levels]
+        self.num_levels = len(levels)
+
+        # texel sampling distribution
+        theta = (np.arange(self.height) + 0.5) / self.height * np.pi
+        sin_t = np.sin(theta)[:, None]
+        lum = (img * np.array(_LUMA)).sum(-1)
+        w_img = lum * sin_t
+        w_uni = np.broadcast_to(sin_t, lum.shape)
+        p = (1 - uniform_fraction) * w_img / max(w_img.sum(), 1e-30) + uniform_fraction * w_uni / w_uni.sum()
+        self._texel_prob = torch.as_tensor(p.ravel(), dtype=torch.float64)
+        self._texel_prob_img = torch.as_tensor(p, dtype=dtype)
+        # mean radiance over the sphere (solid-angle weighted), per channel
+        self.mean_radiance = (img * sin_t[..., None]).sum((0, 1)) / (sin_t.sum() * self.width)
+        self.mean_luminance = float((self.mean_radiance * np.array(_LUMA)).sum())
+
+    # --- frames ---------------------------------------------------------------------------
+    def to_dome(self, d_world: torch.Tensor) -> torch.Tensor:
+        return d_world @ self.world_from_dome  # R^T d, row-vector form
+
+    def to_world(self, d_dome: torch.Tensor) -> torch.Tensor:
+        return d_dome @ self.world_from_dome.T
+
+    # --- lookups --------------------------------------------------------------------------
+    def _lookup_level(self, level: int, uv: torch.Tensor) -> torch.Tensor:
+        img = self._levels[level]
+        w = img.shape[-1] - 2
+        # padded image: column c of the original sits at c + 1; normalized x over padded width
+        x = (uv[..., 0] * w + 1.0) / (w + 2) * 2 - 1
+        y = uv[..., 1] * 2 - 1
+        grid = torch.stack([x, y], dim=-1).reshape(1, -1, 1, 2).to(img.dtype)
+        out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out[0, :, :, 0].T.reshape(*uv.shape[:-1], 3)
+
+    def radiance(self, d_world: torch.Tensor, lod: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Radiance arriving from world directions ``d_world`` (..., 3) -> (..., 3).
+
+        Args:
+            lod: prefilter level (0 = full resolution), a tensor broadcastable to the
+                directions' batch shape or a float; fractional levels blend linearly.
+                Differentiable with respect to the directions (bilinear), not the level.
+        """
+        uv = directions_to_uv(self.to_dome(d_world))
+        if lod is None:
+            return self._lookup_level(0, uv)
+        lod = torch.as_tensor(lod, dtype=uv.dtype).detach().clamp(0, self.num_levels - 1)
+        lod = lod.expand(uv.shape[:-1]) if lod.dim() else lod.expand(uv.shape[:-1])
+        out = torch.zeros(*uv.shape[:-1], 3, dtype=uv.dtype)
+        lo = lod.floor()
+        frac = (lod - lo)[..., None]
+        for level in range(self.num_levels):
+            w = torch.where((lo == level)[..., None], 1 - frac, torch.zeros_like(frac)) + \
+                torch.where((lo + 1 == level)[..., None], frac, torch.zeros_like(frac))
+            if bool((w > 0).any()):
+                out = out + w * self._lookup_level(level, uv)
+        return out
+
+    def lod_for_pdf(self, pdf: torch.Tensor, count: int) -> torch.Tensor:
+        """Prefilter level for a sample drawn with ``pdf`` among ``count`` (filtered
+        importance sampling, Colbert & Krivanek 2007): half the log2 ratio of the sample's
+        solid angle to a full-resolution texel's (at the equator)."""
+        texel = 2 * math.pi * math.pi / (self.width * self.height)
+        omega = 1.0 / (count * pdf.detach().clamp_min(1e-12))
+        return (0.5 * torch.log2(omega / texel) + 0.5).clamp(0, self.num_levels - 1)
+
+    # --- sampling -------------------------------------------------------------------------
+    def pdf(self, d_world: torch.Tensor) -> torch.Tensor:
+        """Sampling pdf per unit solid angle of world directions (..., 3) -> (...)."""
+        d = self.to_dome(d_world)
+        uv = directions_to_uv(d)
+        col = (uv[..., 0] * self.width).long().clamp(0, self.width - 1)
+        row = (uv[..., 1] * self.height).long().clamp(0, self.height - 1)
+        p = self._texel_prob_img[row, col]
+        sin_t = torch.sqrt((1 - d[..., 1] ** 2).clamp_min(1e-8))
+        return p * (self.width * self.height) / (2 * math.pi * math.pi * sin_t)
+
+    def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``count`` world directions; returns (directions (count, 3), pdf (count,))."""
+        idx = torch.multinomial(self._texel_prob, count, replacement=True, generator=generator)
+        row = (idx // self.width).to(torch.float64)
+        col = (idx % self.width).to(torch.float64)
+        jitter = torch.rand(count, 2, generator=generator, dtype=torch.float64)
+        uv = torch.stack([(col + jitter[:, 0]) / self.width, (row + jitter[:, 1]) / self.height], -1)
+        d = self.to_world(uv_to_directions(uv).to(self.dtype))
+        return d, self.pdf(d)

@@ -1,0 +1,150 @@
+"""The engine's scene: what a material fit needs, free of any host or file format.
+
+Conventions (every reader must produce these, every renderer consumes them):
+
+* World space is the stage's own world space: its up axis (``up_axis``, "Y" or "Z") and its
+  units (``meters_per_unit``). Nothing is converted; the environment's rotation carries the
+  up axis.
+* Cameras follow USD: in camera space the camera looks down -Z with +Y up and +X right.
+  Intrinsics are USD's aperture/focal-length pairs (any unit, they cancel); the horizontal
+  field of view is ``2 * atan(horizontal_aperture / (2 * focal_length))``.
+* Images are linear, scene-referred Rec.709 RGB, float32, shape (H, W, 3), row 0 at the top.
+  Masks are float32 (H, W) in [0, 1]; 1 = the target object covers the pixel.
+* The environment is a lat-long (equirectangular) radiance image, row 0 at the top, in the
+  *dome frame* of UsdLuxDomeLight: +Y is the pole (top row), the image centre (u = 0.5)
+  looks toward +Z, u = 0.25 toward +X and u = 0.75 toward -X (u grows to the right).
+  ``world_from_dome`` rotates dome-frame directions into world space. Radiance is
+  ``image * color * intensity * 2**exposure``, folded into ``scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Mesh", "Camera", "Environment", "View", "FitScene"]
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh in world space.
+
+    Attributes:
+        positions: (V, 3) float64 vertex positions, world space, scene units.
+        triangles: (F, 3) int64 vertex indices, counter-clockwise seen from the front.
+        normals: (F, 3, 3) float64 per-corner shading normals in world space (unit), or None
+            for flat shading.
+        uvs: (F, 3, 2) float64 per-corner texture coordinates, or None.
+        prim_path: where the mesh came from (for messages).
+        world_from_object: (4, 4) float64 transform of the mesh prim (column vectors), or None
+            when the positions are the object's own. Needed for Blender's default tangent
+            (radial around the object's local Z axis over its bounding box).
+    """
+
+    positions: np.ndarray
+    triangles: np.ndarray
+    normals: np.ndarray | None = None
+    uvs: np.ndarray | None = None
+    prim_path: str = ""
+    world_from_object: np.ndarray | None = None
+
+
+@dataclass
+class Camera:
+    """A pinhole camera (USD UsdGeomCamera semantics).
+
+    Attributes:
+        world_from_camera: (4, 4) float64 rigid transform (column vectors: p_world = M @ p_cam).
+        focal_length, horizontal_aperture, vertical_aperture: same unit, any unit.
+        horizontal_aperture_offset, vertical_aperture_offset: lens shift, aperture units.
+        clipping_range: (near, far) in scene units.
+        prim_path: the camera prim.
+    """
+
+    world_from_camera: np.ndarray
+    focal_length: float
+    horizontal_aperture: float
+    vertical_aperture: float
+    horizontal_aperture_offset: float = 0.0
+    vertical_aperture_offset: float = 0.0
+    clipping_range: tuple[float, float] = (0.01, 1e6)
+    prim_path: str = ""
+
+    @property
+    def aspect(self) -> float:
+        """Width over height of the aperture."""
+        return self.horizontal_aperture / self.vertical_aperture
+
+
+@dataclass
+class Environment:
+    """Distant lighting from a lat-long HDRI (see the module docstring for the dome frame).
+
+    Attributes:
+        image: (H, W, 3) float32 linear radiance, row 0 = +Y pole of the dome frame.
+        world_from_dome: (3, 3) float64 rotation.
+        scale: (3,) float64 multiplier: color * intensity * 2**exposure.
+        source: file the image came from.
+    """
+
+    image: np.ndarray
+    world_from_dome: np.ndarray = field(default_factory=lambda: np.eye(3))
+    scale: np.ndarray = field(default_factory=lambda: np.ones(3))
+    source: str = ""
+
+
+@dataclass
+class View:
+    """One reference photograph: a camera, the lighting it was taken under, the image.
+
+    Attributes:
+        name: short label used in reports (defaults to the camera's prim name).
+        camera: the calibrated camera.
+        environment: the lighting.
+        image: (H, W, 3) float32 linear reference.
+        mask: (H, W) float32 object mask in [0, 1], or None to use the mesh's silhouette.
+        split: "train" or "validate".
+        image_path: the reference's file.
+    """
+
+    name: str
+    camera: Camera
+    environment: Environment
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    split: str = "train"
+    image_path: str = ""
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass
+class FitScene:
+    """Everything a fit reads.
+
+    Attributes:
+        mesh: the target part.
+        views: reference views, train and validate.
+        up_axis: "Y" or "Z", the stage's up axis.
+        meters_per_unit: the stage's linear unit.
+        initial_material: canonical-name values of the material bound to the target, or {}.
+        initial_material_source: where the initial guess came from (e.g. a shader prim path).
+        target: the target prim path.
+        stage_path: the USD stage read.
+    """
+
+    mesh: Mesh
+    views: list[View]
+    up_axis: str = "Y"
+    meters_per_unit: float = 1.0
+    initial_material: dict = field(default_factory=dict)
+    initial_material_source: str = ""
+    target: str = ""
+    stage_path: str = ""
+
+    def split(self, name: str) -> list[View]:
+        return [v for v in self.views if v.split == name]
