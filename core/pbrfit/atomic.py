@@ -36,7 +36,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror}; choose a writable location") from None
     try:
-        with os.fdopen(fd, mode) as f:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
