@@ -17,7 +17,7 @@ from typing import Iterator
 
 from .errors import InputError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "OutputDir"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_path", "OutputDir"]
 
 
 @contextlib.contextmanager
@@ -60,14 +60,41 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def temporary_path_for(path: str | os.PathLike) -> Path:
-    """A not-yet-existing path beside ``path`` with the same suffix (for libraries that
-    insist on writing by file name; rename it over ``path`` with ``os.replace``)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, what: str = "output") -> Iterator[Path]:
+    """Yield a temp path next to ``path`` (same suffix); on success move it onto ``path``.
+
+    The caller writes the whole file to the yielded path inside the ``with`` block.
+
+    Raises:
+        InputError: the directory does not exist or cannot be written, or ``path`` is a
+            directory.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent or ".")
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name for the {what}")
+    if not parent.is_dir():
+        raise InputError(f"{path}: directory {parent} does not exist; create it or choose another {what} path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=parent)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write in {parent} ({e.strerror}); choose another {what} path") from None
     os.close(fd)
-    os.unlink(tmp)
-    return Path(tmp)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot replace the {what} ({e.strerror}); check permissions") from None
+    finally:
+        try:
+            tmp_path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class OutputDir:
