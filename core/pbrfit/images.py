@@ -1,0 +1,304 @@
+"""Reading and writing images: reference photographs, masks, environment maps.
+
+Everything goes through OpenImageIO (imageio returns garbage for Blender's DWAB EXRs
+without an error). What comes out follows :mod:`pbrfit.scene`'s image conventions:
+
+* Colour is linear, scene-referred Rec.709 RGB, float32, shape (H, W, 3), row 0 at the top.
+  Grey files are repeated into three channels. EXIF orientation is applied. The image is
+  the display window (an EXR's data window is padded with zeros or cropped to it).
+* Float files (EXR, Radiance HDR, float/half TIFF) are linear as stored.
+* Integer files (8- or 16-bit PNG, JPEG, TIFF) are sRGB-encoded; they are decoded with the
+  IEC 61966-2-1 curve (:func:`srgb_to_linear`). Their values are not otherwise interpreted
+  (no ICC profile, no PNG gAMA).
+* Alpha is coverage, float32 (H, W) in [0, 1]. The returned colour is *associated*
+  (premultiplied by alpha), as OpenEXR stores it and as Cycles writes it with a transparent
+  film. Files that store straight alpha (PNG; TIFF when it says so) are decoded to linear
+  first and then multiplied by alpha, so a half-covered pixel of a PNG and of the EXR
+  render of the same scene agree. (OpenImageIO's own PNG reader would premultiply the
+  sRGB-encoded values, which is wrong for linear data; it is told not to.)
+* Masks are float32 (H, W) in [0, 1], read as stored (no sRGB decoding: a mask is coverage,
+  not colour).
+
+Every problem is raised as :class:`pbrfit.errors.InputError` naming the file. Output files
+are written atomically (:func:`pbrfit.atomic.atomic_path`: a temporary file beside the
+target, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+
+from .atomic import atomic_path
+from .errors import InputError
+
+__all__ = [
+    "srgb_to_linear",
+    "linear_to_srgb",
+    "read_image",
+    "read_mask",
+    "read_environment",
+    "check_mask",
+    "write_png",
+    "write_exr",
+]
+
+_FLOAT_TYPES = {oiio.HALF, oiio.FLOAT, oiio.DOUBLE}
+
+#: How far an environment's width/height may be from 2 (relative) and still be lat-long.
+_LATLONG_TOLERANCE = 0.01
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding, elementwise, for encoded values in [0, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding, elementwise; input is clipped to [0, 1] first."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _open(path: str | os.PathLike, what: str) -> oiio.ImageBuf:
+    """Read the whole first subimage of ``path`` into an ImageBuf, EXIF orientation applied."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist; check the path")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a file; give an image file")
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)  # keep straight alpha straight (see module doc)
+    buf = oiio.ImageBuf(str(path), 0, 0, config)
+    if not buf.read(0, 0, True) or buf.has_error:
+        raise InputError(f"cannot read {what} {path}: {_one_line(buf.geterror())}; "
+                         "the file is corrupt or not an image format OpenImageIO reads")
+    if buf.orientation != 1:
+        buf = oiio.ImageBufAlgo.reorient(buf)
+        if buf.has_error:
+            raise InputError(f"cannot apply the EXIF orientation of {what} {path}: {_one_line(buf.geterror())}")
+    if buf.roi != buf.roi_full:
+        # A data window other than the display window (EXR crops, overscan): the image is
+        # the display window, zero where there is no data.
+        buf = oiio.ImageBufAlgo.crop(buf, buf.roi_full)
+        if buf.has_error:
+            raise InputError(f"cannot read the display window of {what} {path}: {_one_line(buf.geterror())}")
+    return buf
+
+
+def _pick_channels(names: list[str]) -> tuple[list[int], int | None]:
+    """Indices of the colour channels (1 grey or 3 RGB) and of alpha, from channel names.
+
+    Plain "R","G","B" (or "Y") and "A" win; otherwise the first layer of a multi-layer EXR
+    ("ViewLayer.Combined.R", ...); otherwise by position (grey, grey+alpha, RGB, RGBA).
+    """
+    upper = [n.upper() for n in names]
+    prefixes = [""] + list(dict.fromkeys(n.rsplit(".", 1)[0] + "." for n in upper if "." in n))
+    for prefix in prefixes:
+        alpha = upper.index(prefix + "A") if prefix + "A" in upper else None
+        if all(prefix + c in upper for c in "RGB"):
+            return [upper.index(prefix + c) for c in "RGB"], alpha
+        if prefix + "Y" in upper:
+            return [upper.index(prefix + "Y")], alpha
+    n = len(names)
+    if n in (1, 2):
+        return [0], (1 if n == 2 else None)
+    if n >= 3:
+        return [0, 1, 2], (3 if n >= 4 else None)
+    return [], None
+
+
+def _finite_check(data: np.ndarray, path, what: str) -> None:
+    """Raise InputError naming how many pixels of (H, W, C) ``data`` are NaN or Inf."""
+    bad = ~np.isfinite(data)
+    if bad.any():
+        count = int(bad.any(axis=2).sum())
+        total = data.shape[0] * data.shape[1]
+        raise InputError(f"{what} {path} has {count} of {total} pixels that are NaN or Inf; "
+                         "fix or re-render the image (clamp fireflies, check the denoiser)")
+
+
+def _load(path, what: str) -> tuple[np.ndarray, list[int], int | None, bool, bool]:
+    """Pixels as float32 (H, W, C) normalized to [0, 1] for integer files, plus
+    (colour channel indices, alpha index or None, is_float, alpha_is_straight)."""
+    buf = _open(path, what)
+    spec = buf.spec()
+    data = buf.get_pixels(oiio.FLOAT)
+    if data is None or buf.has_error:
+        raise InputError(f"cannot read pixels of {what} {path}: {_one_line(buf.geterror())}")
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise InputError(f"{what} {path} has shape {data.shape}; need a 2-D image")
+    colour_idx, alpha_idx = _pick_channels(list(spec.channelnames))
+    if not colour_idx:
+        raise InputError(f"{what} {path} has no usable channel ({', '.join(spec.channelnames)}); "
+                         "give an RGB, RGBA or grey image")
+    formats = list(spec.channelformats) or [spec.format]
+    is_float = all(f.basetype in _FLOAT_TYPES for f in formats)
+    # With the UnassociatedAlpha hint set, this attribute says whether the file's alpha is straight.
+    straight = bool(spec.get_int_attribute("oiio:UnassociatedAlpha", 0))
+    return data, colour_idx, alpha_idx, is_float, straight
+
+
+def _read_colour(path, what: str, *, with_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Linear colour (H, W, 3) and alpha (or None); colour associated with alpha when with_alpha."""
+    data, colour_idx, alpha_idx, is_float, straight = _load(path, what)
+    if not with_alpha:
+        alpha_idx = None
+    _finite_check(data[:, :, colour_idx + ([alpha_idx] if alpha_idx is not None else [])], path, what)
+    colour = data[:, :, colour_idx]
+    alpha = None
+    if alpha_idx is not None:
+        alpha = np.clip(data[:, :, alpha_idx], 0.0, 1.0)
+        if not is_float and not straight:
+            # Associated alpha in sRGB-encoded space (some TIFFs): un-associate before decoding.
+            a = alpha[..., None]
+            colour = np.where(a > 0, colour / np.maximum(a, 1e-12), 0.0)
+            straight = True
+    if not is_float:
+        colour = srgb_to_linear(colour)
+    if alpha is not None and straight:
+        colour = colour * alpha[..., None]
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    return (np.ascontiguousarray(colour, dtype=np.float32),
+            None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32))
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a reference image as linear Rec.709.
+
+    Args:
+        path: EXR/HDR (linear) or 8/16-bit PNG/JPEG/TIFF (sRGB-encoded).
+
+    Returns:
+        (rgb, alpha): rgb float32 (H, W, 3) linear, associated with alpha (premultiplied);
+        alpha float32 (H, W) in [0, 1], or None when the file has no alpha channel.
+
+    Raises:
+        InputError: missing, unreadable or corrupt file; NaN or Inf pixels (with a count).
+    """
+    return _read_colour(path, "image", with_alpha=True)
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
+    """Read an object mask.
+
+    Args:
+        path: PNG, EXR or any image OpenImageIO reads. The mask is the alpha channel when
+            there is one, else the grey channel, else the mean of R, G, B. Values are used as
+            stored (no sRGB decoding) and clipped to [0, 1].
+        shape: (height, width) the mask must have (its reference image's).
+
+    Returns:
+        float32 (H, W) in [0, 1]; 1 = the object covers the pixel.
+
+    Raises:
+        InputError: missing/unreadable file, NaN/Inf, wrong shape, or an empty mask
+            (less than one pixel of coverage in total).
+    """
+    data, colour_idx, alpha_idx, _, _ = _load(path, "mask")
+    mask = data[:, :, alpha_idx] if alpha_idx is not None else data[:, :, colour_idx].mean(axis=2)
+    _finite_check(mask[..., None], path, "mask")
+    shape = (int(shape[0]), int(shape[1]))
+    if mask.shape != shape:
+        raise InputError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} pixels but its image is "
+                         f"{shape[1]}x{shape[0]}; make them the same size")
+    mask = np.ascontiguousarray(np.clip(mask, 0.0, 1.0), dtype=np.float32)
+    check_mask(mask, path)
+    return mask
+
+
+def check_mask(mask: np.ndarray, path) -> None:
+    """Raise InputError when ``mask`` (from ``path``) covers less than one pixel in total."""
+    if float(np.sum(mask)) < 1.0:
+        raise InputError(f"mask {path} is empty (no pixel is covered); it must be white (or opaque) "
+                         "where the object is, and the object must be in view")
+
+
+def read_environment(path: str | os.PathLike) -> np.ndarray:
+    """Read a lat-long (equirectangular) environment map.
+
+    Returns:
+        float32 (H, W, 3) linear radiance, row 0 = the dome frame's +Y pole, u = 0.5 toward
+        the dome's +Z (see :mod:`pbrfit.scene`). Alpha, if any, is ignored.
+
+    Raises:
+        InputError: unreadable file, NaN/Inf, or not about 2:1 (width = 2 x height within 1%).
+    """
+    colour, _ = _read_colour(path, "environment", with_alpha=False)
+    h, w = colour.shape[:2]
+    if abs(w / h - 2.0) > 2.0 * _LATLONG_TOLERANCE:
+        raise InputError(f"environment {path} is {w}x{h} pixels; a lat-long map must be twice as wide "
+                         "as it is high (convert cube maps or mirror balls to lat-long first)")
+    return colour
+
+
+def _write(path: str | os.PathLike, pixels: np.ndarray, fmt, attributes: dict, what: str) -> None:
+    h, w, c = pixels.shape
+    spec = oiio.ImageSpec(w, h, c, fmt)
+    names = {1: ("Y",), 2: ("Y", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}[c]
+    spec.channelnames = names
+    if "A" in names:
+        spec.alpha_channel = names.index("A")
+    for key, value in attributes.items():
+        spec.attribute(key, value)
+    with atomic_path(path, what=what) as tmp:
+        out = oiio.ImageOutput.create(str(tmp))
+        if out is None:
+            raise InputError(f"cannot write {path}: {_one_line(oiio.geterror())}")
+        ok = out.open(str(tmp), spec) and out.write_image(pixels)
+        err = out.geterror()
+        out.close()
+        if not ok:
+            raise InputError(f"cannot write {path}: {_one_line(err)}; choose a writable location")
+
+
+def _as_hwc(image: np.ndarray, what: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or 0 in image.shape[:2]:
+        raise ValueError(f"{what}: need an (H, W), (H, W, 1..4) image, got shape {image.shape}")
+    return image
+
+
+def write_png(path: str | os.PathLike, rgb_uint8_or_float_srgb: np.ndarray) -> None:
+    """Write an 8-bit PNG atomically.
+
+    Args:
+        path: destination file.
+        rgb_uint8_or_float_srgb: (H, W), (H, W, 3) or (H, W, 4) pixels that are *already
+            sRGB-encoded*: uint8 as is, or floats in [0, 1] (clipped, rounded to 8 bits).
+            A fourth channel is straight (unassociated) alpha, PNG's convention.
+    """
+    image = _as_hwc(rgb_uint8_or_float_srgb, "write_png")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"write_png: need uint8 or float pixels, got {image.dtype}")
+        image = np.round(np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    _write(path, np.ascontiguousarray(image), oiio.UINT8, {"oiio:UnassociatedAlpha": 1}, "PNG image")
+
+
+def write_exr(path: str | os.PathLike, image: np.ndarray, *, half: bool = False) -> None:
+    """Write a linear float image as OpenEXR (ZIP compression) atomically.
+
+    Args:
+        path: destination file.
+        image: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA (associated alpha, EXR's
+            convention) float values, linear.
+        half: store 16-bit half floats instead of 32-bit floats.
+    """
+    image = _as_hwc(image, "write_exr").astype(np.float32)
+    _write(path, np.ascontiguousarray(image), oiio.HALF if half else oiio.FLOAT, {"compression": "zip"},
+           "EXR image")

@@ -1,0 +1,400 @@
+"""Job files: a TOML description of a fit, loaded into a :class:`pbrfit.scene.FitScene`.
+
+Format (paths are relative to the job file; ``~`` is expanded)::
+
+    scene = "scene.usda"          # the USD stage
+    target = "/root/Part"         # optional when the stage holds one Mesh; may name the
+                                  # Mesh or an ancestor holding exactly one Mesh
+    time = 1.0                    # optional USD time code (default time when absent)
+
+    [[views]]
+    camera = "/root/Cam0"         # a Camera prim, or an ancestor holding exactly one
+    image = "refs/cam0.exr"       # linear EXR (alpha = mask) or sRGB PNG/JPEG/TIFF
+    environment = "hdri/forest.exr"  # optional: replaces the DomeLight's texture, keeping
+                                  # its rotation, intensity, exposure and colour
+    split = "train"               # or "validate"; default "train"
+    mask = "refs/cam0_mask.png"   # optional; overrides the image's alpha
+    name = "front"                # optional; default: the camera path's last element,
+                                  # then "<camera>@<environment>" for a second view of the
+                                  # same camera under other lighting
+
+    [fit]                         # optional; every key optional
+    preset = "plastic"            # a name in pbrfit.params.PRESETS
+    parameters = ["base_color", "roughness"]
+    freeze = ["metallic"]
+    backend = "..."               # renderer backend name
+    device = "cpu"
+    optimizer = "lbfgs"           # see pbrfit.fit.FitOptions
+    iterations = 300
+    time_budget = 120.0           # seconds
+    seed = 0
+    loss = "l1"                   # or {l1 = 1.0, ssim = 0.2}; names from pbrfit.losses.LOSSES
+    samples = 16
+    bounds = { roughness = [0.1, 0.9] }
+
+A view's mask is, in order: the ``mask`` file; else the image's alpha channel unless it is
+fully opaque (an opaque alpha says nothing about the object's outline); else None, and the
+renderer uses the mesh's silhouette. Lighting is the view's ``environment`` image, oriented
+and scaled by the stage's DomeLight (or, without one, by
+:func:`pbrfit.usd_stage.default_world_from_dome` with scale 1); without ``environment``
+it is the DomeLight's own texture.
+
+Every problem is an :class:`pbrfit.errors.InputError` whose one line names the job file
+(and the view) and says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .images import check_mask, read_environment, read_image, read_mask
+from .losses import LOSSES
+from .params import PARAMETERS, PRESETS
+from .scene import Environment, FitScene, View
+from .usd_stage import StageContents, default_world_from_dome, read_stage
+
+__all__ = ["Job", "load_job", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
+
+JOB_KEYS = ("scene", "target", "time", "views", "fit")
+VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
+FIT_KEYS = ("preset", "parameters", "freeze", "backend", "device", "optimizer", "iterations", "time_budget",
+            "seed", "loss", "samples", "bounds")
+SPLITS = ("train", "validate")
+
+#: Largest relative difference between an image's aspect and its camera aperture's.
+ASPECT_TOLERANCE = 0.01
+
+
+@dataclass
+class Job:
+    """A loaded job.
+
+    Attributes:
+        scene: the fit's scene, every view filled in.
+        fit_options: the validated ``[fit]`` table with ``overrides`` applied (only keys
+            that were given).
+        job_path: the job file, absolute.
+        input_files: every file read (job, stage layers, images, masks, environments),
+            absolute, in first-read order, for provenance hashes.
+    """
+
+    scene: FitScene
+    fit_options: dict
+    job_path: Path
+    input_files: list[str] = field(default_factory=list)
+
+
+# --- [fit] --------------------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _names(value, key: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where}: '{key}' must be a list of parameter names, got {value!r}")
+    unknown = [v for v in value if v not in PARAMETERS]
+    if unknown:
+        raise InputError(f"{where}: unknown parameter(s) {', '.join(unknown)} in '{key}'; "
+                         f"known: {', '.join(PARAMETERS)}")
+    return list(value)
+
+
+def _fit_options(table: dict, where: str) -> dict:
+    """Validate a ``[fit]`` table (or overrides); returns a new dict with normalized values."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: [fit] must be a table, got {table!r}")
+    unknown = [k for k in table if k not in FIT_KEYS]
+    if unknown:
+        raise InputError(f"{where}: unknown [fit] key(s) {', '.join(unknown)}; known: {', '.join(FIT_KEYS)}")
+    out = {}
+    for key, value in table.items():
+        if key == "preset":
+            if not isinstance(value, str) or value not in PRESETS:
+                raise InputError(f"{where}: preset {value!r} is unknown; known: {', '.join(PRESETS)}")
+            out[key] = value
+        elif key in ("parameters", "freeze"):
+            out[key] = _names(value, key, where)
+        elif key in ("backend", "device", "optimizer"):
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+            out[key] = value
+        elif key in ("iterations", "samples"):
+            if not _is_int(value) or value < 1:
+                raise InputError(f"{where}: '{key}' must be a whole number >= 1, got {value!r}")
+            out[key] = int(value)
+        elif key == "seed":
+            if not _is_int(value):
+                raise InputError(f"{where}: 'seed' must be a whole number, got {value!r}")
+            out[key] = int(value)
+        elif key == "time_budget":
+            if not _is_number(value) or value <= 0:
+                raise InputError(f"{where}: 'time_budget' must be a positive number of seconds, got {value!r}")
+            out[key] = float(value)
+        elif key == "loss":
+            out[key] = _loss(value, where)
+        elif key == "bounds":
+            out[key] = _bounds(value, where)
+    return out
+
+
+def _loss(value, where: str):
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, dict) else []
+    unknown = [n for n in names if n not in LOSSES]
+    if unknown:
+        raise InputError(f"{where}: unknown loss {', '.join(map(repr, unknown))}; known: {', '.join(LOSSES)}")
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and value:
+        weights = {}
+        for name, w in value.items():
+            if not _is_number(w) or w < 0:
+                raise InputError(f"{where}: loss weight for '{name}' must be a number >= 0, got {w!r}")
+            weights[name] = float(w)
+        if not any(w > 0 for w in weights.values()):
+            raise InputError(f"{where}: every loss weight is 0; give at least one a positive weight")
+        return weights
+    raise InputError(f"{where}: 'loss' must be a name or a table of {{name = weight}}, got {value!r}")
+
+
+def _bounds(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: 'bounds' must be a table of {{name = [lower, upper]}}, got {value!r}")
+    out = {}
+    for name, pair in value.items():
+        if name not in PARAMETERS:
+            raise InputError(f"{where}: bounds for unknown parameter '{name}'; known: {', '.join(PARAMETERS)}")
+        spec = PARAMETERS[name]
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)):
+            raise InputError(f"{where}: bounds for '{name}' must be [lower, upper], got {pair!r}")
+        lo, hi = float(pair[0]), float(pair[1])
+        if not (spec.lower <= lo < hi <= spec.upper):
+            raise InputError(f"{where}: bounds for '{name}' must satisfy {spec.lower} <= lower < upper <= "
+                             f"{spec.upper}, got [{lo}, {hi}]")
+        out[name] = [lo, hi]
+    return out
+
+
+# --- the job file -------------------------------------------------------------------------
+
+def _read_toml(path: Path) -> dict:
+    if not path.exists():
+        raise InputError(f"job file {path} does not exist; check the path")
+    if not path.is_file():
+        raise InputError(f"job file {path} is not a file; give a .toml job file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"job file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise InputError(f"cannot read job file {path}: {e.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"job file {path} is not valid TOML: {' '.join(str(e).split())}; fix that line") from None
+
+
+def _string(table: dict, key: str, where: str, required: bool) -> str | None:
+    if key not in table:
+        if required:
+            raise InputError(f"{where}: missing key '{key}'")
+        return None
+    value = table[key]
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _file(base: Path, value: str) -> Path:
+    return Path(os.path.abspath(base / Path(value).expanduser()))
+
+
+class _Files:
+    """Ordered set of the files read."""
+
+    def __init__(self):
+        self.items: dict[str, None] = {}
+
+    def add(self, path) -> None:
+        self.items[str(Path(path).absolute())] = None
+
+
+def _wrap(where: str, fn, *args, **kwargs):
+    """Call ``fn``; prefix an InputError's message with ``where`` (still one line)."""
+    try:
+        return fn(*args, **kwargs)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _environment(stage: StageContents, env_path: Path | None, cache: dict, files: _Files,
+                 where: str) -> Environment:
+    dome = stage.dome
+    if env_path is None:
+        if dome is None:
+            raise InputError(f"{where}: the stage {stage.path} has no DomeLight and the view has no "
+                             "'environment'; add environment = \"hdri.exr\" to the view or a DomeLight to the stage")
+        env_path = _wrap(where, dome.texture_file)
+    key = str(env_path)
+    if key not in cache:
+        cache[key] = _wrap(where, read_environment, env_path)
+        files.add(env_path)
+    if dome is not None:
+        rotation, scale = dome.world_from_dome.copy(), dome.scale.copy()
+    else:
+        rotation, scale = default_world_from_dome(stage.up_axis), np.ones(3)
+    return Environment(image=cache[key], world_from_dome=rotation, scale=scale, source=key)
+
+
+def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, files: _Files,
+          job_path: Path) -> tuple[View, tuple]:
+    where = f"job {job_path} view {index + 1}"
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: each [[views]] entry must be a table, got {table!r}")
+    unknown = [k for k in table if k not in VIEW_KEYS]
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(VIEW_KEYS)}")
+    camera_path = _string(table, "camera", where, True)
+    image_value = _string(table, "image", where, True)
+    split = table.get("split", "train")
+    if split not in SPLITS:
+        raise InputError(f"{where}: split {split!r} is unknown; use \"train\" or \"validate\"")
+    name = _string(table, "name", where, False)
+    if name is not None:
+        where = f"job {job_path} view '{name}'"
+
+    camera = _wrap(where, stage.camera, camera_path)
+    image_path = _file(base, image_value)
+    rgb, alpha = _wrap(where, read_image, image_path)
+    files.add(image_path)
+    h, w = rgb.shape[:2]
+    if abs((w / h) / camera.aspect - 1.0) > ASPECT_TOLERANCE:
+        raise InputError(
+            f"{where}: image {image_path} is {w}x{h} (aspect {w / h:.4f}) but camera {camera.prim_path} "
+            f"has aperture {camera.horizontal_aperture:g} x {camera.vertical_aperture:g} (aspect "
+            f"{camera.aspect:.4f}); change the camera's aperture (verticalAperture = "
+            f"{camera.horizontal_aperture * h / w:.6g}) or crop the image to the camera's aspect")
+
+    mask_value = _string(table, "mask", where, False)
+    if mask_value is not None:
+        mask_path = _file(base, mask_value)
+        mask = _wrap(where, read_mask, mask_path, (h, w))
+        files.add(mask_path)
+    elif alpha is not None and float(alpha.min()) < 1.0 - 1e-6:
+        _wrap(where, check_mask, alpha, f"(alpha of {image_path})")
+        mask = alpha
+    else:
+        mask = None
+
+    env_value = _string(table, "environment", where, False)
+    env_path = _file(base, env_value) if env_value is not None else None
+    environment = _environment(stage, env_path, env_cache, files, where)
+
+    view = View(
+        name=name or camera_path.rstrip("/").rsplit("/", 1)[-1],
+        camera=camera,
+        environment=environment,
+        image=rgb,
+        mask=mask,
+        split=split,
+        image_path=str(image_path),
+    )
+    identity = (camera.prim_path, str(image_path), environment.source)
+    return view, identity
+
+
+def load_job(path, overrides: dict | None = None) -> Job:
+    """Load and check a job file (format in the module docstring).
+
+    Args:
+        path: the job's TOML file.
+        overrides: ``[fit]`` keys to replace (e.g. from the command line); None values are
+            ignored. Validated like the ``[fit]`` table.
+
+    Returns:
+        The :class:`Job`, with every image, mask and environment read.
+
+    Raises:
+        InputError: a missing file or key, bad TOML (with its line), an unknown key, split
+            or parameter, an image whose aspect does not match its camera, NaN/Inf pixels,
+            an empty mask, no "train" view, or two identical views.
+    """
+    job_path = Path(os.path.abspath(Path(path).expanduser()))
+    data = _read_toml(job_path)
+    where = f"job {job_path}"
+    unknown = [k for k in data if k not in JOB_KEYS]
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(JOB_KEYS)} "
+                         "(put fit settings under [fit])")
+    fit_options = _fit_options(data.get("fit", {}), where)
+    if overrides:
+        fit_options.update(_fit_options({k: v for k, v in overrides.items() if v is not None},
+                                        "command-line options"))
+
+    base = job_path.parent
+    scene_value = _string(data, "scene", where, True)
+    target = _string(data, "target", where, False)
+    time = data.get("time")
+    if time is not None and not _is_number(time):
+        raise InputError(f"{where}: 'time' must be a number (a USD time code), got {time!r}")
+    views_table = data.get("views")
+    if not isinstance(views_table, list) or not views_table:
+        raise InputError(f"{where}: no views; add at least one [[views]] table with camera and image")
+
+    files = _Files()
+    files.add(job_path)
+    stage = _wrap(where, read_stage, _file(base, scene_value), target=target,
+                  time=None if time is None else float(time))
+    for f in stage.files:
+        files.add(f)
+
+    views: list[View] = []
+    seen_names: dict[str, int] = {}
+    seen_views: dict[tuple, int] = {}
+    env_cache: dict = {}
+    for index, table in enumerate(views_table):
+        view, identity = _view(table, index, base, stage, env_cache, files, job_path)
+        if identity in seen_views:
+            raise InputError(f"{where}: views {seen_views[identity] + 1} and {index + 1} are the same "
+                             f"(camera {identity[0]}, image {identity[1]}); remove one")
+        seen_views[identity] = index
+        explicit = isinstance(table, dict) and "name" in table
+        if view.name in seen_names:
+            if explicit:
+                raise InputError(f"{where}: views {seen_names[view.name] + 1} and {index + 1} are both named "
+                                 f"'{view.name}'; give each view its own name")
+            first = views[seen_names[view.name]]
+            if first.environment.source != view.environment.source:
+                view.name = f"{view.name}@{Path(view.environment.source).stem}"
+            else:
+                view.name = f"{view.name}_{Path(view.image_path).stem}"
+            if view.name in seen_names:
+                raise InputError(f"{where}: cannot name view {index + 1} uniquely; add name = \"...\" to it")
+        seen_names[view.name] = index
+        views.append(view)
+
+    if not any(v.split == "train" for v in views):
+        raise InputError(f"{where}: no view has split = \"train\"; at least one view must be used for fitting")
+
+    scene = FitScene(
+        mesh=stage.mesh,
+        views=views,
+        up_axis=stage.up_axis,
+        meters_per_unit=stage.meters_per_unit,
+        initial_material=stage.material,
+        initial_material_source=stage.material_source,
+        target=stage.target,
+        stage_path=stage.path,
+    )
+    return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items))
