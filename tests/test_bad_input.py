@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import stage_builders as sb  # noqa: E402
+import stage_builders as sb
 
 from pbrfit.errors import InputError  # noqa: E402
 from pbrfit.images import read_environment, read_image, read_mask, write_exr  # noqa: E402

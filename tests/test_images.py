@@ -10,8 +10,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import stage_builders as sb  # noqa: E402
+import stage_builders as sb
 
 from pbrfit.errors import InputError  # noqa: E402
 from pbrfit.images import (linear_to_srgb, read_environment, read_image, read_mask,  # noqa: E402

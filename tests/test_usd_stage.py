@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import stage_builders as sb  # noqa: E402
+import stage_builders as sb
 
 from pbrfit.errors import InputError  # noqa: E402
 from pbrfit.usd_stage import default_world_from_dome, read_stage, rotate_xyz  # noqa: E402

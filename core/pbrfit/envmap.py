@@ -71,6 +71,13 @@ class EnvironmentMap:
         theta = (np.arange(self.height) + 0.5) / self.height * np.pi
         sin_t = np.sin(theta)[:, None]
         lum = (img * np.array(_LUMA)).sum(-1)
+        # Radiance lookups are bilinear, so a direction in a dim texel next to the sun can
+        # read part of the sun. Sampling from the 3x3 maximum keeps radiance / pdf bounded
+        # there (no fireflies) at the cost of spreading a few samples around bright texels.
+        padded = np.pad(lum, ((1, 1), (0, 0)), mode="edge")
+        padded = np.concatenate([padded[:, -1:], padded, padded[:, :1]], axis=1)
+        lum = np.max([padded[1 + dy:1 + dy + self.height, 1 + dx:1 + dx + self.width]
+                      for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
         w_img = lum * sin_t
         w_uni = np.broadcast_to(sin_t, lum.shape)
         p = (1 - uniform_fraction) * w_img / max(w_img.sum(), 1e-30) + uniform_fraction * w_uni / w_uni.sum()
@@ -104,15 +111,16 @@ class EnvironmentMap:
         Args:
             lod: prefilter level (0 = full resolution), a tensor broadcastable to the
                 directions' batch shape or a float; fractional levels blend linearly.
-                Differentiable with respect to the directions (bilinear), not the level.
+                Differentiable with respect to the directions (bilinear) and the level
+                (linear between levels), so blur that grows with roughness has a gradient.
         """
         uv = directions_to_uv(self.to_dome(d_world))
         if lod is None:
             return self._lookup_level(0, uv)
-        lod = torch.as_tensor(lod, dtype=uv.dtype).detach().clamp(0, self.num_levels - 1)
+        lod = torch.as_tensor(lod, dtype=uv.dtype).clamp(0, self.num_levels - 1)
         lod = lod.expand(uv.shape[:-1]) if lod.dim() else lod.expand(uv.shape[:-1])
         out = torch.zeros(*uv.shape[:-1], 3, dtype=uv.dtype)
-        lo = lod.floor()
+        lo = lod.detach().floor()
         frac = (lod - lo)[..., None]
         for level in range(self.num_levels):
             w = torch.where((lo == level)[..., None], 1 - frac, torch.zeros_like(frac)) + \
@@ -126,7 +134,7 @@ class EnvironmentMap:
         importance sampling, Colbert & Krivanek 2007): half the log2 ratio of the sample's
         solid angle to a full-resolution texel's (at the equator)."""
         texel = 2 * math.pi * math.pi / (self.width * self.height)
-        omega = 1.0 / (count * pdf.detach().clamp_min(1e-12))
+        omega = 1.0 / (count * pdf.clamp_min(1e-12))
         return (0.5 * torch.log2(omega / texel) + 0.5).clamp(0, self.num_levels - 1)
 
     # --- sampling -------------------------------------------------------------------------
@@ -142,10 +150,31 @@ class EnvironmentMap:
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``count`` world directions; returns (directions (count, 3), pdf (count,))."""
-        idx = torch.multinomial(self._texel_prob, count, replacement=True, generator=generator)
-        row = (idx // self.width).to(torch.float64)
-        col = (idx % self.width).to(torch.float64)
-        jitter = torch.rand(count, 2, generator=generator, dtype=torch.float64)
-        uv = torch.stack([(col + jitter[:, 0]) / self.width, (row + jitter[:, 1]) / self.height], -1)
+        return self.warp(torch.rand(count, 2, generator=generator, dtype=torch.float64))
+
+    def warp(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map uniforms ``u`` (..., 2) in [0, 1) to directions by inverting the texel CDF
+        (rows, then columns within the row); stratified uniforms stay stratified.
+
+        Returns:
+            world directions (..., 3) and their pdf (...).
+        """
+        shape = u.shape[:-1]
+        u = u.reshape(-1, 2).to(torch.float64)
+        h, w = self.height, self.width
+        p = self._texel_prob.reshape(h, w)
+        row_mass = p.sum(1)
+        row_cdf = torch.cumsum(row_mass, 0)
+        row = torch.searchsorted(row_cdf, u[:, 0].contiguous() * row_cdf[-1], right=True).clamp(max=h - 1)
+        row_lo = row_cdf[row] - row_mass[row]
+        fv = ((u[:, 0] * row_cdf[-1] - row_lo) / row_mass[row].clamp_min(1e-300)).clamp(0, 1 - 1e-9)
+        flat_cdf = torch.cumsum(self._texel_prob, 0)
+        target = row_lo + u[:, 1] * row_mass[row]
+        idx = torch.searchsorted(flat_cdf, target.contiguous(), right=True)
+        idx = torch.minimum(torch.maximum(idx, row * w), row * w + w - 1)
+        cell_lo = flat_cdf[idx] - self._texel_prob[idx]
+        fu = ((target - cell_lo) / self._texel_prob[idx].clamp_min(1e-300)).clamp(0, 1 - 1e-9)
+        col = idx - row * w
+        uv = torch.stack([(col + fu) / w, (row + fv) / h], -1)
         d = self.to_world(uv_to_directions(uv).to(self.dtype))
-        return d, self.pdf(d)
+        return d.reshape(*shape, 3), self.pdf(d).reshape(shape)

@@ -1,0 +1,423 @@
+"""The fit: objective, staged schedule, optimizer, early stopping, metrics.
+
+The objective is the weighted sum of image losses (:mod:`pbrfit.losses`) between rendered
+and reference pixels of the train views, averaged over views. Radiance is divided by each
+view's *white*, the mean luminance of its environment's radiance (solid-angle weighted),
+before any loss or colour difference: a white Lambertian under a uniform environment of that
+radiance reads 1.0 (L* = 100). The same normalization is used for every metric and report.
+
+Schedule: parameters are freed in stages (1 colour, 2 gloss: roughness/anisotropy/specular,
+3 layers: coat/sheen/film/subsurface), each stage optimizing everything freed so far. At
+the start of a stage each newly freed scalar is warm-started by a coarse 1-D search over its
+range (a fine one for thin-film thickness, whose objective is periodic). Scalar fits use
+L-BFGS with a strong-Wolfe line search; Adam/AdamW are available. With validation views the
+fit is checked on them every few iterations; the material returned is the best seen on
+validation, and the fit stops when validation has not improved ``patience`` times in a row.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import losses as L
+from .errors import FitCancelled, InputError
+from .params import DEFAULT_FIT, PARAMETERS, STAGES, ParameterSpace, normalize_material
+from .render import RasterRenderer, SampleCounts
+from .scene import FitScene
+
+__all__ = ["FitOptions", "Progress", "FitResult", "fit_material", "evaluate_material", "DEFAULT_LOSS"]
+
+#: default objective: perceptual colour difference plus an L1 term on white-normalized
+#: radiance that keeps gradients informative far from the optimum.
+DEFAULT_LOSS = {"de2000": 1.0, "l1": 10.0}
+
+# fine 1-D search grid for parameters whose objective has many local minima
+_FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
+_COARSE_GRID = 5
+
+
+@dataclass
+class FitOptions:
+    """How to fit.
+
+    Attributes:
+        parameters: canonical names to optimize (others stay at the initial material).
+        bounds: optional per-parameter (lower, upper) overrides.
+        iterations: optimizer iterations in all (objective+gradient evaluations for L-BFGS).
+        time_budget: wall-clock seconds after which the fit stops at the next check, or None.
+        seed: seeds every random number (sample directions, pixel subsets).
+        loss: {loss name: weight}; names from :data:`pbrfit.losses.LOSSES`.
+        samples: samples per pixel per strategy.
+        optimizer: "lbfgs", "adam" or "adamw".
+        learning_rate: for Adam/AdamW (in the unconstrained space).
+        staged: free parameters in stages (else all at once).
+        max_loss_pixels: pixels per view in the training loss. Fewer pixels with more
+            samples each beat the reverse: ΔE2000 of a noisy pixel is biased upward.
+        patience: validation checks without improvement before stopping.
+        check_every: iterations between validation checks.
+        backend: "raster" (the only backend of this version).
+        device: "cpu" or "cuda" (ray casting; shading runs in torch on CPU).
+    """
+
+    parameters: list[str] = field(default_factory=lambda: list(DEFAULT_FIT))
+    bounds: dict = field(default_factory=dict)
+    iterations: int = 60
+    time_budget: float | None = None
+    seed: int = 0
+    loss: dict = field(default_factory=lambda: dict(DEFAULT_LOSS))
+    samples: SampleCounts = field(default_factory=lambda: SampleCounts(64, 16, 32, 16))
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.05
+    staged: bool = True
+    max_loss_pixels: int = 1024
+    patience: int = 3
+    check_every: int = 5
+    backend: str = "raster"
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        for name in self.loss:
+            if name not in L.LOSSES:
+                raise InputError(f"unknown loss '{name}'; choose from {', '.join(L.LOSSES)}")
+        if self.optimizer not in ("lbfgs", "adam", "adamw"):
+            raise InputError(f"unknown optimizer '{self.optimizer}'; choose lbfgs, adam or adamw")
+        if self.backend not in ("raster",):
+            raise InputError(f"backend '{self.backend}' is not available in this version; use --backend raster")
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"unknown device '{self.device}'; choose cpu or cuda")
+        if self.iterations < 0:
+            raise InputError("iterations must be >= 0")
+
+
+@dataclass
+class Progress:
+    """One objective evaluation, reported to the caller's callback."""
+
+    iteration: int
+    total: int
+    stage: str
+    loss: float
+    train_de2000: float
+    validate_de2000: float | None
+    elapsed: float
+
+
+@dataclass
+class FitResult:
+    """What a fit produced.
+
+    Attributes:
+        material: final values under canonical names.
+        initial: the starting values.
+        fitted: names that were optimized.
+        metrics: {split: {"views": {view name: metrics}, "mean": metrics}} where metrics has
+            de2000_mean, de2000_p95, ssim, l1 (see :func:`pbrfit.losses.image_metrics`).
+        history: list of {iteration, stage, loss, train_de2000, validate_de2000, time}.
+        schedule: list of {stage, parameters, iterations} actually run.
+        views: per view {name, split, reference, fit, de_map, mask, white, mask_iou}.
+        stopped: why the fit stopped ("converged", "iterations", "time budget", "early stopping").
+        wall_time: seconds.
+    """
+
+    material: dict
+    initial: dict
+    fitted: list
+    metrics: dict
+    history: list
+    schedule: list
+    views: list
+    stopped: str
+    wall_time: float
+
+
+class _Objective:
+    """Loss over a set of views for a parameter space, with cancellation and progress."""
+
+    def __init__(self, renderer: RasterRenderer, view_ids: list[int], loss: dict):
+        self.renderer, self.view_ids, self.loss = renderer, view_ids, loss
+        self.refs, self.whites = {}, {}
+        for vi in view_ids:
+            pv = renderer.prepare(vi)
+            geo = pv.geometry
+            q = renderer.train_subsets[vi]
+            img = renderer.scene.views[vi].image.reshape(-1, 3)
+            self.refs[vi] = torch.as_tensor(img[geo.pixels[q]], dtype=torch.float32)
+            self.whites[vi] = pv.env.mean_luminance
+
+    def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
+        total = 0.0
+        de_sum = 0.0
+        for vi in self.view_ids:
+            q = self.renderer.train_subsets[vi]
+            pred = self.renderer.shade(vi, material, q) / self.whites[vi]
+            ref = self.refs[vi] / self.whites[vi]
+            for name, w in self.loss.items():
+                if name == "ssim":  # needs an image, not a pixel subset: skipped in the objective
+                    continue
+                total = total + w * L.LOSSES[name](pred, ref)
+            with torch.no_grad():
+                de_sum += float(L.de2000(pred, ref))
+        n = max(len(self.view_ids), 1)
+        return total / n, de_sum / n
+
+
+def _stage_plan(fit: list[str], staged: bool, iterations: int) -> list[tuple[str, list[str], int]]:
+    if not staged:
+        return [("all", list(fit), iterations)]
+    shares = {1: 0.25, 2: 0.35, 3: 0.40}
+    stages = []
+    for s in (1, 2, 3):
+        names = [n for n in fit if PARAMETERS[n].stage <= s]
+        if names and any(PARAMETERS[n].stage == s for n in fit):
+            stages.append((STAGES[s], names, shares[s]))
+    total_share = sum(sh for _, _, sh in stages) or 1.0
+    return [(name, names, max(1, round(iterations * sh / total_share))) for name, names, sh in stages]
+
+
+def fit_material(scene: FitScene, options: FitOptions | None = None, *,
+                 progress: Callable[[Progress], None] | None = None,
+                 cancel: threading.Event | None = None) -> FitResult:
+    """Fit the material of ``scene.mesh`` to the train views of ``scene``.
+
+    Args:
+        scene: mesh, views (train and validate) and the initial material.
+        options: see :class:`FitOptions`.
+        progress: called after every objective evaluation.
+        cancel: when set, the fit raises :class:`FitCancelled` at the next evaluation.
+
+    Raises:
+        InputError: no train views, or bad options.
+        FitCancelled: ``cancel`` was set.
+    """
+    options = options or FitOptions()
+    options.validate()
+    t0 = time.monotonic()
+    torch.manual_seed(options.seed)
+    train = [i for i, v in enumerate(scene.views) if v.split == "train"]
+    val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
+    if not train:
+        raise InputError("the job has no train views; mark at least one [[views]] entry split = \"train\"")
+    initial = normalize_material(scene.initial_material or {}, source="initial material")
+    full_space = ParameterSpace(initial, options.parameters, options.bounds)
+    renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
+    train_obj = _Objective(renderer, train, options.loss)
+    val_obj = _Objective(renderer, val, {"de2000": 1.0}) if val else None
+
+    values = dict(full_space.values(full_space.initial_vector()))  # initial, clamped into bounds
+    for n in PARAMETERS:
+        if n not in full_space.fit:
+            values[n] = initial[n]
+    history: list[dict] = []
+    schedule: list[dict] = []
+    state = {"it": 0, "best_val": math.inf, "best_values": dict(values), "bad_checks": 0, "last_val": None}
+    total_iters = max(options.iterations, 0)
+
+    def check_cancel():
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled("fit cancelled; nothing was written")
+
+    def out_of_time() -> bool:
+        return options.time_budget is not None and time.monotonic() - t0 > options.time_budget
+
+    def evaluate(space: ParameterSpace, u: torch.Tensor, stage: str, grad: bool = True):
+        check_cancel()
+        with torch.set_grad_enabled(grad):
+            loss, de = train_obj(space.material(u))
+        return loss, de
+
+    def validate_now(stage: str) -> float | None:
+        if val_obj is None:
+            return None
+        space = ParameterSpace(values, [])
+        with torch.no_grad():
+            _, de = val_obj(space.material(space.initial_vector()))
+        state["last_val"] = de
+        if de < state["best_val"] - 1e-3:
+            state["best_val"], state["best_values"], state["bad_checks"] = de, dict(values), 0
+        else:
+            state["bad_checks"] += 1
+        return de
+
+    def record(stage: str, loss: float, de: float):
+        state["it"] += 1
+        entry = {"iteration": state["it"], "stage": stage, "loss": float(loss), "train_de2000": float(de),
+                 "validate_de2000": state["last_val"], "time": time.monotonic() - t0}
+        history.append(entry)
+        if progress is not None:
+            progress(Progress(state["it"], total_iters, stage, float(loss), float(de), state["last_val"],
+                              entry["time"]))
+
+    # iteration 0: the initial material
+    with torch.no_grad():
+        s0 = ParameterSpace(values, [])
+        loss0, de0 = evaluate(s0, s0.initial_vector(), "initial", grad=False)
+    validate_now("initial")
+    history.append({"iteration": 0, "stage": "initial", "loss": float(loss0), "train_de2000": float(de0),
+                    "validate_de2000": state["last_val"], "time": time.monotonic() - t0})
+    stopped = "iterations"
+    freed: set[str] = set()
+    for stage, names, budget in _stage_plan(full_space.fit, options.staged, total_iters):
+        if out_of_time():
+            stopped = "time budget"
+            break
+        new = [n for n in names if n not in freed]
+        freed.update(names)
+        values = _warm_start(full_space, values, new, lambda sp, u: evaluate(sp, u, stage, grad=False)[0],
+                             train_obj)
+        space = ParameterSpace(values, names, options.bounds)
+        u = space.initial_vector().clone().requires_grad_(True)
+        if options.optimizer == "lbfgs":
+            opt = torch.optim.LBFGS([u], lr=1.0, max_iter=options.check_every, history_size=20,
+                                    line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+        else:
+            cls = torch.optim.Adam if options.optimizer == "adam" else torch.optim.AdamW
+            opt = cls([u], lr=options.learning_rate)
+        start_it = state["it"]
+        last_loss = math.inf
+        converged = False
+        while state["it"] - start_it < budget:
+            if out_of_time():
+                stopped = "time budget"
+                break
+
+            def closure():
+                opt.zero_grad()
+                loss, de = evaluate(space, u, stage)
+                loss.backward()
+                if u.grad is not None:
+                    u.grad.nan_to_num_(0.0)
+                record(stage, float(loss.detach()), de)
+                return loss
+
+            if options.optimizer == "lbfgs":
+                loss = float(opt.step(closure))
+            else:
+                for _ in range(options.check_every):
+                    loss = float(opt.step(closure))
+            values = space.values(u.detach())
+            validate_now(stage)
+            if val_obj is not None and state["bad_checks"] >= options.patience:
+                stopped = "early stopping"
+                break
+            if abs(last_loss - loss) <= 1e-4 * max(abs(loss), 1e-12):
+                converged = True
+                break
+            last_loss = loss
+        schedule.append({"stage": stage, "parameters": names, "iterations": state["it"] - start_it,
+                         "warm_started": new})
+        if stopped in ("time budget", "early stopping"):
+            break
+        if converged:
+            stopped = "converged"
+
+    if val_obj is not None and state["best_val"] < math.inf:
+        values = state["best_values"]
+    final = {n: values[n] for n in PARAMETERS}
+    views, metrics = evaluate_views(renderer, final)
+    return FitResult(final, initial, list(full_space.fit), metrics, history, schedule, views, stopped,
+                     time.monotonic() - t0)
+
+
+def _base_color_least_squares(objective: "_Objective", values: dict, space: ParameterSpace) -> list[float]:
+    """Base colour minimizing the squared error of the train pixels, in closed form.
+
+    The Principled model is affine in ``base_color`` per channel whatever the other
+    parameters (diffuse and subsurface scale with it, the metal Fresnel is affine in F0,
+    specular, sheen and coat do not depend on it), so two renders, with base colour 0 and
+    1, give each pixel's radiance as ``A * base_color + B``.
+    """
+    lo, hi = space.bounds_of("base_color")
+    num = torch.zeros(3, dtype=torch.float64)
+    den = torch.zeros(3, dtype=torch.float64)
+    renders = {}
+    for c in (0.0, 1.0):
+        s = ParameterSpace(dict(values, base_color=[c, c, c]), [])
+        with torch.no_grad():
+            m = s.material(s.initial_vector())
+            renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double()
+                          for vi in objective.view_ids}
+    for vi in objective.view_ids:
+        a = renders[1.0][vi] - renders[0.0][vi]
+        b = renders[0.0][vi]
+        w = 1.0 / objective.whites[vi] ** 2
+        num += w * (a * (objective.refs[vi].double() - b)).sum(0)
+        den += w * (a * a).sum(0)
+    return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
+
+
+def _warm_start(space: ParameterSpace, values: dict, names: list[str], loss_of,
+                objective: "_Objective | None" = None) -> dict:
+    """Warm start for newly freed parameters: base colour in closed form, then a
+    coordinate-wise 1-D grid search for each scalar."""
+    values = dict(values)
+    if "base_color" in names and objective is not None:
+        values["base_color"] = _base_color_least_squares(objective, values, space)
+    for n in names:
+        spec = PARAMETERS[n]
+        if spec.size != 1:
+            continue
+        lo, hi = space.bounds_of(n)
+        steps = _FINE_GRID.get(n, _COARSE_GRID)
+        grid = np.linspace(lo, hi, steps)
+        if spec.transform == "alpha":
+            grid = np.sqrt(np.linspace(lo**2, hi**2, steps))
+        best, best_v = math.inf, values[n]
+        candidates = [values[n]] + [float(g) for g in grid]
+        for v in candidates:
+            trial = dict(values)
+            trial[n] = v
+            s = ParameterSpace(trial, [])
+            loss = float(loss_of(s, s.initial_vector()))
+            if loss < best - 1e-9:
+                best, best_v = loss, v
+        values[n] = best_v
+    return values
+
+
+def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: list[int] | None = None):
+    """Render every view (or ``view_ids``) with a material and measure it.
+
+    Returns:
+        (views, metrics) as in :class:`FitResult`.
+    """
+    space = ParameterSpace(material_values, [])
+    m = space.material(space.initial_vector())
+    scene = renderer.scene
+    ids = range(len(scene.views)) if view_ids is None else view_ids
+    views, metrics = [], {}
+    for vi in ids:
+        view = scene.views[vi]
+        img = renderer.render_image(vi, m)
+        pv = renderer.prepare(vi)
+        geo, white = pv.geometry, pv.env.mean_luminance
+        mask = np.zeros(geo.height * geo.width, np.float32)
+        mask[geo.pixels[geo.loss_pixels]] = 1.0
+        mask = mask.reshape(geo.height, geo.width)
+        pred_t = torch.as_tensor(img / white)
+        ref_t = torch.as_tensor(view.image / white)
+        mask_t = torch.as_tensor(mask)
+        vm = L.image_metrics(pred_t, ref_t, mask_t, white=1.0)
+        vm["mask_iou"] = geo.mask_iou
+        de_map = L.de2000_map(pred_t, ref_t, white=1.0).numpy() * mask
+        views.append({"name": view.name, "split": view.split, "reference": view.image, "fit": img,
+                      "de_map": de_map, "mask": mask, "white": white, "metrics": vm,
+                      "mask_iou": geo.mask_iou})
+        metrics.setdefault(view.split, {"views": {}})["views"][view.name] = vm
+    for split, d in metrics.items():
+        keys = ("de2000_mean", "de2000_p95", "ssim", "l1")
+        d["mean"] = {k: float(np.mean([v[k] for v in d["views"].values()])) for k in keys}
+    return views, metrics
+
+
+def evaluate_material(scene: FitScene, material: dict, options: FitOptions | None = None):
+    """Render and measure ``material`` on every view of ``scene`` (no fitting)."""
+    options = options or FitOptions()
+    renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
+    return evaluate_views(renderer, normalize_material(material))

@@ -1,0 +1,353 @@
+"""The raster backend: deferred, differentiable shading of the part under an HDRI.
+
+Geometry and cameras are fixed during a material fit, so each view's surface data
+(position, normals, tangent frame, view direction: a G-buffer) is computed once by ray
+casting one ray through each pixel centre (:mod:`pbrfit.raycast`). Shading is then a pure
+torch function of the material parameters:
+
+    L_o(x, w_o) = sum over samples  f(w_o, w_i) cos(theta_i) L_env(w_i) V(x, w_i)
+                                    / sum_s n_s p_s(w_i)
+
+a multi-sample estimator with the balance heuristic over four strategies: environment
+importance sampling (``light``), cosine hemisphere (``cosine``), GGX visible-normal sampling
+of the base specular lobe (``specular``) and of the coat (``coat``). Directions of the first
+two do not depend on the material, so their radiance and visibility (self-shadowing, shadow
+rays against the part) are computed once. Specular and coat directions move with roughness
+(reparameterized through fixed uniforms); their radiance comes from prefiltered levels of
+the environment (filtered importance sampling) and their visibility is recomputed, without
+gradient, at each evaluation. All random numbers are drawn once from a seeded generator,
+so the objective is a deterministic, smooth function of the parameters.
+
+What this backend leaves out: light reflected from the part onto itself (interreflection)
+and transport under the surface (subsurface is approximated in :mod:`pbrfit.bsdf`). The
+path backend covers those.
+
+Tangents follow Blender's default for an unconnected Tangent input: radial around the
+mesh object's local Z axis, over the object's bounding box (Cycles' TangentNode, radial, Z),
+then made orthogonal to the shading normal. ``anisotropic_rotation`` turns it about the
+normal (handled by the BSDF).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bsdf
+from .envmap import EnvironmentMap
+from .errors import InputError
+from .raycast import RayCaster
+from .scene import Camera, FitScene, Mesh, View
+
+__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "camera_rays"]
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """Samples per pixel of each strategy (see module docstring)."""
+
+    light: int = 32
+    cosine: int = 8
+    specular: int = 16
+    coat: int = 8
+
+
+def camera_rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """World-space rays through pixel centres, row-major from the top-left pixel.
+
+    Returns:
+        origins (H*W, 3) and unit directions (H*W, 3), float64.
+    """
+    j = (np.arange(width) + 0.5) / width * 2 - 1
+    i = 1 - (np.arange(height) + 0.5) / height * 2
+    x = j[None, :] * camera.horizontal_aperture / 2 + camera.horizontal_aperture_offset
+    y = i[:, None] * camera.vertical_aperture / 2 + camera.vertical_aperture_offset
+    x, y = np.broadcast_arrays(x, y)
+    d = np.stack([x, y, -np.full_like(x, camera.focal_length)], -1).reshape(-1, 3)
+    m = np.asarray(camera.world_from_camera, dtype=np.float64)
+    d = d @ m[:3, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    o = np.broadcast_to(m[:3, 3], d.shape).copy()
+    return o, d
+
+
+def _stratified(pixels: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """(pixels, count, 2) uniforms: the first ``count`` points of a scrambled 2-D Sobol
+    sequence, shifted per pixel by a random offset modulo 1 (Cranley-Patterson rotation), so
+    each pixel's samples are stratified and pixels are decorrelated."""
+    if count == 0:
+        return torch.zeros(pixels, 0, 2)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    points = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(count, dtype=torch.float64)
+    shift = torch.rand(pixels, 1, 2, generator=generator, dtype=torch.float64)
+    return ((points[None] + shift) % 1.0).clamp(0, 1 - 1e-7)
+
+
+def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
+    m = torch.as_tensor(mask.astype(np.float32))[None, None]
+    for _ in range(pixels):
+        m = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), value=0.0), 3, stride=1)
+    return m[0, 0].numpy() > 0.5
+
+
+def _default_tangents(mesh: Mesh, position: np.ndarray) -> np.ndarray:
+    """Blender's default tangent (radial about object Z over the bounding box), world space."""
+    if mesh.world_from_object is not None:
+        m = np.asarray(mesh.world_from_object, dtype=np.float64)
+        inv = np.linalg.inv(m)
+        obj_pts = mesh.positions @ inv[:3, :3].T + inv[:3, 3]
+        p_obj = position @ inv[:3, :3].T + inv[:3, 3]
+        lin = m[:3, :3]
+    else:
+        obj_pts, p_obj, lin = mesh.positions, position, np.eye(3)
+    lo, hi = obj_pts.min(0), obj_pts.max(0)
+    size = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    g = (p_obj - lo) / size  # Blender's "generated" coordinates
+    t_obj = np.stack([-(g[:, 1] - 0.5), g[:, 0] - 0.5, np.zeros(len(g))], -1)
+    normal_matrix = np.linalg.inv(lin).T  # Cycles transforms this tangent like a normal
+    return t_obj @ normal_matrix.T
+
+
+@dataclass
+class ViewGeometry:
+    """Per-view surface data, for the P pixels the part covers (pixel centres hit).
+
+    Attributes:
+        height, width: image size.
+        pixels: (P,) flat indices into the H*W image.
+        coverage: (H, W) bool, the part's silhouette through pixel centres.
+        loss_pixels: (Q,) indices into the P covered pixels used by losses and metrics:
+            covered by the part and by the reference mask, one pixel away from either edge.
+        position, normal_geo: (P, 3) float64 world space; normal_geo faces the camera.
+        frame: (P, 3, 3) float32 rows = tangent, bitangent, shading normal (world).
+        wo: (P, 3) float32 direction toward the camera in the local frame.
+        mask_iou: intersection over union of the silhouette and the reference mask (1 if none).
+    """
+
+    height: int
+    width: int
+    pixels: np.ndarray
+    coverage: np.ndarray
+    loss_pixels: np.ndarray
+    position: np.ndarray
+    normal_geo: np.ndarray
+    frame: torch.Tensor
+    wo: torch.Tensor
+    mask_iou: float
+
+
+def _view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
+    h, w = view.resolution
+    o, d = camera_rays(view.camera, h, w)
+    hits = caster.intersect(o, d)
+    pix = np.nonzero(hits.hit)[0]
+    if len(pix) == 0:
+        raise InputError(
+            f"view '{view.name}': the part {mesh.prim_path or ''} is not visible from camera "
+            f"{view.camera.prim_path}; check the camera's transform and the target prim")
+    tri = mesh.triangles[hits.triangle[pix]]
+    b1, b2 = hits.barycentric[pix, 0:1], hits.barycentric[pix, 1:2]
+    b0 = 1 - b1 - b2
+    p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
+    position = b0 * p0 + b1 * p1 + b2 * p2
+    ng = np.cross(p1 - p0, p2 - p0)
+    ng /= np.maximum(np.linalg.norm(ng, axis=-1, keepdims=True), 1e-30)
+    view_dir = -d[pix]
+    flip = np.sign(np.sum(ng * view_dir, -1, keepdims=True))
+    flip[flip == 0] = 1
+    ng = ng * flip
+    if mesh.normals is not None:
+        nc = mesh.normals[hits.triangle[pix]]
+        ns = b0 * nc[:, 0] + b1 * nc[:, 1] + b2 * nc[:, 2]
+        # keep the shading normal on the viewer's side of the surface, whatever the winding
+        ns = ns * np.where(np.sum(ns * ng, -1, keepdims=True) < 0, -1.0, 1.0)
+        ns /= np.maximum(np.linalg.norm(ns, axis=-1, keepdims=True), 1e-30)
+        bad = ~np.isfinite(ns).all(-1) | (np.linalg.norm(ns, axis=-1) < 0.5)
+        ns[bad] = ng[bad]
+    else:
+        ns = ng
+    t = _default_tangents(mesh, position)
+    t = np.cross(ns, np.cross(t, ns))  # Cycles: T = cross(N, normalize(cross(T, N)))
+    tn = np.linalg.norm(t, axis=-1, keepdims=True)
+    # on the Z axis itself the radial tangent vanishes: fall back to any tangent
+    fallback = np.cross(ns, np.where(np.abs(ns[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+    t = np.where(tn > 1e-9, t / np.maximum(tn, 1e-30), fallback / np.linalg.norm(fallback, axis=-1, keepdims=True))
+    b = np.cross(ns, t)
+    frame = np.stack([t, b, ns], axis=1)
+    wo = np.einsum("pij,pj->pi", frame, view_dir)
+
+    coverage = np.zeros(h * w, bool)
+    coverage[pix] = True
+    coverage = coverage.reshape(h, w)
+    usable = _erode(coverage)
+    iou = 1.0
+    if view.mask is not None:
+        ref = view.mask > 0.5
+        union = np.logical_or(ref, coverage).sum()
+        iou = float(np.logical_and(ref, coverage).sum() / max(union, 1))
+        usable &= _erode(view.mask >= 0.99)
+    loss_pixels = np.nonzero(usable.reshape(-1)[pix])[0]
+    if len(loss_pixels) == 0:
+        raise InputError(
+            f"view '{view.name}': no pixel is covered by both the part and the mask of "
+            f"{view.image_path}; check the camera calibration and the mask")
+    return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
+                        torch.as_tensor(frame, dtype=torch.float32),
+                        torch.as_tensor(wo, dtype=torch.float32), iou)
+
+
+@dataclass
+class _FixedSamples:
+    """Material-independent samples of one view (light + cosine strategies)."""
+
+    wi: torch.Tensor        # (P, N, 3) local directions
+    lv: torch.Tensor        # (P, N, 3) radiance * visibility
+    p_fixed: torch.Tensor   # (P, N) n_light * p_env + n_cos * p_cos
+
+
+@dataclass
+class _PreparedView:
+    geometry: ViewGeometry
+    env: EnvironmentMap
+    fixed: _FixedSamples
+    u_specular: torch.Tensor  # (P, Ns, 2)
+    u_coat: torch.Tensor      # (P, Nc, 2)
+    origins: np.ndarray       # (P, 3) shadow-ray origins
+
+
+class RasterRenderer:
+    """Renders the part's views for a material; differentiable in the material.
+
+    Args:
+        scene: the fit scene (mesh and views).
+        samples: samples per pixel per strategy.
+        seed: seed of every random number used (the objective is deterministic).
+        max_loss_pixels: per view, at most this many pixels enter the training loss
+            (a fixed random subset); metrics always use all usable pixels.
+    """
+
+    def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
+                 max_loss_pixels: int = 4096, device: str = "cpu"):
+        # Subnormal floats (underflowing GGX tails, Fresnel powers) make x86 arithmetic
+        # up to 100x slower; flushing them to zero changes no result that matters here.
+        torch.set_flush_denormal(True)
+        self.scene = scene
+        self.samples = samples
+        self.seed = seed
+        self.max_loss_pixels = max_loss_pixels
+        self.caster = RayCaster(scene.mesh, device=device)
+        self._prepared: dict[int, _PreparedView] = {}
+        self._env_cache: dict[int, EnvironmentMap] = {}
+        self.train_subsets: dict[int, np.ndarray] = {}
+
+    # --- preparation ------------------------------------------------------------------------
+    def environment(self, view_index: int) -> EnvironmentMap:
+        env = self.scene.views[view_index].environment
+        key = id(env)
+        if key not in self._env_cache:
+            self._env_cache[key] = EnvironmentMap(env)
+        return self._env_cache[key]
+
+    def prepare(self, view_index: int) -> _PreparedView:
+        if view_index in self._prepared:
+            return self._prepared[view_index]
+        view = self.scene.views[view_index]
+        geo = _view_geometry(self.scene.mesh, self.caster, view)
+        env = self.environment(view_index)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + view_index)
+        n = self.samples
+        p = len(geo.pixels)
+        origins = geo.position + geo.normal_geo * self.caster.epsilon
+
+        # light samples (per pixel, drawn from the environment) and cosine samples
+        d_light, _ = env.warp(_stratified(p, n.light, gen))
+        u = _stratified(p, n.cosine, gen).float()
+        r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
+        wi_cos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
+        d_cos = torch.einsum("pni,pij->pnj", wi_cos, geo.frame)
+        d_all = torch.cat([d_light, d_cos], 1)  # (P, N, 3) world
+        wi_all = torch.einsum("pnj,pij->pni", d_all, geo.frame)
+        radiance = env.radiance(d_all)  # full resolution: light samples follow texels
+        visible = self._visible(origins, geo.normal_geo, d_all)
+        p_cos = wi_all[..., 2].clamp_min(0) / math.pi
+        p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
+        fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed)
+
+        prepared = _PreparedView(
+            geo, env, fixed,
+            _stratified(p, n.specular, gen).float(), _stratified(p, n.coat, gen).float(), origins)
+        q = geo.loss_pixels
+        if len(q) > self.max_loss_pixels:
+            perm = torch.randperm(len(q), generator=gen)[: self.max_loss_pixels].numpy()
+            q = np.sort(q[perm])
+        self.train_subsets[view_index] = q
+        self._prepared[view_index] = prepared
+        return prepared
+
+    def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
+        """(P, N) float visibility of world directions d (P, N, 3) from the surface points."""
+        p, n = d.shape[:2]
+        dn = d.detach().double().numpy().reshape(-1, 3)
+        o = np.repeat(origins, n, axis=0)
+        above = (np.repeat(normal_geo, n, axis=0) * dn).sum(-1) > 0
+        vis = np.zeros(len(dn), bool)
+        if above.any():
+            vis[above] = ~self.caster.occluded(o[above], dn[above])
+        return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32)
+
+    # --- shading --------------------------------------------------------------------------
+    def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None) -> torch.Tensor:
+        """Outgoing radiance (S, 3) of the covered pixels ``sel`` (indices into P; all if None)."""
+        pv = self.prepare(view_index)
+        geo, env, fx, n = pv.geometry, pv.env, pv.fixed, self.samples
+        if sel is None:
+            sel = np.arange(len(geo.pixels))
+        sel_t = torch.as_tensor(sel, dtype=torch.long)
+        wo = geo.wo[sel_t][:, None, :]
+        use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
+
+        def denominator(wi, p_fixed):
+            den = p_fixed + n.specular * bsdf.pdf_specular(material, wo, wi)
+            if use_coat:
+                den = den + n.coat * bsdf.pdf_coat(material, wo, wi)
+            return den.clamp_min(1e-12)
+
+        # material-independent directions
+        wi = fx.wi[sel_t]
+        f = bsdf.principled_eval(material, wo, wi)
+        out = (f * fx.lv[sel_t] / denominator(wi, fx.p_fixed[sel_t])[..., None]).sum(1)
+
+        # directions sampled from the BSDF's lobes
+        strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]
+        if use_coat:
+            strategies.append((bsdf.sample_coat, pv.u_coat, n.coat))
+        frame = geo.frame[sel_t]
+        origins, ngeo = pv.origins[sel], geo.normal_geo[sel]
+        for sampler, u, count in strategies:
+            if count == 0:
+                continue
+            wi, pdf = sampler(material, wo.expand(-1, count, -1), u[sel_t])
+            d = torch.einsum("pni,pij->pnj", wi, frame)
+            d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            lod = env.lod_for_pdf(pdf, count)
+            radiance = env.radiance(d, lod)
+            vis = self._visible(origins, ngeo, d)
+            p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi[..., 2].detach().clamp_min(0) / math.pi
+            f = bsdf.principled_eval(material, wo, wi)
+            out = out + (f * radiance * vis[..., None] / denominator(wi, p_fixed)[..., None]).sum(1)
+        return out
+
+    def render_image(self, view_index: int, material: dict[str, torch.Tensor], chunk: int = 4096) -> np.ndarray:
+        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
+        pv = self.prepare(view_index)
+        geo = pv.geometry
+        out = np.zeros((geo.height * geo.width, 3), np.float32)
+        with torch.no_grad():
+            for s in range(0, len(geo.pixels), chunk):
+                sel = np.arange(s, min(s + chunk, len(geo.pixels)))
+                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
+        return out.reshape(geo.height, geo.width, 3)

@@ -1,0 +1,175 @@
+"""Accuracy and speed benchmark: fit Cycles-rendered finishes, validate under other HDRIs.
+
+For each finish (glossy and rough plastic, gold, brushed aluminium, clear-coated paint,
+fabric with sheen, thin film, subsurface wax) on a sphere and on Suzanne:
+
+1. Cycles renders the truth material from 4 cameras under the train HDRI and from 2 of
+   them under each of 3 validation HDRIs (scripts/cycles_reference.py; cached by spec).
+2. ``pbrfit`` fits the finish's preset parameters, starting from Blender's default
+   Principled BSDF, on the train views only, with the raster backend.
+3. We report validation ΔE2000 (mean, p95), train ΔE2000, parameter errors and wall time.
+
+Usage::
+
+    python scripts/benchmark_fit.py --out benchmarks [--cases glossy_plastic,gold] [--shapes sphere]
+
+Writes ``OUT/results.json`` and ``OUT/results.md`` (a Markdown table with the machine).
+Rendering runs in a subprocess per case (bpy and the fit do not share a process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FINISHES = {
+    "glossy_plastic": ({"base_color": [0.05, 0.2, 0.6], "roughness": 0.15}, "plastic", 1.5),
+    "rough_plastic": ({"base_color": [0.7, 0.68, 0.6], "roughness": 0.6}, "plastic", 1.5),
+    "gold": ({"base_color": [1.0, 0.77, 0.33], "metallic": 1.0, "roughness": 0.25}, "metal", 1.5),
+    "brushed_aluminium": ({"base_color": [0.91, 0.92, 0.92], "metallic": 1.0, "roughness": 0.35,
+                           "anisotropic": 0.8, "anisotropic_rotation": 0.0}, "brushed_metal", 1.5),
+    "coated_paint": ({"base_color": [0.5, 0.03, 0.03], "roughness": 0.5, "coat_weight": 1.0,
+                      "coat_roughness": 0.05}, "coated_paint", 1.5),
+    "fabric_sheen": ({"base_color": [0.15, 0.2, 0.45], "roughness": 0.9, "sheen_weight": 1.0,
+                      "sheen_roughness": 0.35, "sheen_tint": [1.0, 1.0, 1.0]}, "fabric", 3.0),
+    "thin_film": ({"base_color": [0.05, 0.05, 0.05], "roughness": 0.2, "thin_film_thickness": 350.0},
+                  "thin_film", 3.0),
+    "subsurface_wax": ({"base_color": [0.9, 0.75, 0.5], "roughness": 0.4, "subsurface_weight": 1.0,
+                        "subsurface_radius": [1.0, 0.2, 0.1], "subsurface_scale": 0.1}, "subsurface", 3.0),
+}
+TRAIN_HDRI = "forest"
+VALIDATE_HDRIS = ["city", "courtyard", "sunset"]
+
+
+def _spec(finish: str, shape: str, out: Path, resolution: int, samples: int) -> dict:
+    material, _, _ = FINISHES[finish]
+    return {"shape": shape, "material": material, "train_hdri": TRAIN_HDRI, "validate_hdris": VALIDATE_HDRIS,
+            "cameras": 4, "validate_cameras": [0, 2], "resolution": [resolution, resolution],
+            "samples": samples, "seed": 0, "out": str(out)}
+
+
+def _render(spec: dict, cache: Path) -> Path:
+    key = hashlib.sha256(json.dumps({k: v for k, v in spec.items() if k != "out"}, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache / key
+    if (out / "job.toml").is_file():
+        return out
+    spec = dict(spec, out=str(out))
+    spec_file = cache / f"{key}.json"
+    spec_file.write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cycles_reference.py"), str(spec_file)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"Cycles reference render failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return out
+
+
+def _param_errors(truth: dict, fitted: dict, names: list[str]) -> dict:
+    errs = {}
+    for n in names:
+        t, f = truth.get(n), fitted[n]
+        if t is None:
+            continue
+        if isinstance(f, list):
+            errs[n] = max(abs(a - b) for a, b in zip(f, t))
+        else:
+            errs[n] = abs(f - t)
+    return errs
+
+
+def run_case(finish: str, shape: str, args, cache: Path) -> dict:
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.job import load_job
+    from pbrfit.params import PRESETS, default_material
+
+    t0 = time.monotonic()
+    case_dir = _render(_spec(finish, shape, cache, args.resolution, args.samples), cache)
+    render_s = time.monotonic() - t0
+    job = load_job(case_dir / "job.toml")
+    material, preset, target = FINISHES[finish]
+    opts = FitOptions(parameters=list(PRESETS[preset]), iterations=args.iterations,
+                      time_budget=args.time_budget, seed=0)
+    t1 = time.monotonic()
+    result = fit_material(job.scene, opts)
+    wall = time.monotonic() - t1
+    truth = default_material() | material
+    val = result.metrics.get("validate", {}).get("mean", {})
+    tr = result.metrics["train"]["mean"]
+    return {"finish": finish, "shape": shape, "preset": preset, "target_de2000": target,
+            "validate_de2000_mean": val.get("de2000_mean"), "validate_de2000_p95": val.get("de2000_p95"),
+            "train_de2000_mean": tr["de2000_mean"], "parameter_errors": _param_errors(truth, result.material, result.fitted),
+            "fitted": {n: result.material[n] for n in result.fitted}, "truth": {n: truth[n] for n in result.fitted},
+            "wall_time_s": wall, "iterations": len(result.history) - 1, "stopped": result.stopped,
+            "render_s": render_s, "views": {"train": len(job.scene.split("train")),
+                                            "validate": len(job.scene.split("validate"))}}
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def write_table(rows: list[dict], out: Path, args) -> str:
+    lines = [f"Machine: {_machine()}; raster backend on CPU; {args.resolution} px, 4 train views "
+             f"({TRAIN_HDRI}), validation under {', '.join(VALIDATE_HDRIS)} (2 views each); "
+             f"budget {args.iterations} iterations / {args.time_budget} s.", "",
+             "| finish | shape | val ΔE mean | val ΔE p95 | train ΔE mean | target | met | parameter errors (abs) | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['finish']} | {r['shape']} | error: {r['error']} | | | | | | |")
+            continue
+        met = "yes" if r["validate_de2000_mean"] is not None and r["validate_de2000_mean"] <= r["target_de2000"] else "**no**"
+        errs = ", ".join(f"{k} {v:.3g}" for k, v in r["parameter_errors"].items())
+        lines.append(f"| {r['finish']} | {r['shape']} | {r['validate_de2000_mean']:.2f} | {r['validate_de2000_p95']:.2f} | "
+                     f"{r['train_de2000_mean']:.2f} | ≤ {r['target_de2000']:g} | {met} | {errs} | {r['wall_time_s']:.1f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="benchmarks")
+    ap.add_argument("--cases", default=",".join(FINISHES))
+    ap.add_argument("--shapes", default="sphere,suzanne")
+    ap.add_argument("--resolution", type=int, default=160)
+    ap.add_argument("--samples", type=int, default=256, help="Cycles samples per pixel of the references")
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--time-budget", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for shape in args.shapes.split(","):
+        for finish in args.cases.split(","):
+            try:
+                row = run_case(finish, shape, args, cache)
+            except Exception as e:  # keep benchmarking the other cases; the table shows the failure
+                row = {"finish": finish, "shape": shape, "error": f"{type(e).__name__}: {e}"[:300]}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("fitted", "truth")}), flush=True)
+            (out / "results.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
+            write_table(rows, out, args)
+    print(write_table(rows, out, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
