@@ -281,7 +281,8 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
             opt = cls([u], lr=options.learning_rate)
         start_it = state["it"]
         last_loss = math.inf
-        converged = False
+        converged = early = False
+        state["bad_checks"] = 0
         while state["it"] - start_it < budget:
             if out_of_time():
                 stopped = "time budget"
@@ -297,14 +298,14 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
                 return loss
 
             if options.optimizer == "lbfgs":
-                loss = float(opt.step(closure))
+                loss = float(opt.step(closure).detach())
             else:
                 for _ in range(options.check_every):
-                    loss = float(opt.step(closure))
+                    loss = float(opt.step(closure).detach())
             values = space.values(u.detach())
             validate_now(stage)
             if val_obj is not None and state["bad_checks"] >= options.patience:
-                stopped = "early stopping"
+                early = True  # this stage stopped helping on validation: go to the next one
                 break
             if abs(last_loss - loss) <= 1e-4 * max(abs(loss), 1e-12):
                 converged = True
@@ -312,10 +313,9 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
             last_loss = loss
         schedule.append({"stage": stage, "parameters": names, "iterations": state["it"] - start_it,
                          "warm_started": new})
-        if stopped in ("time budget", "early stopping"):
+        if stopped == "time budget":
             break
-        if converged:
-            stopped = "converged"
+        stopped = "early stopping" if early else "converged" if converged else "iterations"
 
     if val_obj is not None and state["best_val"] < math.inf:
         values = state["best_values"]

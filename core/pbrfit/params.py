@@ -253,7 +253,16 @@ class ParameterSpace:
     def values(self, u: torch.Tensor) -> dict[str, float | list[float]]:
         """Plain Python values under canonical names (for JSON and exporters)."""
         with torch.no_grad():
-            m = self.material(u.detach().to(torch.float64), dtype=torch.float64)
+            u = u.detach().to(torch.float64)
+            m = self.material(u, dtype=torch.float64)
+            # a sigmoid only approaches its bounds; report values within the start margin
+            # of a bound as the bound itself (metallic 0, no coat, no film)
+            for n, sl in self.slices.items():
+                t = torch.sigmoid(u[sl])
+                lo, hi = self._bounds[n]
+                edge = torch.where(t <= 2 * _EDGE, lo, torch.where(t >= 1 - 2 * _EDGE, hi, torch.nan))
+                if torch.isfinite(edge).any() and PARAMETERS[n].transform != "logbox":
+                    m[n] = torch.where(torch.isfinite(edge), edge, m[n])
         return {n: (m[n].tolist() if PARAMETERS[n].size > 1 else float(m[n][0])) for n in PARAMETER_NAMES}
 
     def restricted(self, names: Iterable[str], values: Mapping[str, object]) -> "ParameterSpace":

@@ -234,6 +234,7 @@ class RasterRenderer:
                  max_loss_pixels: int = 4096, device: str = "cpu"):
         # Subnormal floats (underflowing GGX tails, Fresnel powers) make x86 arithmetic
         # up to 100x slower; flushing them to zero changes no result that matters here.
+        np.finfo(np.float32), np.finfo(np.float64)  # cache numpy's limits before the switch
         torch.set_flush_denormal(True)
         self.scene = scene
         self.samples = samples

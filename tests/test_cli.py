@@ -1,0 +1,117 @@
+"""The command line end to end: outputs, exit codes, one-line errors, cancel, atomicity."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import MaterialX as mx
+import pytest
+from pxr import Usd, UsdShade
+
+from synthetic import render_references, write_job
+
+PBRFIT = [sys.executable, "-m", "pbrfit.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*PBRFIT, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    job = write_job(tmp_path_factory.mktemp("cli"), size=40, cameras=2, validate_env="sky_val.exr")
+    render_references(job, {"base_color": [0.2, 0.4, 0.6], "roughness": 0.4}, seed=5)
+    return job
+
+
+@pytest.fixture(scope="module")
+def fitted(job, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "result"
+    r = run("fit", job, "--out", out, "--preset", "plastic", "--iterations", "6", "--samples", "8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_fit_writes_the_four_outputs(fitted):
+    out, r = fitted
+    assert sorted(p.name for p in out.iterdir()) == ["material.json", "material.mtlx", "material.usda", "report.html"]
+    doc = json.loads((out / "material.json").read_text())
+    assert set(doc["parameters"]) >= {"base_color", "roughness", "thin_film_thickness", "coat_tint"}
+    assert set(doc["metrics"]) == {"train", "validate"}
+    for split in doc["metrics"].values():
+        for m in split["views"].values():
+            assert set(m) >= {"de2000_mean", "de2000_p95", "ssim", "l1"}
+    prov = doc["provenance"]
+    assert prov["seed"] == 0 and len(prov["inputs"]) >= 4 and all(len(h) == 64 for h in prov["inputs"].values())
+    assert prov["versions"]["torch"] and prov["schedule"] and prov["wall_time_s"] > 0
+    assert "ΔE2000" in r.stdout and "validate" in r.stdout
+    # MaterialX validates, the USD material re-reads
+    doc_mx = mx.createDocument()
+    mx.readFromXmlFile(doc_mx, str(out / "material.mtlx"))
+    libs = mx.createDocument()
+    mx.loadLibraries(mx.getDefaultDataLibraryFolders(), mx.getDefaultDataSearchPath(), libs)
+    doc_mx.setDataLibrary(libs)
+    ok, msg = doc_mx.validate()
+    assert ok, msg
+    stage = Usd.Stage.Open(str(out / "material.usda"))
+    mats = [p for p in stage.Traverse() if p.IsA(UsdShade.Material)]
+    assert len(mats) == 1
+    html = (out / "report.html").read_text()
+    assert "Cam0" in html and "Cam1" in html
+
+
+def test_validate_command(job, fitted):
+    out, _ = fitted
+    r = run("validate", job, "--material", out / "material.json")
+    assert r.returncode == 0, r.stderr
+    means = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(means) == {"train", "validate"} and means["train"]["de2000_mean"] >= 0
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda t: t.replace('scene = "scene.usda"', 'scene = "missing.usda"'), "missing.usda"),
+    (lambda t: t.replace('target = "/World/Part"', 'target = "/World/Nope"'), "/World/Nope"),
+    (lambda t: t.replace('camera = "/World/Cam1"', 'camera = "/World/Part"'), "/World/Part"),
+    (lambda t: t.replace("refs/cam1.exr", "refs/none.exr"), "none.exr"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(job, tmp_path, mutate, needle):
+    bad = job.parent / f"bad_{abs(hash(needle))}.toml"
+    bad.write_text(mutate(job.read_text()))
+    out = tmp_path / "out"
+    r = run("fit", bad, "--out", out, "--quiet")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_unknown_parameter_option_is_exit_2(job, tmp_path):
+    r = run("fit", job, "--out", tmp_path / "o", "--fit", "roughnes")
+    assert r.returncode == 2 and "roughnes" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_cancels_and_leaves_existing_output_untouched(job, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "material.json").write_text("previous result")
+    p = subprocess.Popen([*PBRFIT, "fit", str(job), "--out", str(out), "--iterations", "500", "--samples", "8"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the progress bar shows the fit iterating, then interrupt
+    deadline = time.monotonic() + 300
+    seen = ""
+    while time.monotonic() < deadline:
+        ch = p.stderr.read(1)
+        seen += ch
+        if "it/s" in seen or "s/it" in seen:
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "cancelled" in (seen + err)
+    assert (out / "material.json").read_text() == "previous result"
+    assert sorted(os.listdir(out)) == ["material.json"]
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".out.staging")]
