@@ -59,7 +59,7 @@ def _spec(finish: str, shape: str, out: Path, resolution: int, samples: int) -> 
 
 def _render(spec: dict, cache: Path) -> Path:
     key = hashlib.sha256(json.dumps({k: v for k, v in spec.items() if k != "out"}, sort_keys=True).encode()).hexdigest()[:12]
-    out = cache / key
+    out = (cache / key).resolve()
     if (out / "job.toml").is_file():
         return out
     spec = dict(spec, out=str(out))

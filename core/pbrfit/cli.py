@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
     f.add_argument("--no-stages", action="store_true", help="fit all parameters at once")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--write-back", action="store_true",
+                   help="author the fitted material on the job's stage and bind it to the target, in a new "
+                        "sublayer <scene>.pbrfit.usda (the scene file itself is not changed)")
+    f.add_argument("--edit-layer", metavar="PATH", help="with --write-back: the layer to author into instead")
 
     v = sub.add_parser("validate", help="evaluate a material on the job's views")
     v.add_argument("job")
@@ -155,6 +159,8 @@ def _cmd_fit(args) -> int:
     from .job import load_job
     from .outputs import write_fit_outputs
 
+    if args.edit_layer and not args.write_back:
+        raise InputError("--edit-layer needs --write-back")
     job = load_job(args.job)
     opts = _options(args, job.fit_options)
     cancel = threading.Event()
@@ -176,7 +182,20 @@ def _cmd_fit(args) -> int:
     _print_summary(doc["metrics"], args.out, result.stopped, result.wall_time)
     for flag in doc["plausibility"]:
         print(f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}")
+    if args.write_back:
+        _write_back(job, result.material, args.edit_layer)
     return 0
+
+
+def _write_back(job, material: dict, edit_layer: str | None) -> None:
+    from pxr import Usd
+
+    from .writeback_usd import write_back
+
+    stage = Usd.Stage.Open(job.scene.stage_path)
+    record = write_back(stage, job.scene.target, material, edit_layer=edit_layer)
+    print(f"wrote material {record.material_path} bound to {record.target_path} into {record.edit_layer_file}"
+          + (f" (add it as the first sublayer of {job.scene.stage_path} to use it)" if record.sublayer_entry else ""))
 
 
 def _print_summary(metrics: dict, out, stopped: str | None = None, wall: float | None = None):

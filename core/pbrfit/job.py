@@ -60,7 +60,7 @@ from .params import PARAMETERS, PRESETS
 from .scene import Environment, FitScene, View
 from .usd_stage import StageContents, default_world_from_dome, read_stage
 
-__all__ = ["Job", "load_job", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
+__all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit")
 VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
@@ -258,8 +258,8 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
 
 
 def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, files: _Files,
-          job_path: Path) -> tuple[View, tuple]:
-    where = f"job {job_path} view {index + 1}"
+          source: str) -> tuple[View, tuple]:
+    where = f"{source} view {index + 1}"
     if not isinstance(table, dict):
         raise InputError(f"{where}: each [[views]] entry must be a table, got {table!r}")
     unknown = [k for k in table if k not in VIEW_KEYS]
@@ -272,7 +272,7 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         raise InputError(f"{where}: split {split!r} is unknown; use \"train\" or \"validate\"")
     name = _string(table, "name", where, False)
     if name is not None:
-        where = f"job {job_path} view '{name}'"
+        where = f"{source} view '{name}'"
 
     camera = _wrap(where, stage.camera, camera_path)
     image_path = _file(base, image_value)
@@ -356,6 +356,36 @@ def load_job(path, overrides: dict | None = None) -> Job:
     files.add(job_path)
     stage = _wrap(where, read_stage, _file(base, scene_value), target=target,
                   time=None if time is None else float(time))
+    scene, read = build_scene(stage, views_table, base, source=where)
+    for f in read:
+        files.add(f)
+    return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items))
+
+
+def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str) -> tuple[FitScene, list[str]]:
+    """The :class:`FitScene` of a read stage and its views: the one path from stage to scene.
+
+    Used by :func:`load_job` (views from the job's ``[[views]]``) and by host adapters
+    (views from the stage's cameras, see ``pbrfit_material_fit.controller``).
+
+    Args:
+        stage: from :func:`pbrfit.usd_stage.read_stage`.
+        view_specs: one dict per view with the keys of :data:`VIEW_KEYS` (``camera`` and
+            ``image`` required); file paths relative to ``base_dir`` (absolute ones are
+            kept).
+        base_dir: directory relative paths are anchored to.
+        source: prefix of every error message, e.g. ``"job /path/job.toml"``.
+
+    Returns:
+        The scene and every file read for it (stage layers, images, masks, environments),
+        absolute, in first-read order.
+
+    Raises:
+        InputError: as :func:`load_job` for the views (one line starting with ``source``).
+    """
+    where = source
+    base = Path(base_dir)
+    files = _Files()
     for f in stage.files:
         files.add(f)
 
@@ -363,8 +393,8 @@ def load_job(path, overrides: dict | None = None) -> Job:
     seen_names: dict[str, int] = {}
     seen_views: dict[tuple, int] = {}
     env_cache: dict = {}
-    for index, table in enumerate(views_table):
-        view, identity = _view(table, index, base, stage, env_cache, files, job_path)
+    for index, table in enumerate(view_specs):
+        view, identity = _view(table, index, base, stage, env_cache, files, source)
         if identity in seen_views:
             raise InputError(f"{where}: views {seen_views[identity] + 1} and {index + 1} are the same "
                              f"(camera {identity[0]}, image {identity[1]}); remove one")
@@ -397,4 +427,5 @@ def load_job(path, overrides: dict | None = None) -> Job:
         target=stage.target,
         stage_path=stage.path,
     )
-    return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items))
+    return scene, list(files.items)
+
