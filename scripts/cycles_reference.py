@@ -85,6 +85,10 @@ from pbrfit.atomic import OutputDir, atomic_write_text
 from pbrfit.errors import InputError, PbrfitError
 from pbrfit.params import PARAMETERS, normalize_material
 
+# The Principled socket table lives in the Blender add-on (its one copy); re-exported here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "blender_addon"))
+from pbrfit_blender.sockets import SOCKETS  # noqa: E402
+
 __all__ = [
     "SOCKETS",
     "BUNDLED_HDRIS",
@@ -94,31 +98,6 @@ __all__ = [
     "render_case",
     "main",
 ]
-
-#: Canonical pbrfit parameter name -> Blender 5.0 Principled BSDF input socket.
-SOCKETS: dict[str, str] = {
-    "base_color": "Base Color",
-    "metallic": "Metallic",
-    "roughness": "Roughness",
-    "ior": "IOR",
-    "specular_ior_level": "Specular IOR Level",
-    "specular_tint": "Specular Tint",
-    "anisotropic": "Anisotropic",
-    "anisotropic_rotation": "Anisotropic Rotation",
-    "coat_weight": "Coat Weight",
-    "coat_roughness": "Coat Roughness",
-    "coat_ior": "Coat IOR",
-    "coat_tint": "Coat Tint",
-    "sheen_weight": "Sheen Weight",
-    "sheen_roughness": "Sheen Roughness",
-    "sheen_tint": "Sheen Tint",
-    "subsurface_weight": "Subsurface Weight",
-    "subsurface_radius": "Subsurface Radius",
-    "subsurface_scale": "Subsurface Scale",
-    "transmission_weight": "Transmission Weight",
-    "thin_film_thickness": "Thin Film Thickness",
-    "thin_film_ior": "Thin Film IOR",
-}
 
 BUNDLED_HDRIS: tuple[str, ...] = (
     "city", "courtyard", "forest", "interior", "night", "studio", "sunrise", "sunset")

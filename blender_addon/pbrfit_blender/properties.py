@@ -1,0 +1,132 @@
+"""The add-on's settings and state on the Scene (``scene.pbrfit``).
+
+Parameter toggles are one BoolProperty per canonical name (``fit_base_color``, ...), built
+from :data:`pbrfit_blender.sockets.SOCKETS`. Presets come from :data:`pbrfit.params.PRESETS`
+when the engine imports (it needs torch); without it only "Custom" is offered and the panel
+shows the dependency message instead of the fit controls.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+from .sockets import SOCKETS
+
+__all__ = ["CLASSES", "PBRFIT_ValidationView", "PBRFIT_ResultImage", "PBRFIT_Settings", "presets",
+           "selected_parameters", "register", "unregister"]
+
+
+def presets() -> dict[str, tuple[str, ...]]:
+    """pbrfit's named parameter sets, or {} when the engine cannot be imported."""
+    try:
+        from pbrfit.params import PRESETS
+    except Exception:
+        return {}
+    return dict(PRESETS)
+
+
+def _preset_items(self, context):
+    items = [(k, k.replace("_", " ").title(), f"Fit {', '.join(v)}") for k, v in presets().items()]
+    return items + [("CUSTOM", "Custom", "Fit the parameters ticked below")]
+
+
+_ITEMS_CACHE: list = []
+
+
+def _preset_items_cached(self, context):
+    # Blender needs the item strings to stay alive while the enum is shown.
+    _ITEMS_CACHE[:] = _preset_items(self, context)
+    return _ITEMS_CACHE
+
+
+def _preset_update(self, context):
+    chosen = presets().get(self.preset)
+    if chosen is None:
+        return
+    for name in SOCKETS:
+        setattr(self, f"fit_{name}", name in chosen)
+
+
+def _poll_camera(self, obj):
+    return obj.type == "CAMERA"
+
+
+class PBRFIT_ValidationView(bpy.types.PropertyGroup):
+    """A photograph taken under other lighting, used to validate (not to fit)."""
+
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_poll_camera)
+    image: PointerProperty(name="Photo", type=bpy.types.Image, description="The photograph from this camera")
+    hdri: PointerProperty(name="HDRI", type=bpy.types.Image,
+                          description="Equirectangular HDRI the photo was lit by (the World's orientation "
+                                      "and strength are applied)")
+
+
+class PBRFIT_ResultImage(bpy.types.PropertyGroup):
+    """An image the last fit produced (ΔE2000 heatmap or a reference/fit/heatmap figure)."""
+
+    view: StringProperty(name="View")
+    split: StringProperty(name="Split")
+    kind: StringProperty(name="Kind")
+    de2000: FloatProperty(name="ΔE2000")
+    image: PointerProperty(type=bpy.types.Image)
+
+
+def _settings_annotations() -> dict:
+    ann = {
+        "preset": EnumProperty(name="Preset", items=_preset_items_cached, update=_preset_update,
+                               description="Which parameters to fit"),
+        "iterations": IntProperty(name="Iterations", default=60, min=0, soft_max=500,
+                                  description="Optimizer iterations in all"),
+        "time_budget": FloatProperty(name="Time budget", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
+                                     description="Stop after this many seconds (0: no limit)"),
+        "copy_material": BoolProperty(name="Make a copy", default=False,
+                                      description="If other objects share the material, give this object "
+                                                  "its own copy instead of changing theirs"),
+        "output_dir": StringProperty(name="Report folder", subtype="DIR_PATH", default="",
+                                     description="Write material.json and report.html here (empty: don't)"),
+        "validation_views": CollectionProperty(type=PBRFIT_ValidationView),
+        "validation_index": IntProperty(default=0),
+        "result_images": CollectionProperty(type=PBRFIT_ResultImage),
+        # live state, written by the modal operator on the main thread
+        "running": BoolProperty(default=False, options={"SKIP_SAVE"}),
+        "progress": FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"}),
+        "loss": FloatProperty(default=0.0, options={"SKIP_SAVE"}),
+        "de2000": FloatProperty(default=0.0, options={"SKIP_SAVE"}),
+        "stage": StringProperty(default="", options={"SKIP_SAVE"}),
+        "status": StringProperty(default=""),
+        "error": StringProperty(default=""),
+    }
+    for name in SOCKETS:
+        ann[f"fit_{name}"] = BoolProperty(name=name.replace("_", " ").title(),
+                                          default=name in ("base_color", "roughness"))
+    return ann
+
+
+PBRFIT_Settings = type("PBRFIT_Settings", (bpy.types.PropertyGroup,),
+                       {"__annotations__": _settings_annotations(),
+                        "__doc__": "pbrfit settings and live fit state for this scene"})
+
+
+def selected_parameters(settings) -> list[str]:
+    """Canonical names ticked (the preset's when a preset is chosen)."""
+    chosen = presets().get(settings.preset)
+    if chosen is not None:
+        return list(chosen)
+    return [n for n in SOCKETS if getattr(settings, f"fit_{n}")]
+
+
+CLASSES = (PBRFIT_ValidationView, PBRFIT_ResultImage, PBRFIT_Settings)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.pbrfit = PointerProperty(type=PBRFIT_Settings)
+
+
+def unregister():
+    del bpy.types.Scene.pbrfit
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
