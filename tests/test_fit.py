@@ -23,7 +23,7 @@ def case(tmp_path_factory):
 
 def test_fit_recovers_known_parameters(case):
     job = load_job(case)
-    opts = FitOptions(parameters=["base_color", "roughness"], iterations=30, samples=SampleCounts(16, 4, 8, 0))
+    opts = FitOptions(parameters=["base_color", "roughness"], iterations=30)
     result = fit_material(job.scene, opts)
     assert np.allclose(result.material["base_color"], TRUTH["base_color"], atol=0.03)
     assert result.material["roughness"] == pytest.approx(TRUTH["roughness"], abs=0.05)
