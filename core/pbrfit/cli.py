@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--optimizer", choices=["lbfgs", "adam", "adamw"])
     f.add_argument("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
     f.add_argument("--no-stages", action="store_true", help="fit all parameters at once")
+    f.add_argument("--threads", type=int, help="torch CPU threads (default 1; see README)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.add_argument("--write-back", action="store_true",
                    help="author the fitted material on the job's stage and bind it to the target, in a new "
@@ -121,6 +122,8 @@ def _options(args, job_options: dict):
     if samples:
         s = int(samples)
         opts.samples = SampleCounts(light=s, cosine=max(1, s // 4), specular=max(1, s // 2), coat=max(1, s // 4))
+    if getattr(args, "threads", None):
+        opts.threads = args.threads
     if getattr(args, "no_stages", False):
         opts.staged = False
     opts.device = _resolve_device(getattr(args, "device", None) or o.get("device"))

@@ -30,6 +30,7 @@ normal (handled by the BSDF).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ from .errors import InputError
 from .raycast import RayCaster
 from .scene import Camera, FitScene, Mesh, View
 
-__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "camera_rays"]
+__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "camera_rays", "flush_subnormals"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,30 @@ def _stratified(pixels: int, count: int, generator: torch.Generator) -> torch.Te
     points = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(count, dtype=torch.float64)
     shift = torch.rand(pixels, 1, 2, generator=generator, dtype=torch.float64)
     return ((points[None] + shift) % 1.0).clamp(0, 1 - 1e-7)
+
+
+_FLUSH_DEPTH = 0
+
+
+@contextlib.contextmanager
+def flush_subnormals():
+    """Flush subnormal floats to zero while shading, and only then.
+
+    Underflowing GGX tails and Fresnel powers produce subnormals that make x86 arithmetic
+    up to 100x slower; flushing them changes no result that matters here. The switch is
+    process-wide state shared with other libraries (OpenImageIO's half floats, a host
+    application), so it is restored on the way out.
+    """
+    global _FLUSH_DEPTH
+    np.finfo(np.float32), np.finfo(np.float64)  # cache numpy's limits before the switch
+    _FLUSH_DEPTH += 1
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        _FLUSH_DEPTH -= 1
+        if _FLUSH_DEPTH == 0:
+            torch.set_flush_denormal(False)
 
 
 def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
@@ -232,10 +257,6 @@ class RasterRenderer:
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
                  max_loss_pixels: int = 4096, device: str = "cpu"):
-        # Subnormal floats (underflowing GGX tails, Fresnel powers) make x86 arithmetic
-        # up to 100x slower; flushing them to zero changes no result that matters here.
-        np.finfo(np.float32), np.finfo(np.float64)  # cache numpy's limits before the switch
-        torch.set_flush_denormal(True)
         self.scene = scene
         self.samples = samples
         self.seed = seed
@@ -303,6 +324,10 @@ class RasterRenderer:
     # --- shading --------------------------------------------------------------------------
     def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None) -> torch.Tensor:
         """Outgoing radiance (S, 3) of the covered pixels ``sel`` (indices into P; all if None)."""
+        with flush_subnormals():
+            return self._shade(view_index, material, sel)
+
+    def _shade(self, view_index, material, sel):
         pv = self.prepare(view_index)
         geo, env, fx, n = pv.geometry, pv.env, pv.fixed, self.samples
         if sel is None:
