@@ -265,6 +265,9 @@ class RasterRenderer:
         self._prepared: dict[int, _PreparedView] = {}
         self._env_cache: dict[int, EnvironmentMap] = {}
         self.train_subsets: dict[int, np.ndarray] = {}
+        #: prefiltered lookups for BSDF samples: less noise, but biased against the light
+        #: samples' sharp lookups under MIS (a small bright source gets counted twice), so off
+        self.filtered_lookups = False
 
     # --- preparation ------------------------------------------------------------------------
     def environment(self, view_index: int) -> EnvironmentMap:
@@ -360,7 +363,7 @@ class RasterRenderer:
             d = torch.einsum("pni,pij->pnj", wi, frame)
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             lod = env.lod_for_pdf(pdf, count)
-            radiance = env.radiance(d, lod)
+            radiance = env.radiance(d, lod if self.filtered_lookups else None)
             vis = self._visible(origins, ngeo, d)
             p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)
