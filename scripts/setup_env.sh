@@ -5,8 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have_llvm() { ls /usr/lib/*-linux-gnu/libLLVM.so.{16,17,18,19,20}* /usr/lib/*-linux-gnu/libLLVM-{16,17,18,19,20}.so \
-  /usr/lib/llvm-{16,17,18,19,20}/lib/libLLVM*.so* 2>/dev/null | grep -q .; }
+have_llvm() {
+  local f
+  for f in /usr/lib/*-linux-gnu/libLLVM.so.{16,17,18,19,20}* /usr/lib/*-linux-gnu/libLLVM-{16,17,18,19,20}.so \
+           /usr/lib/llvm-{16,17,18,19,20}/lib/libLLVM*.so*; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
 if ! have_llvm; then
   echo "setup: installing libLLVM 19 (Dr.Jit's CPU backend needs LLVM >= 16)" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
