@@ -115,3 +115,17 @@ def test_ctrl_c_cancels_and_leaves_existing_output_untouched(job, tmp_path):
     assert (out / "material.json").read_text() == "previous result"
     assert sorted(os.listdir(out)) == ["material.json"]
     assert not [q for q in tmp_path.iterdir() if q.name.startswith(".out.staging")]
+
+
+def test_out_directory_parents_are_created_only_on_success(fitted, job, tmp_path):
+    from pbrfit.atomic import OutputDir
+
+    target = tmp_path / "a" / "b" / "out"
+    with pytest.raises(RuntimeError):
+        with OutputDir(target) as staging:
+            (staging / "x.txt").write_text("x")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+    with OutputDir(target) as staging:
+        (staging / "x.txt").write_text("x")
+    assert (target / "x.txt").read_text() == "x" and [p.name for p in tmp_path.iterdir()] == ["a"]

@@ -115,19 +115,26 @@ class OutputDir:
         self._staging: Path | None = None
 
     def __enter__(self) -> Path:
-        parent = self.path.resolve().parent
-        if not parent.is_dir():
-            raise InputError(f"cannot write to {self.path}: {parent} does not exist; create it first")
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output {self.path} exists and is not a directory; choose another --out")
-        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.staging.", dir=parent))
+        # stage in the nearest existing ancestor (same file system, so moves are renames);
+        # missing parents of DIR are only created when the job succeeds
+        anchor = self.path.resolve().parent
+        while not anchor.is_dir():
+            if anchor.exists() or anchor.parent == anchor:
+                raise InputError(f"cannot write to {self.path}: {anchor} is not a directory; choose another --out")
+            anchor = anchor.parent
+        try:
+            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.staging.", dir=anchor))
+        except OSError as e:
+            raise InputError(f"cannot write to {self.path}: {e.strerror} in {anchor}; choose another --out") from None
         return self._staging
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         staging, self._staging = self._staging, None
         try:
             if exc_type is None:
-                self.path.mkdir(exist_ok=True)
+                self.path.mkdir(parents=True, exist_ok=True)
                 for item in sorted(staging.rglob("*")):
                     if item.is_file():
                         target = self.path / item.relative_to(staging)
