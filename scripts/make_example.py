@@ -87,6 +87,13 @@ Principled inputs at Blender's defaults:
 """
 
 
+#: fit settings appended to the demo's job file
+DEMO_FIT = """
+[fit]
+preset = "plastic"     # base_color, roughness, specular_ior_level
+"""
+
+
 def build_example(out: Path = ROOT / "examples" / "demo", progress=None) -> dict:
     """Render the demo into a sibling temporary folder, then swap it in for ``out``."""
     out = Path(out).resolve()
@@ -96,6 +103,8 @@ def build_example(out: Path = ROOT / "examples" / "demo", progress=None) -> dict
         result = render_case({**DEMO_SPEC, "out": str(tmp)}, progress=progress)
         result["blender"] = json.loads((tmp / "truth.json").read_text())["render"]["blender"]
         (tmp / "spec.json").write_text(json.dumps(DEMO_SPEC, indent=2) + "\n")
+        with open(tmp / "job.toml", "a") as job:  # the user knows the sample is a plastic
+            job.write(DEMO_FIT)
         (tmp / "README.md").write_text(_readme(DEMO_SPEC, result))
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make private modes
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -80,6 +80,9 @@ def atomic_path(path: str | os.PathLike, *, what: str = "output") -> Iterator[Pa
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=parent)
     except OSError as e:
         raise InputError(f"{path}: cannot write in {parent} ({e.strerror}); choose another {what} path") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
     os.close(fd)
     tmp_path = Path(tmp)
     try:
