@@ -8,7 +8,7 @@ import pytest
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.fit import FitOptions, fit_material
 from pbrfit.job import load_job
-from pbrfit.render import SampleCounts
+from pbrfit.render import RasterRenderer, SampleCounts
 from synthetic import render_references, write_job
 
 TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.35, "specular_ior_level": 0.5}
@@ -57,3 +57,26 @@ def test_no_train_views_and_bad_options_are_input_errors(case):
         fit_material(job.scene, FitOptions(iterations=1))
     with pytest.raises(InputError, match="unknown loss"):
         fit_material(load_job(case).scene, FitOptions(loss={"lpips": 1.0}))
+
+
+def test_layers_that_do_not_pay_for_themselves_are_pruned(case, tmp_path):
+    """Occam's razor on layer switches: spurious layers go, a real coat stays."""
+    from pbrfit.fit import _Objective, _prune_layers
+    from pbrfit.params import ParameterSpace, default_material
+
+    def prune(job_path, values, fit):
+        job = load_job(job_path)
+        renderer = RasterRenderer(job.scene, SampleCounts(32, 8, 16, 8))
+        objective = _Objective(renderer, [0, 1, 2], {"de2000": 1.0, "l1": 10.0})
+        space = ParameterSpace(values, fit)
+        return _prune_layers(space, values, lambda s, u: objective(s.material(u))[0])
+
+    spurious = default_material() | TRUTH | {"anisotropic": 0.05, "sheen_weight": 0.03}
+    values, pruned = prune(case, spurious, ["base_color", "roughness", "anisotropic", "sheen_weight"])
+    assert set(pruned) == {"anisotropic", "sheen_weight"} and values["anisotropic"] == 0.0
+
+    coated_truth = TRUTH | {"coat_weight": 1.0, "coat_roughness": 0.05}
+    coated = write_job(tmp_path / "coated", size=48, cameras=3)
+    render_references(coated, coated_truth, seed=7)
+    values, pruned = prune(coated, default_material() | coated_truth, ["base_color", "coat_weight"])
+    assert pruned == [] and values["coat_weight"] == 1.0

@@ -334,6 +334,36 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
 
     if val_obj is not None and state["best_val"] < math.inf:
         values = state["best_values"]
+    if not (cancel is not None and cancel.is_set()):
+        values, pruned = _prune_layers(full_space, values, lambda sp, u: evaluate(sp, u, "prune", grad=False)[0])
+        if pruned:
+            # what the dropped layers were compensating for gets a short refinement
+            def off(layer):
+                return layer is not None and (layer in pruned or values[layer] <= full_space.bounds_of(layer)[0])
+
+            keep = [n for n in full_space.fit if not off(n if n in _LAYER_SWITCHES else None)
+                    and not off(_LAYER_OF.get(n))]
+            start_it = state["it"]
+            if keep and not out_of_time():
+                space = ParameterSpace(values, keep, options.bounds)
+                u = space.initial_vector().clone().requires_grad_(True)
+                opt = torch.optim.LBFGS([u], lr=1.0, max_iter=10, history_size=20, line_search_fn="strong_wolfe",
+                                        tolerance_grad=1e-7, tolerance_change=1e-6)
+
+                def refine():
+                    opt.zero_grad()
+                    loss, de = evaluate(space, u, "refine")
+                    loss.backward()
+                    u.grad.nan_to_num_(0.0)
+                    record("refine", float(loss.detach()), de)
+                    return loss
+
+                before = float(evaluate(space, u.detach(), "refine", grad=False)[0])
+                after = float(opt.step(refine).detach())
+                if after <= before:
+                    values = dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
+            schedule.append({"stage": "prune", "parameters": pruned, "iterations": state["it"] - start_it,
+                             "warm_started": []})
     final = {n: values[n] for n in PARAMETERS}
     # metrics and report images with twice the samples: ΔE2000 of a noisy pixel reads high
     s = options.samples
@@ -342,6 +372,41 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
     views, metrics = evaluate_views(final_renderer, final)
     return FitResult(final, initial, list(full_space.fit), metrics, history, schedule, views, stopped,
                      time.monotonic() - t0)
+
+
+#: parameters that switch a whole layer or effect on; zero means "not there"
+_LAYER_SWITCHES = ("anisotropic", "coat_weight", "sheen_weight", "thin_film_thickness", "subsurface_weight",
+                   "transmission_weight")
+#: parameters that only matter while their layer is on
+_LAYER_OF = {"anisotropic_rotation": "anisotropic", "coat_roughness": "coat_weight", "coat_ior": "coat_weight",
+             "coat_tint": "coat_weight", "sheen_roughness": "sheen_weight", "sheen_tint": "sheen_weight",
+             "thin_film_ior": "thin_film_thickness", "subsurface_radius": "subsurface_weight",
+             "subsurface_scale": "subsurface_weight"}
+#: a layer is dropped when removing it raises the train loss by less than this fraction
+PRUNE_TOLERANCE = 0.01
+
+
+def _prune_layers(space: ParameterSpace, values: dict, loss_of) -> tuple[dict, list[str]]:
+    """Switch off fitted layers that do not pay for themselves (Occam's razor).
+
+    With many parameters free, a fit can explain noise or unmodelled transport with a
+    little anisotropy or sheen. Each fitted layer switch that is on is set to zero, one at
+    a time, and stays off if the train loss rises by less than :data:`PRUNE_TOLERANCE`.
+    """
+    values = dict(values)
+    pruned = []
+    base = ParameterSpace(values, [])
+    current = float(loss_of(base, base.initial_vector()))
+    for n in _LAYER_SWITCHES:
+        if n not in space.fit or values[n] <= space.bounds_of(n)[0]:
+            continue
+        trial = dict(values, **{n: space.bounds_of(n)[0]})
+        s = ParameterSpace(trial, [])
+        loss = float(loss_of(s, s.initial_vector()))
+        if loss <= current * (1 + PRUNE_TOLERANCE):
+            values, current = trial, min(current, loss)
+            pruned.append(n)
+    return values, pruned
 
 
 def _base_color_least_squares(objective: "_Objective", values: dict, space: ParameterSpace) -> list[float]:
