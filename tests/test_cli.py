@@ -129,3 +129,12 @@ def test_out_directory_parents_are_created_only_on_success(fitted, job, tmp_path
     with OutputDir(target) as staging:
         (staging / "x.txt").write_text("x")
     assert (target / "x.txt").read_text() == "x" and [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_cuda_without_a_device_is_a_clear_error(job, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    r = run("fit", job, "--out", tmp_path / "o", "--device", "cuda", "--quiet")
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr

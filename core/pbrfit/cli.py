@@ -75,13 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_device(name: str | None) -> str:
-    if name in (None, "auto"):
-        try:
-            import torch
+    """"auto" picks CUDA when torch sees a device, else the CPU; "cuda" without one is an error."""
+    import torch
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except Exception:
-            return "cpu"
+    has_cuda = torch.cuda.is_available()
+    if name in (None, "auto"):
+        return "cuda" if has_cuda else "cpu"
+    if name == "cuda" and not has_cuda:
+        raise InputError("--device cuda: no CUDA device is visible to this process; use --device cpu or auto")
     return name
 
 
