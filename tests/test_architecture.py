@@ -1,30 +1,20 @@
 """The engine stays host-free: core/ never imports bpy or omni (nor Kit's carb)."""
 
-import ast
 import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pbrfit
+from source_imports import imported_roots
 
 CORE = Path(pbrfit.__file__).resolve().parent
 FORBIDDEN = {"bpy", "bmesh", "mathutils", "omni", "carb"}
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 def test_no_host_imports_in_core_source():
-    offenders = {str(p.relative_to(CORE)): sorted(_imported_roots(p) & FORBIDDEN)
-                 for p in CORE.rglob("*.py") if _imported_roots(p) & FORBIDDEN}
+    offenders = {str(p.relative_to(CORE)): sorted(imported_roots(p) & FORBIDDEN)
+                 for p in CORE.rglob("*.py") if imported_roots(p) & FORBIDDEN}
     assert not offenders, f"core/ imports host modules: {offenders}"
 
 

@@ -1,6 +1,5 @@
 """Every bad input gives an InputError whose one line names the file or prim at fault."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +7,10 @@ import pytest
 
 import stage_builders as sb
 
-from pbrfit.errors import InputError  # noqa: E402
-from pbrfit.images import read_environment, read_image, read_mask, write_exr  # noqa: E402
-from pbrfit.job import load_job  # noqa: E402
-from pbrfit.usd_stage import read_stage  # noqa: E402
+from pbrfit.errors import InputError
+from pbrfit.images import read_environment, read_image, read_mask, write_exr
+from pbrfit.job import load_job
+from pbrfit.usd_stage import read_stage
 
 GOOD_VIEW = '[[views]]\ncamera = "/World/Cam"\nimage = "ref.exr"\n'
 

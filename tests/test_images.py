@@ -2,8 +2,6 @@
 PNG encoder, and Blender's own decoding of a bundled DWAB EXR."""
 
 import os
-import sys
-from pathlib import Path
 
 import colour
 import numpy as np
@@ -12,8 +10,8 @@ import pytest
 
 import stage_builders as sb
 
-from pbrfit.errors import InputError  # noqa: E402
-from pbrfit.images import (linear_to_srgb, read_environment, read_image, read_mask,  # noqa: E402
+from pbrfit.errors import InputError
+from pbrfit.images import (linear_to_srgb, read_environment, read_image, read_mask,
                            srgb_to_linear, write_exr, write_png)
 
 

@@ -2,7 +2,6 @@
 environments, and the bundled example."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,10 @@ import pytest
 
 import stage_builders as sb
 
-from pbrfit.errors import InputError  # noqa: E402
-from pbrfit.images import read_environment, read_image, write_exr, write_png  # noqa: E402
-from pbrfit.job import load_job  # noqa: E402
-from pbrfit.usd_stage import default_world_from_dome, read_stage  # noqa: E402
+from pbrfit.errors import InputError
+from pbrfit.images import read_environment, read_image, write_exr, write_png
+from pbrfit.job import load_job
+from pbrfit.usd_stage import default_world_from_dome, read_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo" / "job.toml"

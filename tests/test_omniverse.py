@@ -17,6 +17,7 @@ import pytest
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 
 import stage_builders as sb
+from source_imports import imported_roots
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.images import write_exr
 from synthetic import render_references, write_job
@@ -32,23 +33,13 @@ TRUE = {"base_color": [0.25, 0.5, 0.3], "roughness": 0.45}
 
 # --- structure ----------------------------------------------------------------------------
 
-def _imports(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 def test_omni_imports_only_in_the_kit_modules():
     files = sorted((EXT / "pbrfit_material_fit").glob("*.py"))
     assert {f.name for f in files} >= OMNI_MODULES | {"__init__.py", "controller.py"}
     for f in files:
-        uses = bool(_imports(f) & {"omni", "carb"})
+        uses = bool(imported_roots(f) & {"omni", "carb"})
         if f.name in OMNI_MODULES:
-            assert "omni" in _imports(f), f.name
+            assert "omni" in imported_roots(f), f.name
         else:
             assert not uses, f"{f.name} imports omni/carb; only {sorted(OMNI_MODULES)} may"
     # and importing the package in plain Python pulls in no omni module

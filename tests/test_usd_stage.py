@@ -2,16 +2,14 @@
 values as the oracle) and against small stages written here with pxr."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import stage_builders as sb
 
-from pbrfit.errors import InputError  # noqa: E402
-from pbrfit.usd_stage import default_world_from_dome, read_stage, rotate_xyz  # noqa: E402
+from pbrfit.errors import InputError
+from pbrfit.usd_stage import default_world_from_dome, read_stage, rotate_xyz
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ import numpy as np
 from pbrfit.errors import InputError
 from pbrfit.images import check_mask, read_environment, read_image, srgb_to_linear
 from pbrfit.params import PARAMETERS, normalize_material
-from pbrfit.scene import Camera, Environment, FitScene, Mesh, View
+from pbrfit.scene import BLENDER_WORLD_FROM_DOME, Camera, Environment, FitScene, Mesh, View, rotate_xyz
 
 from .sockets import SOCKETS
 
@@ -69,25 +69,8 @@ __all__ = [
     "BLENDER_TEXTURE_FROM_DOME",
 ]
 
-def _rotate_xyz(x_deg: float, y_deg: float, z_deg: float) -> np.ndarray:
-    """USD's rotateXYZ (X first, then Y, then Z), column vectors, degrees."""
-    def rx(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]], float)
-
-    def ry(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], float)
-
-    def rz(a):
-        c, s = math.cos(a), math.sin(a)
-        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], float)
-
-    return rz(math.radians(z_deg)) @ ry(math.radians(y_deg)) @ rx(math.radians(x_deg))
-
-
 #: Blender's equirectangular lookup frame in UsdLux dome terms (see the module docstring).
-BLENDER_TEXTURE_FROM_DOME = _rotate_xyz(90.0, 0.0, 90.0)
+BLENDER_TEXTURE_FROM_DOME = BLENDER_WORLD_FROM_DOME
 
 
 @dataclass
@@ -279,7 +262,7 @@ def world_from_dome_for_mapping(rotation_xyz_rad, vector_type: str = "POINT") ->
     """
     if rotation_xyz_rad is None:
         return BLENDER_TEXTURE_FROM_DOME.copy()
-    r_map = _rotate_xyz(*(math.degrees(a) for a in rotation_xyz_rad))
+    r_map = rotate_xyz(*(math.degrees(a) for a in rotation_xyz_rad))
     world_from_texture = r_map if vector_type == "TEXTURE" else r_map.T
     return world_from_texture @ BLENDER_TEXTURE_FROM_DOME
 

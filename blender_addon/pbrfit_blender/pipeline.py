@@ -106,7 +106,7 @@ def publish_images(context, result) -> list:
 
     Recorded in ``scene.pbrfit.result_images`` (kind "heatmap" or "figure").
     """
-    from pbrfit.heatmap import delta_e_heatmap, to_srgb8
+    from pbrfit.heatmap import delta_e_heatmap, display_exposure, to_srgb8
 
     settings = getattr(context.scene, "pbrfit", None)
     if settings is not None:
@@ -114,10 +114,8 @@ def publish_images(context, result) -> list:
     images = []
     for v in result.views:
         heat = delta_e_heatmap(v["de_map"], v["mask"], vmax=HEATMAP_VMAX)
-        m = v["mask"] > 0
         ref = v["reference"]
-        lum = float((ref[m] @ np.array([0.2126, 0.7152, 0.0722])).mean()) if m.any() else 1.0
-        exposure = 0.18 / max(lum, 1e-6)
+        exposure = display_exposure(ref, v["mask"])
         figure = np.concatenate([to_srgb8(ref, exposure), to_srgb8(v["fit"], exposure), heat], axis=1)
         de = float(v["metrics"]["de2000_mean"])
         for kind, pixels in (("heatmap", heat), ("figure", figure)):

@@ -22,32 +22,15 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_pa
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path``; on success it replaces ``path``.
+    """Open a temporary file beside ``path`` (text modes in UTF-8); on success it replaces
+    ``path`` (see :func:`atomic_path`).
 
     Raises:
         InputError: the directory does not exist or is not writable.
     """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"cannot write {path}: directory {directory} does not exist; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}; choose a writable location") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .color import environment_white
 from .scene import Environment
 
 __all__ = ["EnvironmentMap", "directions_to_uv", "uv_to_directions"]
@@ -85,7 +86,7 @@ class EnvironmentMap:
         self._texel_prob_img = torch.as_tensor(p, dtype=dtype)
         # mean radiance over the sphere (solid-angle weighted), per channel
         self.mean_radiance = (img * sin_t[..., None]).sum((0, 1)) / (sin_t.sum() * self.width)
-        self.mean_luminance = float((self.mean_radiance * np.array(_LUMA)).sum())
+        self.mean_luminance = environment_white(img)  # pbrfit's HDR white for this lighting
 
     # --- frames ---------------------------------------------------------------------------
     def to_dome(self, d_world: torch.Tensor) -> torch.Tensor:
@@ -128,14 +129,6 @@ class EnvironmentMap:
             if bool((w > 0).any()):
                 out = out + w * self._lookup_level(level, uv)
         return out
-
-    def lod_for_pdf(self, pdf: torch.Tensor, count: int) -> torch.Tensor:
-        """Prefilter level for a sample drawn with ``pdf`` among ``count`` (filtered
-        importance sampling, Colbert & Krivanek 2007): half the log2 ratio of the sample's
-        solid angle to a full-resolution texel's (at the equator)."""
-        texel = 2 * math.pi * math.pi / (self.width * self.height)
-        omega = 1.0 / (count * pdf.clamp_min(1e-12))
-        return (0.5 * torch.log2(omega / texel) + 0.5).clamp(0, self.num_levels - 1)
 
     # --- sampling -------------------------------------------------------------------------
     def pdf(self, d_world: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ validation, and the fit stops when validation has not improved ``patience`` time
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -143,32 +144,37 @@ class FitResult:
 
 
 class _Objective:
-    """Loss over a set of views for a parameter space, with cancellation and progress."""
+    """Loss over a set of views for a parameter space.
+
+    ``refs`` holds each view's loss pixels already divided by the view's white, the space
+    every loss and the reported ΔE2000 work in.
+    """
 
     def __init__(self, renderer: RasterRenderer, view_ids: list[int], loss: dict):
-        self.renderer, self.view_ids, self.loss = renderer, view_ids, loss
+        self.renderer, self.view_ids = renderer, view_ids
+        # SSIM needs an image, not a pixel subset: it is a metric, not part of the objective
+        self.loss = {name: w for name, w in loss.items() if name != "ssim"}
         self.refs, self.whites = {}, {}
         for vi in view_ids:
             pv = renderer.prepare(vi)
-            geo = pv.geometry
             q = renderer.train_subsets[vi]
             img = renderer.scene.views[vi].image.reshape(-1, 3)
-            self.refs[vi] = torch.as_tensor(img[geo.pixels[q]], dtype=torch.float32)
             self.whites[vi] = pv.env.mean_luminance
+            self.refs[vi] = torch.as_tensor(img[pv.geometry.pixels[q]] / self.whites[vi], dtype=torch.float32)
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
         total = 0.0
         de_sum = 0.0
         for vi in self.view_ids:
-            q = self.renderer.train_subsets[vi]
-            pred = self.renderer.shade(vi, material, q) / self.whites[vi]
-            ref = self.refs[vi] / self.whites[vi]
-            for name, w in self.loss.items():
-                if name == "ssim":  # needs an image, not a pixel subset: skipped in the objective
-                    continue
-                total = total + w * L.LOSSES[name](pred, ref)
-            with torch.no_grad():
-                de_sum += float(L.de2000(pred, ref))
+            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
+            terms = {name: L.LOSSES[name](pred, self.refs[vi]) for name in self.loss}
+            if "de2000" in terms:
+                de = terms["de2000"].detach()
+            else:
+                with torch.no_grad():
+                    de = L.de2000(pred, self.refs[vi])
+            total = total + sum(w * terms[name] for name, w in self.loss.items())
+            de_sum += float(de)
         n = max(len(self.view_ids), 1)
         return total / n, de_sum / n
 
@@ -202,11 +208,19 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
         FitCancelled: ``cancel`` was set.
     """
     options = options or FitOptions()
+    with _compute_settings(options.threads):
+        return _fit_material(scene, options, progress, cancel)
+
+
+@contextlib.contextmanager
+def _compute_settings(threads: int):
+    """torch's thread count (see :attr:`FitOptions.threads`) and subnormal flushing for the
+    forward and backward passes (see :func:`pbrfit.render.flush_subnormals`), restored after."""
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(options.threads)))
+    torch.set_num_threads(max(1, int(threads)))
     try:
-        with flush_subnormals():  # forward and backward passes both (see pbrfit.render)
-            return _fit_material(scene, options, progress, cancel)
+        with flush_subnormals():
+            yield
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -260,6 +274,19 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
             state["bad_checks"] += 1
         return de
 
+    def closure_for(opt, space: ParameterSpace, u: torch.Tensor, stage: str):
+        """The optimizer's closure: loss and gradient at ``u``, recorded as one iteration."""
+        def closure():
+            opt.zero_grad()
+            loss, de = evaluate(space, u, stage)
+            loss.backward()
+            if u.grad is not None:
+                u.grad.nan_to_num_(0.0)
+            record(stage, float(loss.detach()), de)
+            return loss
+
+        return closure
+
     def record(stage: str, loss: float, de: float):
         state["it"] += 1
         entry = {"iteration": state["it"], "stage": stage, "loss": float(loss), "train_de2000": float(de),
@@ -302,16 +329,7 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
             if out_of_time():
                 stopped = "time budget"
                 break
-
-            def closure():
-                opt.zero_grad()
-                loss, de = evaluate(space, u, stage)
-                loss.backward()
-                if u.grad is not None:
-                    u.grad.nan_to_num_(0.0)
-                record(stage, float(loss.detach()), de)
-                return loss
-
+            closure = closure_for(opt, space, u, stage)
             if options.optimizer == "lbfgs":
                 loss = float(opt.step(closure).detach())
             else:
@@ -349,19 +367,9 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
                 u = space.initial_vector().clone().requires_grad_(True)
                 opt = torch.optim.LBFGS([u], lr=1.0, max_iter=10, history_size=20, line_search_fn="strong_wolfe",
                                         tolerance_grad=1e-7, tolerance_change=1e-6)
-
-                def refine():
-                    opt.zero_grad()
-                    loss, de = evaluate(space, u, "refine")
-                    loss.backward()
-                    u.grad.nan_to_num_(0.0)
-                    record("refine", float(loss.detach()), de)
-                    return loss
-
-                before = float(evaluate(space, u.detach(), "refine", grad=False)[0])
-                after = float(opt.step(refine).detach())
-                if after <= before:
-                    values = dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
+                # the strong-Wolfe line search only accepts steps that lower the loss
+                opt.step(closure_for(opt, space, u, "refine"))
+                values = dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
             schedule.append({"stage": "prune", "parameters": pruned, "iterations": state["it"] - start_it,
                              "warm_started": []})
     final = {n: values[n] for n in PARAMETERS}
@@ -427,12 +435,11 @@ def _base_color_least_squares(objective: "_Objective", values: dict, space: Para
             m = s.material(s.initial_vector())
             renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double()
                           for vi in objective.view_ids}
-    for vi in objective.view_ids:
-        a = renders[1.0][vi] - renders[0.0][vi]
-        b = renders[0.0][vi]
-        w = 1.0 / objective.whites[vi] ** 2
-        num += w * (a * (objective.refs[vi].double() - b)).sum(0)
-        den += w * (a * a).sum(0)
+    for vi in objective.view_ids:  # in white-normalized radiance, like the losses
+        a = (renders[1.0][vi] - renders[0.0][vi]) / objective.whites[vi]
+        b = renders[0.0][vi] / objective.whites[vi]
+        num += (a * (objective.refs[vi].double() - b)).sum(0)
+        den += (a * a).sum(0)
     return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
 
 
@@ -503,11 +510,6 @@ def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: li
 def evaluate_material(scene: FitScene, material: dict, options: FitOptions | None = None):
     """Render and measure ``material`` on every view of ``scene`` (no fitting)."""
     options = options or FitOptions()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(options.threads)))
-    try:
-        with flush_subnormals():
-            renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
-            return evaluate_views(renderer, normalize_material(material))
-    finally:
-        torch.set_num_threads(previous_threads)
+    with _compute_settings(options.threads):
+        renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
+        return evaluate_views(renderer, normalize_material(material))

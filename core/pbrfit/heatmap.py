@@ -27,6 +27,7 @@ __all__ = [
     "VIRIDIS_POINTS",
     "MASKED_GREY",
     "colormap",
+    "display_exposure",
     "delta_e_heatmap",
     "colorbar_svg",
     "to_srgb8",
@@ -145,6 +146,14 @@ def colorbar_svg(vmax: float = 10.0, *, width: int = 260, height: int = 46,
                      f'text-anchor="{anchor}">{html.escape(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def display_exposure(reference: np.ndarray, mask: np.ndarray, middle_grey: float = 0.18) -> float:
+    """Exposure (a linear multiplier) that puts the masked reference's mean luminance at
+    ``middle_grey``, so every view of a report or a host's figure reads alike."""
+    m = np.asarray(mask) > 0
+    lum = float((np.asarray(reference)[m] @ np.array([0.2126, 0.7152, 0.0722])).mean()) if m.any() else 1.0
+    return middle_grey / max(lum, 1e-6)
 
 
 def to_srgb8(linear: np.ndarray, exposure: float = 1.0) -> np.ndarray:

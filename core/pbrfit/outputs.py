@@ -32,6 +32,7 @@ import numpy as np
 from . import plausibility, provenance, report
 from .atomic import OutputDir, atomic_write_text
 from .export import write_materialx, write_usd_material
+from .heatmap import display_exposure
 from .params import PARAMETERS
 
 __all__ = ["NORMALIZATION", "write_fit_outputs", "read_material_json", "report_data"]
@@ -86,12 +87,9 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
     """The dict :func:`pbrfit.report.write_report` renders."""
     views = []
     for v in result.views:
-        ref = v["reference"]
-        # show each view at an exposure that puts the part's mean luminance mid-grey
-        m = v["mask"] > 0
-        lum = float((ref[m] @ np.array([0.2126, 0.7152, 0.0722])).mean()) if m.any() else 1.0
-        views.append({"name": v["name"], "split": v["split"], "reference": ref, "fit": v["fit"],
-                      "de_map": v["de_map"], "mask": v["mask"], "exposure": 0.18 / max(lum, 1e-6),
+        views.append({"name": v["name"], "split": v["split"], "reference": v["reference"], "fit": v["fit"],
+                      "de_map": v["de_map"], "mask": v["mask"],
+                      "exposure": display_exposure(v["reference"], v["mask"]),
                       "metrics": v["metrics"]})
     params = []
     for n, spec in PARAMETERS.items():

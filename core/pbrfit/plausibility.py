@@ -225,7 +225,6 @@ def check(material: Mapping[str, object], fitted: Iterable[str],
 
     metallic = m["metallic"]
     is_metal = metallic >= 0.5
-    dielectric = metallic < 0.9
 
     if METALLIC_MIXTURE[0] < metallic < METALLIC_MIXTURE[1]:
         add("metallic", "warning",

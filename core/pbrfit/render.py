@@ -13,9 +13,10 @@ importance sampling (``light``), cosine hemisphere (``cosine``), GGX visible-nor
 of the base specular lobe (``specular``) and of the coat (``coat``). Directions of the first
 two do not depend on the material, so their radiance and visibility (self-shadowing, shadow
 rays against the part) are computed once. Specular and coat directions move with roughness
-(reparameterized through fixed uniforms); their radiance comes from prefiltered levels of
-the environment (filtered importance sampling) and their visibility is recomputed, without
-gradient, at each evaluation. All random numbers are drawn once from a seeded generator,
+(reparameterized through fixed uniforms); their radiance is a bilinear lookup of the
+full-resolution environment and their visibility is recomputed, without gradient, at each
+evaluation. (Prefiltered lookups would lower the noise but, combined by MIS with the light
+samples' sharp lookups, count a small bright source twice: tests/test_render_vs_cycles.py.) All random numbers are drawn once from a seeded generator,
 so the objective is a deterministic, smooth function of the parameters.
 
 What this backend leaves out: light reflected from the part onto itself (interreflection)
@@ -265,9 +266,6 @@ class RasterRenderer:
         self._prepared: dict[int, _PreparedView] = {}
         self._env_cache: dict[int, EnvironmentMap] = {}
         self.train_subsets: dict[int, np.ndarray] = {}
-        #: prefiltered lookups for BSDF samples: less noise, but biased against the light
-        #: samples' sharp lookups under MIS (a small bright source gets counted twice), so off
-        self.filtered_lookups = False
 
     # --- preparation ------------------------------------------------------------------------
     def environment(self, view_index: int) -> EnvironmentMap:
@@ -359,11 +357,10 @@ class RasterRenderer:
         for sampler, u, count in strategies:
             if count == 0:
                 continue
-            wi, pdf = sampler(material, wo.expand(-1, count, -1), u[sel_t])
+            wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
             d = torch.einsum("pni,pij->pnj", wi, frame)
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            lod = env.lod_for_pdf(pdf, count)
-            radiance = env.radiance(d, lod if self.filtered_lookups else None)
+            radiance = env.radiance(d)
             vis = self._visible(origins, ngeo, d)
             p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)

@@ -23,7 +23,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Mesh", "Camera", "Environment", "View", "FitScene"]
+__all__ = ["Mesh", "Camera", "Environment", "View", "FitScene", "rotate_xyz", "BLENDER_WORLD_FROM_DOME"]
+
+
+def rotate_xyz(x_deg: float, y_deg: float, z_deg: float) -> np.ndarray:
+    """USD's ``xformOp:rotateXYZ`` as a 3x3 column-vector matrix: X first, then Y, then Z
+    (angles in degrees)."""
+    def axis(deg, i, j):
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+        return m
+
+    return axis(z_deg, 0, 1) @ axis(y_deg, 2, 0) @ axis(x_deg, 1, 2)
+
+
+#: Blender's World orientation in the dome frame: its equirectangular lookup puts the image
+#: centre toward +X and the top row toward +Z of a Z-up world, which is
+#: ``rotateXYZ(90, 0, 90)`` applied to the dome frame (what Blender's USD exporter writes).
+BLENDER_WORLD_FROM_DOME = rotate_xyz(90.0, 0.0, 90.0)
 
 
 @dataclass

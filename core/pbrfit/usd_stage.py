@@ -105,7 +105,7 @@ from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdLux, UsdShade
 
 from .errors import InputError
 from .params import PARAMETERS, normalize_material
-from .scene import Camera, Mesh
+from .scene import BLENDER_WORLD_FROM_DOME, Camera, Mesh, rotate_xyz
 
 __all__ = [
     "DomeLightInfo",
@@ -116,36 +116,10 @@ __all__ = [
 ]
 
 
-# --- small rotation helpers (column-vector convention, degrees) ----------------------------
-
-def _rx(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float64)
-
-
-def _ry(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float64)
-
-
-def _rz(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
-
-
-def rotate_xyz(x_deg: float, y_deg: float, z_deg: float) -> np.ndarray:
-    """USD's ``xformOp:rotateXYZ`` as a 3x3 column-vector matrix: X first, then Y, then Z."""
-    return _rz(z_deg) @ _ry(y_deg) @ _rx(x_deg)
-
-
-#: Blender's World orientation on a Z-up stage (see the module docstring).
-_BLENDER_Z_UP = rotate_xyz(90.0, 0.0, 90.0)
-
-
 def default_world_from_dome(up_axis: str) -> np.ndarray:
     """Dome orientation when nothing says otherwise: identity on a Y-up stage, Blender's
     ``rotateXYZ(90, 0, 90)`` (pole +Z, image centre +X) on a Z-up stage."""
-    return _BLENDER_Z_UP.copy() if up_axis == "Z" else np.eye(3)
+    return BLENDER_WORLD_FROM_DOME.copy() if up_axis == "Z" else np.eye(3)
 
 
 # --- results ------------------------------------------------------------------------------
@@ -570,11 +544,11 @@ def _read_dome(stage: Usd.Stage, time, up_axis: str, stage_path) -> DomeLightInf
         if pole not in ("scene", "Y", "Z"):
             raise InputError(f"{what} has poleAxis '{pole}'; use scene, Y or Z")
         pole_up = up_axis if pole == "scene" else pole
-        align = _rx(90.0) if pole_up == "Z" else np.eye(3)
+        align = rotate_xyz(90.0, 0.0, 0.0) if pole_up == "Z" else np.eye(3)
         world_from_dome = rotation @ align
         rule = f"poleAxis {pole} (pole on +{pole_up}) then the DomeLight's world rotation"
     elif up_axis == "Z" and np.allclose(rotation, np.eye(3), atol=1e-6):
-        world_from_dome = _BLENDER_Z_UP.copy()
+        world_from_dome = BLENDER_WORLD_FROM_DOME.copy()
         rule = ("Z-up stage, DomeLight without rotation or poleAxis: Blender's convention "
                 "rotateXYZ(90, 0, 90), image centre toward +X")
     else:
