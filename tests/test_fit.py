@@ -30,7 +30,7 @@ def test_fit_recovers_known_parameters(case):
     assert result.metrics["validate"]["mean"]["de2000_mean"] < 1.5
     # the initial material (Blender's default grey) was far worse
     assert result.history[0]["train_de2000"] > 5 * result.metrics["train"]["mean"]["de2000_mean"]
-    assert [s["stage"] for s in result.schedule] == ["colour", "gloss"]
+    assert [s["stage"] for s in result.schedule] == ["colour", "gloss", "path"]  # auto: raster, then path
 
 
 def test_cancel_stops_the_fit(case):

@@ -99,6 +99,9 @@ __all__ = [
     "pdf_specular",
     "sample_coat",
     "pdf_coat",
+    "lobe_probabilities",
+    "sample_principled",
+    "pdf_principled",
 ]
 
 MU_MIN = 1e-4
@@ -279,7 +282,8 @@ def _sheen_ltc_over_cos(view: torch.Tensor, light: torch.Tensor, a: torch.Tensor
 # --- the model ------------------------------------------------------------------------------
 
 
-def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: bool = False) -> torch.Tensor:
+def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: bool = False,
+                    subsurface_transport: bool = False):
     """f(wo, wi) * max(wi.z, 0) of Blender's Principled BSDF, linear Rec.709 RGB.
 
     Args:
@@ -289,8 +293,13 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
         wi: (..., 3) unit direction toward the light, local shading frame.
         reciprocal: use the reciprocal variant of the layering (see the module docstring)
             instead of Cycles' view-only form.
+        subsurface_transport: the caller transports subsurface light itself (the path
+            backend's random walk): the Lambert lobe keeps only ``1 - subsurface_weight``
+            of the base, and the subsurface closure's weight is returned too.
     Returns:
-        (..., 3); zero where wi.z <= 0.
+        (..., 3); zero where wi.z <= 0. With ``subsurface_transport``: (that, the
+        subsurface closure weight (..., 3): ``subsurface_weight * base_color`` times the
+        layers above, as Cycles weights its BSSRDF closure).
     """
     p = _material(m, wo)
     tables = tables_for(wo.device, wo.dtype)
@@ -408,8 +417,14 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
     w = w * (1.0 - p["transmission_weight"]) * _Layer(spec_albedo, mu_o, mu_i_safe, reciprocal, ndim).factor
 
-    # 6. diffuse (and subsurface, rendered as the same Lambert lobe)
-    out = out + w * p["base_color"] * (mu_i / math.pi)
+    # 6. diffuse (and subsurface, rendered as the same Lambert lobe unless transported)
+    base = w * p["base_color"]
+    if subsurface_transport:
+        sss = base * p["subsurface_weight"]
+        out = out + (base - sss) * (mu_i / math.pi)
+        out = torch.where(above, out, torch.zeros_like(out))
+        return out, sss.expand_as(out) if sss.shape != out.shape else sss
+    out = out + base * (mu_i / math.pi)
     out = torch.where(above, out, torch.zeros_like(out))
     return out
 
@@ -478,3 +493,67 @@ def pdf_coat(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     """Solid-angle density of :func:`sample_coat`, shape (...)."""
     wo, a = _coat_alpha(m, wo)
     return _pdf(wo, wi, a, a, None)
+
+
+# --- one-sample lobe selection (the path backend) -------------------------------------------
+
+
+def lobe_probabilities(m: dict, ref: torch.Tensor) -> torch.Tensor:
+    """Probabilities (..., 3) of sampling the diffuse (cosine), base specular (GGX) and coat
+    (GGX) lobes, from a rough estimate of each lobe's share of the reflected energy.
+
+    Any choice with every contributing lobe > 0 is unbiased; this one only shapes the noise.
+    Computed without gradient (sampling is detached in the path backend).
+    """
+    with torch.no_grad():
+        p = _material(m, ref)
+        metallic = p["metallic"]
+        luma = (p["base_color"] * p["base_color"].new_tensor([0.2126, 0.7152, 0.0722])).sum(-1, keepdim=True)
+        diffuse = (1 - metallic) * (1 - p["transmission_weight"]) * (luma.clamp_min(0.05) + 0.5 * p["sheen_weight"])
+        specular = metallic + (1 - metallic) * 0.25 * (p["specular_ior_level"] * 2).clamp(0.0, 1.0)
+        specular = torch.maximum(specular, (p["thin_film_thickness"] > THICKNESS_CUTOFF).to(specular) * 0.25)
+        coat = 0.25 * p["coat_weight"].clamp(0.0, 1.0)
+        w = torch.cat(torch.broadcast_tensors(diffuse, specular, coat), -1)
+        w = torch.where(w > 0, w.clamp_min(0.05), w)
+        return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def _cosine_hemisphere(u: torch.Tensor) -> torch.Tensor:
+    r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
+    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
+
+
+def sample_principled(m: dict, wo: torch.Tensor, u_lobe: torch.Tensor, u: torch.Tensor):
+    """Sample a direction from the mixture of the Principled BSDF's lobes.
+
+    Args:
+        m: material (see :func:`principled_eval`).
+        wo: (..., 3) view direction, local frame.
+        u_lobe: (...) uniform picking the lobe; u: (..., 2) uniforms for the direction.
+    Returns:
+        (wi, pdf): direction (..., 3) and its density under the whole mixture
+        (:func:`pdf_principled`), shape (...). Not differentiable (detached sampling).
+    """
+    with torch.no_grad():
+        probs = lobe_probabilities(m, wo).expand(*wo.shape[:-1], 3)
+        cdf = torch.cumsum(probs, -1)
+        lobe = (u_lobe[..., None] >= cdf[..., :2]).sum(-1)
+        wi = _cosine_hemisphere(u)
+        if bool((lobe == 1).any()):
+            wi = torch.where((lobe == 1)[..., None], sample_specular(m, wo, u)[0], wi)
+        if bool((lobe == 2).any()):
+            wi = torch.where((lobe == 2)[..., None], sample_coat(m, wo, u)[0], wi)
+        return wi, pdf_principled(m, wo, wi, probs)
+
+
+def pdf_principled(m: dict, wo: torch.Tensor, wi: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Solid-angle density (...) of :func:`sample_principled` producing ``wi``."""
+    with torch.no_grad():
+        if probs is None:
+            probs = lobe_probabilities(m, wo).expand(*wo.shape[:-1], 3)
+        pdf = probs[..., 0] * wi[..., 2].clamp_min(0) / math.pi
+        if bool((probs[..., 1] > 0).any()):
+            pdf = pdf + probs[..., 1] * pdf_specular(m, wo, wi)
+        if bool((probs[..., 2] > 0).any()):
+            pdf = pdf + probs[..., 2] * pdf_coat(m, wo, wi)
+        return pdf

@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit the target's material to the job's train views")
     f.add_argument("job", help="job file (TOML)")
     f.add_argument("--out", required=True, help="output directory (created; files in it are replaced atomically)")
-    f.add_argument("--backend", choices=["raster"], help="renderer (default raster)")
+    f.add_argument("--backend", choices=["auto", "raster", "path"],
+                   help="auto (default): raster warm start, then path-traced refinement; raster: direct light "
+                        "only, fastest; path: path-traced refinement of the initial material only")
+    f.add_argument("--path-iterations", type=int, metavar="N", help="iterations of the path-traced refinement (default 40)")
+    f.add_argument("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], help="ray casting device (default auto)")
     f.add_argument("--seed", type=int, help="random seed (default 0)")
     f.add_argument("--iterations", type=int, help="optimizer iterations in all (default 60)")
@@ -71,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", choices=["train", "validate", "all"], default="all")
     v.add_argument("--device", choices=["auto", "cpu", "cuda"])
     v.add_argument("--seed", type=int)
+    v.add_argument("--backend", choices=["auto", "raster", "path"],
+                   help="renderer of the metrics: path traced (auto, path; default) or raster")
     return p
 
 
@@ -107,7 +113,8 @@ def _options(args, job_options: dict):
     opts.parameters = [n for n in params if n not in set(freeze)]
     opts.bounds = {k: tuple(v) for k, v in (o.get("bounds") or {}).items()}
     for key, attr in (("iterations", "iterations"), ("time_budget", "time_budget"), ("seed", "seed"),
-                      ("backend", "backend"), ("optimizer", "optimizer")):
+                      ("backend", "backend"), ("optimizer", "optimizer"), ("path_iterations", "path_iterations"),
+                      ("path_spp", "path_spp"), ("path_max_spp", "path_max_spp"), ("path_depth", "path_depth")):
         if o.get(key) is not None:
             setattr(opts, attr, o[key])
         if getattr(args, attr, None) is not None:
@@ -127,6 +134,7 @@ def _options(args, job_options: dict):
         opts.threads = args.threads
     if getattr(args, "no_stages", False):
         opts.staged = False
+    opts.path_max_spp = max(opts.path_max_spp, opts.path_spp)
     opts.device = _resolve_device(getattr(args, "device", None) or o.get("device"))
     opts.validate()
     return opts
@@ -234,7 +242,7 @@ def _cmd_validate(args) -> int:
         scene = replace(scene, views=[v for v in scene.views if v.split == args.split])
         if not scene.views:
             raise InputError(f"job {args.job} has no '{args.split}' views")
-    opts = FitOptions(device=_resolve_device(args.device), seed=args.seed or 0)
+    opts = FitOptions(device=_resolve_device(args.device), seed=args.seed or 0, backend=args.backend or "auto")
     views, metrics = evaluate_material(scene, material, opts)
     if args.out:
         result = FitResult(material, material, [], metrics, [], [], views, "validate only", 0.0)

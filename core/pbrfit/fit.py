@@ -13,6 +13,22 @@ range (a fine one for thin-film thickness, whose objective is periodic). Scalar 
 L-BFGS with a strong-Wolfe line search; Adam/AdamW are available. With validation views the
 fit is checked on them every few iterations; the material returned is the best seen on
 validation, and the fit stops when validation has not improved ``patience`` times in a row.
+
+Backends (``FitOptions.backend``):
+
+* ``raster``: the staged fit above on the raster renderer (:mod:`pbrfit.render`): direct
+  light only, deterministic objective, L-BFGS.
+* ``auto`` (default): the raster fit as a warm start, then a path-traced refinement
+  (:mod:`pbrfit.pathtrace`) of every parameter still on, with Adam on path-replay
+  gradients (fresh, decorrelated paths every iteration). Paths per pixel start at
+  ``path_spp`` and double each time validation ΔE2000 (path traced, fixed seed) stops
+  improving, up to ``path_max_spp``; the refinement ends there, at its iteration budget or
+  at the time budget, and keeps the best material seen on validation (the raster result
+  if the refinement never beats it).
+* ``path``: only the path-traced refinement, from the job's initial material (to polish a
+  material fitted before, or one set by hand).
+
+The objective, losses and optimizers are the same code for both renderers.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import torch
 from . import losses as L
 from .errors import FitCancelled, InputError
 from .params import DEFAULT_FIT, PARAMETERS, STAGES, ParameterSpace, normalize_material
+from .pathtrace import PathRenderer, PathSettings
 from .render import RasterRenderer, SampleCounts, flush_subnormals
 from .scene import FitScene
 
@@ -67,8 +84,16 @@ class FitOptions:
             application, a render running beside the fit) torch's OpenMP threads spin
             against other processes and a 2-thread fit was measured 8x slower than a
             1-thread one; raise it on an idle many-core machine.
-        backend: "raster" (the only backend of this version).
+        backend: "auto", "raster" or "path" (see the module docstring).
         device: "cpu" or "cuda" (ray casting; shading runs in torch on CPU).
+        path_iterations: iterations of the path-traced refinement (auto and path).
+        path_spp: paths per pixel at the start of the refinement; path_max_spp: the most
+            it rises to.
+        path_depth: surface vertices per path.
+        path_learning_rate: Adam's step in the unconstrained space for the refinement.
+        path_loss: the refinement's objective. Default relative L2, whose gradient stays
+            unbiased under Monte Carlo noise (see :func:`pbrfit.losses.relative_l2`); the
+            validation checks that steer it are ΔE2000.
     """
 
     parameters: list[str] = field(default_factory=lambda: list(DEFAULT_FIT))
@@ -85,17 +110,25 @@ class FitOptions:
     patience: int = 3
     check_every: int = 5
     threads: int = 1
-    backend: str = "raster"
+    backend: str = "auto"
     device: str = "cpu"
+    path_iterations: int = 40
+    path_spp: int = 4
+    path_max_spp: int = 32
+    path_depth: int = 4
+    path_learning_rate: float = 0.02
+    path_loss: dict = field(default_factory=lambda: {"relative_l2": 1.0})
 
     def validate(self) -> None:
-        for name in self.loss:
+        for name in list(self.loss) + list(self.path_loss):
             if name not in L.LOSSES:
                 raise InputError(f"unknown loss '{name}'; choose from {', '.join(L.LOSSES)}")
         if self.optimizer not in ("lbfgs", "adam", "adamw"):
             raise InputError(f"unknown optimizer '{self.optimizer}'; choose lbfgs, adam or adamw")
-        if self.backend not in ("raster",):
-            raise InputError(f"backend '{self.backend}' is not available in this version; use --backend raster")
+        if self.backend not in ("auto", "raster", "path"):
+            raise InputError(f"unknown backend '{self.backend}'; choose auto, raster or path")
+        if self.path_spp < 1 or self.path_max_spp < self.path_spp or self.path_depth < 1:
+            raise InputError("path sampling needs 1 <= path_spp <= path_max_spp and path_depth >= 1")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"unknown device '{self.device}'; choose cpu or cuda")
         if self.iterations < 0:
@@ -305,7 +338,10 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
                     "validate_de2000": state["last_val"], "time": time.monotonic() - t0})
     stopped = "iterations"
     freed: set[str] = set()
-    for stage, names, budget in _stage_plan(full_space.fit, options.staged, total_iters):
+    raster_plan = _stage_plan(full_space.fit, options.staged, total_iters) if options.backend != "path" else []
+    if options.backend != "raster":
+        total_iters += options.path_iterations
+    for stage, names, budget in raster_plan:
         if out_of_time():
             stopped = "time budget"
             break
@@ -352,15 +388,11 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
 
     if val_obj is not None and state["best_val"] < math.inf:
         values = state["best_values"]
-    if not (cancel is not None and cancel.is_set()):
+    if raster_plan and not (cancel is not None and cancel.is_set()):
         values, pruned = _prune_layers(full_space, values, lambda sp, u: evaluate(sp, u, "prune", grad=False)[0])
         if pruned:
             # what the dropped layers were compensating for gets a short refinement
-            def off(layer):
-                return layer is not None and (layer in pruned or values[layer] <= full_space.bounds_of(layer)[0])
-
-            keep = [n for n in full_space.fit if not off(n if n in _LAYER_SWITCHES else None)
-                    and not off(_LAYER_OF.get(n))]
+            keep = _parameters_in_use(full_space, values)
             start_it = state["it"]
             if keep and not out_of_time():
                 space = ParameterSpace(values, keep, options.bounds)
@@ -372,14 +404,95 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
                 values = dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
             schedule.append({"stage": "prune", "parameters": pruned, "iterations": state["it"] - start_it,
                              "warm_started": []})
+    if options.backend != "raster" and options.path_iterations > 0 and not out_of_time():
+        values = _path_refinement(scene, options, full_space, values, train, val, state, record, check_cancel,
+                                  out_of_time, schedule)
     final = {n: values[n] for n in PARAMETERS}
-    # metrics and report images with twice the samples: ΔE2000 of a noisy pixel reads high
-    s = options.samples
-    final_renderer = RasterRenderer(scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
-                                    options.seed + 1, options.max_loss_pixels, options.device)
+    final_renderer = _metrics_renderer(scene, options)
     views, metrics = evaluate_views(final_renderer, final)
     return FitResult(final, initial, list(full_space.fit), metrics, history, schedule, views, stopped,
                      time.monotonic() - t0)
+
+
+def _metrics_renderer(scene: FitScene, options: FitOptions):
+    """The renderer of final metrics and report images: the fit's own backend (path traced
+    for auto and path) with more samples than the fit used: ΔE2000 of a noisy pixel reads high."""
+    if options.backend == "raster":
+        s = options.samples
+        return RasterRenderer(scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
+                              options.seed + 1, options.max_loss_pixels, options.device)
+    return PathRenderer(scene, PathSettings(max(64, 2 * options.path_max_spp), options.path_depth),
+                        options.seed + 1, options.max_loss_pixels, options.device)
+
+
+#: paths per pixel and pixels per view of the path refinement's validation checks
+PATH_CHECK_SPP, PATH_CHECK_PIXELS = 64, 256
+
+
+def _path_refinement(scene, options, full_space, values, train, val, state, record, check_cancel, out_of_time,
+                     schedule) -> dict:
+    """Adam on path-replay gradients from ``values``; rising paths per pixel; the best
+    material on the (path-traced, fixed-seed) check set is returned."""
+    depth = options.path_depth
+    spp = options.path_spp
+    renderer = PathRenderer(scene, PathSettings(spp, depth), options.seed, options.max_loss_pixels, options.device)
+    objective = _Objective(renderer, train, options.path_loss)
+    # validation views when there are any, else the train views; fixed paths (common random
+    # numbers across checks), many per pixel on fewer pixels: ΔE2000 of noisy pixels reads high
+    check_renderer = PathRenderer(scene, PathSettings(PATH_CHECK_SPP, depth), options.seed + 1,
+                                  PATH_CHECK_PIXELS, options.device)
+    checker = _Objective(check_renderer, val or train, {"de2000": 1.0})
+
+    def check(vals: dict) -> float:
+        space0 = ParameterSpace(vals, [])
+        with torch.no_grad():
+            de = checker(space0.material(space0.initial_vector()))[1]
+        if val:
+            state["last_val"] = de
+        return de
+
+    names = _parameters_in_use(full_space, values)
+    best_de, best_values = check(values), dict(values)
+    start = state["it"]
+    if names:
+        space = ParameterSpace(values, names, options.bounds)
+        u = space.initial_vector().clone().requires_grad_(True)
+        opt = torch.optim.Adam([u], lr=options.path_learning_rate)
+        bad = 0
+        while state["it"] - start < options.path_iterations and not out_of_time():
+            for _ in range(min(options.check_every, options.path_iterations - (state["it"] - start))):
+                check_cancel()
+                renderer.next_iteration()  # fresh paths: the seed schedule moves on
+                opt.zero_grad()
+                loss, de = objective(space.material(u))
+                loss.backward()
+                u.grad.nan_to_num_(0.0)
+                opt.step()
+                record("path", float(loss.detach()), de)
+            values = space.values(u.detach())
+            de = check(values)
+            if de < best_de - 1e-3:
+                best_de, best_values, bad = de, dict(values), 0
+            else:
+                bad += 1
+            if bad >= options.patience:
+                if renderer.settings.spp >= options.path_max_spp:
+                    break
+                renderer.settings = PathSettings(min(2 * renderer.settings.spp, options.path_max_spp), depth)
+                bad = 0
+    schedule.append({"stage": "path", "parameters": names, "iterations": state["it"] - start, "warm_started": [],
+                     "spp": [spp, renderer.settings.spp], "check_de2000": best_de})
+    return best_values
+
+
+def _parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
+    """Fitted parameters except layers switched off (at their lower bound) and the
+    parameters that only matter while such a layer is on."""
+
+    def off(layer):
+        return layer is not None and values[layer] <= space.bounds_of(layer)[0]
+
+    return [n for n in space.fit if not off(n if n in _LAYER_SWITCHES else None) and not off(_LAYER_OF.get(n))]
 
 
 #: parameters that switch a whole layer or effect on; zero means "not there"
@@ -511,5 +624,4 @@ def evaluate_material(scene: FitScene, material: dict, options: FitOptions | Non
     """Render and measure ``material`` on every view of ``scene`` (no fitting)."""
     options = options or FitOptions()
     with _compute_settings(options.threads):
-        renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
-        return evaluate_views(renderer, normalize_material(material))
+        return evaluate_views(_metrics_renderer(scene, options), normalize_material(material))

@@ -22,7 +22,11 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     preset = "plastic"            # a name in pbrfit.params.PRESETS
     parameters = ["base_color", "roughness"]
     freeze = ["metallic"]
-    backend = "..."               # renderer backend name
+    backend = "auto"              # auto (default), raster or path; see pbrfit.fit
+    path_iterations = 40          # path-traced refinement (auto, path)
+    path_spp = 4                  # paths per pixel at its start, doubling up to path_max_spp
+    path_max_spp = 32
+    path_depth = 4                # surface vertices per path
     device = "cpu"
     optimizer = "lbfgs"           # see pbrfit.fit.FitOptions
     iterations = 300
@@ -65,7 +69,7 @@ __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS"
 JOB_KEYS = ("scene", "target", "time", "views", "fit")
 VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
 FIT_KEYS = ("preset", "parameters", "freeze", "backend", "device", "optimizer", "iterations", "time_budget",
-            "seed", "loss", "samples", "bounds")
+            "seed", "loss", "samples", "bounds", "path_iterations", "path_spp", "path_max_spp", "path_depth")
 SPLITS = ("train", "validate")
 
 #: Largest relative difference between an image's aspect and its camera aperture's.
@@ -130,7 +134,7 @@ def _fit_options(table: dict, where: str) -> dict:
             if not isinstance(value, str) or not value:
                 raise InputError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
             out[key] = value
-        elif key in ("iterations", "samples"):
+        elif key in ("iterations", "samples", "path_iterations", "path_spp", "path_max_spp", "path_depth"):
             if not _is_int(value) or value < 1:
                 raise InputError(f"{where}: '{key}' must be a whole number >= 1, got {value!r}")
             out[key] = int(value)

@@ -33,6 +33,7 @@ from .color import delta_e2000_linear
 __all__ = [
     "l1",
     "l2",
+    "relative_l2",
     "charbonnier",
     "huber",
     "de2000",
@@ -85,6 +86,20 @@ def l2(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0) -> torch.
     w = _weights(pred, ref, mask)
     p, r = _scaled(pred, ref, white)
     return _masked_mean(((p - r) ** 2).mean(-1), w)
+
+
+def relative_l2(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0, eps: float = 0.05) -> torch.Tensor:
+    """Mean of ``(p - r)**2 / (r**2 + eps**2)`` on ``rgb / white``: a squared error relative
+    to the reference, so dark and bright pixels weigh alike.
+
+    The loss for Monte Carlo renders: quadratic in the prediction with weights fixed by the
+    (noise-free) reference, so with independent paths for the image and for its gradient
+    (the path backend's decorrelated seeds) the gradient is unbiased. ΔE2000, L1 and the
+    robust losses are not quadratic: under noise they prefer smoother (rougher) materials.
+    """
+    w = _weights(pred, ref, mask)
+    p, r = _scaled(pred, ref, white)
+    return _masked_mean(((p - r) ** 2 / (r * r + eps * eps)).mean(-1), w)
 
 
 def charbonnier(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0,
@@ -175,6 +190,7 @@ def ssim_loss(pred: torch.Tensor, ref: torch.Tensor, mask=None, **kw) -> torch.T
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "l1": l1,
     "l2": l2,
+    "relative_l2": relative_l2,
     "charbonnier": charbonnier,
     "huber": huber,
     "de2000": de2000,

@@ -45,7 +45,8 @@ from .errors import InputError
 from .raycast import RayCaster
 from .scene import Camera, FitScene, Mesh, View
 
-__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "camera_rays", "flush_subnormals"]
+__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "SurfacePoints", "camera_rays", "flush_subnormals",
+           "surface_points"]
 
 
 @dataclass(frozen=True)
@@ -166,28 +167,44 @@ class ViewGeometry:
     mask_iou: float
 
 
-def _view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
-    h, w = view.resolution
-    o, d = camera_rays(view.camera, h, w)
-    hits = caster.intersect(o, d)
-    pix = np.nonzero(hits.hit)[0]
-    if len(pix) == 0:
-        raise InputError(
-            f"view '{view.name}': the part {mesh.prim_path or ''} is not visible from camera "
-            f"{view.camera.prim_path}; check the camera's transform and the target prim")
-    tri = mesh.triangles[hits.triangle[pix]]
-    b1, b2 = hits.barycentric[pix, 0:1], hits.barycentric[pix, 1:2]
+@dataclass
+class SurfacePoints:
+    """Shading data of surface points hit by rays (world space).
+
+    Attributes:
+        position: (N, 3) float64.
+        normal_geo: (N, 3) float64 geometric normal, turned toward the ray's origin (the
+            part is two-sided, as Cycles shades back faces with the flipped normal).
+        frame: (N, 3, 3) float64 rows = tangent, bitangent, shading normal.
+        wo: (N, 3) float64 direction back along the ray, in the local frame.
+    """
+
+    position: np.ndarray
+    normal_geo: np.ndarray
+    frame: np.ndarray
+    wo: np.ndarray
+
+
+def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, towards: np.ndarray) -> SurfacePoints:
+    """Interpolate position, normals and Blender's default tangent frame at ray hits.
+
+    Args:
+        triangle: (N,) hit triangle indices; barycentric: (N, 2) (b1, b2) (see
+            :mod:`pbrfit.raycast`); towards: (N, 3) unit directions from the hit back to
+            the ray's origin.
+    """
+    tri = mesh.triangles[triangle]
+    b1, b2 = barycentric[:, 0:1], barycentric[:, 1:2]
     b0 = 1 - b1 - b2
     p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
     position = b0 * p0 + b1 * p1 + b2 * p2
     ng = np.cross(p1 - p0, p2 - p0)
     ng /= np.maximum(np.linalg.norm(ng, axis=-1, keepdims=True), 1e-30)
-    view_dir = -d[pix]
-    flip = np.sign(np.sum(ng * view_dir, -1, keepdims=True))
+    flip = np.sign(np.sum(ng * towards, -1, keepdims=True))
     flip[flip == 0] = 1
     ng = ng * flip
     if mesh.normals is not None:
-        nc = mesh.normals[hits.triangle[pix]]
+        nc = mesh.normals[triangle]
         ns = b0 * nc[:, 0] + b1 * nc[:, 1] + b2 * nc[:, 2]
         # keep the shading normal on the viewer's side of the surface, whatever the winding
         ns = ns * np.where(np.sum(ns * ng, -1, keepdims=True) < 0, -1.0, 1.0)
@@ -204,7 +221,21 @@ def _view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
     t = np.where(tn > 1e-9, t / np.maximum(tn, 1e-30), fallback / np.linalg.norm(fallback, axis=-1, keepdims=True))
     b = np.cross(ns, t)
     frame = np.stack([t, b, ns], axis=1)
-    wo = np.einsum("pij,pj->pi", frame, view_dir)
+    wo = np.einsum("pij,pj->pi", frame, towards)
+    return SurfacePoints(position, ng, frame, wo)
+
+
+def _view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
+    h, w = view.resolution
+    o, d = camera_rays(view.camera, h, w)
+    hits = caster.intersect(o, d)
+    pix = np.nonzero(hits.hit)[0]
+    if len(pix) == 0:
+        raise InputError(
+            f"view '{view.name}': the part {mesh.prim_path or ''} is not visible from camera "
+            f"{view.camera.prim_path}; check the camera's transform and the target prim")
+    surf = surface_points(mesh, hits.triangle[pix], hits.barycentric[pix], -d[pix])
+    position, ng, frame, wo = surf.position, surf.normal_geo, surf.frame, surf.wo
 
     coverage = np.zeros(h * w, bool)
     coverage[pix] = True
