@@ -99,20 +99,59 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
     job = load_job(case_dir / "job.toml")
     material, preset, target = FINISHES[finish]
     opts = FitOptions(parameters=list(PRESETS[preset]), iterations=args.iterations,
-                      time_budget=args.time_budget, seed=0)
+                      time_budget=args.time_budget, seed=0, backend=args.backend)
     t1 = time.monotonic()
     result = fit_material(job.scene, opts)
     wall = time.monotonic() - t1
     truth = default_material() | material
     val = result.metrics.get("validate", {}).get("mean", {})
     tr = result.metrics["train"]["mean"]
-    return {"finish": finish, "shape": shape, "preset": preset, "target_de2000": target,
+    extra = {}
+    path_stage = [s for s in result.schedule if s["stage"] == "path"]
+    if path_stage:
+        # the same judge for both: the raster-only material (where the refinement started)
+        # and the refined one, path traced on the validation views
+        st = path_stage[0]
+        extra = {"raster_only_material": st["start"], "path_seconds": st["seconds"],
+                 "path_iterations": st["iterations"], "path_spp": st["spp"],
+                 "judge_raster_only": _judge(job.scene, st["start"]),
+                 "judge_auto": _judge(job.scene, result.material),
+                 "raster_only_parameter_errors": _param_errors(truth, st["start"], result.fitted)}
+    return extra | {"finish": finish, "shape": shape, "preset": preset, "target_de2000": target,
             "validate_de2000_mean": val.get("de2000_mean"), "validate_de2000_p95": val.get("de2000_p95"),
             "train_de2000_mean": tr["de2000_mean"], "parameter_errors": _param_errors(truth, result.material, result.fitted),
             "fitted": {n: result.material[n] for n in result.fitted}, "truth": {n: truth[n] for n in result.fitted},
             "wall_time_s": wall, "iterations": len(result.history) - 1, "stopped": result.stopped,
             "render_s": render_s, "views": {"train": len(job.scene.split("train")),
                                             "validate": len(job.scene.split("validate"))}}
+
+
+JUDGE_SPP, JUDGE_PIXELS = 128, 1024
+
+
+def _judge(scene, material: dict) -> float:
+    """Mean ΔE2000 over the validation views of a material path traced at JUDGE_SPP paths
+    per pixel (fixed seed) on JUDGE_PIXELS pixels per view: one judge for every fit."""
+    import torch
+
+    from pbrfit import losses as L
+    from pbrfit.params import ParameterSpace
+    from pbrfit.pathtrace import PathRenderer, PathSettings
+
+    r = PathRenderer(scene, PathSettings(JUDGE_SPP, 4), seed=12345, max_loss_pixels=JUDGE_PIXELS)
+    space = ParameterSpace(material, [])
+    m = space.material(space.initial_vector())
+    des = []
+    with torch.no_grad():
+        for vi, view in enumerate(scene.views):
+            if view.split != "validate":
+                continue
+            pv = r.prepare(vi)
+            q = r.train_subsets[vi]
+            white = pv.env.mean_luminance
+            ref = torch.as_tensor(view.image.reshape(-1, 3)[pv.geometry.pixels[q]] / white)
+            des.append(float(L.de2000(r.shade(vi, m, q) / white, ref)))
+    return sum(des) / len(des)
 
 
 def _machine() -> str:
@@ -125,6 +164,31 @@ def _machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def write_auto_table(rows: list[dict], out: Path, args) -> str:
+    lines = [f"Machine: {_machine()}; CPU; {args.resolution} px, 4 train views ({TRAIN_HDRI}), validation under "
+             f"{', '.join(VALIDATE_HDRIS)} (2 views each). Judge: validation ΔE2000 of each material path traced "
+             f"at {JUDGE_SPP} paths/pixel on {JUDGE_PIXELS} pixels per view (the same fixed paths for both columns; "
+             "includes Monte Carlo noise of the judge and of Cycles' references).", "",
+             "| finish | shape | raster-only ΔE | auto ΔE | better | auto's own val ΔE | raster s | path stage s (its, spp) | raster-only param errors | auto param errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r or "judge_auto" not in r:
+            lines.append(f"| {r['finish']} | {r['shape']} | error: {r.get('error', 'no path stage')} | | | | | | | |")
+            continue
+        better = "yes" if r["judge_auto"] < r["judge_raster_only"] else "**no**"
+
+        def errs(e):
+            return ", ".join(f"{k} {v:.3g}" for k, v in e.items())
+
+        lines.append(f"| {r['finish']} | {r['shape']} | {r['judge_raster_only']:.2f} | {r['judge_auto']:.2f} | {better} | "
+                     f"{r['validate_de2000_mean']:.2f} | {r['wall_time_s'] - r['path_seconds']:.0f} | "
+                     f"{r['path_seconds']:.0f} ({r['path_iterations']}, {r['path_spp'][0]}→{r['path_spp'][1]}) | "
+                     f"{errs(r['raster_only_parameter_errors'])} | {errs(r['parameter_errors'])} |")
+    text = "\n".join(lines) + "\n"
+    (out / "results_auto.md").write_text(text)
+    return text
 
 
 def write_table(rows: list[dict], out: Path, args) -> str:
@@ -155,14 +219,18 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=256, help="Cycles samples per pixel of the references")
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--time-budget", type=float, default=60.0)
+    ap.add_argument("--backend", default="raster", choices=["raster", "auto"],
+                    help="raster: results.md/json; auto: raster-only vs auto judged alike, results_auto.md/json")
     ap.add_argument("--table-only", action="store_true", help="rewrite results.md from results.json")
     args = ap.parse_args(argv)
+    stem = "results" if args.backend == "raster" else "results_auto"
+    table = write_table if args.backend == "raster" else write_auto_table
     if args.table_only:
-        rows = json.loads((Path(args.out) / "results.json").read_text())["rows"]
+        rows = json.loads((Path(args.out) / f"{stem}.json").read_text())["rows"]
         for r in rows:
             if "fitted" in r:
                 r["parameter_errors"] = _param_errors(r["truth"], r["fitted"], list(r["fitted"]))
-        print(write_table(rows, Path(args.out), args))
+        print(table(rows, Path(args.out), args))
         return 0
     out = Path(args.out)
     cache = out / "cache"
@@ -176,9 +244,9 @@ def main(argv=None) -> int:
                 row = {"finish": finish, "shape": shape, "error": f"{type(e).__name__}: {e}"[:300]}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("fitted", "truth")}), flush=True)
-            (out / "results.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
-            write_table(rows, out, args)
-    print(write_table(rows, out, args))
+            (out / f"{stem}.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
+            table(rows, out, args)
+    print(table(rows, out, args))
     return 0
 
 

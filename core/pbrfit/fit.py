@@ -421,8 +421,11 @@ def _metrics_renderer(scene: FitScene, options: FitOptions):
         s = options.samples
         return RasterRenderer(scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
                               options.seed + 1, options.max_loss_pixels, options.device)
-    return PathRenderer(scene, PathSettings(max(64, 2 * options.path_max_spp), options.path_depth),
-                        options.seed + 1, options.max_loss_pixels, options.device)
+    spp = max(64, 2 * options.path_max_spp)
+    if "subsurface_weight" in options.parameters or (scene.initial_material or {}).get("subsurface_weight"):
+        spp //= 2  # random walks cost ~20x a surface path; the report's images get half the paths
+    return PathRenderer(scene, PathSettings(spp, options.path_depth), options.seed + 1, options.max_loss_pixels,
+                        options.device)
 
 
 #: paths per pixel and pixels per view of the path refinement's validation checks
@@ -451,8 +454,24 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
             state["last_val"] = de
         return de
 
+    started = dict(values)  # the raster result (auto) or the initial material (path)
+    started_at = time.monotonic()
+    warm = []
+    if "subsurface_weight" in full_space.fit:
+        # the raster backend renders subsurface as diffuse (and prunes it): its weight is
+        # chosen here, by path-traced train loss on fixed paths
+        train_check = _Objective(check_renderer, train, {"relative_l2": 1.0})
+        lo, hi = full_space.bounds_of("subsurface_weight")
+        losses = {}
+        for w in sorted({lo, 0.5 * (lo + hi), hi}):
+            trial = ParameterSpace(dict(values, subsurface_weight=w), [])
+            with torch.no_grad():
+                losses[w] = float(train_check(trial.material(trial.initial_vector()))[0])
+        values = dict(values, subsurface_weight=min(losses, key=losses.get))
+        warm = ["subsurface_weight"]
     names = _parameters_in_use(full_space, values)
     best_de, best_values = check(values), dict(values)
+    first_de = best_de
     start = state["it"]
     if names:
         space = ParameterSpace(values, names, options.bounds)
@@ -480,8 +499,9 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
                     break
                 renderer.settings = PathSettings(min(2 * renderer.settings.spp, options.path_max_spp), depth)
                 bad = 0
-    schedule.append({"stage": "path", "parameters": names, "iterations": state["it"] - start, "warm_started": [],
-                     "spp": [spp, renderer.settings.spp], "check_de2000": best_de})
+    schedule.append({"stage": "path", "parameters": names, "iterations": state["it"] - start, "warm_started": warm,
+                     "spp": [spp, renderer.settings.spp], "check_de2000": [first_de, best_de],
+                     "seconds": time.monotonic() - started_at, "start": started})
     return best_values
 
 
