@@ -94,6 +94,17 @@ def speed(scene, truth) -> list[dict]:
             rows.append({"px": px, "backend": name, "prepare_s": prep, "subset_pixels": n_sub,
                          "subset_s": sub, "all_pixels": n_full, "all_s": full})
             print(json.dumps(rows[-1]), flush=True)
+    # subsurface: every primary vertex also sends three random walks
+    wax = truth | bf.FINISHES["subsurface_wax"][0]
+    wax_space = ParameterSpace(wax, NAMES + ["subsurface_weight", "subsurface_scale"])
+    s = _resized(scene, 160)
+    r = PathRenderer(s, PathSettings(4, 4), 0, 1024)
+    r.prepare(0)
+    sub, n_sub = _iteration_time(r, wax_space, "subset")
+    full, n_full = _iteration_time(r, wax_space, None, repeats=1)
+    rows.append({"px": 160, "backend": "path 4 spp, subsurface wax", "prepare_s": 0.0, "subset_pixels": n_sub,
+                 "subset_s": sub, "all_pixels": n_full, "all_s": full})
+    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

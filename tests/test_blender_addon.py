@@ -261,9 +261,14 @@ def test_cancel_leaves_material_unchanged():
                 break
         worker.join(10)
         after = read_principled(find_principled(part.active_material))
+        settings = bpy.context.scene.pbrfit
+        backends = [fit_options(settings).backend]
+        settings.backend = "raster"
+        backends.append(fit_options(settings).backend)
         out(kinds=kinds, seen=seen, same=before == after, keys=list(part.active_material.keys()),
-            images=[i.name for i in bpy.data.images])
+            images=[i.name for i in bpy.data.images], backends=backends)
     """)
+    assert r["backends"] == ["auto", "raster"]  # the panel's Renderer reaches the fit
     assert r["kinds"] == ["sync: fit cancelled; nothing was written"]
     assert r["seen"][0] == "progress" and r["seen"][-1] == "cancelled" and "done" not in r["seen"]
     assert r["same"] and "pbrfit_previous" not in r["keys"]

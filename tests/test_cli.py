@@ -137,3 +137,21 @@ def test_cuda_without_a_device_is_a_clear_error(job, tmp_path):
         pytest.skip("a CUDA device is present")
     r = run("fit", job, "--out", tmp_path / "o", "--device", "cuda", "--quiet")
     assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_backends_from_the_command_line(job, fitted, tmp_path):
+    """The default fit (auto) ran a path stage after the raster stages; --backend path runs
+    only the refinement, --backend raster none, and the choice is in the provenance."""
+    out, _ = fitted
+    stages = [s["stage"] for s in json.loads((out / "material.json").read_text())["provenance"]["schedule"]]
+    assert stages[-1] == "path" and "colour" in stages
+    r = run("fit", job, "--out", tmp_path / "p", "--preset", "plastic", "--backend", "path",
+            "--path-iterations", "5", "--path-spp", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    sched = json.loads((tmp_path / "p" / "material.json").read_text())["provenance"]["schedule"]
+    assert [s["stage"] for s in sched] == ["path"] and sched[0]["iterations"] == 5
+    r = run("fit", job, "--out", tmp_path / "r", "--preset", "plastic", "--backend", "raster", "--iterations", "4",
+            "--samples", "8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    sched = json.loads((tmp_path / "r" / "material.json").read_text())["provenance"]["schedule"]
+    assert "path" not in [s["stage"] for s in sched]

@@ -149,6 +149,10 @@ def test_bad_prims_and_missing_references_are_input_errors(case, tmp_path):
         C.build_fit_scene(bare, "/World/Part")
     with pytest.raises(InputError, match="preset"):
         C.make_options("shiny")
+    with pytest.raises(InputError, match="backend"):
+        C.make_options("plastic", backend="cycles")
+    assert C.make_options("plastic").backend == "auto"
+    assert C.make_options("plastic", backend="raster").backend == "raster"
 
 
 def test_unsupported_bound_shader_is_an_input_error(case):

@@ -81,7 +81,7 @@ def test_path_replay_gradient_is_the_gradient_of_the_estimator():
     prb = u.grad.clone()
 
     u2 = space.initial_vector().clone().requires_grad_(True)
-    paths = r.trace(0, space.material(u2), q, seed, attached=True)
+    paths = r.path_radiance(0, space.material(u2), q, seed, attached=True)
     (paths.reshape(len(q), 8, 3).mean(1) * w).sum().backward()
     assert torch.allclose(prb, u2.grad, rtol=1e-3, atol=1e-4 * float(u2.grad.abs().max())), (prb, u2.grad)
     assert float(prb.abs().sum()) > 0

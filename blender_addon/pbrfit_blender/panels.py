@@ -55,6 +55,7 @@ def draw_pbrfit(layout, context) -> None:
         for name in SOCKETS:
             grid.prop(settings, f"fit_{name}")
     col = layout.column(align=True)
+    col.prop(settings, "backend")
     col.prop(settings, "iterations")
     col.prop(settings, "time_budget")
     col.prop(settings, "copy_material")

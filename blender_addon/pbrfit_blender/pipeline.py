@@ -67,6 +67,8 @@ def fit_options(settings=None, *, parameters=None, iterations=None, time_budget=
     if iterations is not None:
         kw["iterations"] = int(iterations)
     kw["time_budget"] = time_budget
+    if settings is not None and "backend" not in kw:
+        kw["backend"] = settings.backend
     return FitOptions(**kw)
 
 

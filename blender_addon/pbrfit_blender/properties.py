@@ -79,6 +79,12 @@ def _settings_annotations() -> dict:
                                description="Which parameters to fit"),
         "iterations": IntProperty(name="Iterations", default=60, min=0, soft_max=500,
                                   description="Optimizer iterations in all"),
+        "backend": EnumProperty(
+            name="Renderer", default="auto",
+            items=[("auto", "Auto", "Rasterized fit, then a path-traced refinement (interreflection, coat, subsurface)"),
+                   ("raster", "Raster", "Direct light only: fastest, misses light the part reflects onto itself"),
+                   ("path", "Path traced", "Only the path-traced refinement, from the current material")],
+            description="How the fit renders the part"),
         "time_budget": FloatProperty(name="Time budget", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
                                      description="Stop after this many seconds (0: no limit)"),
         "copy_material": BoolProperty(name="Make a copy", default=False,

@@ -20,11 +20,16 @@ Backends (``FitOptions.backend``):
   light only, deterministic objective, L-BFGS.
 * ``auto`` (default): the raster fit as a warm start, then a path-traced refinement
   (:mod:`pbrfit.pathtrace`) of every parameter still on, with Adam on path-replay
-  gradients (fresh, decorrelated paths every iteration). Paths per pixel start at
-  ``path_spp`` and double each time validation ΔE2000 (path traced, fixed seed) stops
-  improving, up to ``path_max_spp``; the refinement ends there, at its iteration budget or
-  at the time budget, and keeps the best material seen on validation (the raster result
-  if the refinement never beats it).
+  gradients (fresh, decorrelated paths every iteration) of ``path_loss`` (relative L2:
+  quadratic, so unbiased under Monte Carlo noise; ΔE2000 and L1 of noisy renders favour
+  rougher, less noisy materials). Paths per pixel start at ``path_spp`` and double each
+  time validation ΔE2000 (path traced, fixed paths) stops improving, up to
+  ``path_max_spp``; the refinement ends there, at its iteration budget or at the time
+  budget, and keeps the best material seen on validation (the raster result if the
+  refinement never beats it). With subsurface among the fitted parameters, its weight is
+  first chosen from {0, 0.5, 1} (the raster fit cannot see it) and the checks use an
+  unbiased relative error (two independent renders) instead of ΔE2000, which would
+  penalize the walks' noise.
 * ``path``: only the path-traced refinement, from the job's initial material (to polish a
   material fitted before, or one set by hand).
 
@@ -210,6 +215,29 @@ class _Objective:
             de_sum += float(de)
         n = max(len(self.view_ids), 1)
         return total / n, de_sum / n
+
+
+def _unbiased_relative_error(objective: _Objective, material: dict, eps: float = 0.05) -> float:
+    """An unbiased estimate of the relative squared error ``(E[render] - ref)**2 / (ref**2 +
+    eps**2)`` of a path-traced objective: the product of two independent renders' errors
+    (their noise has zero mean and does not correlate), so a noisier material is not
+    penalized for its noise. Uses the renderer's first two iterations' paths (fixed)."""
+    r = objective.renderer
+    saved = r.iteration
+    total = 0.0
+    try:
+        with torch.no_grad():
+            for vi in objective.view_ids:
+                q = r.train_subsets[vi]
+                ref = objective.refs[vi]
+                r.iteration = 0
+                a = r.shade(vi, material, q) / objective.whites[vi]
+                r.iteration = 1
+                b = r.shade(vi, material, q) / objective.whites[vi]
+                total += float(((a - ref) * (b - ref) / (ref * ref + eps * eps)).mean())
+    finally:
+        r.iteration = saved
+    return total / max(len(objective.view_ids), 1)
 
 
 def _stage_plan(fit: list[str], staged: bool, iterations: int) -> list[tuple[str, list[str], int]]:
@@ -446,10 +474,17 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
                                   PATH_CHECK_PIXELS, options.device)
     checker = _Objective(check_renderer, val or train, {"de2000": 1.0})
 
+    # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
+    # high: with them, checks use the unbiased relative error instead of ΔE2000.
+    noisy = "subsurface_weight" in full_space.fit
+
     def check(vals: dict) -> float:
         space0 = ParameterSpace(vals, [])
+        m = space0.material(space0.initial_vector())
+        if noisy:
+            return _unbiased_relative_error(checker, m)
         with torch.no_grad():
-            de = checker(space0.material(space0.initial_vector()))[1]
+            de = checker(m)[1]
         if val:
             state["last_val"] = de
         return de
@@ -465,8 +500,7 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
         losses = {}
         for w in sorted({lo, 0.5 * (lo + hi), hi}):
             trial = ParameterSpace(dict(values, subsurface_weight=w), [])
-            with torch.no_grad():
-                losses[w] = float(train_check(trial.material(trial.initial_vector()))[0])
+            losses[w] = _unbiased_relative_error(train_check, trial.material(trial.initial_vector()))
         values = dict(values, subsurface_weight=min(losses, key=losses.get))
         warm = ["subsurface_weight"]
     names = _parameters_in_use(full_space, values)
@@ -500,7 +534,8 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
                 renderer.settings = PathSettings(min(2 * renderer.settings.spp, options.path_max_spp), depth)
                 bad = 0
     schedule.append({"stage": "path", "parameters": names, "iterations": state["it"] - start, "warm_started": warm,
-                     "spp": [spp, renderer.settings.spp], "check_de2000": [first_de, best_de],
+                     "spp": [spp, renderer.settings.spp], "check": [first_de, best_de],
+                     "check_metric": "relative_error" if noisy else "de2000",
                      "seconds": time.monotonic() - started_at, "start": started})
     return best_values
 

@@ -134,10 +134,10 @@ class RayCaster:
         if len(origins) == 0:
             return RayHits(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)))
         pi = self._scene.ray_intersect_preliminary(self._rays(origins, directions))
-        hit = np.array(pi.is_valid(), dtype=bool)
-        t = np.where(hit, np.array(pi.t, dtype=np.float64), np.inf)
-        tri = np.where(hit, np.array(pi.prim_index, dtype=np.int64), -1)
-        uv = np.stack([np.array(pi.prim_uv[0]), np.array(pi.prim_uv[1])], axis=-1).astype(np.float64)
+        hit = pi.is_valid().numpy().astype(bool)
+        t = np.where(hit, pi.t.numpy().astype(np.float64), np.inf)
+        tri = np.where(hit, pi.prim_index.numpy().astype(np.int64), -1)
+        uv = np.stack([pi.prim_uv[0].numpy(), pi.prim_uv[1].numpy()], axis=-1).astype(np.float64)
         return RayHits(hit, t, tri, np.where(hit[:, None], uv, 0.0))
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -145,5 +145,5 @@ class RayCaster:
         out = np.empty(len(origins), dtype=bool)
         for s in range(0, len(origins), chunk):
             ray = self._rays(origins[s:s + chunk], directions[s:s + chunk])
-            out[s:s + chunk] = np.array(self._scene.ray_test(ray), dtype=bool)
+            out[s:s + chunk] = self._scene.ray_test(ray).numpy().astype(bool)
         return out

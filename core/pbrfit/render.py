@@ -121,21 +121,37 @@ def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
     return m[0, 0].numpy() > 0.5
 
 
-def _default_tangents(mesh: Mesh, position: np.ndarray) -> np.ndarray:
-    """Blender's default tangent (radial about object Z over the bounding box), world space."""
+_TANGENT_FRAMES: dict[int, tuple] = {}
+
+
+def _tangent_frame(mesh: Mesh):
+    """(mesh, object_from_world, bbox low, bbox size, normal matrix) of a mesh, cached: the
+    path backend asks for tangents at every bounce."""
+    cached = _TANGENT_FRAMES.get(id(mesh))
+    if cached is not None and cached[0] is mesh:
+        return cached
     if mesh.world_from_object is not None:
         m = np.asarray(mesh.world_from_object, dtype=np.float64)
         inv = np.linalg.inv(m)
-        obj_pts = mesh.positions @ inv[:3, :3].T + inv[:3, 3]
-        p_obj = position @ inv[:3, :3].T + inv[:3, 3]
         lin = m[:3, :3]
     else:
-        obj_pts, p_obj, lin = mesh.positions, position, np.eye(3)
+        inv, lin = np.eye(4), np.eye(3)
+    obj_pts = mesh.positions @ inv[:3, :3].T + inv[:3, 3]
     lo, hi = obj_pts.min(0), obj_pts.max(0)
     size = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    normal_matrix = np.linalg.inv(lin).T  # Cycles transforms this tangent like a normal
+    if len(_TANGENT_FRAMES) > 64:
+        _TANGENT_FRAMES.clear()
+    _TANGENT_FRAMES[id(mesh)] = cached = (mesh, inv, lo, size, normal_matrix)
+    return cached
+
+
+def _default_tangents(mesh: Mesh, position: np.ndarray) -> np.ndarray:
+    """Blender's default tangent (radial about object Z over the bounding box), world space."""
+    _, inv, lo, size, normal_matrix = _tangent_frame(mesh)
+    p_obj = position @ inv[:3, :3].T + inv[:3, 3]
     g = (p_obj - lo) / size  # Blender's "generated" coordinates
     t_obj = np.stack([-(g[:, 1] - 0.5), g[:, 0] - 0.5, np.zeros(len(g))], -1)
-    normal_matrix = np.linalg.inv(lin).T  # Cycles transforms this tangent like a normal
     return t_obj @ normal_matrix.T
 
 

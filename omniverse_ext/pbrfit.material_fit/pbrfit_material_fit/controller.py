@@ -193,8 +193,8 @@ def preset_names() -> list[str]:
 
 
 def make_options(preset: str = "default", *, iterations: int = 60, samples: int | None = None, seed: int = 0,
-                 device: str = "cpu", time_budget: float | None = None) -> FitOptions:
-    """:class:`pbrfit.fit.FitOptions` for a preset (as the CLI's ``--preset``/``--samples``).
+                 device: str = "cpu", time_budget: float | None = None, backend: str = "auto") -> FitOptions:
+    """:class:`pbrfit.fit.FitOptions` for a preset (as the CLI's ``--preset``/``--samples``/``--backend``).
 
     Raises:
         InputError: unknown preset or bad values.
@@ -202,7 +202,8 @@ def make_options(preset: str = "default", *, iterations: int = 60, samples: int 
     if preset != "default" and preset not in PRESETS:
         raise InputError(f"preset {preset!r} is unknown; choose from {', '.join(preset_names())}")
     opts = FitOptions(parameters=list(DEFAULT_FIT if preset == "default" else PRESETS[preset]),
-                      iterations=int(iterations), seed=int(seed), device=device, time_budget=time_budget)
+                      iterations=int(iterations), seed=int(seed), device=device, time_budget=time_budget,
+                      backend=backend)
     if samples:
         s = int(samples)
         opts.samples = SampleCounts(light=s, cosine=max(1, s // 4), specular=max(1, s // 2), coat=max(1, s // 4))

@@ -18,6 +18,10 @@ from . import controller
 __all__ = ["MaterialFitWindow"]
 
 
+
+#: the fit's renderers, default first: raster warm start then path traced; raster only; path only
+_BACKENDS = ("auto", "raster", "path")
+
 class MaterialFitWindow(ui.Window):
     """The extension's window. Rebuild with :meth:`refresh` after the stage changes."""
 
@@ -35,6 +39,7 @@ class MaterialFitWindow(ui.Window):
         self._status = None
         self._figures = None
         self._preset = None
+        self._backend = None
         self.frame.set_build_fn(self._build)
 
     # --- layout ---------------------------------------------------------------------------
@@ -65,6 +70,9 @@ class MaterialFitWindow(ui.Window):
                 with ui.HStack(height=22):
                     ui.Label("Parameters to fit", width=140)
                     self._preset = ui.ComboBox(0, *self._preset_names)
+                with ui.HStack(height=22):
+                    ui.Label("Renderer", width=140)
+                    self._backend = ui.ComboBox(0, *_BACKENDS)
                 with ui.HStack(height=22):
                     ui.Label("Iterations", width=140)
                     ui.IntField(self._iterations)
@@ -105,7 +113,8 @@ class MaterialFitWindow(ui.Window):
             return
         preset = self._preset_names[self._preset.model.get_item_value_model().as_int]
         try:
-            options = controller.make_options(preset, iterations=self._iterations.as_int)
+            backend = _BACKENDS[self._backend.model.get_item_value_model().as_int]
+            options = controller.make_options(preset, iterations=self._iterations.as_int, backend=backend)
             self._session = controller.FitSession(self._stage(), self._target_model.get_value_as_string(), options)
             self._session.start()  # reads the stage here, on Kit's main thread
         except controller.InputError as e:
