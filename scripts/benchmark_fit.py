@@ -193,7 +193,7 @@ def write_auto_table(rows: list[dict], out: Path, args) -> str:
              f"({args.samples} samples, another seed) against the references; validation ΔE2000 mean over pixels "
              "inside both masks, and over 4x4-pixel block means (Monte Carlo noise of both renders shrinks 4x). "
              "*truth* is the true material through the same judge: the floor set by Cycles' own noise.", "",
-             "| finish | shape | truth ΔE (4x4) | raster-only ΔE (4x4) | auto ΔE (4x4) | auto better | raster s | "
+             "| finish | shape | truth ΔE (4x4) | raster-only ΔE (4x4) | auto ΔE (4x4) | auto lower per pixel | raster s | "
              "path stage s (its, spp) | raster-only param errors | auto param errors |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -201,7 +201,7 @@ def write_auto_table(rows: list[dict], out: Path, args) -> str:
             lines.append(f"| {r['finish']} | {r['shape']} | error: {r.get('error', 'no path stage')} | | | | | | | |")
             continue
         a, b, t = r["judge_auto"], r["judge_raster_only"], r["judge_truth"]
-        better = "yes" if a["block4"] < b["block4"] else "**no**"
+        better = "yes" if a["pixel"] < b["pixel"] - 1e-6 else ("same" if abs(a["pixel"] - b["pixel"]) <= 1e-6 else "**no**")
 
         def errs(e):
             return ", ".join(f"{k} {v:.3g}" for k, v in e.items())

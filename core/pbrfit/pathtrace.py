@@ -64,8 +64,7 @@ import torch
 
 from . import bsdf
 from .envmap import EnvironmentMap
-from .raycast import RayCaster
-from .render import ViewGeometry, _view_geometry, flush_subnormals, surface_points
+from .render import SceneRenderer, ViewGeometry, _view_geometry, flush_subnormals, surface_points
 from .microfacet import sample_vndf
 from .scene import FitScene
 
@@ -105,7 +104,7 @@ def _mix_seed(*parts: int) -> int:
     return int(h & 0x7FFFFFFF)
 
 
-class PathRenderer:
+class PathRenderer(SceneRenderer):
     """Path-traced views of the part for a material; differentiable in the material (PRB).
 
     Same interface as :class:`pbrfit.render.RasterRenderer` (``prepare``, ``shade``,
@@ -120,25 +119,16 @@ class PathRenderer:
         device: "cpu" or "cuda" (ray tracing; shading runs in torch on CPU).
     """
 
+    image_chunk = 2048
+
     def __init__(self, scene: FitScene, settings: PathSettings = PathSettings(), seed: int = 0,
                  max_loss_pixels: int = 4096, device: str = "cpu"):
-        self.scene = scene
+        super().__init__(scene, seed, max_loss_pixels, device)
         self.settings = settings
-        self.seed = seed
-        self.max_loss_pixels = max_loss_pixels
-        self.caster = RayCaster(scene.mesh, device=device)
         self.iteration = 0
         self._prepared: dict[int, _PreparedView] = {}
-        self._env_cache: dict[int, EnvironmentMap] = {}
-        self.train_subsets: dict[int, np.ndarray] = {}
 
     # --- preparation ------------------------------------------------------------------------
-    def environment(self, view_index: int) -> EnvironmentMap:
-        env = self.scene.views[view_index].environment
-        if id(env) not in self._env_cache:
-            self._env_cache[id(env)] = EnvironmentMap(env)
-        return self._env_cache[id(env)]
-
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index not in self._prepared:
             geo = _view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index])
@@ -170,16 +160,6 @@ class PathRenderer:
         values = [torch.as_tensor(material[n]) for n in names]
         primal, adjoint = self.seeds(view_index)
         return _PathRadiance.apply(self, view_index, np.asarray(sel), (primal, adjoint), names, *values)
-
-    def render_image(self, view_index: int, material: dict[str, torch.Tensor], chunk: int = 2048) -> np.ndarray:
-        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
-        geo = self.prepare(view_index).geometry
-        out = np.zeros((geo.height * geo.width, 3), np.float32)
-        with torch.no_grad():
-            for s in range(0, len(geo.pixels), chunk):
-                sel = np.arange(s, min(s + chunk, len(geo.pixels)))
-                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
-        return out.reshape(geo.height, geo.width, 3)
 
     # --- the integrator ---------------------------------------------------------------------
     def _uniforms(self, seed: int, pixels: int) -> torch.Tensor:

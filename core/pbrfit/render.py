@@ -45,7 +45,7 @@ from .errors import InputError
 from .raycast import RayCaster
 from .scene import Camera, FitScene, Mesh, View
 
-__all__ = ["SampleCounts", "ViewGeometry", "RasterRenderer", "SurfacePoints", "camera_rays", "flush_subnormals",
+__all__ = ["SampleCounts", "ViewGeometry", "SceneRenderer", "RasterRenderer", "SurfacePoints", "camera_rays", "flush_subnormals",
            "surface_points"]
 
 
@@ -292,7 +292,39 @@ class _PreparedView:
     origins: np.ndarray       # (P, 3) shadow-ray origins
 
 
-class RasterRenderer:
+class SceneRenderer:
+    """What every renderer of a fit scene shares: the scene, its ray caster, one
+    :class:`EnvironmentMap` per distinct environment, and the per-view train subsets."""
+
+    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str):
+        self.scene = scene
+        self.seed = seed
+        self.max_loss_pixels = max_loss_pixels
+        self.caster = RayCaster(scene.mesh, device=device)
+        self._env_cache: dict[int, EnvironmentMap] = {}
+        self.train_subsets: dict[int, np.ndarray] = {}
+
+    #: pixels shaded per call by :meth:`render_image`
+    image_chunk = 4096
+
+    def environment(self, view_index: int) -> EnvironmentMap:
+        env = self.scene.views[view_index].environment
+        if id(env) not in self._env_cache:
+            self._env_cache[id(env)] = EnvironmentMap(env)
+        return self._env_cache[id(env)]
+
+    def render_image(self, view_index: int, material: dict[str, torch.Tensor]) -> np.ndarray:
+        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
+        geo = self.prepare(view_index).geometry
+        out = np.zeros((geo.height * geo.width, 3), np.float32)
+        with torch.no_grad():
+            for s in range(0, len(geo.pixels), self.image_chunk):
+                sel = np.arange(s, min(s + self.image_chunk, len(geo.pixels)))
+                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
+        return out.reshape(geo.height, geo.width, 3)
+
+
+class RasterRenderer(SceneRenderer):
     """Renders the part's views for a material; differentiable in the material.
 
     Args:
@@ -305,23 +337,11 @@ class RasterRenderer:
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
                  max_loss_pixels: int = 4096, device: str = "cpu"):
-        self.scene = scene
+        super().__init__(scene, seed, max_loss_pixels, device)
         self.samples = samples
-        self.seed = seed
-        self.max_loss_pixels = max_loss_pixels
-        self.caster = RayCaster(scene.mesh, device=device)
         self._prepared: dict[int, _PreparedView] = {}
-        self._env_cache: dict[int, EnvironmentMap] = {}
-        self.train_subsets: dict[int, np.ndarray] = {}
 
     # --- preparation ------------------------------------------------------------------------
-    def environment(self, view_index: int) -> EnvironmentMap:
-        env = self.scene.views[view_index].environment
-        key = id(env)
-        if key not in self._env_cache:
-            self._env_cache[key] = EnvironmentMap(env)
-        return self._env_cache[key]
-
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index in self._prepared:
             return self._prepared[view_index]
@@ -414,13 +434,3 @@ class RasterRenderer:
             out = out + (f * radiance * vis[..., None] / denominator(wi, p_fixed)[..., None]).sum(1)
         return out
 
-    def render_image(self, view_index: int, material: dict[str, torch.Tensor], chunk: int = 4096) -> np.ndarray:
-        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
-        pv = self.prepare(view_index)
-        geo = pv.geometry
-        out = np.zeros((geo.height * geo.width, 3), np.float32)
-        with torch.no_grad():
-            for s in range(0, len(geo.pixels), chunk):
-                sel = np.arange(s, min(s + chunk, len(geo.pixels)))
-                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
-        return out.reshape(geo.height, geo.width, 3)
