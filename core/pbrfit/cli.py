@@ -151,8 +151,8 @@ class _ProgressBar:
     def __call__(self, p):
         if self.bar is None:
             return
-        if p.iteration > self.bar.total:
-            self.bar.total = p.iteration
+        if max(p.total, p.iteration) != self.bar.total:  # the fit knows its total (path stage included)
+            self.bar.total = max(p.total, p.iteration)
         self.bar.update(p.iteration - self.bar.n)
         post = {"stage": p.stage, "loss": f"{p.loss:.4g}", "dE train": f"{p.train_de2000:.2f}"}
         if p.validate_de2000 is not None:
@@ -182,7 +182,8 @@ def _cmd_fit(args) -> int:
         cancel.set()
 
     signal.signal(signal.SIGINT, on_sigint)
-    bar = _ProgressBar(opts.iterations, enabled=not args.quiet)
+    bar = _ProgressBar(opts.iterations + (opts.path_iterations if opts.backend != "raster" else 0),
+                       enabled=not args.quiet)
     try:
         result = fit_material(job.scene, opts, progress=bar, cancel=cancel)
     finally:
@@ -247,7 +248,8 @@ def _cmd_validate(args) -> int:
     if args.out:
         result = FitResult(material, material, [], metrics, [], [], views, "validate only", 0.0)
         write_fit_outputs(args.out, result, job_path=str(job.job_path),
-                          input_files=job.input_files + [args.material], options={"validate": True},
+                          input_files=job.input_files + [args.material],
+                          options={"validate": True, "backend": opts.backend},
                           seed=opts.seed, title=f"pbrfit validate: {Path(args.job).name}")
     _print_summary(metrics, args.out)
     print(json.dumps({s: d["mean"] for s, d in metrics.items()}))

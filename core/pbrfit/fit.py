@@ -473,6 +473,14 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
     check_renderer = PathRenderer(scene, PathSettings(PATH_CHECK_SPP, depth), options.seed + 1,
                                   PATH_CHECK_PIXELS, options.device)
     checker = _Objective(check_renderer, val or train, {"de2000": 1.0})
+    # what progress reports as train ΔE2000: the train views on the check's fixed paths (the
+    # iterations' own 4-spp renders would read several units high from noise alone)
+    train_checker = checker if not val else _Objective(check_renderer, train, {"de2000": 1.0})
+
+    def train_de(vals: dict) -> float:
+        space0 = ParameterSpace(vals, [])
+        with torch.no_grad():
+            return train_checker(space0.material(space0.initial_vector()))[1]
 
     # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
     # high: with them, checks use the unbiased relative error instead of ΔE2000.
@@ -506,6 +514,7 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
     names = _parameters_in_use(full_space, values)
     best_de, best_values = check(values), dict(values)
     first_de = best_de
+    shown_de = train_de(values)
     start = state["it"]
     if names:
         space = ParameterSpace(values, names, options.bounds)
@@ -517,13 +526,14 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
                 check_cancel()
                 renderer.next_iteration()  # fresh paths: the seed schedule moves on
                 opt.zero_grad()
-                loss, de = objective(space.material(u))
+                loss, _ = objective(space.material(u))
                 loss.backward()
                 u.grad.nan_to_num_(0.0)
                 opt.step()
-                record("path", float(loss.detach()), de)
+                record("path", float(loss.detach()), shown_de)
             values = space.values(u.detach())
             de = check(values)
+            shown_de = train_de(values)
             if de < best_de - 1e-3:
                 best_de, best_values, bad = de, dict(values), 0
             else:
