@@ -148,4 +148,6 @@ def test_backend_options_are_checked():
         FitOptions(backend="cycles").validate()
     with pytest.raises(InputError, match="path_spp"):
         FitOptions(path_spp=64, path_max_spp=8).validate()
+    with pytest.raises(InputError, match="path_iterations"):
+        FitOptions(path_iterations=-1).validate()
     assert FitOptions().backend == "auto"

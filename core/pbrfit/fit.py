@@ -136,8 +136,8 @@ class FitOptions:
             raise InputError("path sampling needs 1 <= path_spp <= path_max_spp and path_depth >= 1")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"unknown device '{self.device}'; choose cpu or cuda")
-        if self.iterations < 0:
-            raise InputError("iterations must be >= 0")
+        if self.iterations < 0 or self.path_iterations < 0:
+            raise InputError("iterations and path_iterations must be >= 0")
 
 
 @dataclass

@@ -183,6 +183,15 @@ def _svg_text(x: float, y: float, content: str, *, size: int = 11, fill: str = "
             f'{content}</text>')
 
 
+def _path_stage_caption(history: list[Mapping]) -> str:
+    """A note under the chart when a path-traced stage ran: its loss is another quantity."""
+    if not any(_get(h, "stage") == "path" for h in history):
+        return ""
+    return ('<p class="muted">The path-traced stage minimizes a relative squared error (unbiased under '
+            'Monte Carlo noise) instead of the raster stages\' ΔE2000 + L1, so the loss curve changes scale '
+            'there; its ΔE2000 values come from fixed-path check renders every few iterations.</p>')
+
+
 def _convergence_svg(history: list[Mapping]) -> str:
     """Loss (log scale, left axis) and ΔE2000 (linear, right axis) against iteration."""
     pts = [h for h in history if _finite(_get(h, "iteration")) is not None]
@@ -527,7 +536,8 @@ def render_report(data: Mapping, *, de_vmax: float = 10.0, max_image_size: int =
     body = "".join([
         _header(data),
         _views(data, max_image_size, de_vmax),
-        f'<section><h2>Convergence</h2>{_convergence_svg(list(data.get("history") or []))}</section>',
+        f'<section><h2>Convergence</h2>{_convergence_svg(list(data.get("history") or []))}'
+        f'{_path_stage_caption(list(data.get("history") or []))}</section>',
         _parameters(data),
         _plausibility(data),
         _drops(data),
