@@ -137,7 +137,8 @@ class RayCaster:
         hit = pi.is_valid().numpy().astype(bool)
         t = np.where(hit, pi.t.numpy().astype(np.float64), np.inf)
         tri = np.where(hit, pi.prim_index.numpy().astype(np.int64), -1)
-        uv = np.stack([pi.prim_uv[0].numpy(), pi.prim_uv[1].numpy()], axis=-1).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # misses carry undefined barycentrics; zeroed below
+            uv = np.stack([pi.prim_uv[0].numpy(), pi.prim_uv[1].numpy()], axis=-1).astype(np.float64)
         return RayHits(hit, t, tri, np.where(hit[:, None], uv, 0.0))
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
