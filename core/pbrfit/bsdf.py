@@ -100,6 +100,7 @@ __all__ = [
     "sample_coat",
     "pdf_coat",
     "lobe_probabilities",
+    "cosine_hemisphere",
     "sample_principled",
     "pdf_principled",
 ]
@@ -518,7 +519,8 @@ def lobe_probabilities(m: dict, ref: torch.Tensor) -> torch.Tensor:
         return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def _cosine_hemisphere(u: torch.Tensor) -> torch.Tensor:
+def cosine_hemisphere(u: torch.Tensor) -> torch.Tensor:
+    """Cosine-distributed directions about +z from uniforms u (..., 2); pdf = z / pi."""
     r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
     return torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
 
@@ -538,7 +540,7 @@ def sample_principled(m: dict, wo: torch.Tensor, u_lobe: torch.Tensor, u: torch.
         probs = lobe_probabilities(m, wo).expand(*wo.shape[:-1], 3)
         cdf = torch.cumsum(probs, -1)
         lobe = (u_lobe[..., None] >= cdf[..., :2]).sum(-1)
-        wi = _cosine_hemisphere(u)
+        wi = cosine_hemisphere(u)
         if bool((lobe == 1).any()):
             wi = torch.where((lobe == 1)[..., None], sample_specular(m, wo, u)[0], wi)
         if bool((lobe == 2).any()):

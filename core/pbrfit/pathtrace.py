@@ -308,7 +308,7 @@ class PathRenderer(SceneRenderer):
 
             # BSDF sample
             wi, _ = bsdf.sample_principled(m_fixed, wo, u[:, 0], u[:, 1:3])
-            wi = torch.where(lambert[:, None], bsdf._cosine_hemisphere(u[:, 1:3]), wi)
+            wi = torch.where(lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
             diffuse_lobe = lambert | (u[:, 0] < bsdf.lobe_probabilities(m_fixed, wo)[..., 0].expand(len(wo)))
             pdf = surface_pdf(all_rows, wi)
             d = torch.einsum("pij,pi->pj", frame, wi)
@@ -432,7 +432,7 @@ class SubsurfaceWalk:
     @staticmethod
     def _entry(m_fixed: dict, frame: torch.Tensor, wo: torch.Tensor, u: torch.Tensor) -> np.ndarray:
         """World directions into the part: cosine or rough (alpha 1) refraction, 50/50."""
-        down = bsdf._cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
+        down = bsdf.cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
         down = down * down.new_tensor([1.0, 1.0, -1.0])
         ior = torch.as_tensor(m_fixed.get("ior", 1.5)).clamp(1.01, 3.8).reshape(-1)[0]
         view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
