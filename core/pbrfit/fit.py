@@ -473,48 +473,45 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
     check_renderer = PathRenderer(scene, PathSettings(PATH_CHECK_SPP, depth), options.seed + 1,
                                   PATH_CHECK_PIXELS, options.device)
     checker = _Objective(check_renderer, val or train, {"de2000": 1.0})
-    # what progress reports as train ΔE2000: the train views on the check's fixed paths (the
-    # iterations' own 4-spp renders would read several units high from noise alone)
-    train_checker = checker if not val else _Objective(check_renderer, train, {"de2000": 1.0})
-
-    def train_de(vals: dict) -> float:
-        space0 = ParameterSpace(vals, [])
-        with torch.no_grad():
-            return train_checker(space0.material(space0.initial_vector()))[1]
-
     # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
     # high: with them, checks use the unbiased relative error instead of ΔE2000.
     noisy = "subsurface_weight" in full_space.fit
+    # what progress reports as train ΔE2000: the train views on the check's fixed paths (the
+    # iterations' own 4-spp renders would read several units high from noise alone)
+    train_checker = _Objective(check_renderer, train, {"de2000": 1.0}) if val or noisy else None
 
-    def check(vals: dict) -> float:
+    def check(vals: dict) -> tuple[float, float]:
+        """(the check's value, lower is better; train ΔE2000 to report)."""
         space0 = ParameterSpace(vals, [])
         m = space0.material(space0.initial_vector())
         if noisy:
-            return _unbiased_relative_error(checker, m)
+            value = _unbiased_relative_error(checker, m)
+        else:
+            with torch.no_grad():
+                value = checker(m)[1]
+            if val:
+                state["last_val"] = value
+        if train_checker is None:  # the check was ΔE2000 on the train views themselves
+            return value, value
         with torch.no_grad():
-            de = checker(m)[1]
-        if val:
-            state["last_val"] = de
-        return de
+            return value, train_checker(m)[1]
 
     started = dict(values)  # the raster result (auto) or the initial material (path)
     started_at = time.monotonic()
     warm = []
-    if "subsurface_weight" in full_space.fit:
+    if noisy:
         # the raster backend renders subsurface as diffuse (and prunes it): its weight is
-        # chosen here, by path-traced train loss on fixed paths
-        train_check = _Objective(check_renderer, train, {"relative_l2": 1.0})
+        # chosen here, by path-traced train error on fixed paths
         lo, hi = full_space.bounds_of("subsurface_weight")
         losses = {}
         for w in sorted({lo, 0.5 * (lo + hi), hi}):
             trial = ParameterSpace(dict(values, subsurface_weight=w), [])
-            losses[w] = _unbiased_relative_error(train_check, trial.material(trial.initial_vector()))
+            losses[w] = _unbiased_relative_error(train_checker, trial.material(trial.initial_vector()))
         values = dict(values, subsurface_weight=min(losses, key=losses.get))
         warm = ["subsurface_weight"]
     names = _parameters_in_use(full_space, values)
-    best_de, best_values = check(values), dict(values)
-    first_de = best_de
-    shown_de = train_de(values)
+    best_de, shown_de = check(values)
+    best_values, first_de = dict(values), best_de
     start = state["it"]
     if names:
         space = ParameterSpace(values, names, options.bounds)
@@ -532,8 +529,7 @@ def _path_refinement(scene, options, full_space, values, train, val, state, reco
                 opt.step()
                 record("path", float(loss.detach()), shown_de)
             values = space.values(u.detach())
-            de = check(values)
-            shown_de = train_de(values)
+            de, shown_de = check(values)
             if de < best_de - 1e-3:
                 best_de, best_values, bad = de, dict(values), 0
             else:

@@ -132,11 +132,8 @@ class PathRenderer(SceneRenderer):
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index not in self._prepared:
             geo = _view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index])
-            q = geo.loss_pixels
-            if len(q) > self.max_loss_pixels:
-                gen = torch.Generator().manual_seed(_mix_seed(self.seed, view_index, 7))
-                q = np.sort(q[torch.randperm(len(q), generator=gen)[: self.max_loss_pixels].numpy()])
-            self.train_subsets[view_index] = q
+            gen = torch.Generator().manual_seed(_mix_seed(self.seed, view_index, 7))
+            self.train_subsets[view_index] = self._train_subset(geo, gen)
             self._prepared[view_index] = _PreparedView(geo, self.environment(view_index))
         return self._prepared[view_index]
 
@@ -273,12 +270,13 @@ class PathRenderer(SceneRenderer):
 
             # next-event estimation: one environment sample, shadow ray, power heuristic
             d_light, pdf_light = env.warp(u[:, 3:5])
+            d_light_np = d_light.double().numpy()
             wi_light = torch.einsum("pij,pj->pi", frame, d_light)
-            above = (wi_light[:, 2] > 0) & torch.as_tensor((normal_geo * d_light.double().numpy()).sum(-1) > 0)
+            above = (wi_light[:, 2] > 0) & torch.as_tensor((normal_geo * d_light_np).sum(-1) > 0)
             vis = torch.zeros(len(slot), dtype=torch.bool)
             if bool(above.any()):
                 a = above.numpy()
-                vis[above] = ~torch.as_tensor(caster.occluded(origins[a], d_light.double().numpy()[a]))
+                vis[above] = ~torch.as_tensor(caster.occluded(origins[a], d_light_np[a]))
             if bool(vis.any()):
                 idx = torch.nonzero(vis)[:, 0]
                 f = surface_f(idx, wi_light[idx])

@@ -313,6 +313,13 @@ class SceneRenderer:
             self._env_cache[id(env)] = EnvironmentMap(env)
         return self._env_cache[id(env)]
 
+    def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
+        """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted)."""
+        q = geo.loss_pixels
+        if len(q) > self.max_loss_pixels:
+            q = np.sort(q[torch.randperm(len(q), generator=generator)[: self.max_loss_pixels].numpy()])
+        return q
+
     def render_image(self, view_index: int, material: dict[str, torch.Tensor]) -> np.ndarray:
         """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
         geo = self.prepare(view_index).geometry
@@ -370,11 +377,7 @@ class RasterRenderer(SceneRenderer):
         prepared = _PreparedView(
             geo, env, fixed,
             _stratified(p, n.specular, gen).float(), _stratified(p, n.coat, gen).float(), origins)
-        q = geo.loss_pixels
-        if len(q) > self.max_loss_pixels:
-            perm = torch.randperm(len(q), generator=gen)[: self.max_loss_pixels].numpy()
-            q = np.sort(q[perm])
-        self.train_subsets[view_index] = q
+        self.train_subsets[view_index] = self._train_subset(geo, gen)
         self._prepared[view_index] = prepared
         return prepared
 
