@@ -1,12 +1,21 @@
-"""Ray casting against the fixed part geometry (primary hits and shadow rays).
+"""Ray casting against the fixed part geometry (primary hits, secondary and shadow rays).
 
 Geometry and cameras do not change during a material fit, so every ray query here is
-non-differentiable. The queries run on Mitsuba 3's ray tracer through Dr.Jit: the
-``llvm_ad_rgb`` variant on CPU (Dr.Jit needs libLLVM >= 16; see README), ``cuda_ad_rgb``
-when a CUDA device is present and asked for. Results come back as numpy arrays.
+non-differentiable: rays go in as numpy arrays, hits come back as numpy arrays. Two ray
+engines answer the same queries:
+
+* ``embree`` (the CPU default): Intel Embree 4 through the ``embreex`` wheel, the ray
+  engine Cycles itself uses on the CPU. The wheel carries the library, so the CPU path needs
+  no system library on Windows, macOS or Linux. Watertight ("robust") intersection.
+* ``mitsuba``: Mitsuba 3's ray tracer through Dr.Jit, the CUDA default (``cuda_ad_rgb``)
+  and optional on the CPU (``llvm_ad_rgb``, which needs a system libLLVM >= 16; see
+  :func:`configure_drjit_llvm`). Installed with the ``pbrfit[mitsuba]`` extra.
+
+Both engines return the same hits to float32 precision (``tests/test_raycast.py`` compares
+them ray by ray, and a render through each).
 
 Barycentric convention: a hit at ``(b1, b2)`` on triangle ``(v0, v1, v2)`` is
-``(1 - b1 - b2) * v0 + b1 * v1 + b2 * v2``.
+``(1 - b1 - b2) * v0 + b1 * v1 + b2 * v2`` (Embree's and Mitsuba's ``(u, v)``).
 """
 
 from __future__ import annotations
@@ -17,12 +26,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PbrfitError
+from .errors import InputError, PbrfitError
 from .scene import Mesh
 
-__all__ = ["RayHits", "RayCaster", "configure_drjit_llvm", "mitsuba_variant"]
+__all__ = ["RayHits", "RayCaster", "RAY_ENGINES", "ENGINE_ENV", "default_engine", "configure_drjit_llvm",
+           "mitsuba_variant"]
+
+#: the ray engines, by the name used in options, provenance and ``PBRFIT_RAY_ENGINE``
+RAY_ENGINES = ("embree", "mitsuba")
+#: environment variable choosing the ray engine when the caller does not ("auto" or a name)
+ENGINE_ENV = "PBRFIT_RAY_ENGINE"
+
+#: rays per engine call: bounds the temporary arrays of one query (~100 bytes per ray)
+_CHUNK = 1 << 21
 
 _VARIANT: str | None = None
+
+
+def default_engine(device: str = "cpu") -> str:
+    """The engine ``auto`` means on ``device``: Mitsuba on CUDA, Embree on the CPU.
+
+    ``PBRFIT_RAY_ENGINE`` (``embree`` or ``mitsuba``) overrides the choice.
+    """
+    chosen = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
+    if chosen == "auto":
+        return "mitsuba" if device == "cuda" else "embree"
+    if chosen not in RAY_ENGINES:
+        raise InputError(f"{ENGINE_ENV}={chosen!r} is not a ray engine; use auto, {' or '.join(RAY_ENGINES)}")
+    return chosen
 
 
 def configure_drjit_llvm() -> str | None:
@@ -55,22 +86,26 @@ def mitsuba_variant(device: str = "cpu") -> str:
 
     Args:
         device: "cpu" (``llvm_ad_rgb``) or "cuda" (``cuda_ad_rgb``).
+
+    Raises:
+        PbrfitError: Mitsuba is not installed, or its JIT backend cannot start.
     """
     global _VARIANT
-    configure_drjit_llvm()
-    import mitsuba as mi
-
     wanted = "cuda_ad_rgb" if device == "cuda" else "llvm_ad_rgb"
-    if _VARIANT is None:
+    if device != "cuda" and configure_drjit_llvm() is None:
+        raise PbrfitError("the mitsuba ray engine on the CPU needs a system libLLVM >= 16 (none found; set "
+                          "DRJIT_LIBLLVM_PATH to one), or use the embree engine (the CPU default)")
+    try:
+        import mitsuba as mi
+    except ImportError:
+        raise PbrfitError(f"the mitsuba ray engine needs Mitsuba 3 ({wanted}): pip install 'pbrfit[mitsuba]', "
+                          "or use the embree engine on the CPU") from None
+    if _VARIANT != wanted:
         try:
             mi.set_variant(wanted)
         except Exception as e:  # the JIT backend could not start
-            raise PbrfitError(
-                f"Mitsuba variant {wanted} is unavailable ({e}); on CPU install libLLVM >= 16 "
-                "(make setup does) or set DRJIT_LIBLLVM_PATH") from None
-        _VARIANT = wanted
-    elif _VARIANT != wanted:
-        mi.set_variant(wanted)
+            raise PbrfitError(f"Mitsuba variant {wanted} is unavailable ({e}); on the CPU use the embree engine, "
+                              "or install libLLVM >= 16 and set DRJIT_LIBLLVM_PATH") from None
         _VARIANT = wanted
     return _VARIANT
 
@@ -83,7 +118,7 @@ class RayHits:
         hit: bool mask.
         t: distance along the (unit) direction; inf where no hit.
         triangle: triangle index; -1 where no hit.
-        barycentric: (N, 2) float64 (b1, b2).
+        barycentric: (N, 2) float64 (b1, b2); zero where no hit.
     """
 
     hit: np.ndarray
@@ -91,49 +126,70 @@ class RayHits:
     triangle: np.ndarray
     barycentric: np.ndarray
 
+    @staticmethod
+    def empty() -> "RayHits":
+        return RayHits(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)))
 
-class RayCaster:
-    """Closest-hit and occlusion queries against one triangle mesh.
+    @staticmethod
+    def concatenate(parts: list["RayHits"]) -> "RayHits":
+        if len(parts) == 1:
+            return parts[0]
+        return RayHits(*(np.concatenate([getattr(p, k) for p in parts])
+                         for k in ("hit", "t", "triangle", "barycentric")))
 
-    Args:
-        mesh: the part, world space.
-        device: "cpu" or "cuda".
-    """
 
-    def __init__(self, mesh: Mesh, device: str = "cpu"):
+class _EmbreeEngine:
+    """Embree 4 (``embreex``): float32 rays, watertight intersection, CPU threads of its own."""
+
+    name = "embree"
+
+    def __init__(self, positions: np.ndarray, triangles: np.ndarray):
+        try:
+            from embreex.mesh_construction import TriangleMesh
+            from embreex.rtcore_scene import EmbreeScene
+        except ImportError as e:
+            raise PbrfitError(f"the embree ray engine needs the embreex package ({e}): pip install embreex "
+                              "(pbrfit depends on it; the install is incomplete)") from None
+        self._scene = EmbreeScene(robust=True)
+        self._mesh = TriangleMesh(self._scene, positions, triangles.astype(np.int32))  # keep alive with the scene
+
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> RayHits:
+        r = self._scene.run(o, d, output=1)
+        tri = r["primID"].astype(np.int64)
+        hit = tri >= 0
+        uv = np.stack([r["u"], r["v"]], axis=-1).astype(np.float64)
+        return RayHits(hit, np.where(hit, r["tfar"].astype(np.float64), np.inf), np.where(hit, tri, -1),
+                       np.where(hit[:, None], uv, 0.0))
+
+    def occluded(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return self._scene.run(o, d, query="OCCLUDED") >= 0
+
+
+class _MitsubaEngine:
+    """Mitsuba 3 / Dr.Jit: ``cuda_ad_rgb`` on CUDA, ``llvm_ad_rgb`` on the CPU."""
+
+    name = "mitsuba"
+
+    def __init__(self, positions: np.ndarray, triangles: np.ndarray, device: str):
         mitsuba_variant(device)
-        import drjit as dr
         import mitsuba as mi
 
-        self._mi, self._dr = mi, dr
-        pos = np.ascontiguousarray(mesh.positions, dtype=np.float32)
-        tri = np.ascontiguousarray(mesh.triangles, dtype=np.uint32)
-        m = mi.Mesh("part", vertex_count=len(pos), face_count=len(tri),
+        self._mi = mi
+        m = mi.Mesh("part", vertex_count=len(positions), face_count=len(triangles),
                     has_vertex_normals=False, has_vertex_texcoords=False)
         params = mi.traverse(m)
-        params["vertex_positions"] = mi.Float(pos.ravel())
-        params["faces"] = mi.UInt32(tri.ravel())
+        params["vertex_positions"] = mi.Float(positions.ravel())
+        params["faces"] = mi.UInt32(triangles.astype(np.uint32).ravel())
         params.update()
         self._scene = mi.load_dict({"type": "scene", "part": m})
-        extent = np.ptp(mesh.positions, axis=0)
-        #: offset of secondary-ray origins from the surface, in scene units
-        self.epsilon = float(1e-4 * max(np.linalg.norm(extent), 1e-9))
 
-    def _rays(self, origins: np.ndarray, directions: np.ndarray, tmax: np.ndarray | float | None = None):
+    def _rays(self, o: np.ndarray, d: np.ndarray):
         mi = self._mi
-        o = np.ascontiguousarray(origins, dtype=np.float32)
-        d = np.ascontiguousarray(directions, dtype=np.float32)
-        ray = mi.Ray3f(mi.Point3f(mi.Float(o[:, 0]), mi.Float(o[:, 1]), mi.Float(o[:, 2])),
-                       mi.Vector3f(mi.Float(d[:, 0]), mi.Float(d[:, 1]), mi.Float(d[:, 2])))
-        if tmax is not None:
-            ray.maxt = mi.Float(np.broadcast_to(np.asarray(tmax, np.float32), (len(o),)).copy())
-        return ray
+        return mi.Ray3f(mi.Point3f(mi.Float(o[:, 0]), mi.Float(o[:, 1]), mi.Float(o[:, 2])),
+                        mi.Vector3f(mi.Float(d[:, 0]), mi.Float(d[:, 1]), mi.Float(d[:, 2])))
 
-    def intersect(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
-        """Closest hits of rays ``origins + t * directions`` (directions unit length)."""
-        if len(origins) == 0:
-            return RayHits(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)))
-        pi = self._scene.ray_intersect_preliminary(self._rays(origins, directions))
+    def intersect(self, o: np.ndarray, d: np.ndarray) -> RayHits:
+        pi = self._scene.ray_intersect_preliminary(self._rays(o, d))
         hit = pi.is_valid().numpy().astype(bool)
         t = np.where(hit, pi.t.numpy().astype(np.float64), np.inf)
         tri = np.where(hit, pi.prim_index.numpy().astype(np.int64), -1)
@@ -141,10 +197,54 @@ class RayCaster:
             uv = np.stack([pi.prim_uv[0].numpy(), pi.prim_uv[1].numpy()], axis=-1).astype(np.float64)
         return RayHits(hit, t, tri, np.where(hit[:, None], uv, 0.0))
 
-    def occluded(self, origins: np.ndarray, directions: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    def occluded(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return self._scene.ray_test(self._rays(o, d)).numpy().astype(bool)
+
+
+class RayCaster:
+    """Closest-hit and occlusion queries against one triangle mesh.
+
+    Args:
+        mesh: the part, world space.
+        device: "cpu" or "cuda": where the rays are traced when ``engine`` is "auto".
+        engine: "auto" (:func:`default_engine`), "embree" or "mitsuba".
+
+    Attributes:
+        engine: the engine in use ("embree" or "mitsuba").
+        epsilon: offset of secondary-ray origins from the surface, in scene units.
+    """
+
+    def __init__(self, mesh: Mesh, device: str = "cpu", engine: str = "auto"):
+        name = default_engine(device) if engine in (None, "auto") else engine
+        pos = np.ascontiguousarray(mesh.positions, dtype=np.float32)
+        tri = np.ascontiguousarray(mesh.triangles)
+        if name == "embree":
+            self._engine = _EmbreeEngine(pos, tri)
+        elif name == "mitsuba":
+            self._engine = _MitsubaEngine(pos, tri, device)
+        else:
+            raise InputError(f"unknown ray engine '{engine}'; choose auto, {' or '.join(RAY_ENGINES)}")
+        self.engine = self._engine.name
+        extent = np.ptp(mesh.positions, axis=0)
+        self.epsilon = float(1e-4 * max(np.linalg.norm(extent), 1e-9))
+
+    @staticmethod
+    def _as_rays(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.ascontiguousarray(origins, dtype=np.float32),
+                np.ascontiguousarray(directions, dtype=np.float32))
+
+    def intersect(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
+        """Closest hits of rays ``origins + t * directions`` (directions unit length)."""
+        if len(origins) == 0:
+            return RayHits.empty()
+        o, d = self._as_rays(origins, directions)
+        return RayHits.concatenate([self._engine.intersect(o[s:s + _CHUNK], d[s:s + _CHUNK])
+                                    for s in range(0, len(o), _CHUNK)])
+
+    def occluded(self, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """True where the ray hits the mesh anywhere ahead (shadow rays to infinity)."""
-        out = np.empty(len(origins), dtype=bool)
-        for s in range(0, len(origins), chunk):
-            ray = self._rays(origins[s:s + chunk], directions[s:s + chunk])
-            out[s:s + chunk] = self._scene.ray_test(ray).numpy().astype(bool)
+        o, d = self._as_rays(origins, directions)
+        out = np.empty(len(o), dtype=bool)
+        for s in range(0, len(o), _CHUNK):
+            out[s:s + _CHUNK] = self._engine.occluded(o[s:s + _CHUNK], d[s:s + _CHUNK])
         return out

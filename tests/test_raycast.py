@@ -1,0 +1,137 @@
+"""The two ray engines (Embree on the CPU, Mitsuba/Dr.Jit) answer the same queries.
+
+Embree is the CPU default because its wheel carries the library; Mitsuba's CPU backend
+needs a system libLLVM >= 16. Where both run (here, with the project's setup), every
+query and a whole render are compared; elsewhere the comparison is skipped and the Embree
+tests still run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pbrfit.errors import InputError
+from pbrfit.job import load_job
+from pbrfit.params import ParameterSpace
+from pbrfit.raycast import ENGINE_ENV, RayCaster, configure_drjit_llvm, default_engine
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "job.toml"
+
+
+def _mitsuba_cpu_available() -> bool:
+    try:
+        import mitsuba  # noqa: F401
+    except ImportError:
+        return False
+    return configure_drjit_llvm() is not None
+
+
+needs_mitsuba = pytest.mark.skipif(not _mitsuba_cpu_available(), reason="Mitsuba with libLLVM >= 16 not installed")
+
+
+@pytest.fixture(scope="module")
+def suzanne():
+    """The demo's Suzanne: concave, self-occluding, 7,958 triangles."""
+    return load_job(DEMO).scene
+
+
+def _random_rays(mesh, n: int, seed: int = 0):
+    """Rays from a shell around the part toward random points near it (hits, misses, grazing)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = mesh.positions.min(0), mesh.positions.max(0)
+    centre, radius = (lo + hi) / 2, np.linalg.norm(hi - lo)
+    o = rng.normal(size=(n, 3))
+    o = centre + 1.5 * radius * o / np.linalg.norm(o, axis=1, keepdims=True)
+    target = lo + rng.random((n, 3)) * (hi - lo)
+    d = target - o
+    return o, d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def test_embree_hits_lie_on_the_mesh(suzanne):
+    mesh = suzanne.mesh
+    caster = RayCaster(mesh, engine="embree")
+    assert caster.engine == "embree"
+    o, d = _random_rays(mesh, 20000)
+    hits = caster.intersect(o, d)
+    assert 0.2 < hits.hit.mean() < 0.95  # the test rays both hit and miss
+    p_ray = o[hits.hit] + hits.t[hits.hit, None] * d[hits.hit]
+    tri = mesh.triangles[hits.triangle[hits.hit]]
+    b1, b2 = hits.barycentric[hits.hit].T
+    v = mesh.positions
+    p_bary = (1 - b1 - b2)[:, None] * v[tri[:, 0]] + b1[:, None] * v[tri[:, 1]] + b2[:, None] * v[tri[:, 2]]
+    scale = np.linalg.norm(np.ptp(v, axis=0))
+    assert np.abs(p_ray - p_bary).max() < 1e-4 * scale
+    assert np.all(np.isinf(hits.t[~hits.hit])) and np.all(hits.triangle[~hits.hit] == -1)
+    # a ray that hits is occluded; a ray that misses is not
+    np.testing.assert_array_equal(caster.occluded(o, d), hits.hit)
+
+
+def test_empty_queries(suzanne):
+    caster = RayCaster(suzanne.mesh, engine="embree")
+    assert caster.intersect(np.zeros((0, 3)), np.zeros((0, 3))).hit.shape == (0,)
+    assert caster.occluded(np.zeros((0, 3)), np.zeros((0, 3))).shape == (0,)
+
+
+def test_engine_choice(monkeypatch):
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    assert default_engine("cpu") == "embree"
+    assert default_engine("cuda") == "mitsuba"
+    monkeypatch.setenv(ENGINE_ENV, "mitsuba")
+    assert default_engine("cpu") == "mitsuba"
+    monkeypatch.setenv(ENGINE_ENV, "optix")
+    with pytest.raises(InputError, match=ENGINE_ENV):
+        default_engine("cpu")
+
+
+@needs_mitsuba
+def test_embree_and_mitsuba_agree_ray_by_ray(suzanne):
+    mesh = suzanne.mesh
+    embree, mitsuba = RayCaster(mesh, engine="embree"), RayCaster(mesh, engine="mitsuba")
+    o, d = _random_rays(mesh, 50000, seed=1)
+    a, b = embree.intersect(o, d), mitsuba.intersect(o, d)
+    # rays through a shared edge may pick either triangle (or, grazing, hit or miss): rare
+    assert (a.hit != b.hit).mean() < 1e-3
+    both = a.hit & b.hit
+    same_tri = both & (a.triangle == b.triangle)
+    assert same_tri.sum() > 0.99 * both.sum()
+    np.testing.assert_allclose(a.t[both], b.t[both], rtol=1e-4, atol=1e-5)
+    # barycentrics of a tiny triangle are ill-conditioned in float32: compare the points they give
+    v, tri = mesh.positions, mesh.triangles[a.triangle[same_tri]]
+
+    def point(bary):
+        b1, b2 = bary[same_tri].T
+        return (1 - b1 - b2)[:, None] * v[tri[:, 0]] + b1[:, None] * v[tri[:, 1]] + b2[:, None] * v[tri[:, 2]]
+
+    scale = np.linalg.norm(np.ptp(v, axis=0))
+    assert np.abs(point(a.barycentric) - point(b.barycentric)).max() < 1e-4 * scale  # the secondary-ray offset (RayCaster.epsilon)
+    assert (embree.occluded(o, d) != mitsuba.occluded(o, d)).mean() < 1e-3
+
+
+@needs_mitsuba
+@pytest.mark.parametrize("backend", ["raster", "path"])
+def test_embree_and_mitsuba_render_the_same_image(suzanne, monkeypatch, backend):
+    from pbrfit.pathtrace import PathRenderer, PathSettings
+    from pbrfit.render import RasterRenderer, SampleCounts
+
+    values = dict(suzanne.initial_material, base_color=[0.6, 0.3, 0.2], roughness=0.35)
+    space = ParameterSpace(values, [])
+    material = space.material(space.initial_vector())
+    images = {}
+    for engine in ("embree", "mitsuba"):
+        monkeypatch.setenv(ENGINE_ENV, engine)
+        if backend == "raster":
+            r = RasterRenderer(suzanne, SampleCounts(16, 4, 8, 4), seed=3)
+        else:
+            r = PathRenderer(suzanne, PathSettings(4, 3), seed=3)
+        assert r.caster.engine == engine
+        with torch.no_grad():
+            images[engine] = r.render_image(0, material)
+    a, b = images["embree"], images["mitsuba"]
+    # same rays, same samples: the images differ only where a ray's hit differs (shared edges)
+    differing = np.abs(a - b).max(axis=-1) > 1e-3 * max(float(a.max()), 1e-6)
+    assert differing.mean() < 0.01
+    assert abs(a.mean() - b.mean()) < 2e-3 * a.mean()
