@@ -1,121 +1,233 @@
-"""Build the pbrfit Blender extension zip (Blender 4.2+ extension format).
+"""Build the pbrfit Blender extension: one zip per platform, every dependency inside.
 
 Usage::
 
-    python scripts/build_blender_extension.py [--out dist/] [--platform linux-x64]
-                                              [--python 3.11] [--no-wheels]
+    python scripts/build_blender_extension.py [--platform all|windows-x64|macos-arm64|linux-x64 ...]
+                                              [--python 3.11,3.13] [--out dist/] [--no-wheels]
+                                              [--find-links DIR_OR_URL]
 
-The zip holds ``blender_addon/pbrfit_blender/`` at its root (``blender_manifest.toml``,
-``__init__.py``, ...), plus ``wheels/`` with:
+What a zip holds, for its platform:
 
-* a pbrfit wheel built from core/ (``pip wheel --no-deps core``);
-* the engine's dependencies (numpy<2, torch 2.13 CPU, usd-core, materialx, OpenImageIO,
-  tqdm and their own dependencies) downloaded with ``pip download --only-binary=:all:``
-  for the target platform and Blender's Python version (Blender 4.2-5.0 bundle 3.11).
+* the add-on (``blender_addon/pbrfit_blender``) with its ``blender_manifest.toml``;
+* ``wheels/``: pbrfit itself (built from ``core/``) and every runtime dependency named in
+  ``core/pyproject.toml`` with its own dependencies, as binary wheels for each Python that
+  the covered Blender releases bundle (:data:`BLENDER_PYTHONS`). numpy is left out: every
+  Blender bundles it. torch is the tested release (:data:`BUNDLED_TORCH`), a CPU build: on
+  Windows and macOS that is PyPI's torch; for Linux, PyPI's torch is the CUDA build
+  (several GB with its libraries), so the CPU wheel comes from PyTorch's CPU index (or a
+  ``--find-links`` folder holding it) and the build refuses anything else.
 
-The manifest's ``wheels`` and ``platforms`` lists are rewritten in the zip for what was
-bundled (one platform per zip, as Blender's own ``extension build --split-platforms``
-does). ``--no-wheels`` (or no network) builds the add-on alone: the panel then says which
-dependency is missing, and the user installs them into Blender's Python.
+Blender installs the wheels that match its own Python into the extension's private
+site-packages (Blender 4.2 LTS and later skip the others), so nothing is installed into
+the system and nothing is downloaded at run time. The CPU ray engine is Embree (the
+``embreex`` wheel carries the library): no system library is needed.
 
-numpy is pinned to the 1.x line Blender bundles; torch's CPU build comes from the PyTorch
-CPU index (``--extra-index-url https://download.pytorch.org/whl/cpu``) so that no CUDA
-libraries are downloaded.
+The manifest's ``platforms``, ``wheels``, ``version`` and Blender version range are
+written here; the zips are then made and checked by **Blender's own extension tools**
+(``blender_ext.py build --split-platforms`` and ``validate``, shipped in the bpy module:
+run this with the project's ``.venv``, or pass ``--blender-ext``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon" / "pbrfit_blender"
+CORE = ROOT / "core"
 
-__all__ = ["PLATFORM_TAGS", "DEPENDENCIES", "build", "main"]
+__all__ = ["PLATFORM_TAGS", "BLENDER_PYTHONS", "BUNDLED_TORCH", "runtime_requirements", "blender_range",
+           "build", "main"]
 
-#: Blender platform name -> pip --platform tags (manylinux / macOS / Windows wheels)
+#: Blender platform name -> pip --platform tags of the wheels that run there
 PLATFORM_TAGS: dict[str, list[str]] = {
-    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "windows-x64": ["win_amd64"],
     "macos-arm64": ["macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64"],
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                  "manylinux2014_x86_64"],
 }
 
-#: what the engine needs at run time (numpy is Blender's own major version)
-DEPENDENCIES = ["numpy>=1.26,<2", "torch==2.13.0", "usd-core", "materialx", "OpenImageIO", "tqdm"]
+#: Python bundled by Blender -> (the Blender releases bundling it, [first, first not covered),
+#: the numpy they bundle). 4.2 LTS to 5.0 bundle Python 3.11 with numpy 1.x; 5.1 to 5.3
+#: bundle 3.13 with numpy 2.x. A later Blender needs a rebuild (and a check): its Python may
+#: differ. The numpy range steers the other wheels (OpenImageIO 3.2 needs numpy 2).
+BLENDER_PYTHONS: dict[str, tuple[str, str, str]] = {
+    "3.11": ("4.2.0", "5.1.0", "numpy>=1.24,<2"),
+    "3.13": ("5.1.0", "5.4.0", "numpy>=2.2,<3"),
+}
 
-_EXCLUDE = re.compile(r"(__pycache__|\.pyc$|\.zip$)")
+#: the torch the extension bundles: the release its tests ran with
+BUNDLED_TORCH = "torch==2.13.0"
+#: where the Linux CPU build of torch lives (PyPI's Linux torch is the CUDA build)
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+#: left out of the zips: Blender bundles it, and its build must match Blender's own
+BLENDER_BUNDLED = {"numpy"}
 
 
-def _version() -> str:
-    text = (ADDON / "blender_manifest.toml").read_text()
-    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+def runtime_requirements() -> list[str]:
+    """pbrfit's runtime dependencies from core/pyproject.toml (the one list), as bundled:
+    without what Blender bundles, torch pinned to :data:`BUNDLED_TORCH`."""
+    deps = tomllib.loads((CORE / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = []
+    for spec in deps:
+        name = re.match(r"[A-Za-z0-9_.\-]+", spec).group(0).lower()
+        if name in BLENDER_BUNDLED:
+            continue
+        out.append(BUNDLED_TORCH if name == "torch" else spec)
+    return out
 
 
-def _wheels(platform: str, python: str, dest: Path) -> list[Path]:
+def pbrfit_version() -> str:
+    text = (CORE / "pbrfit" / "__init__.py").read_text()
+    return re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M).group(1)
+
+
+def blender_range(pythons: list[str]) -> tuple[str, str]:
+    """(blender_version_min, blender_version_max) covered by wheels for ``pythons``; they
+    must be adjacent Blender ranges (no gap in between)."""
+    def key(version: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in version.split("."))
+
+    ranges = sorted((BLENDER_PYTHONS[p][:2] for p in pythons), key=lambda r: key(r[0]))
+    for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
+        if hi != lo:
+            raise SystemExit(f"error: Python {', '.join(pythons)} leave a gap in the Blender releases covered")
+    return ranges[0][0], ranges[-1][1]
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
+
+
+def _pbrfit_wheel(dest: Path) -> Path:
+    _pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(CORE))
+    return next(dest.glob("pbrfit-*.whl"))
+
+
+def _dependency_wheels(platform: str, python: str, dest: Path, find_links: list[str]) -> list[Path]:
+    """Download the runtime dependencies' wheels for one platform and Python into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dest), str(ROOT / "core")],
-                   check=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(dest),
-           "--python-version", python, "--implementation", "cp",
-           "--extra-index-url", "https://download.pytorch.org/whl/cpu"]
+    cmd = ["download", "-q", "--only-binary=:all:", "--dest", str(dest), "--python-version", python,
+           "--implementation", "cp", "--find-links", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
         cmd += ["--platform", tag]
-    subprocess.run(cmd + DEPENDENCIES, check=True)
-    return sorted(dest.glob("*.whl"))
+    for link in find_links:
+        cmd += ["--find-links", link]
+    if platform.startswith("linux"):
+        # torch alone from the CPU index first (one lookup there, not one per package); the
+        # full resolution below then finds it in ``dest``
+        _pip(*cmd, "--no-deps", "--retries", "1", "--extra-index-url", TORCH_CPU_INDEX, BUNDLED_TORCH)
+    numpy = BLENDER_PYTHONS[python][2]  # resolve against Blender's own numpy, then leave it out
+    _pip(*cmd, *runtime_requirements(), numpy)
+    wheels = sorted(dest.glob("*.whl"))
+    torch = [w for w in wheels if w.name.startswith("torch-")]
+    if platform.startswith("linux") and not all("+cpu" in w.name for w in torch):
+        raise SystemExit(f"error: {platform}, Python {python}: no CPU build of {BUNDLED_TORCH} was found (PyPI's "
+                         f"Linux torch is the CUDA build); make {TORCH_CPU_INDEX} reachable, pass --find-links "
+                         f"with a folder holding torch-*+cpu-cp{python.replace('.', '')}-*.whl, or leave out "
+                         f"--python {python}")
+    return [w for w in wheels if w.name.split("-")[0].lower() not in BLENDER_BUNDLED]
 
 
-def _manifest(wheels: list[Path], platform: str | None) -> str:
+def _manifest(wheels: list[str], platforms: list[str], pythons: list[str]) -> str:
     text = (ADDON / "blender_manifest.toml").read_text()
-    text = re.sub(r"^#?\s*wheels\s*=.*$", "", text, flags=re.M)
-    text = re.sub(r"^platforms\s*=.*$", "", text, flags=re.M)
-    lines = []
-    if platform:
-        lines.append(f'platforms = ["{platform}"]')
+    lo, hi = blender_range(pythons) if wheels else (min(v[0] for v in BLENDER_PYTHONS.values()), None)
+    text = re.sub(r'^version\s*=.*$', f'version = "{pbrfit_version()}"', text, flags=re.M)
+    text = re.sub(r'^blender_version_min\s*=.*$', f'blender_version_min = "{lo}"', text, flags=re.M)
+    text = re.sub(r'^#?\s*(blender_version_max|platforms|wheels)\s*=.*$\n?', "", text, flags=re.M)
+    lines = [f'blender_version_max = "{hi}"'] if hi else []
     if wheels:
-        lines.append("wheels = [\n" + "".join(f'  "./wheels/{w.name}",\n' for w in wheels) + "]")
+        lines.append("platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]")
+        lines.append("wheels = [\n" + "".join(f'  "./wheels/{w}",\n' for w in sorted(wheels)) + "]")
     head, sep, tail = text.partition("[permissions]")
-    return head.rstrip() + "\n\n" + "\n".join(lines) + "\n\n" + sep + tail
+    return head.rstrip() + "\n" + "\n".join(lines) + "\n\n" + sep + tail
 
 
-def build(out_dir: Path, platform: str, python: str, with_wheels: bool) -> Path:
-    """Write ``pbrfit-<version>[-<platform>].zip`` into ``out_dir``; returns its path."""
+def blender_ext_tool(explicit: str | None = None) -> Path:
+    """Blender's extension command-line tool (``bl_pkg/cli/blender_ext.py``)."""
+    if explicit:
+        return Path(explicit)
+    spec = importlib.util.find_spec("bpy")
+    if spec is not None and spec.submodule_search_locations:
+        found = sorted(Path(spec.submodule_search_locations[0]).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+        if found:
+            return found[-1]
+    raise SystemExit("error: Blender's extension tool was not found: run with the project's .venv "
+                     "(which has the bpy module) or pass --blender-ext <blender>/<version>/scripts/addons_core/"
+                     "bl_pkg/cli/blender_ext.py")
+
+
+def build(out_dir: Path, platforms: list[str], pythons: list[str], with_wheels: bool,
+          find_links: list[str] = (), blender_ext: str | None = None) -> list[Path]:
+    """Build one zip per platform (or one add-on-only zip) into ``out_dir``; returns their paths."""
+    tool = blender_ext_tool(blender_ext)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pbrfit_ext.") as tmp:
-        wheels = _wheels(platform, python, Path(tmp) / "wheels") if with_wheels else []
-        name = f"pbrfit-{_version()}" + (f"-{platform.replace('-', '_')}" if wheels else "") + ".zip"
-        target = out_dir / name
-        partial = target.with_suffix(".zip.part")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(ADDON.rglob("*")):
-                rel = path.relative_to(ADDON).as_posix()
-                if path.is_file() and not _EXCLUDE.search(rel) and rel != "blender_manifest.toml":
-                    zf.write(path, rel)
-            zf.writestr("blender_manifest.toml", _manifest(wheels, platform if wheels else None))
+        src = Path(tmp) / "pbrfit"
+        shutil.copytree(ADDON, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.zip"))
+        names: set[str] = set()
+        if with_wheels:
+            (src / "wheels").mkdir()
+            wheels = [_pbrfit_wheel(Path(tmp) / "pbrfit_wheel")]
+            for platform in platforms:
+                for python in pythons:
+                    wheels += _dependency_wheels(platform, python, Path(tmp) / f"{platform}-{python}",
+                                                 list(find_links))
             for w in wheels:
-                zf.write(w, f"wheels/{w.name}", compress_type=zipfile.ZIP_STORED)
-        partial.replace(target)
-    return target
+                if w.name not in names:
+                    shutil.copy2(w, src / "wheels" / w.name)
+                    names.add(w.name)
+        (src / "blender_manifest.toml").write_text(_manifest(sorted(names), platforms, pythons))
+        staged = Path(tmp) / "out"
+        staged.mkdir()
+        cmd = [sys.executable, str(tool), "build", "--source-dir", str(src), "--output-dir", str(staged)]
+        subprocess.run(cmd + (["--split-platforms"] if with_wheels else []), check=True)
+        zips = []
+        for z in sorted(staged.glob("*.zip")):
+            subprocess.run([sys.executable, str(tool), "validate", str(z)], check=True, capture_output=True)
+            target = out_dir / z.name
+            shutil.move(z, target.with_suffix(".zip.part"))
+            target.with_suffix(".zip.part").replace(target)
+            zips.append(target)
+    return zips
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/)")
-    ap.add_argument("--platform", default="linux-x64", choices=sorted(PLATFORM_TAGS))
-    ap.add_argument("--python", default="3.11", help="Blender's Python version (default 3.11)")
-    ap.add_argument("--no-wheels", action="store_true", help="build without bundled dependencies")
+    ap.add_argument("--platform", action="append", choices=sorted(PLATFORM_TAGS) + ["all"],
+                    help="platform to build for (repeatable; default all)")
+    ap.add_argument("--python", default=",".join(BLENDER_PYTHONS),
+                    help=f"Blender Python versions to bundle wheels for (default {','.join(BLENDER_PYTHONS)}; "
+                         f"covers Blender {BLENDER_PYTHONS['3.11'][0]} to before {BLENDER_PYTHONS['3.13'][1]})")
+    ap.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
+                    help="extra place for pip to find wheels (e.g. a folder with torch's Linux CPU wheels)")
+    ap.add_argument("--no-wheels", action="store_true", help="the add-on alone (its panel then names what is missing)")
+    ap.add_argument("--blender-ext", help="path of Blender's bl_pkg/cli/blender_ext.py (default: from bpy)")
     args = ap.parse_args(argv)
+    platforms = sorted(PLATFORM_TAGS) if not args.platform or "all" in args.platform else sorted(set(args.platform))
+    pythons = [p.strip() for p in args.python.split(",") if p.strip()]
+    unknown = [p for p in pythons if p not in BLENDER_PYTHONS]
+    if unknown or not pythons:
+        ap.error(f"--python: choose from {', '.join(BLENDER_PYTHONS)}")
     try:
-        path = build(Path(args.out), args.platform, args.python, not args.no_wheels)
+        zips = build(Path(args.out), platforms, pythons, not args.no_wheels, args.find_links, args.blender_ext)
     except subprocess.CalledProcessError as e:
-        print(f"error: pip failed ({e}); offline? build with --no-wheels", file=sys.stderr)
+        detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] if e.stderr else []
+        print(f"error: {' '.join(map(str, e.cmd[:4]))} ... failed{': ' + detail[0] if detail else ''}; "
+              "offline? build with --no-wheels", file=sys.stderr)
         return 1
-    size = path.stat().st_size / 2**20
-    print(f"wrote {path} ({size:.1f} MiB)")
+    for z in zips:
+        print(f"wrote {z} ({z.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 

@@ -4,3 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "install: installs pbrfit as users do (fresh virtualenvs; slow)")

@@ -1,6 +1,6 @@
 """Are the engine and its dependencies importable? (No bpy.)
 
-The add-on imports ``pbrfit`` (and through it torch, numpy, OpenImageIO, usd-core) only
+The add-on imports ``pbrfit`` (and through it torch, numpy, OpenImageIO, usd-core, embreex) only
 when it needs them; :func:`missing_dependencies` tells the UI what is missing so the panel
 can say it in one line instead of a traceback.
 """
@@ -15,6 +15,7 @@ __all__ = ["REQUIRED", "missing_dependencies", "dependency_message"]
 REQUIRED: dict[str, str] = {
     "numpy": "numpy",
     "torch": "torch",
+    "embreex": "embreex",
     "OpenImageIO": "OpenImageIO",
     "pxr": "usd-core",
     "MaterialX": "materialx",

@@ -5,4 +5,4 @@ The host-independent engine. Entry points: :func:`pbrfit.job.load_job`,
 ``pbrfit`` command (:mod:`pbrfit.cli`). This package never imports bpy or omni.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

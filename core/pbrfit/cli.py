@@ -39,7 +39,10 @@ def _loss_spec(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="pbrfit", description="Fit Principled/OpenPBR materials to reference photos.")
+    p.add_argument("--version", action="version", version=f"pbrfit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit the target's material to the job's train views")
