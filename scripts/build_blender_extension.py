@@ -12,10 +12,12 @@ What a zip holds, for its platform:
 * ``wheels/``: pbrfit itself (built from ``core/``) and every runtime dependency named in
   ``core/pyproject.toml`` with its own dependencies, as binary wheels for each Python that
   the covered Blender releases bundle (:data:`BLENDER_PYTHONS`). numpy is left out: every
-  Blender bundles it. torch is the tested release (:data:`BUNDLED_TORCH`), a CPU build: on
+  Blender bundles it. torch is the tested release (``wheelhouse.BUNDLED_TORCH``), a CPU build: on
   Windows and macOS that is PyPI's torch; for Linux, PyPI's torch is the CUDA build
   (several GB with its libraries), so the CPU wheel comes from PyTorch's CPU index (or a
-  ``--find-links`` folder holding it) and the build refuses anything else.
+  ``--find-links`` folder holding it) and the build refuses anything else. The set is
+  resolved for each target by uv (see ``wheelhouse.py``: pip would evaluate markers for
+  this machine instead).
 
 Blender installs the wheels that match its own Python into the extension's private
 site-packages (Blender 4.2 LTS and later skip the others), so nothing is installed into
@@ -37,23 +39,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+from wheelhouse import (PLATFORMS, pbrfit_version, pbrfit_wheel, pure_pins, requirement_name, runtime_requirements,
+                        wheelhouse)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon" / "pbrfit_blender"
-CORE = ROOT / "core"
 
-__all__ = ["PLATFORM_TAGS", "BLENDER_PYTHONS", "BUNDLED_TORCH", "runtime_requirements", "blender_range",
-           "build", "main"]
-
-#: Blender platform name -> pip --platform tags of the wheels that run there
-PLATFORM_TAGS: dict[str, list[str]] = {
-    "windows-x64": ["win_amd64"],
-    "macos-arm64": ["macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64"],
-    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                  "manylinux2014_x86_64"],
-}
+__all__ = ["BLENDER_PYTHONS", "blender_range", "blender_ext_tool", "build", "main"]
 
 #: Python bundled by Blender -> (the Blender releases bundling it, [first, first not covered),
 #: the numpy they bundle). 4.2 LTS to 5.0 bundle Python 3.11 with numpy 1.x; 5.1 to 5.3
@@ -64,78 +58,31 @@ BLENDER_PYTHONS: dict[str, tuple[str, str, str]] = {
     "3.13": ("5.1.0", "5.4.0", "numpy>=2.2,<3"),
 }
 
-#: the torch the extension bundles: the release its tests ran with
-BUNDLED_TORCH = "torch==2.13.0"
-#: where the Linux CPU build of torch lives (PyPI's Linux torch is the CUDA build)
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
 #: left out of the zips: Blender bundles it, and its build must match Blender's own
 BLENDER_BUNDLED = {"numpy"}
 
 
-def runtime_requirements() -> list[str]:
-    """pbrfit's runtime dependencies from core/pyproject.toml (the one list), as bundled:
-    without what Blender bundles, torch pinned to :data:`BUNDLED_TORCH`."""
-    deps = tomllib.loads((CORE / "pyproject.toml").read_text())["project"]["dependencies"]
-    out = []
-    for spec in deps:
-        name = re.match(r"[A-Za-z0-9_.\-]+", spec).group(0).lower()
-        if name in BLENDER_BUNDLED:
-            continue
-        out.append(BUNDLED_TORCH if name == "torch" else spec)
-    return out
-
-
-def pbrfit_version() -> str:
-    text = (CORE / "pbrfit" / "__init__.py").read_text()
-    return re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M).group(1)
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
 
 
 def blender_range(pythons: list[str]) -> tuple[str, str]:
     """(blender_version_min, blender_version_max) covered by wheels for ``pythons``; they
     must be adjacent Blender ranges (no gap in between)."""
-    def key(version: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in version.split("."))
-
-    ranges = sorted((BLENDER_PYTHONS[p][:2] for p in pythons), key=lambda r: key(r[0]))
+    ranges = sorted((BLENDER_PYTHONS[p][:2] for p in pythons), key=lambda r: _version_key(r[0]))
     for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
         if hi != lo:
             raise SystemExit(f"error: Python {', '.join(pythons)} leave a gap in the Blender releases covered")
     return ranges[0][0], ranges[-1][1]
 
 
-def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
-
-
-def _pbrfit_wheel(dest: Path) -> Path:
-    _pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(CORE))
-    return next(dest.glob("pbrfit-*.whl"))
-
-
-def _dependency_wheels(platform: str, python: str, dest: Path, find_links: list[str]) -> list[Path]:
-    """Download the runtime dependencies' wheels for one platform and Python into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = ["download", "-q", "--only-binary=:all:", "--dest", str(dest), "--python-version", python,
-           "--implementation", "cp", "--find-links", str(dest)]
-    for tag in PLATFORM_TAGS[platform]:
-        cmd += ["--platform", tag]
-    for link in find_links:
-        cmd += ["--find-links", link]
-    if platform.startswith("linux"):
-        # torch alone from the CPU index first (one lookup there, not one per package); the
-        # full resolution below then finds it in ``dest``
-        _pip(*cmd, "--no-deps", "--retries", "1", "--extra-index-url", TORCH_CPU_INDEX, BUNDLED_TORCH)
-    numpy = BLENDER_PYTHONS[python][2]  # resolve against Blender's own numpy, then leave it out
-    _pip(*cmd, *runtime_requirements(), numpy)
-    wheels = sorted(dest.glob("*.whl"))
-    torch = [w for w in wheels if w.name.startswith("torch-")]
-    if platform.startswith("linux") and not all("+cpu" in w.name for w in torch):
-        raise SystemExit(f"error: {platform}, Python {python}: no CPU build of {BUNDLED_TORCH} was found (PyPI's "
-                         f"Linux torch is the CUDA build); make {TORCH_CPU_INDEX} reachable, pass --find-links "
-                         f"with a folder holding torch-*+cpu-cp{python.replace('.', '')}-*.whl, or leave out "
-                         f"--python {python}")
-    return [w for w in wheels if w.name.split("-")[0].lower() not in BLENDER_BUNDLED]
+def _dependency_wheels(platform: str, python: str, dest: Path, find_links: list[str],
+                       constraints: list[str]) -> list[Path]:
+    """The runtime dependencies' wheels for one platform and Blender Python, resolved against
+    the numpy that Blender bundles (which is then left out) and within ``constraints``."""
+    requirements = runtime_requirements(exclude=BLENDER_BUNDLED) + [BLENDER_PYTHONS[python][2]]
+    wheels = wheelhouse(platform, python, requirements, dest, find_links, constraints)
+    return [w for w in wheels if requirement_name(w.name.split("-")[0]) not in BLENDER_BUNDLED]
 
 
 def _manifest(wheels: list[str], platforms: list[str], pythons: list[str]) -> str:
@@ -177,11 +124,13 @@ def build(out_dir: Path, platforms: list[str], pythons: list[str], with_wheels: 
         names: set[str] = set()
         if with_wheels:
             (src / "wheels").mkdir()
-            wheels = [_pbrfit_wheel(Path(tmp) / "pbrfit_wheel")]
+            wheels = [pbrfit_wheel(Path(tmp) / "pbrfit_wheel")]
+            pure: list[str] = []  # pure-Python wheels install into one folder: one version for all
             for platform in platforms:
-                for python in pythons:
+                for python in sorted(pythons, key=_version_key):
                     wheels += _dependency_wheels(platform, python, Path(tmp) / f"{platform}-{python}",
-                                                 list(find_links))
+                                                 list(find_links), pure)
+                    pure = sorted(set(pure) | set(pure_pins(wheels)))
             for w in wheels:
                 if w.name not in names:
                     shutil.copy2(w, src / "wheels" / w.name)
@@ -204,17 +153,17 @@ def build(out_dir: Path, platforms: list[str], pythons: list[str], with_wheels: 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/)")
-    ap.add_argument("--platform", action="append", choices=sorted(PLATFORM_TAGS) + ["all"],
+    ap.add_argument("--platform", action="append", choices=sorted(PLATFORMS) + ["all"],
                     help="platform to build for (repeatable; default all)")
     ap.add_argument("--python", default=",".join(BLENDER_PYTHONS),
                     help=f"Blender Python versions to bundle wheels for (default {','.join(BLENDER_PYTHONS)}; "
                          f"covers Blender {BLENDER_PYTHONS['3.11'][0]} to before {BLENDER_PYTHONS['3.13'][1]})")
     ap.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
-                    help="extra place for pip to find wheels (e.g. a folder with torch's Linux CPU wheels)")
+                    help="extra place to find wheels (e.g. a folder with torch's Linux CPU wheels)")
     ap.add_argument("--no-wheels", action="store_true", help="the add-on alone (its panel then names what is missing)")
     ap.add_argument("--blender-ext", help="path of Blender's bl_pkg/cli/blender_ext.py (default: from bpy)")
     args = ap.parse_args(argv)
-    platforms = sorted(PLATFORM_TAGS) if not args.platform or "all" in args.platform else sorted(set(args.platform))
+    platforms = sorted(PLATFORMS) if not args.platform or "all" in args.platform else sorted(set(args.platform))
     pythons = [p.strip() for p in args.python.split(",") if p.strip()]
     unknown = [p for p in pythons if p not in BLENDER_PYTHONS]
     if unknown or not pythons:

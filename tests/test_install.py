@@ -65,11 +65,15 @@ def extension_zip(tmp_path_factory) -> Path:
     return zip_path
 
 
-@pytest.fixture(scope="module")
-def bpy_only_python(tmp_path_factory) -> Path:
-    """A Python with the PyPI bpy module and its numpy, nothing else."""
-    return _venv(tmp_path_factory.mktemp("bpy_only") / "venv", f"bpy=={importlib.metadata.version('bpy')}",
-                 "numpy<2")
+#: Blender releases the extension is installed into: the oldest supported (4.2 LTS, latest
+#: point release) and the project's own bpy
+BLENDERS = ["4.2.23", importlib.metadata.version("bpy")]
+
+
+@pytest.fixture(scope="module", params=BLENDERS, ids=[f"blender-{v}" for v in BLENDERS])
+def bpy_only_python(request, tmp_path_factory) -> Path:
+    """A Python with the PyPI bpy module of one Blender release and its numpy, nothing else."""
+    return _venv(tmp_path_factory.mktemp("bpy_only") / "venv", f"bpy=={request.param}", "numpy<2")
 
 
 def test_extension_passes_blenders_validator_and_bundles_every_dependency(extension_zip):
@@ -195,3 +199,33 @@ def test_pip_install_into_an_empty_virtualenv_gives_a_working_cli(tmp_path):
     numpy_version, no_mitsuba, location = env_check.stdout.split()
     assert no_mitsuba == "True" and location.startswith(str(tmp_path))
     assert int(numpy_version.split(".")[0]) >= 2  # the newest numpy: pbrfit is not tied to Blender's 1.x
+
+
+def test_kit_extension_installs_its_dependencies_as_kit_does(tmp_path):
+    """The built Kit extension in a Python that has only usd-core (standing in for Kit's own
+    pxr): its [python.pipapi] requirements installed the way omni.kit.pipapi does (pip into a
+    folder of its own, archiveDirs as --find-links), then its own checks run: the engine
+    imports from the extension's engine/ folder and a small fit finds the true colour.
+    Kit itself cannot be installed here; this is the closest honest stand-in."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_kit_extension import build, pipapi_requirements
+
+    ext = build(tmp_path / "kit")
+    assert (ext / "engine" / "pbrfit" / "__init__.py").is_file() and (ext / "pip_archive").is_dir()
+    py = _venv(tmp_path / "kit_python", f"usd-core=={importlib.metadata.version('usd-core')}")
+    target = tmp_path / "pipapi"
+    # torch: the CPU build already on this machine (pip would otherwise fetch a CUDA build of several GB)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"torch=={importlib.metadata.version('torch').split('+')[0]}\n")
+    _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(target),
+          "--find-links", str(ext / "pip_archive"), "-c", str(constraints), *pipapi_requirements()],
+         env=_clean_env())
+    installed = {p.name.lower() for p in target.iterdir()}
+    assert "pxr" not in installed and not any(n.startswith("usd_core") for n in installed)
+    code = ("from pbrfit_material_fit.tests import checks; import pbrfit, pxr; "
+            "checks.check_engine_runs_here(); r = checks.check_fit_recovers_the_colour(); "
+            "print(pbrfit.__file__, pxr.__file__, r.material['base_color'])")
+    proc = _run([str(py), "-c", code], env=_clean_env(PYTHONPATH=os.pathsep.join(
+        [str(ext), str(ext / "engine"), str(target)])), cwd=tmp_path)
+    engine, pxr_file = proc.stdout.split()[:2]
+    assert engine.startswith(str(ext / "engine")) and pxr_file.startswith(str(tmp_path / "kit_python"))

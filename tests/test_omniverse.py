@@ -6,6 +6,7 @@ stage, the omni-import confinement and the extension.toml. Kit itself is not run
 import ast
 import asyncio
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -22,7 +23,8 @@ from pbrfit.errors import FitCancelled, InputError
 from pbrfit.images import write_exr
 from synthetic import render_references, write_job
 
-EXT = Path(__file__).resolve().parents[1] / "omniverse_ext" / "pbrfit.material_fit"
+ROOT = Path(__file__).resolve().parents[1]
+EXT = ROOT / "omniverse_ext" / "pbrfit.material_fit"
 sys.path.insert(0, str(EXT))
 
 from pbrfit_material_fit import controller as C  # noqa: E402
@@ -51,12 +53,15 @@ def test_extension_toml_parses_and_names_existing_modules():
     cfg = tomllib.loads((EXT / "config" / "extension.toml").read_text())
     pkg = cfg["package"]
     assert pkg["title"] and pkg["version"].count(".") == 2 and pkg["description"]
-    assert {"omni.ui", "omni.kit.commands", "omni.usd"} <= set(cfg["dependencies"])
-    modules = [m["name"] for m in cfg["python"]["module"]]
+    assert {"omni.ui", "omni.kit.commands", "omni.usd", "omni.kit.pipapi"} <= set(cfg["dependencies"])
+    modules = [m["name"] for m in cfg["python"]["module"] if "name" in m]
     assert modules == ["pbrfit_material_fit"]
     for name in modules:
         assert (EXT / name.replace(".", "/") / "__init__.py").is_file()
-    assert cfg["test"]
+    # the engine travels inside the built extension, on sys.path through a path-only module entry
+    assert [m["path"] for m in cfg["python"]["module"] if "path" in m] == ["engine"]
+    # [[test]] is backed by tests in the package, for Kit's runner
+    assert cfg["test"] and (EXT / "pbrfit_material_fit" / "tests" / "test_material_fit.py").is_file()
     for doc in (pkg["readme"], pkg["changelog"]):
         assert (EXT / doc).is_file()
     # the Kit modules are at least valid Python, and the extension class is where __init__ says
@@ -66,6 +71,35 @@ def test_extension_toml_parses_and_names_existing_modules():
     cls = next(n for n in cmds.body if isinstance(n, ast.ClassDef))
     assert {f.name for f in cls.body if isinstance(f, ast.FunctionDef)} >= {"do", "undo"}
     ast.parse((EXT / "pbrfit_material_fit" / "window.py").read_text())
+    ast.parse((EXT / "pbrfit_material_fit" / "tests" / "test_material_fit.py").read_text())
+
+
+def test_pipapi_requirements_are_the_engines_without_usd_core():
+    """Kit installs core/pyproject.toml's dependencies except usd-core: Kit has its own pxr."""
+    from pbrfit import __version__
+
+    core = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())["project"]["dependencies"]
+    cfg = tomllib.loads((EXT / "config" / "extension.toml").read_text())
+    assert cfg["python"]["pipapi"]["requirements"] == [d for d in core if not d.startswith("usd-core")]
+    assert cfg["package"]["version"] == __version__
+
+
+def test_missing_engine_dependencies_are_one_line_not_a_traceback():
+    code = (f"import sys; sys.path.insert(0, {str(EXT)!r}); sys.modules['torch'] = None; "
+            "import pbrfit_material_fit; from pbrfit_material_fit.dependencies import problem; print(problem())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("pbrfit needs torch") and "[python.pipapi]" in line and "\n" not in line
+
+
+def test_the_packages_own_kit_checks_pass_here():
+    """The checks Kit's runner calls (pbrfit_material_fit/tests), run under usd-core."""
+    from pbrfit_material_fit.tests import checks
+
+    checks.check_engine_runs_here()
+    result = checks.check_fit_recovers_the_colour()
+    assert result.fitted == ["base_color"]
 
 
 # --- a small synthetic case -----------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""Are pbrfit's runtime dependencies importable here? For hosts, which say so in one line.
+
+A Blender or Kit session may lack a dependency (a zip built for another Python, an
+extension enabled offline); the host asks :func:`missing` before the first fit and shows
+:func:`message` instead of a traceback. Importing this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["REQUIRED", "missing", "message"]
+
+#: import name -> distribution (pip) name: the same set as core/pyproject.toml's
+#: ``dependencies`` (tests/test_packaging.py checks it)
+REQUIRED: dict[str, str] = {
+    "numpy": "numpy",
+    "torch": "torch",
+    "embreex": "embreex",
+    "pxr": "usd-core",
+    "MaterialX": "materialx",
+    "OpenImageIO": "OpenImageIO",
+    "tqdm": "tqdm",
+}
+
+_cache: list[str] | None = None
+
+
+def missing(refresh: bool = False) -> list[str]:
+    """Distribution names of the dependencies that fail to import (the result is cached;
+    ``refresh`` asks again)."""
+    global _cache
+    if _cache is None or refresh:
+        absent = []
+        for module, dist in REQUIRED.items():
+            try:
+                importlib.import_module(module)
+            except Exception:  # ImportError, or a binary built for another Python (OSError, ...)
+                absent.append(dist)
+        _cache = absent
+    return list(_cache)
+
+
+def message(how_to_install: str, refresh: bool = False) -> str | None:
+    """One line naming what is missing and what to do, or None when nothing is.
+
+    Args:
+        how_to_install: the host's remedy, e.g. "install the extension zip for your platform".
+    """
+    absent = missing(refresh)
+    if not absent:
+        return None
+    python = ".".join(map(str, sys.version_info[:2]))
+    return f"pbrfit needs {', '.join(absent)} (not importable in this Python {python}): {how_to_install}"
