@@ -240,7 +240,7 @@ def test_cancel_leaves_material_unchanged():
         from pbrfit.errors import FitCancelled
         from pbrfit_blender.extract import find_principled, read_principled
         from pbrfit_blender.pipeline import fit_object, fit_options, prepare
-        from pbrfit_blender.worker import FitWorker
+        from pbrfit.session import FitSession
         before = read_principled(find_principled(part.active_material))
         options = fit_options(None, parameters=["base_color", "roughness"], iterations=50)
         cancel = threading.Event(); cancel.set()
@@ -249,17 +249,16 @@ def test_cancel_leaves_material_unchanged():
             fit_object(bpy.context, part, options, cancel=cancel)
         except FitCancelled as e:
             kinds.append("sync: " + str(e))
-        # the worker thread: cancel after the first progress report
-        worker = FitWorker(prepare(bpy.context, part).scene, options).start()
+        # the modal operator's way: the engine's session, cancelled after the first progress report
+        session = FitSession(prepare(bpy.context, part).scene, options).start()
+        import time
         seen = []
-        while True:
-            for kind, payload in worker.messages.get(timeout=120),:
-                seen.append(kind)
-                if kind == "progress":
-                    worker.cancel()
-            if seen[-1] != "progress":
-                break
-        worker.join(10)
+        while not session.finished:
+            if session.poll() and not session.cancel_requested:
+                seen.append("progress")
+                session.cancel()
+            time.sleep(0.01)
+        seen.append(session.state)
         after = read_principled(find_principled(part.active_material))
         settings = bpy.context.scene.pbrfit
         backends = [fit_options(settings).backend]

@@ -2,9 +2,9 @@
 
 Blender 4.2+ extension (see blender_manifest.toml). Photos are the cameras' background
 images, the lighting is the World's Environment Texture; the fit runs pbrfit's engine in a
-worker thread. Importing this package needs only bpy: the engine (torch, numpy,
-OpenImageIO, usd-core) is imported when used, and a missing dependency is shown in the
-panel instead of a traceback.
+background thread (:class:`pbrfit.session.FitSession`). Importing this package needs only
+bpy: the engine (torch, numpy, OpenImageIO, usd-core, embreex) is imported when used, and
+a missing dependency is shown in the panel instead of a traceback.
 """
 
 from __future__ import annotations

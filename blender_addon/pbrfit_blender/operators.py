@@ -1,11 +1,13 @@
 """Operators: Fit (modal with a worker thread in the UI, synchronous headless), Cancel,
 Restore previous, and adding/removing validation views.
 
-Threading: the scene is extracted on the main thread, the worker thread only runs
-:func:`pbrfit.fit.fit_material` on that copy; a window-manager timer (0.1 s) drains the
-worker's queue on the main thread, updates the progress shown by the panel and, when the
-fit is done, writes the material back (one undo step). Esc or the Cancel button sets the
-cancel event; the fit stops at its next evaluation and the material is left as it was.
+Threading: the scene is extracted on the main thread; the fit runs as the engine's
+:class:`pbrfit.session.FitSession` (a background thread that never touches Blender data);
+a window-manager timer (0.1 s) polls it on the main thread, updates the progress shown by
+the panel and, when the fit is done, writes the material back (one undo step). Esc or the
+Cancel button cancels it: the fit stops at its next check and the material is left as it
+was. Whatever ends a fit (done, cancelled, an error) returns the panel to idle with one
+line of status or error.
 
 ``bpy.ops.pbrfit.fit()`` runs synchronously when ``bpy.app.background`` is true (modal
 operators do not run headless) or when called with ``synchronous=True``.
@@ -67,7 +69,7 @@ class PBRFIT_OT_fit(bpy.types.Operator):
     synchronous: BoolProperty(name="Synchronous", default=False, options={"SKIP_SAVE"},
                               description="Fit on the main thread and return when done (scripts)")
 
-    _worker = None  # the running FitWorker (one fit at a time)
+    _session = None  # the running pbrfit.session.FitSession (one fit at a time)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ class PBRFIT_OT_fit(bpy.types.Operator):
         message = dependency_message()
         if message:
             return self._fail(context, message)
-        if PBRFIT_OT_fit._worker is not None:
+        if PBRFIT_OT_fit._session is not None:
             return self._fail(context, "a fit is already running; cancel it first")
         obj, err = _target(context, self.object_name)
         if err:
@@ -152,12 +154,23 @@ class PBRFIT_OT_fit(bpy.types.Operator):
         return self._start_modal(context, obj, options)
 
     def _run_sync(self, context, obj, options):
+        from pbrfit.errors import PbrfitError
+
         from .pipeline import fit_object
 
         settings = context.scene.pbrfit
         settings.status = "fitting…"
-        outcome = fit_object(context, obj, options, copy_if_shared=self._copy(context),
-                             out_dir=self._out_dir(context), progress=_print_progress if bpy.app.background else None)
+        try:
+            outcome = fit_object(context, obj, options, copy_if_shared=self._copy(context),
+                                 out_dir=self._out_dir(context),
+                                 progress=_print_progress if bpy.app.background else None)
+        except PbrfitError:
+            raise  # the caller's one line
+        except Exception as e:  # a bug: one line in the panel, the traceback on the console
+            import traceback
+
+            traceback.print_exc()
+            return self._fail(context, f"fit failed: {type(e).__name__}: {e}".splitlines()[0])
         self._report_done(context, outcome)
         return {"FINISHED"}
 
@@ -175,13 +188,13 @@ class PBRFIT_OT_fit(bpy.types.Operator):
         self.report({"INFO"}, f"pbrfit: {settings.status}")
 
     def _start_modal(self, context, obj, options):
-        from .worker import FitWorker
+        from pbrfit.session import FitSession
 
         settings = context.scene.pbrfit
         for line in self._extraction.skipped:
             self.report({"WARNING"}, line)
         self._options_used, self._object_name = options, obj.name
-        PBRFIT_OT_fit._worker = FitWorker(self._extraction.scene, options).start()
+        PBRFIT_OT_fit._session = FitSession(self._extraction.scene, options).start()
         settings.running, settings.status, settings.stage = True, "fitting…", ""
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
@@ -190,37 +203,36 @@ class PBRFIT_OT_fit(bpy.types.Operator):
 
     def _stop(self, context) -> None:
         context.window_manager.event_timer_remove(self._timer)
-        PBRFIT_OT_fit._worker = None
+        PBRFIT_OT_fit._session = None
         context.scene.pbrfit.running = False
         _redraw(context)
 
     def modal(self, context, event):
-        worker = PBRFIT_OT_fit._worker
-        if worker is None:  # cleared elsewhere (e.g. add-on reloaded)
+        session = PBRFIT_OT_fit._session
+        if session is None:  # cleared elsewhere (e.g. add-on reloaded)
             return {"CANCELLED"}
         if event.type == "ESC":
-            worker.cancel()
+            session.cancel()
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         settings = context.scene.pbrfit
-        for kind, payload in worker.drain():
-            if kind == "progress":
-                settings.progress = min(payload.iteration / max(payload.total, 1), 1.0)
-                settings.loss, settings.de2000, settings.stage = payload.loss, payload.train_de2000, payload.stage
-            elif kind == "done" and not worker.cancel_event.is_set():
-                return self._finish(context, payload)
-            else:  # cancelled (or done after a cancel) / error: nothing is written
-                self._stop(context)
-                settings.status = "" if kind == "error" else "cancelled; the material is unchanged"
-                if kind == "error":
-                    settings.error = str(payload).splitlines()[0]
-                    self.report({"ERROR"}, str(payload))
-                else:
-                    self.report({"INFO"}, settings.status)
-                return {"CANCELLED"}
-        _redraw(context)
-        return {"RUNNING_MODAL"}
+        for p in session.poll():
+            settings.progress = min(p.iteration / max(p.total, 1), 1.0)
+            settings.loss, settings.de2000, settings.stage = p.loss, p.train_de2000, p.stage
+        if not session.finished:
+            _redraw(context)
+            return {"RUNNING_MODAL"}
+        if session.state == "done":
+            return self._finish(context, session.result)
+        self._stop(context)  # cancelled or failed: nothing is written
+        if session.state == "failed":
+            if session.details:
+                print(session.details)  # the traceback of a bug, for the console
+            return self._fail(context, session.message)
+        settings.status = "cancelled; the material is unchanged"
+        self.report({"INFO"}, settings.status)
+        return {"CANCELLED"}
 
     def _finish(self, context, result):
         from pbrfit.errors import PbrfitError
@@ -248,10 +260,10 @@ class PBRFIT_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return PBRFIT_OT_fit._worker is not None
+        return PBRFIT_OT_fit._session is not None
 
     def execute(self, context):
-        PBRFIT_OT_fit._worker.cancel()
+        PBRFIT_OT_fit._session.cancel()
         context.scene.pbrfit.status = "cancelling…"
         return {"FINISHED"}
 
@@ -330,8 +342,8 @@ def register():
 
 
 def unregister():
-    if PBRFIT_OT_fit._worker is not None:
-        PBRFIT_OT_fit._worker.cancel()
-        PBRFIT_OT_fit._worker = None
+    if PBRFIT_OT_fit._session is not None:
+        PBRFIT_OT_fit._session.cancel()
+        PBRFIT_OT_fit._session = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -26,10 +26,9 @@ carrying a reference. Lighting is the stage's DomeLight.
 Running a fit
 -------------
 :class:`FitSession` reads the stage on the calling thread (USD stages are not thread-safe:
-call ``start`` from Kit's main thread), then runs :func:`pbrfit.fit.fit_material` on a
-background thread. Progress goes through a queue drained by :meth:`FitSession.poll`;
-:meth:`FitSession.cancel` sets a ``threading.Event`` (the fit raises
-:class:`pbrfit.errors.FitCancelled` at its next evaluation). :func:`run_async` awaits a
+call ``start`` from Kit's main thread), then runs the fit on a background thread as the
+engine's :class:`pbrfit.session.FitSession` (the one runner both hosts use): progress
+through :meth:`FitSession.poll`, :meth:`FitSession.cancel` to stop it. :func:`run_async` awaits a
 session from an asyncio loop (Kit's) without blocking it. Write-back goes through
 :func:`write_back_material` / :func:`undo_write_back` (:mod:`pbrfit.writeback_usd`),
 which the extension's undoable command wraps.
@@ -39,8 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -49,11 +46,12 @@ from pxr import Sdf, Usd, UsdGeom, UsdShade
 from pbrfit.atomic import atomic_write_bytes
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.heatmap import delta_e_heatmap, png_bytes, to_srgb8
-from pbrfit.fit import FitOptions, FitResult, Progress, fit_material
+from pbrfit.fit import FitOptions, FitResult, Progress
 from pbrfit.job import SPLITS, build_scene
 from pbrfit.params import DEFAULT_FIT, PRESETS
 from pbrfit.render import SampleCounts
 from pbrfit.scene import FitScene
+from pbrfit.session import FitSession as EngineFitSession
 from pbrfit.usd_stage import read_stage
 from pbrfit.writeback_usd import WriteBackRecord, undo, write_back
 
@@ -246,100 +244,37 @@ def build_fit_scene(stage: Usd.Stage, target_path: str, time=Usd.TimeCode.Defaul
 
 # --- the session --------------------------------------------------------------------------
 
-class FitSession:
-    """One fit of ``target_path``'s material on a live stage, run on a background thread.
+class FitSession(EngineFitSession):
+    """The engine's :class:`pbrfit.session.FitSession` (a fit on a background thread, polled
+    from Kit's main thread) whose scene is read from the live stage when it starts.
 
     States: ``"idle"`` -> ``"running"`` -> ``"done"`` | ``"cancelled"`` | ``"failed"``.
 
     Attributes:
-        result: the :class:`pbrfit.fit.FitResult` once done, else None.
-        error: the exception that ended the fit (FitCancelled, InputError, ...), else None.
-        latest: the last :class:`pbrfit.fit.Progress` seen by :meth:`poll`.
         scene, files: the scene fitted and the files read (after :meth:`start`).
+        result, error, message, latest: see :class:`pbrfit.session.FitSession`.
     """
 
     def __init__(self, stage: Usd.Stage, target_path: str, options: FitOptions | None = None,
                  time=Usd.TimeCode.Default(), *, start_from_defaults: bool = False):
+        super().__init__(None, options or FitOptions())
         self.stage, self.target_path, self.time = stage, str(target_path), time
-        self.options = options or FitOptions()
         self.start_from_defaults = start_from_defaults
-        self.result: FitResult | None = None
-        self.error: BaseException | None = None
-        self.latest: Progress | None = None
-        self.scene: FitScene | None = None
         self.files: list[str] = []
-        self._queue: "queue.Queue[Progress]" = queue.Queue()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._state = "idle"
 
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @property
-    def running(self) -> bool:
-        return self._state == "running"
-
-    def start(self) -> None:
-        """Read the stage (this thread) and start the fit (a daemon thread).
+    def start(self) -> "FitSession":
+        """Read the stage (this thread: USD stages are not thread-safe) and start the fit.
 
         Raises:
             InputError: the stage, target or references are unusable (nothing started).
             RuntimeError: already started.
         """
-        if self._state != "idle":
-            raise RuntimeError(f"this fit session is already {self._state}; make a new one")
+        if self.state != "idle":
+            raise RuntimeError(f"this fit session is already {self.state}; make a new one")
         self.options.validate()
         self.scene, self.files = build_fit_scene(self.stage, self.target_path, self.time,
                                                  start_from_defaults=self.start_from_defaults)
-        self._state = "running"
-        self._thread = threading.Thread(target=self._run, name="pbrfit-fit", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result = fit_material(self.scene, self.options, progress=self._queue.put, cancel=self._cancel)
-            self._state = "done"
-        except FitCancelled as e:
-            self.error, self._state = e, "cancelled"
-        except BaseException as e:  # reported to the UI through .error
-            self.error, self._state = e, "failed"
-
-    def cancel(self) -> None:
-        """Ask the fit to stop at its next evaluation (state becomes ``"cancelled"``)."""
-        self._cancel.set()
-
-    def poll(self) -> list[Progress]:
-        """Progress reports since the last call (oldest first); updates :attr:`latest`."""
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        if items:
-            self.latest = items[-1]
-        return items
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the fit thread ends; True when it has."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def finished(self) -> bool:
-        return self._state in ("done", "cancelled", "failed") and (self._thread is None or not self._thread.is_alive())
-
-    def outcome(self) -> FitResult:
-        """The result, or raise the error that ended the fit."""
-        if self.error is not None:
-            raise self.error
-        if self.result is None:
-            raise RuntimeError("the fit has not finished")
-        return self.result
+        return super().start()
 
     def write_back(self, **kwargs) -> WriteBackRecord:
         """Author the fitted material on the stage (see :func:`write_back_material`)."""
