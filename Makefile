@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.pbrfit-setup
 
-.PHONY: setup demo test benchmark example clean
+.PHONY: setup demo test benchmark example extensions clean
 
 setup: $(STAMP)
 
@@ -24,5 +24,12 @@ benchmark: setup
 example: setup
 	$(PY) scripts/make_example.py
 
+# Blender zips (Windows and macOS: Blender 4.2-5.3; Linux: 4.2-5.0, as PyTorch's CPU index, the
+# source of a Linux CPU torch for Python 3.13, is out of reach here) and the Kit extension, in dist/
+extensions: setup
+	$(PY) scripts/build_blender_extension.py --platform windows-x64 --platform macos-arm64
+	$(PY) scripts/build_blender_extension.py --platform linux-x64 --python 3.11
+	$(PY) scripts/build_kit_extension.py
+
 clean:
-	rm -rf out .venv
+	rm -rf out dist .venv

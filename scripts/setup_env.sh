@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create the project environment from nothing: system LLVM for Dr.Jit, then .venv with the
-# pinned Python stack (numpy<2 for bpy, the CPU torch build), then pbrfit itself (editable).
+# Create the project environment from nothing: .venv with the pinned Python stack (numpy<2 for
+# bpy, the CPU torch build), then pbrfit itself (editable). pbrfit needs no system library; the
+# system LLVM installed here is for the optional Mitsuba ray engine on the CPU, which the tests
+# compare with Embree (tests/test_raycast.py).
 # Idempotent; `make setup` runs it when requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ have_llvm() {
   return 1
 }
 if ! have_llvm; then
-  echo "setup: installing libLLVM 19 (Dr.Jit's CPU backend needs LLVM >= 16)" >&2
+  echo "setup: installing libLLVM 19 (the optional Mitsuba ray engine's CPU backend needs LLVM >= 16)" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   if command -v apt-get >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libllvm19 >/dev/null \
@@ -32,6 +34,6 @@ fi
   | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e core 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
-.venv/bin/python -c "import numpy, torch, pxr, MaterialX, OpenImageIO, mitsuba, bpy, pbrfit; assert numpy.__version__ < '2'" \
+.venv/bin/python -c "import numpy, torch, embreex, pxr, MaterialX, OpenImageIO, mitsuba, bpy, pbrfit; assert numpy.__version__ < '2'" \
   || { echo "setup: the environment is incomplete (see pip's messages above)" >&2; exit 1; }
 echo "setup: environment ready (.venv)" >&2
