@@ -10,7 +10,7 @@ The material carries three surface networks, one per render context:
   "ND_open_pbr_surface_surfaceshader"``, plus a tangent-rotation graph when the material
   is anisotropic with a rotation), when ``openpbr=True``.
 
-Values come from :mod:`pbrfit.export.mapping`: colours are linear Rec.709 ``color3f``,
+Values come from :mod:`pbrfit.material_mapping`: colours are linear Rec.709 ``color3f``,
 roughness is perceptual, OpenPBR thin film thickness is in micrometres. What each lossy
 target drops or approximates is written on the Material prim (``customData["pbrfit"]
 ["losses"]``, per target) and, by :func:`write_usd_material`, in the layer's documentation
@@ -30,7 +30,7 @@ from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 from ..errors import InputError
 from ..params import PARAMETERS, normalize_material
 from ..atomic import atomic_path
-from .mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
+from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
 
 __all__ = ["SHADER_NAMES", "author_material", "write_usd_material"]
 
