@@ -104,8 +104,8 @@ class TargetMapping:
     def agrees_with(self, inputs: Mapping[str, object], tangent_rotation: float | None = None, *,
                     rel_tol: float = 1e-6, abs_tol: float = 1e-6) -> bool:
         """Whether ``inputs`` (and the tangent rotation in degrees) are exactly these, up to
-        the precision they were stored with (USD and MaterialX keep 32-bit floats): the same
-        input names and every value within ``rel_tol`` / ``abs_tol``."""
+        the precision they were stored with (USD keeps 32-bit floats): the same input names
+        and every value within ``rel_tol`` / ``abs_tol``."""
         if set(inputs) != set(self.inputs):
             return False
         if (tangent_rotation is None) != (self.tangent_rotation is None):
@@ -255,11 +255,21 @@ class MaterialFacts:
             L.approx("specular_ior_level",
                      f"{target} refracts with the level-adjusted IOR; Blender refracts with the raw ior")
 
+    def materialx_notes(self, L: LossList, target: str) -> None:
+        """What both MaterialX models (OpenPBR, standard_surface) approximate alike."""
+        self.common_specular_notes(L, target)
+        if self.tinted_dielectric:
+            L.approx("specular_tint", _TINT_NOTE.format(t=target))
+        if self.aniso:
+            L.approx("anisotropic", _TANGENT_NOTE)
+        if self.transmission:
+            L.approx("transmission_weight", _TRANSMISSION_NOTE)
 
-TANGENT_NOTE = ("same GGX alphas as Cycles, but the default tangent differs (Blender: radial "
+
+_TANGENT_NOTE = ("same GGX alphas as Cycles, but the default tangent differs (Blender: radial "
                 "around object Z; MaterialX: UV tangent)")
-TINT_NOTE = "{t} tints the whole dielectric reflection; Blender tints F0 only (white at grazing)"
+_TINT_NOTE = "{t} tints the whole dielectric reflection; Blender tints F0 only (white at grazing)"
 COAT_TINT_NOTE = ("{t} attenuates by coat colour at every angle; Blender by "
                   "coat_tint ** (1 / cos(refracted angle))")
-TRANSMISSION_NOTE = ("Blender tints each refraction by sqrt(base_color); written as "
+_TRANSMISSION_NOTE = ("Blender tints each refraction by sqrt(base_color); written as "
                      "transmission_color = base_color (depth 0), as Blender's exporter does")

@@ -40,9 +40,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..params import normalize_material
-from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, TANGENT_NOTE, TINT_NOTE, TRANSMISSION_NOTE, InputTable,
-                     LossList, MaterialFacts, TargetMapping, check_writer, color, is_white, normalized_radius,
-                     read_carried, turns, write_inputs)
+from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, InputTable, LossList, MaterialFacts, TargetMapping,
+                     check_writer, color, is_white, normalized_radius, read_carried, turns, write_inputs)
 
 __all__ = ["AnisotropyConvention", "ANISOTROPY_CONVENTIONS", "openpbr_roughness_scale", "to_openpbr",
            "from_openpbr"]
@@ -143,13 +142,7 @@ def to_openpbr(material: Mapping[str, object]) -> TargetMapping:
         "thin_film_thickness": thickness / 1000.0,
     })
     rotation = -(360.0 * turns(m["anisotropic_rotation"]) + _PBRFIT.rotation_offset) if f.rotated else None
-    f.common_specular_notes(L, "OpenPBR")
-    if f.tinted_dielectric:
-        L.approx("specular_tint", TINT_NOTE.format(t="OpenPBR"))
-    if f.aniso:
-        L.approx("anisotropic", TANGENT_NOTE)
-    if f.transmission:
-        L.approx("transmission_weight", TRANSMISSION_NOTE)
+    f.materialx_notes(L, "OpenPBR")
     if f.coat:
         L.approx("coat_weight", "OpenPBR roughens the base specular under a coat and takes its "
                  "Fresnel relative to coat_ior; Cycles does neither")

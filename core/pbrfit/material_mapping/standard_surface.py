@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..params import normalize_material
-from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, TANGENT_NOTE, TINT_NOTE, TRANSMISSION_NOTE, InputTable,
-                     LossList, MaterialFacts, TargetMapping, color, is_white, normalized_radius, read_carried, turns,
-                     write_inputs)
+from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, InputTable, LossList, MaterialFacts, TargetMapping,
+                     color, is_white, normalized_radius, read_carried, turns, write_inputs)
 
 __all__ = ["to_standard_surface", "from_standard_surface"]
 
@@ -73,15 +72,9 @@ def to_standard_surface(material: Mapping[str, object]) -> TargetMapping:
         "coat_affect_color": 0.0,
         "coat_affect_roughness": 0.0,
     })
-    f.common_specular_notes(L, "standard_surface")
-    if f.tinted_dielectric:
-        L.approx("specular_tint", TINT_NOTE.format(t="standard_surface"))
+    f.materialx_notes(L, "standard_surface")
     if f.tinted_metal:
         L.approx("metallic", "metal edge tint via artistic_ior (Gulbrandsen); Blender uses F82 tint")
-    if f.aniso:
-        L.approx("anisotropic", TANGENT_NOTE)
-    if f.transmission:
-        L.approx("transmission_weight", TRANSMISSION_NOTE)
     if f.sheen:
         L.approx("sheen_weight", "Conty-Kulla sheen under the coat; Blender: Zeltner microfiber "
                  "sheen on top of the coat")
