@@ -38,7 +38,8 @@ from pbrfit import losses as L  # noqa: E402
 from pbrfit.job import load_job  # noqa: E402
 from pbrfit.params import ParameterSpace, default_material  # noqa: E402
 from pbrfit.pathtrace import PathRenderer, PathSettings  # noqa: E402
-from pbrfit.render import RasterRenderer, SampleCounts, flush_subnormals  # noqa: E402
+from pbrfit.render import RasterRenderer, SampleCounts  # noqa: E402
+from pbrfit.scene_renderer import flush_subnormals  # noqa: E402
 
 FINISH = "rough_plastic"
 NAMES = ["base_color", "roughness", "specular_ior_level"]

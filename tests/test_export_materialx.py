@@ -17,7 +17,7 @@ import pytest
 
 from pbrfit.errors import InputError
 from pbrfit.export import materialx as mtlx_mod
-from pbrfit.export.mapping import (
+from pbrfit.material_mapping import (
     TargetMapping,
     from_openpbr,
     from_standard_surface,

@@ -15,7 +15,7 @@ import pytest
 from pxr import Gf, Sdf, Sdr, Usd, UsdShade
 
 from pbrfit.errors import InputError
-from pbrfit.export.mapping import (
+from pbrfit.material_mapping import (
     from_omnipbr,
     from_usd_preview_surface,
     to_omnipbr,

@@ -9,8 +9,9 @@ import torch
 from pbrfit import losses as L
 from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, normalize_material
-from pbrfit.pathtrace import PathRenderer, PathSettings, SubsurfaceWalk
+from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
+from pbrfit.subsurface_walk import SubsurfaceWalk
 from synthetic import render_references, write_job
 
 MATERIALS = {

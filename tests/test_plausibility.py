@@ -7,8 +7,9 @@ import math
 import pytest
 
 from pbrfit.errors import InputError
+from pbrfit.material_mapping import effective_ior, f0_from_ior, ior_from_f0
 from pbrfit.params import DEFAULT_FIT, PRESETS, default_material
-from pbrfit.plausibility import Flag, check, effective_ior, f0_from_ior, ior_from_f0, luminance
+from pbrfit.plausibility import Flag, check, luminance
 
 # Measured F0 (linear RGB) of metals, Hoffman's table as printed in Real-Time Rendering 4th
 # ed., table 9.2.

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from pbrfit.gbuffer import camera_rays
 from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, default_material
-from pbrfit.render import RasterRenderer, SampleCounts, camera_rays
+from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.scene import Camera, Environment
 from synthetic import write_job
 

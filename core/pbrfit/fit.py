@@ -52,8 +52,9 @@ from . import losses as L
 from .errors import FitCancelled, InputError
 from .params import DEFAULT_FIT, PARAMETERS, STAGES, ParameterSpace, normalize_material
 from .pathtrace import PathRenderer, PathSettings
-from .render import RasterRenderer, SampleCounts, flush_subnormals
+from .render import RasterRenderer, SampleCounts
 from .scene import FitScene
+from .scene_renderer import flush_subnormals
 
 __all__ = ["FitOptions", "Progress", "FitResult", "fit_material", "evaluate_material", "DEFAULT_LOSS"]
 
@@ -276,7 +277,7 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
 @contextlib.contextmanager
 def _compute_settings(threads: int):
     """torch's thread count (see :attr:`FitOptions.threads`) and subnormal flushing for the
-    forward and backward passes (see :func:`pbrfit.render.flush_subnormals`), restored after."""
+    forward and backward passes (see :func:`pbrfit.scene_renderer.flush_subnormals`), restored after."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
     try:

@@ -28,11 +28,11 @@ heuristic. A BSDF direction that escapes picks up the environment; one that hits
 continues the path. Random numbers are a scrambled Sobol sequence over the samples of a
 pixel, shifted per pixel (Cranley-Patterson), 5 dimensions per vertex.
 
-**Subsurface** (:class:`SubsurfaceWalk`): at a vertex whose material has subsurface weight,
-the path *splits*: besides its BSDF sample it sends a random walk into the part (one per
-colour channel), and each walk's exit continues as a branch of its own. Each branch
-accumulates radiance in its own slot, so that path replay knows what lies ahead of every
-scattering event.
+**Subsurface** (:class:`pbrfit.subsurface_walk.SubsurfaceWalk`): at a vertex whose material
+has subsurface weight, the path *splits*: besides its BSDF sample it sends a random walk
+into the part (one per colour channel), and each walk's exit continues as a branch of its
+own. Each branch accumulates radiance in its own slot, so that path replay knows what lies
+ahead of every scattering event.
 
 **Gradients** (material parameters only). Sampling is detached: directions follow the
 current material without gradient and each BSDF value f(theta) is divided by its detached
@@ -57,16 +57,17 @@ world-space directions, local shading frames with +z the shading normal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from . import bsdf
 from .envmap import EnvironmentMap
-from .render import SceneRenderer, ViewGeometry, _view_geometry, flush_subnormals, surface_points
-from .microfacet import sample_vndf
+from .gbuffer import ViewGeometry, surface_points, view_geometry
 from .scene import FitScene
+from .scene_renderer import SceneRenderer, flush_subnormals
+from .subsurface_walk import Exits, SubsurfaceWalk
 
 __all__ = ["PathSettings", "PathRenderer"]
 
@@ -131,7 +132,7 @@ class PathRenderer(SceneRenderer):
     # --- preparation ------------------------------------------------------------------------
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index not in self._prepared:
-            geo = _view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index])
+            geo = view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index])
             gen = torch.Generator().manual_seed(_mix_seed(self.seed, view_index, 7))
             self.train_subsets[view_index] = self._train_subset(geo, gen)
             self._prepared[view_index] = _PreparedView(geo, self.environment(view_index))
@@ -186,7 +187,7 @@ class PathRenderer(SceneRenderer):
         reference PRB is tested against).
         """
         with flush_subnormals():
-            return self._trace(view_index, material, sel, seed, adjoint, attached)
+            return _Trace(self, view_index, material, sel, seed, adjoint, attached).run()
 
     def path_radiance(self, view_index: int, material: dict, sel: np.ndarray, seed: int, *,
                       attached: bool = False) -> torch.Tensor:
@@ -194,315 +195,255 @@ class PathRenderer(SceneRenderer):
         slots, path = self.trace(view_index, material, sel, seed, attached=attached)
         return torch.zeros(len(sel) * self.settings.spp, 3).index_add(0, path, slots)
 
-    def _trace(self, view_index, material, sel, seed, adjoint, attached):
-        pv = self.prepare(view_index)
-        geo, env = pv.geometry, pv.env
-        mesh, caster = self.scene.mesh, self.caster
-        spp = self.settings.spp
-        n_paths = len(sel) * spp
-        u_all = self._uniforms(seed, len(sel))
-        rows = np.repeat(np.asarray(sel), spp)
-        m_fixed = {k: v.detach() for k, v in material.items()}
-        replay = adjoint is not None
-        if replay:
-            d_loss, l_total = adjoint
-        walk = SubsurfaceWalk.for_material(material)
 
-        def keep_grad(t: torch.Tensor) -> torch.Tensor:
-            return t if attached else t.detach()
+@dataclass
+class _Vertices:
+    """The live path vertices of one bounce, one row each (the wavefront)."""
 
-        # live vertices; ``slot`` = the radiance slot each one accumulates into
-        slot = torch.arange(n_paths)
-        slot_path = torch.arange(n_paths)
-        position = geo.position[rows]
-        normal_geo = geo.normal_geo[rows]
-        frame = geo.frame[torch.as_tensor(rows)].to(torch.float32)
-        wo = geo.wo[torch.as_tensor(rows)]
-        lambert = torch.zeros(n_paths, dtype=torch.bool)  # subsurface exits: unit-albedo Lambert
-        ancestor = torch.zeros(n_paths, dtype=torch.bool)  # bounced diffusely before: no more walks
-        beta = torch.ones(n_paths, 3)
-        radiance = torch.zeros(n_paths, 3)
-        eps = caster.epsilon
+    slot: torch.Tensor        # (V,) the radiance slot each one accumulates into
+    position: np.ndarray      # (V, 3) float64 world
+    normal_geo: np.ndarray    # (V, 3) float64 geometric normal, on the side the path came from
+    frame: torch.Tensor       # (V, 3, 3) float32 rows: tangent, bitangent, shading normal
+    wo: torch.Tensor          # (V, 3) float32 local direction back along the path
+    lambert: torch.Tensor     # (V,) bool: a subsurface exit, whose BSDF is a unit-albedo Lambert
+    beta: torch.Tensor        # (V, 3) the path's throughput up to this vertex
+    ancestor: torch.Tensor    # (V,) bool: the path bounced diffusely before (no more walks)
 
-        def split(idx):
-            """Vertices whose subsurface share is transported by a walk (not folded into Lambert)."""
-            return (~lambert[idx]) & (~ancestor[idx]) if walk is not None else torch.zeros(len(idx), dtype=torch.bool)
+    def __len__(self) -> int:
+        return len(self.slot)
 
-        def surface_f(idx, wi):
-            """BSDF value * cos of the vertices ``idx`` (the Principled BSDF, or Lambert at exits)."""
-            lam, sp = lambert[idx], split(idx)
-            f = torch.zeros(len(idx), 3)
-            for sub_rows, transport in ((sp, True), ((~lam) & (~sp), False)):
-                if bool(sub_rows.any()):
-                    sub = torch.nonzero(sub_rows)[:, 0]
-                    out = bsdf.principled_eval(material, wo[idx[sub]], wi[sub], subsurface_transport=transport)
-                    f = f.index_put((sub,), out[0] if transport else out)
-            if bool(lam.any()):
-                sub = torch.nonzero(lam)[:, 0]
-                f = f.index_put((sub,), (wi[sub, 2:3].clamp_min(0) / np.pi).expand(-1, 3))
-            return f
-
-        def surface_pdf(idx, wi):
-            """Density of the vertices' BSDF sampling (lobe mixture, or cosine at exits)."""
-            cos_pdf = wi[:, 2].clamp_min(0) / np.pi
-            return torch.where(lambert[idx], cos_pdf, bsdf.pdf_principled(m_fixed, wo[idx], wi))
-
-        def scatter_surrogate(s_slot, s_f):
-            """PRB term of a scattering event: radiance still ahead of it times F / detach(F)."""
-            f_fixed = s_f.detach()
-            ahead = l_total[s_slot] - radiance[s_slot].detach()
-            ratio = torch.where(f_fixed > 0, ahead / f_fixed.clamp_min(1e-30), torch.zeros_like(ahead))
-            return (d_loss[slot_path[s_slot]] * ratio * s_f).sum()
-
-        for depth in range(self.settings.max_depth):
-            if len(slot) == 0:
-                break
-            dims = slice(depth * _DIMS_PER_VERTEX, (depth + 1) * _DIMS_PER_VERTEX)
-            u = u_all[slot_path[slot], dims]
-            branched = slot >= n_paths  # decorrelate branches of one path (Cranley-Patterson shift)
-            if bool(branched.any()):
-                shift = (slot[:, None].double() * torch.tensor([0.6180339887, 0.7548776662, 0.5698402910,
-                                                                  0.4301597090, 0.2451223338])) % 1.0
-                u = torch.where(branched[:, None], (u + shift.float()) % 1.0, u)
-            origins = position + normal_geo * eps
-            all_rows = torch.arange(len(slot))
-            surrogate = torch.zeros(())
-
-            # next-event estimation: one environment sample, shadow ray, power heuristic
-            d_light, pdf_light = env.warp(u[:, 3:5])
-            d_light_np = d_light.double().numpy()
-            wi_light = torch.einsum("pij,pj->pi", frame, d_light)
-            above = (wi_light[:, 2] > 0) & torch.as_tensor((normal_geo * d_light_np).sum(-1) > 0)
-            vis = torch.zeros(len(slot), dtype=torch.bool)
-            if bool(above.any()):
-                a = above.numpy()
-                vis[above] = ~torch.as_tensor(caster.occluded(origins[a], d_light_np[a]))
-            if bool(vis.any()):
-                idx = torch.nonzero(vis)[:, 0]
-                f = surface_f(idx, wi_light[idx])
-                p_b = surface_pdf(idx, wi_light[idx])
-                p_l = pdf_light[idx]
-                w = p_l * p_l / (p_l * p_l + p_b * p_b).clamp_min(1e-30)
-                contrib = f * (env.radiance(d_light[idx]) * (w / p_l.clamp_min(1e-30))[:, None]) * beta[idx]
-                if replay:
-                    surrogate = surrogate + (d_loss[slot_path[slot[idx]]] * contrib).sum()
-                radiance = radiance.index_add(0, slot[idx], keep_grad(contrib))
-
-            # subsurface: every vertex that can walks (splitting), beside its BSDF sample
-            exits = None
-            can_walk = split(all_rows)
-            if bool(can_walk.any()):
-                w_idx = torch.nonzero(can_walk)[:, 0]
-                exits = walk.run(self, material, m_fixed, position[w_idx.numpy()], normal_geo[w_idx.numpy()],
-                                 frame[w_idx], wo[w_idx], u[w_idx][:, [0, 3]], _mix_seed(seed, depth, 11))
-            new_slots = None
-            if exits is not None:
-                parent = w_idx[exits.path]
-                new_slots = torch.arange(len(radiance), len(radiance) + len(parent))
-                slot_path = torch.cat([slot_path, slot_path[slot[parent]]])
-                radiance = torch.cat([radiance, torch.zeros(len(parent), 3)])
-                if replay:
-                    surrogate = surrogate + scatter_surrogate(new_slots, exits.weight)
-
-            # BSDF sample
-            wi, _ = bsdf.sample_principled(m_fixed, wo, u[:, 0], u[:, 1:3])
-            wi = torch.where(lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
-            diffuse_lobe = lambert | (u[:, 0] < bsdf.lobe_probabilities(m_fixed, wo)[..., 0].expand(len(wo)))
-            pdf = surface_pdf(all_rows, wi)
-            d = torch.einsum("pij,pi->pj", frame, wi)
-            d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            d_np = d.double().numpy()
-            ok = (wi[:, 2] > 0) & (pdf > 0) & torch.as_tensor((normal_geo * d_np).sum(-1) > 0)
-            idx = torch.nonzero(ok)[:, 0]
-            f = surface_f(idx, wi[idx])
-            keep = (f.detach() > 0).any(-1)
-            idx, f, pdf_s = idx[keep], f[keep], pdf[idx[keep]]
-            if replay and len(idx):
-                surrogate = surrogate + scatter_surrogate(slot[idx], f)
-            if replay and surrogate.requires_grad:
-                surrogate.backward()
-
-            throughput = beta[idx] * keep_grad(f) / pdf_s[:, None]
-            idx_np = idx.numpy()
-            hits = caster.intersect(origins[idx_np], d_np[idx_np])
-            miss = ~hits.hit
-            if miss.any():
-                mi = torch.as_tensor(np.nonzero(miss)[0])
-                dm = d[idx[mi]]
-                p_l = env.pdf(dm)
-                p_b = pdf_s[mi]
-                w = p_b * p_b / (p_b * p_b + p_l * p_l).clamp_min(1e-30)
-                radiance = radiance.index_add(0, slot[idx[mi]], throughput[mi] * env.radiance(dm) * w[:, None])
-            if depth + 1 == self.settings.max_depth:
-                break
-            hit = np.nonzero(hits.hit)[0]
-            surf = surface_points(mesh, hits.triangle[hit], hits.barycentric[hit], -d_np[idx_np[hit]])
-            hit_rows = idx[torch.as_tensor(hit, dtype=torch.long)]
-            parts = [(slot[hit_rows], surf.position, surf.normal_geo, torch.as_tensor(surf.frame, dtype=torch.float32),
-                      torch.as_tensor(surf.wo, dtype=torch.float32), torch.zeros(len(hit), dtype=torch.bool),
-                      throughput[torch.as_tensor(hit, dtype=torch.long)], ancestor[hit_rows] | diffuse_lobe[hit_rows])]
-            if new_slots is not None:
-                parts.append((new_slots, exits.position, exits.normal_geo, exits.frame, exits.wo,
-                              torch.ones(len(new_slots), dtype=torch.bool), beta[parent] * keep_grad(exits.weight),
-                              torch.ones(len(new_slots), dtype=torch.bool)))
-            slot = torch.cat([q[0] for q in parts])
-            position = np.concatenate([q[1] for q in parts])
-            normal_geo = np.concatenate([q[2] for q in parts])
-            frame = torch.cat([q[3] for q in parts])
-            wo = torch.cat([q[4] for q in parts])
-            lambert = torch.cat([q[5] for q in parts])
-            beta = torch.cat([q[6] for q in parts])
-            ancestor = torch.cat([q[7] for q in parts])
-        return radiance, slot_path
-
-
-#: Cycles' fit of the single-scattering albedo that gives a semi-infinite slab of
-#: isotropic medium the multiple-scattering albedo A (Chiang, Kutz & Burley 2016, refitted in
-#: Cycles for anisotropy; these are its g = 0 coefficients)
-_ALBEDO_FIT = (1.8260523782, 4.98511194385 + 0.127355959438, 1.09686102424,
-               0.496310210422, 4.23190299701 + 0.00310603949088, 2.40602999408)
-_MIN_ALPHA = 0.2
+    @staticmethod
+    def concat(parts: list["_Vertices"]) -> "_Vertices":
+        def join(values):
+            return np.concatenate(values) if isinstance(values[0], np.ndarray) else torch.cat(values)
+        return _Vertices(*(join([getattr(p, f.name) for p in parts]) for f in fields(_Vertices)))
 
 
 @dataclass
-class _Exits:
-    path: torch.Tensor        # index (into the walk's entry points) of each exit
-    weight: torch.Tensor      # (E, 3) F(theta), non-zero in the walk's channel only
-    position: np.ndarray
-    normal_geo: np.ndarray    # outward
-    frame: torch.Tensor
-    wo: torch.Tensor
+class _Bounce:
+    """The BSDF samples of a bounce that continue: rows into the vertices, F = f cos, pdf."""
+
+    rows: torch.Tensor        # (C,) vertices whose sample continues
+    f: torch.Tensor           # (C, 3) BSDF value times cosine (differentiable in the material)
+    pdf: torch.Tensor         # (C,) density of the sampled direction
+    direction: torch.Tensor   # (V, 3) world direction of every vertex's sample
+    direction_np: np.ndarray  # the same, float64, for the ray caster
+    diffuse_lobe: torch.Tensor  # (V,) bool: the sample came from the diffuse lobe
 
 
-class SubsurfaceWalk:
-    """Random-walk subsurface scattering, built as Cycles' "Random Walk" BSSRDF (Blender 4/5).
+@dataclass
+class _Branches:
+    """Subsurface exits of a bounce: each starts a branch with a radiance slot of its own."""
 
-    Entry (as Cycles): half of the walks enter along a cosine-distributed direction into the
-    part, the other half by refraction through a GGX interface of roughness 1 and the
-    Principled IOR, sampled from the visible normals of the view direction; either way only
-    the direction is sampled (no Fresnel or BSDF weight). Inside: a homogeneous isotropic
-    medium with per-channel extinction ``sigma_t = 1 / (subsurface_radius *
-    subsurface_scale)`` (world units) and single-scattering albedo inverted from Base Color
-    with Cycles' fit (so a thick slab reflects about Base Color; a low albedo is raised to
-    0.2 with the throughput lowered to match). Exit: where the walk crosses the surface,
-    through a unit-albedo Lambertian BSDF. The closure's weight is ``subsurface_weight *
-    base_color`` under the layers above (:func:`pbrfit.bsdf.principled_eval` with
-    ``subsurface_transport``), divided by the albedo (the walk supplies the colour). As in
-    Cycles, a path that has already bounced diffusely renders subsurface as diffuse.
+    exits: Exits
+    parent: torch.Tensor      # (E,) the vertex each exit's walk entered at
+    slots: torch.Tensor       # (E,) the new radiance slots
 
-    Differences from Cycles: each colour channel walks separately (three analog walks per
-    entry, weights alpha**k, no ratios) instead of one walk with spectral MIS, and walks are
-    not guided (Cycles uses Dwivedi sampling): with one walk for all channels, products of
-    hundreds of per-channel MIS ratios gave heavy-tailed colour noise. Walks longer than
-    ``max_steps`` scattering events are dropped (about 0.3 % of the energy at 128 for an
-    albedo of 0.999; Cycles allows 256). Anisotropy is 0.
 
-    Gradients: detached sampling; each free flight contributes ``sigma_s T(t) / detach(...)``
-    or ``T(t) / detach(T(t))`` at the exit, so radius, scale and base colour get gradients
-    through the transport itself.
+class _Trace:
+    """One trace of ``spp`` paths per pixel (:meth:`PathRenderer.trace`), bounce by bounce.
+
+    State across bounces: ``radiance`` per slot, ``slot_path`` (the path of each slot) and,
+    when replaying (``adjoint`` given), the PRB ``surrogate`` of the current vertex, whose
+    gradient is back-propagated once per bounce.
     """
 
-    max_steps = 128
+    def __init__(self, renderer: "PathRenderer", view_index: int, material: dict[str, torch.Tensor],
+                 sel: np.ndarray, seed: int, adjoint, attached: bool):
+        pv = renderer.prepare(view_index)
+        self.geo, self.env = pv.geometry, pv.env
+        self.renderer, self.mesh, self.caster = renderer, renderer.scene.mesh, renderer.caster
+        self.max_depth, self.seed, self.sel = renderer.settings.max_depth, seed, sel
+        self.n_paths = len(sel) * renderer.settings.spp
+        self.u_all = renderer._uniforms(seed, len(sel))
+        self.material = material
+        self.m_fixed = {k: v.detach() for k, v in material.items()}
+        self.replay = adjoint is not None
+        if self.replay:
+            self.d_loss, self.l_total = adjoint
+        self.attached = attached
+        self.walk = SubsurfaceWalk.for_material(material)
+        self.radiance = torch.zeros(self.n_paths, 3)  # per slot; a path starts with one slot
+        self.slot_path = torch.arange(self.n_paths)
+        self.surrogate = torch.zeros(())
 
-    @staticmethod
-    def for_material(m: dict) -> "SubsurfaceWalk | None":
-        w = m.get("subsurface_weight")
-        if w is None:
-            return None
-        w = torch.as_tensor(w)
-        return SubsurfaceWalk() if (w.requires_grad or bool((w > 0).any())) else None
-
-    @staticmethod
-    def coefficients(m: dict):
-        """(sigma_t, alpha, throughput scale) per channel, differentiable."""
-        base = torch.as_tensor(m["base_color"]).clamp(1e-4, 1.0)
-        radius = torch.as_tensor(m.get("subsurface_radius", [1.0, 0.2, 0.1]))
-        scale = torch.as_tensor(m.get("subsurface_scale", 0.05))
-        sigma_t = 1.0 / (radius * scale).clamp_min(1e-8)
-        a, b, c, d, e, f = _ALBEDO_FIT
-        blend = base ** 0.25
-        alpha = ((1 - blend) * a * torch.atan(b * base) ** c + blend * d * torch.atan(e * base) ** f).clamp(0, 0.999999)
-        low = alpha < _MIN_ALPHA
-        scale_thr = torch.where(low, alpha / _MIN_ALPHA, torch.ones_like(alpha))
-        alpha = torch.where(low, torch.full_like(alpha, _MIN_ALPHA), alpha)
-        return sigma_t, alpha, scale_thr
-
-    @staticmethod
-    def _entry(m_fixed: dict, frame: torch.Tensor, wo: torch.Tensor, u: torch.Tensor) -> np.ndarray:
-        """World directions into the part: cosine or rough (alpha 1) refraction, 50/50."""
-        down = bsdf.cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
-        down = down * down.new_tensor([1.0, 1.0, -1.0])
-        ior = torch.as_tensor(m_fixed.get("ior", 1.5)).clamp(1.01, 3.8).reshape(-1)[0]
-        view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
-        view = view / view.norm(dim=-1, keepdim=True)
-        one = torch.ones(1)
-        h = sample_vndf(view, one, one, torch.stack([(2 * u[:, 0] - 1).clamp(0, 1 - 1e-7), u[:, 1]], -1))
-        cos_hi = (h * view).sum(-1, keepdim=True)
-        eta = 1.0 / ior
-        k = torch.sqrt((1 - eta * eta * (1 - cos_hi * cos_hi)).clamp_min(1e-14))
-        refr = -eta * view + (eta * cos_hi - k) * h
-        local = torch.where((u[:, 0] < 0.5)[:, None], down, refr)
-        d = torch.einsum("pij,pi->pj", frame, local)
-        return (d / d.norm(dim=-1, keepdim=True)).double().numpy()
-
-    def run(self, renderer: PathRenderer, material: dict, m_fixed: dict, position, normal_geo, frame, wo,
-            u_entry: torch.Tensor, seed: int) -> _Exits | None:
-        caster, mesh = renderer.caster, renderer.scene.mesh
-        n = len(position)
-        closure = bsdf.principled_eval(material, wo, wo, subsurface_transport=True)[1]
-        base = torch.as_tensor(material["base_color"]).clamp(1e-4, 1.0)
-        sigma_t, alpha, scale_thr = self.coefficients(material)
-        sigma_fixed = sigma_t.detach()
-        start = (closure / base) * scale_thr * torch.ones(n, 3)  # (n, 3) F at entry
-        d_in = self._entry(m_fixed, frame, wo, u_entry)
-        ok = np.nonzero((normal_geo * d_in).sum(-1) < 0)[0]
-        # one analog walk per entry and channel
-        walker_entry = torch.as_tensor(np.repeat(ok, 3))
-        channel = torch.arange(3).repeat(len(ok))
-        x = np.repeat(position[ok] - normal_geo[ok] * caster.epsilon, 3, axis=0)
-        d = np.repeat(d_in[ok], 3, axis=0)
-        sig = sigma_t[channel]
-        sig_fixed = sigma_fixed[channel].double().numpy()
-        alb = alpha[channel]
-        thr = start[walker_entry, channel]
-        gen = torch.Generator().manual_seed(seed)
-        exited = []
-        for step in range(self.max_steps):
-            if len(walker_entry) == 0:
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(radiance (B, 3) per slot, path (B,) of each slot)."""
+        v = self._primary_vertices()
+        for depth in range(self.max_depth):
+            if len(v) == 0:
                 break
-            r = torch.rand(len(walker_entry), 3, generator=gen, dtype=torch.float64)
-            t = -np.log1p(-r[:, 0].numpy()) / sig_fixed
-            hits = caster.intersect(x, d)
-            leave = hits.hit & (hits.t < t)
-            dist = torch.as_tensor(np.where(leave, hits.t, t), dtype=torch.float32)
-            trans = torch.exp(-sig * dist)
-            leave_t = torch.as_tensor(leave)
-            # exit: T / detach(T); scatter: sigma_s T / detach(sigma_t T) = alpha at the sample
-            factor = torch.where(leave_t, trans / trans.detach(), alb * sig * trans / (sig * trans).detach())
-            thr = thr * factor
-            if leave.any():
-                li = np.nonzero(leave)[0]
-                li_t = torch.as_tensor(li)
-                surf = surface_points(mesh, hits.triangle[li], hits.barycentric[li], d[li])
-                weight = torch.zeros(len(li), 3).index_put((torch.arange(len(li)), channel[li_t]), thr[li_t])
-                exited.append((walker_entry[li_t], weight, surf))
-            stay = np.nonzero(~leave)[0]
-            st = torch.as_tensor(stay)
-            x = x[stay] + d[stay] * dist.numpy()[stay, None].astype(np.float64)
-            z = 1 - 2 * r[st, 1].numpy()  # isotropic phase function
-            phi = 2 * np.pi * r[st, 2].numpy()
-            s_ = np.sqrt(np.maximum(0.0, 1 - z * z))
-            d = np.stack([s_ * np.cos(phi), s_ * np.sin(phi), z], -1)
-            walker_entry, channel = walker_entry[st], channel[st]
-            sig, sig_fixed, alb, thr = sig[st], sig_fixed[stay], alb[st], thr[st]
-        if not exited:
+            u = self._bounce_uniforms(v, depth)
+            origins = v.position + v.normal_geo * self.caster.epsilon
+            self.surrogate = torch.zeros(())
+            self._sample_emitter(v, u, origins)
+            branches = self._walk_under_surface(v, u, depth)
+            bounce = self._sample_bsdf(v, u)
+            if self.replay and self.surrogate.requires_grad:
+                self.surrogate.backward()  # path replay: this vertex's part of the gradient, now
+            throughput, hits = self._follow(v, bounce, origins)
+            if depth + 1 == self.max_depth:
+                break
+            v = self._next_vertices(v, bounce, throughput, hits, branches)
+        return self.radiance, self.slot_path
+
+    # --- the steps of a bounce ----------------------------------------------------------------
+    def _primary_vertices(self) -> _Vertices:
+        """The G-buffer's pixels, ``spp`` paths each; one radiance slot per path."""
+        rows = np.repeat(np.asarray(self.sel), self.renderer.settings.spp)
+        n, geo = self.n_paths, self.geo
+        return _Vertices(
+            slot=torch.arange(n), position=geo.position[rows], normal_geo=geo.normal_geo[rows],
+            frame=geo.frame[torch.as_tensor(rows)].to(torch.float32), wo=geo.wo[torch.as_tensor(rows)],
+            lambert=torch.zeros(n, dtype=torch.bool), beta=torch.ones(n, 3),
+            ancestor=torch.zeros(n, dtype=torch.bool))
+
+    def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
+        """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
+        dims = slice(depth * _DIMS_PER_VERTEX, (depth + 1) * _DIMS_PER_VERTEX)
+        u = self.u_all[self.slot_path[v.slot], dims]
+        branched = v.slot >= self.n_paths  # decorrelate branches of one path (Cranley-Patterson shift)
+        if bool(branched.any()):
+            shift = (v.slot[:, None].double() * torch.tensor([0.6180339887, 0.7548776662, 0.5698402910,
+                                                               0.4301597090, 0.2451223338])) % 1.0
+            u = torch.where(branched[:, None], (u + shift.float()) % 1.0, u)
+        return u
+
+    def _sample_emitter(self, v: _Vertices, u: torch.Tensor, origins: np.ndarray) -> None:
+        """Next-event estimation: one environment sample, a shadow ray, the power heuristic."""
+        env = self.env
+        d_light, pdf_light = env.warp(u[:, 3:5])
+        d_light_np = d_light.double().numpy()
+        wi_light = torch.einsum("pij,pj->pi", v.frame, d_light)
+        above = (wi_light[:, 2] > 0) & torch.as_tensor((v.normal_geo * d_light_np).sum(-1) > 0)
+        vis = torch.zeros(len(v), dtype=torch.bool)
+        if bool(above.any()):
+            a = above.numpy()
+            vis[above] = ~torch.as_tensor(self.caster.occluded(origins[a], d_light_np[a]))
+        if bool(vis.any()):
+            idx = torch.nonzero(vis)[:, 0]
+            f = self._bsdf_f(v, idx, wi_light[idx])
+            p_b = self._bsdf_pdf(v, idx, wi_light[idx])
+            p_l = pdf_light[idx]
+            w = p_l * p_l / (p_l * p_l + p_b * p_b).clamp_min(1e-30)
+            contrib = f * (env.radiance(d_light[idx]) * (w / p_l.clamp_min(1e-30))[:, None]) * v.beta[idx]
+            if self.replay:
+                self.surrogate = self.surrogate + (self.d_loss[self.slot_path[v.slot[idx]]] * contrib).sum()
+            self.radiance = self.radiance.index_add(0, v.slot[idx], self._keep_grad(contrib))
+
+    def _walk_under_surface(self, v: _Vertices, u: torch.Tensor, depth: int) -> _Branches | None:
+        """Subsurface splitting: every vertex that can sends walks into the part, beside its
+        BSDF sample; each exit gets a radiance slot of its own."""
+        walking = self._walks_here(v, torch.arange(len(v)))
+        if not bool(walking.any()):
             return None
-        path = torch.cat([e[0] for e in exited])
-        return _Exits(path, torch.cat([e[1] for e in exited]),
-                      np.concatenate([e[2].position for e in exited]),
-                      np.concatenate([e[2].normal_geo for e in exited]),
-                      torch.as_tensor(np.concatenate([e[2].frame for e in exited]), dtype=torch.float32),
-                      torch.tensor([[0.0, 0.0, 1.0]]).expand(len(path), 3))
+        w_idx = torch.nonzero(walking)[:, 0]
+        exits = self.walk.run(self.renderer, self.material, self.m_fixed, v.position[w_idx.numpy()],
+                              v.normal_geo[w_idx.numpy()], v.frame[w_idx], v.wo[w_idx], u[w_idx][:, [0, 3]],
+                              _mix_seed(self.seed, depth, 11))
+        if exits is None:
+            return None
+        parent = w_idx[exits.path]
+        slots = torch.arange(len(self.radiance), len(self.radiance) + len(parent))
+        self.slot_path = torch.cat([self.slot_path, self.slot_path[v.slot[parent]]])
+        self.radiance = torch.cat([self.radiance, torch.zeros(len(parent), 3)])
+        if self.replay:
+            self.surrogate = self.surrogate + self._scatter_surrogate(slots, exits.weight)
+        return _Branches(exits, parent, slots)
+
+    def _sample_bsdf(self, v: _Vertices, u: torch.Tensor) -> _Bounce:
+        """One direction from the BSDF's lobe mixture (cosine at subsurface exits)."""
+        wi, _ = bsdf.sample_principled(self.m_fixed, v.wo, u[:, 0], u[:, 1:3])
+        wi = torch.where(v.lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
+        p_diffuse = bsdf.lobe_probabilities(self.m_fixed, v.wo)[..., 0].expand(len(v.wo))
+        diffuse_lobe = v.lambert | (u[:, 0] < p_diffuse)
+        pdf = self._bsdf_pdf(v, torch.arange(len(v)), wi)
+        d = torch.einsum("pij,pi->pj", v.frame, wi)
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        d_np = d.double().numpy()
+        ok = (wi[:, 2] > 0) & (pdf > 0) & torch.as_tensor((v.normal_geo * d_np).sum(-1) > 0)
+        idx = torch.nonzero(ok)[:, 0]
+        f = self._bsdf_f(v, idx, wi[idx])
+        keep = (f.detach() > 0).any(-1)
+        idx, f, pdf_s = idx[keep], f[keep], pdf[idx[keep]]
+        if self.replay and len(idx):
+            self.surrogate = self.surrogate + self._scatter_surrogate(v.slot[idx], f)
+        return _Bounce(idx, f, pdf_s, d, d_np, diffuse_lobe)
+
+    def _follow(self, v: _Vertices, bounce: _Bounce, origins: np.ndarray):
+        """Trace the BSDF samples: one that escapes picks up the environment (power heuristic
+        against the emitter sample). Returns (throughput (C, 3), hits)."""
+        env = self.env
+        throughput = v.beta[bounce.rows] * self._keep_grad(bounce.f) / bounce.pdf[:, None]
+        rows = bounce.rows.numpy()
+        hits = self.caster.intersect(origins[rows], bounce.direction_np[rows])
+        miss = ~hits.hit
+        if miss.any():
+            mi = torch.as_tensor(np.nonzero(miss)[0])
+            dm = bounce.direction[bounce.rows[mi]]
+            p_l = env.pdf(dm)
+            p_b = bounce.pdf[mi]
+            w = p_b * p_b / (p_b * p_b + p_l * p_l).clamp_min(1e-30)
+            self.radiance = self.radiance.index_add(0, v.slot[bounce.rows[mi]],
+                                                    throughput[mi] * env.radiance(dm) * w[:, None])
+        return throughput, hits
+
+    def _next_vertices(self, v: _Vertices, bounce: _Bounce, throughput: torch.Tensor, hits,
+                       branches: _Branches | None) -> _Vertices:
+        """Where the BSDF samples hit the part, then the subsurface exits."""
+        hit = np.nonzero(hits.hit)[0]
+        hit_t = torch.as_tensor(hit, dtype=torch.long)
+        surf = surface_points(self.mesh, hits.triangle[hit], hits.barycentric[hit],
+                              -bounce.direction_np[bounce.rows.numpy()[hit]])
+        hit_rows = bounce.rows[hit_t]
+        parts = [_Vertices(
+            slot=v.slot[hit_rows], position=surf.position, normal_geo=surf.normal_geo,
+            frame=torch.as_tensor(surf.frame, dtype=torch.float32), wo=torch.as_tensor(surf.wo, dtype=torch.float32),
+            lambert=torch.zeros(len(hit), dtype=torch.bool), beta=throughput[hit_t],
+            ancestor=v.ancestor[hit_rows] | bounce.diffuse_lobe[hit_rows])]
+        if branches is not None:
+            exits, n = branches.exits, len(branches.slots)
+            parts.append(_Vertices(
+                slot=branches.slots, position=exits.position, normal_geo=exits.normal_geo, frame=exits.frame,
+                wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool),
+                beta=v.beta[branches.parent] * self._keep_grad(exits.weight), ancestor=torch.ones(n, dtype=torch.bool)))
+        return _Vertices.concat(parts)
+
+    # --- the vertex's BSDF and the PRB terms ------------------------------------------------
+    def _keep_grad(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.attached else t.detach()
+
+    def _walks_here(self, v: _Vertices, idx: torch.Tensor) -> torch.Tensor:
+        """Vertices whose subsurface share is transported by a walk (not folded into Lambert)."""
+        if self.walk is None:
+            return torch.zeros(len(idx), dtype=torch.bool)
+        return (~v.lambert[idx]) & (~v.ancestor[idx])
+
+    def _bsdf_f(self, v: _Vertices, idx: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
+        """BSDF value * cos of the vertices ``idx`` (the Principled BSDF, or Lambert at exits)."""
+        lam, walks = v.lambert[idx], self._walks_here(v, idx)
+        f = torch.zeros(len(idx), 3)
+        for sub_rows, transport in ((walks, True), ((~lam) & (~walks), False)):
+            if bool(sub_rows.any()):
+                sub = torch.nonzero(sub_rows)[:, 0]
+                out = bsdf.principled_eval(self.material, v.wo[idx[sub]], wi[sub], subsurface_transport=transport)
+                f = f.index_put((sub,), out[0] if transport else out)
+        if bool(lam.any()):
+            sub = torch.nonzero(lam)[:, 0]
+            f = f.index_put((sub,), (wi[sub, 2:3].clamp_min(0) / np.pi).expand(-1, 3))
+        return f
+
+    def _bsdf_pdf(self, v: _Vertices, idx: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
+        """Density of the vertices' BSDF sampling (lobe mixture, or cosine at exits)."""
+        cos_pdf = wi[:, 2].clamp_min(0) / np.pi
+        return torch.where(v.lambert[idx], cos_pdf, bsdf.pdf_principled(self.m_fixed, v.wo[idx], wi))
+
+    def _scatter_surrogate(self, slots: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """PRB term of a scattering event: radiance still ahead of it times F / detach(F)."""
+        f_fixed = f.detach()
+        ahead = self.l_total[slots] - self.radiance[slots].detach()
+        ratio = torch.where(f_fixed > 0, ahead / f_fixed.clamp_min(1e-30), torch.zeros_like(ahead))
+        return (self.d_loss[self.slot_path[slots]] * ratio * f).sum()
 
 
 class _PathRadiance(torch.autograd.Function):

@@ -11,7 +11,8 @@ Severities: ``"error"`` for values no real surface of that kind has (e.g. an IOR
 Conventions: values are canonical (see :mod:`pbrfit.params`): colours linear Rec.709 in
 [0, 1], roughness perceptual (GGX alpha = r**2), thin film thickness in nm. Luminance is
 linear Rec.709 / sRGB relative luminance Y = 0.2126 R + 0.7152 G + 0.0722 B (ITU-R BT.709).
-Fresnel F0 of a dielectric in air: ((n - 1) / (n + 1))**2.
+Fresnel F0 of a dielectric in air and Blender's effective IOR after Specular IOR Level come
+from :mod:`pbrfit.material_mapping`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from .material_mapping import effective_ior, f0_from_ior
 from .params import PARAMETERS, normalize_material
 
-__all__ = ["Flag", "check", "luminance", "f0_from_ior", "ior_from_f0", "effective_ior"]
+__all__ = ["Flag", "check", "luminance"]
 
 # --- thresholds, with where they come from ------------------------------------------------
 
@@ -123,29 +125,6 @@ def luminance(rgb: Iterable[float]) -> float:
     """Relative luminance of a linear Rec.709 colour (BT.709 weights)."""
     r, g, b = (float(v) for v in rgb)
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def f0_from_ior(ior: float) -> float:
-    """Normal-incidence Fresnel reflectance of a dielectric of index ``ior`` in air."""
-    return ((ior - 1.0) / (ior + 1.0)) ** 2
-
-
-def ior_from_f0(f0: float) -> float:
-    """Inverse of :func:`f0_from_ior` (for ``0 <= f0 < 1``; returns an index >= 1)."""
-    s = math.sqrt(min(max(f0, 0.0), 0.999999))
-    return (1.0 + s) / (1.0 - s)
-
-
-def effective_ior(ior: float, specular_ior_level: float) -> float:
-    """The IOR Blender's Principled BSDF actually uses after Specular IOR Level.
-
-    Cycles (``svm_node_principled_bsdf``) scales F0 by ``2 * level`` when level != 0.5 and
-    converts back to an IOR; 0.5 leaves ``ior`` unchanged.
-    """
-    if specular_ior_level == 0.5:
-        return ior
-    eta = ior_from_f0(f0_from_ior(ior) * 2.0 * max(specular_ior_level, 0.0))
-    return 1.0 / eta if ior < 1.0 else eta
 
 
 def _fmt(v, name: str | None = None) -> str:

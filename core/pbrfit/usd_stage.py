@@ -82,14 +82,24 @@ Initial material
 Read from the material bound to the mesh (``ComputeBoundMaterial``), preferring the most
 complete network: an OpenPBR MaterialX shader (``ND_open_pbr_surface_surfaceshader`` on
 ``outputs:mtlx:surface``), then OmniPBR / OmniPBR_ClearCoat (MDL, ``outputs:mdl:surface``),
-then UsdPreviewSurface (``outputs:surface``). Only inputs with an authored value and no
-connection are used; everything else stays at Blender's default. The name mapping is the
-project's parameter-mapping table; notes: OpenPBR ``specular_weight`` is twice
-Blender's Specular IOR Level; ``thin_film_thickness`` is in micrometres (and only counts
-when ``thin_film_weight > 0``); Blender's exporter writes ``specular_roughness_anisotropy =
-0.7 x Anisotropic``, which is inverted here; anisotropic rotation (a node graph) is not
-read; UsdPreviewSurface's ``specular`` input is Blender's own extension carrying Specular
-IOR Level.
+then UsdPreviewSurface (``outputs:surface``). Only inputs with an authored, finite value
+and no connection are used, plus, for OpenPBR, the ``rotate3d`` amount of the graph feeding
+``geometry_tangent`` (the anisotropic rotation); everything else stays at Blender's
+default, and the result is clamped to the fit's bounds. Which reading applies:
+
+1. pbrfit wrote the material (write-back, ``write_usd_material``): the exact canonical
+   values it stored beside the shaders (:func:`pbrfit.export.usd_material.stored_material`),
+   as long as the shader still holds exactly what pbrfit's mapping gives for them;
+   otherwise someone edited it since, and it is read as in 3.
+2. Blender's exporter wrote the shader (a layer holding it has Blender's ``doc``):
+   :mod:`pbrfit.material_mapping`'s inverse with Blender's conventions (OpenPBR
+   anisotropy ``0.7 x Anisotropic`` with the roughness unchanged, the tangent turned by
+   ``-(360 x rotation + 90)`` degrees; no coat IOR on the preview surface).
+3. Anyone else: the same inverse with each format's own meaning, which is pbrfit's.
+
+The mapping (names, units: OpenPBR ``specular_weight`` is twice Specular IOR Level, its thin
+film is in micrometres, UsdPreviewSurface's ``specular`` is Blender's extension carrying
+the level) is :mod:`pbrfit.material_mapping`'s, the one pbrfit writes with.
 """
 
 from __future__ import annotations
@@ -104,6 +114,8 @@ import numpy as np
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdLux, UsdShade
 
 from .errors import InputError
+from .export.usd_material import stored_material
+from .material_mapping import from_omnipbr, from_openpbr, from_usd_preview_surface, map_material
 from .params import PARAMETERS, normalize_material
 from .scene import BLENDER_WORLD_FROM_DOME, Camera, Mesh, rotate_xyz
 
@@ -563,8 +575,12 @@ def _read_dome(stage: Usd.Stage, time, up_axis: str, stage_path) -> DomeLightInf
 
 # --- initial material ---------------------------------------------------------------------
 
+_OPENPBR_ID = "ND_open_pbr_surface_surfaceshader"
+_OMNIPBR = ("OmniPBR", "OmniPBR_ClearCoat")
+
+
 def _inputs(shader: UsdShade.Shader, time) -> dict:
-    """Authored, unconnected input values of ``shader`` by base name."""
+    """Authored, unconnected, finite input values of ``shader`` by base name."""
     out = {}
     for inp in shader.GetInputs():
         if inp.HasConnectedSource():
@@ -577,77 +593,41 @@ def _inputs(shader: UsdShade.Shader, time) -> dict:
             continue
         if isinstance(v, (Gf.Vec3f, Gf.Vec3d, Gf.Vec4f, Gf.Vec2f)):
             v = [float(x) for x in v]
+        if isinstance(v, (bool, int, float, list)) and not all(math.isfinite(x) for x in np.ravel(v)):
+            continue
         out[inp.GetBaseName()] = v
     return out
 
 
-def _rgb(v):
-    return [float(x) for x in list(v)[:3]]
+def _tangent_rotation(shader: UsdShade.Shader, time) -> float | None:
+    """The ``amount`` (degrees) of the ``rotate3d`` node whose output, through any
+    ``normalize`` nodes, is the shader's ``geometry_tangent``; None when there is none.
+
+    Both pbrfit and Blender's exporter write the tangent as normalize(rotate3d(world tangent,
+    amount, world normal)); what the amount means is the writer's convention
+    (:data:`pbrfit.material_mapping.ANISOTROPY_CONVENTIONS`).
+    """
+    port = shader.GetInput("geometry_tangent")
+    for _ in range(8):  # a short chain; also ends a cycle
+        sources = port.GetValueProducingAttributes(shaderOutputsOnly=True) if port else []
+        if len(sources) != 1:
+            return None
+        node = UsdShade.Shader(sources[0].GetPrim())
+        node_id = node.GetIdAttr().Get()
+        if node_id == "ND_rotate3d_vector3":
+            amount = node.GetInput("amount")
+            value = amount.Get(time) if amount and not amount.HasConnectedSource() else None
+            return None if value is None else float(value)
+        if node_id != "ND_normalize_vector3":
+            return None
+        port = node.GetInput("in")
+    return None
 
 
-def _from_preview(i: dict) -> dict:
-    m = {}
-    if "diffuseColor" in i:
-        m["base_color"] = _rgb(i["diffuseColor"])
-    for src, dst in (("metallic", "metallic"), ("roughness", "roughness"), ("ior", "ior"),
-                     ("clearcoat", "coat_weight"), ("clearcoatRoughness", "coat_roughness"),
-                     ("specular", "specular_ior_level")):  # "specular": Blender's extension
-        if src in i:
-            m[dst] = float(i[src])
-    if i.get("useSpecularWorkflow") and "specularColor" in i:
-        m["specular_tint"] = _rgb(i["specularColor"])
-        m.pop("metallic", None)
-    return m
-
-
-def _from_omnipbr(i: dict) -> dict:
-    m = {}
-    if "diffuse_color_constant" in i:
-        m["base_color"] = _rgb(i["diffuse_color_constant"])
-    for src, dst in (("metallic_constant", "metallic"), ("reflection_roughness_constant", "roughness"),
-                     ("specular_level", "specular_ior_level")):
-        if src in i:
-            m[dst] = float(i[src])
-    if i.get("enable_clearcoat"):
-        m["coat_weight"] = float(i.get("clearcoat_weight", 1.0))
-        for src, dst in (("clearcoat_reflection_roughness", "coat_roughness"), ("clearcoat_ior", "coat_ior")):
-            if src in i:
-                m[dst] = float(i[src])
-        if "clearcoat_tint" in i:
-            m["coat_tint"] = _rgb(i["clearcoat_tint"])
-    return m
-
-
-#: Blender 5.0's exporter writes specular_roughness_anisotropy = this x Anisotropic.
-_BLENDER_ANISOTROPY_SCALE = 0.7
-
-
-def _from_openpbr(i: dict) -> dict:
-    m = {}
-    if "base_color" in i:
-        weight = float(i.get("base_weight", 1.0))
-        m["base_color"] = [weight * c for c in _rgb(i["base_color"])]
-    scalars = (("base_metalness", "metallic"), ("specular_roughness", "roughness"), ("specular_ior", "ior"),
-               ("coat_weight", "coat_weight"), ("coat_roughness", "coat_roughness"), ("coat_ior", "coat_ior"),
-               ("fuzz_weight", "sheen_weight"), ("fuzz_roughness", "sheen_roughness"),
-               ("subsurface_weight", "subsurface_weight"), ("subsurface_radius", "subsurface_scale"),
-               ("transmission_weight", "transmission_weight"), ("thin_film_ior", "thin_film_ior"))
-    for src, dst in scalars:
-        if src in i:
-            m[dst] = float(i[src])
-    colours = (("specular_color", "specular_tint"), ("coat_color", "coat_tint"), ("fuzz_color", "sheen_tint"),
-               ("subsurface_radius_scale", "subsurface_radius"))
-    for src, dst in colours:
-        if src in i:
-            m[dst] = _rgb(i[src])
-    if "specular_weight" in i:
-        m["specular_ior_level"] = 0.5 * float(i["specular_weight"])
-    if "specular_roughness_anisotropy" in i:
-        m["anisotropic"] = min(1.0, float(i["specular_roughness_anisotropy"]) / _BLENDER_ANISOTROPY_SCALE)
-    if "thin_film_thickness" in i:
-        on = float(i.get("thin_film_weight", 0.0)) > 0
-        m["thin_film_thickness"] = 1000.0 * float(i["thin_film_thickness"]) if on else 0.0
-    return m
+def _written_by_blender(prim: Usd.Prim) -> bool:
+    """Whether Blender's USD exporter wrote the prim: a layer holding one of its specs has
+    Blender's ``doc`` ("Blender v5.0.1", written on every layer it exports)."""
+    return any(spec.layer.documentation.startswith("Blender v") for spec in prim.GetPrimStack())
 
 
 def _clamp_to_bounds(values: dict) -> dict:
@@ -672,28 +652,45 @@ def _surface_shader(material: UsdShade.Material, context: str) -> UsdShade.Shade
     return None
 
 
-def _read_material(mesh_prim: Usd.Prim, time, stage_path) -> tuple[dict, str]:
-    material, _ = UsdShade.MaterialBindingAPI(mesh_prim).ComputeBoundMaterial()
-    if not material:
-        return {}, ""
-    found: list[tuple[str, UsdShade.Shader, dict]] = []
+def _most_complete_shader(material: UsdShade.Material) -> tuple[str, UsdShade.Shader] | None:
+    """(kind, shader): OpenPBR, else OmniPBR / OmniPBR_ClearCoat, else UsdPreviewSurface."""
     shader = _surface_shader(material, "mtlx")
-    if shader and shader.GetIdAttr().Get() == "ND_open_pbr_surface_surfaceshader":
-        found.append(("OpenPBR", shader, _from_openpbr(_inputs(shader, time))))
+    if shader and shader.GetIdAttr().Get() == _OPENPBR_ID:
+        return "OpenPBR", shader
     shader = _surface_shader(material, "mdl")
     if shader:
         sub = shader.GetSourceAssetSubIdentifier("mdl") or ""
         asset = shader.GetSourceAsset("mdl")
         asset_name = Path(asset.path).stem if asset else ""
-        if sub in ("OmniPBR", "OmniPBR_ClearCoat") or asset_name in ("OmniPBR", "OmniPBR_ClearCoat"):
-            found.append((sub or asset_name, shader, _from_omnipbr(_inputs(shader, time))))
+        if sub in _OMNIPBR or asset_name in _OMNIPBR:
+            return sub or asset_name, shader
     shader = _surface_shader(material, UsdShade.Tokens.universalRenderContext)
     if shader and shader.GetIdAttr().Get() == "UsdPreviewSurface":
-        found.append(("UsdPreviewSurface", shader, _from_preview(_inputs(shader, time))))
-    if not found:
+        return "UsdPreviewSurface", shader
+    return None
+
+
+def _read_material(mesh_prim: Usd.Prim, time) -> tuple[dict, str]:
+    """(canonical values, "shader path (kind)") of the material bound to the mesh."""
+    material, _ = UsdShade.MaterialBindingAPI(mesh_prim).ComputeBoundMaterial()
+    found = _most_complete_shader(material) if material else None
+    if found is None:
         return {}, ""
-    kind, shader, values = found[0]
-    values = {k: v for k, v in values.items() if all(math.isfinite(x) for x in np.ravel(v))}
+    kind, shader = found
+    inputs = _inputs(shader, time)
+    rotation = _tangent_rotation(shader, time) if kind == "OpenPBR" else None
+    stored = stored_material(material)
+    target = "open_pbr_surface" if kind == "OpenPBR" else kind
+    if stored is not None and map_material(stored, target).agrees_with(inputs, rotation):
+        values = stored  # pbrfit wrote these shaders and nobody changed them since
+    else:
+        writer = "blender" if _written_by_blender(shader.GetPrim()) else "pbrfit"
+        if kind == "OpenPBR":
+            values = from_openpbr(inputs, rotation, writer=writer)
+        elif kind == "UsdPreviewSurface":
+            values = from_usd_preview_surface(inputs, writer=writer)
+        else:
+            values = from_omnipbr(inputs)
     return (normalize_material(_clamp_to_bounds(values), source=f"material {material.GetPath()}"),
             f"{shader.GetPath()} ({kind})")
 
@@ -738,7 +735,7 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) 
             except InputError as e:
                 problems[str(prim.GetPath())] = str(e)
     dome = _read_dome(stage, time, up_axis, path)
-    material, source = _read_material(mesh_prim, time, path)
+    material, source = _read_material(mesh_prim, time)
     files = []
     for layer in stage.GetUsedLayers():
         if not layer.anonymous and layer.realPath:

@@ -2,7 +2,7 @@
 
 The document holds two ``surfacematerial`` nodes, ``<name>_openpbr`` (driven by an
 ``open_pbr_surface`` shader) and ``<name>_standard_surface`` (a ``standard_surface`` shader),
-with the values from :mod:`pbrfit.export.mapping`. Colours are linear Rec.709 (the document's
+with the values from :mod:`pbrfit.material_mapping`. Colours are linear Rec.709 (the document's
 ``colorspace`` is ``lin_rec709``); roughness is perceptual as in both shading models; the
 OpenPBR thin film thickness is in micrometres, the Standard Surface one in nanometres.
 
@@ -23,7 +23,7 @@ import MaterialX as mx
 from ..errors import InputError
 from ..params import normalize_material
 from ..atomic import atomic_path
-from .mapping import TargetMapping, to_openpbr, to_standard_surface
+from ..material_mapping import TargetMapping, to_openpbr, to_standard_surface
 
 __all__ = ["standard_libraries", "materialx_document", "write_materialx", "material_names"]
 

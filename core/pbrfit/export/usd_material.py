@@ -10,12 +10,13 @@ The material carries three surface networks, one per render context:
   "ND_open_pbr_surface_surfaceshader"``, plus a tangent-rotation graph when the material
   is anisotropic with a rotation), when ``openpbr=True``.
 
-Values come from :mod:`pbrfit.export.mapping`: colours are linear Rec.709 ``color3f``,
+Values come from :mod:`pbrfit.material_mapping`: colours are linear Rec.709 ``color3f``,
 roughness is perceptual, OpenPBR thin film thickness is in micrometres. What each lossy
 target drops or approximates is written on the Material prim (``customData["pbrfit"]
 ["losses"]``, per target) and, by :func:`write_usd_material`, in the layer's documentation
 and ``customLayerData["pbrfit"]``. The exact Blender values are kept in the
-Material's ``customData["pbrfit"]["principled"]`` so a reader can recover them losslessly.
+Material's ``customData["pbrfit"]["principled"]`` so a reader can recover them losslessly
+(:func:`stored_material`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 from ..errors import InputError
 from ..params import PARAMETERS, normalize_material
 from ..atomic import atomic_path
-from .mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
+from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
 
-__all__ = ["SHADER_NAMES", "author_material", "write_usd_material"]
+__all__ = ["SHADER_NAMES", "author_material", "stored_material", "write_usd_material"]
 
 #: Names of the shader prims authored under the Material.
 SHADER_NAMES = {
@@ -122,6 +123,24 @@ def _author_openpbr(stage, mat: UsdShade.Material, mapping: TargetMapping) -> No
 
 def _principled_dict(m: dict) -> dict:
     return {n: (Gf.Vec3d(*m[n]) if PARAMETERS[n].size == 3 else float(m[n])) for n in PARAMETERS}
+
+
+def stored_material(material: UsdShade.Material) -> dict | None:
+    """The canonical values :func:`author_material` stored on ``material`` (doubles, exact),
+    or None when it has none readable (another writer's material, or customData dropped).
+
+    They describe the shaders as pbrfit authored them; whether those were edited since is
+    the reader's to check (:meth:`pbrfit.material_mapping.TargetMapping.agrees_with`).
+    """
+    data = material.GetPrim().GetCustomDataByKey("pbrfit")
+    stored = data.get("principled") if isinstance(data, dict) else None
+    if not isinstance(stored, dict):
+        return None
+    values = {n: (list(v) if hasattr(v, "__len__") else v) for n, v in stored.items()}
+    try:
+        return normalize_material(values, source=f"{material.GetPath()} customData pbrfit.principled")
+    except InputError:
+        return None
 
 
 def author_material(stage: Usd.Stage, material_path: str, material: Mapping[str, object], *,

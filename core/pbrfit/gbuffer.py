@@ -1,0 +1,216 @@
+"""Per-view surface geometry both renderers share: the G-buffer.
+
+Geometry and cameras are fixed during a material fit, so each view's surface data is
+computed once, by ray casting one ray through each pixel centre (:func:`camera_rays`,
+:mod:`pbrfit.raycast`): position, geometric normal, shading frame and view direction of
+every pixel the part covers (:class:`ViewGeometry`). The path backend's later bounces use
+the same interpolation at any ray hit (:func:`surface_points`).
+
+Frames: world space; a shading frame's rows are tangent, bitangent and shading normal, so
+``local = frame @ world``; ``wo`` points back along the ray. Cameras follow USD: they look
+down -Z with +Y up, lens and apertures in the same unit.
+
+Tangents follow Blender's default for an unconnected Tangent input: radial around the
+mesh object's local Z axis, over the object's bounding box (Cycles' TangentNode, radial, Z),
+then made orthogonal to the shading normal. ``anisotropic_rotation`` turns it about the
+normal (handled by the BSDF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .raycast import RayCaster
+from .scene import Camera, Mesh, View
+
+__all__ = ["camera_rays", "SurfacePoints", "surface_points", "ViewGeometry", "view_geometry"]
+
+
+def camera_rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """World-space rays through pixel centres, row-major from the top-left pixel.
+
+    Returns:
+        origins (H*W, 3) and unit directions (H*W, 3), float64.
+    """
+    j = (np.arange(width) + 0.5) / width * 2 - 1
+    i = 1 - (np.arange(height) + 0.5) / height * 2
+    x = j[None, :] * camera.horizontal_aperture / 2 + camera.horizontal_aperture_offset
+    y = i[:, None] * camera.vertical_aperture / 2 + camera.vertical_aperture_offset
+    x, y = np.broadcast_arrays(x, y)
+    d = np.stack([x, y, -np.full_like(x, camera.focal_length)], -1).reshape(-1, 3)
+    m = np.asarray(camera.world_from_camera, dtype=np.float64)
+    d = d @ m[:3, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    o = np.broadcast_to(m[:3, 3], d.shape).copy()
+    return o, d
+
+
+_TANGENT_FRAMES: dict[int, tuple] = {}
+
+
+def _tangent_frame(mesh: Mesh):
+    """(mesh, object_from_world, bbox low, bbox size, normal matrix) of a mesh, cached: the
+    path backend asks for tangents at every bounce."""
+    cached = _TANGENT_FRAMES.get(id(mesh))
+    if cached is not None and cached[0] is mesh:
+        return cached
+    if mesh.world_from_object is not None:
+        m = np.asarray(mesh.world_from_object, dtype=np.float64)
+        inv = np.linalg.inv(m)
+        lin = m[:3, :3]
+    else:
+        inv, lin = np.eye(4), np.eye(3)
+    obj_pts = mesh.positions @ inv[:3, :3].T + inv[:3, 3]
+    lo, hi = obj_pts.min(0), obj_pts.max(0)
+    size = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    normal_matrix = np.linalg.inv(lin).T  # Cycles transforms this tangent like a normal
+    if len(_TANGENT_FRAMES) > 64:
+        _TANGENT_FRAMES.clear()
+    _TANGENT_FRAMES[id(mesh)] = cached = (mesh, inv, lo, size, normal_matrix)
+    return cached
+
+
+def _default_tangents(mesh: Mesh, position: np.ndarray) -> np.ndarray:
+    """Blender's default tangent (radial about object Z over the bounding box), world space."""
+    _, inv, lo, size, normal_matrix = _tangent_frame(mesh)
+    p_obj = position @ inv[:3, :3].T + inv[:3, 3]
+    g = (p_obj - lo) / size  # Blender's "generated" coordinates
+    t_obj = np.stack([-(g[:, 1] - 0.5), g[:, 0] - 0.5, np.zeros(len(g))], -1)
+    return t_obj @ normal_matrix.T
+
+
+@dataclass
+class ViewGeometry:
+    """Per-view surface data, for the P pixels the part covers (pixel centres hit).
+
+    Attributes:
+        height, width: image size.
+        pixels: (P,) flat indices into the H*W image.
+        coverage: (H, W) bool, the part's silhouette through pixel centres.
+        loss_pixels: (Q,) indices into the P covered pixels used by losses and metrics:
+            covered by the part and by the reference mask, one pixel away from either edge.
+        position, normal_geo: (P, 3) float64 world space; normal_geo faces the camera.
+        frame: (P, 3, 3) float32 rows = tangent, bitangent, shading normal (world).
+        wo: (P, 3) float32 direction toward the camera in the local frame.
+        mask_iou: intersection over union of the silhouette and the reference mask (1 if none).
+    """
+
+    height: int
+    width: int
+    pixels: np.ndarray
+    coverage: np.ndarray
+    loss_pixels: np.ndarray
+    position: np.ndarray
+    normal_geo: np.ndarray
+    frame: torch.Tensor
+    wo: torch.Tensor
+    mask_iou: float
+
+
+@dataclass
+class SurfacePoints:
+    """Shading data of surface points hit by rays (world space).
+
+    Attributes:
+        position: (N, 3) float64.
+        normal_geo: (N, 3) float64 geometric normal, turned toward the ray's origin (the
+            part is two-sided, as Cycles shades back faces with the flipped normal).
+        frame: (N, 3, 3) float64 rows = tangent, bitangent, shading normal.
+        wo: (N, 3) float64 direction back along the ray, in the local frame.
+    """
+
+    position: np.ndarray
+    normal_geo: np.ndarray
+    frame: np.ndarray
+    wo: np.ndarray
+
+
+def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, towards: np.ndarray) -> SurfacePoints:
+    """Interpolate position, normals and Blender's default tangent frame at ray hits.
+
+    Args:
+        triangle: (N,) hit triangle indices; barycentric: (N, 2) (b1, b2) (see
+            :mod:`pbrfit.raycast`); towards: (N, 3) unit directions from the hit back to
+            the ray's origin.
+    """
+    tri = mesh.triangles[triangle]
+    b1, b2 = barycentric[:, 0:1], barycentric[:, 1:2]
+    b0 = 1 - b1 - b2
+    p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
+    position = b0 * p0 + b1 * p1 + b2 * p2
+    ng = np.cross(p1 - p0, p2 - p0)
+    ng /= np.maximum(np.linalg.norm(ng, axis=-1, keepdims=True), 1e-30)
+    flip = np.sign(np.sum(ng * towards, -1, keepdims=True))
+    flip[flip == 0] = 1
+    ng = ng * flip
+    if mesh.normals is not None:
+        nc = mesh.normals[triangle]
+        ns = b0 * nc[:, 0] + b1 * nc[:, 1] + b2 * nc[:, 2]
+        # keep the shading normal on the viewer's side of the surface, whatever the winding
+        ns = ns * np.where(np.sum(ns * ng, -1, keepdims=True) < 0, -1.0, 1.0)
+        ns /= np.maximum(np.linalg.norm(ns, axis=-1, keepdims=True), 1e-30)
+        bad = ~np.isfinite(ns).all(-1) | (np.linalg.norm(ns, axis=-1) < 0.5)
+        ns[bad] = ng[bad]
+    else:
+        ns = ng
+    t = _default_tangents(mesh, position)
+    t = np.cross(ns, np.cross(t, ns))  # Cycles: T = cross(N, normalize(cross(T, N)))
+    tn = np.linalg.norm(t, axis=-1, keepdims=True)
+    # on the Z axis itself the radial tangent vanishes: fall back to any tangent
+    fallback = np.cross(ns, np.where(np.abs(ns[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+    t = np.where(tn > 1e-9, t / np.maximum(tn, 1e-30), fallback / np.linalg.norm(fallback, axis=-1, keepdims=True))
+    b = np.cross(ns, t)
+    frame = np.stack([t, b, ns], axis=1)
+    wo = np.einsum("pij,pj->pi", frame, towards)
+    return SurfacePoints(position, ng, frame, wo)
+
+
+def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
+    """``mask`` shrunk by ``pixels``: a pixel stays set when its whole 3x3 neighbourhood is."""
+    m = torch.as_tensor(mask.astype(np.float32))[None, None]
+    for _ in range(pixels):
+        m = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), value=0.0), 3, stride=1)
+    return m[0, 0].numpy() > 0.5
+
+
+def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
+    """The G-buffer of one view: one ray through each pixel centre.
+
+    Raises:
+        InputError: the part is not visible from the camera, or no pixel is covered by both
+            the part and the view's mask.
+    """
+    h, w = view.resolution
+    o, d = camera_rays(view.camera, h, w)
+    hits = caster.intersect(o, d)
+    pix = np.nonzero(hits.hit)[0]
+    if len(pix) == 0:
+        raise InputError(
+            f"view '{view.name}': the part {mesh.prim_path or ''} is not visible from camera "
+            f"{view.camera.prim_path}; check the camera's transform and the target prim")
+    surf = surface_points(mesh, hits.triangle[pix], hits.barycentric[pix], -d[pix])
+    position, ng, frame, wo = surf.position, surf.normal_geo, surf.frame, surf.wo
+
+    coverage = np.zeros(h * w, bool)
+    coverage[pix] = True
+    coverage = coverage.reshape(h, w)
+    usable = _erode(coverage)
+    iou = 1.0
+    if view.mask is not None:
+        ref = view.mask > 0.5
+        union = np.logical_or(ref, coverage).sum()
+        iou = float(np.logical_and(ref, coverage).sum() / max(union, 1))
+        usable &= _erode(view.mask >= 0.99)
+    loss_pixels = np.nonzero(usable.reshape(-1)[pix])[0]
+    if len(loss_pixels) == 0:
+        raise InputError(
+            f"view '{view.name}': no pixel is covered by both the part and the mask of "
+            f"{view.image_path}; check the camera calibration and the mask")
+    return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
+                        torch.as_tensor(frame, dtype=torch.float32),
+                        torch.as_tensor(wo, dtype=torch.float32), iou)

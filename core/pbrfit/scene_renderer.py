@@ -1,0 +1,85 @@
+"""What every renderer of a fit scene shares: :class:`SceneRenderer`, the base of the raster
+(:mod:`pbrfit.render`) and path (:mod:`pbrfit.pathtrace`) backends, and
+:func:`flush_subnormals`, under which both shade.
+
+A renderer's interface, used by the fit's objective, losses and metrics: ``prepare(view)``
+(per-view data, with its :class:`pbrfit.gbuffer.ViewGeometry` as ``.geometry``),
+``shade(view, material, pixels)`` (differentiable radiance of covered pixels),
+:meth:`SceneRenderer.render_image`, ``train_subsets`` and :meth:`SceneRenderer.environment`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from .envmap import EnvironmentMap
+from .gbuffer import ViewGeometry
+from .raycast import RayCaster
+from .scene import FitScene
+
+__all__ = ["SceneRenderer", "flush_subnormals"]
+
+_FLUSH_DEPTH = 0
+
+
+@contextlib.contextmanager
+def flush_subnormals():
+    """Flush subnormal floats to zero while shading, and only then.
+
+    Underflowing GGX tails and Fresnel powers produce subnormals that make x86 arithmetic
+    up to 100x slower; flushing them changes no result that matters here. The switch is
+    process-wide state shared with other libraries (OpenImageIO's half floats, a host
+    application), so it is restored on the way out.
+    """
+    global _FLUSH_DEPTH
+    np.finfo(np.float32), np.finfo(np.float64)  # cache numpy's limits before the switch
+    _FLUSH_DEPTH += 1
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        _FLUSH_DEPTH -= 1
+        if _FLUSH_DEPTH == 0:
+            torch.set_flush_denormal(False)
+
+
+class SceneRenderer:
+    """What every renderer of a fit scene shares: the scene, its ray caster, one
+    :class:`EnvironmentMap` per distinct environment, and the per-view train subsets."""
+
+    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str):
+        self.scene = scene
+        self.seed = seed
+        self.max_loss_pixels = max_loss_pixels
+        self.caster = RayCaster(scene.mesh, device=device)
+        self._env_cache: dict[int, EnvironmentMap] = {}
+        self.train_subsets: dict[int, np.ndarray] = {}
+
+    #: pixels shaded per call by :meth:`render_image`
+    image_chunk = 4096
+
+    def environment(self, view_index: int) -> EnvironmentMap:
+        env = self.scene.views[view_index].environment
+        if id(env) not in self._env_cache:
+            self._env_cache[id(env)] = EnvironmentMap(env)
+        return self._env_cache[id(env)]
+
+    def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
+        """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted)."""
+        q = geo.loss_pixels
+        if len(q) > self.max_loss_pixels:
+            q = np.sort(q[torch.randperm(len(q), generator=generator)[: self.max_loss_pixels].numpy()])
+        return q
+
+    def render_image(self, view_index: int, material: dict[str, torch.Tensor]) -> np.ndarray:
+        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
+        geo = self.prepare(view_index).geometry
+        out = np.zeros((geo.height * geo.width, 3), np.float32)
+        with torch.no_grad():
+            for s in range(0, len(geo.pixels), self.image_chunk):
+                sel = np.arange(s, min(s + self.image_chunk, len(geo.pixels)))
+                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
+        return out.reshape(geo.height, geo.width, 3)
