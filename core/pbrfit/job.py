@@ -162,6 +162,7 @@ def _wrap(where: str, fn, *args, **kwargs):
 def _environment(stage: StageContents, env_path: Path | None, cache: dict, files: _Files,
                  where: str) -> Environment:
     dome = stage.dome
+    packaged = env_path is None and dome is not None and bool(dome.texture) and is_package_path(dome.texture)
     if env_path is None:
         if dome is None:
             raise InputError(f"{where}: the stage {stage.path} has no DomeLight and the view has no "
@@ -170,8 +171,8 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     key = str(env_path)
     if key not in cache:
         cache[key] = _wrap(where, read_environment, env_path)
-        if dome is None or str(env_path) != dome.texture or not is_package_path(dome.texture):
-            files.add(env_path)  # (a texture inside a USDZ package is hashed with its package)
+        if not packaged:  # a texture inside a USDZ package is hashed with its package
+            files.add(env_path)
     if dome is not None:
         rotation, scale = dome.world_from_dome.copy(), dome.scale.copy()
     else:
