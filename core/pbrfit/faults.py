@@ -10,7 +10,8 @@ setting) changes that:
   when the phase it wants begins);
 * ``kill@<name>``: the process kills itself with SIGKILL at that point (e.g.
   ``kill@publish-file``: after the first file was moved into place);
-* ``sigint@<name>``: the process sends itself SIGINT at that point.
+* ``sigint@<name>``: the process sends itself SIGINT at that point;
+* ``sleep@<name>=<seconds>``: the process sleeps there (widens a race for a test).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 __all__ = ["point", "ENV"]
 
@@ -38,3 +40,6 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if f"sigint@{name}" in entries:
         os.kill(os.getpid(), signal.SIGINT)
+    for entry in entries:
+        if entry.startswith(f"sleep@{name}="):
+            time.sleep(float(entry.split("=", 1)[1]))
