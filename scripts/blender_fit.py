@@ -91,8 +91,8 @@ def _check_save(path: str) -> None:
 def _preflight(args) -> None:
     """Every check that needs no Blender: options, --out, --save (InputError)."""
     sys.path.insert(0, str(ROOT / "core"))  # a source checkout without pbrfit installed
-    from pbrfit.atomic import OutputDir
     from pbrfit.errors import InputError
+    from pbrfit.outputs import check_output_folder
     from pbrfit.options import check_value, parse_names
 
     if args.preset:
@@ -102,7 +102,7 @@ def _preflight(args) -> None:
     if args.iterations != -1:
         check_value("iterations", args.iterations, "--iterations (-1: the file's setting)")
     if args.out is not None:
-        OutputDir(args.out, option="--out").check()
+        check_output_folder(args.out, option="--out", inputs=[os.path.abspath(args.blend)])
     if args.save is not None:
         _check_save(args.save)
     blend = Path(args.blend)

@@ -227,15 +227,6 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_summary_says_where_it_wrote_and_the_outputs_agree(tiny, tmp_path):
-    r = cli("fit", tiny, "--out", "rel/out", *TINY_FIT, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    out = tmp_path / "rel" / "out"
-    assert f"into {out}" in r.stdout, r.stdout
-    _strict_json((out / "material.json").read_text())
-    consistent(out)
-
-
 def test_a_budget_that_ends_the_fit_before_it_changed_anything_says_so(tiny, tmp_path):
     out = tmp_path / "out"
     r = cli("fit", tiny, "--out", out, *TINY_FIT, "--time-budget", "0.01")
@@ -267,16 +258,21 @@ def test_the_time_budget_bounds_the_whole_run(tiny, tmp_path):
 
 
 def test_large_reference_note_reaches_the_outputs(tmp_path):
-    """A 1200x1200 reference is fitted at 512x512 and material.json says so."""
+    """A 1280x1280 reference is fitted at 512x512 and material.json says so; the summary names
+    the folder it wrote (given relative, printed absolute), the outputs agree and
+    material.json is strict JSON."""
     job = tiny_job(tmp_path / "job", cameras=1, size=32)
     from pbrfit.images import read_image
 
     rgb, alpha = read_image(tmp_path / "job" / "refs" / "cam0.exr")
     big = np.concatenate([rgb, alpha[..., None]], -1).repeat(40, axis=0).repeat(40, axis=1)  # 1280 px
     write_exr(tmp_path / "job" / "refs" / "cam0.exr", big)
-    r = cli("fit", job, "--out", tmp_path / "out", "--preset", "plastic", "--iterations", "2", "--samples", "4",
-            "--backend", "raster", "--quiet")
+    r = cli("fit", job, "--out", "rel/out", "--preset", "plastic", "--iterations", "2", "--samples", "4",
+            "--backend", "raster", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    doc = json.loads((tmp_path / "out" / "material.json").read_text())
+    out = tmp_path / "rel" / "out"
+    assert f"into {out}" in r.stdout, r.stdout
+    doc = _strict_json((out / "material.json").read_text())
+    consistent(out)
     assert any("1280x1280" in n["message"] and "512x512" in n["message"] for n in doc["notes"]), doc["notes"]
     assert "1280x1280" in r.stdout

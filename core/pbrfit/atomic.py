@@ -2,8 +2,10 @@
 
 Every file pbrfit writes goes through :func:`atomic_write` (a temporary file in the same
 directory, flushed and fsynced, then ``os.replace``). A fit's output directory is produced
-with :class:`OutputDir`: files are staged in a hidden sibling directory and moved into
-place only when the whole job succeeded, so an error or a cancel leaves ``DIR`` untouched.
+with :class:`OutputDir`: files are staged in a hidden folder on the destination's own file
+system (inside ``DIR`` when it exists, else beside it) and moved into place only when the
+whole job succeeded, so an error or a cancel leaves ``DIR`` untouched, and a ``DIR`` on
+another file system than its parent (a mounted volume) works.
 """
 
 from __future__ import annotations

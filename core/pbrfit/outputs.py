@@ -39,7 +39,7 @@ from .export import write_materialx, write_usd_material
 from .heatmap import display_exposure
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "prepare_output", "write_fit_outputs", "read_material_json",
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs", "read_material_json",
            "report_data"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
@@ -122,13 +122,13 @@ def _is_pbrfit_material(path: Path) -> bool:
     return isinstance(doc, dict) and str(doc.get("format", "")).startswith("pbrfit.material/")
 
 
-def prepare_output(out_dir, *, inputs=(), option: str = "--out", image_pixels: int = 0) -> OutputDir:
-    """Check an output folder before any long work and open its staging folder.
+def check_output_folder(out_dir, *, inputs=(), option: str = "--out", image_pixels: int = 0) -> OutputDir:
+    """Check an output folder before any long work (nothing is created).
 
     The ``--out`` policy: the folder may be new, empty, or hold an earlier pbrfit result
     (a ``material.json`` pbrfit wrote), whose four files are replaced; other files in it are
-    left alone. Refused (InputError, nothing written): an empty name, a folder that holds
-    a ``material.json``, ``material.mtlx``, ``material.usda`` or ``report.html`` pbrfit did
+    left alone. Refused (InputError): an empty name, a folder that holds a
+    ``material.json``, ``material.mtlx``, ``material.usda`` or ``report.html`` pbrfit did
     not write, a folder where an output would replace one of the run's input files, a
     symlink loop, a file in the way, no permission, or too little free space.
 
@@ -139,9 +139,10 @@ def prepare_output(out_dir, *, inputs=(), option: str = "--out", image_pixels: i
         image_pixels: pixels of all views together (sizes the free-space check).
 
     Returns:
-        The opened :class:`pbrfit.atomic.OutputDir` (publish or discard it).
+        The :class:`pbrfit.atomic.OutputDir`, not opened yet.
     """
     out = OutputDir(out_dir, option=option, min_free=2_000_000 + 12 * int(image_pixels))
+    out.check()
     if out.path.is_dir():
         targets = {name: out.path / name for name in OUTPUT_NAMES}
         real = {os.path.realpath(t): name for name, t in targets.items()}
@@ -154,6 +155,12 @@ def prepare_output(out_dir, *, inputs=(), option: str = "--out", image_pixels: i
         if present and not _is_pbrfit_material(targets["material.json"]):
             raise InputError(f"{option} {out.path} already holds {', '.join(present)} that pbrfit did not write "
                              "(no pbrfit material.json there); choose a new or empty folder, or move those files")
+    return out
+
+
+def prepare_output(out_dir, *, inputs=(), option: str = "--out", image_pixels: int = 0) -> OutputDir:
+    """:func:`check_output_folder`, then open its staging folder (publish or discard it)."""
+    out = check_output_folder(out_dir, inputs=inputs, option=option, image_pixels=image_pixels)
     out.open()
     return out
 
