@@ -119,7 +119,7 @@ _STAGING = re.compile(r"^\.(?P<name>.*)\.staging\.(?P<pid>\d+)\.[^.]+$")
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # (on Windows os.kill(pid, 0) would end that process)
         return True
     try:
         os.kill(pid, 0)
