@@ -3,7 +3,7 @@
 Each configuration is a fresh ``python -m pbrfit.cli fit`` process on a synthetic sphere job
 (tests/fixtures/synthetic.py: a sphere filling about 40% of each frame, a sky HDRI of
 128x64, raster-rendered references) with small iteration counts; the peak resident set
-size of that process (``ru_maxrss`` from ``wait4``) and its wall time are recorded. Image
+size of that process (its VmHWM, polled every 50 ms) and its wall time are recorded. Image
 sizes above the working resolution (``pbrfit.images.MAX_WORKING_SIZE``) are rendered at a
 smaller size and repeated up, so that pbrfit reads (and downsamples) a file of that size.
 
@@ -55,19 +55,36 @@ def make_job(folder: Path, size: int, views: int) -> Path:
     return job
 
 
+def _high_water_kib(pid: int) -> int:
+    """The process's peak resident set size so far (VmHWM), in KiB; 0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def measure(job: Path, out: Path, backend: str) -> dict:
+    """Wall time and peak RSS of one fit. The peak is the child's own VmHWM, polled: the
+    ``ru_maxrss`` that ``wait4`` reports would include this (large) process's RSS at fork."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "core"), os.environ.get("PYTHONPATH", "")]))
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pbrfit.cli", "fit", str(job), "--out", str(out),
-                             "--backend", backend, *FIT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0:
-        raise RuntimeError(f"fit failed ({rc}): {stderr[-2000:]}")
-    peak_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss / 1024
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak_kib / 1024), "stdout": stdout.strip()}
+    with tempfile.TemporaryFile() as out_log, tempfile.TemporaryFile() as err_log:
+        proc = subprocess.Popen([sys.executable, "-m", "pbrfit.cli", "fit", str(job), "--out", str(out),
+                                 "--backend", backend, *FIT], stdout=out_log, stderr=err_log, env=env)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _high_water_kib(proc.pid))
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+        out_log.seek(0)
+        err_log.seek(0)
+        stdout, stderr = out_log.read().decode(), err_log.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"fit failed ({proc.returncode}): {stderr[-2000:]}")
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024), "stdout": stdout.strip()}
 
 
 def machine() -> str:

@@ -90,7 +90,10 @@ def _check_save(path: str) -> None:
 
 def _preflight(args) -> None:
     """Every check that needs no Blender: options, --out, --save (InputError)."""
-    sys.path.insert(0, str(ROOT / "core"))  # a source checkout without pbrfit installed
+    try:
+        import pbrfit  # noqa: F401  (installed, or the add-on's bundled copy)
+    except ImportError:
+        sys.path.append(str(ROOT / "core"))  # a source checkout
     from pbrfit.errors import InputError
     from pbrfit.outputs import check_output_folder
     from pbrfit.options import check_value, parse_names

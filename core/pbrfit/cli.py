@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "material only")
     f.add_argument("--path-iterations", type=int, metavar="N",
                    help="iterations of the path-traced refinement (default 40; 0 skips it)")
-    f.add_argument("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
+    f.add_argument("--path-spp", type=int, metavar="N",
+                   help="paths per pixel at the start of the refinement (default 4)")
     f.add_argument("--device", help="ray casting device: auto (default), cpu or cuda")
     f.add_argument("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
     f.add_argument("--iterations", type=int, help="optimizer iterations in all (default 60)")

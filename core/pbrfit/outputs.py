@@ -39,8 +39,8 @@ from .export import write_materialx, write_usd_material
 from .heatmap import display_exposure
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs", "read_material_json",
-           "report_data"]
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs",
+           "read_material_json", "report_data"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
                  "(solid-angle weighted) before CIE XYZ -> CIELAB (D65); a white Lambertian "
