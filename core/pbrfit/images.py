@@ -290,12 +290,14 @@ def area_downsample(image: np.ndarray, height: int, width: int) -> np.ndarray:
     every output pixel is the mean of the input area it covers, so the image's mean (mean
     radiance, coverage) is kept. For shrinking only."""
     img = np.asarray(image, dtype=np.float32)
-    wy = _area_weights(img.shape[0], height).astype(np.float32)
-    wx = _area_weights(img.shape[1], width).astype(np.float32)
-    flat = img.reshape(img.shape[0], img.shape[1], -1)
-    out = np.einsum("yh,hwc->ywc", wy, flat)
-    out = np.einsum("xw,ywc->yxc", wx, out)
-    return out.reshape((height, width) + img.shape[2:]).astype(np.float32)
+    h, w = img.shape[:2]
+    c = int(np.prod(img.shape[2:], dtype=int))
+    wy = _area_weights(h, height).astype(np.float32)
+    wx = _area_weights(w, width).astype(np.float32)
+    rows = (wy @ img.reshape(h, w * c)).reshape(height, w, c)  # matrix products: BLAS, not einsum loops
+    cols = wx @ np.ascontiguousarray(rows.transpose(1, 0, 2)).reshape(w, height * c)
+    out = cols.reshape(width, height, c).transpose(1, 0, 2)
+    return np.ascontiguousarray(out).reshape((height, width) + img.shape[2:])
 
 
 def working_size(height: int, width: int, limit: int = MAX_WORKING_SIZE) -> tuple[int, int]:
