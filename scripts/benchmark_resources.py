@@ -110,9 +110,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for resources.md and resources.json")
     ap.add_argument("--quick", action="store_true", help=f"only {QUICK}")
+    ap.add_argument("--configs", help="SIZExVIEWS,... instead of the default set, e.g. 1024x4,4000x1")
     ap.add_argument("--backends", default="auto,raster")
     args = ap.parse_args(argv)
     configs = QUICK if args.quick else CONFIGS
+    if args.configs:
+        configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
     backends = args.backends.split(",")
     rows = []
     with tempfile.TemporaryDirectory(prefix="pbrfit-resources-") as tmp:
