@@ -251,7 +251,7 @@ def _cmd_validate(args, run, started: float) -> int:
     from .fit import FitResult, evaluate_material
     from .job import load_job
     from .options import cli_label, resolve
-    from .outputs import prepare_output, read_material_json, write_fit_outputs
+    from .outputs import finite_or_none, prepare_output, read_material_json, write_fit_outputs
 
     faults.point("setup")
     if args.out is not None:
@@ -291,7 +291,7 @@ def _cmd_validate(args, run, started: float) -> int:
         if out is not None:
             out.discard()
     _print_summary(metrics, out.path if out is not None else None, wall=time.monotonic() - started)
-    print(json.dumps({s: d["mean"] for s, d in metrics.items()}, allow_nan=False))
+    print(json.dumps(finite_or_none({s: d["mean"] for s, d in metrics.items()}), allow_nan=False))
     return 0
 
 

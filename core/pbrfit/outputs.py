@@ -40,7 +40,7 @@ from .heatmap import display_exposure
 from .params import PARAMETERS
 
 __all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs",
-           "read_material_json", "report_data"]
+           "read_material_json", "report_data", "finite_or_none"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
                  "(solid-angle weighted) before CIE XYZ -> CIELAB (D65); a white Lambertian "
@@ -196,12 +196,13 @@ def write_fit_outputs(out_dir: str | Path | OutputDir, result, *, job_path: str,
     return doc
 
 
-def _finite_or_none(x):
-    """JSON has no NaN or Infinity: a metric that could not be measured is null."""
+def finite_or_none(x):
+    """``x`` with every non-finite float replaced by None: JSON has no NaN or Infinity, and a
+    metric that could not be measured is null."""
     if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
+        return {k: finite_or_none(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite_or_none(v) for v in x]
+        return [finite_or_none(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -238,7 +239,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "history": result.history,
         "provenance": prov,
     }
-    doc = _finite_or_none(_jsonable(doc))
+    doc = finite_or_none(_jsonable(doc))
     atomic_write_text(staging / "material.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
     report.write_report(staging / "report.html",
                         report_data(title or f"pbrfit: {Path(job_path).name}", job_path, result,

@@ -221,6 +221,7 @@ def _open_edit_layer(stage: Usd.Stage, edit_layer) -> tuple[Sdf.Layer, bool, str
                 raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
                                  "move it away or give another path")
         else:
+            fmt = Sdf.FileFormat.FindByExtension(Path(path).suffix.lstrip("."))
             layer = Sdf.Layer.Find(path) or Sdf.Layer.New(fmt, path)
     if layer == root:
         return root, False, None
