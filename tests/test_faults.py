@@ -106,6 +106,7 @@ SIGINT_PHASES = {
     "setup": ("setup", 0.3, "tiny", []),
     "colour stage": ("stage:colour", 0.2, "tiny", ["--iterations", "400"]),
     "gloss stage": ("stage:gloss", 0.2, "tiny", ["--iterations", "400"]),
+    "layers stage": ("stage:layers", 0.2, "tiny", ["--preset", "coated_paint", "--iterations", "400"]),
     "path stage": ("stage:path", 0.2, "tiny", ["--path-iterations", "400"]),
     "final metrics": ("final-metrics", 0.2, "larger", ["--path-iterations", "1"]),
     "writing": ("writing", 0.0, "larger", ["--path-iterations", "1"]),
@@ -127,6 +128,7 @@ def test_ctrl_c_in_every_phase_cancels_promptly_and_writes_nothing(request, prev
     run.proc.send_signal(signal.SIGINT)
     rc, stdout, err = run.finish()
     took = time.monotonic() - sent
+    print(f"Ctrl-C in {phase}: exit {rc} after {took:.2f} s")
     assert rc == 130, err
     assert _user_lines(err) == ["pbrfit: cancelled; nothing was written"], err
     assert took < CANCEL_WITHIN, f"Ctrl-C in {phase} took {took:.2f} s"

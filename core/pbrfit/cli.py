@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     from .interrupt import CANCELLED, CancellableRun
 
     run = CancellableRun()
+    # files copied out of a USDZ package go with a cancelled run too
+    run.on_abort(lambda: sys.modules["pbrfit.usd_stage"].remove_extracted() if "pbrfit.usd_stage" in sys.modules
+                 else None)
     command = _cmd_fit if args.command == "fit" else _cmd_validate
     try:
         return run.run(lambda: command(args, run, started))
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except FitCancelled:
         print(CANCELLED, file=sys.stderr)
+        if run.interrupted:  # Ctrl-C: the user wants the prompt back now, not after the teardown
+            run.exit_now(FitCancelled.exit_code)
         return FitCancelled.exit_code
     except PbrfitError as e:
         print(f"pbrfit: error: {e}", file=sys.stderr)

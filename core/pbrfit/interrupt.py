@@ -93,15 +93,25 @@ class CancellableRun:
         with self._lock:
             if self._committing:
                 return
-            for fn in self._aborts:
-                with contextlib.suppress(BaseException):
-                    fn()
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
             with contextlib.suppress(BaseException):
                 sys.stderr.write(("\n" if sys.stderr.isatty() else "") + CANCELLED + "\n")
-                sys.stderr.flush()
-            os._exit(130)
+            self.exit_now(130)
+
+    def exit_now(self, code: int) -> None:
+        """Run the abort callbacks, flush stdout and stderr, and end the process without the
+        interpreter's teardown (unloading torch and the ray tracer takes most of a second)."""
+        for fn in self._aborts:
+            with contextlib.suppress(BaseException):
+                fn()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether Ctrl-C arrived (not only a cancel set in code)."""
+        return self._signals > 0
 
     def run(self, work: Callable[[], T]) -> T:
         """Run ``work()`` on a worker thread; return its result or raise its exception."""

@@ -196,6 +196,16 @@ def is_package_path(path: str) -> bool:
 _extracted: dict[str, Path] = {}
 
 
+def remove_extracted() -> None:
+    """Remove the files copied out of USDZ packages (also done when the process exits)."""
+    for path in list(_extracted.values()):
+        shutil.rmtree(path.parent, ignore_errors=True)
+    _extracted.clear()
+
+
+atexit.register(remove_extracted)
+
+
 def _extract_packaged(resolved: str, where: str) -> Path:
     """A file inside a USDZ package, copied out (once per process) so that image readers
     can open it; the copies are removed when the process ends."""
@@ -207,7 +217,6 @@ def _extract_packaged(resolved: str, where: str) -> Path:
                          "with the texture, or set environment = \"...\" on each view in the job")
     data = asset.Read(asset.GetSize(), 0)
     folder = Path(tempfile.mkdtemp(prefix="pbrfit-usdz-"))
-    atexit.register(shutil.rmtree, folder, True)
     name = resolved[resolved.rindex("[") + 1:-1].replace("\\", "/").rsplit("/", 1)[-1]
     out = folder / name
     out.write_bytes(bytes(data))
