@@ -219,6 +219,26 @@ def tmpfs(tmp_path):
         _umount(where)
 
 
+@pytest.mark.parametrize("what", ["--out", "--edit-layer"])
+def test_read_only_file_system_is_refused_before_the_fit(tmp_path, tmpfs, capsys, what):
+    from hostile import quick_job
+
+    from pbrfit.cli import main
+
+    job = quick_job(tmp_path / "job")
+    disk = tmpfs("1m", name="ro")
+    r = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot remount the tmpfs read-only here")
+    args = ["--out", disk / "out"] if what == "--out" else ["--out", tmp_path / "out", "--write-back",
+                                                            "--edit-layer", disk / "edit.usda"]
+    before = snapshot(tmp_path / "job")
+    rc = main(["fit", str(job), *map(str, args), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "read-only" in err and str(disk) in err, err
+    assert snapshot(tmp_path / "job") == before and not (tmp_path / "out").exists()
+
+
 def test_full_disk_is_refused_before_the_fit(tiny, tmp_path, tmpfs):
     disk = tmpfs("48k")
     out = disk / "out"

@@ -221,7 +221,7 @@ class OutputDir:
                 anchor = anchor.parent
             anchor = Path(os.path.realpath(anchor))
         if not os.access(anchor, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write to {self.path}: permission denied in {anchor}; "
+            raise InputError(f"cannot write to {self.path}: {anchor} is read-only or not writable by you; "
                              f"choose another {self.option}")
         if self.min_free:
             with contextlib.suppress(OSError, AttributeError):

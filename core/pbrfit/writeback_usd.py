@@ -186,7 +186,7 @@ def check_write_back(stage: Usd.Stage, target_path: str, *, edit_layer=None,
         return None
     folder = Path(path).parent
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"edit layer {path}: cannot write in {folder} (permission denied); "
+        raise InputError(f"edit layer {path}: cannot write in {folder} (read-only or no permission); "
                          "choose another --edit-layer")
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
