@@ -39,25 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True,
                    help="output folder: new, empty, or holding an earlier pbrfit result (its four files are "
                         "replaced together; other files are left alone)")
-    f.add_argument("--backend", help="auto (default): raster warm start, then path-traced refinement; raster: "
+    f.add_argument("--backend", metavar="{auto,raster,path}", help="auto (default): raster warm start, then path-traced refinement; raster: "
                                      "direct light only, fastest; path: path-traced refinement of the initial "
                                      "material only")
     f.add_argument("--path-iterations", type=int, metavar="N",
                    help="iterations of the path-traced refinement (default 40; 0 skips it)")
     f.add_argument("--path-spp", type=int, metavar="N",
                    help="paths per pixel at the start of the refinement (default 4)")
-    f.add_argument("--device", help="ray casting device: auto (default), cpu or cuda")
+    f.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     f.add_argument("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
     f.add_argument("--iterations", type=int, help="optimizer iterations in all (default 60)")
     f.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="bound on the whole run: reading the job, the fit, the final metrics and writing")
-    f.add_argument("--preset", help="named parameter set to fit (plastic, metal, brushed_metal, coated_paint, "
+                   help="bound on the whole run: reading the job, the fit, the final metrics and writing "
+                        "(setup and one quick metrics pass are a floor; see README)")
+    f.add_argument("--preset", metavar="NAME", help="named parameter set to fit (plastic, metal, brushed_metal, coated_paint, "
                                     "fabric, thin_film, subsurface, all)")
     f.add_argument("--fit", metavar="NAMES", help="comma-separated parameters to fit")
     f.add_argument("--freeze", metavar="NAMES", help="comma-separated parameters to keep at their initial values")
     f.add_argument("--loss", metavar="SPEC", help="e.g. de2000=1,l1=10 (names: l1,l2,relative_l2,charbonnier,huber,"
                                                   "de2000,ssim; weights >= 0)")
-    f.add_argument("--optimizer", help="lbfgs (default), adam or adamw")
+    f.add_argument("--optimizer", metavar="{lbfgs,adam,adamw}", help="default lbfgs")
     f.add_argument("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
     f.add_argument("--no-stages", action="store_true", help="fit all parameters at once")
     f.add_argument("--threads", type=int, help="torch CPU threads (default 1; see README)")
@@ -72,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--material", required=True, help="material.json from a fit")
     v.add_argument("--out", help="also write a report and the material files here (same rules as fit --out)")
     v.add_argument("--split", choices=["train", "validate", "all"], default="all")
-    v.add_argument("--device", help="auto (default), cpu or cuda")
+    v.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     v.add_argument("--seed", type=int)
-    v.add_argument("--backend", help="renderer of the metrics: path traced (auto, path; default) or raster")
+    v.add_argument("--backend", metavar="{auto,raster,path}", help="renderer of the metrics: path traced (auto, path; default) or raster")
     return p
 
 
