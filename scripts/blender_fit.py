@@ -14,8 +14,10 @@ it), ``--save`` writes the .blend atomically (a temporary file beside it, then
 and report.html as ``pbrfit fit``. The add-on is used as installed when it is registered
 already (an installed extension), else from blender_addon/ next to this script.
 
-Exit status: 0 done; 2 when the file/object is missing or the add-on reports an error (one
-line on stderr: bad scene, shared material, missing dependency); 1 on a crash.
+Exit status: 0 done; 2 bad input: a missing, unreadable or corrupt .blend, a missing
+object, an unusable --out or --save, a bad option, or an error the add-on reports (bad
+scene, shared material, missing dependency): one line on stderr, nothing written; 1
+anything else (one line). Everything that can be checked is checked before the fit.
 """
 
 from __future__ import annotations
@@ -61,6 +63,64 @@ def save_atomically(path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _check_save(path: str) -> None:
+    """--save must name a .blend file in a folder that exists (or can be made) and can be written."""
+    from pbrfit.errors import InputError
+
+    target = Path(os.path.abspath(path))
+    if not str(path).strip():
+        raise InputError("--save is empty; give the .blend file to write")
+    if target.is_dir():
+        raise InputError(f"--save {target} is a folder; give a .blend file name")
+    if target.suffix.lower() != ".blend":
+        raise InputError(f"--save {target} must end in .blend")
+    anchor = target.parent
+    while not anchor.exists():
+        anchor = anchor.parent
+    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
+        raise InputError(f"--save {target}: cannot write in {anchor}; choose another path")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise InputError(f"--save {target} is read-only; choose another path")
+
+
+def _preflight(args) -> None:
+    """Every check that needs no Blender: options, --out, --save (InputError)."""
+    try:
+        import pbrfit  # noqa: F401  (installed, or the add-on's bundled copy)
+    except ImportError:
+        sys.path.append(str(ROOT / "core"))  # a source checkout
+    from pbrfit.errors import InputError
+    from pbrfit.outputs import check_output_folder
+    from pbrfit.options import check_value, parse_names
+
+    if args.preset:
+        check_value("preset", args.preset, "--preset")
+    if args.parameters:
+        check_value("parameters", parse_names(args.parameters, "--parameters"), "--parameters")
+    if args.iterations != -1:
+        check_value("iterations", args.iterations, "--iterations (-1: the file's setting)")
+    if args.out is not None:
+        check_output_folder(args.out, option="--out", inputs=[os.path.abspath(args.blend)])
+    if args.save is not None:
+        _check_save(args.save)
+    blend = Path(args.blend)
+    if not blend.exists():
+        raise InputError(f"{blend}: no such .blend file; check the path")
+    if not blend.is_file():
+        raise InputError(f"{blend} is not a file; give a .blend file")
+    with open(blend, "rb") as f:
+        head = f.read(7)
+    # a .blend starts with "BLENDER" (or is gzip/zstd-compressed)
+    if not (head.startswith(b"BLENDER") or head.startswith(b"\x1f\x8b") or head.startswith(b"\x28\xb5\x2f\xfd")):
+        raise InputError(f"{blend} is not a .blend file (it does not start with a Blender header); "
+                         "is it corrupt or another format?")
+
+
 def _ensure_addon():
     import bpy
 
@@ -73,31 +133,39 @@ def _ensure_addon():
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        _preflight(args)
+    except Exception as e:  # InputError: one line naming the file or option
+        return _fail(e)
     import bpy
 
     blend = Path(args.blend)
-    if not blend.is_file():
-        print(f"error: {blend}: no such .blend file; check the path", file=sys.stderr)
-        return 2
-    bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
+    except RuntimeError as e:  # Blender's own reason ("File format is not supported", ...)
+        return _fail(f"{blend}: cannot open it: {str(e).removeprefix('Error: ').strip()}")
     _ensure_addon()
     if bpy.data.objects.get(args.object) is None:
         names = ", ".join(sorted(o.name for o in bpy.data.objects)[:20])
-        print(f"error: {blend}: no object '{args.object}'; objects: {names}", file=sys.stderr)
-        return 2
+        return _fail(f"{blend}: no object '{args.object}'; objects: {names or 'none'}")
     try:
         bpy.ops.pbrfit.fit(object_name=args.object, iterations=args.iterations, preset=args.preset,
-                           parameters=args.parameters, output_dir=str(Path(args.out).resolve()) if args.out else "",
+                           parameters=args.parameters,
+                           output_dir=os.path.abspath(args.out) if args.out else "",
                            copy_material=args.copy_material, synchronous=True)
     except RuntimeError as e:  # the operator reported an error: one line, already clear
-        print(f"error: {str(e).removeprefix('Error: ').strip()}", file=sys.stderr)
-        return 2
+        return _fail(str(e).removeprefix("Error: ").strip())
+    except KeyboardInterrupt:
+        return _fail("cancelled; nothing was written", 130)
     print(f"pbrfit: {bpy.context.scene.pbrfit.status}")
     if args.save:
-        save_atomically(args.save)
+        try:
+            save_atomically(args.save)
+        except (OSError, RuntimeError) as e:
+            return _fail(f"cannot save {args.save}: {e}", 1)
         print(f"saved {args.save}")
     if args.out:
-        print(f"wrote {Path(args.out) / 'material.json'} and report.html")
+        print(f"wrote {os.path.abspath(args.out)}: material.json, material.mtlx, material.usda, report.html")
     return 0
 
 

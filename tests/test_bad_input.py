@@ -331,6 +331,160 @@ def job_unknown_preset(tmp):
     return run, needles + ["chrome", "plastic"]
 
 
+# --- lighting: ΔE2000's white must exist ------------------------------------------------------
+
+def _env_job(tmp, env, **dome):
+    run, needles = _job(tmp, 'scene = "s.usda"\n' + GOOD_VIEW, dome=dict(texture="env.exr", **dome))
+    if env is not None:
+        write_exr(tmp / "env.exr", env)
+    return run, needles
+
+
+def environment_black(tmp):
+    run, needles = _env_job(tmp, np.zeros((8, 16, 3), np.float32))
+    return run, needles + [str(tmp / "env.exr"), "black"]
+
+
+def environment_all_negative(tmp):
+    run, needles = _env_job(tmp, -np.ones((8, 16, 3), np.float32))
+    return run, needles + [str(tmp / "env.exr"), "128 of 128 texels", "negative"]
+
+
+def environment_near_zero(tmp):
+    run, needles = _env_job(tmp, np.full((8, 16, 3), 1e-30, np.float32))
+    return run, needles + [str(tmp / "env.exr"), "black"]
+
+
+def environment_too_dim_for_its_image(tmp):
+    run, needles = _env_job(tmp, np.full((8, 16, 3), 1e-9, np.float32))
+    return run, needles + [str(tmp / "env.exr"), str(tmp / "ref.exr"), "times brighter"]
+
+
+def dome_intensity_zero(tmp):
+    run, needles = _env_job(tmp, None, intensity=0.0)
+    return run, needles + ["/World/Dome", "intensity 0", str(tmp / "env.exr"), "black"]
+
+
+def dome_exposure_overflows(tmp):
+    run, needles = _env_job(tmp, None, exposure=5000.0)
+    return run, needles + ["/World/Dome", "exposure 5000", "overflows"]
+
+
+def dome_negative_intensity(tmp):
+    run, needles = _env_job(tmp, None, intensity=-2.0)
+    return run, needles + ["/World/Dome", "negative"]
+
+
+# --- stages that USD only warns about --------------------------------------------------------
+
+def stage_missing_sublayer(tmp):
+    path = _good(tmp)
+    from pxr import Sdf
+    layer = Sdf.Layer.FindOrOpen(str(path))
+    layer.subLayerPaths.append("./gone/extra.usda")
+    layer.Save()
+    return lambda: read_stage(path), [str(path), "sublayer", "gone/extra.usda"]
+
+
+def stage_missing_reference(tmp):
+    path = _good(tmp)
+    from pxr import Usd
+    stage = Usd.Stage.Open(str(path))
+    stage.DefinePrim("/World/Prop").GetReferences().AddReference("./props/missing_prop.usda")
+    stage.GetRootLayer().Save()
+    return lambda: read_stage(path), [str(path), "missing_prop.usda"]
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def image_alpha_only(tmp):
+    import OpenImageIO as oiio
+    spec = oiio.ImageSpec(5, 4, 1, oiio.FLOAT)
+    spec.channelnames = ("A",)
+    spec.alpha_channel = 0
+    out = oiio.ImageOutput.create(str(tmp / "a.exr"))
+    out.open(str(tmp / "a.exr"), spec)
+    out.write_image(np.ones((4, 5, 1), np.float32))
+    out.close()
+    return lambda: read_image(tmp / "a.exr"), [str(tmp / "a.exr"), "only an alpha channel", "(A)"]
+
+
+def image_too_many_pixels(tmp):
+    import pbrfit.images as images
+    write_exr(tmp / "big.exr", np.ones((40, 60, 3), np.float32))
+
+    def run():
+        saved, images.MAX_READ_PIXELS = images.MAX_READ_PIXELS, 1000
+        try:
+            read_image(tmp / "big.exr")
+        finally:
+            images.MAX_READ_PIXELS = saved
+    return run, [str(tmp / "big.exr"), "60x40", "megapixels"]
+
+
+# --- material files (validate --material) ---------------------------------------------------
+
+def _material_file(tmp, params=None, raw=None):
+    import json
+    from pbrfit.params import default_material
+    doc = {"format": "pbrfit.material/1", "parameters": dict(default_material(), **(params or {}))}
+    (tmp / "m.json").write_text(raw if raw is not None else json.dumps(doc))
+    from pbrfit.outputs import read_material_json
+    return lambda: read_material_json(tmp / "m.json")
+
+
+def material_roughness_out_of_range(tmp):
+    return _material_file(tmp, {"roughness": 5.0}), [str(tmp / "m.json"), "roughness = 5", "[0, 1]"]
+
+
+def material_negative_colour(tmp):
+    return _material_file(tmp, {"base_color": [-0.5, 0.2, 0.2]}), [str(tmp / "m.json"), "base_color", "-0.5"]
+
+
+def material_huge_film(tmp):
+    return (_material_file(tmp, {"thin_film_thickness": 1e9}),
+            [str(tmp / "m.json"), "thin_film_thickness = 1e+09", "[0, 1500]"])
+
+
+def material_nan(tmp):
+    return (_material_file(tmp, raw='{"parameters": {"roughness": NaN}}'), [str(tmp / "m.json"), "roughness",
+                                                                            "not finite"])
+
+
+def material_without_parameters(tmp):
+    return _material_file(tmp, raw='{"roughness": 0.5}'), [str(tmp / "m.json"), "no 'parameters'"]
+
+
+def material_missing_keys(tmp):
+    return (_material_file(tmp, raw='{"parameters": {"roughness": 0.5, "base_color": [0.5, 0.5, 0.5]}}'),
+            [str(tmp / "m.json"), "lacks", "metallic", "defaults"])
+
+
+def material_unknown_key(tmp):
+    return _material_file(tmp, {"roughnes": 0.5}), [str(tmp / "m.json"), "roughnes"]
+
+
+# --- [fit] values the command line shares (see test_hostile_inputs for that route) -----------
+
+def _fit_job(tmp, fit):
+    return _job(tmp, 'scene = "s.usda"\n' + GOOD_VIEW + "[fit]\n" + fit)
+
+
+def job_fit_time_budget_nan(tmp):
+    run, needles = _fit_job(tmp, "time_budget = nan\n")
+    return run, needles + ["[fit] time_budget", "finite"]
+
+
+def job_fit_negative_loss_weight(tmp):
+    run, needles = _fit_job(tmp, "loss = { de2000 = -1.0 }\n")
+    return run, needles + ["[fit] loss", "de2000", ">= 0"]
+
+
+def job_fit_seed_overflows(tmp):
+    run, needles = _fit_job(tmp, "seed = 99999999999\n")
+    return run, needles + ["[fit] seed", "4294967295"]
+
+
 CASES = [
     image_missing, image_corrupt, image_truncated, image_nan, mask_wrong_shape, mask_empty, mask_missing,
     environment_not_latlong,
@@ -344,6 +498,13 @@ CASES = [
     job_camera_not_found, job_target_not_found, job_no_dome, job_dome_texture_missing, job_unknown_key,
     job_unknown_view_key, job_unknown_fit_key, job_bad_fit_values, job_unknown_parameter, job_unknown_loss,
     job_unknown_preset,
+    # issue 10: lighting, stages, images, material files, [fit] values
+    environment_black, environment_all_negative, environment_near_zero, environment_too_dim_for_its_image,
+    dome_intensity_zero, dome_exposure_overflows, dome_negative_intensity,
+    stage_missing_sublayer, stage_missing_reference, image_alpha_only, image_too_many_pixels,
+    material_roughness_out_of_range, material_negative_colour, material_huge_film, material_nan,
+    material_without_parameters, material_missing_keys, material_unknown_key,
+    job_fit_time_budget_nan, job_fit_negative_loss_weight, job_fit_seed_overflows,
 ]
 
 
@@ -356,3 +517,58 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path, case):
     assert "\n" not in message and message.strip() == message and message
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_missing_sublayer_is_not_only_a_usd_warning(tmp_path, capfd):
+    """USD prints a C++ warning and goes on; pbrfit refuses with its own line and no other output."""
+    run, _ = stage_missing_sublayer(tmp_path)
+    with pytest.raises(InputError):
+        run()
+    captured = capfd.readouterr()
+    assert "Warning" not in captured.err and "stage.cpp" not in captured.err, captured.err
+
+
+def test_job_file_with_a_byte_order_mark_loads(tmp_path):
+    _good(tmp_path)
+    path = tmp_path / "job.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + ('scene = "s.usda"\n' + GOOD_VIEW).encode())
+    assert load_job(path).scene.views[0].name == "Cam"
+
+
+def test_alpha_only_file_is_a_mask(tmp_path):
+    image_alpha_only(tmp_path)
+    mask = read_mask(tmp_path / "a.exr", (4, 5))
+    assert mask.shape == (4, 5) and float(mask.min()) == 1.0
+
+
+def test_hdri_inside_a_usdz_package_is_read(tmp_path):
+    from pxr import Sdf, UsdUtils
+    (tmp_path / "hdri").mkdir()
+    sb.make_stage(tmp_path / "s.usda", dome=dict(texture="hdri/env.exr"))
+    env = np.ones((8, 16, 3), np.float32) * np.array([1.0, 0.5, 0.25], np.float32)
+    write_exr(tmp_path / "hdri" / "env.exr", env)
+    write_exr(tmp_path / "ref.exr", _reference())
+    assert UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(tmp_path / "s.usda")), str(tmp_path / "pkg.usdz"))
+    (tmp_path / "hdri" / "env.exr").unlink()  # only the packaged copy is left
+    path = sb.write_job(tmp_path, 'scene = "pkg.usdz"\n' + GOOD_VIEW)
+    job = load_job(path)
+    np.testing.assert_allclose(job.scene.views[0].environment.image, env)
+    assert str(tmp_path / "pkg.usdz") in job.input_files and not [f for f in job.input_files if "pbrfit-usdz" in f]
+
+
+def test_large_reference_is_used_at_the_working_resolution(tmp_path):
+    """A reference larger than MAX_WORKING_SIZE is area-averaged down (mean radiance and
+    coverage kept) and the scene carries a note saying so."""
+    from pbrfit.images import MAX_WORKING_SIZE
+    h, w = 800, 1200
+    sb.make_stage(tmp_path / "s.usda", dome=dict(texture="env.exr"))
+    write_exr(tmp_path / "env.exr", np.ones((8, 16, 3), np.float32))
+    big = _reference(h, w)
+    big[..., :3] *= np.linspace(0.5, 1.5, w, dtype=np.float32)[None, :, None]
+    write_exr(tmp_path / "ref.exr", big)
+    job = load_job(sb.write_job(tmp_path, 'scene = "s.usda"\n' + GOOD_VIEW))
+    view = job.scene.views[0]
+    assert view.image.shape[:2] == (round(h * MAX_WORKING_SIZE / w), MAX_WORKING_SIZE)
+    np.testing.assert_allclose(view.image.mean(), big[..., :3].mean(), rtol=1e-4)
+    np.testing.assert_allclose(view.mask.mean(), big[..., 3].mean(), rtol=1e-4)
+    assert len(job.scene.notes) == 1 and "1200x800" in job.scene.notes[0]["message"]

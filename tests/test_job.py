@@ -113,7 +113,7 @@ def test_blender_job_loads(blender_job, blender_dir):
 def test_overrides_replace_fit_options(blender_job):
     job = load_job(blender_job, {"iterations": 7, "backend": None, "seed": 3})
     assert job.fit_options["iterations"] == 7 and job.fit_options["seed"] == 3 and "backend" not in job.fit_options
-    with pytest.raises(InputError, match="command-line options: 'iterations'"):
+    with pytest.raises(InputError, match="option 'iterations': must be a whole number from 1"):
         load_job(blender_job, {"iterations": 0})
 
 

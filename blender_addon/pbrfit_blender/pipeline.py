@@ -131,13 +131,14 @@ def publish_images(context, result) -> list:
 
 def write_outputs(out_dir, result, extraction: Extraction, options) -> dict:
     """material.json, material.mtlx, material.usda and report.html, as the CLI writes them."""
-    from pbrfit.outputs import write_fit_outputs
+    from pbrfit.outputs import prepare_output, write_fit_outputs
 
     source = bpy.data.filepath or "<unsaved Blender scene>"
     files = [p for p in [bpy.data.filepath, *(v.image_path for v in extraction.scene.views),
                          *(v.environment.source for v in extraction.scene.views)]
              if p and Path(p).is_file()]
-    return write_fit_outputs(out_dir, result, job_path=source, input_files=sorted(set(files)),
+    out = prepare_output(out_dir, option="output folder", inputs=files)  # the CLI's --out policy
+    return write_fit_outputs(out, result, job_path=source, input_files=sorted(set(files)),
                              options=asdict(options), seed=options.seed,
                              title=f"pbrfit: {extraction.scene.target} in {Path(source).name}")
 

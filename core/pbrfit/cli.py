@@ -1,67 +1,67 @@
 """Command line: ``pbrfit fit JOB.toml --out DIR`` and ``pbrfit validate JOB.toml --material M``.
 
-Exit status: 0 success, 2 bad input (one line on stderr says what and how to fix it),
-130 cancelled (Ctrl-C; nothing written), 1 anything else.
+Exit status: 0 success; 2 bad input (one line on stderr names the file, prim or option and
+what to do; nothing is written); 130 cancelled (Ctrl-C, honoured within about a second in
+every phase; nothing is written); 1 anything else (a full disk: one line, nothing written).
+
+Order of a run: every check first (options, the job and its files, the output folder, the
+write-back's edit layer), then the fit and the final metrics, then the outputs are staged
+beside ``--out`` and published together with the write-back (:mod:`pbrfit.interrupt`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
+from . import faults
 from .errors import FitCancelled, InputError, PbrfitError
-from .params import DEFAULT_FIT, PARAMETER_NAMES, PRESETS
 
 __all__ = ["main", "build_parser"]
 
 
-def _names(text: str, what: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if n not in PARAMETER_NAMES:
-            raise InputError(f"--{what}: unknown parameter '{n}'; known: {', '.join(PARAMETER_NAMES)}")
-    return names
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (exit status 2)."""
 
-
-def _loss_spec(text: str) -> dict:
-    out = {}
-    for part in text.split(","):
-        name, _, weight = part.partition("=")
-        try:
-            out[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise InputError(f"--loss: weight of '{name}' is not a number: '{weight}'") from None
-    return out
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="pbrfit", description="Fit Principled/OpenPBR materials to reference photos.")
+    p = _Parser(prog="pbrfit", description="Fit Principled/OpenPBR materials to reference photos.")
     p.add_argument("--version", action="version", version=f"pbrfit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit the target's material to the job's train views")
     f.add_argument("job", help="job file (TOML)")
-    f.add_argument("--out", required=True, help="output directory (created; files in it are replaced atomically)")
-    f.add_argument("--backend", choices=["auto", "raster", "path"],
-                   help="auto (default): raster warm start, then path-traced refinement; raster: direct light "
-                        "only, fastest; path: path-traced refinement of the initial material only")
-    f.add_argument("--path-iterations", type=int, metavar="N", help="iterations of the path-traced refinement (default 40)")
-    f.add_argument("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
-    f.add_argument("--device", choices=["auto", "cpu", "cuda"], help="ray casting device (default auto)")
-    f.add_argument("--seed", type=int, help="random seed (default 0)")
+    f.add_argument("--out", required=True,
+                   help="output folder: new, empty, or holding an earlier pbrfit result (its four files are "
+                        "replaced together; other files are left alone)")
+    f.add_argument("--backend", metavar="{auto,raster,path}", help="auto (default): raster warm start, then path-traced refinement; raster: "
+                                     "direct light only, fastest; path: path-traced refinement of the initial "
+                                     "material only")
+    f.add_argument("--path-iterations", type=int, metavar="N",
+                   help="iterations of the path-traced refinement (default 40; 0 skips it)")
+    f.add_argument("--path-spp", type=int, metavar="N",
+                   help="paths per pixel at the start of the refinement (default 4)")
+    f.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
+    f.add_argument("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
     f.add_argument("--iterations", type=int, help="optimizer iterations in all (default 60)")
-    f.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
-    f.add_argument("--preset", choices=sorted(PRESETS), help="named parameter set to fit")
+    f.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="bound on the whole run: reading the job, the fit, the final metrics and writing "
+                        "(setup and one quick metrics pass are a floor; see README)")
+    f.add_argument("--preset", metavar="NAME", help="named parameter set to fit (plastic, metal, brushed_metal, coated_paint, "
+                                    "fabric, thin_film, subsurface, all)")
     f.add_argument("--fit", metavar="NAMES", help="comma-separated parameters to fit")
     f.add_argument("--freeze", metavar="NAMES", help="comma-separated parameters to keep at their initial values")
-    f.add_argument("--loss", metavar="SPEC", help="e.g. de2000=1,l1=10 (names: l1,l2,charbonnier,huber,de2000,ssim)")
-    f.add_argument("--optimizer", choices=["lbfgs", "adam", "adamw"])
+    f.add_argument("--loss", metavar="SPEC", help="e.g. de2000=1,l1=10 (names: l1,l2,relative_l2,charbonnier,huber,"
+                                                  "de2000,ssim; weights >= 0)")
+    f.add_argument("--optimizer", metavar="{lbfgs,adam,adamw}", help="default lbfgs")
     f.add_argument("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
     f.add_argument("--no-stages", action="store_true", help="fit all parameters at once")
     f.add_argument("--threads", type=int, help="torch CPU threads (default 1; see README)")
@@ -74,73 +74,55 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="evaluate a material on the job's views")
     v.add_argument("job")
     v.add_argument("--material", required=True, help="material.json from a fit")
-    v.add_argument("--out", help="also write a report and the material files here")
+    v.add_argument("--out", help="also write a report and the material files here (same rules as fit --out)")
     v.add_argument("--split", choices=["train", "validate", "all"], default="all")
-    v.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    v.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     v.add_argument("--seed", type=int)
-    v.add_argument("--backend", choices=["auto", "raster", "path"],
-                   help="renderer of the metrics: path traced (auto, path; default) or raster")
+    v.add_argument("--backend", metavar="{auto,raster,path}", help="renderer of the metrics: path traced (auto, path; default) or raster")
     return p
 
 
-def _resolve_device(name: str | None) -> str:
-    """"auto" picks CUDA when torch sees a device, else the CPU; "cuda" without one is an error."""
-    import torch
+def _overrides(args) -> dict:
+    """The command line's fit options under canonical names, checked
+    (:mod:`pbrfit.options`: the same rules as a job file's [fit] table)."""
+    from .options import check_table, cli_label, parse_loss, parse_names
 
-    has_cuda = torch.cuda.is_available()
-    if name in (None, "auto"):
-        return "cuda" if has_cuda else "cpu"
-    if name == "cuda" and not has_cuda:
-        raise InputError("--device cuda: no CUDA device is visible to this process; use --device cpu or auto")
-    return name
-
-
-def _options(args, job_options: dict):
-    from .fit import FitOptions
-    from .render import SampleCounts
-
-    o = dict(job_options)
-    opts = FitOptions()
-    params = list(DEFAULT_FIT)
-    if o.get("preset"):
-        if o["preset"] not in PRESETS:
-            raise InputError(f"job [fit] preset '{o['preset']}' is unknown; choose from {', '.join(sorted(PRESETS))}")
-        params = list(PRESETS[o["preset"]])
-    if o.get("parameters"):
-        params = list(o["parameters"])
-    if getattr(args, "preset", None):
-        params = list(PRESETS[args.preset])
-    if getattr(args, "fit", None):
-        params = _names(args.fit, "fit")
-    freeze = list(o.get("freeze", [])) + (_names(args.freeze, "freeze") if getattr(args, "freeze", None) else [])
-    opts.parameters = [n for n in params if n not in set(freeze)]
-    opts.bounds = {k: tuple(v) for k, v in (o.get("bounds") or {}).items()}
-    for key, attr in (("iterations", "iterations"), ("time_budget", "time_budget"), ("seed", "seed"),
-                      ("backend", "backend"), ("optimizer", "optimizer"), ("path_iterations", "path_iterations"),
-                      ("path_spp", "path_spp"), ("path_max_spp", "path_max_spp"), ("path_depth", "path_depth")):
-        if o.get(key) is not None:
-            setattr(opts, attr, o[key])
-        if getattr(args, attr, None) is not None:
-            setattr(opts, attr, getattr(args, attr))
-    loss = o.get("loss")
-    if isinstance(loss, str):
-        loss = {loss: 1.0}
-    if getattr(args, "loss", None):
-        loss = _loss_spec(args.loss)
-    if loss:
-        opts.loss = dict(loss)
-    samples = getattr(args, "samples", None) or o.get("samples")
-    if samples:
-        s = int(samples)
-        opts.samples = SampleCounts(light=s, cosine=max(1, s // 4), specular=max(1, s // 2), coat=max(1, s // 4))
-    if getattr(args, "threads", None):
-        opts.threads = args.threads
+    o = {name: getattr(args, name, None) for name in ("preset", "backend", "optimizer", "iterations", "time_budget",
+                                                     "seed", "samples", "path_iterations", "path_spp", "threads",
+                                                     "device")}
+    if getattr(args, "fit", None) is not None:
+        o["parameters"] = parse_names(args.fit, "--fit")
+    if getattr(args, "freeze", None) is not None:
+        o["freeze"] = parse_names(args.freeze, "--freeze")
+    if getattr(args, "loss", None) is not None:
+        o["loss"] = parse_loss(args.loss, "--loss")
     if getattr(args, "no_stages", False):
-        opts.staged = False
-    opts.path_max_spp = max(opts.path_max_spp, opts.path_spp)
-    opts.device = _resolve_device(getattr(args, "device", None) or o.get("device"))
-    opts.validate()
-    return opts
+        o["staged"] = False
+    return check_table(o, label=cli_label, where="command line")
+
+
+def _resolve(job, overrides: dict):
+    from .options import cli_label, resolve, table_label
+
+    return resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
+                   override_labels=cli_label)
+
+
+def _image_pixels(scene) -> int:
+    return sum(int(v.image.shape[0]) * int(v.image.shape[1]) for v in scene.views)
+
+
+def _phases(progress):
+    """Wrap a progress callback: mark each new fit stage as a phase (:mod:`pbrfit.faults`)."""
+    seen = {"stage": None}
+
+    def call(p):
+        if p.stage != seen["stage"]:
+            seen["stage"] = p.stage
+            faults.point("final-metrics" if p.stage == "final metrics" else f"stage:{p.stage}")
+        progress(p)
+
+    return call
 
 
 class _ProgressBar:
@@ -167,114 +149,190 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _cmd_fit(args) -> int:
+def _cmd_fit(args, run, started: float) -> int:
     from dataclasses import asdict
 
+    from .atomic import OutputDir
     from .fit import fit_material
     from .job import load_job
-    from .outputs import write_fit_outputs
+    from .outputs import prepare_output, write_fit_outputs
 
+    faults.point("setup")
     if args.edit_layer and not args.write_back:
         raise InputError("--edit-layer needs --write-back")
+    OutputDir(args.out, option="--out").check()  # before reading anything: an empty or unusable --out
+    overrides = _overrides(args)
     job = load_job(args.job)
-    opts = _options(args, job.fit_options)
-    cancel = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        cancel.set()
-
-    signal.signal(signal.SIGINT, on_sigint)
-    bar = _ProgressBar(opts.iterations + (opts.path_iterations if opts.backend != "raster" else 0),
-                       enabled=not args.quiet)
+    opts = _resolve(job, overrides)
+    opts.budget_start = started
+    write_back = _write_back_check(job, args.edit_layer) if args.write_back else None
+    out = prepare_output(args.out, option="--out", image_pixels=_image_pixels(job.scene),
+                         inputs=job.input_files + ([write_back[1]] if write_back and write_back[1] else []))
+    run.on_abort(out.discard)
     try:
-        result = fit_material(job.scene, opts, progress=bar, cancel=cancel)
+        run.check()
+        bar = _ProgressBar(opts.iterations + (opts.path_iterations if opts.backend != "raster" else 0),
+                           enabled=not args.quiet)
+        try:
+            result = fit_material(job.scene, opts, progress=_phases(bar), cancel=run.cancel)
+        finally:
+            bar.close()
+        run.check()
+        faults.point("writing")
+        doc = write_fit_outputs(out, result, job_path=str(job.job_path), input_files=job.input_files,
+                                options=asdict(opts), seed=opts.seed, publish=False)
+        run.check()
+        with run.commit():
+            faults.point("publish")
+            record = _write_back(job, write_back[0], result.material, args.edit_layer) if write_back else None
+            try:
+                out.publish(last=("material.json",))
+            except BaseException:
+                if record is not None:
+                    from .writeback_usd import undo
+
+                    undo(write_back[0], record)
+                raise
     finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
-    options = asdict(opts)
-    doc = write_fit_outputs(args.out, result, job_path=str(job.job_path), input_files=job.input_files,
-                            options=options, seed=opts.seed)
-    _print_summary(doc["metrics"], args.out, result.stopped, result.wall_time)
+        out.discard()  # a no-op after publishing
+    _print_summary(doc["metrics"], out.path, result.stopped, time.monotonic() - started)
     for flag in doc["plausibility"]:
         print(f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}")
-    if args.write_back:
-        _write_back(job, result.material, args.edit_layer)
+    wall = time.monotonic() - started
+    if opts.time_budget is not None and wall > 1.05 * opts.time_budget and \
+            not any("more than its time budget" in n["message"] for n in doc["notes"]):
+        print(f"  warning: time budget: the run took {wall:.1f} s with --time-budget {opts.time_budget:g} "
+              "(writing the outputs took the rest)")
+    if record is not None:
+        print(f"wrote material {record.material_path} bound to {record.target_path} into {record.edit_layer_file}"
+              + (f" (add it as the first sublayer of {job.scene.stage_path} to use it)"
+                 if record.sublayer_entry else ""))
     return 0
 
 
-def _write_back(job, material: dict, edit_layer: str | None) -> None:
-    from pxr import Usd
+def _write_back_check(job, edit_layer: str | None):
+    """(the open stage, the edit layer's file): every write-back precondition, before the fit."""
+    from .usd_stage import open_stage
+    from .writeback_usd import check_write_back
 
+    stage = open_stage(job.scene.stage_path)
+    return stage, check_write_back(stage, job.scene.target, edit_layer=edit_layer)
+
+
+def _write_back(job, stage, material: dict, edit_layer: str | None):
     from .writeback_usd import write_back
 
-    stage = Usd.Stage.Open(job.scene.stage_path)
-    record = write_back(stage, job.scene.target, material, edit_layer=edit_layer)
-    print(f"wrote material {record.material_path} bound to {record.target_path} into {record.edit_layer_file}"
-          + (f" (add it as the first sublayer of {job.scene.stage_path} to use it)" if record.sublayer_entry else ""))
+    return write_back(stage, job.scene.target, material, edit_layer=edit_layer)
 
 
 def _print_summary(metrics: dict, out, stopped: str | None = None, wall: float | None = None):
+    from .outputs import OUTPUT_NAMES
+
     for split in ("train", "validate"):
         if split in metrics:
             m = metrics[split]["mean"]
-            print(f"{split:9s} ΔE2000 mean {m['de2000_mean']:.2f}  p95 {m['de2000_p95']:.2f}  "
-                  f"SSIM {m['ssim']:.3f}  ({len(metrics[split]['views'])} views)")
+            print(f"{split:9s} ΔE2000 mean {_num(m['de2000_mean'], '.2f')}  p95 {_num(m['de2000_p95'], '.2f')}  "
+                  f"SSIM {_num(m['ssim'], '.3f')}  ({len(metrics[split]['views'])} views)")
     tail = []
     if stopped:
         tail.append(f"stopped: {stopped}")
     if wall is not None:
         tail.append(f"{wall:.1f} s")
     if out:
-        tail.append(f"wrote {Path(out) / 'material.json'} and report.html")
+        tail.append(f"wrote {', '.join(sorted(OUTPUT_NAMES))} into {out}")
     if tail:
         print("; ".join(tail))
 
 
-def _cmd_validate(args) -> int:
+def _num(x, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _cmd_validate(args, run, started: float) -> int:
     from dataclasses import replace
 
-    from .fit import FitOptions, FitResult, evaluate_material
+    from .atomic import OutputDir
+    from .fit import FitResult, evaluate_material
     from .job import load_job
-    from .outputs import read_material_json, write_fit_outputs
-    from .params import normalize_material
+    from .options import cli_label, resolve
+    from .outputs import finite_or_none, prepare_output, read_material_json, write_fit_outputs
 
+    faults.point("setup")
+    if args.out is not None:
+        OutputDir(args.out, option="--out").check()
+    overrides = {"device": args.device, "seed": args.seed, "backend": args.backend}
+    opts = resolve(None, overrides, override_labels=cli_label)
+    material = read_material_json(args.material)
     job = load_job(args.job)
-    material = normalize_material(read_material_json(args.material), source=str(args.material))
     scene = job.scene
     if args.split != "all":
         scene = replace(scene, views=[v for v in scene.views if v.split == args.split])
         if not scene.views:
             raise InputError(f"job {args.job} has no '{args.split}' views")
-    opts = FitOptions(device=_resolve_device(args.device), seed=args.seed or 0, backend=args.backend or "auto")
-    views, metrics = evaluate_material(scene, material, opts)
-    if args.out:
-        result = FitResult(material, material, [], metrics, [], [], views, "validate only", 0.0)
-        write_fit_outputs(args.out, result, job_path=str(job.job_path),
-                          input_files=job.input_files + [args.material],
-                          options={"validate": True, "backend": opts.backend},
-                          seed=opts.seed, title=f"pbrfit validate: {Path(args.job).name}")
-    _print_summary(metrics, args.out)
-    print(json.dumps({s: d["mean"] for s, d in metrics.items()}))
+    out = None
+    if args.out is not None:
+        out = prepare_output(args.out, option="--out", image_pixels=_image_pixels(scene),
+                             inputs=job.input_files + [str(Path(args.material).absolute())])
+        run.on_abort(out.discard)
+    try:
+        run.check()
+        faults.point("final-metrics")
+        views, metrics = evaluate_material(scene, material, opts, cancel=run.cancel)
+        run.check()
+        if out is not None:
+            faults.point("writing")
+            result = FitResult(material, material, [], metrics, [], [], views, "validate only", 0.0,
+                               list(scene.notes))
+            write_fit_outputs(out, result, job_path=str(job.job_path),
+                              input_files=job.input_files + [args.material],
+                              options={"validate": True, "backend": opts.backend},
+                              seed=opts.seed, title=f"pbrfit validate: {Path(args.job).name}", publish=False)
+            run.check()
+            with run.commit():
+                faults.point("publish")
+                out.publish(last=("material.json",))
+    finally:
+        if out is not None:
+            out.discard()
+    _print_summary(metrics, out.path if out is not None else None, wall=time.monotonic() - started)
+    print(json.dumps(finite_or_none({s: d["mean"] for s, d in metrics.items()}), allow_nan=False))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
+    from .interrupt import CANCELLED, CancellableRun
+
+    run = CancellableRun()
+    # files copied out of a USDZ package go with a cancelled run too
+    run.on_abort(lambda: sys.modules["pbrfit.usd_stage"].remove_extracted() if "pbrfit.usd_stage" in sys.modules
+                 else None)
+    command = _cmd_fit if args.command == "fit" else _cmd_validate
     try:
-        return _cmd_fit(args) if args.command == "fit" else _cmd_validate(args)
+        return run.run(lambda: command(args, run, started))
     except InputError as e:
         print(f"pbrfit: error: {e}", file=sys.stderr)
         return e.exit_code
-    except FitCancelled as e:
-        print(f"pbrfit: {e}", file=sys.stderr)
-        return e.exit_code
+    except FitCancelled:
+        print(CANCELLED, file=sys.stderr)
+        if run.interrupted:  # Ctrl-C: the user wants the prompt back now, not after the teardown
+            run.exit_now(FitCancelled.exit_code)
+        return FitCancelled.exit_code
     except PbrfitError as e:
         print(f"pbrfit: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("pbrfit: cancelled; nothing was written", file=sys.stderr)
+        print(CANCELLED, file=sys.stderr)
         return 130
+    except MemoryError:
+        print("pbrfit: error: out of memory; use smaller or fewer images (see README: image sizes); "
+              "nothing was written", file=sys.stderr)
+        return 1
+    except OSError as e:  # an I/O failure outside the checked paths: one line, not a traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"pbrfit: error: {e.strerror or e}{where}; nothing was written", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,3 +23,10 @@ class FitCancelled(PbrfitError):
     """The user cancelled a running fit. Nothing was written."""
 
     exit_code = 130
+
+
+class WriteError(PbrfitError):
+    """The outputs could not be written (a full disk, an I/O error) after the inputs were
+    accepted. The message is one line; nothing was written (exit status 1)."""
+
+    exit_code = 1

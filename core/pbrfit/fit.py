@@ -75,7 +75,8 @@ class FitOptions:
         parameters: canonical names to optimize (others stay at the initial material).
         bounds: optional per-parameter (lower, upper) overrides.
         iterations: optimizer iterations in all (objective+gradient evaluations for L-BFGS).
-        time_budget: wall-clock seconds after which the fit stops at the next check, or None.
+        time_budget: wall-clock seconds for the whole run (from ``budget_start``): the fit
+            stops early enough for the final metrics to fit too (see :class:`_Budget`), or None.
         seed: seeds every random number (sample directions, pixel subsets).
         loss: {loss name: weight}; names from :data:`pbrfit.losses.LOSSES`.
         samples: samples per pixel per strategy.
@@ -100,6 +101,9 @@ class FitOptions:
         path_loss: the refinement's objective. Default relative L2, whose gradient stays
             unbiased under Monte Carlo noise (see :func:`pbrfit.losses.relative_l2`); the
             validation checks that steer it are ΔE2000.
+        budget_start: ``time.monotonic()`` when the run began (the CLI sets it before
+            reading the job), so that ``time_budget`` bounds setup, fit and final metrics
+            together; None: when :func:`fit_material` is called.
     """
 
     parameters: list[str] = field(default_factory=lambda: list(DEFAULT_FIT))
@@ -124,21 +128,14 @@ class FitOptions:
     path_depth: int = 4
     path_learning_rate: float = 0.02
     path_loss: dict = field(default_factory=lambda: {"relative_l2": 1.0})
+    budget_start: float | None = None
 
     def validate(self) -> None:
-        for name in list(self.loss) + list(self.path_loss):
-            if name not in L.LOSSES:
-                raise InputError(f"unknown loss '{name}'; choose from {', '.join(L.LOSSES)}")
-        if self.optimizer not in ("lbfgs", "adam", "adamw"):
-            raise InputError(f"unknown optimizer '{self.optimizer}'; choose lbfgs, adam or adamw")
-        if self.backend not in ("auto", "raster", "path"):
-            raise InputError(f"unknown backend '{self.backend}'; choose auto, raster or path")
-        if self.path_spp < 1 or self.path_max_spp < self.path_spp or self.path_depth < 1:
-            raise InputError("path sampling needs 1 <= path_spp <= path_max_spp and path_depth >= 1")
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"unknown device '{self.device}'; choose cpu or cuda")
-        if self.iterations < 0 or self.path_iterations < 0:
-            raise InputError("iterations and path_iterations must be >= 0")
+        """Check every field (:func:`pbrfit.options.validate_fit_options`, the rules every
+        route shares). Raises InputError naming the field."""
+        from .options import validate_fit_options
+
+        validate_fit_options(self)
 
 
 @dataclass
@@ -168,7 +165,9 @@ class FitResult:
         schedule: list of {stage, parameters, iterations} actually run.
         views: per view {name, split, reference, fit, de_map, mask, white, mask_iou}.
         stopped: why the fit stopped ("converged", "iterations", "time budget", "early stopping").
-        wall_time: seconds.
+        wall_time: seconds (from ``FitOptions.budget_start`` when given).
+        notes: what the user should know about the run, ``{severity, about, message}``
+            (e.g. the time budget ended the fit before it improved on the start).
     """
 
     material: dict
@@ -180,6 +179,7 @@ class FitResult:
     views: list
     stopped: str
     wall_time: float
+    notes: list = field(default_factory=list)
 
 
 class _Objective:
@@ -189,12 +189,14 @@ class _Objective:
     every loss and the reported ΔE2000 work in.
     """
 
-    def __init__(self, renderer: RasterRenderer, view_ids: list[int], loss: dict):
+    def __init__(self, renderer: RasterRenderer, view_ids: list[int], loss: dict, check: Callable | None = None):
         self.renderer, self.view_ids = renderer, view_ids
         # SSIM needs an image, not a pixel subset: it is a metric, not part of the objective
         self.loss = {name: w for name, w in loss.items() if name != "ssim"}
         self.refs, self.whites = {}, {}
         for vi in view_ids:
+            if check is not None:
+                check()  # preparing a view ray casts it: a cancel is seen between views
             pv = renderer.prepare(vi)
             q = renderer.train_subsets[vi]
             img = renderer.scene.views[vi].image.reshape(-1, 3)
@@ -289,7 +291,14 @@ def _compute_settings(threads: int):
 
 def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> FitResult:
     options.validate()
-    t0 = time.monotonic()
+    t0 = options.budget_start if options.budget_start is not None else time.monotonic()
+    clock = _Budget(t0, options.time_budget)
+
+    def check_cancel():
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled("fit cancelled; nothing was written")
+
+    check_cancel()
     torch.manual_seed(options.seed)
     train = [i for i, v in enumerate(scene.views) if v.split == "train"]
     val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
@@ -297,25 +306,24 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
         raise InputError("the job has no train views; mark at least one [[views]] entry split = \"train\"")
     initial = normalize_material(scene.initial_material or {}, source="initial material")
     full_space = ParameterSpace(initial, options.parameters, options.bounds)
+    clock.prepare_started()
     renderer = RasterRenderer(scene, options.samples, options.seed, options.max_loss_pixels, options.device)
-    train_obj = _Objective(renderer, train, options.loss)
-    val_obj = _Objective(renderer, val, {"de2000": 1.0}) if val else None
+    train_obj = _Objective(renderer, train, options.loss, check_cancel)
+    val_obj = _Objective(renderer, val, {"de2000": 1.0}, check_cancel) if val else None
+    clock.setup_done(scene, options, renderer, check_cancel)
 
     values = dict(full_space.values(full_space.initial_vector()))  # initial, clamped into bounds
     for n in PARAMETERS:
         if n not in full_space.fit:
             values[n] = initial[n]
+    start_values = dict(values)
     history: list[dict] = []
     schedule: list[dict] = []
     state = {"it": 0, "best_val": math.inf, "best_values": dict(values), "bad_checks": 0, "last_val": None}
     total_iters = max(options.iterations, 0)
 
-    def check_cancel():
-        if cancel is not None and cancel.is_set():
-            raise FitCancelled("fit cancelled; nothing was written")
-
     def out_of_time() -> bool:
-        return options.time_budget is not None and time.monotonic() - t0 > options.time_budget
+        return clock.fit_over()
 
     def evaluate(space: ParameterSpace, u: torch.Tensor, stage: str, grad: bool = True):
         check_cancel()
@@ -417,7 +425,7 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
 
     if val_obj is not None and state["best_val"] < math.inf:
         values = state["best_values"]
-    if raster_plan and not (cancel is not None and cancel.is_set()):
+    if raster_plan and not (cancel is not None and cancel.is_set()) and not out_of_time():
         values, pruned = _prune_layers(full_space, values, lambda sp, u: evaluate(sp, u, "prune", grad=False)[0])
         if pruned:
             # what the dropped layers were compensating for gets a short refinement
@@ -436,25 +444,144 @@ def _fit_material(scene: FitScene, options: FitOptions, progress, cancel) -> Fit
     if options.backend != "raster" and options.path_iterations > 0 and not out_of_time():
         values = _path_refinement(scene, options, full_space, values, train, val, state, record, check_cancel,
                                   out_of_time, schedule)
+    if out_of_time():
+        stopped = "time budget"
     final = {n: values[n] for n in PARAMETERS}
-    final_renderer = _metrics_renderer(scene, options)
-    views, metrics = evaluate_views(final_renderer, final)
+    if progress is not None:  # the final renders can take a while: say what is happening
+        last = history[-1]
+        progress(Progress(state["it"], total_iters, "final metrics", last["loss"], last["train_de2000"],
+                          state["last_val"], time.monotonic() - t0))
+    check_cancel()
+    clock.fit_ended()
+    final_renderer = clock.metrics_renderer(scene, options, renderer)
+    views, metrics = evaluate_views(final_renderer, final, check=check_cancel)
+    notes = list(scene.notes) + clock.notes(stopped, changed=any(values[n] != start_values[n]
+                                                                   for n in full_space.fit))
     return FitResult(final, initial, list(full_space.fit), metrics, history, schedule, views, stopped,
-                     time.monotonic() - t0)
+                     time.monotonic() - t0, notes)
 
 
-def _metrics_renderer(scene: FitScene, options: FitOptions):
+def _metrics_spp(scene: FitScene, options: FitOptions) -> int:
+    """Paths per pixel of the final metrics (path backends)."""
+    spp = max(64, 2 * options.path_max_spp)
+    if "subsurface_weight" in options.parameters or (scene.initial_material or {}).get("subsurface_weight"):
+        spp //= 2  # random walks cost ~20x a surface path; the report's images get half the paths
+    return spp
+
+
+def _metrics_renderer(scene: FitScene, options: FitOptions, spp: int | None = None):
     """The renderer of final metrics and report images: the fit's own backend (path traced
-    for auto and path) with more samples than the fit used: ΔE2000 of a noisy pixel reads high."""
+    for auto and path) with more samples than the fit used: ΔE2000 of a noisy pixel reads high.
+    ``spp`` overrides the paths per pixel (a time budget)."""
     if options.backend == "raster":
         s = options.samples
         return RasterRenderer(scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
                               options.seed + 1, options.max_loss_pixels, options.device)
-    spp = max(64, 2 * options.path_max_spp)
-    if "subsurface_weight" in options.parameters or (scene.initial_material or {}).get("subsurface_weight"):
-        spp //= 2  # random walks cost ~20x a surface path; the report's images get half the paths
-    return PathRenderer(scene, PathSettings(spp, options.path_depth), options.seed + 1, options.max_loss_pixels,
-                        options.device)
+    return PathRenderer(scene, PathSettings(spp or _metrics_spp(scene, options), options.path_depth),
+                        options.seed + 1, options.max_loss_pixels, options.device)
+
+
+#: With a time budget: the share of it the final metrics may take at most (the fit gets the
+#: rest, less the writing share), and the share left for writing the outputs.
+METRICS_SHARE, WRITE_SHARE = 0.25, 0.05
+#: fewest paths per pixel of final metrics cut down to fit a time budget
+MIN_METRICS_SPP = 8
+
+
+class _Budget:
+    """A run's time budget: one deadline for setup, fit, final metrics and writing.
+
+    After setup, the cost of full-quality final metrics is estimated (path: a timed render
+    of 128 pixels; raster: from the time preparing the views took); the fit must end early
+    enough to leave that (at most :data:`METRICS_SHARE` of the budget) plus
+    :data:`WRITE_SHARE` for writing. Final metrics then get what is left: fewer paths per
+    pixel (at least :data:`MIN_METRICS_SPP`), or, for raster, the fit's own renderer.
+    """
+
+    def __init__(self, t0: float, seconds: float | None):
+        self.t0, self.seconds = t0, seconds
+        self.setup_s = 0.0
+        self.estimate = 0.0
+        self.fit_deadline = math.inf
+        self.fit_end: float | None = None
+        self.degraded = ""
+        self._probe = None
+        self._views = 0
+        self._prepare_start = t0
+
+    def setup_done(self, scene: FitScene, options: FitOptions, renderer: RasterRenderer, check) -> None:
+        now = time.monotonic()
+        self.setup_s = now - self.t0
+        self._views = len(scene.views)
+        if self.seconds is None:
+            return
+        if options.backend == "raster":
+            # a fresh renderer with twice the samples prepares every view again, then renders
+            self.estimate = 3.0 * (now - self._prepare_start)
+        else:
+            check()
+            pixels = {vi: len(renderer.prepare(vi).geometry.pixels) for vi in range(len(scene.views))}
+            probe = _metrics_renderer(scene, options)
+            vi = max(pixels, key=pixels.get)
+            sel = np.arange(min(128, pixels[vi]))
+            m0 = ParameterSpace(normalize_material(scene.initial_material or {}), [])
+            started = time.monotonic()
+            with torch.no_grad():
+                probe.shade(vi, m0.material(m0.initial_vector()), sel)
+            self.estimate = (time.monotonic() - started) / len(sel) * sum(pixels.values())
+            self._probe = probe
+        reserve = min(METRICS_SHARE * self.seconds, 1.2 * self.estimate) + WRITE_SHARE * self.seconds
+        self.fit_deadline = self.t0 + self.seconds - reserve
+
+    def prepare_started(self) -> None:
+        self._prepare_start = time.monotonic()
+
+    def fit_over(self) -> bool:
+        return time.monotonic() > self.fit_deadline
+
+    def fit_ended(self) -> None:
+        self.fit_end = time.monotonic()
+
+    def metrics_renderer(self, scene: FitScene, options: FitOptions, fit_renderer: RasterRenderer):
+        if self.seconds is None:
+            return _metrics_renderer(scene, options)
+        left = self.t0 + (1 - WRITE_SHARE) * self.seconds - time.monotonic()
+        if left >= self.estimate:
+            return self._probe or _metrics_renderer(scene, options)
+        if options.backend == "raster":
+            self.degraded = ("the final metrics reuse the fit's own samples (not twice as many, with other "
+                             "seeds) to stay within the time budget")
+            return fit_renderer
+        full = _metrics_spp(scene, options)
+        spp = max(MIN_METRICS_SPP, int(full * max(left, 0.0) / max(self.estimate, 1e-9)))
+        if spp >= full:
+            return self._probe
+        self.degraded = (f"the final metrics use {spp} paths per pixel instead of {full} to stay within the "
+                         "time budget: their ΔE2000 reads a little high from noise")
+        self._probe.settings = PathSettings(spp, options.path_depth)
+        return self._probe
+
+    def notes(self, stopped: str, *, changed: bool) -> list[dict]:
+        if self.seconds is None:
+            return []
+        out = []
+        now = time.monotonic()
+        if stopped == "time budget" and not changed:
+            out.append({"severity": "warning", "about": "time budget",
+                        "message": f"the time budget ({self.seconds:g} s) ended the fit before it changed the "
+                                   "starting material: the material written is the initial one; give a longer "
+                                   "--time-budget"})
+        if self.degraded:
+            out.append({"severity": "note", "about": "time budget", "message": self.degraded})
+        if now - self.t0 > self.seconds:
+            parts = [f"setup (reading the inputs, preparing {self._views} views) took {self.setup_s:.1f} s"]
+            if self.fit_end is not None:
+                parts.append(f"the final metrics {now - self.fit_end:.1f} s")
+            out.append({"severity": "warning", "about": "time budget",
+                        "message": f"the run took {now - self.t0:.1f} s, more than its time budget of "
+                                   f"{self.seconds:g} s: {', '.join(parts)}; a budget below that cannot be met "
+                                   "for this job on this machine"})
+        return out
 
 
 #: paths per pixel and pixels per view of the path refinement's validation checks
@@ -647,8 +774,11 @@ def _warm_start(space: ParameterSpace, values: dict, names: list[str], loss_of,
     return values
 
 
-def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: list[int] | None = None):
+def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: list[int] | None = None, *,
+                   check: Callable[[], None] | None = None):
     """Render every view (or ``view_ids``) with a material and measure it.
+
+    ``check`` is called before each view (it raises to cancel).
 
     Returns:
         (views, metrics) as in :class:`FitResult`.
@@ -659,6 +789,8 @@ def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: li
     ids = range(len(scene.views)) if view_ids is None else view_ids
     views, metrics = [], {}
     for vi in ids:
+        if check is not None:
+            check()
         view = scene.views[vi]
         img = renderer.render_image(vi, m)
         pv = renderer.prepare(vi)
@@ -682,8 +814,18 @@ def evaluate_views(renderer: RasterRenderer, material_values: dict, view_ids: li
     return views, metrics
 
 
-def evaluate_material(scene: FitScene, material: dict, options: FitOptions | None = None):
-    """Render and measure ``material`` on every view of ``scene`` (no fitting)."""
+def evaluate_material(scene: FitScene, material: dict, options: FitOptions | None = None, *,
+                      cancel: threading.Event | None = None):
+    """Render and measure ``material`` on every view of ``scene`` (no fitting).
+
+    Raises:
+        FitCancelled: ``cancel`` was set (checked between views).
+    """
     options = options or FitOptions()
+
+    def check():
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled("cancelled; nothing was written")
+
     with _compute_settings(options.threads):
-        return evaluate_views(_metrics_renderer(scene, options), normalize_material(material))
+        return evaluate_views(_metrics_renderer(scene, options), normalize_material(material), check=check)

@@ -42,11 +42,24 @@ __all__ = [
     "read_mask",
     "read_environment",
     "check_mask",
+    "area_downsample",
+    "working_size",
+    "MAX_READ_PIXELS",
+    "MAX_WORKING_SIZE",
+    "MAX_ENVIRONMENT_WIDTH",
     "write_png",
     "write_exr",
 ]
 
 _FLOAT_TYPES = {oiio.HALF, oiio.FLOAT, oiio.DOUBLE}
+
+#: Largest image read at all (a 100-megapixel RGBA float image is 1.6 GB in memory).
+MAX_READ_PIXELS = 100_000_000
+#: Reference images (and masks) are area-downsampled so that their longer side is at most
+#: this many pixels: memory and time grow with the pixels a view covers (see README).
+MAX_WORKING_SIZE = 512
+#: Environment maps wider than this are area-downsampled to this width (2:1 kept).
+MAX_ENVIRONMENT_WIDTH = 2048
 
 #: How far an environment's width/height may be from 2 (relative) and still be lat-long.
 _LATLONG_TOLERANCE = 0.01
@@ -78,6 +91,12 @@ def _open(path: str | os.PathLike, what: str) -> oiio.ImageBuf:
     config = oiio.ImageSpec()
     config.attribute("oiio:UnassociatedAlpha", 1)  # keep straight alpha straight (see module doc)
     buf = oiio.ImageBuf(str(path), 0, 0, config)
+    header = buf.spec()
+    pixels = int(header.full_width) * int(header.full_height) if not buf.has_error else 0
+    if pixels > MAX_READ_PIXELS:
+        raise InputError(f"{what} {path} is {header.full_width}x{header.full_height} pixels ({pixels / 1e6:.0f} "
+                         f"megapixels); pbrfit reads images of up to {MAX_READ_PIXELS / 1e6:.0f} megapixels, "
+                         "scale it down first")
     if not buf.read(0, 0, True) or buf.has_error:
         raise InputError(f"cannot read {what} {path}: {_one_line(buf.geterror())}; "
                          "the file is corrupt or not an image format OpenImageIO reads")
@@ -108,12 +127,15 @@ def _pick_channels(names: list[str]) -> tuple[list[int], int | None]:
             return [upper.index(prefix + c) for c in "RGB"], alpha
         if prefix + "Y" in upper:
             return [upper.index(prefix + "Y")], alpha
-    n = len(names)
-    if n in (1, 2):
-        return [0], (1 if n == 2 else None)
-    if n >= 3:
-        return [0, 1, 2], (3 if n >= 4 else None)
-    return [], None
+    # by position, never taking a channel named as alpha for colour
+    alpha_named = [i for i, n in enumerate(upper) if n.rsplit(".", 1)[-1] in ("A", "ALPHA")]
+    others = [i for i in range(len(names)) if i not in alpha_named]
+    alpha = alpha_named[0] if alpha_named else None
+    if len(others) in (1, 2):
+        return [others[0]], (others[1] if len(others) == 2 and alpha is None else alpha)
+    if len(others) >= 3:
+        return others[:3], (others[3] if len(others) >= 4 and alpha is None else alpha)
+    return [], alpha
 
 
 def _finite_check(data: np.ndarray, path, what: str) -> None:
@@ -140,9 +162,12 @@ def _load(path, what: str) -> tuple[np.ndarray, list[int], int | None, bool, boo
     if data.ndim != 3 or data.shape[0] == 0 or data.shape[1] == 0:
         raise InputError(f"{what} {path} has shape {data.shape}; need a 2-D image")
     colour_idx, alpha_idx = _pick_channels(list(spec.channelnames))
+    if not colour_idx and alpha_idx is not None and what == "mask":
+        colour_idx = [alpha_idx]  # an alpha-only mask is a mask
     if not colour_idx:
-        raise InputError(f"{what} {path} has no usable channel ({', '.join(spec.channelnames)}); "
-                         "give an RGB, RGBA or grey image")
+        only = "only an alpha channel" if alpha_idx is not None else "no usable channel"
+        raise InputError(f"{what} {path} has {only} ({', '.join(spec.channelnames)}); give an RGB, RGBA or "
+                         "grey image" + (" (an alpha-only file can be a view's mask)" if alpha_idx is not None else ""))
     formats = list(spec.channelformats) or [spec.format]
     is_float = all(f.basetype in _FLOAT_TYPES for f in formats)
     # With the UnassociatedAlpha hint set, this attribute says whether the file's alpha is straight.
@@ -233,6 +258,9 @@ def read_environment(path: str | os.PathLike) -> np.ndarray:
         float32 (H, W, 3) linear radiance, row 0 = the dome frame's +Y pole, u = 0.5 toward
         the dome's +Z (see :mod:`pbrfit.scene`). Alpha, if any, is ignored.
 
+    Maps wider than :data:`MAX_ENVIRONMENT_WIDTH` are area-downsampled to it (mean
+    radiance kept).
+
     Raises:
         InputError: unreadable file, NaN/Inf, or not about 2:1 (width = 2 x height within 1%).
     """
@@ -241,7 +269,44 @@ def read_environment(path: str | os.PathLike) -> np.ndarray:
     if abs(w / h - 2.0) > 2.0 * _LATLONG_TOLERANCE:
         raise InputError(f"environment {path} is {w}x{h} pixels; a lat-long map must be twice as wide "
                          "as it is high (convert cube maps or mirror balls to lat-long first)")
+    if w > MAX_ENVIRONMENT_WIDTH:
+        colour = area_downsample(colour, MAX_ENVIRONMENT_WIDTH // 2, MAX_ENVIRONMENT_WIDTH)
     return colour
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights: output pixel i averages the input interval [i, i+1) * n_in/n_out
+    (each row sums to 1; a pixel partly inside counts by the part inside)."""
+    scale = n_in / n_out
+    edges = np.arange(n_out + 1) * scale
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    return (overlap / scale).astype(np.float64)
+
+
+def area_downsample(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resample (H, W) or (H, W, C) ``image`` to (height, width) by exact area averaging:
+    every output pixel is the mean of the input area it covers, so the image's mean (mean
+    radiance, coverage) is kept. For shrinking only."""
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape[:2]
+    c = int(np.prod(img.shape[2:], dtype=int))
+    wy = _area_weights(h, height).astype(np.float32)
+    wx = _area_weights(w, width).astype(np.float32)
+    rows = (wy @ img.reshape(h, w * c)).reshape(height, w, c)  # matrix products: BLAS, not einsum loops
+    cols = wx @ np.ascontiguousarray(rows.transpose(1, 0, 2)).reshape(w, height * c)
+    out = cols.reshape(width, height, c).transpose(1, 0, 2)
+    return np.ascontiguousarray(out).reshape((height, width) + img.shape[2:])
+
+
+def working_size(height: int, width: int, limit: int = MAX_WORKING_SIZE) -> tuple[int, int]:
+    """(height, width) scaled so that the longer side is at most ``limit`` (aspect kept)."""
+    longest = max(height, width)
+    if longest <= limit:
+        return height, width
+    s = limit / longest
+    return max(1, round(height * s)), max(1, round(width * s))
 
 
 def _write(path: str | os.PathLike, pixels: np.ndarray, fmt, attributes: dict, what: str) -> None:

@@ -58,18 +58,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .images import check_mask, read_environment, read_image, read_mask
-from .losses import LOSSES
-from .params import PARAMETERS, PRESETS
+from .images import MAX_WORKING_SIZE, area_downsample, check_mask, read_environment, read_image, read_mask, working_size
+from .options import JOB_KEYS as FIT_KEYS
+from .options import check_table, host_label, table_label
 from .scene import Environment, FitScene, View
-from .usd_stage import StageContents, default_world_from_dome, read_stage
+from .usd_stage import StageContents, default_world_from_dome, is_package_path, read_stage
 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit")
 VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
-FIT_KEYS = ("preset", "parameters", "freeze", "backend", "device", "optimizer", "iterations", "time_budget",
-            "seed", "loss", "samples", "bounds", "path_iterations", "path_spp", "path_max_spp", "path_depth")
 SPLITS = ("train", "validate")
 
 #: Largest relative difference between an image's aspect and its camera aperture's.
@@ -97,97 +95,16 @@ class Job:
 
 # --- [fit] --------------------------------------------------------------------------------
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def _names(value, key: str, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InputError(f"{where}: '{key}' must be a list of parameter names, got {value!r}")
-    unknown = [v for v in value if v not in PARAMETERS]
-    if unknown:
-        raise InputError(f"{where}: unknown parameter(s) {', '.join(unknown)} in '{key}'; "
-                         f"known: {', '.join(PARAMETERS)}")
-    return list(value)
-
-
 def _fit_options(table: dict, where: str) -> dict:
-    """Validate a ``[fit]`` table (or overrides); returns a new dict with normalized values."""
+    """Validate a ``[fit]`` table (:mod:`pbrfit.options`, the rules every route shares);
+    returns a new dict with normalized values."""
     if not isinstance(table, dict):
         raise InputError(f"{where}: [fit] must be a table, got {table!r}")
-    unknown = [k for k in table if k not in FIT_KEYS]
-    if unknown:
-        raise InputError(f"{where}: unknown [fit] key(s) {', '.join(unknown)}; known: {', '.join(FIT_KEYS)}")
-    out = {}
-    for key, value in table.items():
-        if key == "preset":
-            if not isinstance(value, str) or value not in PRESETS:
-                raise InputError(f"{where}: preset {value!r} is unknown; known: {', '.join(PRESETS)}")
-            out[key] = value
-        elif key in ("parameters", "freeze"):
-            out[key] = _names(value, key, where)
-        elif key in ("backend", "device", "optimizer"):
-            if not isinstance(value, str) or not value:
-                raise InputError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
-            out[key] = value
-        elif key in ("iterations", "samples", "path_iterations", "path_spp", "path_max_spp", "path_depth"):
-            if not _is_int(value) or value < 1:
-                raise InputError(f"{where}: '{key}' must be a whole number >= 1, got {value!r}")
-            out[key] = int(value)
-        elif key == "seed":
-            if not _is_int(value):
-                raise InputError(f"{where}: 'seed' must be a whole number, got {value!r}")
-            out[key] = int(value)
-        elif key == "time_budget":
-            if not _is_number(value) or value <= 0:
-                raise InputError(f"{where}: 'time_budget' must be a positive number of seconds, got {value!r}")
-            out[key] = float(value)
-        elif key == "loss":
-            out[key] = _loss(value, where)
-        elif key == "bounds":
-            out[key] = _bounds(value, where)
-    return out
-
-
-def _loss(value, where: str):
-    names = [value] if isinstance(value, str) else list(value) if isinstance(value, dict) else []
-    unknown = [n for n in names if n not in LOSSES]
-    if unknown:
-        raise InputError(f"{where}: unknown loss {', '.join(map(repr, unknown))}; known: {', '.join(LOSSES)}")
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, dict) and value:
-        weights = {}
-        for name, w in value.items():
-            if not _is_number(w) or w < 0:
-                raise InputError(f"{where}: loss weight for '{name}' must be a number >= 0, got {w!r}")
-            weights[name] = float(w)
-        if not any(w > 0 for w in weights.values()):
-            raise InputError(f"{where}: every loss weight is 0; give at least one a positive weight")
-        return weights
-    raise InputError(f"{where}: 'loss' must be a name or a table of {{name = weight}}, got {value!r}")
-
-
-def _bounds(value, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise InputError(f"{where}: 'bounds' must be a table of {{name = [lower, upper]}}, got {value!r}")
-    out = {}
-    for name, pair in value.items():
-        if name not in PARAMETERS:
-            raise InputError(f"{where}: bounds for unknown parameter '{name}'; known: {', '.join(PARAMETERS)}")
-        spec = PARAMETERS[name]
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)):
-            raise InputError(f"{where}: bounds for '{name}' must be [lower, upper], got {pair!r}")
-        lo, hi = float(pair[0]), float(pair[1])
-        if not (spec.lower <= lo < hi <= spec.upper):
-            raise InputError(f"{where}: bounds for '{name}' must satisfy {spec.lower} <= lower < upper <= "
-                             f"{spec.upper}, got [{lo}, {hi}]")
-        out[name] = [lo, hi]
-    return out
+    return check_table(table, label=table_label(where), allowed=FIT_KEYS, where=f"{where}: [fit]")
 
 
 # --- the job file -------------------------------------------------------------------------
@@ -198,7 +115,7 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"job file {path} is not a file; give a .toml job file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except UnicodeDecodeError as e:
         raise InputError(f"job file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:
@@ -245,6 +162,7 @@ def _wrap(where: str, fn, *args, **kwargs):
 def _environment(stage: StageContents, env_path: Path | None, cache: dict, files: _Files,
                  where: str) -> Environment:
     dome = stage.dome
+    packaged = env_path is None and dome is not None and bool(dome.texture) and is_package_path(dome.texture)
     if env_path is None:
         if dome is None:
             raise InputError(f"{where}: the stage {stage.path} has no DomeLight and the view has no "
@@ -253,12 +171,59 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     key = str(env_path)
     if key not in cache:
         cache[key] = _wrap(where, read_environment, env_path)
-        files.add(env_path)
+        if not packaged:  # a texture inside a USDZ package is hashed with its package
+            files.add(env_path)
     if dome is not None:
         rotation, scale = dome.world_from_dome.copy(), dome.scale.copy()
     else:
         rotation, scale = default_world_from_dome(stage.up_axis), np.ones(3)
-    return Environment(image=cache[key], world_from_dome=rotation, scale=scale, source=key)
+    environment = Environment(image=cache[key], world_from_dome=rotation, scale=scale, source=key)
+    check_lighting(environment, dome, where)
+    return environment
+
+
+#: Below this mean luminance an environment is black (radiance units are the file's own).
+MIN_WHITE = 1e-20
+#: Above this ratio of a reference's mean (over the part) to its lighting's white, the two
+#: cannot belong together: the environment is (nearly) black or the image's exposure is off.
+MAX_REFERENCE_TO_WHITE = 1e3
+#: Negative texels carrying more than this share of an environment's energy are refused
+#: (a few slightly negative texels from filtering are clamped to zero).
+MAX_NEGATIVE_SHARE = 0.01
+
+
+def check_lighting(environment: Environment, dome, where: str) -> None:
+    """Refuse lighting that cannot define ΔE2000's white: non-finite, substantially
+    negative, black or near-black radiance (the file, the DomeLight's intensity, exposure
+    and colour are named)."""
+    from .color import environment_white
+
+    light = ""
+    if dome is not None:
+        light = (f" under DomeLight {dome.prim_path} (intensity {dome.intensity:g}, exposure {dome.exposure:g}, "
+                 f"color {', '.join(f'{c:g}' for c in dome.color)})")
+    what = f"environment {environment.source}{light}"
+    scale = np.asarray(environment.scale, dtype=np.float64)
+    if not np.isfinite(scale).all():
+        raise InputError(f"{where}: {what}: intensity x 2^exposure x color overflows; use a smaller exposure")
+    if (scale < 0).any():
+        raise InputError(f"{where}: {what}: a negative intensity or color is not light; make them >= 0")
+    img = np.asarray(environment.image, dtype=np.float64)
+    negative = -np.minimum(img, 0.0).sum()
+    total = np.abs(img).sum()
+    if negative > MAX_NEGATIVE_SHARE * total:
+        count = int((img < 0).any(axis=2).sum())
+        raise InputError(f"{where}: environment {environment.source} has {count} of {img.shape[0] * img.shape[1]} "
+                         f"texels with negative radiance ({100 * negative / max(total, 1e-300):.0f}% of its "
+                         "energy); negative values are not light, fix the HDRI")
+    with np.errstate(over="ignore", invalid="ignore"):
+        white = environment_white(np.maximum(img, 0.0), scale)
+    if not np.isfinite(white) or white > 1e30:
+        raise InputError(f"{where}: {what}: the radiance overflows (mean luminance {white:.3g}); "
+                         "scale the HDRI down or lower the exposure")
+    if white < MIN_WHITE:
+        raise InputError(f"{where}: {what} is black (mean luminance {white:.3g}): ΔE2000 needs the light's "
+                         "white; check the HDRI file and the DomeLight's intensity and exposure")
 
 
 def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, files: _Files,
@@ -300,10 +265,20 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         mask = alpha
     else:
         mask = None
+    note = None
+    wh, ww = working_size(h, w)
+    if (wh, ww) != (h, w):
+        # memory and time grow with the pixels a view covers: work at a bounded resolution
+        rgb = area_downsample(rgb, wh, ww)
+        mask = None if mask is None else np.clip(area_downsample(mask, wh, ww), 0.0, 1.0)
+        note = {"severity": "note", "about": "image size",
+                "message": f"{where}: image {image_path} ({w}x{h}) is used at {ww}x{wh}, area-averaged (the "
+                           f"working resolution is at most {MAX_WORKING_SIZE} px on the longer side)"}
 
     env_value = _string(table, "environment", where, False)
     env_path = _file(base, env_value) if env_value is not None else None
     environment = _environment(stage, env_path, env_cache, files, where)
+    _check_exposure(rgb, mask, environment, image_path, where)
 
     view = View(
         name=name or camera_path.rstrip("/").rsplit("/", 1)[-1],
@@ -315,7 +290,23 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         image_path=str(image_path),
     )
     identity = (camera.prim_path, str(image_path), environment.source)
-    return view, identity
+    return view, identity, note
+
+
+def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str) -> None:
+    """Refuse a reference far brighter than its lighting can make the part (a near-black
+    environment, or an image exposed for other light)."""
+    from .color import environment_white
+
+    weight = (mask if mask is not None else (rgb.max(axis=2) > 0)).astype(np.float64)
+    if weight.sum() < 1:
+        return
+    mean = float((rgb.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722]) * weight).sum() / weight.sum())
+    white = environment_white(np.maximum(environment.image, 0.0), environment.scale)
+    if mean > MAX_REFERENCE_TO_WHITE * white:
+        raise InputError(f"{where}: image {image_path} is {mean / white:.3g} times brighter than its lighting "
+                         f"{environment.source} (mean luminance {white:.3g}) can make the part; the environment is "
+                         "(nearly) black or the image was exposed differently: fix one of them")
 
 
 def load_job(path, overrides: dict | None = None) -> Job:
@@ -343,8 +334,7 @@ def load_job(path, overrides: dict | None = None) -> Job:
                          "(put fit settings under [fit])")
     fit_options = _fit_options(data.get("fit", {}), where)
     if overrides:
-        fit_options.update(_fit_options({k: v for k, v in overrides.items() if v is not None},
-                                        "command-line options"))
+        fit_options.update(check_table(overrides, label=host_label, where="options"))
 
     base = job_path.parent
     scene_value = _string(data, "scene", where, True)
@@ -394,11 +384,14 @@ def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str
         files.add(f)
 
     views: list[View] = []
+    notes: list[dict] = []
     seen_names: dict[str, int] = {}
     seen_views: dict[tuple, int] = {}
     env_cache: dict = {}
     for index, table in enumerate(view_specs):
-        view, identity = _view(table, index, base, stage, env_cache, files, source)
+        view, identity, note = _view(table, index, base, stage, env_cache, files, source)
+        if note is not None:
+            notes.append(note)
         if identity in seen_views:
             raise InputError(f"{where}: views {seen_views[identity] + 1} and {index + 1} are the same "
                              f"(camera {identity[0]}, image {identity[1]}); remove one")
@@ -430,6 +423,7 @@ def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str
         initial_material_source=stage.material_source,
         target=stage.target,
         stage_path=stage.path,
+        notes=notes,
     )
     return scene, list(files.items)
 

@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from . import plausibility, provenance, report
 from .atomic import OutputDir, atomic_write_text
+from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
 from .heatmap import display_exposure
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "write_fit_outputs", "read_material_json", "report_data"]
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs",
+           "read_material_json", "report_data", "finite_or_none"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
                  "(solid-angle weighted) before CIE XYZ -> CIELAB (D65); a white Lambertian "
@@ -105,51 +110,177 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
     }
 
 
-def write_fit_outputs(out_dir: str | Path, result, *, job_path: str, input_files: list,
-                      options: dict, seed: int, title: str | None = None) -> dict:
-    """Write the four outputs of a fit atomically; returns the material.json content."""
+#: the files a fit writes into its output folder; material.json is published last
+OUTPUT_NAMES = ("material.mtlx", "material.usda", "report.html", "material.json")
+
+
+def _is_pbrfit_material(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and str(doc.get("format", "")).startswith("pbrfit.material/")
+
+
+def check_output_folder(out_dir, *, inputs=(), option: str = "--out", image_pixels: int = 0) -> OutputDir:
+    """Check an output folder before any long work (nothing is created).
+
+    The ``--out`` policy: the folder may be new, empty, or hold an earlier pbrfit result
+    (a ``material.json`` pbrfit wrote), whose four files are replaced; other files in it are
+    left alone. Refused (InputError): an empty name, a folder that holds a
+    ``material.json``, ``material.mtlx``, ``material.usda`` or ``report.html`` pbrfit did
+    not write, a folder where an output would replace one of the run's input files, a
+    symlink loop, a file in the way, no permission, or too little free space.
+
+    Args:
+        out_dir: the folder.
+        inputs: the run's input files (none may be replaced).
+        option: how the user named the folder, for messages.
+        image_pixels: pixels of all views together (sizes the free-space check).
+
+    Returns:
+        The :class:`pbrfit.atomic.OutputDir`, not opened yet.
+    """
+    out = OutputDir(out_dir, option=option, min_free=2_000_000 + 12 * int(image_pixels))
+    out.check()
+    if out.path.is_dir():
+        targets = {name: out.path / name for name in OUTPUT_NAMES}
+        real = {os.path.realpath(t): name for name, t in targets.items()}
+        for f in inputs:
+            name = real.get(os.path.realpath(f))
+            if name is not None:
+                raise InputError(f"{option} {out.path} would replace {name}, an input of this run ({f}); "
+                                 "choose another output folder")
+        present = [name for name, t in targets.items() if os.path.lexists(t)]
+        if present and not _is_pbrfit_material(targets["material.json"]):
+            raise InputError(f"{option} {out.path} already holds {', '.join(present)} that pbrfit did not write "
+                             "(no pbrfit material.json there); choose a new or empty folder, or move those files")
+    return out
+
+
+def prepare_output(out_dir, *, inputs=(), option: str = "--out", image_pixels: int = 0) -> OutputDir:
+    """:func:`check_output_folder`, then open its staging folder (publish or discard it)."""
+    out = check_output_folder(out_dir, inputs=inputs, option=option, image_pixels=image_pixels)
+    out.open()
+    return out
+
+
+def write_fit_outputs(out_dir: str | Path | OutputDir, result, *, job_path: str, input_files: list,
+                      options: dict, seed: int, title: str | None = None, publish: bool = True) -> dict:
+    """Write the four outputs of a fit atomically; returns the material.json content.
+
+    Args:
+        out_dir: the folder, or an :class:`pbrfit.atomic.OutputDir` already opened
+            (:func:`prepare_output`).
+        publish: move the files into place now; False leaves them staged for the caller's
+            ``publish()`` (e.g. after a write-back succeeded).
+
+    Raises:
+        WriteError: the staging folder could not be written (a full disk): nothing was
+            written.
+    """
+    out = out_dir if isinstance(out_dir, OutputDir) else OutputDir(out_dir)
+    staging = out.staging or out.open()
+    try:
+        doc = _stage_outputs(staging, result, job_path=job_path, input_files=input_files, options=options,
+                             seed=seed, title=title)
+    except OSError as e:
+        out.discard()
+        raise WriteError(f"cannot write the outputs for {out.path}: {e.strerror or e} (in {staging.parent}); "
+                         "free some space or choose another output folder; nothing was written") from None
+    except BaseException:
+        out.discard()
+        raise
+    if publish:
+        out.publish(last=("material.json",))
+    return doc
+
+
+def finite_or_none(x):
+    """``x`` with every non-finite float replaced by None: JSON has no NaN or Infinity, and a
+    metric that could not be measured is null."""
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [finite_or_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, options: dict, seed: int,
+                   title: str | None) -> dict:
+    for name, value in result.material.items():
+        if not all(math.isfinite(float(v)) for v in np.ravel(value)):
+            raise ValueError(f"the fitted {name} is not finite ({value!r}): refusing to write it")
     flags = plausibility.check(result.material, result.fitted, bounds=(options or {}).get("bounds") or None)
-    with OutputDir(out_dir) as staging:
-        drops = {}
-        mtlx_drops = write_materialx(result.material, staging / "material.mtlx")
-        usd_drops = write_usd_material(result.material, staging / "material.usda")
-        drops["materialx"] = _drops_as_dicts(mtlx_drops)
-        drops["usd"] = _drops_as_dicts(usd_drops)
-        prov = provenance.collect(input_files, seed=seed, options=_jsonable(options),
-                                  schedule=result.schedule, wall_time=result.wall_time)
-        doc = {
-            "format": "pbrfit.material/1",
-            "parameters": result.material,
-            "initial": result.initial,
-            "fitted": result.fitted,
-            "metrics": result.metrics,
-            "normalization": NORMALIZATION,
-            "plausibility": _flags_as_dicts(flags),
-            "export_drops": drops,
-            "stopped": result.stopped,
-            "history": result.history,
-            "provenance": prov,
-        }
-        doc = _jsonable(doc)
-        atomic_write_text(staging / "material.json", json.dumps(doc, indent=2) + "\n")
-        report.write_report(staging / "report.html",
-                            report_data(title or f"pbrfit: {Path(job_path).name}", job_path, result,
-                                        flags, drops, prov))
+    notes = [dict(n) for n in getattr(result, "notes", [])]
+    flags = list(flags) + [{"parameter": n.get("about", ""), "severity": n.get("severity", "note"),
+                            "message": n["message"]} for n in notes]
+    drops = {}
+    mtlx_drops = write_materialx(result.material, staging / "material.mtlx")
+    usd_drops = write_usd_material(result.material, staging / "material.usda")
+    drops["materialx"] = _drops_as_dicts(mtlx_drops)
+    drops["usd"] = _drops_as_dicts(usd_drops)
+    prov = provenance.collect(input_files, seed=seed, options=_jsonable(options),
+                              schedule=result.schedule, wall_time=result.wall_time)
+    prov["notes"] = notes
+    doc = {
+        "format": "pbrfit.material/1",
+        "parameters": result.material,
+        "initial": result.initial,
+        "fitted": result.fitted,
+        "metrics": result.metrics,
+        "normalization": NORMALIZATION,
+        "plausibility": _flags_as_dicts(flags),
+        "notes": notes,
+        "export_drops": drops,
+        "stopped": result.stopped,
+        "history": result.history,
+        "provenance": prov,
+    }
+    doc = finite_or_none(_jsonable(doc))
+    atomic_write_text(staging / "material.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    report.write_report(staging / "report.html",
+                        report_data(title or f"pbrfit: {Path(job_path).name}", job_path, result,
+                                    flags, drops, prov))
+    for name in OUTPUT_NAMES:  # a writer that failed without saying so (a full disk) leaves no or an empty file
+        if not (staging / name).is_file() or (staging / name).stat().st_size == 0:
+            raise OSError(errno.ENOSPC, f"{name} was not written (is the disk full?)")
     return doc
 
 
 def read_material_json(path: str | Path) -> dict:
-    """Parameters from a material.json written by pbrfit (or a plain {name: value} dict)."""
-    from .errors import InputError
+    """The parameters of a material file: a material.json written by pbrfit, or a JSON
+    object ``{"parameters": {name: value}}``.
+
+    Every canonical parameter must be there (nothing is silently filled with a default)
+    and inside its range (:func:`pbrfit.params.check_material_ranges`).
+
+    Raises:
+        InputError: a missing or unreadable file, no ``parameters`` object, an unknown,
+            missing, non-numeric, non-finite or out-of-range parameter (one line naming
+            the file and the parameter).
+    """
+    from .params import PARAMETER_NAMES, check_material_ranges, normalize_material
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"material file {p} does not exist; pass the material.json a fit wrote")
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
-        raise InputError(f"material file {p} is not valid JSON ({e}); pass the material.json a fit wrote") from None
-    params = doc.get("parameters", doc) if isinstance(doc, dict) else None
+        what = " ".join(str(e).split())
+        raise InputError(f"material file {p} is not valid JSON ({what}); pass the material.json a fit wrote") from None
+    params = doc.get("parameters") if isinstance(doc, dict) else None
     if not isinstance(params, dict):
-        raise InputError(f"material file {p} has no 'parameters' object")
-    return params
+        raise InputError(f"material file {p} has no 'parameters' object; pass the material.json a fit wrote, "
+                         "or write {\"parameters\": {\"base_color\": [r, g, b], ...}} with every parameter")
+    source = f"material file {p}"
+    material = normalize_material(params, source=source)  # unknown names, sizes, finiteness
+    missing = [n for n in PARAMETER_NAMES if n not in params]
+    if missing:
+        raise InputError(f"{source}: 'parameters' lacks {', '.join(missing)}; give every parameter (the "
+                         "material.json a fit wrote has them all) rather than relying on defaults")
+    check_material_ranges(material, source=source)
+    return material

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_FIT",
     "default_material",
     "normalize_material",
+    "check_material_ranges",
     "ParameterSpace",
 ]
 
@@ -157,6 +158,26 @@ def normalize_material(values: Mapping[str, object], *, source: str = "material"
             raise InputError(f"{source}: '{name}' is not finite ({value!r})")
         out[name] = vals if spec.size > 1 else vals[0]
     return out
+
+
+def check_material_ranges(material: Mapping[str, object], *, source: str = "material") -> None:
+    """Raise InputError when a value lies outside its parameter's range
+    (:attr:`ParameterSpec.lower`, :attr:`ParameterSpec.upper`: what pbrfit renders, fits and
+    exports), naming the parameter, the value and the range."""
+    for name, value in material.items():
+        spec = PARAMETERS[name]
+        vals = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad = [float(v) for v in vals if not spec.lower <= float(v) <= spec.upper]
+        if bad:
+            unit = f" {spec.unit}" if spec.unit and spec.size == 1 else ""
+            raise InputError(f"{source}: {name} = {_fmt(value)}{unit} is outside its range [{spec.lower:g}, "
+                             f"{spec.upper:g}]; give a value in that range")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{float(v):g}" for v in value) + "]"
+    return f"{float(value):g}"
 
 
 # --- transforms between the bounded value and the unconstrained variable -----------------

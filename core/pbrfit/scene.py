@@ -153,6 +153,9 @@ class FitScene:
         initial_material_source: where the initial guess came from (e.g. a shader prim path).
         target: the target prim path.
         stage_path: the USD stage read.
+        notes: what reading changed that the user should know (e.g. an image downsampled
+            to the working resolution), ``{severity, about, message}``; a fit passes them on
+            to its result.
     """
 
     mesh: Mesh
@@ -163,6 +166,7 @@ class FitScene:
     initial_material_source: str = ""
     target: str = ""
     stage_path: str = ""
+    notes: list = field(default_factory=list)
 
     def split(self, name: str) -> list[View]:
         return [v for v in self.views if v.split == name]

@@ -47,8 +47,8 @@ from .errors import InputError
 from .export.usd_material import SHADER_NAMES, author_material
 from .usd_stage import _resolve_descendant
 
-__all__ = ["WriteBackRecord", "write_back", "undo", "default_edit_layer_path", "default_material_path",
-           "save_layer"]
+__all__ = ["WriteBackRecord", "write_back", "check_write_back", "undo", "default_edit_layer_path",
+           "default_material_path", "save_layer"]
 
 #: Shader prims under a Material that pbrfit authors (anything else is the user's).
 _OWN_SHADERS = set(SHADER_NAMES.values()) | {f"{SHADER_NAMES['openpbr']}_{s}" for s in
@@ -146,23 +146,71 @@ def _same_file(a: str | None, b: str | None) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _edit_layer_path(stage: Usd.Stage, edit_layer) -> str:
+    """The file of an edit layer given by path (or None: the default), checked for its
+    name and folder; nothing is opened or created."""
+    path = str(default_edit_layer_path(stage) if edit_layer is None
+               else Path(os.path.abspath(Path(edit_layer).expanduser())))
+    if _same_file(path, stage.GetRootLayer().realPath):
+        return path
+    if os.path.isdir(path):
+        raise InputError(f"edit layer {path} is a directory; give a .usda/.usd/.usdc file")
+    fmt = Sdf.FileFormat.FindByExtension(Path(path).suffix.lstrip("."))
+    if fmt is None or Path(path).suffix.lower() not in (".usda", ".usd", ".usdc"):
+        raise InputError(f"edit layer {path} must end in .usda, .usd or .usdc")
+    if not Path(path).parent.is_dir():
+        raise InputError(f"edit layer {path}: directory {Path(path).parent} does not exist; create it first")
+    return path
+
+
+def check_write_back(stage: Usd.Stage, target_path: str, *, edit_layer=None,
+                     material_path: str | None = None) -> str | None:
+    """Everything :func:`write_back` needs, checked without changing the stage or a file:
+    call it before a long fit, so that a write-back cannot fail only at the end.
+
+    Returns:
+        The edit layer's file (absolute), or None for an in-memory layer.
+
+    Raises:
+        InputError: as :func:`write_back`, plus an edit layer (or its folder) that cannot
+            be written and an existing edit layer file that USD cannot read.
+    """
+    where = _root_file(stage) or stage.GetRootLayer().identifier
+    target = _resolve_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
+    _check_material_path(stage, _material_path(stage, target, material_path))
+    if isinstance(edit_layer, Sdf.Layer):
+        path = edit_layer.realPath or None
+    else:
+        path = _edit_layer_path(stage, edit_layer)
+    if path is None:
+        return None
+    folder = Path(path).parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"edit layer {path}: cannot write in {folder} (read-only or no permission); "
+                         "choose another --edit-layer")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise InputError(f"edit layer {path} is read-only; make it writable or choose another --edit-layer")
+        if not _same_file(path, stage.GetRootLayer().realPath):
+            try:
+                layer = Sdf.Layer.FindOrOpen(path)
+            except Tf.ErrorException:
+                layer = None
+            if layer is None:
+                raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
+                                 "move it away or give another path")
+    return path
+
+
 def _open_edit_layer(stage: Usd.Stage, edit_layer) -> tuple[Sdf.Layer, bool, str | None]:
     """(layer, created_file, sublayer entry to insert or None)."""
     root = stage.GetRootLayer()
     if isinstance(edit_layer, Sdf.Layer):
         layer, path = edit_layer, edit_layer.realPath or None
     else:
-        path = str(default_edit_layer_path(stage) if edit_layer is None
-                   else Path(os.path.abspath(Path(edit_layer).expanduser())))
+        path = _edit_layer_path(stage, edit_layer)
         if _same_file(path, root.realPath):
             return root, False, None
-        if os.path.isdir(path):
-            raise InputError(f"edit layer {path} is a directory; give a .usda/.usd/.usdc file")
-        fmt = Sdf.FileFormat.FindByExtension(Path(path).suffix.lstrip("."))
-        if fmt is None or Path(path).suffix.lower() not in (".usda", ".usd", ".usdc"):
-            raise InputError(f"edit layer {path} must end in .usda, .usd or .usdc")
-        if not Path(path).parent.is_dir():
-            raise InputError(f"edit layer {path}: directory {Path(path).parent} does not exist; create it first")
         layer = None
         if os.path.exists(path):
             try:
@@ -173,6 +221,7 @@ def _open_edit_layer(stage: Usd.Stage, edit_layer) -> tuple[Sdf.Layer, bool, str
                 raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
                                  "move it away or give another path")
         else:
+            fmt = Sdf.FileFormat.FindByExtension(Path(path).suffix.lstrip("."))
             layer = Sdf.Layer.Find(path) or Sdf.Layer.New(fmt, path)
     if layer == root:
         return root, False, None
@@ -206,6 +255,14 @@ def _check_material_path(stage: Usd.Stage, material_path: str) -> None:
                                  f"author ({source.source.GetPath()}, {what}); choose another material path")
 
 
+def _material_path(stage: Usd.Stage, target: Usd.Prim, material_path: str | None) -> str:
+    material_path = str(material_path or default_material_path(stage, target))
+    if not Sdf.Path.IsValidPathString(material_path) or not Sdf.Path(material_path).IsAbsolutePath() \
+            or not Sdf.Path(material_path).IsPrimPath() or Sdf.Path(material_path).pathElementCount < 1:
+        raise InputError(f"material path {material_path!r} must be an absolute prim path, e.g. /World/Looks/paint")
+    return material_path
+
+
 def _bind(stage: Usd.Stage, target: Usd.Prim, material: UsdShade.Material) -> None:
     UsdShade.MaterialBindingAPI.Apply(target).Bind(material)
 
@@ -234,10 +291,7 @@ def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object
     """
     where = _root_file(stage) or stage.GetRootLayer().identifier
     target = _resolve_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
-    material_path = str(material_path or default_material_path(stage, target))
-    if not Sdf.Path.IsValidPathString(material_path) or not Sdf.Path(material_path).IsAbsolutePath() \
-            or not Sdf.Path(material_path).IsPrimPath() or Sdf.Path(material_path).pathElementCount < 1:
-        raise InputError(f"material path {material_path!r} must be an absolute prim path, e.g. /World/Looks/paint")
+    material_path = _material_path(stage, target, material_path)
     _check_material_path(stage, material_path)
     layer, created, entry = _open_edit_layer(stage, edit_layer)
     root = stage.GetRootLayer()

@@ -1,0 +1,353 @@
+"""Fit options: one validation for every route a setting can take.
+
+A fit's settings come from a job file's ``[fit]`` table, from the command line, or from a
+host (the Blender add-on, the Omniverse controller). Every route hands this module plain
+values under the same *canonical names* (the job file's keys), and every value is checked
+here, once: types, finiteness, ranges, whole numbers that fit, known names, a non-empty
+parameter set. An error names the option as the user wrote it (``--loss``, or ``job
+/path/job.toml: [fit] loss``) and says what is allowed.
+
+* :func:`check_table` validates a ``[fit]`` table (or a dict of overrides) and returns
+  normalized values.
+* :func:`resolve` merges a table with overrides (overrides win; ``freeze`` lists are
+  joined) into a validated :class:`pbrfit.fit.FitOptions`: preset -> parameters,
+  light-sample scaling, paths per pixel, device.
+* :func:`validate_fit_options` checks a :class:`~pbrfit.fit.FitOptions` built directly
+  (``FitOptions.validate`` calls it), with the same rules.
+
+Canonical names and what they take:
+
+=================  ==============================================================
+preset             a name in :data:`pbrfit.params.PRESETS`
+parameters         parameter names to fit (non-empty)
+freeze             parameter names to keep at their initial values
+backend            auto, raster or path
+device             auto, cpu or cuda
+optimizer          lbfgs, adam or adamw
+iterations         whole number, 1 .. 100000
+path_iterations    whole number, 0 .. 100000 (0: no path-traced refinement)
+path_spp           whole number, 1 .. 4096
+path_max_spp       whole number, 1 .. 4096, at least path_spp
+path_depth         whole number, 1 .. 64
+samples            whole number, 1 .. 4096 (light samples per pixel)
+seed               whole number, 0 .. 2**32 - 1
+time_budget        seconds, a finite number > 0 (covers the whole run: see README)
+loss               a loss name, or {name: weight} with finite weights >= 0, one > 0
+bounds             {parameter: [lower, upper]} inside the parameter's range
+threads            whole number, 1 .. 1024 (not in job files)
+staged             true or false (not in job files)
+=================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+from .errors import InputError
+from .losses import LOSSES
+from .params import DEFAULT_FIT, PARAMETERS, PRESETS
+
+__all__ = ["OPTION_NAMES", "JOB_KEYS", "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
+           "sample_counts", "parse_loss", "parse_names", "resolve_device", "SEED_MAX"]
+
+#: the largest seed (seeds are unsigned 32-bit numbers)
+SEED_MAX = 2**32 - 1
+
+#: whole-number options: (lowest, highest, what the number is)
+_INTS = {
+    "iterations": (1, 100_000, "optimizer iterations"),
+    "path_iterations": (0, 100_000, "path-traced refinement iterations; 0 skips it"),
+    "path_spp": (1, 4096, "paths per pixel"),
+    "path_max_spp": (1, 4096, "paths per pixel"),
+    "path_depth": (1, 64, "surface vertices per path"),
+    "samples": (1, 4096, "light samples per pixel"),
+    "seed": (0, SEED_MAX, "random seed"),
+    "threads": (1, 1024, "CPU threads"),
+}
+_CHOICES = {
+    "backend": ("auto", "raster", "path"),
+    "device": ("auto", "cpu", "cuda"),
+    "optimizer": ("lbfgs", "adam", "adamw"),
+}
+
+#: every canonical option name
+OPTION_NAMES = ("preset", "parameters", "freeze", "backend", "device", "optimizer", "iterations", "time_budget",
+                "seed", "loss", "samples", "bounds", "path_iterations", "path_spp", "path_max_spp", "path_depth",
+                "threads", "staged")
+#: the names a job file's ``[fit]`` table may use
+JOB_KEYS = OPTION_NAMES[:-2]
+#: how the command line spells each option (for messages)
+CLI_LABELS = {"preset": "--preset", "parameters": "--fit", "freeze": "--freeze", "backend": "--backend",
+              "device": "--device", "optimizer": "--optimizer", "iterations": "--iterations",
+              "time_budget": "--time-budget", "seed": "--seed", "loss": "--loss", "samples": "--samples",
+              "path_iterations": "--path-iterations", "path_spp": "--path-spp", "threads": "--threads",
+              "staged": "--no-stages"}
+
+Label = Callable[[str], str]
+
+
+def table_label(source: str) -> Label:
+    """Labels for a job file's ``[fit]`` table: ``"job /x/job.toml: [fit] loss"``."""
+    return lambda name: f"{source}: [fit] {name}"
+
+
+def cli_label(name: str) -> str:
+    return CLI_LABELS.get(name, f"option '{name}'")
+
+
+def host_label(name: str) -> str:
+    return f"option '{name}'"
+
+
+# --- one value ----------------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _names(value, label: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{label}: must be a list of parameter names, got {value!r}")
+    unknown = [v for v in value if v not in PARAMETERS]
+    if unknown:
+        raise InputError(f"{label}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}")
+    return list(dict.fromkeys(value))
+
+
+def _loss(value, label: str):
+    if isinstance(value, str):
+        if value not in LOSSES:
+            raise InputError(f"{label}: unknown loss {value!r}; known: {', '.join(LOSSES)}")
+        return {value: 1.0}
+    if not isinstance(value, Mapping) or not value:
+        raise InputError(f"{label}: must be a loss name or a table of {{name = weight}}, got {value!r}")
+    unknown = [n for n in value if n not in LOSSES]
+    if unknown:
+        raise InputError(f"{label}: unknown loss {', '.join(map(repr, unknown))}; known: {', '.join(LOSSES)}")
+    weights = {}
+    for name, w in value.items():
+        if not _is_number(w) or w < 0:
+            raise InputError(f"{label}: the weight of '{name}' must be a finite number >= 0, got {w!r}")
+        weights[str(name)] = float(w)
+    if not any(w > 0 for w in weights.values()):
+        raise InputError(f"{label}: every loss weight is 0; give at least one a positive weight")
+    return weights
+
+
+def _bounds(value, label: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{label}: must be a table of {{name = [lower, upper]}}, got {value!r}")
+    out = {}
+    for name, pair in value.items():
+        if name not in PARAMETERS:
+            raise InputError(f"{label}: unknown parameter '{name}'; known: {', '.join(PARAMETERS)}")
+        spec = PARAMETERS[name]
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_number(v) for v in pair)):
+            raise InputError(f"{label}: bounds for '{name}' must be [lower, upper] (finite numbers), got {pair!r}")
+        lo, hi = float(pair[0]), float(pair[1])
+        if not (spec.lower <= lo < hi <= spec.upper):
+            raise InputError(f"{label}: bounds for '{name}' must satisfy {spec.lower} <= lower < upper <= "
+                             f"{spec.upper}, got [{lo:g}, {hi:g}]")
+        out[name] = [lo, hi]
+    return out
+
+
+def check_value(name: str, value, label: str):
+    """The normalized value of option ``name``; InputError (naming ``label``) when it is bad."""
+    if name == "preset":
+        if not isinstance(value, str) or value not in PRESETS:
+            raise InputError(f"{label}: preset {value!r} is unknown; known: {', '.join(PRESETS)}")
+        return value
+    if name == "parameters":
+        names = _names(value, label)
+        if not names:
+            raise InputError(f"{label}: names no parameter; name at least one (or use a preset)")
+        return names
+    if name == "freeze":
+        return _names(value, label)
+    if name in _CHOICES:
+        if not isinstance(value, str) or value not in _CHOICES[name]:
+            raise InputError(f"{label}: {value!r} is not one of {', '.join(_CHOICES[name])}")
+        return value
+    if name in _INTS:
+        lo, hi, what = _INTS[name]
+        if not _is_int(value) or not lo <= value <= hi:
+            raise InputError(f"{label}: must be a whole number from {lo} to {hi} ({what}), got {value!r}")
+        return int(value)
+    if name == "time_budget":
+        if not _is_number(value) or value <= 0:
+            raise InputError(f"{label}: must be a finite number of seconds > 0 (leave it out for no limit), "
+                             f"got {value!r}")
+        return float(value)
+    if name == "loss":
+        return _loss(value, label)
+    if name == "bounds":
+        return _bounds(value, label)
+    if name == "staged":
+        if not isinstance(value, bool):
+            raise InputError(f"{label}: must be true or false, got {value!r}")
+        return value
+    raise InputError(f"{label}: unknown option; known: {', '.join(OPTION_NAMES)}")
+
+
+def check_table(table, *, label: Label, allowed=OPTION_NAMES, where: str = "options") -> dict:
+    """Validate a dict of options (a ``[fit]`` table or overrides); None values are dropped.
+
+    Args:
+        table: {canonical name: value}.
+        label: how to name an option in a message (:func:`table_label`, :func:`cli_label`).
+        allowed: the names this route accepts.
+        where: what the table is, for a message about unknown names.
+
+    Returns:
+        A new dict of normalized values.
+    """
+    if not isinstance(table, Mapping):
+        raise InputError(f"{where}: must be a table of options, got {table!r}")
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(allowed)}")
+    return {k: check_value(k, v, label(k)) for k, v in table.items() if v is not None}
+
+
+# --- command-line text --------------------------------------------------------------------
+
+def parse_names(text: str, label: str) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]`` (checked by :func:`check_value`)."""
+    return [n.strip() for n in str(text).split(",") if n.strip()]
+
+
+def parse_loss(text: str, label: str) -> dict:
+    """``"de2000=1,l1=10"`` -> ``{"de2000": 1.0, "l1": 10.0}`` (a bare name weighs 1)."""
+    out: dict = {}
+    for part in str(text).split(","):
+        if not part.strip():
+            raise InputError(f"{label}: empty entry in {text!r}; write it like de2000=1,l1=10")
+        name, eq, weight = part.partition("=")
+        name = name.strip()
+        if name in out:
+            raise InputError(f"{label}: '{name}' is given twice in {text!r}")
+        try:
+            out[name] = float(weight) if eq else 1.0
+        except ValueError:
+            raise InputError(f"{label}: the weight of '{name}' is not a number: {weight.strip()!r}") from None
+    return out
+
+
+# --- a whole set of options ---------------------------------------------------------------
+
+def sample_counts(light: int):
+    """Samples per strategy for ``light`` light samples per pixel (the others scale with it)."""
+    from .render import SampleCounts
+
+    return SampleCounts(light=light, cosine=max(1, light // 4), specular=max(1, light // 2), coat=max(1, light // 4))
+
+
+def resolve_device(name: str | None, label: str = "--device") -> str:
+    """"auto" picks CUDA when torch sees a device, else the CPU; "cuda" without one is an error."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if name in (None, "auto"):
+        return "cuda" if has_cuda else "cpu"
+    if name == "cuda" and not has_cuda:
+        raise InputError(f"{label} cuda: no CUDA device is visible to this process; use cpu or auto")
+    return name
+
+
+def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
+            table_labels: Label = host_label, override_labels: Label = host_label):
+    """A validated :class:`pbrfit.fit.FitOptions` from a ``[fit]`` table and overrides.
+
+    Overrides win over the table, except ``freeze``, whose lists are joined; a preset or
+    parameter list in the overrides replaces the table's choice. Both dicts are checked
+    with :func:`check_value` (already-checked values pass unchanged).
+
+    Raises:
+        InputError: a bad value (named by its label), nothing left to fit, or
+            path_max_spp below path_spp.
+    """
+    from .fit import FitOptions
+
+    base = {k: check_value(k, v, table_labels(k)) for k, v in (table or {}).items() if v is not None}
+    over = {k: check_value(k, v, override_labels(k)) for k, v in (overrides or {}).items() if v is not None}
+    merged = {**base, **over}
+    opts = FitOptions()
+
+    # which parameters: the overrides' own choice wins, then the table's; a parameter list
+    # beats a preset on the same route
+    params, params_label = list(DEFAULT_FIT), "the default parameters"
+    for source, labels in ((base, table_labels), (over, override_labels)):
+        if "preset" in source:
+            params, params_label = list(PRESETS[source["preset"]]), labels("preset")
+        if "parameters" in source:
+            params, params_label = list(source["parameters"]), labels("parameters")
+    freeze = list(dict.fromkeys(base.get("freeze", []) + over.get("freeze", [])))
+    opts.parameters = [n for n in params if n not in set(freeze)]
+    if not opts.parameters:
+        freeze_label = override_labels("freeze") if "freeze" in over else table_labels("freeze")
+        raise InputError(f"nothing left to fit: {freeze_label} freezes every parameter of {params_label} "
+                         f"({', '.join(params)}); fit at least one parameter")
+
+    for key in ("iterations", "time_budget", "seed", "backend", "optimizer", "path_iterations", "path_spp",
+                "path_max_spp", "path_depth", "threads", "staged"):
+        if key in merged:
+            setattr(opts, key, merged[key])
+    if "bounds" in merged:
+        opts.bounds = {k: tuple(v) for k, v in merged["bounds"].items()}
+    if "loss" in merged:
+        opts.loss = dict(merged["loss"])
+    if "samples" in merged:
+        opts.samples = sample_counts(merged["samples"])
+    if opts.path_max_spp < opts.path_spp:
+        if "path_max_spp" in merged:
+            lab = override_labels("path_max_spp") if "path_max_spp" in over else table_labels("path_max_spp")
+            raise InputError(f"{lab}: must be at least path_spp ({opts.path_spp}), got {opts.path_max_spp}")
+        opts.path_max_spp = opts.path_spp  # only the start was raised: the ceiling follows it
+    device_label = override_labels("device") if "device" in over else table_labels("device")
+    opts.device = resolve_device(merged.get("device"), device_label)
+    validate_fit_options(opts)
+    return opts
+
+
+def validate_fit_options(opts, label: Label = host_label) -> None:
+    """Check a :class:`pbrfit.fit.FitOptions` with the rules above (for options built in code).
+
+    Raises:
+        InputError: naming the field.
+    """
+    for name in ("backend", "optimizer", "iterations", "path_iterations", "path_spp", "path_max_spp",
+                 "path_depth", "seed", "threads", "staged"):
+        check_value(name, getattr(opts, name), label(name))
+    if opts.device not in ("cpu", "cuda"):
+        raise InputError(f"{label('device')}: {opts.device!r} is not one of cpu, cuda")
+    if opts.time_budget is not None:
+        check_value("time_budget", opts.time_budget, label("time_budget"))
+    if opts.budget_start is not None and not _is_number(opts.budget_start):
+        raise InputError(f"{label('budget_start')}: must be a time.monotonic() value, got {opts.budget_start!r}")
+    check_value("loss", opts.loss, label("loss"))
+    check_value("loss", opts.path_loss, label("path_loss"))
+    check_value("parameters", list(opts.parameters), label("parameters"))
+    check_value("bounds", {k: list(v) for k, v in opts.bounds.items()}, label("bounds"))
+    if opts.path_max_spp < opts.path_spp:
+        raise InputError(f"{label('path_max_spp')}: must be at least path_spp ({opts.path_spp}), "
+                         f"got {opts.path_max_spp}")
+    for field in ("light", "cosine", "specular", "coat"):
+        v = getattr(opts.samples, field)
+        if not _is_int(v) or not 0 <= v <= 4096:
+            raise InputError(f"{label('samples')}: {field} samples must be a whole number from 0 to 4096, got {v!r}")
+    if opts.samples.light < 1:
+        raise InputError(f"{label('samples')}: light samples must be at least 1, got {opts.samples.light}")
+    for name in ("learning_rate", "path_learning_rate"):
+        v = getattr(opts, name)
+        if not _is_number(v) or v <= 0:
+            raise InputError(f"{label(name)}: must be a finite number > 0, got {v!r}")
+    for name, lo in (("max_loss_pixels", 1), ("patience", 1), ("check_every", 1)):
+        v = getattr(opts, name)
+        if not _is_int(v) or v < lo:
+            raise InputError(f"{label(name)}: must be a whole number >= {lo}, got {v!r}")
