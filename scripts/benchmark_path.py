@@ -133,13 +133,13 @@ def variance(scene, truth) -> list[dict]:
 
 
 def long_fit(scene, truth, iterations: int) -> dict:
-    from pbrfit.fit import _Objective
+    from pbrfit.objective import Objective
 
     start = dict(truth, base_color=[0.5, 0.5, 0.5], roughness=0.4)
     space = ParameterSpace(start, NAMES)
     train = [i for i, v in enumerate(scene.views) if v.split == "train"]
     r = PathRenderer(scene, PathSettings(4, 4), seed=0, max_loss_pixels=1024)
-    obj = _Objective(r, train, {"relative_l2": 1.0})
+    obj = Objective(r, train, {"relative_l2": 1.0})
     u = space.initial_vector().clone().requires_grad_(True)
     opt = torch.optim.Adam([u], lr=0.02)
     times, rss = [], []

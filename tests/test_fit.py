@@ -61,15 +61,16 @@ def test_no_train_views_and_bad_options_are_input_errors(case):
 
 def test_layers_that_do_not_pay_for_themselves_are_pruned(case, tmp_path):
     """Occam's razor on layer switches: spurious layers go, a real coat stays."""
-    from pbrfit.fit import _Objective, _prune_layers
+    from pbrfit.layers import prune_layers
+    from pbrfit.objective import Objective
     from pbrfit.params import ParameterSpace, default_material
 
     def prune(job_path, values, fit):
         job = load_job(job_path)
         renderer = RasterRenderer(job.scene, SampleCounts(32, 8, 16, 8))
-        objective = _Objective(renderer, [0, 1, 2], {"de2000": 1.0, "l1": 10.0})
+        objective = Objective(renderer, [0, 1, 2], {"de2000": 1.0, "l1": 10.0})
         space = ParameterSpace(values, fit)
-        return _prune_layers(space, values, lambda s, u: objective(s.material(u))[0])
+        return prune_layers(space, values, lambda s, u: objective(s.material(u))[0])
 
     spurious = default_material() | TRUTH | {"anisotropic": 0.05, "sheen_weight": 0.03}
     values, pruned = prune(case, spurious, ["base_color", "roughness", "anisotropic", "sheen_weight"])

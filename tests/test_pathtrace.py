@@ -2,7 +2,6 @@
 gradients are the gradients of its own estimator, runs reproduce, and subsurface light
 really travels under the surface."""
 
-import numpy as np
 import pytest
 import torch
 

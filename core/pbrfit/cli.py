@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import faults
 from .errors import FitCancelled, InputError, PbrfitError
+from .options import add_fit_arguments, fit_overrides
 
 __all__ = ["main", "build_parser"]
 
@@ -42,30 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True,
                    help="output folder: new, empty, or holding an earlier pbrfit result (its four files are "
                         "replaced together; other files are left alone)")
-    f.add_argument("--backend", metavar="{auto,raster,path}", help="auto (default): raster warm start, then path-traced refinement; raster: "
-                                     "direct light only, fastest; path: path-traced refinement of the initial "
-                                     "material only")
-    f.add_argument("--path-iterations", type=int, metavar="N",
-                   help="iterations of the path-traced refinement (default 40; 0 skips it)")
-    f.add_argument("--path-spp", type=int, metavar="N",
-                   help="paths per pixel at the start of the refinement (default 4)")
-    f.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
-    f.add_argument("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
-    f.add_argument("--iterations", type=int, help="optimizer iterations in all (default 60)")
-    f.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="bound on the whole run: reading the job, the fit, the final metrics and writing "
-                        "(setup and one quick metrics pass are a floor; see README)")
-    f.add_argument("--preset", metavar="NAME", help="named parameter set to fit (plastic, metal, brushed_metal, coated_paint, "
-                                    "fabric, thin_film, subsurface, all)")
-    f.add_argument("--fit", metavar="NAMES", help="comma-separated parameters to fit")
-    f.add_argument("--freeze", metavar="NAMES", help="comma-separated parameters to keep at their initial values")
-    f.add_argument("--loss", metavar="SPEC", help="e.g. de2000=1,l1=10 (names: l1,l2,relative_l2,charbonnier,huber,"
-                                                  "de2000,ssim; weights >= 0)")
-    f.add_argument("--optimizer", metavar="{lbfgs,adam,adamw}", help="default lbfgs")
-    f.add_argument("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
-    f.add_argument("--no-stages", action="store_true", help="fit all parameters at once")
-    f.add_argument("--threads", type=int, help="torch CPU threads (default 1; see README)")
-    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_fit_arguments(f)
+    _progress_options(f)
     f.add_argument("--write-back", action="store_true",
                    help="author the fitted material on the job's stage and bind it to the target, in a new "
                         "sublayer <scene>.pbrfit.usda (the scene file itself is not changed)")
@@ -79,26 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     v.add_argument("--seed", type=int)
     v.add_argument("--backend", metavar="{auto,raster,path}", help="renderer of the metrics: path traced (auto, path; default) or raster")
+    _progress_options(v)
     return p
 
 
-def _overrides(args) -> dict:
-    """The command line's fit options under canonical names, checked
-    (:mod:`pbrfit.options`: the same rules as a job file's [fit] table)."""
-    from .options import check_table, cli_label, parse_loss, parse_names
+def _progress_options(p) -> None:
+    from .progress import MODES
 
-    o = {name: getattr(args, name, None) for name in ("preset", "backend", "optimizer", "iterations", "time_budget",
-                                                     "seed", "samples", "path_iterations", "path_spp", "threads",
-                                                     "device")}
-    if getattr(args, "fit", None) is not None:
-        o["parameters"] = parse_names(args.fit, "--fit")
-    if getattr(args, "freeze", None) is not None:
-        o["freeze"] = parse_names(args.freeze, "--freeze")
-    if getattr(args, "loss", None) is not None:
-        o["loss"] = parse_loss(args.loss, "--loss")
-    if getattr(args, "no_stages", False):
-        o["staged"] = False
-    return check_table(o, label=cli_label, where="command line")
+    p.add_argument("--progress", choices=MODES, default="auto",
+                   help="auto (a bar on a terminal, else a line every few seconds; on stderr), bar, lines, none, or "
+                        "json: one JSON object per line and event on stdout instead of the summary, for pipelines")
+    p.add_argument("--quiet", action="store_true", help="no progress (same as --progress none)")
+
+
+def _reporter(args):
+    from .progress import make_reporter
+
+    return make_reporter("none" if args.quiet else args.progress)
 
 
 def _resolve(job, overrides: dict):
@@ -112,44 +88,7 @@ def _image_pixels(scene) -> int:
     return sum(int(v.image.shape[0]) * int(v.image.shape[1]) for v in scene.views)
 
 
-def _phases(progress):
-    """Wrap a progress callback: mark each new fit stage as a phase (:mod:`pbrfit.faults`)."""
-    seen = {"stage": None}
-
-    def call(p):
-        if p.stage != seen["stage"]:
-            seen["stage"] = p.stage
-            faults.point("final-metrics" if p.stage == "final metrics" else f"stage:{p.stage}")
-        progress(p)
-
-    return call
-
-
-class _ProgressBar:
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, leave=True)
-
-    def __call__(self, p):
-        if self.bar is None:
-            return
-        if max(p.total, p.iteration) != self.bar.total:  # the fit knows its total (path stage included)
-            self.bar.total = max(p.total, p.iteration)
-        self.bar.update(p.iteration - self.bar.n)
-        post = {"stage": p.stage, "loss": f"{p.loss:.4g}", "dE train": f"{p.train_de2000:.2f}"}
-        if p.validate_de2000 is not None:
-            post["dE val"] = f"{p.validate_de2000:.2f}"
-        self.bar.set_postfix(post, refresh=False)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _cmd_fit(args, run, started: float) -> int:
+def _cmd_fit(args, run, started: float, reporter) -> int:
     from dataclasses import asdict
 
     from .atomic import OutputDir
@@ -161,7 +100,7 @@ def _cmd_fit(args, run, started: float) -> int:
     if args.edit_layer and not args.write_back:
         raise InputError("--edit-layer needs --write-back")
     OutputDir(args.out, option="--out").check()  # before reading anything: an empty or unusable --out
-    overrides = _overrides(args)
+    overrides = fit_overrides(args)
     job = load_job(args.job)
     opts = _resolve(job, overrides)
     opts.budget_start = started
@@ -171,12 +110,10 @@ def _cmd_fit(args, run, started: float) -> int:
     run.on_abort(out.discard)
     try:
         run.check()
-        bar = _ProgressBar(opts.iterations + (opts.path_iterations if opts.backend != "raster" else 0),
-                           enabled=not args.quiet)
         try:
-            result = fit_material(job.scene, opts, progress=_phases(bar), cancel=run.cancel)
+            result = fit_material(job.scene, opts, progress=reporter.progress, cancel=run.cancel)
         finally:
-            bar.close()
+            reporter.close()
         run.check()
         faults.point("writing")
         doc = write_fit_outputs(out, result, job_path=str(job.job_path), input_files=job.input_files,
@@ -195,18 +132,28 @@ def _cmd_fit(args, run, started: float) -> int:
                 raise
     finally:
         out.discard()  # a no-op after publishing
-    _print_summary(doc["metrics"], out.path, result.stopped, time.monotonic() - started)
-    for flag in doc["plausibility"]:
-        print(f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}")
     wall = time.monotonic() - started
+    lines = [f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}"
+             for flag in doc["plausibility"]]
     if opts.time_budget is not None and wall > 1.05 * opts.time_budget and \
             not any("more than its time budget" in n["message"] for n in doc["notes"]):
-        print(f"  warning: time budget: the run took {wall:.1f} s with --time-budget {opts.time_budget:g} "
-              "(writing the outputs took the rest)")
+        lines.append(f"  warning: time budget: the run took {wall:.1f} s with --time-budget {opts.time_budget:g} "
+                     "(writing the outputs took the rest)")
+    written = None
     if record is not None:
-        print(f"wrote material {record.material_path} bound to {record.target_path} into {record.edit_layer_file}"
-              + (f" (add it as the first sublayer of {job.scene.stage_path} to use it)"
-                 if record.sublayer_entry else ""))
+        written = {"material": str(record.material_path), "target": str(record.target_path),
+                   "layer": str(record.edit_layer_file),
+                   "add_as_sublayer_of": str(job.scene.stage_path) if record.sublayer_entry else None}
+        lines.append(f"wrote material {record.material_path} bound to {record.target_path} into "
+                     f"{record.edit_layer_file}" + (f" (add it as the first sublayer of {job.scene.stage_path} to use "
+                                                    "it)" if record.sublayer_entry else ""))
+    if reporter.machine:
+        reporter.done(_summary(doc["metrics"], out.path, result.stopped, wall, plausibility=doc["plausibility"],
+                               notes=doc["notes"], write_back=written))
+    else:
+        _print_summary(doc["metrics"], out.path, result.stopped, wall)
+        for line in lines:
+            print(line)
     return 0
 
 
@@ -244,11 +191,19 @@ def _print_summary(metrics: dict, out, stopped: str | None = None, wall: float |
         print("; ".join(tail))
 
 
+def _summary(metrics: dict, out, stopped: str | None, wall: float, **extra) -> dict:
+    """What a finished run says to a pipeline (the ``done`` event of ``--progress json``)."""
+    from .outputs import finite_or_none
+
+    return finite_or_none({"out": str(out) if out else None, "stopped": stopped, "wall_s": round(wall, 3),
+                           "metrics": {split: d["mean"] for split, d in metrics.items()}, **extra})
+
+
 def _num(x, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def _cmd_validate(args, run, started: float) -> int:
+def _cmd_validate(args, run, started: float, reporter) -> int:
     from dataclasses import replace
 
     from .atomic import OutputDir
@@ -278,6 +233,7 @@ def _cmd_validate(args, run, started: float) -> int:
         run.check()
         faults.point("final-metrics")
         views, metrics = evaluate_material(scene, material, opts, cancel=run.cancel)
+        reporter.close()
         run.check()
         if out is not None:
             faults.point("writing")
@@ -294,8 +250,11 @@ def _cmd_validate(args, run, started: float) -> int:
     finally:
         if out is not None:
             out.discard()
-    _print_summary(metrics, out.path if out is not None else None, wall=time.monotonic() - started)
-    print(json.dumps(finite_or_none({s: d["mean"] for s, d in metrics.items()}), allow_nan=False))
+    if not reporter.machine:
+        _print_summary(metrics, out.path if out is not None else None, wall=time.monotonic() - started)
+        print(json.dumps(finite_or_none({s: d["mean"] for s, d in metrics.items()}), allow_nan=False))
+    reporter.done(_summary(metrics, out.path if out is not None else None, "validate only",
+                           time.monotonic() - started))
     return 0
 
 
@@ -309,30 +268,34 @@ def main(argv: list[str] | None = None) -> int:
     run.on_abort(lambda: sys.modules["pbrfit.usd_stage"].remove_extracted() if "pbrfit.usd_stage" in sys.modules
                  else None)
     command = _cmd_fit if args.command == "fit" else _cmd_validate
+    reporter = _reporter(args)
+    run.on_abort(lambda: reporter.failed("cancelled", CANCELLED.removeprefix("pbrfit: "), 130))
+
+    def fail(kind: str, line: str, code: int) -> int:
+        reporter.close()
+        print(line, file=sys.stderr)
+        reporter.failed(kind, line.removeprefix("pbrfit: ").removeprefix("error: "), code)
+        return code
+
     try:
-        return run.run(lambda: command(args, run, started))
+        return run.run(lambda: command(args, run, started, reporter))
     except InputError as e:
-        print(f"pbrfit: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail("error", f"pbrfit: error: {e}", e.exit_code)
     except FitCancelled:
-        print(CANCELLED, file=sys.stderr)
+        code = fail("cancelled", CANCELLED, FitCancelled.exit_code)
         if run.interrupted:  # Ctrl-C: the user wants the prompt back now, not after the teardown
-            run.exit_now(FitCancelled.exit_code)
-        return FitCancelled.exit_code
+            run.exit_now(code)
+        return code
     except PbrfitError as e:
-        print(f"pbrfit: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail("error", f"pbrfit: error: {e}", e.exit_code)
     except KeyboardInterrupt:
-        print(CANCELLED, file=sys.stderr)
-        return 130
+        return fail("cancelled", CANCELLED, 130)
     except MemoryError:
-        print("pbrfit: error: out of memory; use smaller or fewer images (see README: image sizes); "
-              "nothing was written", file=sys.stderr)
-        return 1
+        return fail("error", "pbrfit: error: out of memory; use smaller or fewer images (see README: image sizes); "
+                    "nothing was written", 1)
     except OSError as e:  # an I/O failure outside the checked paths: one line, not a traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"pbrfit: error: {e.strerror or e}{where}; nothing was written", file=sys.stderr)
-        return 1
+        return fail("error", f"pbrfit: error: {e.strerror or e}{where}; nothing was written", 1)
 
 
 if __name__ == "__main__":

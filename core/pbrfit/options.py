@@ -42,14 +42,90 @@ staged             true or false (not in job files)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .errors import InputError
 from .losses import LOSSES
 from .params import DEFAULT_FIT, PARAMETERS, PRESETS
+from .render import SampleCounts
 
-__all__ = ["OPTION_NAMES", "JOB_KEYS", "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
+__all__ = ["FitOptions", "DEFAULT_LOSS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS", "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
            "sample_counts", "parse_loss", "parse_names", "resolve_device", "SEED_MAX"]
+
+#: default objective: perceptual colour difference plus an L1 term on white-normalized
+#: radiance that keeps gradients informative far from the optimum.
+DEFAULT_LOSS = {"de2000": 1.0, "l1": 10.0}
+
+
+@dataclass
+class FitOptions:
+    """How to fit.
+
+    Attributes:
+        parameters: canonical names to optimize (others stay at the initial material).
+        bounds: optional per-parameter (lower, upper) overrides.
+        iterations: optimizer iterations in all (objective+gradient evaluations for L-BFGS).
+        time_budget: wall-clock seconds for the whole run (from ``budget_start``): the fit
+            stops early enough for the final metrics to fit too (see :mod:`pbrfit.time_budget`), or None.
+        seed: seeds every random number (sample directions, pixel subsets).
+        loss: {loss name: weight}; names from :data:`pbrfit.losses.LOSSES`.
+        samples: samples per pixel per strategy.
+        optimizer: "lbfgs", "adam" or "adamw".
+        learning_rate: for Adam/AdamW (in the unconstrained space).
+        staged: free parameters in stages (else all at once).
+        max_loss_pixels: pixels per view in the training loss. Fewer pixels with more
+            samples each beat the reverse: ΔE2000 of a noisy pixel is biased upward.
+        patience: validation checks without improvement before stopping.
+        check_every: iterations between validation checks.
+        threads: torch CPU threads for shading. Default 1: on a busy machine (a host
+            application, a render running beside the fit) torch's OpenMP threads spin
+            against other processes and a 2-thread fit was measured 8x slower than a
+            1-thread one; raise it on an idle many-core machine.
+        backend: "auto", "raster" or "path" (see :mod:`pbrfit.fit`).
+        device: "cpu" or "cuda" (ray casting; shading runs in torch on CPU).
+        path_iterations: iterations of the path-traced refinement (auto and path).
+        path_spp: paths per pixel at the start of the refinement; path_max_spp: the most
+            it rises to.
+        path_depth: surface vertices per path.
+        path_learning_rate: Adam's step in the unconstrained space for the refinement.
+        path_loss: the refinement's objective. Default relative L2, whose gradient stays
+            unbiased under Monte Carlo noise (see :func:`pbrfit.losses.relative_l2`); the
+            validation checks that steer it are ΔE2000.
+        budget_start: ``time.monotonic()`` when the run began (the CLI sets it before
+            reading the job), so that ``time_budget`` bounds setup, fit and final metrics
+            together; None: when :func:`fit_material` is called.
+    """
+
+    parameters: list[str] = field(default_factory=lambda: list(DEFAULT_FIT))
+    bounds: dict = field(default_factory=dict)
+    iterations: int = 60
+    time_budget: float | None = None
+    seed: int = 0
+    loss: dict = field(default_factory=lambda: dict(DEFAULT_LOSS))
+    samples: SampleCounts = field(default_factory=lambda: SampleCounts(64, 16, 32, 16))
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.05
+    staged: bool = True
+    max_loss_pixels: int = 1024
+    patience: int = 3
+    check_every: int = 5
+    threads: int = 1
+    backend: str = "auto"
+    device: str = "cpu"
+    path_iterations: int = 40
+    path_spp: int = 4
+    path_max_spp: int = 32
+    path_depth: int = 4
+    path_learning_rate: float = 0.02
+    path_loss: dict = field(default_factory=lambda: {"relative_l2": 1.0})
+    budget_start: float | None = None
+
+    def validate(self) -> None:
+        """Check every field (:func:`validate_fit_options`, the rules every route shares).
+        Raises InputError naming the field."""
+        validate_fit_options(self)
+
 
 #: the largest seed (seeds are unsigned 32-bit numbers)
 SEED_MAX = 2**32 - 1
@@ -241,10 +317,8 @@ def parse_loss(text: str, label: str) -> dict:
 
 # --- a whole set of options ---------------------------------------------------------------
 
-def sample_counts(light: int):
+def sample_counts(light: int) -> SampleCounts:
     """Samples per strategy for ``light`` light samples per pixel (the others scale with it)."""
-    from .render import SampleCounts
-
     return SampleCounts(light=light, cosine=max(1, light // 4), specular=max(1, light // 2), coat=max(1, light // 4))
 
 
@@ -262,7 +336,7 @@ def resolve_device(name: str | None, label: str = "--device") -> str:
 
 def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
             table_labels: Label = host_label, override_labels: Label = host_label):
-    """A validated :class:`pbrfit.fit.FitOptions` from a ``[fit]`` table and overrides.
+    """A validated :class:`FitOptions` from a ``[fit]`` table and overrides.
 
     Overrides win over the table, except ``freeze``, whose lists are joined; a preset or
     parameter list in the overrides replaces the table's choice. Both dicts are checked
@@ -272,8 +346,6 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
         InputError: a bad value (named by its label), nothing left to fit, or
             path_max_spp below path_spp.
     """
-    from .fit import FitOptions
-
     base = {k: check_value(k, v, table_labels(k)) for k, v in (table or {}).items() if v is not None}
     over = {k: check_value(k, v, override_labels(k)) for k, v in (overrides or {}).items() if v is not None}
     merged = {**base, **over}
@@ -316,7 +388,7 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
 
 
 def validate_fit_options(opts, label: Label = host_label) -> None:
-    """Check a :class:`pbrfit.fit.FitOptions` with the rules above (for options built in code).
+    """Check a :class:`FitOptions` with the rules above (for options built in code).
 
     Raises:
         InputError: naming the field.
@@ -337,10 +409,10 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
     if opts.path_max_spp < opts.path_spp:
         raise InputError(f"{label('path_max_spp')}: must be at least path_spp ({opts.path_spp}), "
                          f"got {opts.path_max_spp}")
-    for field in ("light", "cosine", "specular", "coat"):
-        v = getattr(opts.samples, field)
+    for strategy in ("light", "cosine", "specular", "coat"):
+        v = getattr(opts.samples, strategy)
         if not _is_int(v) or not 0 <= v <= 4096:
-            raise InputError(f"{label('samples')}: {field} samples must be a whole number from 0 to 4096, got {v!r}")
+            raise InputError(f"{label('samples')}: {strategy} samples must be a whole number from 0 to 4096, got {v!r}")
     if opts.samples.light < 1:
         raise InputError(f"{label('samples')}: light samples must be at least 1, got {opts.samples.light}")
     for name in ("learning_rate", "path_learning_rate"):
@@ -351,3 +423,48 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
         v = getattr(opts, name)
         if not _is_int(v) or v < lo:
             raise InputError(f"{label(name)}: must be a whole number >= {lo}, got {v!r}")
+
+
+# --- the command line's fit options (pbrfit fit, scripts/blender_fit.py) -----------------
+
+def add_fit_arguments(parser) -> None:
+    """The fit options' flags on an argparse parser: the same for ``pbrfit fit`` and the
+    headless Blender script; :func:`fit_overrides` reads them back as canonical names."""
+    a = parser.add_argument
+    a("--backend", metavar="{auto,raster,path}",
+      help="auto (default): raster warm start, then path-traced refinement; raster: direct light only, fastest; "
+           "path: path-traced refinement of the initial material only")
+    a("--path-iterations", type=int, metavar="N", help="iterations of the path-traced refinement (default 40; 0 skips it)")
+    a("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
+    a("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
+    a("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
+    a("--iterations", type=int, help="optimizer iterations in all (default 60)")
+    a("--time-budget", type=float, metavar="SECONDS",
+      help="bound on the whole run: reading the inputs, the fit, the final metrics and writing (setup and one quick "
+           "metrics pass are a floor; see README)")
+    a("--preset", metavar="NAME", help=f"named parameter set to fit ({', '.join(PRESETS)})")
+    a("--fit", metavar="NAMES", help="comma-separated parameters to fit")
+    a("--freeze", metavar="NAMES", help="comma-separated parameters to keep at their initial values")
+    a("--loss", metavar="SPEC",
+      help=f"e.g. de2000=1,l1=10 (names: {','.join(n for n in LOSSES)}; weights >= 0)")
+    a("--optimizer", metavar="{lbfgs,adam,adamw}", help="default lbfgs")
+    a("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
+    a("--no-stages", action="store_true", help="fit all parameters at once")
+    a("--threads", type=int, help="torch CPU threads (default 1; see README)")
+
+
+def fit_overrides(args) -> dict:
+    """The fit options given on a command line (:func:`add_fit_arguments`) under canonical
+    names, checked with the rules of a job file's ``[fit]`` table."""
+    o = {name: getattr(args, name, None) for name in ("preset", "backend", "optimizer", "iterations", "time_budget",
+                                                     "seed", "samples", "path_iterations", "path_spp", "threads",
+                                                     "device")}
+    if getattr(args, "fit", None) is not None:
+        o["parameters"] = parse_names(args.fit, "--fit")
+    if getattr(args, "freeze", None) is not None:
+        o["freeze"] = parse_names(args.freeze, "--freeze")
+    if getattr(args, "loss", None) is not None:
+        o["loss"] = parse_loss(args.loss, "--loss")
+    if getattr(args, "no_stages", False):
+        o["staged"] = False
+    return check_table(o, label=cli_label, where="command line")

@@ -36,7 +36,6 @@ from . import plausibility, provenance, report
 from .atomic import OutputDir, atomic_write_text
 from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
-from .heatmap import display_exposure
 from .params import PARAMETERS
 
 __all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs",
@@ -61,19 +60,6 @@ def _jsonable(x):
     return x
 
 
-def _flags_as_dicts(flags) -> list[dict]:
-    out = []
-    for f in flags:
-        if dataclasses.is_dataclass(f):
-            out.append(dataclasses.asdict(f))
-        elif isinstance(f, dict):
-            out.append(f)
-        else:
-            out.append({"parameter": getattr(f, "parameter", ""), "severity": getattr(f, "severity", ""),
-                        "message": str(f)})
-    return out
-
-
 def _drops_as_dicts(drops) -> list[dict]:
     out = []
     for d in drops or []:
@@ -92,10 +78,8 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
     """The dict :func:`pbrfit.report.write_report` renders."""
     views = []
     for v in result.views:
-        views.append({"name": v["name"], "split": v["split"], "reference": v["reference"], "fit": v["fit"],
-                      "de_map": v["de_map"], "mask": v["mask"],
-                      "exposure": display_exposure(v["reference"], v["mask"]),
-                      "metrics": v["metrics"]})
+        views.append({"name": v.name, "split": v.split, "reference": v.reference, "fit": v.fit,
+                      "de_map": v.de_map, "mask": v.mask, "exposure": v.exposure, "metrics": v.metrics})
     params = []
     for n, spec in PARAMETERS.items():
         params.append({"name": n, "initial": result.initial[n], "final": result.material[n],
@@ -106,7 +90,7 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
         "views": views,
         "summary": {split: d["mean"] for split, d in result.metrics.items()},
         "history": result.history, "parameters": params,
-        "plausibility": _flags_as_dicts(flags), "drops": drops, "provenance": prov,
+        "plausibility": list(flags), "drops": drops, "provenance": prov,
     }
 
 
@@ -213,10 +197,9 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
     for name, value in result.material.items():
         if not all(math.isfinite(float(v)) for v in np.ravel(value)):
             raise ValueError(f"the fitted {name} is not finite ({value!r}): refusing to write it")
-    flags = plausibility.check(result.material, result.fitted, bounds=(options or {}).get("bounds") or None)
     notes = [dict(n) for n in getattr(result, "notes", [])]
-    flags = list(flags) + [{"parameter": n.get("about", ""), "severity": n.get("severity", "note"),
-                            "message": n["message"]} for n in notes]
+    flags = plausibility.findings(result.material, result.fitted, bounds=(options or {}).get("bounds") or None,
+                                  notes=notes)
     drops = {}
     mtlx_drops = write_materialx(result.material, staging / "material.mtlx")
     usd_drops = write_usd_material(result.material, staging / "material.usda")
@@ -232,7 +215,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "fitted": result.fitted,
         "metrics": result.metrics,
         "normalization": NORMALIZATION,
-        "plausibility": _flags_as_dicts(flags),
+        "plausibility": flags,
         "notes": notes,
         "export_drops": drops,
         "stopped": result.stopped,

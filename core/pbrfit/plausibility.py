@@ -24,7 +24,7 @@ from typing import Iterable, Mapping
 from .material_mapping import effective_ior, f0_from_ior
 from .params import PARAMETERS, normalize_material
 
-__all__ = ["Flag", "check", "luminance"]
+__all__ = ["Flag", "check", "findings", "luminance"]
 
 # --- thresholds, with where they come from ------------------------------------------------
 
@@ -291,3 +291,15 @@ def check(material: Mapping[str, object], fitted: Iterable[str],
     order = {n: i for i, n in enumerate(PARAMETERS)}
     flags.sort(key=lambda f: (f.severity != "error", order.get(f.parameter, len(order))))
     return flags
+
+
+def findings(material: Mapping[str, object], fitted: Iterable[str],
+             bounds: Mapping[str, tuple[float, float]] | None = None, notes: Iterable[Mapping] = ()) -> list[dict]:
+    """Everything a user should see about a fitted material, as ``{parameter, severity,
+    message}`` dicts: the plausibility flags (:func:`check`) and the run's notes (a time
+    budget, a downsampled reference, ...: ``{about, severity, message}``). The same list
+    goes into material.json, report.html and both hosts' panels."""
+    out = [f.as_dict() for f in check(material, fitted, bounds)]
+    out += [{"parameter": n.get("about", ""), "severity": n.get("severity", "note"), "message": n["message"]}
+            for n in notes]
+    return out

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .atomic import atomic_write_text
-from .heatmap import colorbar_svg, delta_e_heatmap, png_bytes, to_srgb8
+from .figures import DE_VMAX, view_figure
+from .heatmap import colorbar_svg, png_bytes, to_srgb8
 from .params import STAGES
 
 __all__ = ["GRADE_THRESHOLDS", "grade", "render_report", "write_report"]
@@ -109,38 +110,14 @@ def _stage_label(stage: Any) -> str:
 
 # --- images ------------------------------------------------------------------------------
 
-def _downscale(arr: np.ndarray, factor: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Box-filter by an integer factor (cropping the remainder); optional per-pixel weights."""
-    if factor <= 1:
-        return arr
-    h, w = arr.shape[0] // factor * factor, arr.shape[1] // factor * factor
-    a = arr[:h, :w].reshape(h // factor, factor, w // factor, factor, *arr.shape[2:])
-    if weights is None:
-        return a.mean(axis=(1, 3))
-    wts = weights[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    total = wts.sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (np.nan_to_num(a) * wts).sum(axis=(1, 3)) / total, np.nan)
-
-
 def _view_images(view: Mapping, max_size: int, vmax: float) -> tuple[str, str, str, tuple[int, int]]:
-    name = view.get("name", "?")
-    ref = np.asarray(view["reference"], dtype=np.float64)
-    fit = np.asarray(view["fit"], dtype=np.float64)
-    de = np.asarray(view["de_map"], dtype=np.float64)
-    mask = view.get("mask")
-    mask = np.ones(de.shape) if mask is None else np.asarray(mask, dtype=np.float64)
-    if ref.ndim != 3 or ref.shape[2] != 3 or fit.shape != ref.shape or de.shape != ref.shape[:2] \
-            or mask.shape != de.shape:
-        raise ValueError(f"report view '{name}': reference {ref.shape}, fit {fit.shape}, de_map {de.shape} "
-                         f"and mask {mask.shape} must be (H, W, 3), (H, W, 3), (H, W), (H, W)")
-    factor = max(1, math.ceil(max(ref.shape[:2]) / max_size))
-    exposure = float(view.get("exposure", 1.0) or 1.0)
-    ref_s, fit_s = _downscale(ref, factor), _downscale(fit, factor)
-    de_s = _downscale(de, factor, weights=mask)
-    mask_s = _downscale(mask, factor)
-    return (_data_uri(to_srgb8(ref_s, exposure)), _data_uri(to_srgb8(fit_s, exposure)),
-            _data_uri(delta_e_heatmap(de_s, mask_s, vmax)), ref_s.shape[:2])
+    """Data URIs of the view's figures (:func:`pbrfit.figures.view_figure`) and their size."""
+    try:
+        fig = view_figure(view["reference"], view["fit"], view["de_map"], view.get("mask"),
+                          exposure=float(view.get("exposure", 1.0) or 1.0), max_size=max_size, vmax=vmax)
+    except ValueError as e:
+        raise ValueError(f"report view '{view.get('name', '?')}': {e}") from None
+    return _data_uri(fig.reference), _data_uri(fig.fit), _data_uri(fig.heatmap), fig.reference.shape[:2]
 
 
 # --- convergence chart -------------------------------------------------------------------
@@ -529,7 +506,7 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-def render_report(data: Mapping, *, de_vmax: float = 10.0, max_image_size: int = 768) -> str:
+def render_report(data: Mapping, *, de_vmax: float = DE_VMAX, max_image_size: int = 768) -> str:
     """The report as an HTML string (pure ASCII). See :func:`write_report` for ``data``."""
     if max_image_size < 16:
         raise ValueError(f"max_image_size must be >= 16 pixels, got {max_image_size}")
@@ -551,7 +528,7 @@ def render_report(data: Mapping, *, de_vmax: float = 10.0, max_image_size: int =
     return doc.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
-def write_report(path: str | os.PathLike, data: Mapping, *, de_vmax: float = 10.0,
+def write_report(path: str | os.PathLike, data: Mapping, *, de_vmax: float = DE_VMAX,
                  max_image_size: int = 768) -> None:
     """Write the fit report as one self-contained HTML file, atomically.
 

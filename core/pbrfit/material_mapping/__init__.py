@@ -49,6 +49,8 @@ from .usd_preview_surface import from_usd_preview_surface, to_usd_preview_surfac
 
 __all__ = [
     "TARGETS",
+    "EXPORT_TARGETS",
+    "export_losses",
     "WRITERS",
     "Loss",
     "TargetMapping",
@@ -81,6 +83,24 @@ _MAPPERS: dict[str, Callable[[Mapping[str, object]], TargetMapping]] = {
     "OmniPBR": lambda m: to_omnipbr(m, clearcoat=False),
     "OmniPBR_ClearCoat": lambda m: to_omnipbr(m, clearcoat=True),
 }
+
+
+#: the targets pbrfit writes a material to: MaterialX (OpenPBR, standard_surface) and USD
+#: (OmniPBR or OmniPBR_ClearCoat, UsdPreviewSurface, the OpenPBR network)
+EXPORT_TARGETS = ("open_pbr_surface", "standard_surface", "UsdPreviewSurface", "OmniPBR")
+
+
+def export_losses(material: Mapping[str, object]) -> dict[str, list[str]]:
+    """What each export target drops or approximates of ``material``: ``{target: lines}``
+    (only targets that lose something). OmniPBR stands for the OmniPBR variant written
+    (:func:`omnipbr_target`)."""
+    out = {}
+    for target in EXPORT_TARGETS:
+        name = omnipbr_target(material) if target == "OmniPBR" else target
+        lines = map_material(material, name).messages()
+        if lines:
+            out[name] = lines
+    return out
 
 
 def map_material(material: Mapping[str, object], target: str) -> TargetMapping:

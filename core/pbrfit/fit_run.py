@@ -1,0 +1,511 @@
+"""One fit, phase by phase: setup, the raster stages, layer pruning, the path-traced
+refinement and the final metrics (the algorithm is described in :mod:`pbrfit.fit`).
+
+:class:`FitRun` holds what the phases share: the options, the renderers (:class:`pbrfit.
+renderers.Renderers` derives their seeds and samples), the current material, the history
+of every objective evaluation, the schedule actually run, the best material seen on
+validation (:class:`Checkpoint`), the time budget, progress and cancel. Each phase is a
+method; :meth:`FitRun.run` calls them in order.
+
+Progress: the run's total of work units is fixed when it starts (:class:`ProgressPlan`):
+each raster stage's evaluation budget, the short refinement after pruning, the path
+refinement's iterations and one unit per view of final metrics. A phase that ends early
+jumps to its end, one that overshoots (an L-BFGS step may take a few more evaluations than
+its stage had left) stays at its end: the reported iteration never passes the total, and
+the total never grows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from . import faults
+from .errors import FitCancelled, InputError
+from .layers import parameters_in_use, prune_layers
+from .measure import evaluate_views
+from .objective import Objective, unbiased_relative_error
+from .params import PARAMETERS, ParameterSpace, normalize_material
+from .pathtrace import PathSettings
+from .renderers import Renderers
+from .time_budget import TimeBudget
+from .warm_start import stage_plan, warm_start
+
+__all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
+           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT"]
+
+#: objective evaluations of the short refinement after layers were pruned
+REFINE_EVALUATIONS = 10
+#: a check must beat the best by more than this (ΔE2000, or relative error) to count
+MIN_IMPROVEMENT = 1e-3
+
+
+#: what a run is doing, in order: :attr:`Progress.phase`
+PHASES = ("setup", "fit", "final metrics")
+
+
+@dataclass
+class Progress:
+    """A progress report of a run (after each objective evaluation, and at phase changes).
+
+    Attributes:
+        iteration: work units done (never more than ``total``; see :mod:`pbrfit.fit_run`).
+        total: the run's work units, fixed when it starts.
+        stage: the fit stage ("colour", "gloss", "layers", "all", "refine", "path"), or the
+            phase's name outside the fit.
+        loss: the last objective value (NaN before the first).
+        train_de2000: ΔE2000 of the train views (NaN before the first evaluation).
+        validate_de2000: of the validation views at the last check, or None.
+        elapsed: seconds since the run started.
+        phase: one of :data:`PHASES`.
+        remaining: estimated seconds left (from the pace of the work units so far), or None.
+    """
+
+    iteration: int
+    total: int
+    stage: str
+    loss: float
+    train_de2000: float
+    validate_de2000: float | None
+    elapsed: float
+    phase: str = "fit"
+    remaining: float | None = None
+
+
+@dataclass
+class FitResult:
+    """What a fit produced.
+
+    Attributes:
+        material: final values under canonical names.
+        initial: the starting values.
+        fitted: names that were optimized.
+        metrics: {split: {"views": {view name: metrics}, "mean": metrics}} where metrics has
+            de2000_mean, de2000_p95, ssim, l1 (see :func:`pbrfit.losses.image_metrics`).
+        history: list of {iteration, stage, loss, train_de2000, validate_de2000, time}.
+        schedule: list of {stage, parameters, iterations} actually run.
+        views: a :class:`ViewResult` per view.
+        stopped: why the fit stopped ("converged", "iterations", "time budget", "early stopping").
+        wall_time: seconds (from ``FitOptions.budget_start`` when given).
+        notes: what the user should know about the run, ``{severity, about, message}``
+            (e.g. the time budget ended the fit before it improved on the start).
+    """
+
+    material: dict
+    initial: dict
+    fitted: list
+    metrics: dict
+    history: list
+    schedule: list
+    views: list
+    stopped: str
+    wall_time: float
+    notes: list = field(default_factory=list)
+
+
+class Checkpoint:
+    """The best material seen by a check (lower is better) and the checks since it improved.
+
+    Args:
+        values: the material to keep until a check beats it.
+    """
+
+    def __init__(self, values: dict, best: float = math.inf):
+        self.best, self.values, self.bad_checks = best, dict(values), 0
+
+    def offer(self, score: float, values: dict) -> bool:
+        """Keep ``values`` if ``score`` beats the best by :data:`MIN_IMPROVEMENT`; True if kept."""
+        if score < self.best - MIN_IMPROVEMENT:
+            self.best, self.values, self.bad_checks = score, dict(values), 0
+            return True
+        self.bad_checks += 1
+        return False
+
+    def stalled(self, patience: int) -> bool:
+        """``patience`` checks in a row did not improve."""
+        return self.bad_checks >= patience
+
+
+class SppSchedule:
+    """Paths per pixel of the path refinement: from ``start``, doubled each time the checks
+    stall, up to ``most``; stalling at ``most`` ends the refinement."""
+
+    def __init__(self, start: int, most: int):
+        self.start, self.most, self.spp = start, most, start
+
+    def on_stall(self) -> bool:
+        """Double the paths per pixel; False when they are at the most already (stop)."""
+        if self.spp >= self.most:
+            return False
+        self.spp = min(2 * self.spp, self.most)
+        return True
+
+
+@dataclass
+class ProgressPlan:
+    """The run's work units: ``[(phase key, units)]`` in order, fixed when the run starts."""
+
+    allotments: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.allotments)
+
+    def start_of(self, key: str) -> int:
+        done = 0
+        for k, n in self.allotments:
+            if k == key:
+                return done
+            done += n
+        raise KeyError(key)
+
+    def units(self, key: str, done_in_phase: int) -> int:
+        """Units done when phase ``key`` has done ``done_in_phase`` (clamped to its allotment)."""
+        allot = dict(self.allotments)[key]
+        return self.start_of(key) + max(0, min(done_in_phase, allot))
+
+
+class FitRun:
+    """One fit of ``scene`` with ``options`` (see :func:`pbrfit.fit.fit_material`).
+
+    Construction is the setup phase: options checked, views prepared (ray cast), the
+    objectives built, the time budget's deadline set. Then :meth:`run`.
+    """
+
+    def __init__(self, scene, options, progress: Callable[[Progress], None] | None = None, cancel=None):
+        options.validate()
+        self.scene, self.options = scene, options
+        self._progress, self._cancel = progress, cancel
+        self.t0 = options.budget_start if options.budget_start is not None else time.monotonic()
+        self.renderers = Renderers(scene, options)
+        self.clock = TimeBudget(self.t0, options.time_budget, self.renderers)
+        self.check_cancel()
+        torch.manual_seed(options.seed)
+        self.train = [i for i, v in enumerate(scene.views) if v.split == "train"]
+        self.val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
+        if not self.train:
+            raise InputError("the job has no train views; mark at least one [[views]] entry split = \"train\"")
+        self.initial = normalize_material(scene.initial_material or {}, source="initial material")
+        self.space = ParameterSpace(self.initial, options.parameters, options.bounds)
+        self.raster_plan = (stage_plan(self.space.fit, options.staged, max(options.iterations, 0))
+                            if options.backend != "path" else [])
+        self.plan = ProgressPlan(
+            [(f"stage:{name}", budget) for name, _, budget in self.raster_plan]
+            + ([("refine", REFINE_EVALUATIONS)] if self.raster_plan else [])
+            + ([("path", options.path_iterations)] if options.backend != "raster" else [])
+            + [("metrics", len(scene.views))])
+        self.units_done = 0
+        self.fit_started: float | None = None
+        self.history: list[dict] = []
+        self.schedule: list[dict] = []
+        self.evaluations = 0
+        self.last_val: float | None = None
+        self.stopped = "iterations"
+        self._phase_key, self._phase_evals = None, 0
+        self.report("setup", "setup", math.nan, math.nan)
+
+        self.clock.prepare_started()
+        self.raster = self.renderers.raster_fit()
+        self.train_obj = Objective(self.raster, self.train, options.loss, self.check_cancel)
+        self.val_obj = Objective(self.raster, self.val, {"de2000": 1.0}, self.check_cancel) if self.val else None
+        self.clock.setup_done(self.raster, self.check_cancel)
+
+        values = dict(self.space.values(self.space.initial_vector()))  # initial, clamped into bounds
+        for n in PARAMETERS:
+            if n not in self.space.fit:
+                values[n] = self.initial[n]
+        self.values = values
+        self.start_values = dict(values)
+        self.checkpoint = Checkpoint(values)
+
+    # --- shared machinery ---------------------------------------------------------------------
+
+    def check_cancel(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise FitCancelled("fit cancelled; nothing was written")
+
+    def out_of_time(self) -> bool:
+        return self.clock.fit_over()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def report(self, phase: str, stage: str, loss: float, train_de: float) -> None:
+        """A progress event at the current units (see the module docstring)."""
+        if self._progress is None:
+            return
+        remaining = None
+        if self.fit_started is not None and self.units_done > 0:
+            rate = (time.monotonic() - self.fit_started) / self.units_done
+            remaining = rate * (self.plan.total - self.units_done)
+        self._progress(Progress(self.units_done, self.plan.total, stage, float(loss), float(train_de),
+                                      self.last_val, self.elapsed(), phase=phase, remaining=remaining))
+
+    def enter(self, key: str) -> None:
+        """Phase ``key`` of the plan begins (units jump to its start if earlier ones ended early)."""
+        if self.fit_started is None:
+            self.fit_started = time.monotonic()
+        self._phase_key, self._phase_evals = key, 0
+        self.units_done = max(self.units_done, self.plan.start_of(key))
+        faults.point("final-metrics" if key == "metrics" else key if key.startswith("stage:") else f"stage:{key}")
+
+    def leave(self) -> None:
+        """The current phase ended: units move to its end."""
+        if self._phase_key is not None:
+            self.units_done = max(self.units_done, self.plan.units(self._phase_key, 1 << 60))
+            self._phase_key = None
+
+    def evaluate(self, space: ParameterSpace, u: torch.Tensor, grad: bool = True):
+        self.check_cancel()
+        with torch.set_grad_enabled(grad):
+            return self.train_obj(space.material(u))
+
+    def loss_of(self, space: ParameterSpace, u: torch.Tensor) -> float:
+        """The train loss of a material, no gradient (warm starts and pruning)."""
+        return self.evaluate(space, u, grad=False)[0]
+
+    def record(self, stage: str, loss: float, de: float) -> None:
+        """One objective evaluation with a gradient: history, units, progress."""
+        self.evaluations += 1
+        self.history.append({"iteration": self.evaluations, "stage": stage, "loss": float(loss),
+                             "train_de2000": float(de), "validate_de2000": self.last_val, "time": self.elapsed()})
+        self._phase_evals += 1
+        if self._phase_key is not None:
+            self.units_done = max(self.units_done, self.plan.units(self._phase_key, self._phase_evals))
+        self.report("fit", stage, loss, de)
+
+    def closure(self, opt, space: ParameterSpace, u: torch.Tensor, stage: str):
+        """The optimizer's closure: loss and gradient at ``u``, recorded as one evaluation."""
+        def closure():
+            opt.zero_grad()
+            loss, de = self.evaluate(space, u)
+            loss.backward()
+            if u.grad is not None:
+                u.grad.nan_to_num_(0.0)
+            self.record(stage, float(loss.detach()), de)
+            return loss
+
+        return closure
+
+    def validate_now(self) -> float | None:
+        """ΔE2000 of the current material on the validation views (raster), offered to the
+        checkpoint; None without validation views."""
+        if self.val_obj is None:
+            return None
+        space = ParameterSpace(self.values, [])
+        with torch.no_grad():
+            _, de = self.val_obj(space.material(space.initial_vector()))
+        self.last_val = de
+        self.checkpoint.offer(de, self.values)
+        return de
+
+    # --- phases --------------------------------------------------------------------------------
+
+    def run(self):
+        """All phases in order; returns the :class:`pbrfit.fit.FitResult`."""
+        self.measure_initial()
+        self.raster_stages()
+        if self.val_obj is not None and self.checkpoint.best < math.inf:
+            self.values = self.checkpoint.values
+        if self.raster_plan:
+            self.prune()
+        if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():
+            self.path_refinement()
+        if self.out_of_time():
+            self.stopped = "time budget"
+        return self.final_metrics()
+
+    def measure_initial(self) -> None:
+        """Iteration 0 of the history: the starting material."""
+        with torch.no_grad():
+            s0 = ParameterSpace(self.values, [])
+            loss0, de0 = self.evaluate(s0, s0.initial_vector(), grad=False)
+        self.validate_now()
+        self.history.append({"iteration": 0, "stage": "initial", "loss": float(loss0), "train_de2000": float(de0),
+                             "validate_de2000": self.last_val, "time": self.elapsed()})
+
+    def raster_stages(self) -> None:
+        """The staged raster fit: per stage a warm start of the newly freed parameters, then
+        L-BFGS (or Adam) until the stage's budget, convergence, stalling validation or time."""
+        o = self.options
+        freed: set[str] = set()
+        for stage, names, budget in self.raster_plan:
+            if self.out_of_time():
+                self.stopped = "time budget"
+                break
+            self.enter(f"stage:{stage}")
+            new = [n for n in names if n not in freed]
+            freed.update(names)
+            self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)
+            space = ParameterSpace(self.values, names, o.bounds)
+            u = space.initial_vector().clone().requires_grad_(True)
+            if o.optimizer == "lbfgs":
+                opt = torch.optim.LBFGS([u], lr=1.0, max_iter=o.check_every, history_size=20,
+                                        line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+            else:
+                cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+                opt = cls([u], lr=o.learning_rate)
+            start = self.evaluations
+            last_loss = math.inf
+            converged = early = False
+            self.checkpoint.bad_checks = 0
+            while self.evaluations - start < budget:
+                if self.out_of_time():
+                    self.stopped = "time budget"
+                    break
+                closure = self.closure(opt, space, u, stage)
+                if o.optimizer == "lbfgs":
+                    loss = float(opt.step(closure).detach())
+                else:
+                    for _ in range(o.check_every):
+                        loss = float(opt.step(closure).detach())
+                self.values = space.values(u.detach())
+                self.validate_now()
+                if self.val_obj is not None and self.checkpoint.stalled(o.patience):
+                    early = True  # this stage stopped helping on validation: go to the next one
+                    break
+                if abs(last_loss - loss) <= 1e-4 * max(abs(loss), 1e-12):
+                    converged = True
+                    break
+                last_loss = loss
+            self.schedule.append({"stage": stage, "parameters": names, "iterations": self.evaluations - start,
+                                  "warm_started": new})
+            self.leave()
+            if self.stopped == "time budget":
+                break
+            self.stopped = "early stopping" if early else "converged" if converged else "iterations"
+
+    def prune(self) -> None:
+        """Switch off the layers that do not pay for themselves (:mod:`pbrfit.layers`), then
+        refine briefly what they were compensating for."""
+        self.enter("refine")
+        if self.out_of_time() or (self._cancel is not None and self._cancel.is_set()):
+            self.leave()
+            return
+        self.values, pruned = prune_layers(self.space, self.values, self.loss_of)
+        if pruned:
+            keep = parameters_in_use(self.space, self.values)
+            start = self.evaluations
+            if keep and not self.out_of_time():
+                space = ParameterSpace(self.values, keep, self.options.bounds)
+                u = space.initial_vector().clone().requires_grad_(True)
+                opt = torch.optim.LBFGS([u], lr=1.0, max_iter=REFINE_EVALUATIONS, history_size=20,
+                                        line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+                # the strong-Wolfe line search only accepts steps that lower the loss
+                opt.step(self.closure(opt, space, u, "refine"))
+                self.values = dict(self.values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
+            self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
+                                  "warm_started": []})
+        self.leave()
+
+    def path_refinement(self) -> None:
+        """Adam on path-replay gradients from the current material, fresh paths every
+        iteration, paths per pixel rising when the checks stall (:class:`SppSchedule`); the
+        best material on the checks (fixed paths) is kept (:class:`Checkpoint`)."""
+        o = self.options
+        self.enter("path")
+        renderer = self.renderers.path_fit()
+        objective = Objective(renderer, self.train, o.path_loss)
+        # validation views when there are any, else the train views
+        check_renderer = self.renderers.path_check()
+        checker = Objective(check_renderer, self.val or self.train, {"de2000": 1.0})
+        # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
+        # high: with them, checks use the unbiased relative error instead of ΔE2000.
+        noisy = "subsurface_weight" in self.space.fit
+        # what progress reports as train ΔE2000: the train views on the check's fixed paths (the
+        # iterations' own 4-spp renders would read several units high from noise alone)
+        train_checker = Objective(check_renderer, self.train, {"de2000": 1.0}) if self.val or noisy else None
+
+        def check(vals: dict) -> tuple[float, float]:
+            """(the check's value, lower is better; train ΔE2000 to report)."""
+            space0 = ParameterSpace(vals, [])
+            m = space0.material(space0.initial_vector())
+            if noisy:
+                value = unbiased_relative_error(checker, m)
+            else:
+                with torch.no_grad():
+                    value = checker(m)[1]
+                if self.val:
+                    self.last_val = value
+            if train_checker is None:  # the check was ΔE2000 on the train views themselves
+                return value, value
+            with torch.no_grad():
+                return value, train_checker(m)[1]
+
+        started = dict(self.values)  # the raster result (auto) or the initial material (path)
+        started_at = time.monotonic()
+        warm = []
+        values = self.values
+        if noisy:
+            # the raster backend renders subsurface as diffuse (and prunes it): its weight is
+            # chosen here, by path-traced train error on fixed paths
+            lo, hi = self.space.bounds_of("subsurface_weight")
+            losses = {}
+            for w in sorted({lo, 0.5 * (lo + hi), hi}):
+                trial = ParameterSpace(dict(values, subsurface_weight=w), [])
+                losses[w] = unbiased_relative_error(train_checker, trial.material(trial.initial_vector()))
+            values = dict(values, subsurface_weight=min(losses, key=losses.get))
+            warm = ["subsurface_weight"]
+        names = parameters_in_use(self.space, values)
+        first, shown_de = check(values)
+        best = Checkpoint(values, first)
+        spp = SppSchedule(o.path_spp, o.path_max_spp)
+        start = self.evaluations
+        if names:
+            space = ParameterSpace(values, names, o.bounds)
+            u = space.initial_vector().clone().requires_grad_(True)
+            opt = torch.optim.Adam([u], lr=o.path_learning_rate)
+            while self.evaluations - start < o.path_iterations and not self.out_of_time():
+                for _ in range(min(o.check_every, o.path_iterations - (self.evaluations - start))):
+                    self.check_cancel()
+                    renderer.next_iteration()  # fresh paths: the seed schedule moves on
+                    opt.zero_grad()
+                    loss, _ = objective(space.material(u))
+                    loss.backward()
+                    u.grad.nan_to_num_(0.0)
+                    opt.step()
+                    self.record("path", float(loss.detach()), shown_de)
+                values = space.values(u.detach())
+                score, shown_de = check(values)
+                best.offer(score, values)
+                if best.stalled(o.patience):
+                    if not spp.on_stall():
+                        break
+                    renderer.settings = PathSettings(spp.spp, o.path_depth)
+                    best.bad_checks = 0
+        self.schedule.append({"stage": "path", "parameters": names, "iterations": self.evaluations - start,
+                              "warm_started": warm, "spp": [spp.start, spp.spp], "check": [first, best.best],
+                              "check_metric": "relative_error" if noisy else "de2000",
+                              "seconds": time.monotonic() - started_at, "start": started})
+        self.values = best.values
+        self.leave()
+
+    def final_metrics(self):
+        """Render every view with the final material (:meth:`Renderers.metrics`, within the
+        time budget) and measure it; returns the :class:`pbrfit.fit.FitResult`."""
+        final = {n: self.values[n] for n in PARAMETERS}
+        self.enter("metrics")
+        last = self.history[-1]
+        self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
+        self.check_cancel()
+        self.clock.fit_ended()
+        renderer = self.clock.metrics_renderer(self.raster)
+
+        def each_view():
+            self.check_cancel()
+            if self._phase_evals:
+                self.units_done += 1
+                self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
+            self._phase_evals += 1
+
+        views, metrics = evaluate_views(renderer, final, check=each_view)
+        self.leave()
+        self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
+        changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
+        notes = list(self.scene.notes) + self.clock.notes(self.stopped, changed=changed)
+        return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
+                         self.stopped, self.elapsed(), notes)

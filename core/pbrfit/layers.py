@@ -1,0 +1,67 @@
+"""The material's optional layers: which parameters switch one on, which only matter while
+it is on, and pruning the layers a fit does not need (Occam's razor).
+
+A layer is "off" when its switch is at its lower bound (zero by default). With many
+parameters free, a fit can explain noise or unmodelled transport with a little anisotropy
+or sheen; :func:`prune_layers` switches each fitted layer off in turn and keeps it off when
+the train loss rises by less than :data:`PRUNE_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .params import ParameterSpace
+
+__all__ = ["LAYER_SWITCHES", "LAYER_OF", "PRUNE_TOLERANCE", "parameters_in_use", "prune_layers"]
+
+#: parameters that switch a whole layer or effect on; their lower bound means "not there"
+LAYER_SWITCHES = ("anisotropic", "coat_weight", "sheen_weight", "thin_film_thickness", "subsurface_weight",
+                  "transmission_weight")
+#: parameters that only matter while their layer is on
+LAYER_OF = {"anisotropic_rotation": "anisotropic", "coat_roughness": "coat_weight", "coat_ior": "coat_weight",
+            "coat_tint": "coat_weight", "sheen_roughness": "sheen_weight", "sheen_tint": "sheen_weight",
+            "thin_film_ior": "thin_film_thickness", "subsurface_radius": "subsurface_weight",
+            "subsurface_scale": "subsurface_weight"}
+#: a layer is dropped when removing it raises the train loss by less than this fraction
+PRUNE_TOLERANCE = 0.01
+
+LossOf = Callable[[ParameterSpace, object], float]
+
+
+def parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
+    """Fitted parameters except layers switched off (at their lower bound) and the
+    parameters that only matter while such a layer is on."""
+
+    def off(layer):
+        return layer is not None and values[layer] <= space.bounds_of(layer)[0]
+
+    return [n for n in space.fit if not off(n if n in LAYER_SWITCHES else None) and not off(LAYER_OF.get(n))]
+
+
+def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf) -> tuple[dict, list[str]]:
+    """Switch off the fitted layers that do not pay for themselves.
+
+    Args:
+        space: the fit's parameter space (which parameters were fitted, their bounds).
+        values: the material, canonical names.
+        loss_of: ``loss_of(space, u)``, the train loss of a material (a fixed space and its
+            initial vector).
+
+    Returns:
+        (the values with the unneeded layers off, the switches turned off).
+    """
+    values = dict(values)
+    pruned = []
+    base = ParameterSpace(values, [])
+    current = float(loss_of(base, base.initial_vector()))
+    for n in LAYER_SWITCHES:
+        if n not in space.fit or values[n] <= space.bounds_of(n)[0]:
+            continue
+        trial = dict(values, **{n: space.bounds_of(n)[0]})
+        s = ParameterSpace(trial, [])
+        loss = float(loss_of(s, s.initial_vector()))
+        if loss <= current * (1 + PRUNE_TOLERANCE):
+            values, current = trial, min(current, loss)
+            pruned.append(n)
+    return values, pruned

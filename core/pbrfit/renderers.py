@@ -1,0 +1,69 @@
+"""Every renderer a run makes, with its seed and sample counts decided here and nowhere else.
+
+Seeds: the renderers the fit optimizes through use ``options.seed``; the renderers that
+judge it (the path refinement's checks, the final metrics and report images) use
+``options.seed + 1``, so that their Monte Carlo noise is independent of the fit's.
+Samples: the fit's raster renderer uses ``options.samples``; final metrics use twice as
+many (raster) or :meth:`Renderers.metrics_spp` paths per pixel (path): ΔE2000 of a noisy
+pixel reads high, so the judge must be less noisy than the fit.
+"""
+
+from __future__ import annotations
+
+from .pathtrace import PathRenderer, PathSettings
+from .render import RasterRenderer, SampleCounts
+
+__all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS"]
+
+#: paths per pixel and pixels per view of the path refinement's checks (fixed paths: many
+#: per pixel on few pixels, as ΔE2000 of noisy pixels reads high)
+PATH_CHECK_SPP, PATH_CHECK_PIXELS = 64, 256
+
+
+class Renderers:
+    """The renderers of one run of ``scene`` with ``options`` (:class:`pbrfit.options.FitOptions`)."""
+
+    def __init__(self, scene, options):
+        self.scene, self.options = scene, options
+
+    @property
+    def judge_seed(self) -> int:
+        return self.options.seed + 1
+
+    def raster_fit(self) -> RasterRenderer:
+        """The raster stages' renderer."""
+        o = self.options
+        return RasterRenderer(self.scene, o.samples, o.seed, o.max_loss_pixels, o.device)
+
+    def path_fit(self) -> PathRenderer:
+        """The path refinement's renderer (fresh paths each iteration; spp rises during it)."""
+        o = self.options
+        return PathRenderer(self.scene, PathSettings(o.path_spp, o.path_depth), o.seed, o.max_loss_pixels, o.device)
+
+    def path_check(self) -> PathRenderer:
+        """The path refinement's checks: fixed paths, :data:`PATH_CHECK_SPP` on
+        :data:`PATH_CHECK_PIXELS` pixels per view."""
+        o = self.options
+        return PathRenderer(self.scene, PathSettings(PATH_CHECK_SPP, o.path_depth), self.judge_seed,
+                            PATH_CHECK_PIXELS, o.device)
+
+    def metrics_spp(self) -> int:
+        """Paths per pixel of the final metrics: twice the refinement's most, at least 64;
+        half that with subsurface (a random walk costs ~20x a surface path)."""
+        o = self.options
+        spp = max(64, 2 * o.path_max_spp)
+        if "subsurface_weight" in o.parameters or (self.scene.initial_material or {}).get("subsurface_weight"):
+            spp //= 2
+        return spp
+
+    def metrics(self, spp: int | None = None):
+        """The final metrics' and report images' renderer: the fit's own backend (path traced
+        for auto and path) with more samples than the fit used. ``spp`` overrides the paths
+        per pixel (a time budget cuts them)."""
+        o = self.options
+        if o.backend == "raster":
+            s = o.samples
+            return RasterRenderer(self.scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
+                                  self.judge_seed, o.max_loss_pixels, o.device)
+        return PathRenderer(self.scene, PathSettings(spp or self.metrics_spp(), o.path_depth), self.judge_seed,
+                            o.max_loss_pixels, o.device)

@@ -1,0 +1,112 @@
+"""The staged schedule of the raster fit and the warm start of each newly freed parameter.
+
+Stages (:func:`stage_plan`): parameters are freed by their stage in
+:data:`pbrfit.params.PARAMETERS` (1 colour, 2 gloss: roughness/anisotropy/specular, 3
+layers: coat/sheen/film/subsurface); each stage optimizes everything freed so far, with a
+share of the iteration budget (25 %, 35 %, 40 %, renormalized over the stages present).
+
+Warm start (:func:`warm_start`): base colour in closed form (the model is affine in it),
+then a coordinate-wise 1-D grid search per scalar over its range: 5 points, or a fine grid
+where the objective has many local minima (thin-film thickness is periodic in colour).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .params import PARAMETERS, STAGES, ParameterSpace
+
+__all__ = ["FINE_GRID", "COARSE_GRID", "STAGE_SHARES", "stage_plan", "warm_start", "base_color_least_squares"]
+
+#: grid points of the 1-D search for parameters whose objective has many local minima
+FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
+#: grid points for every other scalar
+COARSE_GRID = 5
+#: each stage's share of the iteration budget
+STAGE_SHARES = {1: 0.25, 2: 0.35, 3: 0.40}
+
+
+def stage_plan(fit: list[str], staged: bool, iterations: int) -> list[tuple[str, list[str], int]]:
+    """``[(stage name, parameters optimized, evaluations)]`` of the raster fit.
+
+    Without ``staged`` one stage "all" gets every parameter and the whole budget; otherwise
+    a stage is present when one of its parameters is fitted, and gets at least one
+    evaluation.
+    """
+    if not staged:
+        return [("all", list(fit), iterations)]
+    stages = []
+    for s in (1, 2, 3):
+        names = [n for n in fit if PARAMETERS[n].stage <= s]
+        if names and any(PARAMETERS[n].stage == s for n in fit):
+            stages.append((STAGES[s], names, STAGE_SHARES[s]))
+    total_share = sum(sh for _, _, sh in stages) or 1.0
+    return [(name, names, max(1, round(iterations * sh / total_share))) for name, names, sh in stages]
+
+
+def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> list[float]:
+    """Base colour minimizing the squared error of the train pixels, in closed form.
+
+    The Principled model is affine in ``base_color`` per channel whatever the other
+    parameters (diffuse and subsurface scale with it, the metal Fresnel is affine in F0,
+    specular, sheen and coat do not depend on it), so two renders, with base colour 0 and
+    1, give each pixel's radiance as ``A * base_color + B``.
+
+    Args:
+        objective: an :class:`pbrfit.objective.Objective` (its renderer, views, references).
+    """
+    lo, hi = space.bounds_of("base_color")
+    num = torch.zeros(3, dtype=torch.float64)
+    den = torch.zeros(3, dtype=torch.float64)
+    renders = {}
+    for c in (0.0, 1.0):
+        s = ParameterSpace(dict(values, base_color=[c, c, c]), [])
+        with torch.no_grad():
+            m = s.material(s.initial_vector())
+            renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double()
+                          for vi in objective.view_ids}
+    for vi in objective.view_ids:  # in white-normalized radiance, like the losses
+        a = (renders[1.0][vi] - renders[0.0][vi]) / objective.whites[vi]
+        b = renders[0.0][vi] / objective.whites[vi]
+        num += (a * (objective.refs[vi].double() - b)).sum(0)
+        den += (a * a).sum(0)
+    return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
+
+
+def warm_start(space: ParameterSpace, values: dict, names: list[str],
+               loss_of: Callable[[ParameterSpace, torch.Tensor], float], objective=None) -> dict:
+    """Warm start for newly freed parameters ``names``: base colour in closed form (when
+    ``objective`` is given), then a coordinate-wise 1-D grid search for each scalar.
+
+    Args:
+        space: the fit's parameter space (bounds).
+        values: the current material; a copy is returned.
+        loss_of: ``loss_of(space, u)``, the train loss of a material.
+    """
+    values = dict(values)
+    if "base_color" in names and objective is not None:
+        values["base_color"] = base_color_least_squares(objective, values, space)
+    for n in names:
+        spec = PARAMETERS[n]
+        if spec.size != 1:
+            continue
+        lo, hi = space.bounds_of(n)
+        steps = FINE_GRID.get(n, COARSE_GRID)
+        grid = np.linspace(lo, hi, steps)
+        if spec.transform == "alpha":
+            grid = np.sqrt(np.linspace(lo**2, hi**2, steps))
+        best, best_v = math.inf, values[n]
+        candidates = [values[n]] + [float(g) for g in grid]
+        for v in candidates:
+            trial = dict(values)
+            trial[n] = v
+            s = ParameterSpace(trial, [])
+            loss = float(loss_of(s, s.initial_vector()))
+            if loss < best - 1e-9:
+                best, best_v = loss, v
+        values[n] = best_v
+    return values

@@ -1,0 +1,206 @@
+"""The fit run's parts, each on its own: the stage plan, the warm starts, the best-on-validation
+checkpoint and early stopping, the path stage's paths-per-pixel schedule, the time budget, and
+the progress a run reports (a total fixed at the start, never passed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pbrfit.fit import FitOptions
+from pbrfit.fit_run import Checkpoint, FitRun, ProgressPlan, SppSchedule
+from pbrfit.job import load_job
+from pbrfit.params import ParameterSpace, default_material
+from pbrfit.render import SampleCounts
+from pbrfit.renderers import Renderers
+from pbrfit.time_budget import METRICS_SHARE, MIN_METRICS_SPP, WRITE_SHARE, TimeBudget
+from pbrfit.warm_start import COARSE_GRID, FINE_GRID, stage_plan, warm_start
+from synthetic import render_references, write_job
+
+TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.35}
+FAST = SampleCounts(16, 4, 8, 4)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """Three train views of TRUTH; one validation view of a grey material under another sky."""
+    job = write_job(tmp_path_factory.mktemp("run"), size=32, cameras=3, validate_env="sky_val.exr")
+    render_references(job, TRUTH, seed=5)
+    render_references(job, {"base_color": [0.8, 0.8, 0.8], "roughness": 0.5}, seed=6, views=[3])
+    return job
+
+
+# --- stage plan and warm starts -----------------------------------------------------------------
+
+def test_stage_plan_shares_the_budget_by_stage():
+    plan = stage_plan(["base_color", "roughness", "coat_weight"], True, 60)
+    assert [(name, names) for name, names, _ in plan] == [
+        ("colour", ["base_color"]), ("gloss", ["base_color", "roughness"]),
+        ("layers", ["base_color", "roughness", "coat_weight"])]
+    assert [b for _, _, b in plan] == [15, 21, 24]
+    # a stage with nothing new of its own is skipped; its share goes to the others
+    plan = stage_plan(["base_color", "coat_weight"], True, 60)
+    assert [name for name, _, _ in plan] == ["colour", "layers"] and sum(b for *_, b in plan) == 60
+    assert stage_plan(["roughness"], False, 7) == [("all", ["roughness"], 7)]
+    assert all(b >= 1 for *_, b in stage_plan(["base_color", "roughness", "coat_weight"], True, 1))
+
+
+def test_warm_start_searches_each_scalar_over_its_range():
+    space = ParameterSpace(default_material(), ["roughness", "thin_film_thickness"])
+    calls = {"roughness": [], "thin_film_thickness": []}
+
+    def loss_of(s, u):
+        m = s.values(u)
+        for n in calls:
+            calls[n].append(m[n])
+        return (m["roughness"] - 0.62) ** 2 + (m["thin_film_thickness"] - 580.0) ** 2 * 1e-6
+
+    values = warm_start(space, dict(default_material()), ["roughness", "thin_film_thickness"], loss_of)
+    lo, hi = space.bounds_of("roughness")
+    grid = np.sqrt(np.linspace(lo**2, hi**2, COARSE_GRID))  # roughness is searched evenly in alpha
+    assert values["roughness"] == pytest.approx(grid[np.argmin(np.abs(grid - 0.62))])
+    film = np.linspace(*space.bounds_of("thin_film_thickness"), FINE_GRID["thin_film_thickness"])
+    assert values["thin_film_thickness"] == pytest.approx(film[np.argmin(np.abs(film - 580.0))])
+    # the start value is a candidate too: a good start is never made worse
+    kept = warm_start(space, dict(default_material(), roughness=0.62), ["roughness"], loss_of)
+    assert kept["roughness"] == 0.62
+
+
+def test_base_colour_warm_start_is_the_least_squares_solution(case):
+    from pbrfit.objective import Objective
+    from pbrfit.warm_start import base_color_least_squares
+
+    job = load_job(case)
+    renderer = Renderers(job.scene, FitOptions(samples=FAST)).raster_fit()
+    objective = Objective(renderer, [0, 1, 2], {"l2": 1.0})
+    space = ParameterSpace(default_material(), ["base_color"])
+    colour = base_color_least_squares(objective, dict(default_material(), roughness=TRUTH["roughness"]), space)
+    assert np.allclose(colour, TRUTH["base_color"], atol=0.02), colour
+
+
+# --- checkpoint, early stopping, spp schedule ------------------------------------------------------
+
+def test_checkpoint_keeps_the_best_and_counts_checks_without_improvement():
+    c = Checkpoint({"a": 0})
+    assert c.offer(2.0, {"a": 1}) and c.best == 2.0 and c.values == {"a": 1}
+    assert not c.offer(1.9995, {"a": 2})  # within MIN_IMPROVEMENT: not better
+    assert not c.offer(3.0, {"a": 3}) and c.values == {"a": 1} and c.bad_checks == 2
+    assert not c.stalled(3) and not c.offer(2.5, {"a": 4}) and c.stalled(3)
+    assert c.offer(1.0, {"a": 5}) and c.bad_checks == 0 and not c.stalled(1)
+
+
+def test_spp_schedule_doubles_to_the_most_then_stops():
+    s = SppSchedule(4, 20)
+    assert [s.on_stall() and s.spp for _ in range(4)] == [8, 16, 20, False]
+
+
+def test_early_stopping_returns_the_best_material_on_validation(case):
+    """Validation shows a grey material the train views do not: fitting the train views only
+    makes validation worse, so the fit stops early and returns the best it saw on validation:
+    the starting material."""
+    job = load_job(case)
+    job.scene.initial_material = {"base_color": [0.8, 0.8, 0.8], "roughness": 0.5}
+    opts = FitOptions(parameters=["base_color", "roughness"], iterations=60, backend="raster", samples=FAST,
+                      patience=2)
+    run = FitRun(job.scene, opts)
+    result = run.run()
+    assert result.stopped == "early stopping"
+    checks = [h["validate_de2000"] for h in result.history if h["validate_de2000"] is not None]
+    assert run.checkpoint.best == pytest.approx(min(checks)) == pytest.approx(result.history[0]["validate_de2000"])
+    assert result.material["base_color"] == pytest.approx([0.8, 0.8, 0.8])
+    assert result.material["roughness"] == pytest.approx(0.5)
+    assert sum(s["iterations"] for s in result.schedule) < 60
+
+
+def test_path_stage_raises_paths_per_pixel_when_checks_stall(case):
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color"], backend="path", path_iterations=8, check_every=1, patience=1,
+                      path_spp=1, path_max_spp=4, samples=FAST)
+    result = FitRun(job.scene, opts).run()
+    (path,) = [s for s in result.schedule if s["stage"] == "path"]
+    assert path["spp"][0] == 1 and path["spp"][1] in (2, 4)
+    assert path["check"][1] <= path["check"][0]  # the best check is kept, never worse than the start
+
+
+# --- the time budget ------------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self, t=100.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
+    job = load_job(case)
+    opts = FitOptions(backend="raster", time_budget=10.0, samples=FAST)
+    renderers = Renderers(job.scene, opts)
+    clock = FakeClock(100.0)
+    budget = TimeBudget(100.0, 10.0, renderers, clock=clock)
+    budget.prepare_started()
+    clock.t = 101.0  # preparing the views took 1 s: raster final metrics estimated at 3 s
+    budget.setup_done(renderers.raster_fit(), lambda: None)
+    assert budget.estimate == pytest.approx(3.0)
+    reserve = min(METRICS_SHARE * 10, 1.2 * 3.0) + WRITE_SHARE * 10
+    assert budget.fit_deadline == pytest.approx(110.0 - reserve)
+    clock.t = budget.fit_deadline - 0.01
+    assert not budget.fit_over()
+    clock.t = budget.fit_deadline + 0.01
+    assert budget.fit_over()
+    # too little left for full final metrics: the fit's own renderer, and a note says so
+    clock.t = 108.0
+    fit_renderer = renderers.raster_fit()
+    assert budget.metrics_renderer(fit_renderer) is fit_renderer and "reuse the fit's own samples" in budget.degraded
+    clock.t = 112.0
+    notes = budget.notes("time budget", changed=False)
+    assert [n["severity"] for n in notes] == ["warning", "note", "warning"]
+    assert "before it changed the starting material" in notes[0]["message"]
+    assert "more than its time budget of 10 s" in notes[2]["message"]
+    assert TimeBudget(0.0, None, renderers).notes("iterations", changed=True) == []
+
+
+def test_time_budget_cuts_path_traced_metrics_to_fewer_paths(case):
+    job = load_job(case)
+    opts = FitOptions(backend="auto", time_budget=20.0, samples=FAST)
+    renderers = Renderers(job.scene, opts)
+    clock = FakeClock(0.0)
+    budget = TimeBudget(0.0, 20.0, renderers, clock=clock)
+    budget.setup_done(renderers.raster_fit(), lambda: None)  # renders a 128-pixel probe (timed by the clock)
+    budget.estimate = 8.0  # pretend the full metrics take 8 s
+    clock.t = 20.0 * (1 - WRITE_SHARE) - 2.0  # 2 s left
+    r = budget.metrics_renderer(renderers.raster_fit())
+    expected = max(MIN_METRICS_SPP, int(renderers.metrics_spp() * 2.0 / 8.0))
+    assert r.settings.spp == expected < renderers.metrics_spp()
+    assert f"{expected} paths per pixel instead of {renderers.metrics_spp()}" in budget.degraded
+
+
+# --- progress -----------------------------------------------------------------------------------------
+
+def test_progress_plan_units_stay_within_each_phase():
+    plan = ProgressPlan([("stage:colour", 10), ("refine", 5), ("metrics", 2)])
+    assert plan.total == 17 and plan.start_of("refine") == 10
+    assert plan.units("stage:colour", 14) == 10  # an overshooting stage stays at its end
+    assert plan.units("refine", 3) == 13 and plan.units("metrics", -1) == 15
+
+
+@pytest.mark.parametrize("backend", ["raster", "auto"])
+def test_a_runs_progress_has_a_fixed_total_it_never_passes(case, backend):
+    job = load_job(case)
+    seen = []
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight"], iterations=9, backend=backend,
+                      path_iterations=3, samples=FAST)
+    FitRun(job.scene, opts, progress=seen.append).run()
+    totals = {p.total for p in seen}
+    assert len(totals) == 1
+    total = totals.pop()
+    assert total == 9 + 10 + (3 if backend == "auto" else 0) + len(job.scene.views)
+    units = [p.iteration for p in seen]
+    assert units == sorted(units) and units[0] == 0 and units[-1] == total and max(units) <= total
+    phases = [p.phase for p in seen]
+    assert phases[0] == "setup" and phases[-1] == "final metrics"
+    assert phases == sorted(phases, key=["setup", "fit", "final metrics"].index)  # in order, never back
+    assert all(math.isfinite(p.loss) for p in seen if p.phase == "fit")
+    assert any(p.remaining is not None for p in seen) and seen[-1].remaining == pytest.approx(0.0)
