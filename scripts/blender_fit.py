@@ -3,8 +3,13 @@
 Runs with the PyPI ``bpy`` module or inside Blender::
 
     python scripts/blender_fit.py FILE.blend --object NAME [--save OUT.blend] [--out DIR]
-                                  [--preset P | --parameters a,b] [--iterations N]
+                                  [the fit options of ``pbrfit fit``: --preset P | --fit a,b,
+                                   --iterations N, --backend B, --time-budget S, --loss ..., ...]
     blender -b --python scripts/blender_fit.py -- FILE.blend --object NAME ...
+
+The fit options are the command line's (:func:`pbrfit.options.add_fit_arguments`), checked
+with the same rules, and win over the settings saved in the file's pbrfit panel.
+``--parameters`` is the older name of ``--fit``. Progress goes to stderr as log lines.
 
 The photographs are the cameras' background images and the lighting is the World's
 Environment Texture (see blender_addon/pbrfit_blender/extract.py). The fitted values are
@@ -23,6 +28,7 @@ anything else (one line). Everything that can be checked is checked before the f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -32,7 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["main", "parse_args", "save_atomically"]
 
 
+def _import_engine() -> None:
+    """pbrfit as installed (the extension's bundled copy, a pip install), else this checkout's."""
+    try:
+        import pbrfit  # noqa: F401
+    except ImportError:
+        sys.path.append(str(ROOT / "core"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    _import_engine()
+    from pbrfit.options import add_fit_arguments
+
     if argv is None:
         argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     ap = argparse.ArgumentParser(prog="blender_fit.py", description=__doc__.split("\n\n")[0])
@@ -40,11 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--object", required=True, help="name of the object whose material to fit")
     ap.add_argument("--save", help="write the updated .blend here (may be the input file)")
     ap.add_argument("--out", help="folder for material.json and report.html")
-    ap.add_argument("--preset", default="", help="a pbrfit preset (plastic, metal, ...)")
-    ap.add_argument("--parameters", default="", help="comma-separated canonical names (wins over --preset)")
-    ap.add_argument("--iterations", type=int, default=-1, help="optimizer iterations (default: the file's setting)")
     ap.add_argument("--copy-material", action="store_true",
                     help="if other objects share the material, give this object its own copy")
+    add_fit_arguments(ap)
+    ap.add_argument("--parameters", dest="fit", help=argparse.SUPPRESS)  # the older name of --fit
     return ap.parse_args(argv)
 
 
@@ -88,22 +104,14 @@ def _check_save(path: str) -> None:
         raise InputError(f"--save {target} is read-only; choose another path")
 
 
-def _preflight(args) -> None:
-    """Every check that needs no Blender: options, --out, --save (InputError)."""
-    try:
-        import pbrfit  # noqa: F401  (installed, or the add-on's bundled copy)
-    except ImportError:
-        sys.path.append(str(ROOT / "core"))  # a source checkout
+def _preflight(args) -> dict:
+    """Every check that needs no Blender: options, --out, --save (InputError). Returns the
+    fit options given, under canonical names."""
     from pbrfit.errors import InputError
+    from pbrfit.options import fit_overrides
     from pbrfit.outputs import check_output_folder
-    from pbrfit.options import check_value, parse_names
 
-    if args.preset:
-        check_value("preset", args.preset, "--preset")
-    if args.parameters:
-        check_value("parameters", parse_names(args.parameters, "--parameters"), "--parameters")
-    if args.iterations != -1:
-        check_value("iterations", args.iterations, "--iterations (-1: the file's setting)")
+    overrides = fit_overrides(args)
     if args.out is not None:
         check_output_folder(args.out, option="--out", inputs=[os.path.abspath(args.blend)])
     if args.save is not None:
@@ -119,6 +127,7 @@ def _preflight(args) -> None:
     if not (head.startswith(b"BLENDER") or head.startswith(b"\x1f\x8b") or head.startswith(b"\x28\xb5\x2f\xfd")):
         raise InputError(f"{blend} is not a .blend file (it does not start with a Blender header); "
                          "is it corrupt or another format?")
+    return overrides
 
 
 def _ensure_addon():
@@ -134,7 +143,7 @@ def _ensure_addon():
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        _preflight(args)
+        overrides = _preflight(args)
     except Exception as e:  # InputError: one line naming the file or option
         return _fail(e)
     import bpy
@@ -149,8 +158,7 @@ def main(argv=None) -> int:
         names = ", ".join(sorted(o.name for o in bpy.data.objects)[:20])
         return _fail(f"{blend}: no object '{args.object}'; objects: {names or 'none'}")
     try:
-        bpy.ops.pbrfit.fit(object_name=args.object, iterations=args.iterations, preset=args.preset,
-                           parameters=args.parameters,
+        bpy.ops.pbrfit.fit(object_name=args.object, options=json.dumps(overrides),
                            output_dir=os.path.abspath(args.out) if args.out else "",
                            copy_material=args.copy_material, synchronous=True)
     except RuntimeError as e:  # the operator reported an error: one line, already clear

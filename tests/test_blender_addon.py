@@ -27,6 +27,9 @@ sys.path.insert(0, {str(FIXTURES)!r})
 import numpy as np
 import bpy
 import blender_addon_scene as S
+import pytest
+
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
 def out(**kw):
     print("RESULT=" + json.dumps(kw), flush=True)
 """
@@ -442,23 +445,42 @@ def test_panel_draws_real_properties_and_operators():
 
         settings = bpy.context.scene.pbrfit
         settings.preset = "CUSTOM"
-        settings.running, settings.progress, settings.loss, settings.de2000 = True, 0.5, 0.1, 2.5
+        from pbrfit.fit import Progress
+        from pbrfit.progress import describe
+        settings.running, settings.progress = True, 0.5
+        settings.progress_text = describe(Progress(13, 26, "gloss", 0.1, 2.5, None, 4.0, remaining=4.0))
         item = settings.result_images.add()
         item.view, item.split, item.kind, item.image = "Cam0", "train", "heatmap", bpy.data.images.new("h", 4, 4)
+        # what a fit of a half-metallic sheen material leaves for the panel
+        from types import SimpleNamespace
+        from pbrfit.fit import FitOptions
+        from pbrfit.params import default_material
+        from pbrfit_blender.pipeline import publish_findings
+        fitted = dict(default_material(), metallic=0.5, sheen_weight=0.8)
+        publish_findings(bpy.context, SimpleNamespace(material=fitted, fitted=["metallic", "sheen_weight"],
+                                                      notes=[{"about": "time budget", "severity": "warning",
+                                                              "message": "the run took longer"}]), FitOptions())
+        findings = [(f.kind, f.severity, f.subject) for f in settings.findings]
         draw_pbrfit(Layout(), bpy.context)
         props = [(a[0], a[1]) for n, a, kw in calls if n == "prop"]
         missing = [p for o, p in props if p not in {x.identifier for x in o.bl_rna.properties}]
         ops = [a[0] for n, a, kw in calls if n == "operator"]
         unknown_ops = [o for o in ops if not hasattr(getattr(bpy.types, "PBRFIT_OT_" + o.split(".")[1], None), "bl_idname")]
-        out(n_props=len(props), missing=missing, ops=ops, unknown_ops=unknown_ops,
+        out(n_props=len(props), missing=missing, ops=ops, unknown_ops=unknown_ops, findings=findings,
             progress=[kw for n, a, kw in calls if n == "progress"],
             labels=[kw.get("text", "") for n, a, kw in calls if n == "label"])
     """)
     assert r["missing"] == [] and r["n_props"] > 20  # preset, budget and every parameter toggle
     assert set(r["ops"]) == {"pbrfit.fit", "pbrfit.cancel", "pbrfit.restore_previous", "pbrfit.validation_add",
                              "pbrfit.validation_remove"} and r["unknown_ops"] == []
-    assert r["progress"] and r["progress"][0]["factor"] == 0.5 and "ΔE2000 2.50" in r["progress"][0]["text"]
+    assert r["progress"] and r["progress"][0]["factor"] == 0.5
+    assert r["progress"][0]["text"] == "gloss 13/26, loss 0.1, ΔE2000 train 2.50, 4 s, ~4 s left"
     assert any("Cam0 (train)" in t for t in r["labels"])
+    # plausibility findings, the run's notes and export losses reach the panel
+    assert ["finding", "warning", "metallic"] in r["findings"]
+    assert ["finding", "warning", "time budget"] in r["findings"]
+    assert any(k == "export" and s == "UsdPreviewSurface" for k, _, s in r["findings"])
+    assert any(t.startswith("metallic: ") for t in r["labels"]) and any("sheen" in t for t in r["labels"])
 
 
 def test_world_setup_errors():

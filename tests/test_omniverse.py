@@ -20,6 +20,7 @@ from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 import stage_builders as sb
 from source_imports import imported_roots
 from pbrfit.errors import FitCancelled, InputError
+from pbrfit.heatmap import display_exposure, png_bytes, to_srgb8
 from pbrfit.images import write_exr
 from synthetic import render_references, write_job
 
@@ -216,8 +217,10 @@ def test_session_runs_in_a_thread_with_progress(case, tmp_path):
     seen += session.poll()
     assert session.state == "done" and session.error is None
     result = session.outcome()
-    assert seen and all(np.isfinite(p.train_de2000) for p in seen)
+    assert seen and all(np.isfinite(p.train_de2000) for p in seen if p.phase == "fit")
     assert [p.iteration for p in seen] == sorted(p.iteration for p in seen)
+    assert seen[0].phase == "setup" and seen[-1].phase == "final metrics" and seen[-1].iteration == seen[-1].total
+    assert len({p.total for p in seen}) == 1  # the total is fixed when the run starts
     assert session.latest is seen[-1]
     assert set(result.material) >= {"base_color", "roughness"}
     with pytest.raises(RuntimeError, match="already"):
@@ -225,12 +228,17 @@ def test_session_runs_in_a_thread_with_progress(case, tmp_path):
     # the window's figures: reference, fit and ΔE map per view, as PNGs of the view's size
     figures = C.result_figures(result, tmp_path / "fig")
     assert [f["name"] for f in figures] == ["Cam0", "Cam1"]
-    for f in figures:
+    for f, view in zip(figures, result.views):
         assert f["de2000_mean"] > 0
         for key in ("reference", "fit", "de_map"):
             head = Path(f[key]).read_bytes()[:24]
             assert head[:8] == b"\x89PNG\r\n\x1a\n"
             assert int.from_bytes(head[16:20], "big") == 32 and int.from_bytes(head[20:24], "big") == 32
+        # at the view's display exposure, as report.html shows it (it was shown at 1.0)
+        exposure = display_exposure(view.reference, view.mask)
+        assert f["exposure"] == pytest.approx(exposure) and abs(exposure - 1.0) > 0.05
+        assert Path(f["reference"]).read_bytes() == png_bytes(to_srgb8(view.reference, exposure))
+        assert Path(f["fit"]).read_bytes() == png_bytes(to_srgb8(view.fit, exposure))
 
 
 def test_session_cancel(case):
@@ -355,8 +363,8 @@ def _y_up_cm_copy(blender_usda: Path, out: Path, hdri: Path) -> Path:
     return out
 
 
-def test_blender_stage_and_y_up_centimetre_stage_give_the_same_fit(tmp_path_factory, tmp_path):
-    blender = sb.blender_stages(tmp_path_factory)
+def test_blender_stage_and_y_up_centimetre_stage_give_the_same_fit(blender_dir, tmp_path):
+    blender = blender_dir
     truth = sb.truth(blender)
     work = tmp_path / "b"
     work.mkdir()
@@ -392,7 +400,7 @@ def test_blender_stage_and_y_up_centimetre_stage_give_the_same_fit(tmp_path_fact
     for k in ("base_color", "roughness", "metallic", "coat_weight"):  # same starting material
         assert np.allclose(sb_scene.initial_material[k], yc_scene.initial_material[k], atol=1e-6), k
     # same pixels covered, same fit within sampling noise
-    assert sb_res.views[0]["mask_iou"] == pytest.approx(yc_res.views[0]["mask_iou"], abs=0.02)
+    assert sb_res.views[0].mask_iou == pytest.approx(yc_res.views[0].mask_iou, abs=0.02)
     assert np.allclose(sb_res.material["base_color"], yc_res.material["base_color"], atol=0.04), \
         (sb_res.material["base_color"], yc_res.material["base_color"])
     for res in (sb_res, yc_res):  # both near the truth (the start was (0.7, 0.2, 0.1))

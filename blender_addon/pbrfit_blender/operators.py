@@ -34,14 +34,6 @@ def _target(context, name: str):
     return (obj, None) if obj is not None else (None, "no active object; select the part to fit")
 
 
-def _print_progress(p) -> None:
-    """Headless progress: one line per objective evaluation on stderr."""
-    import sys
-
-    print(f"pbrfit: {p.iteration}/{p.total} {p.stage}: loss {p.loss:.4g}, ΔE2000 {p.train_de2000:.2f}",
-          file=sys.stderr, flush=True)
-
-
 def _redraw(context) -> None:
     for window in context.window_manager.windows:
         for area in window.screen.areas:
@@ -66,6 +58,10 @@ class PBRFIT_OT_fit(bpy.types.Operator):
                                description="Override: comma-separated canonical names to fit (wins over preset)")
     output_dir: StringProperty(name="Output folder", default="", subtype="DIR_PATH",
                                description="Override the panel's report folder")
+    options: StringProperty(name="Options", default="", options={"SKIP_SAVE"},
+                            description="Override: a JSON object of fit options under a job file's [fit] names "
+                                        "(backend, time_budget, loss, seed, ...), as scripts/blender_fit.py passes "
+                                        "its command line")
     synchronous: BoolProperty(name="Synchronous", default=False, options={"SKIP_SAVE"},
                               description="Fit on the main thread and return when done (scripts)")
 
@@ -80,23 +76,27 @@ class PBRFIT_OT_fit(bpy.types.Operator):
         return {"CANCELLED"}
 
     def _options(self, context):
+        """The panel's settings, then this call's overrides (preset, parameters, iterations,
+        then the ``options`` JSON), checked with the command line's rules."""
+        import json
+
+        from pbrfit.errors import InputError
+        from pbrfit.options import parse_names
+
         from .pipeline import fit_options
 
-        settings = context.scene.pbrfit
-        params = None
-        if self.parameters:
-            params = [p.strip() for p in self.parameters.split(",") if p.strip()]
-        elif self.preset:
-            from .properties import presets
-
-            known = presets()
-            if self.preset not in known:
-                from pbrfit.errors import InputError
-
-                raise InputError(f"unknown preset '{self.preset}'; choose one of {', '.join(known)}")
-            params = list(known[self.preset])
-        return fit_options(settings, parameters=params,
-                           iterations=self.iterations if self.iterations >= 0 else None)
+        overrides = {"preset": self.preset or None,
+                     "parameters": parse_names(self.parameters, "parameters") if self.parameters else None,
+                     "iterations": self.iterations if self.iterations >= 0 else None}
+        if self.options:
+            try:
+                extra = json.loads(self.options)
+            except ValueError as e:
+                raise InputError(f"options: not a JSON object ({e})") from None
+            if not isinstance(extra, dict):
+                raise InputError(f"options: must be a JSON object of fit options, got {self.options!r}")
+            overrides.update(extra)
+        return fit_options(context.scene.pbrfit, **overrides)
 
     def _copy(self, context) -> bool:
         return self.copy_material or context.scene.pbrfit.copy_material
@@ -148,7 +148,8 @@ class PBRFIT_OT_fit(bpy.types.Operator):
                 return self._run_sync(context, obj, options)
             from .pipeline import prepare
 
-            self._extraction = prepare(context, obj, copy_if_shared=self._copy(context))
+            self._extraction = prepare(context, obj, copy_if_shared=self._copy(context),
+                                       out_dir=self._out_dir(context))
         except PbrfitError as e:
             return self._fail(context, str(e))
         return self._start_modal(context, obj, options)
@@ -160,10 +161,12 @@ class PBRFIT_OT_fit(bpy.types.Operator):
 
         settings = context.scene.pbrfit
         settings.status = "fitting…"
-        try:
+        from pbrfit.progress import LogLines
+
+        try:  # headless: the CLI's log lines on stderr (every few seconds and at each phase)
             outcome = fit_object(context, obj, options, copy_if_shared=self._copy(context),
                                  out_dir=self._out_dir(context),
-                                 progress=_print_progress if bpy.app.background else None)
+                                 progress=LogLines().progress if bpy.app.background else None)
         except PbrfitError:
             raise  # the caller's one line
         except Exception as e:  # a bug: one line in the panel, the traceback on the console
@@ -195,7 +198,7 @@ class PBRFIT_OT_fit(bpy.types.Operator):
             self.report({"WARNING"}, line)
         self._options_used, self._object_name = options, obj.name
         PBRFIT_OT_fit._session = FitSession(self._extraction.scene, options).start()
-        settings.running, settings.status, settings.stage = True, "fitting…", ""
+        settings.running, settings.status, settings.progress_text = True, "fitting…", "setup"
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -217,9 +220,11 @@ class PBRFIT_OT_fit(bpy.types.Operator):
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         settings = context.scene.pbrfit
-        for p in session.poll():
+        from pbrfit.progress import describe
+
+        for p in session.poll():  # work units of a total fixed when the fit starts
             settings.progress = min(p.iteration / max(p.total, 1), 1.0)
-            settings.loss, settings.de2000, settings.stage = p.loss, p.train_de2000, p.stage
+            settings.progress_text = describe(p)
         if not session.finished:
             _redraw(context)
             return {"RUNNING_MODAL"}

@@ -77,7 +77,7 @@ def draw_pbrfit(layout, context) -> None:
     row.operator("pbrfit.cancel", icon="CANCEL")
     row.operator("pbrfit.restore_previous", icon="LOOP_BACK")
     if settings.running:
-        text = f"{settings.stage}  loss {settings.loss:.4g}  ΔE2000 {settings.de2000:.2f}"
+        text = settings.progress_text
         if hasattr(layout, "progress"):
             layout.progress(factor=settings.progress, type="BAR", text=text)
         else:
@@ -89,6 +89,7 @@ def draw_pbrfit(layout, context) -> None:
     elif settings.status:
         layout.label(text=settings.status, icon="INFO")
 
+    _draw_findings(layout, settings)
     if len(settings.result_images):
         box = layout.box()
         box.label(text="Last fit: ΔE2000 per view (0 blue … 10+ red)")
@@ -102,6 +103,28 @@ def draw_pbrfit(layout, context) -> None:
         for item in settings.result_images:
             if item.kind == "figure":
                 box.label(text=item.image.name if item.image else item.view, icon="IMAGE_DATA")
+
+
+_SEVERITY_ICON = {"error": "ERROR", "warning": "ERROR", "note": "INFO"}
+
+
+def _draw_findings(layout, settings) -> None:
+    """The last fit's plausibility findings, and what each export format drops."""
+    found = [f for f in settings.findings if f.kind == "finding"]
+    if found:
+        box = layout.box()
+        box.label(text="Check these (also in material.json and the report)")
+        for f in found:
+            row = box.row()
+            row.alert = f.severity == "error"
+            row.label(text=f"{f.subject}: {f.message}" if f.subject else f.message,
+                      icon=_SEVERITY_ICON.get(f.severity, "INFO"))
+    drops = [f for f in settings.findings if f.kind == "export"]
+    if drops:
+        box = layout.box()
+        box.label(text="What the exported formats drop or approximate")
+        for f in drops:
+            box.label(text=f"{f.subject}: {f.message}", icon="EXPORT")
 
 
 class PBRFIT_PT_material(bpy.types.Panel):

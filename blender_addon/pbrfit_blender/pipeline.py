@@ -3,10 +3,11 @@
 Shared by the operators (UI and headless) and ``scripts/blender_fit.py``:
 
 * :func:`fit_options` turns the panel's settings into :class:`pbrfit.fit.FitOptions`;
-* :func:`prepare` extracts the scene and refuses a shared material early (before minutes
-  of fitting) unless a copy was asked for;
-* :func:`finish` writes the result back (one undo step), makes the result images and,
-  with an output folder, writes the same material.json/report as the CLI;
+* :func:`prepare` extracts the scene and checks every precondition early (before minutes of
+  fitting): a shared material unless a copy was asked for, the output folder;
+* :func:`finish` stages the outputs (with an output folder: the same material.json/report
+  as the CLI), writes the result back (one undo step), publishes the outputs, and shows the
+  result images, the plausibility findings and the export losses in the panel;
 * :func:`fit_object` does all three synchronously (headless and scripts).
 """
 
@@ -24,10 +25,7 @@ from .extract import Extraction, extract_scene
 from .writeback import apply_material, shared_with
 
 __all__ = ["FitOutcome", "fit_options", "prepare", "finish", "fit_object", "publish_images",
-           "write_outputs", "HEATMAP_VMAX"]
-
-#: ΔE2000 at the top of the heatmaps' colour scale
-HEATMAP_VMAX = 10.0
+           "publish_findings", "write_outputs"]
 
 
 @dataclass
@@ -47,33 +45,43 @@ class FitOutcome:
     document: dict | None = None
 
 
-def fit_options(settings=None, *, parameters=None, iterations=None, time_budget=None, **extra):
-    """FitOptions from ``scene.pbrfit`` settings, overridden by the keyword arguments."""
-    from pbrfit.fit import FitOptions
+#: how the panel names each option, for messages
+PANEL_LABELS = {"parameters": "Parameters to fit", "preset": "Preset", "iterations": "Iterations",
+                "time_budget": "Time budget", "backend": "Renderer"}
+
+
+def fit_options(settings=None, **overrides):
+    """FitOptions from the panel's settings (``scene.pbrfit``), overridden by keyword
+    arguments under canonical option names (a job file's ``[fit]`` keys: ``iterations``,
+    ``backend``, ``loss``, ...), resolved and checked by :func:`pbrfit.options.resolve`,
+    the command line's and the job file's rules. ``None`` overrides are ignored.
+
+    Raises:
+        InputError: a bad value, named as the panel names it.
+    """
+    from pbrfit.options import resolve
 
     from .properties import selected_parameters
 
-    if parameters is None:
-        parameters = selected_parameters(settings) if settings is not None else None
-    if iterations is None and settings is not None:
-        iterations = settings.iterations
-    if time_budget is None and settings is not None and settings.time_budget > 0:
-        time_budget = float(settings.time_budget)
-    kw = dict(extra)
-    if parameters is not None:
-        if not parameters:
-            raise InputError("no parameter is selected to fit; choose a preset or tick some parameters")
-        kw["parameters"] = list(parameters)
-    if iterations is not None:
-        kw["iterations"] = int(iterations)
-    kw["time_budget"] = time_budget
-    if settings is not None and "backend" not in kw:
-        kw["backend"] = settings.backend
-    return FitOptions(**kw)
+    values = {}
+    if settings is not None:
+        values = {"parameters": selected_parameters(settings), "iterations": settings.iterations,
+                  "time_budget": settings.time_budget if settings.time_budget > 0 else None,
+                  "backend": settings.backend}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "preset" in given and "parameters" not in given:
+        values.pop("parameters", None)  # a preset asked for replaces the panel's ticks
+    values.update(given)
+    if "parameters" in values and not values["parameters"]:
+        raise InputError("no parameter is selected to fit; choose a preset or tick some parameters")
+    return resolve(None, values, override_labels=lambda name: f"pbrfit panel: {PANEL_LABELS.get(name, name)}")
 
 
-def prepare(context, obj, *, copy_if_shared: bool = False) -> Extraction:
-    """Extract ``obj``'s scene; refuse a shared material unless ``copy_if_shared``."""
+def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None) -> Extraction:
+    """Extract ``obj``'s scene; refuse a shared material unless ``copy_if_shared``, and an
+    output folder the CLI's ``--out`` policy refuses."""
+    from pbrfit.outputs import check_output_folder
+
     if obj is None:
         raise InputError("no object selected; select the part whose material to fit")
     extraction = extract_scene(context, obj)
@@ -81,7 +89,15 @@ def prepare(context, obj, *, copy_if_shared: bool = False) -> Extraction:
     if others and not copy_if_shared:
         raise InputError(f"material '{obj.active_material.name}' is also used by {', '.join(others)}; "
                          "choose 'Make a copy' to change only this object")
+    if out_dir:
+        check_output_folder(out_dir, option="output folder", inputs=_input_files(extraction))
     return extraction
+
+
+def _input_files(extraction: Extraction) -> list[str]:
+    files = [bpy.data.filepath, *(v.image_path for v in extraction.scene.views),
+             *(v.environment.source for v in extraction.scene.views)]
+    return sorted({p for p in files if p and Path(p).is_file()})
 
 
 def _to_blender_image(name: str, srgb8: np.ndarray):
@@ -108,48 +124,76 @@ def publish_images(context, result) -> list:
 
     Recorded in ``scene.pbrfit.result_images`` (kind "heatmap" or "figure").
     """
-    from pbrfit.heatmap import delta_e_heatmap, display_exposure, to_srgb8
-
     settings = getattr(context.scene, "pbrfit", None)
     if settings is not None:
         settings.result_images.clear()
     images = []
     for v in result.views:
-        heat = delta_e_heatmap(v["de_map"], v["mask"], vmax=HEATMAP_VMAX)
-        ref = v["reference"]
-        exposure = display_exposure(ref, v["mask"])
-        figure = np.concatenate([to_srgb8(ref, exposure), to_srgb8(v["fit"], exposure), heat], axis=1)
-        de = float(v["metrics"]["de2000_mean"])
-        for kind, pixels in (("heatmap", heat), ("figure", figure)):
-            img = _to_blender_image(f"pbrfit {kind} {v['name']}", pixels)
+        fig = v.figure()  # the same figures as report.html (pbrfit.figures)
+        de = float(v.metrics["de2000_mean"])
+        for kind, pixels in (("heatmap", fig.heatmap), ("figure", fig.side_by_side())):
+            img = _to_blender_image(f"pbrfit {kind} {v.name}", pixels)
             images.append(img)
             if settings is not None:
                 item = settings.result_images.add()
-                item.view, item.split, item.kind, item.de2000, item.image = v["name"], v["split"], kind, de, img
+                item.view, item.split, item.kind, item.de2000, item.image = v.name, v.split, kind, de, img
     return images
 
 
-def write_outputs(out_dir, result, extraction: Extraction, options) -> dict:
-    """material.json, material.mtlx, material.usda and report.html, as the CLI writes them."""
+def write_outputs(out_dir, result, extraction: Extraction, options, *, publish: bool = True):
+    """material.json, material.mtlx, material.usda and report.html, as the CLI writes them.
+
+    Returns:
+        (material.json's content, the :class:`pbrfit.atomic.OutputDir`; staged, not yet
+        published, when ``publish`` is False).
+    """
     from pbrfit.outputs import prepare_output, write_fit_outputs
 
     source = bpy.data.filepath or "<unsaved Blender scene>"
-    files = [p for p in [bpy.data.filepath, *(v.image_path for v in extraction.scene.views),
-                         *(v.environment.source for v in extraction.scene.views)]
-             if p and Path(p).is_file()]
+    files = _input_files(extraction)
     out = prepare_output(out_dir, option="output folder", inputs=files)  # the CLI's --out policy
-    return write_fit_outputs(out, result, job_path=source, input_files=sorted(set(files)),
-                             options=asdict(options), seed=options.seed,
-                             title=f"pbrfit: {extraction.scene.target} in {Path(source).name}")
+    doc = write_fit_outputs(out, result, job_path=source, input_files=files, options=asdict(options),
+                            seed=options.seed, title=f"pbrfit: {extraction.scene.target} in {Path(source).name}",
+                            publish=publish)
+    return doc, out
+
+
+def publish_findings(context, result, options) -> None:
+    """The plausibility findings and what each export format drops, for the panel
+    (``scene.pbrfit.findings``; the same list as material.json and report.html)."""
+    from pbrfit.material_mapping import export_losses
+    from pbrfit.plausibility import findings
+
+    settings = getattr(context.scene, "pbrfit", None)
+    if settings is None:
+        return
+    settings.findings.clear()
+    for f in findings(result.material, result.fitted, options.bounds or None, result.notes):
+        item = settings.findings.add()
+        item.kind, item.severity, item.subject, item.message = "finding", f["severity"], f["parameter"], f["message"]
+    for target, lines in export_losses(result.material).items():
+        for line in lines:
+            item = settings.findings.add()
+            item.kind, item.severity, item.subject = "export", "note", target
+            item.message = line.removeprefix(f"{target}: ")
 
 
 def finish(context, obj, result, extraction: Extraction, options, *, copy_if_shared: bool = False,
            out_dir=None) -> FitOutcome:
-    """Write the fitted material back, make the result images, write the outputs."""
-    material = apply_material(obj, result.material, copy_if_shared=copy_if_shared,
-                              message=f"pbrfit: fit {obj.name}")
+    """Stage the outputs, write the fitted material back (one undo step), publish the
+    outputs, show the images and findings. A failure staging the outputs leaves the
+    material as it was."""
+    doc, out = write_outputs(out_dir, result, extraction, options, publish=False) if out_dir else (None, None)
+    try:
+        material = apply_material(obj, result.material, copy_if_shared=copy_if_shared,
+                                  message=f"pbrfit: fit {obj.name}")
+        if out is not None:
+            out.publish(last=("material.json",))
+    finally:
+        if out is not None:
+            out.discard()  # a no-op after publishing
     publish_images(context, result)
-    doc = write_outputs(out_dir, result, extraction, options) if out_dir else None
+    publish_findings(context, result, options)
     return FitOutcome(result, extraction, material, doc)
 
 
@@ -163,6 +207,6 @@ def fit_object(context, obj, options, *, copy_if_shared: bool = False, out_dir=N
     """
     from pbrfit.fit import fit_material
 
-    extraction = prepare(context, obj, copy_if_shared=copy_if_shared)
+    extraction = prepare(context, obj, copy_if_shared=copy_if_shared, out_dir=out_dir)
     result = fit_material(extraction.scene, options, progress=progress, cancel=cancel)
     return finish(context, obj, result, extraction, options, copy_if_shared=copy_if_shared, out_dir=out_dir)

@@ -14,7 +14,7 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from .sockets import SOCKETS
 
-__all__ = ["CLASSES", "PBRFIT_ValidationView", "PBRFIT_ResultImage", "PBRFIT_Settings", "presets",
+__all__ = ["CLASSES", "PBRFIT_ValidationView", "PBRFIT_Finding", "PBRFIT_ResultImage", "PBRFIT_Settings", "presets",
            "selected_parameters", "register", "unregister"]
 
 
@@ -63,6 +63,16 @@ class PBRFIT_ValidationView(bpy.types.PropertyGroup):
                                       "and strength are applied)")
 
 
+class PBRFIT_Finding(bpy.types.PropertyGroup):
+    """Something the last fit wants the user to check: a plausibility finding, a note about
+    the run, or what an export format drops of the material."""
+
+    kind: StringProperty(name="Kind", description="finding or export")
+    severity: StringProperty(name="Severity", description="error, warning or note")
+    subject: StringProperty(name="About", description="the parameter, or the export format")
+    message: StringProperty(name="Message")
+
+
 class PBRFIT_ResultImage(bpy.types.PropertyGroup):
     """An image the last fit produced (ΔE2000 heatmap or a reference/fit/heatmap figure)."""
 
@@ -77,7 +87,7 @@ def _settings_annotations() -> dict:
     ann = {
         "preset": EnumProperty(name="Preset", items=_preset_items_cached, update=_preset_update,
                                description="Which parameters to fit"),
-        "iterations": IntProperty(name="Iterations", default=60, min=0, soft_max=500,
+        "iterations": IntProperty(name="Iterations", default=60, min=1, soft_max=500,
                                   description="Optimizer iterations in all"),
         "backend": EnumProperty(
             name="Renderer", default="auto",
@@ -95,12 +105,12 @@ def _settings_annotations() -> dict:
         "validation_views": CollectionProperty(type=PBRFIT_ValidationView),
         "validation_index": IntProperty(default=0),
         "result_images": CollectionProperty(type=PBRFIT_ResultImage),
+        "findings": CollectionProperty(type=PBRFIT_Finding),
         # live state, written by the modal operator on the main thread
         "running": BoolProperty(default=False, options={"SKIP_SAVE"}),
         "progress": FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"}),
-        "loss": FloatProperty(default=0.0, options={"SKIP_SAVE"}),
-        "de2000": FloatProperty(default=0.0, options={"SKIP_SAVE"}),
-        "stage": StringProperty(default="", options={"SKIP_SAVE"}),
+        "progress_text": StringProperty(default="", options={"SKIP_SAVE"},
+                                        description="Where the fit is (pbrfit.progress.describe)"),
         "status": StringProperty(default=""),
         "error": StringProperty(default=""),
     }
@@ -123,7 +133,7 @@ def selected_parameters(settings) -> list[str]:
     return [n for n in SOCKETS if getattr(settings, f"fit_{n}")]
 
 
-CLASSES = (PBRFIT_ValidationView, PBRFIT_ResultImage, PBRFIT_Settings)
+CLASSES = (PBRFIT_ValidationView, PBRFIT_Finding, PBRFIT_ResultImage, PBRFIT_Settings)
 
 
 def register():

@@ -44,12 +44,15 @@ from typing import Callable
 from pxr import Sdf, Usd, UsdGeom, UsdShade
 
 from pbrfit.atomic import atomic_write_bytes
-from pbrfit.errors import FitCancelled, InputError
-from pbrfit.heatmap import delta_e_heatmap, png_bytes, to_srgb8
+from pbrfit.errors import FitCancelled, InputError, PbrfitError
+from pbrfit.heatmap import png_bytes
+from pbrfit.material_mapping import export_losses
+from pbrfit.plausibility import findings
+from pbrfit.progress import describe as describe_progress
 from pbrfit.fit import FitOptions, FitResult, Progress
 from pbrfit.job import SPLITS, build_scene
-from pbrfit.params import DEFAULT_FIT, PRESETS
-from pbrfit.render import SampleCounts
+from pbrfit.options import resolve
+from pbrfit.params import PRESETS
 from pbrfit.scene import FitScene
 from pbrfit.session import FitSession as EngineFitSession
 from pbrfit.usd_stage import read_stage
@@ -59,7 +62,10 @@ __all__ = [
     "REFERENCE_IMAGE_ATTR", "REFERENCE_MASK_ATTR", "SPLIT_ATTR",
     "set_reference", "get_reference", "clear_reference", "reference_views", "list_meshes", "list_cameras",
     "preset_names", "make_options", "build_fit_scene",
-    "FitSession", "run_async", "write_back_material", "undo_write_back", "result_figures",
+    "FitSession", "run_async", "write_back_material", "undo_write_back", "result_figures", "result_findings",
+    "describe_progress",
+    # the engine's errors, for the window
+    "FitCancelled", "InputError", "PbrfitError",
 ]
 
 REFERENCE_IMAGE_ATTR = "pbrfit:referenceImage"
@@ -192,21 +198,15 @@ def preset_names() -> list[str]:
 
 def make_options(preset: str = "default", *, iterations: int = 60, samples: int | None = None, seed: int = 0,
                  device: str = "cpu", time_budget: float | None = None, backend: str = "auto") -> FitOptions:
-    """:class:`pbrfit.fit.FitOptions` for a preset (as the CLI's ``--preset``/``--samples``/``--backend``).
+    """:class:`pbrfit.options.FitOptions` from the window's choices, resolved and checked by
+    :func:`pbrfit.options.resolve` (the command line's and the job file's rules).
 
     Raises:
-        InputError: unknown preset or bad values.
+        InputError: unknown preset or bad values, named as the window names them.
     """
-    if preset != "default" and preset not in PRESETS:
-        raise InputError(f"preset {preset!r} is unknown; choose from {', '.join(preset_names())}")
-    opts = FitOptions(parameters=list(DEFAULT_FIT if preset == "default" else PRESETS[preset]),
-                      iterations=int(iterations), seed=int(seed), device=device, time_budget=time_budget,
-                      backend=backend)
-    if samples:
-        s = int(samples)
-        opts.samples = SampleCounts(light=s, cosine=max(1, s // 4), specular=max(1, s // 2), coat=max(1, s // 4))
-    opts.validate()
-    return opts
+    overrides = {"preset": None if preset == "default" else preset, "iterations": iterations, "samples": samples,
+                 "seed": seed, "device": device, "time_budget": time_budget, "backend": backend}
+    return resolve(None, overrides, override_labels=lambda name: f"Material Fit window: {name}")
 
 
 def _root_dir(stage: Usd.Stage) -> Path:
@@ -324,26 +324,32 @@ def undo_write_back(stage: Usd.Stage, record: WriteBackRecord) -> None:
 
 # --- figures ------------------------------------------------------------------------------
 
-def result_figures(result: FitResult, folder: str | os.PathLike, *, vmax: float = 10.0) -> list[dict]:
-    """Write per-view PNGs for the window: reference, fit (sRGB, each view's exposure) and
-    a ΔE2000 heat map (0..``vmax``). Returns ``[{"name", "split", "reference", "fit",
-    "de_map", "de2000_mean"}]`` with absolute PNG paths.
+def result_figures(result: FitResult, folder: str | os.PathLike) -> list[dict]:
+    """Write per-view PNGs for the window: reference, fit (sRGB, at the view's display
+    exposure) and a ΔE2000 heat map, the same figures as report.html (:mod:`pbrfit.figures`).
+    Returns ``[{"name", "split", "reference", "fit", "de_map", "de2000_mean", "exposure"}]``
+    with absolute PNG paths.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, view in enumerate(result.views):
-        name = str(view.get("name", f"view{i}"))
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or f"view{i}"
-        exposure = float(view.get("exposure", 1.0) or 1.0)
-        mask = view.get("mask")
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in view.name) or f"view{i}"
+        fig = view.figure()
         paths = {}
-        for key, image in (("reference", to_srgb8(view["reference"], exposure)),
-                           ("fit", to_srgb8(view["fit"], exposure)),
-                           ("de_map", delta_e_heatmap(view["de_map"], mask, vmax))):
+        for key, image in (("reference", fig.reference), ("fit", fig.fit), ("de_map", fig.heatmap)):
             paths[key] = str((folder / f"{i:02d}_{stem}_{key}.png").absolute())
             atomic_write_bytes(paths[key], png_bytes(image))
-        split = view.get("split", "train")
-        mean = result.metrics.get(split, {}).get("views", {}).get(name, {}).get("de2000_mean")
-        out.append({"name": name, "split": split, **paths, "de2000_mean": mean})
+        out.append({"name": view.name, "split": view.split, **paths,
+                    "de2000_mean": view.metrics.get("de2000_mean"), "exposure": fig.exposure})
     return out
+
+
+def result_findings(result: FitResult, options: FitOptions | None = None) -> dict:
+    """``{"findings": [{parameter, severity, message}], "export_losses": {target: [line]}}``:
+    the plausibility findings and run notes (:func:`pbrfit.plausibility.findings`, as in
+    material.json) and what each format the write-back authors drops
+    (:func:`pbrfit.material_mapping.export_losses`)."""
+    bounds = (options.bounds or None) if options is not None else None
+    return {"findings": findings(result.material, result.fitted, bounds, result.notes),
+            "export_losses": export_losses(result.material)}

@@ -37,6 +37,7 @@ class MaterialFitWindow(ui.Window):
         self._image_models = {}
         self._figures_dir = tempfile.mkdtemp(prefix="pbrfit_figures_")
         self._status = None
+        self._findings = None
         self._figures = None
         self._preset = None
         self._backend = None
@@ -82,6 +83,7 @@ class MaterialFitWindow(ui.Window):
                     ui.Button("Write back", clicked_fn=self._on_write_back)
                 ui.ProgressBar(self._progress, height=20)
                 self._status = ui.Label("", word_wrap=True)
+                self._findings = ui.VStack(spacing=2, height=0)
                 self._figures = ui.VStack(spacing=4, height=0)
 
     def refresh(self):
@@ -124,23 +126,44 @@ class MaterialFitWindow(ui.Window):
         self._task = asyncio.ensure_future(self._await_fit(self._session))
 
     async def _await_fit(self, session):
-        def on_progress(p):
+        def on_progress(p):  # work units of a total fixed when the fit starts
             self._progress.set_value(min(1.0, p.iteration / max(p.total, 1)))
-            val = f", validate {p.validate_de2000:.2f}" if p.validate_de2000 is not None else ""
-            self._say(f"{p.stage}: iteration {p.iteration}/{p.total}, ΔE2000 train {p.train_de2000:.2f}{val}")
+            self._say(controller.describe_progress(p))
 
         try:
             self._result = await controller.run_async(session, on_progress=on_progress)
         except controller.FitCancelled:
             self._say("cancelled; nothing was written")
             return
-        except controller.InputError as e:
-            self._say(str(e))
+        except controller.PbrfitError as e:  # an input error, or a failed fit: one line, back to idle
+            self._say(str(e).splitlines()[0])
+            return
+        except Exception as e:  # a bug: one line here, the traceback in Kit's log
+            print(session.details or repr(e))
+            self._say(session.message or f"fit failed: {type(e).__name__}: {e}")
             return
         self._progress.set_value(1.0)
         mean = self._result.metrics.get("train", {}).get("mean", {}).get("de2000_mean", float("nan"))
         self._say(f"done ({self._result.stopped}); train ΔE2000 mean {mean:.2f}. Write back to apply it.")
+        self._show_findings()
         self._show_figures()
+
+    def _show_findings(self):
+        """Plausibility findings and what each written format drops (as material.json has them)."""
+        if self._findings is None:
+            return
+        self._findings.clear()
+        found = controller.result_findings(self._result, self._session.options)
+        with self._findings:
+            for f in found["findings"]:
+                colour = 0xFF4040E0 if f["severity"] == "error" else 0xFF40B0E0 if f["severity"] == "warning" \
+                    else 0xFFB0B0B0
+                ui.Label(f"{f['severity']}: {f['parameter']}: {f['message']}", word_wrap=True,
+                         style={"color": colour})
+            for target, lines in found["export_losses"].items():
+                for line in lines:
+                    ui.Label(f"{target} drops: {line.removeprefix(target + ': ')}", word_wrap=True,
+                             style={"color": 0xFFB0B0B0})
 
     def _show_figures(self):
         if self._figures is None:
