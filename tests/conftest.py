@@ -1,12 +1,39 @@
-"""Shared test setup: fixture builders live in tests/fixtures and are importable by name."""
+"""Shared test setup: fixture builders live in tests/fixtures and are importable by name.
+
+Markers (``make test`` runs them all; select with ``-m``):
+
+* ``cycles``: renders with real Cycles or runs the bpy module (a test module that does so
+  marks itself; a test using the ``blender_dir`` fixture is marked here). ``-m "not cycles"``
+  leaves the fast unit tests.
+* ``install``: installs pbrfit as users do, in fresh virtualenvs (tests/test_install.py).
+* ``slow``: real command-line fits of several seconds each.
+"""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 
+@pytest.fixture(scope="session")
+def blender_dir(tmp_path_factory) -> Path:
+    """Stages exported by Blender's own USD exporter from scenes with known truth
+    (tests/fixtures/make_blender_stage.py, run once: real bpy)."""
+    import stage_builders
+
+    return stage_builders.blender_stages(tmp_path_factory)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "blender_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cycles)
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "cycles: renders with real Cycles or runs the bpy module")
     config.addinivalue_line("markers", "install: installs pbrfit as users do (fresh virtualenvs; slow)")
     config.addinivalue_line("markers", "slow: runs real subprocess fits for several seconds (kept in the default "
                                        "run; deselect with -m 'not slow' when iterating)")

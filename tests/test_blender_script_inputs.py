@@ -12,6 +12,8 @@ import pytest
 
 from hostile import snapshot
 
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "blender_fit.py"
 

@@ -536,6 +536,7 @@ def _dir(theta, phi):
     return [math.sin(t) * math.cos(p), math.sin(t) * math.sin(p), math.cos(t)]
 
 
+@pytest.mark.cycles
 def test_matches_cycles(tmp_path):
     """Render a plane in Blender 5.0's Cycles (orthographic camera along wo, a 0.02-degree sun
     along wi, or a white world for the directional albedo) and compare pixels with the model."""

@@ -34,6 +34,8 @@ from pxr import Gf, Usd, UsdGeom, UsdLux
 from pbrfit.errors import InputError
 from pbrfit.params import normalize_material
 
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "cycles_reference.py"
 GREY = 0.5  # radiance of the constant environment

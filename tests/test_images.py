@@ -15,11 +15,6 @@ from pbrfit.images import (linear_to_srgb, read_environment, read_image, read_ma
                            srgb_to_linear, write_exr, write_png)
 
 
-@pytest.fixture(scope="session")
-def blender_dir(tmp_path_factory):
-    return sb.blender_stages(tmp_path_factory)
-
-
 def test_srgb_curves_match_colour_science():
     x = np.linspace(0, 1, 1001, dtype=np.float32)
     oracle = colour.cctf_decoding(x.astype(np.float64), function="sRGB")

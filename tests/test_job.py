@@ -18,11 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo" / "job.toml"
 
 
-@pytest.fixture(scope="session")
-def blender_dir(tmp_path_factory):
-    return sb.blender_stages(tmp_path_factory)
-
-
 def _reference(h=120, w=160, alpha=True, seed=0):
     rng = np.random.default_rng(seed)
     img = rng.uniform(0, 2, size=(h, w, 4)).astype(np.float32)

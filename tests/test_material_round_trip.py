@@ -131,10 +131,10 @@ def test_materialx_document_reads_back(tmp_path, preset):
 
 # --- what others write -------------------------------------------------------------------
 
-def test_blender_exporter_openpbr_is_read_with_blenders_conventions(tmp_path_factory):
+def test_blender_exporter_openpbr_is_read_with_blenders_conventions(blender_dir):
     """Blender's own exporter (0.7 x Anisotropic, roughness as is, rotate3d amount
     -(360 x rotation + 90)) against the socket values Blender reports."""
-    folder = sb.blender_stages(tmp_path_factory)
+    folder = blender_dir
     truth = sb.truth(folder)["rich_material"]
     c = read_stage(folder / "rich.usda")
     assert c.material_source.endswith("(OpenPBR)")

@@ -21,6 +21,8 @@ from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
 
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

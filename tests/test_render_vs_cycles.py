@@ -20,6 +20,8 @@ from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.render import RasterRenderer, SampleCounts
 
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

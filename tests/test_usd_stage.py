@@ -13,11 +13,6 @@ from pbrfit.usd_stage import default_world_from_dome, read_stage, rotate_xyz
 
 
 @pytest.fixture(scope="session")
-def blender_dir(tmp_path_factory):
-    return sb.blender_stages(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
 def blender(blender_dir):
     return {name: read_stage(blender_dir / f"{name}.usda") for name in ("plain", "mapping")}
 
