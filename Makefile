@@ -16,6 +16,7 @@ demo: setup
 	@echo "open out/demo/report.html"
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 benchmark: setup

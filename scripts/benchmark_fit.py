@@ -158,7 +158,7 @@ def _cycles_judge(spec: dict, material: dict, scene, cache: Path, ref_case: Path
         # differences over a few pixels stay
         h, w = (inside.shape[0] // 4) * 4, (inside.shape[1] // 4) * 4
 
-        def blocks(a):
+        def blocks(a, h=h, w=w):
             return a[:h, :w].reshape(h // 4, 4, w // 4, 4, *a.shape[2:]).mean((1, 3))
 
         full = blocks(inside.astype(np.float64)) > 0.999

@@ -83,9 +83,9 @@ def speed(scene, truth) -> list[dict]:
     rows = []
     for px in (160, 512):
         s = _resized(scene, px)
-        for name, make in (("raster", lambda: RasterRenderer(s, SampleCounts(64, 16, 32, 16), 0, 1024)),
-                           ("path 4 spp", lambda: PathRenderer(s, PathSettings(4, 4), 0, 1024)),
-                           ("path 16 spp", lambda: PathRenderer(s, PathSettings(16, 4), 0, 1024))):
+        for name, make in (("raster", lambda s=s: RasterRenderer(s, SampleCounts(64, 16, 32, 16), 0, 1024)),
+                           ("path 4 spp", lambda s=s: PathRenderer(s, PathSettings(4, 4), 0, 1024)),
+                           ("path 16 spp", lambda s=s: PathRenderer(s, PathSettings(16, 4), 0, 1024))):
             r = make()
             t0 = time.perf_counter()
             r.prepare(0)
@@ -119,7 +119,7 @@ def variance(scene, truth) -> list[dict]:
         ref = torch.as_tensor(scene.views[0].image.reshape(-1, 3)[pv.geometry.pixels[q]] / pv.env.mean_luminance)
         grads = []
         t0 = time.perf_counter()
-        for k in range(16):
+        for _ in range(16):
             r.next_iteration()
             u = space.initial_vector().clone().requires_grad_(True)
             with flush_subnormals():

@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
-from pbrfit.images import MAX_WORKING_SIZE, read_image, write_exr  # noqa: E402
 from synthetic import render_references, write_job  # noqa: E402
+
+from pbrfit.images import MAX_WORKING_SIZE, read_image, write_exr  # noqa: E402
 
 #: (image size in px, views); views are train views, plus one validation view
 CONFIGS = [(160, 1), (160, 4), (160, 16), (320, 4), (512, 1), (512, 4), (1024, 4), (4000, 1)]
@@ -100,7 +101,7 @@ def machine() -> str:
         import torch
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:  # noqa: BLE001
+    except Exception:
         gpu = "GPU unknown"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {gpu}; Python {platform.python_version()}"

@@ -41,8 +41,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wheelhouse import (PLATFORMS, pbrfit_version, pbrfit_wheel, pure_pins, requirement_name, runtime_requirements,
-                        wheelhouse)
+from wheelhouse import (
+    PLATFORMS,
+    pbrfit_version,
+    pbrfit_wheel,
+    pure_pins,
+    requirement_name,
+    runtime_requirements,
+    wheelhouse,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon" / "pbrfit_blender"

@@ -81,7 +81,8 @@ def main(argv=None) -> int:
                     help="bundle every dependency's wheel in pip_archive/ (needs --platform and --python)")
     ap.add_argument("--platform", choices=sorted(PLATFORMS), help="with --offline: the Kit machine's platform")
     ap.add_argument("--python", choices=sorted(KIT_PYTHONS),
-                    help="with --offline: Kit's Python (" + "; ".join(f"{p}: {k}" for p, k in KIT_PYTHONS.items()) + ")")
+                    help="with --offline: Kit's Python ("
+                         + "; ".join(f"{p}: {k}" for p, k in KIT_PYTHONS.items()) + ")")
     ap.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
                     help="extra place to find wheels (e.g. a folder with torch's Linux CPU wheels)")
     args = ap.parse_args(argv)

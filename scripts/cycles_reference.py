@@ -87,7 +87,7 @@ from pbrfit.params import PARAMETERS, normalize_material
 
 # The Principled socket table lives in the Blender add-on (its one copy); re-exported here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "blender_addon"))
-from pbrfit_blender.sockets import SOCKETS  # noqa: E402
+from pbrfit_blender.sockets import SOCKETS
 
 __all__ = [
     "SOCKETS",
@@ -291,7 +291,7 @@ class _BlenderOutput:
         sys.stderr.flush()
         ctypes.CDLL(None).fflush(None)
 
-    def __enter__(self) -> "_BlenderOutput":
+    def __enter__(self) -> _BlenderOutput:
         self._flush()
         self._saved = [os.dup(1), os.dup(2)]
         self._file = open(self.log, "ab")

@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cycles_reference import render_case  # noqa: E402  (scripts/ is not a package)
+from cycles_reference import render_case
 
-from pbrfit.errors import PbrfitError  # noqa: E402
+from pbrfit.errors import PbrfitError
 
 __all__ = ["DEMO_SPEC", "build_example", "main"]
 

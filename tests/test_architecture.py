@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pbrfit
 from source_imports import imported_roots
+
+import pbrfit
 
 CORE = Path(pbrfit.__file__).resolve().parent
 FORBIDDEN = {"bpy", "bmesh", "mathutils", "omni", "carb"}

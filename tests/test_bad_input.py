@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import stage_builders as sb
 
 from pbrfit.errors import InputError
@@ -426,6 +425,7 @@ def image_too_many_pixels(tmp):
 
 def _material_file(tmp, params=None, raw=None):
     import json
+
     from pbrfit.params import default_material
     doc = {"format": "pbrfit.material/1", "parameters": dict(default_material(), **(params or {}))}
     (tmp / "m.json").write_text(raw if raw is not None else json.dumps(doc))

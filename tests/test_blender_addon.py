@@ -40,14 +40,15 @@ def _blender(code: str, timeout: float = 300) -> dict:
     proc = subprocess.run([PY, "-c", _PRELUDE + textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
-    assert proc.returncode == 0 and lines, f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 and lines, \
+        f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT="):])
 
 
 def test_socket_table_covers_every_parameter_and_names_real_sockets():
     sys.path.insert(0, str(ROOT / "blender_addon"))
-    from pbrfit_blender.sockets import SOCKETS  # no bpy needed
     from pbrfit.params import PARAMETER_NAMES
+    from pbrfit_blender.sockets import SOCKETS  # no bpy needed
 
     assert tuple(SOCKETS) == PARAMETER_NAMES
     r = _blender("""
@@ -216,7 +217,8 @@ def test_writeback_restore_and_shared_material():
         out(written=written, undone=undone,
             after=after, sockets=sockets, stored=stored, restored=restored, errors=errors,
             unchanged=unchanged, new=new.name, part_mat=part.active_material.name,
-            other_mat=other.active_material.name, other_rough=read_principled(find_principled(other.active_material))["roughness"],
+            other_mat=other.active_material.name,
+            other_rough=read_principled(find_principled(other.active_material))["roughness"],
             copy_rough=read_principled(find_principled(new))["roughness"])
     """)
     assert abs(r["written"] - 0.8) < 1e-6 and abs(r["undone"] - 0.4) < 1e-6
@@ -465,7 +467,8 @@ def test_panel_draws_real_properties_and_operators():
         props = [(a[0], a[1]) for n, a, kw in calls if n == "prop"]
         missing = [p for o, p in props if p not in {x.identifier for x in o.bl_rna.properties}]
         ops = [a[0] for n, a, kw in calls if n == "operator"]
-        unknown_ops = [o for o in ops if not hasattr(getattr(bpy.types, "PBRFIT_OT_" + o.split(".")[1], None), "bl_idname")]
+        unknown_ops = [o for o in ops
+                       if not hasattr(getattr(bpy.types, "PBRFIT_OT_" + o.split(".")[1], None), "bl_idname")]
         out(n_props=len(props), missing=missing, ops=ops, unknown_ops=unknown_ops, findings=findings,
             progress=[kw for n, a, kw in calls if n == "progress"],
             labels=[kw.get("text", "") for n, a, kw in calls if n == "label"])

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hostile import snapshot
 
 pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module

@@ -35,7 +35,6 @@ from pbrfit.microfacet import (
 from pbrfit.params import PARAMETERS, default_material
 from pbrfit.thinfilm import XYZ_TO_REC709, sensitivity, thin_film_dielectric, thin_film_f82
 
-
 # --- helpers ---------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import time
 import MaterialX as mx
 import pytest
 from pxr import Usd, UsdShade
-
 from synthetic import render_references, write_job
 
 PBRFIT = [sys.executable, "-m", "pbrfit.cli"]

@@ -17,6 +17,7 @@ import pytest
 
 from pbrfit.errors import InputError
 from pbrfit.export import materialx as mtlx_mod
+from pbrfit.export.materialx import materialx_document, write_materialx
 from pbrfit.material_mapping import (
     TargetMapping,
     from_openpbr,
@@ -24,7 +25,6 @@ from pbrfit.material_mapping import (
     to_openpbr,
     to_standard_surface,
 )
-from pbrfit.export.materialx import materialx_document, write_materialx
 from pbrfit.params import normalize_material
 
 RICH = {
@@ -177,7 +177,8 @@ def test_values_reread_with_correct_units(tmp_path, libraries):
     assert value(op, "fuzz_roughness") == pytest.approx(0.4, rel=1e-5)
     # subsurface: per-channel mean free path radius * scale is preserved
     mfp = np.array(RICH["subsurface_radius"]) * RICH["subsurface_scale"]
-    assert np.array(value(op, "subsurface_radius_scale")) * value(op, "subsurface_radius") == pytest.approx(mfp, rel=1e-5)
+    radius = np.array(value(op, "subsurface_radius_scale")) * value(op, "subsurface_radius")
+    assert radius == pytest.approx(mfp, rel=1e-5)
     assert max(value(op, "subsurface_radius_scale")) == pytest.approx(1.0)
     assert np.array(value(ss, "subsurface_radius")) * value(ss, "subsurface_scale") == pytest.approx(mfp, rel=1e-5)
     assert value(op, "subsurface_color") == pytest.approx(RICH["base_color"], rel=1e-5)

@@ -15,13 +15,13 @@ import pytest
 from pxr import Gf, Sdf, Sdr, Usd, UsdShade
 
 from pbrfit.errors import InputError
+from pbrfit.export.usd_material import author_material, write_usd_material
 from pbrfit.material_mapping import (
     from_omnipbr,
     from_usd_preview_surface,
     to_omnipbr,
     to_usd_preview_surface,
 )
-from pbrfit.export.usd_material import author_material, write_usd_material
 from pbrfit.params import normalize_material
 
 COATED = {
@@ -172,7 +172,8 @@ def test_losses_noted_in_layer_and_returned(coated_stage):
     data = layer.customLayerData["pbrfit"]
     per_target = data["losses"]
     assert set(per_target) == {"OmniPBR_ClearCoat", "UsdPreviewSurface", "open_pbr_surface"}
-    assert "UsdPreviewSurface: sheen_weight dropped: UsdPreviewSurface has no sheen lobe" in per_target["UsdPreviewSurface"]
+    dropped = "UsdPreviewSurface: sheen_weight dropped: UsdPreviewSurface has no sheen lobe"
+    assert dropped in per_target["UsdPreviewSurface"]
     assert any(l.startswith("OmniPBR_ClearCoat: thin_film_thickness dropped") for l in per_target["OmniPBR_ClearCoat"])
     assert any(l.startswith("UsdPreviewSurface: anisotropic dropped") for l in per_target["UsdPreviewSurface"])
     flat = [l for t in per_target for l in per_target[t]]

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hostile import PBRFIT, TINY_FIT, cli, consistent, snapshot, tiny_job
 
 #: Ctrl-C must end the process within this many seconds (issue 10 asks for about 1 s; the

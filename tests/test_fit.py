@@ -4,12 +4,12 @@ import threading
 
 import numpy as np
 import pytest
+from synthetic import render_references, write_job
 
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.fit import FitOptions, fit_material
 from pbrfit.job import load_job
 from pbrfit.render import RasterRenderer, SampleCounts
-from synthetic import render_references, write_job
 
 TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.35, "specular_ior_level": 0.5}
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from synthetic import render_references, write_job
 
 from pbrfit.fit import FitOptions
 from pbrfit.fit_run import Checkpoint, FitRun, ProgressPlan, SppSchedule
@@ -17,7 +18,6 @@ from pbrfit.render import SampleCounts
 from pbrfit.renderers import Renderers
 from pbrfit.time_budget import METRICS_SHARE, MIN_METRICS_SPP, WRITE_SHARE, TimeBudget
 from pbrfit.warm_start import COARSE_GRID, FINE_GRID, stage_plan, warm_start
-from synthetic import render_references, write_job
 
 TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.35}
 FAST = SampleCounts(16, 4, 8, 4)

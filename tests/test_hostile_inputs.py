@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from hostile import TINY_FIT, cli, consistent, quick_job, snapshot, tiny_job
 
 from pbrfit.cli import main

@@ -7,12 +7,10 @@ import colour
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-
 import stage_builders as sb
 
 from pbrfit.errors import InputError
-from pbrfit.images import (linear_to_srgb, read_environment, read_image, read_mask,
-                           srgb_to_linear, write_exr, write_png)
+from pbrfit.images import linear_to_srgb, read_environment, read_image, read_mask, srgb_to_linear, write_exr, write_png
 
 
 def test_srgb_curves_match_colour_science():

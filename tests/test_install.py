@@ -80,7 +80,8 @@ def test_extension_passes_blenders_validator_and_bundles_every_dependency(extens
     sys.path.insert(0, str(ROOT / "scripts"))
     from build_blender_extension import blender_ext_tool
 
-    proc = subprocess.run([sys.executable, str(blender_ext_tool()), "validate", str(extension_zip)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(blender_ext_tool()), "validate", str(extension_zip)],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with zipfile.ZipFile(extension_zip) as zf:
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())

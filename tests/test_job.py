@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import stage_builders as sb
 
 from pbrfit.errors import InputError

@@ -16,9 +16,9 @@ import math
 import MaterialX as mx
 import numpy as np
 import pytest
+import stage_builders as sb
 from pxr import Usd, UsdShade
 
-import stage_builders as sb
 from pbrfit.export.materialx import material_names, write_materialx
 from pbrfit.export.usd_material import SHADER_NAMES
 from pbrfit.material_mapping import effective_ior, from_openpbr, to_openpbr

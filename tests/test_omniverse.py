@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
-
 import stage_builders as sb
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade, Vt
 from source_imports import imported_roots
+from synthetic import render_references, write_job
+
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.heatmap import display_exposure, png_bytes, to_srgb8
 from pbrfit.images import write_exr
-from synthetic import render_references, write_job
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT = ROOT / "omniverse_ext" / "pbrfit.material_fit"

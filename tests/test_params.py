@@ -24,7 +24,8 @@ def test_round_trip_and_bounds():
     for n in space.fit:
         assert back[n] == pytest.approx(values[n], rel=1e-6, abs=1e-6)
     # any unconstrained vector lands inside the bounds
-    for u in (torch.full((space.dim,), -50.0, dtype=torch.float64), torch.full((space.dim,), 50.0, dtype=torch.float64)):
+    for fill in (-50.0, 50.0):
+        u = torch.full((space.dim,), fill, dtype=torch.float64)
         m = space.values(u)
         for n in space.fit:
             lo, hi = space.bounds_of(n)
@@ -40,7 +41,8 @@ def test_roughness_is_linear_in_alpha_and_gradient_finite_at_zero():
     assert torch.isfinite(u.grad).all() and r.item() < 0.05
     # alpha = r^2 is the sigmoid-mapped quantity
     t = torch.sigmoid(torch.tensor(0.3, dtype=torch.float64))
-    assert space.material(torch.tensor([0.3], dtype=torch.float64), torch.float64)["roughness"].item() ** 2 == pytest.approx(float(t))
+    roughness = space.material(torch.tensor([0.3], dtype=torch.float64), torch.float64)["roughness"].item()
+    assert roughness**2 == pytest.approx(float(t))
 
 
 def test_bad_names_and_values_are_input_errors():

@@ -4,6 +4,7 @@ really travels under the surface."""
 
 import pytest
 import torch
+from synthetic import render_references, write_job
 
 from pbrfit import losses as L
 from pbrfit.job import load_job
@@ -11,7 +12,6 @@ from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.subsurface_walk import SubsurfaceWalk
-from synthetic import render_references, write_job
 
 MATERIALS = {
     "plastic": {"base_color": [0.05, 0.2, 0.6], "roughness": 0.3},

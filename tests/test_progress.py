@@ -9,8 +9,8 @@ import json
 import math
 
 import pytest
-
 from hostile import cli, tiny_job
+
 from pbrfit.fit import Progress
 from pbrfit.progress import JsonLines, LogLines, Silent, TerminalBar, describe, make_reporter
 

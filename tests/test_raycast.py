@@ -107,7 +107,8 @@ def test_embree_and_mitsuba_agree_ray_by_ray(suzanne):
         return (1 - b1 - b2)[:, None] * v[tri[:, 0]] + b1[:, None] * v[tri[:, 1]] + b2[:, None] * v[tri[:, 2]]
 
     scale = np.linalg.norm(np.ptp(v, axis=0))
-    assert np.abs(point(a.barycentric) - point(b.barycentric)).max() < 1e-4 * scale  # the secondary-ray offset (RayCaster.epsilon)
+    # within the secondary-ray offset (RayCaster.epsilon)
+    assert np.abs(point(a.barycentric) - point(b.barycentric)).max() < 1e-4 * scale
     assert (embree.occluded(o, d) != mitsuba.occluded(o, d)).mean() < 1e-3
 
 

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import write_job
 
 from pbrfit.gbuffer import camera_rays
 from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, default_material
 from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.scene import Camera, Environment
-from synthetic import write_job
 
 
 def _material(**kw):

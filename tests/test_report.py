@@ -22,8 +22,7 @@ with warnings.catch_warnings():
     import colour
 
 from pbrfit.errors import InputError
-from pbrfit.heatmap import (MASKED_GREY, VIRIDIS_POINTS, colorbar_svg, colormap, delta_e_heatmap, png_bytes,
-                            to_srgb8)
+from pbrfit.heatmap import MASKED_GREY, VIRIDIS_POINTS, colorbar_svg, colormap, delta_e_heatmap, png_bytes, to_srgb8
 from pbrfit.plausibility import check
 from pbrfit.report import GRADE_THRESHOLDS, grade, render_report, write_report
 

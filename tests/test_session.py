@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from synthetic import render_references, write_job
 
 from pbrfit.errors import FitCancelled, InputError
 from pbrfit.fit import FitOptions
 from pbrfit.job import load_job
 from pbrfit.session import FitSession
-from synthetic import render_references, write_job
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 import stage_builders as sb
 
 from pbrfit.errors import InputError

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from pxr import Sdf, Usd, UsdShade
+from synthetic import render_references, write_job, write_stage
 
 import pbrfit.writeback_usd as wb
 from pbrfit.errors import InputError
 from pbrfit.params import normalize_material
-from synthetic import render_references, write_job, write_stage
 
 MATERIAL = {"base_color": [0.2, 0.45, 0.7], "roughness": 0.3, "metallic": 0.1}
 COATED = {**MATERIAL, "coat_weight": 0.6, "coat_roughness": 0.15}

@@ -9,8 +9,15 @@ shows the dependency message instead of the fit controls.
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
-                       PointerProperty, StringProperty)
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from .sockets import SOCKETS
 
@@ -91,7 +98,8 @@ def _settings_annotations() -> dict:
                                   description="Optimizer iterations in all"),
         "backend": EnumProperty(
             name="Renderer", default="auto",
-            items=[("auto", "Auto", "Rasterized fit, then a path-traced refinement (interreflection, coat, subsurface)"),
+            items=[("auto", "Auto",
+                    "Rasterized fit, then a path-traced refinement (interreflection, coat, subsurface)"),
                    ("raster", "Raster", "Direct light only: fastest, misses light the part reflects onto itself"),
                    ("path", "Path traced", "Only the path-traced refinement, from the current material")],
             description="How the fit renders the part"),

@@ -28,7 +28,7 @@ evaluated here does not use.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ DATA_DIR = Path(__file__).parent / "data"
 MIRROR_ALPHA2 = 2e-10
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tables() -> dict[str, np.ndarray]:
     """The tables as float32 numpy arrays, read once from ``DATA_DIR``."""
     out = {}
@@ -205,7 +205,7 @@ def _compute_tables(log2_samples: int, seed: int) -> dict[str, np.ndarray]:
         eta = ior_from_sqrt_F0(torch.tensor(float(z) ** 2, dtype=torch.float64))
         f0 = F0_from_ior(eta)
 
-        def s_of(c):
+        def s_of(c, eta=eta, f0=f0):
             return ((fresnel_dielectric(c, eta) - f0) / (1 - f0)).clamp(0, 1)
 
         for j, mu in enumerate(_grid(16).tolist()):

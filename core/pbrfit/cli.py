@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", choices=["train", "validate", "all"], default="all")
     v.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     v.add_argument("--seed", type=int)
-    v.add_argument("--backend", metavar="{auto,raster,path}", help="renderer of the metrics: path traced (auto, path; default) or raster")
+    v.add_argument("--backend", metavar="{auto,raster,path}",
+                   help="renderer of the metrics: path traced (auto, path; default) or raster")
     _progress_options(v)
     return p
 

@@ -88,7 +88,7 @@ def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None =
         de_map = L.de2000_map(pred_t, ref_t, white=1.0).numpy() * mask
         views.append(ViewResult(view.name, view.split, view.image, img, de_map, mask, white, vm, geo.mask_iou))
         metrics.setdefault(view.split, {"views": {}})["views"][view.name] = vm
-    for split, d in metrics.items():
+    for d in metrics.values():
         keys = ("de2000_mean", "de2000_p95", "ssim", "l1")
         d["mean"] = {k: float(np.mean([v[k] for v in d["views"].values()])) for k in keys}
     return views, metrics

@@ -50,7 +50,8 @@ from .losses import LOSSES
 from .params import DEFAULT_FIT, PARAMETERS, PRESETS
 from .render import SampleCounts
 
-__all__ = ["FitOptions", "DEFAULT_LOSS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS", "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
+__all__ = ["FitOptions", "DEFAULT_LOSS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS",
+           "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
            "sample_counts", "parse_loss", "parse_names", "resolve_device", "SEED_MAX"]
 
 #: default objective: perceptual colour difference plus an L1 term on white-normalized
@@ -434,7 +435,8 @@ def add_fit_arguments(parser) -> None:
     a("--backend", metavar="{auto,raster,path}",
       help="auto (default): raster warm start, then path-traced refinement; raster: direct light only, fastest; "
            "path: path-traced refinement of the initial material only")
-    a("--path-iterations", type=int, metavar="N", help="iterations of the path-traced refinement (default 40; 0 skips it)")
+    a("--path-iterations", type=int, metavar="N",
+      help="iterations of the path-traced refinement (default 40; 0 skips it)")
     a("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
     a("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
     a("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")

@@ -286,6 +286,6 @@ class ParameterSpace:
                     m[n] = torch.where(torch.isfinite(edge), edge, m[n])
         return {n: (m[n].tolist() if PARAMETERS[n].size > 1 else float(m[n][0])) for n in PARAMETER_NAMES}
 
-    def restricted(self, names: Iterable[str], values: Mapping[str, object]) -> "ParameterSpace":
+    def restricted(self, names: Iterable[str], values: Mapping[str, object]) -> ParameterSpace:
         """A space over ``names`` (a subset of :attr:`fit`) starting from ``values``."""
         return replace(self, initial=dict(values), fit=[n for n in self.fit if n in set(names)])

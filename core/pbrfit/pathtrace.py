@@ -164,7 +164,8 @@ class PathRenderer(SceneRenderer):
         """(pixels * spp, D) uniforms: Sobol points over a pixel's paths, shifted per pixel."""
         spp, dims = self.settings.spp, _DIMS_PER_VERTEX * self.settings.max_depth
         gen = torch.Generator().manual_seed(seed)
-        sobol = torch.quasirandom.SobolEngine(dims, scramble=True, seed=_mix_seed(seed, 1)).draw(spp, dtype=torch.float64)
+        sobol = torch.quasirandom.SobolEngine(dims, scramble=True, seed=_mix_seed(seed, 1))
+        sobol = sobol.draw(spp, dtype=torch.float64)
         shift = torch.rand(pixels, 1, dims, generator=gen, dtype=torch.float64)
         return ((sobol[None] + shift) % 1.0).clamp(0, 1 - 1e-7).reshape(pixels * spp, dims).float()
 
@@ -213,7 +214,7 @@ class _Vertices:
         return len(self.slot)
 
     @staticmethod
-    def concat(parts: list["_Vertices"]) -> "_Vertices":
+    def concat(parts: list[_Vertices]) -> _Vertices:
         def join(values):
             return np.concatenate(values) if isinstance(values[0], np.ndarray) else torch.cat(values)
         return _Vertices(*(join([getattr(p, f.name) for p in parts]) for f in fields(_Vertices)))
@@ -248,7 +249,7 @@ class _Trace:
     gradient is back-propagated once per bounce.
     """
 
-    def __init__(self, renderer: "PathRenderer", view_index: int, material: dict[str, torch.Tensor],
+    def __init__(self, renderer: PathRenderer, view_index: int, material: dict[str, torch.Tensor],
                  sel: np.ndarray, seed: int, adjoint, attached: bool):
         pv = renderer.prepare(view_index)
         self.geo, self.env = pv.geometry, pv.env

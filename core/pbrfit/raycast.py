@@ -127,11 +127,11 @@ class RayHits:
     barycentric: np.ndarray
 
     @staticmethod
-    def empty() -> "RayHits":
+    def empty() -> RayHits:
         return RayHits(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 2)))
 
     @staticmethod
-    def concatenate(parts: list["RayHits"]) -> "RayHits":
+    def concatenate(parts: list[RayHits]) -> RayHits:
         if len(parts) == 1:
             return parts[0]
         return RayHits(*(np.concatenate([getattr(p, k) for p in parts])

@@ -15,8 +15,9 @@ rays against the part) are computed once. Specular and coat directions move with
 (reparameterized through fixed uniforms); their radiance is a bilinear lookup of the
 full-resolution environment and their visibility is recomputed, without gradient, at each
 evaluation. (Prefiltered lookups would lower the noise but, combined by MIS with the light
-samples' sharp lookups, count a small bright source twice: tests/test_render_vs_cycles.py.) All random numbers are drawn once from a seeded generator,
-so the objective is a deterministic, smooth function of the parameters.
+samples' sharp lookups, count a small bright source twice: tests/test_render_vs_cycles.py.)
+All random numbers are drawn once from a seeded generator, so the objective is a
+deterministic, smooth function of the parameters.
 
 What this backend leaves out: light reflected from the part onto itself (interreflection)
 and transport under the surface (subsurface is approximated in :mod:`pbrfit.bsdf`). The

@@ -53,7 +53,7 @@ class FitSession:
 
     # --- lifetime ---------------------------------------------------------------------------
 
-    def start(self) -> "FitSession":
+    def start(self) -> FitSession:
         """Start the fit thread; returns the session.
 
         Raises:
@@ -75,7 +75,7 @@ class FitSession:
             self._end("cancelled", error=e, message=str(e))
         except PbrfitError as e:
             self._end("failed", error=e, message=str(e).splitlines()[0] if str(e) else type(e).__name__)
-        except BaseException as e:  # noqa: BLE001 (the host shows it; its main thread must live on)
+        except BaseException as e:
             self._end("failed", error=e, message=f"fit failed: {type(e).__name__}: {e}".splitlines()[0],
                       details=traceback.format_exc())
         else:

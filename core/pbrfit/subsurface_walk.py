@@ -71,7 +71,7 @@ class SubsurfaceWalk:
     max_steps = 128
 
     @staticmethod
-    def for_material(m: dict) -> "SubsurfaceWalk | None":
+    def for_material(m: dict) -> SubsurfaceWalk | None:
         w = m.get("subsurface_weight")
         if w is None:
             return None
@@ -133,7 +133,7 @@ class SubsurfaceWalk:
         thr = start[walker_entry, channel]
         gen = torch.Generator().manual_seed(seed)
         exited = []
-        for step in range(self.max_steps):
+        for _ in range(self.max_steps):
             if len(walker_entry) == 0:
                 break
             r = torch.rand(len(walker_entry), 3, generator=gen, dtype=torch.float64)

@@ -28,7 +28,7 @@ Microfacet Theory for the Modeling of Varying Iridescence"), re-derived:
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def cie_1931_xyz(lam_nm: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], -1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sensitivity_table() -> np.ndarray:
     lam = np.arange(360.0, 830.5, 1.0)
     rgb = cie_1931_xyz(lam) @ XYZ_TO_REC709.T  # (L, 3)

@@ -20,10 +20,10 @@ from typing import Mapping
 
 import MaterialX as mx
 
-from ..errors import InputError
-from ..params import normalize_material
 from ..atomic import atomic_path
+from ..errors import InputError
 from ..material_mapping import TargetMapping, to_openpbr, to_standard_surface
+from ..params import normalize_material
 
 __all__ = ["standard_libraries", "materialx_document", "write_materialx", "material_names"]
 

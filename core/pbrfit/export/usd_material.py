@@ -28,10 +28,10 @@ from typing import Mapping
 
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 
-from ..errors import InputError
-from ..params import PARAMETERS, normalize_material
 from ..atomic import atomic_path
+from ..errors import InputError
 from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
+from ..params import PARAMETERS, normalize_material
 
 __all__ = ["SHADER_NAMES", "author_material", "stored_material", "write_usd_material"]
 

@@ -40,8 +40,21 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..params import normalize_material
-from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, InputTable, LossList, MaterialFacts, TargetMapping,
-                     check_writer, color, is_white, normalized_radius, read_carried, turns, write_inputs)
+from .common import (
+    COAT_TINT_NOTE,
+    CYCLES_ANISOTROPY_SCALE,
+    InputTable,
+    LossList,
+    MaterialFacts,
+    TargetMapping,
+    check_writer,
+    color,
+    is_white,
+    normalized_radius,
+    read_carried,
+    turns,
+    write_inputs,
+)
 
 __all__ = ["AnisotropyConvention", "ANISOTROPY_CONVENTIONS", "openpbr_roughness_scale", "to_openpbr",
            "from_openpbr"]

@@ -14,8 +14,20 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..params import normalize_material
-from .common import (COAT_TINT_NOTE, CYCLES_ANISOTROPY_SCALE, InputTable, LossList, MaterialFacts, TargetMapping,
-                     color, is_white, normalized_radius, read_carried, turns, write_inputs)
+from .common import (
+    COAT_TINT_NOTE,
+    CYCLES_ANISOTROPY_SCALE,
+    InputTable,
+    LossList,
+    MaterialFacts,
+    TargetMapping,
+    color,
+    is_white,
+    normalized_radius,
+    read_carried,
+    turns,
+    write_inputs,
+)
 
 __all__ = ["to_standard_surface", "from_standard_surface"]
 

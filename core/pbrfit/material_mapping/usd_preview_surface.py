@@ -18,8 +18,17 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..params import normalize_material
-from .common import (InputTable, LossList, MaterialFacts, TargetMapping, check_writer, color, is_white, read_carried,
-                     write_inputs)
+from .common import (
+    InputTable,
+    LossList,
+    MaterialFacts,
+    TargetMapping,
+    check_writer,
+    color,
+    is_white,
+    read_carried,
+    write_inputs,
+)
 from .fresnel import f0_from_ior
 
 __all__ = ["to_usd_preview_surface", "from_usd_preview_surface"]

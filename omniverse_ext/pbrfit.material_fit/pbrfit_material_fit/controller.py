@@ -45,14 +45,14 @@ from pxr import Sdf, Usd, UsdGeom, UsdShade
 
 from pbrfit.atomic import atomic_write_bytes
 from pbrfit.errors import FitCancelled, InputError, PbrfitError
-from pbrfit.heatmap import png_bytes
-from pbrfit.material_mapping import export_losses
-from pbrfit.plausibility import findings
-from pbrfit.progress import describe as describe_progress
 from pbrfit.fit import FitOptions, FitResult, Progress
+from pbrfit.heatmap import png_bytes
 from pbrfit.job import SPLITS, build_scene
+from pbrfit.material_mapping import export_losses
 from pbrfit.options import resolve
 from pbrfit.params import PRESETS
+from pbrfit.plausibility import findings
+from pbrfit.progress import describe as describe_progress
 from pbrfit.scene import FitScene
 from pbrfit.session import FitSession as EngineFitSession
 from pbrfit.usd_stage import read_stage
@@ -262,7 +262,7 @@ class FitSession(EngineFitSession):
         self.start_from_defaults = start_from_defaults
         self.files: list[str] = []
 
-    def start(self) -> "FitSession":
+    def start(self) -> FitSession:
         """Read the stage (this thread: USD stages are not thread-safe) and start the fit.
 
         Raises:

@@ -7,4 +7,4 @@
 import importlib.util
 
 if importlib.util.find_spec("omni") is not None and importlib.util.find_spec("omni.kit") is not None:
-    from .test_material_fit import *  # noqa: F401,F403
+    from .test_material_fit import *  # noqa: F403
