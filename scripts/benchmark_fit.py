@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import describe as describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,20 +175,8 @@ def _eroded(mask):
     return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
 def write_auto_table(rows: list[dict], out: Path, args) -> str:
-    lines = [f"Machine: {_machine()}; CPU; {args.resolution} px, 4 train views ({TRAIN_HDRI}), validation under "
+    lines = [f"Machine: {describe_machine()}; CPU; {args.resolution} px, 4 train views ({TRAIN_HDRI}), validation under "
              f"{', '.join(VALIDATE_HDRIS)} (2 views each). Judge: each material rendered by real Cycles "
              f"({args.samples} samples, another seed) against the references; validation ΔE2000 mean over pixels "
              "inside both masks, and over 4x4-pixel block means (Monte Carlo noise of both renders shrinks 4x). "
@@ -217,7 +205,7 @@ def write_auto_table(rows: list[dict], out: Path, args) -> str:
 
 
 def write_table(rows: list[dict], out: Path, args) -> str:
-    lines = [f"Machine: {_machine()}; raster backend on CPU; {args.resolution} px, 4 train views "
+    lines = [f"Machine: {describe_machine()}; raster backend on CPU; {args.resolution} px, 4 train views "
              f"({TRAIN_HDRI}), validation under {', '.join(VALIDATE_HDRIS)} (2 views each); "
              f"budget {args.iterations} iterations / {args.time_budget} s.", "",
              "| finish | shape | val ΔE mean | val ΔE p95 | train ΔE mean | target | met | parameter errors (abs) | wall s |",
@@ -269,7 +257,7 @@ def main(argv=None) -> int:
                 row = {"finish": finish, "shape": shape, "error": f"{type(e).__name__}: {e}"[:300]}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("fitted", "truth")}), flush=True)
-            (out / f"{stem}.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
+            (out / f"{stem}.json").write_text(json.dumps({"machine": describe_machine(), "rows": rows}, indent=2))
             table(rows, out, args)
     print(table(rows, out, args))
     return 0

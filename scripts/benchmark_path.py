@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import benchmark_fit as bf  # noqa: E402
+from machine import describe as describe_machine  # noqa: E402
 
 from pbrfit import losses as L  # noqa: E402
 from pbrfit.job import load_job  # noqa: E402
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     scene, truth = _scene(args)
-    data = {"machine": bf._machine(), "speed": speed(scene, truth), "variance": variance(scene, truth),
+    data = {"machine": describe_machine(), "speed": speed(scene, truth), "variance": variance(scene, truth),
             "long": long_fit(scene, truth, args.long)}
     out = Path(args.out)
     (out / "path.json").write_text(json.dumps(data, indent=1))

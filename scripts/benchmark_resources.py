@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
+from machine import describe as describe_machine  # noqa: E402
 from synthetic import render_references, write_job  # noqa: E402
 
 from pbrfit.images import MAX_WORKING_SIZE, read_image, write_exr  # noqa: E402
@@ -88,25 +88,6 @@ def measure(job: Path, out: Path, backend: str) -> dict:
     return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024), "stdout": stdout.strip()}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:
-        gpu = "GPU unknown"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {gpu}; Python {platform.python_version()}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for resources.md and resources.json")
@@ -131,7 +112,7 @@ def main(argv=None) -> int:
             rows.append(row)
     head = "| reference size | views (train + validate) | working size | " + " | ".join(
         f"{b}: wall (s) | {b}: peak RSS (MiB)" for b in backends) + " |"
-    lines = [f"Machine: {machine()}.", "", head, "|" + "---|" * (3 + 2 * len(backends))]
+    lines = [f"Machine: {describe_machine()}.", "", head, "|" + "---|" * (3 + 2 * len(backends))]
     for row in rows:
         cells = [f"{row['size']} px", f"{row['views']} + 1", f"{row['working']} px"]
         for b in backends:
@@ -141,7 +122,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "resources.md").write_text(table)
-    (out / "resources.json").write_text(json.dumps({"machine": machine(), "fit": FIT, "rows": rows}, indent=2) + "\n")
+    (out / "resources.json").write_text(json.dumps({"machine": describe_machine(), "fit": FIT, "rows": rows}, indent=2) + "\n")
     print(table)
     return 0
 

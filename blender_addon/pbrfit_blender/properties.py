@@ -56,6 +56,16 @@ def _preset_update(self, context):
         setattr(self, f"fit_{name}", name in chosen)
 
 
+def _backend_items() -> list[tuple[str, str, str]]:
+    """The engine's renderers (:data:`pbrfit.options.BACKENDS`); without the engine only
+    "auto" (the panel then shows the dependency message instead of the controls)."""
+    try:
+        from pbrfit.options import BACKENDS
+    except Exception:
+        BACKENDS = {"auto": ""}
+    return [(name, name.title(), what) for name, what in BACKENDS.items()]
+
+
 def _poll_camera(self, obj):
     return obj.type == "CAMERA"
 
@@ -96,13 +106,8 @@ def _settings_annotations() -> dict:
                                description="Which parameters to fit"),
         "iterations": IntProperty(name="Iterations", default=60, min=1, soft_max=500,
                                   description="Optimizer iterations in all"),
-        "backend": EnumProperty(
-            name="Renderer", default="auto",
-            items=[("auto", "Auto",
-                    "Rasterized fit, then a path-traced refinement (interreflection, coat, subsurface)"),
-                   ("raster", "Raster", "Direct light only: fastest, misses light the part reflects onto itself"),
-                   ("path", "Path traced", "Only the path-traced refinement, from the current material")],
-            description="How the fit renders the part"),
+        "backend": EnumProperty(name="Renderer", default="auto", items=_backend_items(),
+                                description="How the fit renders the part"),
         "time_budget": FloatProperty(name="Time budget", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
                                      description="Stop after this many seconds (0: no limit)"),
         "copy_material": BoolProperty(name="Make a copy", default=False,

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = CancellableRun()
     # files copied out of a USDZ package go with a cancelled run too
-    run.on_abort(lambda: sys.modules["pbrfit.usd_stage"].remove_extracted() if "pbrfit.usd_stage" in sys.modules
+    run.on_abort(lambda: sys.modules["pbrfit.usd_open"].remove_extracted() if "pbrfit.usd_open" in sys.modules
                  else None)
     command = _cmd_fit if args.command == "fit" else _cmd_validate
     reporter = _reporter(args)

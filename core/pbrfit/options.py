@@ -50,7 +50,7 @@ from .losses import LOSSES
 from .params import DEFAULT_FIT, PARAMETERS, PRESETS
 from .render import SampleCounts
 
-__all__ = ["FitOptions", "DEFAULT_LOSS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS",
+__all__ = ["FitOptions", "DEFAULT_LOSS", "BACKENDS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS",
            "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
            "sample_counts", "parse_loss", "parse_names", "resolve_device", "SEED_MAX"]
 
@@ -142,8 +142,15 @@ _INTS = {
     "seed": (0, SEED_MAX, "random seed"),
     "threads": (1, 1024, "CPU threads"),
 }
+#: the fit's renderers, default first, with what each does (hosts show these words)
+BACKENDS = {
+    "auto": "Rasterized fit, then a path-traced refinement (interreflection, coat, subsurface)",
+    "raster": "Direct light only: fastest, misses light the part reflects onto itself",
+    "path": "Only the path-traced refinement, from the current material",
+}
+
 _CHOICES = {
-    "backend": ("auto", "raster", "path"),
+    "backend": tuple(BACKENDS),
     "device": ("auto", "cpu", "cuda"),
     "optimizer": ("lbfgs", "adam", "adamw"),
 }

@@ -79,56 +79,34 @@ Strength, so a Blender stage always has intensity 1.
 
 Initial material
 ----------------
-Read from the material bound to the mesh (``ComputeBoundMaterial``), preferring the most
-complete network: an OpenPBR MaterialX shader (``ND_open_pbr_surface_surfaceshader`` on
-``outputs:mtlx:surface``), then OmniPBR / OmniPBR_ClearCoat (MDL, ``outputs:mdl:surface``),
-then UsdPreviewSurface (``outputs:surface``). Only inputs with an authored, finite value
-and no connection are used, plus, for OpenPBR, the ``rotate3d`` amount of the graph feeding
-``geometry_tangent`` (the anisotropic rotation); everything else stays at Blender's
-default, and the result is clamped to the fit's bounds. Which reading applies:
-
-1. pbrfit wrote the material (write-back, ``write_usd_material``): the exact canonical
-   values it stored beside the shaders (:func:`pbrfit.export.usd_material.stored_material`),
-   as long as the shader still holds exactly what pbrfit's mapping gives for them;
-   otherwise someone edited it since, and it is read as in 3.
-2. Blender's exporter wrote the shader (a layer holding it has Blender's ``doc``):
-   :mod:`pbrfit.material_mapping`'s inverse with Blender's conventions (OpenPBR
-   anisotropy ``0.7 x Anisotropic`` with the roughness unchanged, the tangent turned by
-   ``-(360 x rotation + 90)`` degrees; no coat IOR on the preview surface).
-3. Anyone else: the same inverse with each format's own meaning, which is pbrfit's.
-
-The mapping (names, units: OpenPBR ``specular_weight`` is twice Specular IOR Level, its thin
-film is in micrometres, UsdPreviewSurface's ``specular`` is Blender's extension carrying
-the level) is :mod:`pbrfit.material_mapping`'s, the one pbrfit writes with.
+Read from the material bound to the mesh by :mod:`pbrfit.usd_material_reader` (its
+docstring says which shader and which conventions); stages are opened by
+:mod:`pbrfit.usd_open` (missing layers are errors; textures inside USDZ packages are read).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
 import os
-import re
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pxr import Ar, Gf, Sdf, Tf, Usd, UsdGeom, UsdLux, UsdShade
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux
 
 from .errors import InputError
-from .export.usd_material import stored_material
-from .material_mapping import from_omnipbr, from_openpbr, from_usd_preview_surface, map_material
-from .params import PARAMETERS, normalize_material
 from .scene import BLENDER_WORLD_FROM_DOME, Camera, Mesh, rotate_xyz
+from .usd_material_reader import read_bound_material
+from .usd_open import extract_packaged, is_package_path, open_stage, remove_extracted
 
 __all__ = [
     "DomeLightInfo",
     "StageContents",
     "read_stage",
+    "find_descendant",
     "open_stage",
+    "is_package_path",
+    "remove_extracted",
     "default_world_from_dome",
     "rotate_xyz",
 ]
@@ -192,48 +170,12 @@ class DomeLightInfo:
             raise InputError(f"{where} uses texture format '{self.texture_format}'; "
                              "only lat-long environment maps are supported, convert the texture")
         if is_package_path(self.texture):
-            return _extract_packaged(self.texture, where)
+            return extract_packaged(self.texture, where)
         path = Path(self.texture)
         if not path.is_file():
             raise InputError(f"{where}: texture '{self.texture_asset}' not found "
                              f"(looked for {path}); fix the path in the stage or copy the file there")
         return path
-
-
-def is_package_path(path: str) -> bool:
-    """A file inside a USDZ package, as USD resolves it: ``/x/pkg.usdz[hdri/env.exr]``."""
-    return path.endswith("]") and "[" in path
-
-
-_extracted: dict[str, Path] = {}
-
-
-def remove_extracted() -> None:
-    """Remove the files copied out of USDZ packages (also done when the process exits)."""
-    for path in list(_extracted.values()):
-        shutil.rmtree(path.parent, ignore_errors=True)
-    _extracted.clear()
-
-
-atexit.register(remove_extracted)
-
-
-def _extract_packaged(resolved: str, where: str) -> Path:
-    """A file inside a USDZ package, copied out (once per process) so that image readers
-    can open it; the copies are removed when the process ends."""
-    if resolved in _extracted and _extracted[resolved].is_file():
-        return _extracted[resolved]
-    asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(resolved))
-    if asset is None:
-        raise InputError(f"{where}: texture {resolved} is not in its USDZ package; repackage the stage "
-                         "with the texture, or set environment = \"...\" on each view in the job")
-    data = asset.Read(asset.GetSize(), 0)
-    folder = Path(tempfile.mkdtemp(prefix="pbrfit-usdz-"))
-    name = resolved[resolved.rindex("[") + 1:-1].replace("\\", "/").rsplit("/", 1)[-1]
-    out = folder / name
-    out.write_bytes(bytes(data))
-    _extracted[resolved] = out
-    return out
 
 
 @dataclass
@@ -313,85 +255,7 @@ def _gf_to_column(m: Gf.Matrix4d) -> np.ndarray:
     return np.array(m, dtype=np.float64).reshape(4, 4).T
 
 
-@contextlib.contextmanager
-def _captured_stderr():
-    """Capture what native code writes to file descriptor 2 (USD prints its warnings there);
-    yields a list that holds the text afterwards."""
-    captured: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield captured
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.append(tmp.read().decode("utf-8", "replace"))
-
-
-def _composition_problems(stage: Usd.Stage) -> list[str]:
-    """Layers and assets the stage names but could not load (a missing sublayer, reference
-    or payload), one phrase each."""
-    problems = []
-    getter = getattr(stage, "GetCompositionErrors", None)
-    for error in (getter() if getter else []):
-        kind = str(getattr(error, "errorType", ""))
-        if any(k in kind for k in ("InvalidSublayerPath", "InvalidAssetPath", "MutedAssetPath",
-                                   "InvalidExternalTargetPath")):
-            text = " ".join(str(error).split())
-            problems.append(re.sub(r";? ?skipping\.?$", "", text).rstrip(". "))
-    return problems
-
-
-def open_stage(path) -> Usd.Stage:
-    """Open a stage file with every layer it needs.
-
-    Raises:
-        InputError: a missing or unreadable file, or a sublayer, reference or payload that
-            cannot be loaded (USD itself would only print a warning and go on without it).
-    """
-    return _open_stage(path)
-
-
-def _open_stage(path) -> Usd.Stage:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"stage {path} does not exist; check the path")
-    if not path.is_file():
-        raise InputError(f"stage {path} is not a file; give a .usd, .usda, .usdc or .usdz file")
-    try:
-        with _captured_stderr() as warnings:
-            stage = Usd.Stage.Open(str(path), Usd.Stage.LoadAll)
-    except Tf.ErrorException as e:
-        msg = " ".join(str(e).split())
-        # USD's message wraps the parser's "file:line:column: what" in C++ function names.
-        found = re.search(r"'(\S+:\d+:\d+: .*?)\s*'\s*(?:Error in|$)", msg)
-        msg = found.group(1).strip() if found else msg[:300]
-        raise InputError(f"cannot open stage {path}: {msg}; is it a valid USD file?") from None
-    if stage is None:
-        raise InputError(f"cannot open stage {path}; is it a valid USD file?")
-    problems = _composition_problems(stage)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise InputError(f"stage {path}: {problems[0].rstrip('.')}{more}; fix the path or remove it from the stage")
-    if warnings and warnings[0].strip():
-        sys.stderr.write(warnings[0])  # nothing pbrfit refuses: USD's own warnings, as USD would print them
-    # USD keeps layers that are still open elsewhere in this process (e.g. by an earlier
-    # StageContents) and would hand back their old contents: re-read the ones that changed
-    # on disk. Layers with unsaved edits (a host's live session) are left as they are.
-    for layer in stage.GetUsedLayers():
-        if not layer.anonymous and not layer.dirty:
-            layer.Reload()
-    return stage
-
-
-def _resolve_descendant(stage: Usd.Stage, path: str, schema, kind: str, stage_path) -> Usd.Prim:
+def find_descendant(stage: Usd.Stage, path: str, schema, kind: str, stage_path) -> Usd.Prim:
     """The prim at ``path`` if it is a ``schema``, or its only ``schema`` descendant."""
     if not Sdf.Path.IsValidPathString(path) or not Sdf.Path(path).IsAbsolutePath():
         raise InputError(f"target '{path}' is not an absolute prim path; write it like /root/Part")
@@ -415,7 +279,7 @@ def _resolve_descendant(stage: Usd.Stage, path: str, schema, kind: str, stage_pa
 
 def _find_target(stage: Usd.Stage, target: str | None, stage_path) -> Usd.Prim:
     if target is not None:
-        return _resolve_descendant(stage, target, UsdGeom.Mesh, "Mesh", stage_path)
+        return find_descendant(stage, target, UsdGeom.Mesh, "Mesh", stage_path)
     meshes = [p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)]
     if len(meshes) == 1:
         return meshes[0]
@@ -671,128 +535,6 @@ def _read_dome(stage: Usd.Stage, time, up_axis: str, stage_path) -> DomeLightInf
     )
 
 
-# --- initial material ---------------------------------------------------------------------
-
-_OPENPBR_ID = "ND_open_pbr_surface_surfaceshader"
-_OMNIPBR = ("OmniPBR", "OmniPBR_ClearCoat")
-
-
-def _inputs(shader: UsdShade.Shader, time) -> dict:
-    """Authored, unconnected, finite input values of ``shader`` by base name."""
-    out = {}
-    for inp in shader.GetInputs():
-        if inp.HasConnectedSource():
-            continue
-        attr = inp.GetAttr()
-        if not attr.HasAuthoredValue():
-            continue
-        v = attr.Get(time)
-        if v is None:
-            continue
-        if isinstance(v, (Gf.Vec3f, Gf.Vec3d, Gf.Vec4f, Gf.Vec2f)):
-            v = [float(x) for x in v]
-        if isinstance(v, (bool, int, float, list)) and not all(math.isfinite(x) for x in np.ravel(v)):
-            continue
-        out[inp.GetBaseName()] = v
-    return out
-
-
-def _tangent_rotation(shader: UsdShade.Shader, time) -> float | None:
-    """The ``amount`` (degrees) of the ``rotate3d`` node whose output, through any
-    ``normalize`` nodes, is the shader's ``geometry_tangent``; None when there is none.
-
-    Both pbrfit and Blender's exporter write the tangent as normalize(rotate3d(world tangent,
-    amount, world normal)); what the amount means is the writer's convention
-    (:data:`pbrfit.material_mapping.ANISOTROPY_CONVENTIONS`).
-    """
-    port = shader.GetInput("geometry_tangent")
-    for _ in range(8):  # a short chain; also ends a cycle
-        sources = port.GetValueProducingAttributes(shaderOutputsOnly=True) if port else []
-        if len(sources) != 1:
-            return None
-        node = UsdShade.Shader(sources[0].GetPrim())
-        node_id = node.GetIdAttr().Get()
-        if node_id == "ND_rotate3d_vector3":
-            amount = node.GetInput("amount")
-            value = amount.Get(time) if amount and not amount.HasConnectedSource() else None
-            return None if value is None else float(value)
-        if node_id != "ND_normalize_vector3":
-            return None
-        port = node.GetInput("in")
-    return None
-
-
-def _written_by_blender(prim: Usd.Prim) -> bool:
-    """Whether Blender's USD exporter wrote the prim: a layer holding one of its specs has
-    Blender's ``doc`` ("Blender v5.0.1", written on every layer it exports)."""
-    return any(spec.layer.documentation.startswith("Blender v") for spec in prim.GetPrimStack())
-
-
-def _clamp_to_bounds(values: dict) -> dict:
-    out = {}
-    for name, v in values.items():
-        spec = PARAMETERS[name]
-        if isinstance(v, list):
-            out[name] = [min(max(x, spec.lower), spec.upper) for x in v]
-        else:
-            out[name] = min(max(v, spec.lower), spec.upper)
-    return out
-
-
-def _surface_shader(material: UsdShade.Material, context: str) -> UsdShade.Shader | None:
-    output = material.GetSurfaceOutput(context)
-    if not output:
-        return None
-    for attr in output.GetValueProducingAttributes():
-        prim = attr.GetPrim()
-        if prim.IsA(UsdShade.Shader):
-            return UsdShade.Shader(prim)
-    return None
-
-
-def _most_complete_shader(material: UsdShade.Material) -> tuple[str, UsdShade.Shader] | None:
-    """(kind, shader): OpenPBR, else OmniPBR / OmniPBR_ClearCoat, else UsdPreviewSurface."""
-    shader = _surface_shader(material, "mtlx")
-    if shader and shader.GetIdAttr().Get() == _OPENPBR_ID:
-        return "OpenPBR", shader
-    shader = _surface_shader(material, "mdl")
-    if shader:
-        sub = shader.GetSourceAssetSubIdentifier("mdl") or ""
-        asset = shader.GetSourceAsset("mdl")
-        asset_name = Path(asset.path).stem if asset else ""
-        if sub in _OMNIPBR or asset_name in _OMNIPBR:
-            return sub or asset_name, shader
-    shader = _surface_shader(material, UsdShade.Tokens.universalRenderContext)
-    if shader and shader.GetIdAttr().Get() == "UsdPreviewSurface":
-        return "UsdPreviewSurface", shader
-    return None
-
-
-def _read_material(mesh_prim: Usd.Prim, time) -> tuple[dict, str]:
-    """(canonical values, "shader path (kind)") of the material bound to the mesh."""
-    material, _ = UsdShade.MaterialBindingAPI(mesh_prim).ComputeBoundMaterial()
-    found = _most_complete_shader(material) if material else None
-    if found is None:
-        return {}, ""
-    kind, shader = found
-    inputs = _inputs(shader, time)
-    rotation = _tangent_rotation(shader, time) if kind == "OpenPBR" else None
-    stored = stored_material(material)
-    target = "open_pbr_surface" if kind == "OpenPBR" else kind
-    if stored is not None and map_material(stored, target).agrees_with(inputs, rotation):
-        values = stored  # pbrfit wrote these shaders and nobody changed them since
-    else:
-        writer = "blender" if _written_by_blender(shader.GetPrim()) else "pbrfit"
-        if kind == "OpenPBR":
-            values = from_openpbr(inputs, rotation, writer=writer)
-        elif kind == "UsdPreviewSurface":
-            values = from_usd_preview_surface(inputs, writer=writer)
-        else:
-            values = from_omnipbr(inputs)
-    return (normalize_material(_clamp_to_bounds(values), source=f"material {material.GetPath()}"),
-            f"{shader.GetPath()} ({kind})")
-
-
 def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) -> StageContents:
     """Read a USD stage for a fit (conventions in the module docstring).
 
@@ -819,7 +561,7 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) 
         path = Path(root.realPath) if root.realPath else Path(root.identifier)
     else:
         path = Path(path)
-        stage = _open_stage(path)
+        stage = open_stage(path)
     up_axis = str(UsdGeom.GetStageUpAxis(stage))
     meters_per_unit = float(UsdGeom.GetStageMetersPerUnit(stage))
     mesh_prim = _find_target(stage, target, path)
@@ -833,7 +575,7 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) 
             except InputError as e:
                 problems[str(prim.GetPath())] = str(e)
     dome = _read_dome(stage, time, up_axis, path)
-    material, source = _read_material(mesh_prim, time)
+    material, source = read_bound_material(mesh_prim, time)
     files = []
     for layer in stage.GetUsedLayers():
         if not layer.anonymous and layer.realPath:

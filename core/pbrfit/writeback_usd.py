@@ -45,7 +45,7 @@ from pxr import Sdf, Tf, Usd, UsdGeom, UsdShade
 
 from .errors import InputError
 from .export.usd_material import SHADER_NAMES, author_material
-from .usd_stage import _resolve_descendant
+from .usd_stage import find_descendant
 
 __all__ = ["WriteBackRecord", "write_back", "check_write_back", "undo", "default_edit_layer_path",
            "default_material_path", "save_layer"]
@@ -176,7 +176,7 @@ def check_write_back(stage: Usd.Stage, target_path: str, *, edit_layer=None,
             be written and an existing edit layer file that USD cannot read.
     """
     where = _root_file(stage) or stage.GetRootLayer().identifier
-    target = _resolve_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
+    target = find_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
     _check_material_path(stage, _material_path(stage, target, material_path))
     if isinstance(edit_layer, Sdf.Layer):
         path = edit_layer.realPath or None
@@ -192,14 +192,20 @@ def check_write_back(stage: Usd.Stage, target_path: str, *, edit_layer=None,
         if not os.access(path, os.W_OK):
             raise InputError(f"edit layer {path} is read-only; make it writable or choose another --edit-layer")
         if not _same_file(path, stage.GetRootLayer().realPath):
-            try:
-                layer = Sdf.Layer.FindOrOpen(path)
-            except Tf.ErrorException:
-                layer = None
-            if layer is None:
-                raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
-                                 "move it away or give another path")
+            _open_existing_layer(path)
     return path
+
+
+def _open_existing_layer(path: str) -> Sdf.Layer:
+    """The USD layer already at ``path``; InputError when the file is not one."""
+    try:
+        layer = Sdf.Layer.FindOrOpen(path)
+    except Tf.ErrorException:
+        layer = None
+    if layer is None:
+        raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
+                         "move it away or give another path")
+    return layer
 
 
 def _open_edit_layer(stage: Usd.Stage, edit_layer) -> tuple[Sdf.Layer, bool, str | None]:
@@ -211,15 +217,8 @@ def _open_edit_layer(stage: Usd.Stage, edit_layer) -> tuple[Sdf.Layer, bool, str
         path = _edit_layer_path(stage, edit_layer)
         if _same_file(path, root.realPath):
             return root, False, None
-        layer = None
         if os.path.exists(path):
-            try:
-                layer = Sdf.Layer.FindOrOpen(path)
-            except Tf.ErrorException:
-                layer = None
-            if layer is None:
-                raise InputError(f"edit layer {path} exists but is not a readable USD layer; "
-                                 "move it away or give another path")
+            layer = _open_existing_layer(path)
         else:
             fmt = Sdf.FileFormat.FindByExtension(Path(path).suffix.lstrip("."))
             layer = Sdf.Layer.Find(path) or Sdf.Layer.New(fmt, path)
@@ -290,7 +289,7 @@ def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object
             stage and every file are then as they were.
     """
     where = _root_file(stage) or stage.GetRootLayer().identifier
-    target = _resolve_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
+    target = find_descendant(stage, str(target_path), UsdGeom.Mesh, "Mesh", where)
     material_path = _material_path(stage, target, material_path)
     _check_material_path(stage, material_path)
     layer, created, entry = _open_edit_layer(stage, edit_layer)

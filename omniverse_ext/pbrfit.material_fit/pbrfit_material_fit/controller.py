@@ -49,7 +49,7 @@ from pbrfit.fit import FitOptions, FitResult, Progress
 from pbrfit.heatmap import png_bytes
 from pbrfit.job import SPLITS, build_scene
 from pbrfit.material_mapping import export_losses
-from pbrfit.options import resolve
+from pbrfit.options import BACKENDS, resolve
 from pbrfit.params import PRESETS
 from pbrfit.plausibility import findings
 from pbrfit.progress import describe as describe_progress
@@ -63,7 +63,7 @@ __all__ = [
     "set_reference", "get_reference", "clear_reference", "reference_views", "list_meshes", "list_cameras",
     "preset_names", "make_options", "build_fit_scene",
     "FitSession", "run_async", "write_back_material", "undo_write_back", "result_figures", "result_findings",
-    "describe_progress",
+    "describe_progress", "BACKENDS",
     # the engine's errors, for the window
     "FitCancelled", "InputError", "PbrfitError",
 ]

@@ -19,8 +19,8 @@ __all__ = ["MaterialFitWindow"]
 
 
 
-#: the fit's renderers, default first: raster warm start then path traced; raster only; path only
-_BACKENDS = ("auto", "raster", "path")
+#: the fit's renderers, default first (:data:`pbrfit.options.BACKENDS`)
+_BACKENDS = tuple(controller.BACKENDS)
 
 class MaterialFitWindow(ui.Window):
     """The extension's window. Rebuild with :meth:`refresh` after the stage changes."""
