@@ -7,7 +7,12 @@ share of the iteration budget (25 %, 35 %, 40 %, renormalized over the stages pr
 
 Warm start (:func:`warm_start`): base colour in closed form (the model is affine in it),
 then a coordinate-wise 1-D grid search per scalar over its range: 5 points, or a fine grid
-where the objective has many local minima (thin-film thickness is periodic in colour).
+where the objective has many local minima (thin-film thickness is periodic in colour),
+evenly spaced in the parameter's own unit (roughness in GGX alpha). The grid's end points
+sit :data:`GRID_EDGE` inside the bounds: a parameter started on a bound starts where its
+sigmoid is flat, and a gradient step cannot move it (a glossy plastic, roughness 0.15,
+warm-started at roughness 0 stayed a mirror, depending on float-level noise in the
+renders). The start value stays a candidate as it is.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import torch
 
 from .params import PARAMETERS, STAGES, ParameterSpace
 
-__all__ = ["FINE_GRID", "COARSE_GRID", "STAGE_SHARES", "stage_plan", "warm_start", "base_color_least_squares"]
+__all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "STAGE_SHARES", "stage_plan", "warm_start",
+           "base_color_least_squares", "grid_values"]
 
 #: grid points of the 1-D search for parameters whose objective has many local minima
 FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
 #: grid points for every other scalar
 COARSE_GRID = 5
+#: where the grid's end points sit inside the bounds, as a fraction of the (unit) range
+GRID_EDGE = 0.02
 #: each stage's share of the iteration budget
 STAGE_SHARES = {1: 0.25, 2: 0.35, 3: 0.40}
 
@@ -77,6 +85,17 @@ def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> 
     return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
 
 
+def grid_values(name: str, lo: float, hi: float) -> list[float]:
+    """The 1-D search's candidates for parameter ``name`` within [lo, hi]: evenly spaced in
+    its unit (GGX alpha for roughnesses), end points :data:`GRID_EDGE` inside the bounds."""
+    spec = PARAMETERS[name]
+    t = np.linspace(0.0, 1.0, FINE_GRID.get(name, COARSE_GRID))
+    t[0], t[-1] = GRID_EDGE, 1.0 - GRID_EDGE
+    if spec.transform == "alpha":
+        return [float(v) for v in np.sqrt(lo**2 + (hi**2 - lo**2) * t)]
+    return [float(v) for v in lo + (hi - lo) * t]
+
+
 def warm_start(space: ParameterSpace, values: dict, names: list[str],
                loss_of: Callable[[ParameterSpace, torch.Tensor], float], objective=None) -> dict:
     """Warm start for newly freed parameters ``names``: base colour in closed form (when
@@ -94,13 +113,8 @@ def warm_start(space: ParameterSpace, values: dict, names: list[str],
         spec = PARAMETERS[n]
         if spec.size != 1:
             continue
-        lo, hi = space.bounds_of(n)
-        steps = FINE_GRID.get(n, COARSE_GRID)
-        grid = np.linspace(lo, hi, steps)
-        if spec.transform == "alpha":
-            grid = np.sqrt(np.linspace(lo**2, hi**2, steps))
         best, best_v = math.inf, values[n]
-        candidates = [values[n]] + [float(g) for g in grid]
+        candidates = [values[n]] + grid_values(n, *space.bounds_of(n))
         for v in candidates:
             trial = dict(values)
             trial[n] = v
