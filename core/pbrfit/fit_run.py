@@ -91,6 +91,9 @@ class FitResult:
         views: a :class:`ViewResult` per view.
         stopped: why the fit stopped ("converged", "iterations", "time budget", "early stopping").
         wall_time: seconds (from ``FitOptions.budget_start`` when given).
+        timings: seconds per phase, in order: "before setup" (from ``budget_start``: reading
+            the job), "setup" (G-buffers and fixed samples of every view), each raster stage by
+            name, "refine", "path", "final metrics".
         notes: what the user should know about the run, ``{severity, about, message}``
             (e.g. the time budget ended the fit before it improved on the start).
     """
@@ -105,6 +108,7 @@ class FitResult:
     stopped: str
     wall_time: float
     notes: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
 
 
 class Checkpoint:
@@ -178,9 +182,12 @@ class FitRun:
 
     def __init__(self, scene, options, progress: Callable[[Progress], None] | None = None, cancel=None):
         options.validate()
+        constructed = time.monotonic()
         self.scene, self.options = scene, options
         self._progress, self._cancel = progress, cancel
-        self.t0 = options.budget_start if options.budget_start is not None else time.monotonic()
+        self.t0 = options.budget_start if options.budget_start is not None else constructed
+        self.timings: dict[str, float] = {"before setup": constructed - self.t0}
+        self._phase_started = constructed
         self.renderers = Renderers(scene, options)
         self.clock = TimeBudget(self.t0, options.time_budget, self.renderers)
         self.check_cancel()
@@ -221,6 +228,7 @@ class FitRun:
         self.values = values
         self.start_values = dict(values)
         self.checkpoint = Checkpoint(values)
+        self.timings["setup"] = time.monotonic() - constructed
 
     # --- shared machinery ---------------------------------------------------------------------
 
@@ -250,6 +258,7 @@ class FitRun:
         if self.fit_started is None:
             self.fit_started = time.monotonic()
         self._phase_key, self._phase_evals = key, 0
+        self._phase_started = time.monotonic()
         self.units_done = max(self.units_done, self.plan.start_of(key))
         faults.point("final-metrics" if key == "metrics" else key if key.startswith("stage:") else f"stage:{key}")
 
@@ -257,6 +266,8 @@ class FitRun:
         """The current phase ended: units move to its end."""
         if self._phase_key is not None:
             self.units_done = max(self.units_done, self.plan.units(self._phase_key, 1 << 60))
+            name = self._phase_key.removeprefix("stage:").replace("metrics", "final metrics")
+            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - self._phase_started
             self._phase_key = None
 
     def evaluate(self, space: ParameterSpace, u: torch.Tensor, grad: bool = True):
@@ -508,4 +519,4 @@ class FitRun:
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
         notes = list(self.scene.notes) + self.clock.notes(self.stopped, changed=changed)
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
-                         self.stopped, self.elapsed(), notes)
+                         self.stopped, self.elapsed(), notes, dict(self.timings))

@@ -206,7 +206,8 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
     drops["materialx"] = _drops_as_dicts(mtlx_drops)
     drops["usd"] = _drops_as_dicts(usd_drops)
     prov = provenance.collect(input_files, seed=seed, options=_jsonable(options),
-                              schedule=result.schedule, wall_time=result.wall_time)
+                              schedule=result.schedule, wall_time=result.wall_time,
+                              timings=getattr(result, "timings", None))
     prov["notes"] = notes
     doc = {
         "format": "pbrfit.material/1",

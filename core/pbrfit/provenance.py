@@ -53,7 +53,7 @@ def git_revision() -> str | None:
 
 
 def collect(input_files: list[str | Path], *, seed: int, options: dict, schedule: list,
-            wall_time: float, command: list[str] | None = None) -> dict:
+            wall_time: float, command: list[str] | None = None, timings: dict | None = None) -> dict:
     """The provenance record written into material.json."""
     return {
         "inputs": {str(p): file_sha256(p) for p in dict.fromkeys(map(str, input_files))},
@@ -65,4 +65,5 @@ def collect(input_files: list[str | Path], *, seed: int, options: dict, schedule
         "platform": platform.platform(),
         "command": command if command is not None else list(sys.argv),
         "wall_time_s": round(wall_time, 3),
+        "timings_s": {k: round(v, 3) for k, v in (timings or {}).items()},
     }

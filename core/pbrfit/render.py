@@ -74,12 +74,21 @@ class _FixedSamples:
 
 @dataclass
 class _PreparedView:
+    """One view's G-buffer and samples. The material-independent samples (:class:`_FixedSamples`:
+    directions, radiance, shadow rays) are costly, so they are computed for the pixels
+    shaded so far only: the loss pixels at first, every covered pixel when a shade call
+    asks for others (a full image). Their uniforms are drawn for every pixel up front, so
+    a pixel's samples do not depend on which pixels were prepared."""
+
     geometry: ViewGeometry
     env: EnvironmentMap
-    fixed: _FixedSamples
+    u_light: torch.Tensor     # (P, Nl, 2) float64
+    u_cosine: torch.Tensor    # (P, Nc, 2)
     u_specular: torch.Tensor  # (P, Ns, 2)
     u_coat: torch.Tensor      # (P, Nc, 2)
     origins: np.ndarray       # (P, 3) shadow-ray origins
+    fixed: _FixedSamples | None = None
+    row_of: np.ndarray | None = None  # (P,) row of each pixel in ``fixed``, -1 where not computed
 
 
 class RasterRenderer(SceneRenderer):
@@ -101,6 +110,7 @@ class RasterRenderer(SceneRenderer):
 
     # --- preparation ------------------------------------------------------------------------
     def prepare(self, view_index: int) -> _PreparedView:
+        """The view's G-buffer, its loss pixels (``train_subsets``) and their fixed samples."""
         if view_index in self._prepared:
             return self._prepared[view_index]
         view = self.scene.views[view_index]
@@ -110,27 +120,34 @@ class RasterRenderer(SceneRenderer):
         n = self.samples
         p = len(geo.pixels)
         origins = geo.position + geo.normal_geo * self.caster.epsilon
-
-        # light samples (per pixel, drawn from the environment) and cosine samples
-        d_light, _ = env.warp(_stratified(p, n.light, gen))
-        u = _stratified(p, n.cosine, gen).float()
-        r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
-        wi_cos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
-        d_cos = torch.einsum("pni,pij->pnj", wi_cos, geo.frame)
-        d_all = torch.cat([d_light, d_cos], 1)  # (P, N, 3) world
-        wi_all = torch.einsum("pnj,pij->pni", d_all, geo.frame)
-        radiance = env.radiance(d_all)  # full resolution: light samples follow texels
-        visible = self._visible(origins, geo.normal_geo, d_all)
-        p_cos = wi_all[..., 2].clamp_min(0) / math.pi
-        p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
-        fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed)
-
-        prepared = _PreparedView(
-            geo, env, fixed,
-            _stratified(p, n.specular, gen).float(), _stratified(p, n.coat, gen).float(), origins)
+        u_light = _stratified(p, n.light, gen)
+        u_cosine = _stratified(p, n.cosine, gen).float()
+        prepared = _PreparedView(geo, env, u_light, u_cosine, _stratified(p, n.specular, gen).float(),
+                                 _stratified(p, n.coat, gen).float(), origins)
         self.train_subsets[view_index] = self._train_subset(geo, gen)
+        self._fix(prepared, self.train_subsets[view_index])
         self._prepared[view_index] = prepared
         return prepared
+
+    def _fix(self, pv: _PreparedView, rows: np.ndarray) -> None:
+        """Compute the fixed samples (light + cosine strategies) of pixels ``rows``."""
+        geo, env, n = pv.geometry, pv.env, self.samples
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        frame = geo.frame[rows_t]
+        d_light, _ = env.warp(pv.u_light[rows_t])
+        u = pv.u_cosine[rows_t]
+        r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
+        wi_cos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
+        d_cos = torch.einsum("pni,pij->pnj", wi_cos, frame)
+        d_all = torch.cat([d_light, d_cos], 1)  # (R, N, 3) world
+        wi_all = torch.einsum("pnj,pij->pni", d_all, frame)
+        radiance = env.radiance(d_all)  # full resolution: light samples follow texels
+        visible = self._visible(pv.origins[rows], geo.normal_geo[rows], d_all)
+        p_cos = wi_all[..., 2].clamp_min(0) / math.pi
+        p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
+        pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed)
+        pv.row_of = np.full(len(geo.pixels), -1, np.int64)
+        pv.row_of[rows] = np.arange(len(rows))
 
     def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
         """(P, N) float visibility of world directions d (P, N, 3) from the surface points."""
@@ -165,9 +182,14 @@ class RasterRenderer(SceneRenderer):
             return den.clamp_min(1e-12)
 
         # material-independent directions
-        wi = fx.wi[sel_t]
+        rows = pv.row_of[sel]
+        if (rows < 0).any():  # pixels outside the loss pixels: prepare them all
+            self._fix(pv, np.arange(len(geo.pixels)))
+            fx, rows = pv.fixed, pv.row_of[sel]
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        wi = fx.wi[rows_t]
         f = bsdf.principled_eval(material, wo, wi)
-        out = (f * fx.lv[sel_t] / denominator(wi, fx.p_fixed[sel_t])[..., None]).sum(1)
+        out = (f * fx.lv[rows_t] / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
 
         # directions sampled from the BSDF's lobes
         strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]

@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .envmap import EnvironmentMap
+from .envmap import EnvironmentMap, environment_map
 from .gbuffer import ViewGeometry
 from .raycast import RayCaster
 from .scene import FitScene
@@ -64,7 +64,7 @@ class SceneRenderer:
     def environment(self, view_index: int) -> EnvironmentMap:
         env = self.scene.views[view_index].environment
         if id(env) not in self._env_cache:
-            self._env_cache[id(env)] = EnvironmentMap(env)
+            self._env_cache[id(env)] = environment_map(env)
         return self._env_cache[id(env)]
 
     def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
