@@ -427,9 +427,12 @@ class FitRun:
         # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
         # high: with them, checks use the unbiased relative error instead of ΔE2000.
         noisy = "subsurface_weight" in self.space.fit
-        # what progress reports as train ΔE2000: the train views on the check's fixed paths (the
-        # iterations' own 4-spp renders would read several units high from noise alone)
-        train_checker = Objective(check_renderer, self.train, {"de2000": 1.0}) if self.val or noisy else None
+        # what progress reports as train ΔE2000: with subsurface, the train views on the check's
+        # fixed paths; else the check itself when it is on the train views, and nothing when
+        # it is on validation (the iterations' own 4-spp renders would read several units
+        # high from noise alone, and a second check of the train views costs as much as the
+        # check: the final metrics measure them)
+        train_checker = Objective(check_renderer, self.train, {"de2000": 1.0}) if noisy else None
 
         def check(vals: dict) -> tuple[float, float]:
             """(the check's value, lower is better; train ΔE2000 to report)."""
@@ -442,8 +445,8 @@ class FitRun:
                     value = checker(m)[1]
                 if self.val:
                     self.last_val = value
-            if train_checker is None:  # the check was ΔE2000 on the train views themselves
-                return value, value
+            if train_checker is None:  # the check was ΔE2000 on the train views, or on validation
+                return value, (math.nan if self.val else value)
             with torch.no_grad():
                 return value, train_checker(m)[1]
 
