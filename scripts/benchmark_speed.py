@@ -55,6 +55,32 @@ def _parse_config(text: str) -> dict:
     return {"name": name, "checkout": checkout or None, "args": shlex.split(rest)}
 
 
+def _communicate_with_rusage(proc: subprocess.Popen) -> tuple[str, str, float | None]:
+    """stdout, stderr and the child's own peak RSS in MiB (``os.wait4``; None where the
+    platform has no wait4)."""
+    import threading
+
+    chunks = {"out": "", "err": ""}
+
+    def drain(name, stream):
+        chunks[name] = stream.read()
+
+    readers = [threading.Thread(target=drain, args=("out", proc.stdout)),
+               threading.Thread(target=drain, args=("err", proc.stderr))]
+    for t in readers:
+        t.start()
+    peak = None
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = usage.ru_maxrss / (1024 if sys.platform != "darwin" else 1024 * 1024)
+    else:
+        proc.wait()
+    for t in readers:
+        t.join()
+    return chunks["out"], chunks["err"], peak
+
+
 def run_process(job: Path, preset: str, config: dict) -> dict:
     """One ``pbrfit fit`` in a fresh Python process: wall time, peak RSS, material.json."""
     env = dict(os.environ)
@@ -66,17 +92,8 @@ def run_process(job: Path, preset: str, config: dict) -> dict:
                "--progress", "json", *config["args"]]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stdout, stderr = proc.communicate()
+        stdout, stderr, peak_mib = _communicate_with_rusage(proc)
         wall = time.monotonic() - t0
-        peak_mib = None
-        try:
-            # ru_maxrss of the largest child so far (KiB on Linux): the fits run one at a time and
-            # each is far larger than the bpy judge, so after this child it is this child's
-            import resource
-
-            peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        except (ImportError, AttributeError):
-            pass
         if proc.returncode != 0:
             raise RuntimeError(f"pbrfit fit exited {proc.returncode}: {stderr.strip().splitlines()[-1:]} {stdout[-300:]}")
         doc = json.loads((out / "material.json").read_text())
@@ -88,6 +105,24 @@ def run_process(job: Path, preset: str, config: dict) -> dict:
             "validate_de2000_own": doc["metrics"].get("validate", {}).get("mean", {}).get("de2000_mean"),
             "path_iterations": sum(s.get("iterations", 0) for s in doc["provenance"]["schedule"]
                                    if s["stage"] == "path")}
+
+
+def run_baseline(job: Path, preset: str, config: dict) -> dict:
+    """One run of scripts/baseline_mitsuba.py in a fresh process (same record as :func:`run_process`)."""
+    with tempfile.TemporaryDirectory(prefix="pbrfit-baseline-") as tmp:
+        out = Path(tmp) / "material.json"
+        cmd = [sys.executable, str(ROOT / "scripts" / "baseline_mitsuba.py"), str(job), "--preset", preset,
+               "--out", str(out), *config["args"]]
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"baseline_mitsuba exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        doc = json.loads(out.read_text())
+    return {"wall_s": wall, "peak_rss_mib": None, "timings": {"setup": doc["setup_s"], "fit": doc["fit_s"]},
+            "start_up_and_writing_s": wall - doc["setup_s"] - doc["fit_s"], "material": doc["parameters"],
+            "fitted": doc["fitted"], "stopped": f"{doc['iterations']} iterations at {doc['spp']} spp",
+            "validate_de2000_own": None, "path_iterations": doc["iterations"]}
 
 
 def run_case(finish: str, shape: str, configs: list[dict], args, cache: Path) -> dict:
@@ -102,7 +137,8 @@ def run_case(finish: str, shape: str, configs: list[dict], args, cache: Path) ->
     row = {"finish": finish, "shape": shape, "preset": preset,
            "truth_judge": B._cycles_judge(spec, truth, scene, cache, case_dir)["pixel"], "configs": {}}
     for config in configs:
-        runs = [run_process(case_dir / "job.toml", preset, config) for _ in range(args.repeat)]
+        runner = run_baseline if config.get("baseline") else run_process
+        runs = [runner(case_dir / "job.toml", preset, config) for _ in range(args.repeat)]
         walls = [r["wall_s"] for r in runs]
         last = runs[-1]
         row["configs"][config["name"]] = {
@@ -123,6 +159,10 @@ def write_table(rows: list[dict], configs: list[dict], out: Path, args) -> str:
              "ΔE2000: the fitted material re-rendered by Cycles on the validation views (another seed) "
              "against the references; *floor*: the true material through the same judge.", ""]
     for name, c in zip(names, configs):
+        if c.get("baseline"):
+            lines.append(f"- `{name}`: scripts/baseline_mitsuba.py {' '.join(c['args'])} (Mitsuba prb, masked L2, "
+                         "Adam, 200 iterations at 16 spp unless ARGS say otherwise)")
+            continue
         lines.append(f"- `{name}`: {' '.join(c['args']) or 'the default options'}"
                      + (f", checkout {c['checkout']}" if c["checkout"] else ""))
     lines += ["", "| finish | shape | floor ΔE | " + " | ".join(f"{n} wall s | {n} ΔE" for n in names) + " |",
@@ -164,9 +204,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per case and config (the median is reported)")
     ap.add_argument("--config", action="append", default=[],
                     help="NAME=ARGS or NAME@CHECKOUT=ARGS (repeatable); default: one config 'default'")
+    ap.add_argument("--mitsuba-baseline", nargs="?", const="", default=None, metavar="ARGS",
+                    help="also run scripts/baseline_mitsuba.py (with ARGS) as the config 'mitsuba'")
     ap.add_argument("--cache", help="reference cache (default OUT/cache)")
     args = ap.parse_args(argv)
     configs = [_parse_config(c) for c in args.config] or [{"name": "default", "checkout": None, "args": []}]
+    if args.mitsuba_baseline is not None:
+        configs.append({"name": "mitsuba", "checkout": None, "args": shlex.split(args.mitsuba_baseline),
+                        "baseline": True})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out / "cache"

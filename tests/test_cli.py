@@ -46,6 +46,8 @@ def test_fit_writes_the_four_outputs(fitted):
     prov = doc["provenance"]
     assert prov["seed"] == 0 and len(prov["inputs"]) >= 4 and all(len(h) == 64 for h in prov["inputs"].values())
     assert prov["versions"]["torch"] and prov["schedule"] and prov["wall_time_s"] > 0
+    timings = prov["timings_s"]
+    assert {"setup", "final metrics"} <= set(timings) and sum(timings.values()) <= prov["wall_time_s"] + 0.01
     assert "ΔE2000" in r.stdout and "validate" in r.stdout
     # MaterialX validates, the USD material re-reads
     doc_mx = mx.createDocument()

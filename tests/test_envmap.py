@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pbrfit.envmap import EnvironmentMap, directions_to_uv, uv_to_directions
@@ -65,3 +66,17 @@ def test_prefiltered_levels_keep_the_mean():
     l0 = env.radiance(d).mean(0)
     l3 = env.radiance(d, 3.0).mean(0)
     assert torch.allclose(l0, l3, rtol=0.1)
+
+
+def test_one_environment_map_per_content():
+    """Views lit by the same HDRI share one EnvironmentMap (built once per process), a
+    different rotation or scale gets its own."""
+    from pbrfit.envmap import environment_map
+
+    a, b = _env(seed=3), _env(seed=3)  # equal content, different objects
+    assert environment_map(a) is environment_map(b)
+    turned = Environment(a.image, world_from_dome=np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]]))
+    brighter = Environment(a.image, scale=np.array([2.0, 2.0, 2.0]))
+    assert environment_map(turned) is not environment_map(a)
+    assert environment_map(brighter) is not environment_map(a)
+    assert environment_map(brighter).mean_luminance == pytest.approx(2 * environment_map(a).mean_luminance)

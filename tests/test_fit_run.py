@@ -216,3 +216,14 @@ def test_a_runs_progress_has_a_fixed_total_it_never_passes(case, backend):
     assert phases == sorted(phases, key=["setup", "fit", "final metrics"].index)  # in order, never back
     assert all(math.isfinite(p.loss) for p in seen if p.phase == "fit")
     assert any(p.remaining is not None for p in seen) and seen[-1].remaining == pytest.approx(0.0)
+
+
+def test_a_run_times_each_phase(case):
+    """FitResult.timings: seconds per phase, in the order they ran, adding up to the run."""
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color", "roughness"], iterations=6, backend="auto", path_iterations=2,
+                      samples=FAST)
+    result = FitRun(job.scene, opts).run()
+    assert list(result.timings) == ["before setup", "setup", "colour", "gloss", "refine", "path", "final metrics"]
+    assert all(t >= 0 for t in result.timings.values()) and result.timings["setup"] > 0
+    assert sum(result.timings.values()) == pytest.approx(result.wall_time, rel=0.05, abs=0.05)

@@ -74,3 +74,21 @@ def test_rendering_is_deterministic_and_differentiable(job):
     u = space.initial_vector().requires_grad_(True)
     a.shade(0, space.material(u)).mean().backward()
     assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+
+
+def test_loss_pixels_are_prepared_alone_and_shade_as_when_every_pixel_is(job):
+    """The fixed samples are computed for the loss pixels first and for every pixel only when
+    asked; a pixel's samples, and so its radiance, do not depend on which were prepared."""
+    m = _material(roughness=0.3, base_color=[0.6, 0.3, 0.1])
+    lazy = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=50)
+    pv = lazy.prepare(0)
+    q = lazy.train_subsets[0]
+    assert len(q) == 50 and len(pv.fixed.wi) == 50 < len(pv.geometry.pixels)
+    subset_first = lazy.shade(0, m, q)
+    assert len(pv.fixed.wi) == 50  # shading the loss pixels prepared nothing more
+    whole = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=50)
+    everything = whole.shade(0, m)  # prepares every pixel
+    assert len(whole.prepare(0).fixed.wi) == len(pv.geometry.pixels)
+    assert np.array_equal(whole.train_subsets[0], q)
+    torch.testing.assert_close(subset_first, everything[torch.as_tensor(q)], rtol=0, atol=0)
+    torch.testing.assert_close(lazy.shade(0, m), everything, rtol=0, atol=0)
