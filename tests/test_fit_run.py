@@ -148,15 +148,22 @@ class FakeClock:
 
 def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     job = load_job(case)
-    opts = FitOptions(backend="raster", time_budget=10.0, samples=FAST)
+    opts = FitOptions(backend="raster", time_budget=10.0, samples=FAST, max_loss_pixels=256)
     renderers = Renderers(job.scene, opts)
     clock = FakeClock(100.0)
     budget = TimeBudget(100.0, 10.0, renderers, clock=clock)
     budget.prepare_started()
-    clock.t = 101.0  # preparing the views took 1 s: raster final metrics estimated at 3 s
-    budget.setup_done(renderers.raster_fit(), lambda: None)
-    assert budget.estimate == pytest.approx(3.0)
-    reserve = min(METRICS_SHARE * 10, 1.2 * 3.0) + WRITE_SHARE * 10
+    fit_renderer = renderers.raster_fit()
+    for vi in range(len(job.scene.views)):
+        fit_renderer.prepare(vi)  # the loss pixels' samples only
+    covered = sum(len(fit_renderer.prepare(vi).geometry.pixels) for vi in range(len(job.scene.views)))
+    loss_pixels = sum(len(fit_renderer.train_subsets[vi]) for vi in range(len(job.scene.views)))
+    assert loss_pixels < covered
+    clock.t = 101.0  # preparing them took 1 s: the final metrics prepare every covered pixel
+    budget.setup_done(fit_renderer, lambda: None)
+    expected = 3.0 * covered / loss_pixels
+    assert budget.estimate == pytest.approx(expected)
+    reserve = min(METRICS_SHARE * 10, 1.2 * expected) + WRITE_SHARE * 10
     assert budget.fit_deadline == pytest.approx(110.0 - reserve)
     clock.t = budget.fit_deadline - 0.01
     assert not budget.fit_over()
