@@ -148,15 +148,22 @@ class FakeClock:
 
 def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     job = load_job(case)
-    opts = FitOptions(backend="raster", time_budget=10.0, samples=FAST)
+    opts = FitOptions(backend="raster", time_budget=10.0, samples=FAST, max_loss_pixels=256)
     renderers = Renderers(job.scene, opts)
     clock = FakeClock(100.0)
     budget = TimeBudget(100.0, 10.0, renderers, clock=clock)
     budget.prepare_started()
-    clock.t = 101.0  # preparing the views took 1 s: raster final metrics estimated at 3 s
-    budget.setup_done(renderers.raster_fit(), lambda: None)
-    assert budget.estimate == pytest.approx(3.0)
-    reserve = min(METRICS_SHARE * 10, 1.2 * 3.0) + WRITE_SHARE * 10
+    fit_renderer = renderers.raster_fit()
+    for vi in range(len(job.scene.views)):
+        fit_renderer.prepare(vi)  # the loss pixels' samples only
+    covered = sum(len(fit_renderer.prepare(vi).geometry.pixels) for vi in range(len(job.scene.views)))
+    loss_pixels = sum(len(fit_renderer.train_subsets[vi]) for vi in range(len(job.scene.views)))
+    assert loss_pixels < covered
+    clock.t = 101.0  # preparing them took 1 s: the final metrics prepare every covered pixel
+    budget.setup_done(fit_renderer, lambda: None)
+    expected = 3.0 * covered / loss_pixels
+    assert budget.estimate == pytest.approx(expected)
+    reserve = min(METRICS_SHARE * 10, 1.2 * expected) + WRITE_SHARE * 10
     assert budget.fit_deadline == pytest.approx(110.0 - reserve)
     clock.t = budget.fit_deadline - 0.01
     assert not budget.fit_over()
@@ -227,3 +234,14 @@ def test_a_run_times_each_phase(case):
     assert list(result.timings) == ["before setup", "setup", "colour", "gloss", "refine", "path", "final metrics"]
     assert all(t >= 0 for t in result.timings.values()) and result.timings["setup"] > 0
     assert sum(result.timings.values()) == pytest.approx(result.wall_time, rel=0.05, abs=0.05)
+
+
+def test_views_on_several_threads_give_the_same_fit(case):
+    """threads = views rendered at once; values and gradients are summed in view order, so
+    the run is the same for any number of threads (raster stages, path refinement, metrics)."""
+    job = load_job(case)
+    runs = [FitRun(job.scene, FitOptions(parameters=["base_color", "roughness"], iterations=6, backend="auto",
+                                         path_iterations=3, samples=FAST, threads=t)).run() for t in (1, 3)]
+    assert runs[0].material == runs[1].material
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+    assert runs[0].metrics == runs[1].metrics

@@ -87,10 +87,12 @@ def fit_material(scene: FitScene, options: FitOptions | None = None, *,
 
 @contextlib.contextmanager
 def compute_settings(threads: int):
-    """torch's thread count (see :attr:`FitOptions.threads`) and subnormal flushing for the
-    forward and backward passes (see :func:`pbrfit.scene_renderer.flush_subnormals`), restored after."""
+    """One torch thread per view thread (``threads`` views render at once:
+    :mod:`pbrfit.parallel`) and subnormal flushing for the forward and backward passes (see
+    :func:`pbrfit.scene_renderer.flush_subnormals`), restored after."""
+    del threads  # used by the objectives and the metrics, not by torch's own pool
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(1)
     try:
         with flush_subnormals():
             yield
@@ -113,4 +115,5 @@ def evaluate_material(scene: FitScene, material: dict, options: FitOptions | Non
             raise FitCancelled("cancelled; nothing was written")
 
     with compute_settings(options.threads):
-        return evaluate_views(Renderers(scene, options).metrics(), normalize_material(material), check=check)
+        return evaluate_views(Renderers(scene, options).metrics(), normalize_material(material), check=check,
+                              workers=options.threads)

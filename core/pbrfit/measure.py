@@ -17,6 +17,7 @@ import torch
 from . import losses as L
 from .figures import ViewFigure, view_figure
 from .heatmap import display_exposure
+from .parallel import map_ordered
 from .params import ParameterSpace
 
 __all__ = ["ViewResult", "evaluate_views"]
@@ -57,10 +58,14 @@ class ViewResult:
 
 
 def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None = None, *,
-                   check: Callable[[], None] | None = None) -> tuple[list[ViewResult], dict]:
+                   check: Callable[[], None] | None = None, workers: int = 1,
+                   on_view: Callable[[], None] | None = None) -> tuple[list[ViewResult], dict]:
     """Render every view (or ``view_ids``) with a material and measure it.
 
-    ``check`` is called before each view (it raises to cancel).
+    ``check`` is called before each view and each chunk of its pixels, on the thread
+    rendering it (it raises to cancel); ``workers`` views render at once
+    (:func:`pbrfit.parallel.map_ordered`); ``on_view`` is called on the calling thread after
+    each view is measured, in order (progress).
 
     Returns:
         (a :class:`ViewResult` per view, {split: {"views": {name: metrics}, "mean": metrics}}).
@@ -68,13 +73,13 @@ def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None =
     space = ParameterSpace(material_values, [])
     m = space.material(space.initial_vector())
     scene = renderer.scene
-    ids = range(len(scene.views)) if view_ids is None else view_ids
-    views, metrics = [], {}
-    for vi in ids:
+    ids = list(range(len(scene.views)) if view_ids is None else view_ids)
+
+    def measure(vi: int) -> ViewResult:
         if check is not None:
             check()
         view = scene.views[vi]
-        img = renderer.render_image(vi, m)
+        img = renderer.render_image(vi, m, check=check)
         pv = renderer.prepare(vi)
         geo, white = pv.geometry, pv.env.mean_luminance
         mask = np.zeros(geo.height * geo.width, np.float32)
@@ -86,8 +91,23 @@ def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None =
         vm = L.image_metrics(pred_t, ref_t, mask_t, white=1.0)
         vm["mask_iou"] = geo.mask_iou
         de_map = L.de2000_map(pred_t, ref_t, white=1.0).numpy() * mask
-        views.append(ViewResult(view.name, view.split, view.image, img, de_map, mask, white, vm, geo.mask_iou))
-        metrics.setdefault(view.split, {"views": {}})["views"][view.name] = vm
+        return ViewResult(view.name, view.split, view.image, img, de_map, mask, white, vm, geo.mask_iou)
+
+    views = []
+    if workers > 1 and on_view is not None:
+        # progress in order as views finish: measure in groups of ``workers``
+        for start in range(0, len(ids), workers):
+            for result in map_ordered(measure, ids[start:start + workers], workers):
+                views.append(result)
+                on_view()
+    else:
+        for result in map_ordered(measure, ids, workers):
+            views.append(result)
+            if on_view is not None:
+                on_view()
+    metrics = {}
+    for v in views:
+        metrics.setdefault(v.split, {"views": {}})["views"][v.name] = v.metrics
     for d in metrics.values():
         keys = ("de2000_mean", "de2000_p95", "ssim", "l1")
         d["mean"] = {k: float(np.mean([v[k] for v in d["views"].values()])) for k in keys}

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from . import losses as L
+from .parallel import map_ordered
 
 __all__ = ["Objective", "unbiased_relative_error"]
 
@@ -26,43 +27,75 @@ class Objective:
         view_ids: the views measured.
         loss: {loss name: weight} (:data:`pbrfit.losses.LOSSES`); SSIM, an image metric,
             is left out of a per-pixel objective.
-        check: called before each view is prepared (ray casting it takes a while): it
-            raises to cancel.
+        check: called before each view is prepared (ray casting it takes a while) and
+            rendered: it raises to cancel.
+        workers: views rendered at once (:mod:`pbrfit.parallel`); the result does not
+            depend on it.
 
     Attributes:
         refs: per view, the reference's loss pixels already divided by the white.
         whites: per view, the white (linear radiance).
     """
 
-    def __init__(self, renderer, view_ids: list[int], loss: dict, check: Callable[[], None] | None = None):
-        self.renderer, self.view_ids = renderer, view_ids
+    def __init__(self, renderer, view_ids: list[int], loss: dict, check: Callable[[], None] | None = None,
+                 workers: int = 1):
+        self.renderer, self.view_ids, self.check, self.workers = renderer, view_ids, check, workers
         self.loss = {name: w for name, w in loss.items() if name != "ssim"}
         self.refs, self.whites = {}, {}
-        for vi in view_ids:
-            if check is not None:
-                check()
-            pv = renderer.prepare(vi)
-            q = renderer.train_subsets[vi]
-            img = renderer.scene.views[vi].image.reshape(-1, 3)
-            self.whites[vi] = pv.env.mean_luminance
-            self.refs[vi] = torch.as_tensor(img[pv.geometry.pixels[q]] / self.whites[vi], dtype=torch.float32)
+        for vi, ref in zip(view_ids, map_ordered(self._prepare, view_ids, workers)):
+            self.refs[vi], self.whites[vi] = ref
+
+    def _prepare(self, vi: int) -> tuple[torch.Tensor, float]:
+        if self.check is not None:
+            self.check()
+        pv = self.renderer.prepare(vi)
+        q = self.renderer.train_subsets[vi]
+        img = self.renderer.scene.views[vi].image.reshape(-1, 3)
+        white = pv.env.mean_luminance
+        return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32), white
+
+    def _view_loss(self, vi: int, material: dict) -> tuple[torch.Tensor, float]:
+        """(this view's weighted loss, its mean ΔE2000)."""
+        if self.check is not None:
+            self.check()
+        pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
+        terms = {name: L.LOSSES[name](pred, self.refs[vi]) for name in self.loss}
+        if "de2000" in terms:
+            de = terms["de2000"].detach()
+        else:
+            with torch.no_grad():
+                de = L.de2000(pred, self.refs[vi])
+        return sum(w * terms[name] for name, w in self.loss.items()), float(de)
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
-        """(the loss, differentiable; the mean ΔE2000 of the views, a float)."""
-        total = 0.0
-        de_sum = 0.0
-        for vi in self.view_ids:
-            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
-            terms = {name: L.LOSSES[name](pred, self.refs[vi]) for name in self.loss}
-            if "de2000" in terms:
-                de = terms["de2000"].detach()
-            else:
-                with torch.no_grad():
-                    de = L.de2000(pred, self.refs[vi])
-            total = total + sum(w * terms[name] for name, w in self.loss.items())
-            de_sum += float(de)
+        """(the loss, differentiable; the mean ΔE2000 of the views, a float). With gradients
+        enabled the views render one after another (one autograd graph): for a gradient on
+        several threads use :meth:`loss_and_grad`."""
+        workers = self.workers if not torch.is_grad_enabled() else 1
+        per_view = map_ordered(lambda vi: self._view_loss(vi, material), self.view_ids, workers)
         n = max(len(self.view_ids), 1)
-        return total / n, de_sum / n
+        total = 0.0
+        for loss, _ in per_view:
+            total = total + loss
+        return total / n, sum(de for _, de in per_view) / n
+
+    def loss_and_grad(self, material_of: Callable[[torch.Tensor], dict], u: torch.Tensor
+                      ) -> tuple[float, float, torch.Tensor]:
+        """(the loss, the mean ΔE2000, d loss / d u) for the material ``material_of(u)``, each
+        view's value and gradient on its own thread, summed in the order of the views."""
+        def one(vi: int):
+            leaf = u.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss, de = self._view_loss(vi, material_of(leaf))
+                grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+            return float(loss.detach()), de, torch.zeros_like(u) if grad is None else grad
+
+        per_view = map_ordered(one, self.view_ids, self.workers)
+        n = max(len(self.view_ids), 1)
+        grad = torch.zeros_like(u)
+        for _, _, g in per_view:
+            grad = grad + g
+        return sum(v[0] for v in per_view) / n, sum(v[1] for v in per_view) / n, grad / n
 
 
 def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0.05) -> float:

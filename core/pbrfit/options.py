@@ -47,6 +47,7 @@ from typing import Callable, Mapping
 
 from .errors import InputError
 from .losses import LOSSES
+from .parallel import default_threads
 from .params import DEFAULT_FIT, PARAMETERS, PRESETS
 from .render import SampleCounts
 
@@ -79,10 +80,11 @@ class FitOptions:
             samples each beat the reverse: ΔE2000 of a noisy pixel is biased upward.
         patience: validation checks without improvement before stopping.
         check_every: iterations between validation checks.
-        threads: torch CPU threads for shading. Default 1: on a busy machine (a host
-            application, a render running beside the fit) torch's OpenMP threads spin
-            against other processes and a 2-thread fit was measured 8x slower than a
-            1-thread one; raise it on an idle many-core machine.
+        threads: CPU threads: views rendered at once, each on one torch thread
+            (:mod:`pbrfit.parallel`). Default: the cores this process may use, at most 4.
+            torch's own OpenMP pool is not used: on a busy machine (a host application, a
+            render beside the fit) its threads spin against other processes, and a fit with
+            2 OpenMP threads was measured 8x slower than with 1.
         backend: "auto", "raster" or "path" (see :mod:`pbrfit.fit`).
         device: "cpu" or "cuda" (ray casting; shading runs in torch on CPU).
         path_iterations: iterations of the path-traced refinement (auto and path).
@@ -111,7 +113,7 @@ class FitOptions:
     max_loss_pixels: int = 1024
     patience: int = 3
     check_every: int = 5
-    threads: int = 1
+    threads: int = field(default_factory=default_threads)
     backend: str = "auto"
     device: str = "cpu"
     path_iterations: int = 40
@@ -459,7 +461,7 @@ def add_fit_arguments(parser) -> None:
     a("--optimizer", metavar="{lbfgs,adam,adamw}", help="default lbfgs")
     a("--samples", type=int, metavar="N", help="light samples per pixel (other strategies scale)")
     a("--no-stages", action="store_true", help="fit all parameters at once")
-    a("--threads", type=int, help="torch CPU threads (default 1; see README)")
+    a("--threads", type=int, help="CPU threads: views rendered at once (default: the cores, at most 4)")
 
 
 def fit_overrides(args) -> dict:

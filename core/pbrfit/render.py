@@ -129,6 +129,13 @@ class RasterRenderer(SceneRenderer):
         self._prepared[view_index] = prepared
         return prepared
 
+    def prepared_share(self) -> float:
+        """The share of the prepared views' covered pixels whose fixed samples are computed
+        (1.0 when no view is prepared): what a full-image render would still have to prepare."""
+        covered = sum(len(pv.geometry.pixels) for pv in self._prepared.values())
+        fixed = sum(int((pv.row_of >= 0).sum()) for pv in self._prepared.values() if pv.row_of is not None)
+        return fixed / covered if covered and fixed else 1.0
+
     def _fix(self, pv: _PreparedView, rows: np.ndarray) -> None:
         """Compute the fixed samples (light + cosine strategies) of pixels ``rows``."""
         geo, env, n = pv.geometry, pv.env, self.samples

@@ -11,6 +11,8 @@ A renderer's interface, used by the fit's objective, losses and metrics: ``prepa
 from __future__ import annotations
 
 import contextlib
+import threading
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from .scene import FitScene
 
 __all__ = ["SceneRenderer", "flush_subnormals"]
 
-_FLUSH_DEPTH = 0
+_FLUSH = threading.local()  # per thread: depth of nested flush_subnormals
 
 
 @contextlib.contextmanager
@@ -30,19 +32,22 @@ def flush_subnormals():
     """Flush subnormal floats to zero while shading, and only then.
 
     Underflowing GGX tails and Fresnel powers produce subnormals that make x86 arithmetic
-    up to 100x slower; flushing them changes no result that matters here. The switch is
-    process-wide state shared with other libraries (OpenImageIO's half floats, a host
-    application), so it is restored on the way out.
+    up to 100x slower; flushing them changes no result that matters here. The switch (the
+    FPU's control register) is per thread and shared with other libraries on that thread
+    (OpenImageIO's half floats, a host application), so it is restored on the way out; the
+    nesting depth is counted per thread too (views render on several threads:
+    :mod:`pbrfit.parallel`).
     """
-    global _FLUSH_DEPTH
     np.finfo(np.float32), np.finfo(np.float64)  # cache numpy's limits before the switch
-    _FLUSH_DEPTH += 1
-    torch.set_flush_denormal(True)
+    depth = getattr(_FLUSH, "depth", 0)
+    _FLUSH.depth = depth + 1
+    if depth == 0:
+        torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        _FLUSH_DEPTH -= 1
-        if _FLUSH_DEPTH == 0:
+        _FLUSH.depth = depth
+        if depth == 0:
             torch.set_flush_denormal(False)
 
 
@@ -74,12 +79,16 @@ class SceneRenderer:
             q = np.sort(q[torch.randperm(len(q), generator=generator)[: self.max_loss_pixels].numpy()])
         return q
 
-    def render_image(self, view_index: int, material: dict[str, torch.Tensor]) -> np.ndarray:
-        """Full image (H, W, 3) float32, zero where the part is not; no gradients."""
+    def render_image(self, view_index: int, material: dict[str, torch.Tensor],
+                     check: Callable[[], None] | None = None) -> np.ndarray:
+        """Full image (H, W, 3) float32, zero where the part is not; no gradients. ``check``
+        is called before each chunk of pixels (it raises to cancel)."""
         geo = self.prepare(view_index).geometry
         out = np.zeros((geo.height * geo.width, 3), np.float32)
         with torch.no_grad():
             for s in range(0, len(geo.pixels), self.image_chunk):
+                if check is not None:
+                    check()
                 sel = np.arange(s, min(s + self.image_chunk, len(geo.pixels)))
                 out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
         return out.reshape(geo.height, geo.width, 3)

@@ -64,8 +64,9 @@ class TimeBudget:
         if self.seconds is None:
             return
         if options.backend == "raster":
-            # a fresh renderer with twice the samples prepares every view again, then renders
-            self.estimate = 3.0 * (now - self._prepare_start)
+            # a fresh renderer with twice the samples prepares every view again, for every
+            # covered pixel where the fit prepared only its loss pixels, then renders
+            self.estimate = 3.0 * (now - self._prepare_start) / fit_renderer.prepared_share()
         else:
             check()
             pixels = {vi: len(fit_renderer.prepare(vi).geometry.pixels) for vi in range(len(scene.views))}
