@@ -80,6 +80,13 @@ def test_engine_choice(monkeypatch):
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     assert default_engine("cpu") == "embree"
     assert default_engine("cuda") == "mitsuba"
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mitsuba" else real_find_spec(name, *a))
+    assert default_engine("cuda") == "embree"  # pip install pbrfit without the mitsuba extra
+    monkeypatch.undo()
     monkeypatch.setenv(ENGINE_ENV, "mitsuba")
     assert default_engine("cpu") == "mitsuba"
     monkeypatch.setenv(ENGINE_ENV, "optix")

@@ -52,17 +52,21 @@ class EnvironmentMap:
         env: the environment (image, rotation, scale).
         uniform_fraction: share of the sampling pdf spread uniformly over the sphere.
         dtype: torch dtype of lookups.
+        device: where its tensors live; directions passed in must be there too.
     """
 
-    def __init__(self, env: Environment, uniform_fraction: float = 0.1, dtype=torch.float32):
+    def __init__(self, env: Environment, uniform_fraction: float = 0.1, dtype=torch.float32,
+                 device: torch.device | str = "cpu"):
         img = np.asarray(env.image, dtype=np.float64) * np.asarray(env.scale, dtype=np.float64).reshape(1, 1, 3)
         img = np.nan_to_num(np.maximum(img, 0.0))
         self.height, self.width = img.shape[:2]
         self.dtype = dtype
-        self.world_from_dome = torch.as_tensor(np.asarray(env.world_from_dome, dtype=np.float64), dtype=dtype)
+        self.device = device = torch.device(device)
+        self.world_from_dome = torch.as_tensor(np.asarray(env.world_from_dome, dtype=np.float64), dtype=dtype,
+                                               device=device)
         # prefiltered levels: 2x2 box filter, each level padded by one column on both sides
         # so that bilinear lookups wrap around in u.
-        levels = [torch.as_tensor(img, dtype=dtype).permute(2, 0, 1)[None]]
+        levels = [torch.as_tensor(img, dtype=dtype, device=device).permute(2, 0, 1)[None]]
         while min(levels[-1].shape[-2:]) > 4:
             levels.append(F.avg_pool2d(levels[-1], 2))
         self._levels = [torch.cat([lv[..., -1:], lv, lv[..., :1]], dim=-1) for lv in levels]
@@ -82,12 +86,12 @@ class EnvironmentMap:
         w_img = lum * sin_t
         w_uni = np.broadcast_to(sin_t, lum.shape)
         p = (1 - uniform_fraction) * w_img / max(w_img.sum(), 1e-30) + uniform_fraction * w_uni / w_uni.sum()
-        self._texel_prob = torch.as_tensor(p.ravel(), dtype=torch.float64)
+        self._texel_prob = torch.as_tensor(p.ravel(), dtype=torch.float64, device=device)
         # the sampling CDFs (rows; texels in row-major order), built once for :meth:`warp`
         self._row_mass = self._texel_prob.reshape(self.height, self.width).sum(1)
         self._row_cdf = torch.cumsum(self._row_mass, 0)
         self._flat_cdf = torch.cumsum(self._texel_prob, 0)
-        self._texel_prob_img = torch.as_tensor(p, dtype=dtype)
+        self._texel_prob_img = torch.as_tensor(p, dtype=dtype, device=device)
         # mean radiance over the sphere (solid-angle weighted), per channel
         self.mean_radiance = (img * sin_t[..., None]).sum((0, 1)) / (sin_t.sum() * self.width)
         self.mean_luminance = environment_white(img)  # pbrfit's HDR white for this lighting
@@ -122,9 +126,9 @@ class EnvironmentMap:
         uv = directions_to_uv(self.to_dome(d_world))
         if lod is None:
             return self._lookup_level(0, uv)
-        lod = torch.as_tensor(lod, dtype=uv.dtype).clamp(0, self.num_levels - 1)
-        lod = lod.expand(uv.shape[:-1]) if lod.dim() else lod.expand(uv.shape[:-1])
-        out = torch.zeros(*uv.shape[:-1], 3, dtype=uv.dtype)
+        lod = torch.as_tensor(lod, dtype=uv.dtype, device=uv.device).clamp(0, self.num_levels - 1)
+        lod = lod.expand(uv.shape[:-1])
+        out = torch.zeros(*uv.shape[:-1], 3, dtype=uv.dtype, device=uv.device)
         lo = lod.detach().floor()
         frac = (lod - lo)[..., None]
         for level in range(self.num_levels):
@@ -146,8 +150,10 @@ class EnvironmentMap:
         return p * (self.width * self.height) / (2 * math.pi * math.pi * sin_t)
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``count`` world directions; returns (directions (count, 3), pdf (count,))."""
-        return self.warp(torch.rand(count, 2, generator=generator, dtype=torch.float64))
+        """Draw ``count`` world directions (``generator`` a CPU generator); returns
+        (directions (count, 3), pdf (count,)) on this map's device."""
+        u = torch.rand(count, 2, generator=generator, dtype=torch.float64, device="cpu")
+        return self.warp(u.to(self.device))
 
     def warp(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map uniforms ``u`` (..., 2) in [0, 1) to directions by inverting the texel CDF
@@ -179,18 +185,19 @@ _MAPS: dict[tuple, EnvironmentMap] = {}
 _MAPS_KEPT = 8
 
 
-def environment_map(env: Environment) -> EnvironmentMap:
-    """The :class:`EnvironmentMap` of ``env``, built once per process for equal content (the
-    image, rotation and scale): views lit by the same HDRI, and every renderer of a run,
-    share one (building one costs about 0.3 s for a 2k HDRI). The last :data:`_MAPS_KEPT`
-    are kept."""
+def environment_map(env: Environment, device: torch.device | str = "cpu") -> EnvironmentMap:
+    """The :class:`EnvironmentMap` of ``env`` on ``device``, built once per process for equal
+    content (the image, rotation and scale): views lit by the same HDRI, and every renderer of
+    a run, share one (building one costs about 0.3 s for a 2k HDRI). The last
+    :data:`_MAPS_KEPT` are kept."""
     import hashlib
 
     image = np.ascontiguousarray(env.image)
     key = (hashlib.sha1(image.view(np.uint8)).hexdigest(), image.shape, str(image.dtype),
-           np.asarray(env.world_from_dome, np.float64).tobytes(), np.asarray(env.scale, np.float64).tobytes())
+           np.asarray(env.world_from_dome, np.float64).tobytes(), np.asarray(env.scale, np.float64).tobytes(),
+           str(torch.device(device)))
     if key not in _MAPS:
         while len(_MAPS) >= _MAPS_KEPT:
             _MAPS.pop(next(iter(_MAPS)))
-        _MAPS[key] = EnvironmentMap(env)
+        _MAPS[key] = EnvironmentMap(env, device=device)
     return _MAPS[key]

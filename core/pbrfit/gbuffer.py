@@ -172,7 +172,7 @@ def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, to
 
 def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
     """``mask`` shrunk by ``pixels``: a pixel stays set when its whole 3x3 neighbourhood is."""
-    m = torch.as_tensor(mask.astype(np.float32))[None, None]
+    m = torch.as_tensor(mask.astype(np.float32), device="cpu")[None, None]
     for _ in range(pixels):
         m = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), value=0.0), 3, stride=1)
     return m[0, 0].numpy() > 0.5
@@ -212,5 +212,5 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
             f"view '{view.name}': no pixel is covered by both the part and the mask of "
             f"{view.image_path}; check the camera calibration and the mask")
     return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
-                        torch.as_tensor(frame, dtype=torch.float32),
-                        torch.as_tensor(wo, dtype=torch.float32), iou)
+                        torch.as_tensor(frame, dtype=torch.float32, device="cpu"),
+                        torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou)

@@ -52,7 +52,8 @@ class Objective:
         q = self.renderer.train_subsets[vi]
         img = self.renderer.scene.views[vi].image.reshape(-1, 3)
         white = pv.env.mean_luminance
-        return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32), white
+        return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32,
+                               device=self.renderer.device), white
 
     def _view_loss(self, vi: int, material: dict) -> tuple[torch.Tensor, float]:
         """(this view's weighted loss, its mean ΔE2000)."""

@@ -86,7 +86,8 @@ class FitOptions:
             render beside the fit) its threads spin against other processes, and a fit with
             2 OpenMP threads was measured 8x slower than with 1.
         backend: "auto", "raster" or "path" (see :mod:`pbrfit.fit`).
-        device: "cpu" or "cuda" (ray casting; shading runs in torch on CPU).
+        device: "cpu" or "cuda": where shading, losses and gradients run (torch) and, with
+            Mitsuba installed, the ray queries (:mod:`pbrfit.scene_renderer`).
         path_iterations: iterations of the path-traced refinement (auto and path).
         path_spp: paths per pixel at the start of the refinement; path_max_spp: the most
             it rises to.
@@ -447,7 +448,7 @@ def add_fit_arguments(parser) -> None:
     a("--path-iterations", type=int, metavar="N",
       help="iterations of the path-traced refinement (default 40; 0 skips it)")
     a("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
-    a("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
+    a("--device", metavar="{auto,cpu,cuda}", help="where shading and gradients run (default auto: cuda when present)")
     a("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
     a("--iterations", type=int, help="optimizer iterations in all (default 60)")
     a("--time-budget", type=float, metavar="SECONDS",

@@ -208,7 +208,8 @@ def _from_unit(spec: ParameterSpec, lower: float, upper: float, t: torch.Tensor)
 
 @dataclass
 class ParameterSpace:
-    """Maps a flat unconstrained vector to a full material.
+    """Maps a flat unconstrained vector to a full material. Vectors and materials are CPU
+    tensors (a renderer moves the material to its device, :mod:`pbrfit.scene_renderer`).
 
     Args:
         initial: the starting material (canonical names; missing ones take defaults).
@@ -255,10 +256,10 @@ class ParameterSpace:
         for n in self.fit:
             spec = PARAMETERS[n]
             lo, hi = self._bounds[n]
-            v = torch.as_tensor(values[n], dtype=torch.float64).reshape(spec.size)
+            v = torch.as_tensor(values[n], dtype=torch.float64, device="cpu").reshape(spec.size)
             t = _to_unit(spec, lo, hi, v.clamp(lo, hi)).clamp(_EDGE, 1 - _EDGE)
             parts.append(torch.log(t) - torch.log1p(-t))
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device="cpu")
 
     def material(self, u: torch.Tensor, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """All parameters as tensors (shape (1,) or (3,)); fitted ones carry gradients."""
@@ -268,7 +269,7 @@ class ParameterSpace:
                 lo, hi = self._bounds[n]
                 out[n] = _from_unit(spec, lo, hi, torch.sigmoid(u[self.slices[n]])).to(dtype)
             else:
-                out[n] = torch.as_tensor(self.initial[n], dtype=dtype).reshape(spec.size)
+                out[n] = torch.as_tensor(self.initial[n], dtype=dtype, device=u.device).reshape(spec.size)
         return out
 
     def values(self, u: torch.Tensor) -> dict[str, float | list[float]]:

@@ -117,7 +117,7 @@ class PathRenderer(SceneRenderer):
         settings: samples per pixel and path depth.
         seed: base seed of every random number.
         max_loss_pixels: per view, at most this many pixels enter the training loss.
-        device: "cpu" or "cuda" (ray tracing; shading runs in torch on CPU).
+        device: "cpu" or "cuda": where shading runs (:mod:`pbrfit.scene_renderer`).
     """
 
     image_chunk = 2048
@@ -132,8 +132,8 @@ class PathRenderer(SceneRenderer):
     # --- preparation ------------------------------------------------------------------------
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index not in self._prepared:
-            geo = view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index])
-            gen = torch.Generator().manual_seed(_mix_seed(self.seed, view_index, 7))
+            geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index]))
+            gen = torch.Generator(device="cpu").manual_seed(_mix_seed(self.seed, view_index, 7))
             self.train_subsets[view_index] = self._train_subset(geo, gen)
             self._prepared[view_index] = _PreparedView(geo, self.environment(view_index))
         return self._prepared[view_index]
@@ -155,19 +155,22 @@ class PathRenderer(SceneRenderer):
         if sel is None:
             sel = np.arange(len(pv.geometry.pixels))
         names = sorted(material)
-        values = [torch.as_tensor(material[n]) for n in names]
+        on_device = self.on_device(material)
+        values = [on_device[n] for n in names]
         primal, adjoint = self.seeds(view_index)
         return _PathRadiance.apply(self, view_index, np.asarray(sel), (primal, adjoint), names, *values)
 
     # --- the integrator ---------------------------------------------------------------------
     def _uniforms(self, seed: int, pixels: int) -> torch.Tensor:
-        """(pixels * spp, D) uniforms: Sobol points over a pixel's paths, shifted per pixel."""
+        """(pixels * spp, D) uniforms: Sobol points over a pixel's paths, shifted per pixel
+        (drawn on the CPU, so a seed gives the same paths on every device)."""
         spp, dims = self.settings.spp, _DIMS_PER_VERTEX * self.settings.max_depth
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
         sobol = torch.quasirandom.SobolEngine(dims, scramble=True, seed=_mix_seed(seed, 1))
-        sobol = sobol.draw(spp, dtype=torch.float64)
-        shift = torch.rand(pixels, 1, dims, generator=gen, dtype=torch.float64)
-        return ((sobol[None] + shift) % 1.0).clamp(0, 1 - 1e-7).reshape(pixels * spp, dims).float()
+        sobol = sobol.draw(spp, dtype=torch.float64).cpu()
+        shift = torch.rand(pixels, 1, dims, generator=gen, dtype=torch.float64, device="cpu")
+        u = ((sobol[None] + shift) % 1.0).clamp(0, 1 - 1e-7).reshape(pixels * spp, dims).float()
+        return u.to(self.device)
 
     def trace(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray, seed: int,
               adjoint: tuple[torch.Tensor, torch.Tensor] | None = None, *, attached: bool = False
@@ -194,7 +197,7 @@ class PathRenderer(SceneRenderer):
                       attached: bool = False) -> torch.Tensor:
         """Each path's radiance (S * spp, 3): its slots summed."""
         slots, path = self.trace(view_index, material, sel, seed, attached=attached)
-        return torch.zeros(len(sel) * self.settings.spp, 3).index_add(0, path, slots)
+        return torch.zeros(len(sel) * self.settings.spp, 3, device=slots.device).index_add(0, path, slots)
 
 
 @dataclass
@@ -254,6 +257,7 @@ class _Trace:
         pv = renderer.prepare(view_index)
         self.geo, self.env = pv.geometry, pv.env
         self.renderer, self.mesh, self.caster = renderer, renderer.scene.mesh, renderer.caster
+        self.device = dev = renderer.device
         self.max_depth, self.seed, self.sel = renderer.settings.max_depth, seed, sel
         self.n_paths = len(sel) * renderer.settings.spp
         self.u_all = renderer._uniforms(seed, len(sel))
@@ -264,9 +268,9 @@ class _Trace:
             self.d_loss, self.l_total = adjoint
         self.attached = attached
         self.walk = SubsurfaceWalk.for_material(material)
-        self.radiance = torch.zeros(self.n_paths, 3)  # per slot; a path starts with one slot
-        self.slot_path = torch.arange(self.n_paths)
-        self.surrogate = torch.zeros(())
+        self.radiance = torch.zeros(self.n_paths, 3, device=dev)  # per slot; a path starts with one slot
+        self.slot_path = torch.arange(self.n_paths, device=dev)
+        self.surrogate = torch.zeros((), device=dev)
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(radiance (B, 3) per slot, path (B,) of each slot)."""
@@ -276,7 +280,7 @@ class _Trace:
                 break
             u = self._bounce_uniforms(v, depth)
             origins = v.position + v.normal_geo * self.caster.epsilon
-            self.surrogate = torch.zeros(())
+            self.surrogate = torch.zeros((), device=self.device)
             self._sample_emitter(v, u, origins)
             branches = self._walk_under_surface(v, u, depth)
             bounce = self._sample_bsdf(v, u)
@@ -292,12 +296,13 @@ class _Trace:
     def _primary_vertices(self) -> _Vertices:
         """The G-buffer's pixels, ``spp`` paths each; one radiance slot per path."""
         rows = np.repeat(np.asarray(self.sel), self.renderer.settings.spp)
-        n, geo = self.n_paths, self.geo
+        n, geo, dev = self.n_paths, self.geo, self.device
+        rows_t = torch.as_tensor(rows, device=dev)
         return _Vertices(
-            slot=torch.arange(n), position=geo.position[rows], normal_geo=geo.normal_geo[rows],
-            frame=geo.frame[torch.as_tensor(rows)].to(torch.float32), wo=geo.wo[torch.as_tensor(rows)],
-            lambert=torch.zeros(n, dtype=torch.bool), beta=torch.ones(n, 3),
-            ancestor=torch.zeros(n, dtype=torch.bool))
+            slot=torch.arange(n, device=dev), position=geo.position[rows], normal_geo=geo.normal_geo[rows],
+            frame=geo.frame[rows_t].to(torch.float32), wo=geo.wo[rows_t],
+            lambert=torch.zeros(n, dtype=torch.bool, device=dev), beta=torch.ones(n, 3, device=dev),
+            ancestor=torch.zeros(n, dtype=torch.bool, device=dev))
 
     def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
         """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
@@ -306,7 +311,8 @@ class _Trace:
         branched = v.slot >= self.n_paths  # decorrelate branches of one path (Cranley-Patterson shift)
         if bool(branched.any()):
             shift = (v.slot[:, None].double() * torch.tensor([0.6180339887, 0.7548776662, 0.5698402910,
-                                                               0.4301597090, 0.2451223338])) % 1.0
+                                                               0.4301597090, 0.2451223338],
+                                                              device=self.device)) % 1.0
             u = torch.where(branched[:, None], (u + shift.float()) % 1.0, u)
         return u
 
@@ -314,13 +320,13 @@ class _Trace:
         """Next-event estimation: one environment sample, a shadow ray, the power heuristic."""
         env = self.env
         d_light, pdf_light = env.warp(u[:, 3:5])
-        d_light_np = d_light.double().numpy()
+        d_light_np = d_light.double().cpu().numpy()
         wi_light = torch.einsum("pij,pj->pi", v.frame, d_light)
-        above = (wi_light[:, 2] > 0) & torch.as_tensor((v.normal_geo * d_light_np).sum(-1) > 0)
-        vis = torch.zeros(len(v), dtype=torch.bool)
+        above = (wi_light[:, 2] > 0) & torch.as_tensor((v.normal_geo * d_light_np).sum(-1) > 0, device=self.device)
+        vis = torch.zeros(len(v), dtype=torch.bool, device=self.device)
         if bool(above.any()):
-            a = above.numpy()
-            vis[above] = ~torch.as_tensor(self.caster.occluded(origins[a], d_light_np[a]))
+            a = above.cpu().numpy()
+            vis[above] = ~torch.as_tensor(self.caster.occluded(origins[a], d_light_np[a]), device=self.device)
         if bool(vis.any()):
             idx = torch.nonzero(vis)[:, 0]
             f = self._bsdf_f(v, idx, wi_light[idx])
@@ -335,19 +341,20 @@ class _Trace:
     def _walk_under_surface(self, v: _Vertices, u: torch.Tensor, depth: int) -> _Branches | None:
         """Subsurface splitting: every vertex that can sends walks into the part, beside its
         BSDF sample; each exit gets a radiance slot of its own."""
-        walking = self._walks_here(v, torch.arange(len(v)))
+        walking = self._walks_here(v, torch.arange(len(v), device=self.device))
         if not bool(walking.any()):
             return None
         w_idx = torch.nonzero(walking)[:, 0]
-        exits = self.walk.run(self.renderer, self.material, self.m_fixed, v.position[w_idx.numpy()],
-                              v.normal_geo[w_idx.numpy()], v.frame[w_idx], v.wo[w_idx], u[w_idx][:, [0, 3]],
+        w_np = w_idx.cpu().numpy()
+        exits = self.walk.run(self.renderer, self.material, self.m_fixed, v.position[w_np],
+                              v.normal_geo[w_np], v.frame[w_idx], v.wo[w_idx], u[w_idx][:, [0, 3]],
                               _mix_seed(self.seed, depth, 11))
         if exits is None:
             return None
         parent = w_idx[exits.path]
-        slots = torch.arange(len(self.radiance), len(self.radiance) + len(parent))
+        slots = torch.arange(len(self.radiance), len(self.radiance) + len(parent), device=self.device)
         self.slot_path = torch.cat([self.slot_path, self.slot_path[v.slot[parent]]])
-        self.radiance = torch.cat([self.radiance, torch.zeros(len(parent), 3)])
+        self.radiance = torch.cat([self.radiance, torch.zeros(len(parent), 3, device=self.device)])
         if self.replay:
             self.surrogate = self.surrogate + self._scatter_surrogate(slots, exits.weight)
         return _Branches(exits, parent, slots)
@@ -358,11 +365,11 @@ class _Trace:
         wi = torch.where(v.lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
         p_diffuse = bsdf.lobe_probabilities(self.m_fixed, v.wo)[..., 0].expand(len(v.wo))
         diffuse_lobe = v.lambert | (u[:, 0] < p_diffuse)
-        pdf = self._bsdf_pdf(v, torch.arange(len(v)), wi)
+        pdf = self._bsdf_pdf(v, torch.arange(len(v), device=self.device), wi)
         d = torch.einsum("pij,pi->pj", v.frame, wi)
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        d_np = d.double().numpy()
-        ok = (wi[:, 2] > 0) & (pdf > 0) & torch.as_tensor((v.normal_geo * d_np).sum(-1) > 0)
+        d_np = d.double().cpu().numpy()
+        ok = (wi[:, 2] > 0) & (pdf > 0) & torch.as_tensor((v.normal_geo * d_np).sum(-1) > 0, device=self.device)
         idx = torch.nonzero(ok)[:, 0]
         f = self._bsdf_f(v, idx, wi[idx])
         keep = (f.detach() > 0).any(-1)
@@ -376,11 +383,11 @@ class _Trace:
         against the emitter sample). Returns (throughput (C, 3), hits)."""
         env = self.env
         throughput = v.beta[bounce.rows] * self._keep_grad(bounce.f) / bounce.pdf[:, None]
-        rows = bounce.rows.numpy()
+        rows = bounce.rows.cpu().numpy()
         hits = self.caster.intersect(origins[rows], bounce.direction_np[rows])
         miss = ~hits.hit
         if miss.any():
-            mi = torch.as_tensor(np.nonzero(miss)[0])
+            mi = torch.as_tensor(np.nonzero(miss)[0], device=self.device)
             dm = bounce.direction[bounce.rows[mi]]
             p_l = env.pdf(dm)
             p_b = bounce.pdf[mi]
@@ -393,21 +400,24 @@ class _Trace:
                        branches: _Branches | None) -> _Vertices:
         """Where the BSDF samples hit the part, then the subsurface exits."""
         hit = np.nonzero(hits.hit)[0]
-        hit_t = torch.as_tensor(hit, dtype=torch.long)
+        dev = self.device
+        hit_t = torch.as_tensor(hit, dtype=torch.long, device=dev)
         surf = surface_points(self.mesh, hits.triangle[hit], hits.barycentric[hit],
-                              -bounce.direction_np[bounce.rows.numpy()[hit]])
+                              -bounce.direction_np[bounce.rows.cpu().numpy()[hit]])
         hit_rows = bounce.rows[hit_t]
         parts = [_Vertices(
             slot=v.slot[hit_rows], position=surf.position, normal_geo=surf.normal_geo,
-            frame=torch.as_tensor(surf.frame, dtype=torch.float32), wo=torch.as_tensor(surf.wo, dtype=torch.float32),
-            lambert=torch.zeros(len(hit), dtype=torch.bool), beta=throughput[hit_t],
+            frame=torch.as_tensor(surf.frame, dtype=torch.float32, device=dev),
+            wo=torch.as_tensor(surf.wo, dtype=torch.float32, device=dev),
+            lambert=torch.zeros(len(hit), dtype=torch.bool, device=dev), beta=throughput[hit_t],
             ancestor=v.ancestor[hit_rows] | bounce.diffuse_lobe[hit_rows])]
         if branches is not None:
             exits, n = branches.exits, len(branches.slots)
             parts.append(_Vertices(
                 slot=branches.slots, position=exits.position, normal_geo=exits.normal_geo, frame=exits.frame,
-                wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool),
-                beta=v.beta[branches.parent] * self._keep_grad(exits.weight), ancestor=torch.ones(n, dtype=torch.bool)))
+                wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool, device=dev),
+                beta=v.beta[branches.parent] * self._keep_grad(exits.weight),
+                ancestor=torch.ones(n, dtype=torch.bool, device=dev)))
         return _Vertices.concat(parts)
 
     # --- the vertex's BSDF and the PRB terms ------------------------------------------------
@@ -417,13 +427,13 @@ class _Trace:
     def _walks_here(self, v: _Vertices, idx: torch.Tensor) -> torch.Tensor:
         """Vertices whose subsurface share is transported by a walk (not folded into Lambert)."""
         if self.walk is None:
-            return torch.zeros(len(idx), dtype=torch.bool)
+            return torch.zeros(len(idx), dtype=torch.bool, device=self.device)
         return (~v.lambert[idx]) & (~v.ancestor[idx])
 
     def _bsdf_f(self, v: _Vertices, idx: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
         """BSDF value * cos of the vertices ``idx`` (the Principled BSDF, or Lambert at exits)."""
         lam, walks = v.lambert[idx], self._walks_here(v, idx)
-        f = torch.zeros(len(idx), 3)
+        f = torch.zeros(len(idx), 3, device=self.device)
         for sub_rows, transport in ((walks, True), ((~lam) & (~walks), False)):
             if bool(sub_rows.any()):
                 sub = torch.nonzero(sub_rows)[:, 0]

@@ -8,7 +8,8 @@ engines answer the same queries:
   engine Cycles itself uses on the CPU. The wheel carries the library, so the CPU path needs
   no system library on Windows, macOS or Linux. Watertight ("robust") intersection.
 * ``mitsuba``: Mitsuba 3's ray tracer through Dr.Jit, the CUDA default (``cuda_ad_rgb``)
-  and optional on the CPU (``llvm_ad_rgb``, which needs a system libLLVM >= 16; see
+  when Mitsuba is installed (without it, a CUDA fit shades on the GPU and casts its rays
+  with Embree on the CPU), and optional on the CPU (``llvm_ad_rgb``, which needs a system libLLVM >= 16; see
   :func:`configure_drjit_llvm`). Installed with the ``pbrfit[mitsuba]`` extra.
 
 Both engines return the same hits to float32 precision (``tests/test_raycast.py`` compares
@@ -44,13 +45,18 @@ _VARIANT: str | None = None
 
 
 def default_engine(device: str = "cpu") -> str:
-    """The engine ``auto`` means on ``device``: Mitsuba on CUDA, Embree on the CPU.
+    """The engine ``auto`` means on ``device``: Mitsuba on CUDA when it is installed,
+    else Embree.
 
     ``PBRFIT_RAY_ENGINE`` (``embree`` or ``mitsuba``) overrides the choice.
     """
     chosen = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
     if chosen == "auto":
-        return "mitsuba" if device == "cuda" else "embree"
+        if device == "cuda":
+            import importlib.util
+
+            return "mitsuba" if importlib.util.find_spec("mitsuba") is not None else "embree"
+        return "embree"
     if chosen not in RAY_ENGINES:
         raise InputError(f"{ENGINE_ENV}={chosen!r} is not a ray engine; use auto, {' or '.join(RAY_ENGINES)}")
     return chosen

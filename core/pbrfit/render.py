@@ -52,15 +52,15 @@ class SampleCounts:
 
 
 def _stratified(pixels: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """(pixels, count, 2) uniforms: the first ``count`` points of a scrambled 2-D Sobol
-    sequence, shifted per pixel by a random offset modulo 1 (Cranley-Patterson rotation), so
-    each pixel's samples are stratified and pixels are decorrelated."""
+    """(pixels, count, 2) uniforms on the CPU: the first ``count`` points of a scrambled 2-D
+    Sobol sequence, shifted per pixel by a random offset modulo 1 (Cranley-Patterson
+    rotation), so each pixel's samples are stratified and pixels are decorrelated."""
     if count == 0:
-        return torch.zeros(pixels, 0, 2)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return torch.zeros(pixels, 0, 2, dtype=torch.float64, device="cpu")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device="cpu"))
     points = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(count, dtype=torch.float64)
-    shift = torch.rand(pixels, 1, 2, generator=generator, dtype=torch.float64)
-    return ((points[None] + shift) % 1.0).clamp(0, 1 - 1e-7)
+    shift = torch.rand(pixels, 1, 2, generator=generator, dtype=torch.float64, device="cpu")
+    return ((points.cpu()[None] + shift) % 1.0).clamp(0, 1 - 1e-7)
 
 
 @dataclass
@@ -100,6 +100,7 @@ class RasterRenderer(SceneRenderer):
         seed: seed of every random number used (the objective is deterministic).
         max_loss_pixels: per view, at most this many pixels enter the training loss
             (a fixed random subset); metrics always use all usable pixels.
+        device: where shading runs (:mod:`pbrfit.scene_renderer`).
     """
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
@@ -114,16 +115,17 @@ class RasterRenderer(SceneRenderer):
         if view_index in self._prepared:
             return self._prepared[view_index]
         view = self.scene.views[view_index]
-        geo = view_geometry(self.scene.mesh, self.caster, view)
+        geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, view))
         env = self.environment(view_index)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + view_index)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + view_index)
         n = self.samples
         p = len(geo.pixels)
         origins = geo.position + geo.normal_geo * self.caster.epsilon
-        u_light = _stratified(p, n.light, gen)
-        u_cosine = _stratified(p, n.cosine, gen).float()
-        prepared = _PreparedView(geo, env, u_light, u_cosine, _stratified(p, n.specular, gen).float(),
-                                 _stratified(p, n.coat, gen).float(), origins)
+        dev = self.device
+        u_light = _stratified(p, n.light, gen).to(dev)
+        u_cosine = _stratified(p, n.cosine, gen).float().to(dev)
+        prepared = _PreparedView(geo, env, u_light, u_cosine, _stratified(p, n.specular, gen).float().to(dev),
+                                 _stratified(p, n.coat, gen).float().to(dev), origins)
         self.train_subsets[view_index] = self._train_subset(geo, gen)
         self._fix(prepared, self.train_subsets[view_index])
         self._prepared[view_index] = prepared
@@ -139,7 +141,7 @@ class RasterRenderer(SceneRenderer):
     def _fix(self, pv: _PreparedView, rows: np.ndarray) -> None:
         """Compute the fixed samples (light + cosine strategies) of pixels ``rows``."""
         geo, env, n = pv.geometry, pv.env, self.samples
-        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         frame = geo.frame[rows_t]
         d_light, _ = env.warp(pv.u_light[rows_t])
         u = pv.u_cosine[rows_t]
@@ -157,15 +159,16 @@ class RasterRenderer(SceneRenderer):
         pv.row_of[rows] = np.arange(len(rows))
 
     def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
-        """(P, N) float visibility of world directions d (P, N, 3) from the surface points."""
+        """(P, N) float visibility of world directions d (P, N, 3) from the surface points,
+        on ``d``'s device."""
         p, n = d.shape[:2]
-        dn = d.detach().double().numpy().reshape(-1, 3)
+        dn = d.detach().double().cpu().numpy().reshape(-1, 3)
         o = np.repeat(origins, n, axis=0)
         above = (np.repeat(normal_geo, n, axis=0) * dn).sum(-1) > 0
         vis = np.zeros(len(dn), bool)
         if above.any():
             vis[above] = ~self.caster.occluded(o[above], dn[above])
-        return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32)
+        return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32, device=d.device)
 
     # --- shading --------------------------------------------------------------------------
     def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None) -> torch.Tensor:
@@ -174,11 +177,12 @@ class RasterRenderer(SceneRenderer):
             return self._shade(view_index, material, sel)
 
     def _shade(self, view_index, material, sel):
+        material = self.on_device(material)
         pv = self.prepare(view_index)
         geo, env, fx, n = pv.geometry, pv.env, pv.fixed, self.samples
         if sel is None:
             sel = np.arange(len(geo.pixels))
-        sel_t = torch.as_tensor(sel, dtype=torch.long)
+        sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
@@ -193,7 +197,7 @@ class RasterRenderer(SceneRenderer):
         if (rows < 0).any():  # pixels outside the loss pixels: prepare them all
             self._fix(pv, np.arange(len(geo.pixels)))
             fx, rows = pv.fixed, pv.row_of[sel]
-        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         wi = fx.wi[rows_t]
         f = bsdf.principled_eval(material, wo, wi)
         out = (f * fx.lv[rows_t] / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)

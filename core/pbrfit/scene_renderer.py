@@ -6,11 +6,20 @@ A renderer's interface, used by the fit's objective, losses and metrics: ``prepa
 (per-view data, with its :class:`pbrfit.gbuffer.ViewGeometry` as ``.geometry``),
 ``shade(view, material, pixels)`` (differentiable radiance of covered pixels),
 :meth:`SceneRenderer.render_image`, ``train_subsets`` and :meth:`SceneRenderer.environment`.
+
+**Devices.** A renderer shades on its ``device`` (``cpu`` or ``cuda``): the prepared views'
+tensors, the environment maps and every intermediate live there, and ``shade`` moves the
+material's tensors there (differentiably: the optimizer's parameters stay on the CPU) and
+returns radiance on the device. The mesh, the G-buffer's float64 positions and the ray
+queries stay NumPy arrays on the host; rays cross to the device and back once per query.
+Random numbers are drawn on the CPU from seeded generators and then moved, so a seed
+gives the same samples on every device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from typing import Callable
 
@@ -59,7 +68,8 @@ class SceneRenderer:
         self.scene = scene
         self.seed = seed
         self.max_loss_pixels = max_loss_pixels
-        self.caster = RayCaster(scene.mesh, device=device)
+        self.device = torch.device(device)
+        self.caster = RayCaster(scene.mesh, device=self.device.type)
         self._env_cache: dict[int, EnvironmentMap] = {}
         self.train_subsets: dict[int, np.ndarray] = {}
 
@@ -69,14 +79,26 @@ class SceneRenderer:
     def environment(self, view_index: int) -> EnvironmentMap:
         env = self.scene.views[view_index].environment
         if id(env) not in self._env_cache:
-            self._env_cache[id(env)] = environment_map(env)
+            self._env_cache[id(env)] = environment_map(env, self.device)
         return self._env_cache[id(env)]
+
+    def on_device(self, material: dict) -> dict[str, torch.Tensor]:
+        """The material's values as tensors on this renderer's device; differentiable (a
+        gradient flows back to tensors on another device)."""
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else torch.as_tensor(v, device=self.device)
+                for k, v in material.items()}
+
+    def geometry_on_device(self, geo: ViewGeometry) -> ViewGeometry:
+        """``geo`` with its shading frames and view directions on this renderer's device."""
+        if geo.frame.device == self.device:
+            return geo
+        return dataclasses.replace(geo, frame=geo.frame.to(self.device), wo=geo.wo.to(self.device))
 
     def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
         """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted)."""
         q = geo.loss_pixels
         if len(q) > self.max_loss_pixels:
-            q = np.sort(q[torch.randperm(len(q), generator=generator)[: self.max_loss_pixels].numpy()])
+            q = np.sort(q[torch.randperm(len(q), generator=generator, device="cpu")[: self.max_loss_pixels].numpy()])
         return q
 
     def render_image(self, view_index: int, material: dict[str, torch.Tensor],
@@ -90,5 +112,5 @@ class SceneRenderer:
                 if check is not None:
                     check()
                 sel = np.arange(s, min(s + self.image_chunk, len(geo.pixels)))
-                out[geo.pixels[sel]] = self.shade(view_index, material, sel).numpy()
+                out[geo.pixels[sel]] = self.shade(view_index, material, sel).cpu().numpy()
         return out.reshape(geo.height, geo.width, 3)

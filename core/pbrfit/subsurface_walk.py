@@ -27,6 +27,11 @@ _ALBEDO_FIT = (1.8260523782, 4.98511194385 + 0.127355959438, 1.09686102424,
 _MIN_ALPHA = 0.2
 
 
+def _tensor(v) -> torch.Tensor:
+    """``v`` itself when a tensor (on its device), else a CPU tensor of it."""
+    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, device="cpu")
+
+
 @dataclass
 class Exits:
     """Where a batch of walks left the part: each exit continues as a path vertex whose BSDF
@@ -75,15 +80,15 @@ class SubsurfaceWalk:
         w = m.get("subsurface_weight")
         if w is None:
             return None
-        w = torch.as_tensor(w)
+        w = _tensor(w)
         return SubsurfaceWalk() if (w.requires_grad or bool((w > 0).any())) else None
 
     @staticmethod
     def coefficients(m: dict):
         """(sigma_t, alpha, throughput scale) per channel, differentiable."""
-        base = torch.as_tensor(m["base_color"]).clamp(1e-4, 1.0)
-        radius = torch.as_tensor(m.get("subsurface_radius", [1.0, 0.2, 0.1]))
-        scale = torch.as_tensor(m.get("subsurface_scale", 0.05))
+        base = _tensor(m["base_color"]).clamp(1e-4, 1.0)
+        radius = torch.as_tensor(m.get("subsurface_radius", [1.0, 0.2, 0.1]), device=base.device)
+        scale = torch.as_tensor(m.get("subsurface_scale", 0.05), device=base.device)
         sigma_t = 1.0 / (radius * scale).clamp_min(1e-8)
         a, b, c, d, e, f = _ALBEDO_FIT
         blend = base ** 0.25
@@ -98,10 +103,10 @@ class SubsurfaceWalk:
         """World directions into the part: cosine or rough (alpha 1) refraction, 50/50."""
         down = bsdf.cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
         down = down * down.new_tensor([1.0, 1.0, -1.0])
-        ior = torch.as_tensor(m_fixed.get("ior", 1.5)).clamp(1.01, 3.8).reshape(-1)[0]
+        ior = torch.as_tensor(m_fixed.get("ior", 1.5), device=wo.device).clamp(1.01, 3.8).reshape(-1)[0]
         view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
         view = view / view.norm(dim=-1, keepdim=True)
-        one = torch.ones(1)
+        one = torch.ones(1, device=wo.device)
         h = sample_vndf(view, one, one, torch.stack([(2 * u[:, 0] - 1).clamp(0, 1 - 1e-7), u[:, 1]], -1))
         cos_hi = (h * view).sum(-1, keepdim=True)
         eta = 1.0 / ior
@@ -109,51 +114,62 @@ class SubsurfaceWalk:
         refr = -eta * view + (eta * cos_hi - k) * h
         local = torch.where((u[:, 0] < 0.5)[:, None], down, refr)
         d = torch.einsum("pij,pi->pj", frame, local)
-        return (d / d.norm(dim=-1, keepdim=True)).double().numpy()
+        return (d / d.norm(dim=-1, keepdim=True)).double().cpu().numpy()
 
     def run(self, renderer: SceneRenderer, material: dict, m_fixed: dict, position, normal_geo, frame, wo,
             u_entry: torch.Tensor, seed: int) -> Exits | None:
-        caster, mesh = renderer.caster, renderer.scene.mesh
+        """Walks from the vertices at ``position`` (their tensors on the renderer's device). The
+        walks run on the CPU (their steps are ray queries, one per scattering event); the exits
+        come back on the renderer's device."""
+        caster, mesh, device, cpu = renderer.caster, renderer.scene.mesh, renderer.device, torch.device("cpu")
+
+        def host(m: dict) -> dict:
+            return {k: v.to(cpu) if isinstance(v, torch.Tensor) else torch.as_tensor(v, device=cpu)
+                    for k, v in m.items()}
+
+        material, m_fixed = host(material), host(m_fixed)
+        frame, wo, u_entry = frame.to(cpu), wo.to(cpu), u_entry.to(cpu)
         n = len(position)
         closure = bsdf.principled_eval(material, wo, wo, subsurface_transport=True)[1]
-        base = torch.as_tensor(material["base_color"]).clamp(1e-4, 1.0)
+        base = material["base_color"].clamp(1e-4, 1.0)
         sigma_t, alpha, scale_thr = self.coefficients(material)
         sigma_fixed = sigma_t.detach()
-        start = (closure / base) * scale_thr * torch.ones(n, 3)  # (n, 3) F at entry
+        start = (closure / base) * scale_thr * torch.ones(n, 3, device=cpu)  # (n, 3) F at entry
         d_in = self._entry(m_fixed, frame, wo, u_entry)
         ok = np.nonzero((normal_geo * d_in).sum(-1) < 0)[0]
         # one analog walk per entry and channel
-        walker_entry = torch.as_tensor(np.repeat(ok, 3))
-        channel = torch.arange(3).repeat(len(ok))
+        walker_entry = torch.as_tensor(np.repeat(ok, 3), device=cpu)
+        channel = torch.arange(3, device=cpu).repeat(len(ok))
         x = np.repeat(position[ok] - normal_geo[ok] * caster.epsilon, 3, axis=0)
         d = np.repeat(d_in[ok], 3, axis=0)
         sig = sigma_t[channel]
         sig_fixed = sigma_fixed[channel].double().numpy()
         alb = alpha[channel]
         thr = start[walker_entry, channel]
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=cpu).manual_seed(seed)
         exited = []
         for _ in range(self.max_steps):
             if len(walker_entry) == 0:
                 break
-            r = torch.rand(len(walker_entry), 3, generator=gen, dtype=torch.float64)
+            r = torch.rand(len(walker_entry), 3, generator=gen, dtype=torch.float64, device=cpu)
             t = -np.log1p(-r[:, 0].numpy()) / sig_fixed
             hits = caster.intersect(x, d)
             leave = hits.hit & (hits.t < t)
-            dist = torch.as_tensor(np.where(leave, hits.t, t), dtype=torch.float32)
+            dist = torch.as_tensor(np.where(leave, hits.t, t), dtype=torch.float32, device=cpu)
             trans = torch.exp(-sig * dist)
-            leave_t = torch.as_tensor(leave)
+            leave_t = torch.as_tensor(leave, device=cpu)
             # exit: T / detach(T); scatter: sigma_s T / detach(sigma_t T) = alpha at the sample
             factor = torch.where(leave_t, trans / trans.detach(), alb * sig * trans / (sig * trans).detach())
             thr = thr * factor
             if leave.any():
                 li = np.nonzero(leave)[0]
-                li_t = torch.as_tensor(li)
+                li_t = torch.as_tensor(li, device=cpu)
                 surf = surface_points(mesh, hits.triangle[li], hits.barycentric[li], d[li])
-                weight = torch.zeros(len(li), 3).index_put((torch.arange(len(li)), channel[li_t]), thr[li_t])
+                weight = torch.zeros(len(li), 3, device=cpu).index_put((torch.arange(len(li), device=cpu),
+                                                                        channel[li_t]), thr[li_t])
                 exited.append((walker_entry[li_t], weight, surf))
             stay = np.nonzero(~leave)[0]
-            st = torch.as_tensor(stay)
+            st = torch.as_tensor(stay, device=cpu)
             x = x[stay] + d[stay] * dist.numpy()[stay, None].astype(np.float64)
             z = 1 - 2 * r[st, 1].numpy()  # isotropic phase function
             phi = 2 * np.pi * r[st, 2].numpy()
@@ -164,8 +180,8 @@ class SubsurfaceWalk:
         if not exited:
             return None
         path = torch.cat([e[0] for e in exited])
-        return Exits(path, torch.cat([e[1] for e in exited]),
-                      np.concatenate([e[2].position for e in exited]),
-                      np.concatenate([e[2].normal_geo for e in exited]),
-                      torch.as_tensor(np.concatenate([e[2].frame for e in exited]), dtype=torch.float32),
-                      torch.tensor([[0.0, 0.0, 1.0]]).expand(len(path), 3))
+        return Exits(path.to(device), torch.cat([e[1] for e in exited]).to(device),
+                     np.concatenate([e[2].position for e in exited]),
+                     np.concatenate([e[2].normal_geo for e in exited]),
+                     torch.as_tensor(np.concatenate([e[2].frame for e in exited]), dtype=torch.float32, device=device),
+                     torch.tensor([[0.0, 0.0, 1.0]], device=device).expand(len(path), 3))

@@ -75,12 +75,12 @@ def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> 
         s = ParameterSpace(dict(values, base_color=[c, c, c]), [])
         with torch.no_grad():
             m = s.material(s.initial_vector())
-            renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double()
+            renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double().cpu()
                           for vi in objective.view_ids}
     for vi in objective.view_ids:  # in white-normalized radiance, like the losses
         a = (renders[1.0][vi] - renders[0.0][vi]) / objective.whites[vi]
         b = renders[0.0][vi] / objective.whites[vi]
-        num += (a * (objective.refs[vi].double() - b)).sum(0)
+        num += (a * (objective.refs[vi].double().cpu() - b)).sum(0)
         den += (a * a).sum(0)
     return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
 

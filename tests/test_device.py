@@ -1,0 +1,122 @@
+"""Shading runs on the renderer's device.
+
+There is no GPU in CI, so device discipline is checked on the CPU with PyTorch's ``meta``
+device: with it as the default device, a tensor created anywhere without the renderer's
+device lands on ``meta``, and the first operation mixing it with the renderer's tensors
+raises, as mixing CPU and CUDA tensors does on a GPU. Where CUDA exists, the CUDA results
+are compared with the CPU's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+from synthetic import render_references, write_job
+
+from pbrfit.fit import FitOptions, fit_material
+from pbrfit.job import load_job
+from pbrfit.objective import Objective
+from pbrfit.params import ParameterSpace, normalize_material
+from pbrfit.pathtrace import PathRenderer, PathSettings
+from pbrfit.render import RasterRenderer, SampleCounts
+
+TRUTH = {"base_color": [0.7, 0.25, 0.1], "roughness": 0.3, "coat_weight": 0.5, "coat_roughness": 0.1}
+WAX = {"base_color": [0.8, 0.7, 0.6], "roughness": 0.4, "subsurface_weight": 0.8,
+       "subsurface_radius": [1.0, 0.5, 0.25], "subsurface_scale": 0.3}
+FAST = SampleCounts(16, 4, 8, 4)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    job = write_job(tmp_path_factory.mktemp("device"), size=24, cameras=2)
+    render_references(job, TRUTH, samples=FAST)
+    return load_job(job).scene
+
+
+@contextlib.contextmanager
+def default_device(device: str):
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device("cpu")
+
+
+def material(values: dict, names: list[str]):
+    space = ParameterSpace(normalize_material(values), names)
+    u = space.initial_vector().clone().requires_grad_(True)
+    return space, u
+
+
+def raster_and_path(scene, device: str, values: dict = TRUTH, names=("base_color", "roughness", "coat_weight")):
+    """Raster and path renders, full images, and the loss gradient of each, on ``device``."""
+    out = {}
+    for name, renderer in (("raster", RasterRenderer(scene, FAST, seed=3, max_loss_pixels=64, device=device)),
+                           ("path", PathRenderer(scene, PathSettings(2, 3), seed=3, max_loss_pixels=64,
+                                                 device=device))):
+        space, u = material(values, list(names))
+        objective = Objective(renderer, [0, 1], {"de2000": 1.0, "l1": 1.0})
+        loss, de, grad = objective.loss_and_grad(space.material, u)
+        loss_attached, _ = objective(space.material(u))
+        loss_attached.backward()
+        with torch.no_grad():
+            image = renderer.render_image(0, space.material(u.detach()))
+        out[name] = (loss, de, grad, u.grad, image)
+    return out
+
+
+def test_shading_creates_no_tensor_off_the_renderers_device(scene):
+    """Every tensor of shading, sampling, path replay and the losses is created on the
+    renderer's device: under a ``meta`` default device a stray one raises."""
+    expected = raster_and_path(scene, "cpu")
+    with default_device("meta"):
+        got = raster_and_path(scene, "cpu")
+    for name in ("raster", "path"):
+        (loss, de, grad, grad2, image), (loss_e, de_e, grad_e, grad2_e, image_e) = got[name], expected[name]
+        assert loss == loss_e and de == de_e, name
+        assert grad.device.type == "cpu" and torch.equal(grad, grad_e) and torch.equal(grad2, grad2_e), name
+        assert np.array_equal(image, image_e) and image.any(), name
+
+
+def test_subsurface_walks_return_to_the_renderers_device(scene):
+    names = ["base_color", "subsurface_weight", "subsurface_radius"]
+    expected = PathRenderer(scene, PathSettings(2, 3), seed=5, max_loss_pixels=32)
+    with default_device("meta"):
+        renderer = PathRenderer(scene, PathSettings(2, 3), seed=5, max_loss_pixels=32, device="cpu")
+        space, u = material(WAX, names)
+        _, _, grad = Objective(renderer, [0], {"l1": 1.0}).loss_and_grad(space.material, u)
+    space, u = material(WAX, names)
+    _, _, grad_e = Objective(expected, [0], {"l1": 1.0}).loss_and_grad(space.material, u)
+    assert torch.equal(grad, grad_e) and bool((grad != 0).any())
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda
+def test_cuda_shading_matches_the_cpu(scene):
+    """Same random numbers on both devices (drawn on the CPU): raster renders agree to float
+    rounding, path renders within the rounding a different ray engine and summation order
+    give a path (a few paths per pixel change)."""
+    cpu, gpu = raster_and_path(scene, "cpu"), raster_and_path(scene, "cuda")
+    r_cpu, r_gpu = cpu["raster"][4], gpu["raster"][4]
+    assert np.abs(r_gpu - r_cpu).max() <= 1e-3 * max(float(r_cpu.max()), 1e-6)
+    for name in ("raster", "path"):
+        assert gpu[name][2].device.type == "cpu"
+        np.testing.assert_allclose(gpu[name][0], cpu[name][0], rtol=0.02)
+    p_cpu, p_gpu = cpu["path"][4], gpu["path"][4]
+    assert abs(float(p_gpu.mean()) - float(p_cpu.mean())) <= 0.02 * float(p_cpu.mean())
+
+
+@cuda
+def test_a_fit_on_cuda_finds_what_the_cpu_finds(scene):
+    results = {}
+    for device in ("cpu", "cuda"):
+        opts = FitOptions(parameters=["base_color", "roughness"], iterations=40, backend="raster", samples=FAST,
+                          device=device)
+        results[device] = fit_material(scene, opts).material
+    for name in ("base_color", "roughness"):
+        np.testing.assert_allclose(results["cuda"][name], results["cpu"][name], atol=0.01)
