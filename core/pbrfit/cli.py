@@ -134,8 +134,10 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
     finally:
         out.discard()  # a no-op after publishing
     wall = time.monotonic() - started
+    # the run-level warnings (over-fitting, not converged: pbrfit.fit_health) first
+    flags = sorted(doc["plausibility"], key=lambda f: f.get("parameter") != "fit")
     lines = [f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}"
-             for flag in doc["plausibility"]]
+             for flag in flags]
     if opts.time_budget is not None and wall > 1.05 * opts.time_budget and \
             not any("more than its time budget" in n["message"] for n in doc["notes"]):
         lines.append(f"  warning: time budget: the run took {wall:.1f} s with --time-budget {opts.time_budget:g} "

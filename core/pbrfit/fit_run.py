@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import faults
+from . import faults, fit_health
 from .errors import FitCancelled, InputError
 from .layers import parameters_in_use, prune_layers
 from .measure import evaluate_views
@@ -89,13 +89,16 @@ class FitResult:
         history: list of {iteration, stage, loss, train_de2000, validate_de2000, time}.
         schedule: list of {stage, parameters, iterations} actually run.
         views: a :class:`ViewResult` per view.
-        stopped: why the fit stopped ("converged", "iterations", "time budget", "early stopping").
+        stopped: why the last stage stopped ("converged", "iterations", "time budget", "early
+            stopping"); the path refinement converges when its checks stall at the most paths
+            per pixel.
         wall_time: seconds (from ``FitOptions.budget_start`` when given).
         timings: seconds per phase, in order: "before setup" (from ``budget_start``: reading
             the job), "setup" (G-buffers and fixed samples of every view), each raster stage by
             name, "refine", "path", "final metrics".
         notes: what the user should know about the run, ``{severity, about, message}``
-            (e.g. the time budget ended the fit before it improved on the start).
+            (:mod:`pbrfit.fit_health`: over-fitting, a stage still improving when its
+            iterations ran out; the time budget ended the fit before it improved on the start).
     """
 
     material: dict
@@ -471,7 +474,9 @@ class FitRun:
             warm = ["subsurface_weight"]
         names = parameters_in_use(self.space, values)
         first, shown_de = check(values)
+        checks = [first]
         best = Checkpoint(values, first)
+        converged = False
         spp = SppSchedule(o.path_spp, o.path_max_spp)
         start = self.evaluations
         if names:
@@ -489,17 +494,22 @@ class FitRun:
                     self.record("path", loss, shown_de)
                 values = space.values(u.detach())
                 score, shown_de = check(values)
+                checks.append(score)
                 best.offer(score, values)
                 if best.stalled(o.patience):
                     if not spp.on_stall():
+                        converged = True  # stalled at the most paths per pixel
                         break
                     renderer.settings = PathSettings(spp.spp, o.path_depth)
                     best.bad_checks = 0
         self.schedule.append({"stage": "path", "parameters": names, "iterations": self.evaluations - start,
                               "warm_started": warm, "spp": [spp.start, spp.spp], "check": [first, best.best],
+                              "checks": checks,
                               "check_metric": "relative_error" if noisy else "de2000",
                               "seconds": time.monotonic() - started_at, "start": started})
         self.values = best.values
+        if names and not self.out_of_time():
+            self.stopped = "converged" if converged else "iterations"
         self.leave()
 
     def final_metrics(self):
@@ -522,6 +532,7 @@ class FitRun:
         self.leave()
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
-        notes = list(self.scene.notes) + self.clock.notes(self.stopped, changed=changed)
+        notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history) + list(self.scene.notes)
+                 + self.clock.notes(self.stopped, changed=changed))
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings))

@@ -389,6 +389,17 @@ def _parameters(data: Mapping) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def _fit_warnings(data: Mapping) -> str:
+    """The run-level warnings (:mod:`pbrfit.fit_health`: over-fitting, not converged) as a
+    banner at the top: they decide whether the parameters below can be trusted."""
+    items = [f for f in data.get("plausibility") or []
+             if _get(f, "parameter", "") == "fit" and _get(f, "severity", "") in ("warning", "error")]
+    if not items:
+        return ""
+    rows = "".join(f"<li>{_e(_get(f, 'message', ''))}</li>" for f in items)
+    return f'<section class="fitwarn" id="fit-warnings"><h2>Read this first</h2><ul>{rows}</ul></section>'
+
+
 def _plausibility(data: Mapping) -> str:
     flags = list(data.get("plausibility") or [])
     if not flags:
@@ -489,7 +500,7 @@ tr.frozen{color:var(--muted)}
 .flagmark{color:#b7791f}
 .sev{display:inline-block;font-size:11px;font-weight:700;text-transform:uppercase;padding:1px 8px;
 border-radius:9px}
-.sev.warning{background:#fdf1dc;color:#8a5a12}.sev.error{background:#fbe3e3;color:#a02a2a}
+.sev.warning{background:#fdf1dc;color:#8a5a12}.fitwarn{background:#fdf1dc;border-left:4px solid #c98a1c}.sev.error{background:#fbe3e3;color:#a02a2a}
 .ok{color:#2e7d4f}.muted{color:var(--muted)}
 .drops{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
 .drop{border:1px solid var(--line);border-radius:8px;padding:10px 14px}
@@ -512,6 +523,7 @@ def render_report(data: Mapping, *, de_vmax: float = DE_VMAX, max_image_size: in
         raise ValueError(f"max_image_size must be >= 16 pixels, got {max_image_size}")
     body = "".join([
         _header(data),
+        _fit_warnings(data),
         _views(data, max_image_size, de_vmax),
         f'<section><h2>Convergence</h2>{_convergence_svg(list(data.get("history") or []))}'
         f'{_path_stage_caption(list(data.get("history") or []))}</section>',

@@ -1,0 +1,86 @@
+"""A result the run's own numbers do not support is handed over with a warning: over-fitting
+(validation far above train) and a last stage still improving when its iterations ran out."""
+
+from __future__ import annotations
+
+import pytest
+from synthetic import render_references, write_job
+
+from pbrfit import fit_health
+from pbrfit.fit import FitOptions
+from pbrfit.fit_run import FitRun
+from pbrfit.job import load_job
+from pbrfit.render import SampleCounts
+from pbrfit.report import render_report
+
+
+def metrics(train: float, validate: float | None = None) -> dict:
+    m = {"train": {"mean": {"de2000_mean": train}, "views": {}}}
+    if validate is not None:
+        m["validate"] = {"mean": {"de2000_mean": validate}, "views": {}}
+    return m
+
+
+def test_overfitting_is_a_warning_that_says_what_would_help():
+    # the issue's iridescent finish: train 2.2, validation 6.8
+    note = fit_health.overfit_note(metrics(2.2, 6.8))
+    assert note["severity"] == "warning" and note["about"] == "fit"
+    assert "6.80" in note["message"] and "2.20" in note["message"] and "--preset" in note["message"]
+    assert fit_health.overfit_note(metrics(2.01, 1.37)) is None  # the demo: other light, lower ΔE
+    assert fit_health.overfit_note(metrics(0.7, 1.3)) is None  # above train, but by less than the excess
+    assert fit_health.overfit_note(metrics(4.0, 5.8)) is None  # by the excess, but not the ratio
+    assert fit_health.overfit_note(metrics(1.0, 2.6))["severity"] == "warning"
+    no_val = fit_health.overfit_note(metrics(1.0))
+    assert no_val["severity"] == "note" and "validate" in no_val["message"]
+
+
+def path_stage(checks, iterations=40):
+    return [{"stage": "gloss"}, {"stage": "path", "iterations": iterations, "checks": checks,
+                                 "check_metric": "de2000"}]
+
+
+def test_a_path_refinement_still_improving_is_not_converged():
+    note = fit_health.unfinished_note("iterations", path_stage([1.50, 1.45, 1.40, 1.36, 1.31]), [])
+    assert note["severity"] == "warning" and "--path-iterations" in note["message"] and "40" in note["message"]
+    # flat within noise at the end, stopped for another reason, or too few checks: nothing
+    assert fit_health.unfinished_note("iterations", path_stage([1.50, 1.40, 1.37, 1.372, 1.368]), []) is None
+    assert fit_health.unfinished_note("converged", path_stage([1.5, 1.4, 1.3, 1.2]), []) is None
+    assert fit_health.unfinished_note("iterations", path_stage([1.5, 1.4]), []) is None
+
+
+def test_a_raster_stage_still_improving_is_not_converged():
+    history = [{"stage": "gloss", "loss": 1.0 - 0.01 * k} for k in range(30)]
+    note = fit_health.unfinished_note("iterations", [{"stage": "gloss"}], history)
+    assert note is not None and "--iterations" in note["message"] and "gloss" in note["message"]
+    flat = [{"stage": "gloss", "loss": 1.0 - 0.01 * min(k, 10)} for k in range(30)]
+    assert fit_health.unfinished_note("iterations", [{"stage": "gloss"}], flat) is None
+
+
+def test_the_report_opens_with_the_run_level_warnings():
+    warning = fit_health.overfit_note(metrics(2.2, 6.8))
+    data = {"material": {}, "plausibility": [{"parameter": "fit", "severity": "warning",
+                                              "message": warning["message"]},
+                                             {"parameter": "roughness", "severity": "warning", "message": "x"}]}
+    html = render_report(data)
+    banner = html.index('id="fit-warnings"')
+    assert banner < html.index("<h2>Parameters") and "over-fitted" in html[banner:banner + 600]
+    assert 'id="fit-warnings"' not in render_report({"material": {}, "plausibility": []})
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    job = write_job(tmp_path_factory.mktemp("health"), size=24, cameras=2, validate_env="sky_val.exr")
+    render_references(job, {"base_color": [0.6, 0.3, 0.2], "roughness": 0.35}, samples=SampleCounts(16, 4, 8, 4))
+    return job
+
+
+def test_a_run_records_its_path_checks_and_notes_what_they_say(case):
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color", "roughness"], iterations=12, samples=SampleCounts(16, 4, 8, 4),
+                      path_iterations=4, check_every=2, path_spp=2, path_max_spp=2, threads=1)
+    result = FitRun(job.scene, opts).run()
+    path = result.schedule[-1]
+    assert path["stage"] == "path" and len(path["checks"]) == 1 + path["iterations"] // 2
+    assert result.stopped in ("converged", "iterations")
+    expected = fit_health.notes(result.metrics, result.stopped, result.schedule, result.history)
+    assert [n for n in result.notes if n.get("about") == "fit"] == expected
