@@ -500,7 +500,8 @@ tr.frozen{color:var(--muted)}
 .flagmark{color:#b7791f}
 .sev{display:inline-block;font-size:11px;font-weight:700;text-transform:uppercase;padding:1px 8px;
 border-radius:9px}
-.sev.warning{background:#fdf1dc;color:#8a5a12}.fitwarn{background:#fdf1dc;border-left:4px solid #c98a1c}.sev.error{background:#fbe3e3;color:#a02a2a}
+.sev.warning{background:#fdf1dc;color:#8a5a12}
+.fitwarn{background:#fdf1dc;border-left:4px solid #c98a1c}.sev.error{background:#fbe3e3;color:#a02a2a}
 .ok{color:#2e7d4f}.muted{color:var(--muted)}
 .drops{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
 .drop{border:1px solid var(--line);border-radius:8px;padding:10px 14px}
