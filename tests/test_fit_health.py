@@ -82,5 +82,48 @@ def test_a_run_records_its_path_checks_and_notes_what_they_say(case):
     path = result.schedule[-1]
     assert path["stage"] == "path" and len(path["checks"]) == 1 + path["iterations"] // 2
     assert result.stopped in ("converged", "iterations")
+    assert set(result.identifiability) == {"base_color", "roughness"} and "identifiability" in result.timings
     expected = fit_health.notes(result.metrics, result.stopped, result.schedule, result.history)
     assert [n for n in result.notes if n.get("about") == "fit"] == expected
+
+
+# --- identifiability -----------------------------------------------------------------------
+
+def raster_objective(case):
+    from pbrfit.objective import Objective
+    from pbrfit.render import RasterRenderer
+
+    job = load_job(case)
+    renderer = RasterRenderer(job.scene, SampleCounts(16, 4, 8, 4), seed=2, max_loss_pixels=256)
+    return Objective(renderer, [0, 1], {"de2000": 1.0})
+
+
+def test_colour_and_roughness_are_determined_and_a_redundant_pair_is_not(case):
+    from pbrfit import identifiability
+    from pbrfit.params import normalize_material
+
+    objective = raster_objective(case)
+    values = normalize_material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.35, "ior": 1.5,
+                                 "specular_ior_level": 0.5})
+    found = identifiability.analyse(objective, values, ["base_color", "roughness"])
+    assert found["base_color"]["determined"] and found["roughness"]["determined"]
+    assert 0 < found["roughness"]["tolerance"] < 0.1 and identifiability.findings(found) == []
+    # Blender's specular IOR level rescales the IOR's F0: the two explain the same reflection
+    found = identifiability.analyse(objective, values, ["roughness", "ior", "specular_ior_level"])
+    assert not found["ior"]["determined"] and not found["specular_ior_level"]["determined"]
+    assert found["specular_ior_level"]["trades_with"] == "ior" and found["specular_ior_level"]["correlation"] < -0.9
+    assert found["roughness"]["determined"]
+    notes = identifiability.findings(found)
+    assert {n["about"] for n in notes} == {"ior", "specular_ior_level"}
+    assert all("not determined by these photos" in n["message"] and n["severity"] == "warning" for n in notes)
+
+
+def test_a_parameter_the_renders_do_not_depend_on_has_no_tolerance(case):
+    from pbrfit import identifiability
+    from pbrfit.params import normalize_material
+
+    values = normalize_material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.35, "coat_weight": 0.0})
+    found = identifiability.analyse(raster_objective(case), values, ["roughness", "coat_roughness"])
+    assert found["coat_roughness"]["tolerance"] == float("inf") and not found["coat_roughness"]["determined"]
+    assert found["roughness"]["determined"]
+    assert "any value in its range" in identifiability.findings(found)[0]["message"]

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import faults, fit_health
+from . import faults, fit_health, identifiability
 from .errors import FitCancelled, InputError
 from .layers import parameters_in_use, prune_layers
 from .measure import evaluate_views
@@ -95,10 +95,13 @@ class FitResult:
         wall_time: seconds (from ``FitOptions.budget_start`` when given).
         timings: seconds per phase, in order: "before setup" (from ``budget_start``: reading
             the job), "setup" (G-buffers and fixed samples of every view), each raster stage by
-            name, "refine", "path", "final metrics".
+            name, "refine", "path", "identifiability", "final metrics".
         notes: what the user should know about the run, ``{severity, about, message}``
             (:mod:`pbrfit.fit_health`: over-fitting, a stage still improving when its
-            iterations ran out; the time budget ended the fit before it improved on the start).
+            iterations ran out; the time budget ended the fit before it improved on the start)
+            and :mod:`pbrfit.identifiability` (parameters these photos do not determine).
+        identifiability: per fitted parameter in use, its tolerance (how far it can move
+            unseen) and what it trades against (:func:`pbrfit.identifiability.analyse`).
     """
 
     material: dict
@@ -112,6 +115,7 @@ class FitResult:
     wall_time: float
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    identifiability: dict = field(default_factory=dict)
 
 
 class Checkpoint:
@@ -516,6 +520,12 @@ class FitRun:
         """Render every view with the final material (:meth:`Renderers.metrics`, within the
         time budget) and measure it; returns the :class:`pbrfit.fit.FitResult`."""
         final = {n: self.values[n] for n in PARAMETERS}
+        tolerances = {}
+        if not self.out_of_time():
+            started = time.monotonic()
+            tolerances = identifiability.analyse(self.train_obj, final, parameters_in_use(self.space, final),
+                                                 self.options.bounds, self.check_cancel)
+            self.timings["identifiability"] = time.monotonic() - started
         self.enter("metrics")
         last = self.history[-1]
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
@@ -532,7 +542,8 @@ class FitRun:
         self.leave()
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
-        notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history) + list(self.scene.notes)
+        notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
+                 + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed))
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
-                         self.stopped, self.elapsed(), notes, dict(self.timings))
+                         self.stopped, self.elapsed(), notes, dict(self.timings), tolerances)

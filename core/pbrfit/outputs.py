@@ -81,10 +81,12 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
         views.append({"name": v.name, "split": v.split, "reference": v.reference, "fit": v.fit,
                       "de_map": v.de_map, "mask": v.mask, "exposure": v.exposure, "metrics": v.metrics})
     params = []
+    tolerances = getattr(result, "identifiability", None) or {}
     for n, spec in PARAMETERS.items():
         params.append({"name": n, "initial": result.initial[n], "final": result.material[n],
                        "fitted": n in result.fitted, "unit": spec.unit,
-                       "lower": spec.lower, "upper": spec.upper})
+                       "lower": spec.lower, "upper": spec.upper,
+                       "tolerance": (tolerances.get(n) or {}).get("tolerance")})
     return {
         "title": title, "job": job_path, "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "views": views,
@@ -218,6 +220,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "normalization": NORMALIZATION,
         "plausibility": flags,
         "notes": notes,
+        "identifiability": finite_or_none(dict(getattr(result, "identifiability", None) or {})),
         "export_drops": drops,
         "stopped": result.stopped,
         "history": result.history,

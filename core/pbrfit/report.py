@@ -375,6 +375,8 @@ def _parameters(data: Mapping) -> str:
         except (TypeError, ValueError):
             changed = initial != final
         mark = ' <span class="flagmark" title="see plausibility">&#9888;</span>' if name in flagged else ""
+        tol = _get(p, "tolerance")
+        tol = "" if tol is None else ("any" if not math.isfinite(tol) else f"&plusmn;{tol:.2g}")
         rows.append(
             f'<tr class="{"fitted" if fitted else "frozen"}">'
             f'<th scope="row"><code>{_e(name)}</code>{mark}</th>'
@@ -382,10 +384,13 @@ def _parameters(data: Mapping) -> str:
             f'<td class="num">{_swatch(initial)}{_value(initial)}</td>'
             f'<td class="arrow">{"&rarr;" if changed else "="}</td>'
             f'<td class="num{" changed" if changed else ""}">{_swatch(final)}{_value(final)}</td>'
+            f'<td class="num">{tol}</td>'
             f'<td class="num">{_value(_get(p, "lower"))}</td><td class="num">{_value(_get(p, "upper"))}</td>'
             f'<td>{_e(_get(p, "unit", ""))}</td></tr>')
     return ('<section><h2>Parameters</h2><table class="params"><thead><tr><th>Parameter</th><th>Status</th>'
-            '<th>Initial</th><th></th><th>Final</th><th>Lower</th><th>Upper</th><th>Unit</th></tr></thead>'
+            '<th>Initial</th><th></th><th>Final</th>'
+            '<th title="how far it can move before the train renders change by 1 &#916;E on average">Unseen</th>'
+            '<th>Lower</th><th>Upper</th><th>Unit</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
