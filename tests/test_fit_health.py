@@ -127,3 +127,23 @@ def test_a_parameter_the_renders_do_not_depend_on_has_no_tolerance(case):
     assert found["coat_roughness"]["tolerance"] == float("inf") and not found["coat_roughness"]["determined"]
     assert found["roughness"]["determined"]
     assert "any value in its range" in identifiability.findings(found)[0]["message"]
+
+
+# --- no false layers -----------------------------------------------------------------------
+
+def test_a_glossy_plastic_loses_a_false_coat(tmp_path):
+    """A rough base under a coat can look like a glossy plastic: switching the coat off and
+    re-fitting the base finds the simpler structure, and the coat goes."""
+    truth = {"base_color": [0.8, 0.8, 0.78], "roughness": 0.15, "specular_ior_level": 0.5}
+    job_path = write_job(tmp_path, size=48, cameras=3)
+    render_references(job_path, truth, samples=SampleCounts(128, 32, 64, 32))
+    job = load_job(job_path)
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], iterations=20,
+                      samples=SampleCounts(64, 16, 32, 16), backend="raster", threads=1)
+    run = FitRun(job.scene, opts)
+    run.values = dict(run.values, base_color=[0.8, 0.8, 0.78], roughness=0.55, coat_weight=0.5,
+                      coat_roughness=0.15)  # the false structure the issue reports
+    run.prune()
+    assert run.values["coat_weight"] == 0.0
+    assert run.values["roughness"] == pytest.approx(0.15, abs=0.05)
+    assert run.schedule[-1]["stage"] == "prune" and run.schedule[-1]["parameters"] == ["coat_weight"]

@@ -231,7 +231,8 @@ def test_a_run_times_each_phase(case):
     opts = FitOptions(parameters=["base_color", "roughness"], iterations=6, backend="auto", path_iterations=2,
                       samples=FAST)
     result = FitRun(job.scene, opts).run()
-    assert list(result.timings) == ["before setup", "setup", "colour", "gloss", "refine", "path", "final metrics"]
+    assert list(result.timings) == ["before setup", "setup", "colour", "gloss", "refine", "path", "identifiability",
+                                   "final metrics"]
     assert all(t >= 0 for t in result.timings.values()) and result.timings["setup"] > 0
     assert sum(result.timings.values()) == pytest.approx(result.wall_time, rel=0.05, abs=0.05)
 

@@ -26,7 +26,7 @@ import torch
 
 from . import faults, fit_health, identifiability
 from .errors import FitCancelled, InputError
-from .layers import parameters_in_use, prune_layers
+from .layers import LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error
 from .params import PARAMETERS, ParameterSpace, normalize_material
@@ -38,7 +38,7 @@ from .warm_start import stage_plan, warm_start
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
            "REFINE_EVALUATIONS", "MIN_IMPROVEMENT"]
 
-#: objective evaluations of the short refinement after layers were pruned
+#: objective evaluations of the re-fit after a layer is switched off (per layer tried)
 REFINE_EVALUATIONS = 10
 #: a check must beat the best by more than this (ΔE2000, or relative error) to count
 MIN_IMPROVEMENT = 1e-3
@@ -209,7 +209,8 @@ class FitRun:
                             if options.backend != "path" else [])
         self.plan = ProgressPlan(
             [(f"stage:{name}", budget) for name, _, budget in self.raster_plan]
-            + ([("refine", REFINE_EVALUATIONS)] if self.raster_plan else [])
+            + ([("refine", REFINE_EVALUATIONS * max(1, sum(n in LAYER_SWITCHES for n in self.space.fit)))]
+               if self.raster_plan else [])
             + ([("path", options.path_iterations)] if options.backend != "raster" else [])
             + [("metrics", len(scene.views))])
         self.units_done = 0
@@ -399,27 +400,40 @@ class FitRun:
             self.stopped = "early stopping" if early else "converged" if converged else "iterations"
 
     def prune(self) -> None:
-        """Switch off the layers that do not pay for themselves (:mod:`pbrfit.layers`), then
-        refine briefly what they were compensating for."""
+        """Switch off the layers that do not pay for themselves (:mod:`pbrfit.layers`): each
+        fitted layer that is on is switched off, what it may have been compensating for is
+        re-fitted (:meth:`refit_without`), and the simpler material is kept unless the layer
+        bought a clear improvement of the train loss. (Not validation: one other lighting at
+        the raster renderer's sample counts was measured to prefer a false coat over the true
+        glossy base by 15% where train, with more views and pixels, saw them within 1%.)"""
         self.enter("refine")
         if self.out_of_time() or (self._cancel is not None and self._cancel.is_set()):
             self.leave()
             return
-        self.values, pruned = prune_layers(self.space, self.values, self.loss_of)
+        start = self.evaluations
+        self.values, pruned = prune_layers(self.space, self.values, self.loss_of, refit=self.refit_without)
         if pruned:
-            keep = parameters_in_use(self.space, self.values)
-            start = self.evaluations
-            if keep and not self.out_of_time():
-                space = ParameterSpace(self.values, keep, self.options.bounds)
-                u = space.initial_vector().clone().requires_grad_(True)
-                opt = torch.optim.LBFGS([u], lr=1.0, max_iter=REFINE_EVALUATIONS, history_size=20,
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
-                # the strong-Wolfe line search only accepts steps that lower the loss
-                opt.step(self.closure(opt, space, u, "refine"))
-                self.values = dict(self.values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": []})
         self.leave()
+
+    def refit_without(self, values: dict) -> dict:
+        """``values`` (a layer just switched off) with the parameters still in use re-fitted:
+        1-D searches of the base's scalars (a false coat often hides a wrong base roughness),
+        base colour in closed form, then :data:`REFINE_EVALUATIONS` of L-BFGS."""
+        keep = parameters_in_use(self.space, values)
+        if not keep or self.out_of_time():
+            return values
+        base = [n for n in ("base_color", "roughness", "metallic", "specular_ior_level") if n in keep]
+        values = warm_start(self.space, values, base, self.loss_of, self.train_obj)
+        space = ParameterSpace(values, keep, self.options.bounds)
+        u = space.initial_vector().clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=REFINE_EVALUATIONS, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+        # the strong-Wolfe line search only accepts steps that lower the loss
+        opt.step(self.closure(opt, space, u, "refine"))
+        return dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
+
 
     def path_refinement(self) -> None:
         """Adam on path-replay gradients from the current material, fresh paths every

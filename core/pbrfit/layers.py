@@ -3,8 +3,10 @@ it is on, and pruning the layers a fit does not need (Occam's razor).
 
 A layer is "off" when its switch is at its lower bound (zero by default). With many
 parameters free, a fit can explain noise or unmodelled transport with a little anisotropy
-or sheen; :func:`prune_layers` switches each fitted layer off in turn and keeps it off when
-the train loss rises by less than :data:`PRUNE_TOLERANCE`.
+or sheen, or reach a look by the wrong structure (a rough base under a false coat for a
+glossy plastic); :func:`prune_layers` switches each fitted layer off in turn, re-fits what the
+layer may have been compensating for, and keeps it off when the train loss rises by less than
+:data:`PRUNE_TOLERANCE`: each layer must buy a clear improvement.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ LAYER_OF = {"anisotropic_rotation": "anisotropic", "coat_roughness": "coat_weigh
             "coat_tint": "coat_weight", "sheen_roughness": "sheen_weight", "sheen_tint": "sheen_weight",
             "thin_film_ior": "thin_film_thickness", "subsurface_radius": "subsurface_weight",
             "subsurface_scale": "subsurface_weight"}
-#: a layer is dropped when removing it raises the train loss by less than this fraction
-PRUNE_TOLERANCE = 0.01
+#: a layer is dropped when removing it (and re-fitting) raises the loss by less than this fraction
+PRUNE_TOLERANCE = 0.02
 
 LossOf = Callable[[ParameterSpace, object], float]
 
@@ -39,7 +41,8 @@ def parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
     return [n for n in space.fit if not off(n if n in LAYER_SWITCHES else None) and not off(LAYER_OF.get(n))]
 
 
-def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf) -> tuple[dict, list[str]]:
+def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
+                 refit: Callable[[dict], dict] | None = None) -> tuple[dict, list[str]]:
     """Switch off the fitted layers that do not pay for themselves.
 
     Args:
@@ -47,21 +50,27 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf) -> tuple[
         values: the material, canonical names.
         loss_of: ``loss_of(space, u)``, the train loss of a material (a fixed space and its
             initial vector).
+        refit: ``refit(values) -> values``: re-fits the parameters still in use once a layer
+            is off (what the layer was compensating for); without it they stay as they are.
 
     Returns:
         (the values with the unneeded layers off, the switches turned off).
     """
+    def loss(vals: dict) -> float:
+        s = ParameterSpace(vals, [])
+        return float(loss_of(s, s.initial_vector()))
+
     values = dict(values)
     pruned = []
-    base = ParameterSpace(values, [])
-    current = float(loss_of(base, base.initial_vector()))
+    current = loss(values)
     for n in LAYER_SWITCHES:
         if n not in space.fit or values[n] <= space.bounds_of(n)[0]:
             continue
         trial = dict(values, **{n: space.bounds_of(n)[0]})
-        s = ParameterSpace(trial, [])
-        loss = float(loss_of(s, s.initial_vector()))
-        if loss <= current * (1 + PRUNE_TOLERANCE):
-            values, current = trial, min(current, loss)
+        if refit is not None:
+            trial = refit(trial)
+        trial_loss = loss(trial)
+        if trial_loss <= current * (1 + PRUNE_TOLERANCE):
+            values, current = trial, min(current, trial_loss)
             pruned.append(n)
     return values, pruned
