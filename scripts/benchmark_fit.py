@@ -1,7 +1,7 @@
 """Accuracy and speed benchmark: fit Cycles-rendered finishes, validate under other HDRIs.
 
 For each finish (glossy and rough plastic, gold, brushed aluminium, clear-coated paint,
-fabric with sheen, thin film, subsurface wax) on a sphere and on Suzanne:
+fabric with sheen, two thin films, subsurface wax) on a sphere and on Suzanne:
 
 1. Cycles renders the truth material from 4 cameras under the train HDRI and from 2 of
    them under each of 3 validation HDRIs (scripts/cycles_reference.py; cached by spec).
@@ -43,6 +43,8 @@ FINISHES = {
                       "sheen_roughness": 0.35, "sheen_tint": [1.0, 1.0, 1.0]}, "fabric", 3.0),
     "thin_film": ({"base_color": [0.05, 0.05, 0.05], "roughness": 0.2, "thin_film_thickness": 350.0},
                   "thin_film", 3.0),
+    "iridescent_film": ({"base_color": [0.04, 0.04, 0.05], "roughness": 0.1, "thin_film_thickness": 450.0},
+                        "thin_film", 3.0),
     "subsurface_wax": ({"base_color": [0.9, 0.75, 0.5], "roughness": 0.4, "subsurface_weight": 1.0,
                         "subsurface_radius": [1.0, 0.2, 0.1], "subsurface_scale": 0.1}, "subsurface", 3.0),
 }

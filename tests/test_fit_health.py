@@ -147,3 +147,13 @@ def test_a_glossy_plastic_loses_a_false_coat(tmp_path):
     assert run.values["coat_weight"] == 0.0
     assert run.values["roughness"] == pytest.approx(0.15, abs=0.05)
     assert run.schedule[-1]["stage"] == "prune" and run.schedule[-1]["parameters"] == ["coat_weight"]
+
+
+def test_parameters_the_raster_renderer_does_not_render_are_not_analysed(case):
+    from pbrfit import identifiability
+    from pbrfit.params import normalize_material
+
+    values = normalize_material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.35, "subsurface_weight": 0.5})
+    found = identifiability.analyse(raster_objective(case), values,
+                                    ["roughness", "subsurface_weight", "subsurface_scale"])
+    assert set(found) == {"roughness"}

@@ -35,7 +35,7 @@ import torch
 from .color import linear_to_lab, smooth_floor
 from .params import PARAMETERS, ParameterSpace
 
-__all__ = ["VISIBLE", "UNDETERMINED_SHARE", "STEP_SHARE", "analyse", "findings"]
+__all__ = ["VISIBLE", "UNDETERMINED_SHARE", "STEP_SHARE", "NOT_ANALYSED", "analyse", "findings"]
 
 #: RMS CIELAB change that counts as visible
 VISIBLE = 1.0
@@ -43,6 +43,9 @@ VISIBLE = 1.0
 UNDETERMINED_SHARE = 0.1
 #: forward-difference step, as a share of the parameter's range
 STEP_SHARE = 0.01
+#: parameters the raster renderer does not render as the path tracer does (subsurface is a
+#: diffuse share there, transmission is not rendered): left out of the analysis
+NOT_ANALYSED = ("subsurface_weight", "subsurface_radius", "subsurface_scale", "transmission_weight")
 
 
 def _components(names: list[str]) -> list[tuple[str, int]]:
@@ -61,7 +64,8 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
         objective: the fit's raster :class:`pbrfit.objective.Objective` (renderer, train
             views, their loss pixels and whites).
         values: the fitted material (canonical names).
-        names: the fitted parameters in use (layers switched off left out).
+        names: the fitted parameters in use (layers switched off left out); those in
+            :data:`NOT_ANALYSED` are skipped.
         bounds: the fit's bounds overrides.
         check: called before each render (raises to cancel).
 
@@ -70,6 +74,7 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
         None, "correlation": c}}``, the tolerance in the parameter's own units (the largest
         over a colour's components), ``inf`` where the renders do not depend on it.
     """
+    names = [n for n in names if n not in NOT_ANALYSED]
     comps = _components(names)
     if not comps:
         return {}
