@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"
+    out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for shape in args.shapes.split(","):
