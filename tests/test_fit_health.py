@@ -52,6 +52,7 @@ def test_a_raster_stage_still_improving_is_not_converged():
     history = [{"stage": "gloss", "loss": 1.0 - 0.01 * k} for k in range(30)]
     note = fit_health.unfinished_note("iterations", [{"stage": "gloss"}], history)
     assert note is not None and "--iterations" in note["message"] and "gloss" in note["message"]
+    assert fit_health.unfinished_note("iterations", [{"stage": "gloss"}, {"stage": "prune"}], history) == note
     flat = [{"stage": "gloss", "loss": 1.0 - 0.01 * min(k, 10)} for k in range(30)]
     assert fit_health.unfinished_note("iterations", [{"stage": "gloss"}], flat) is None
 

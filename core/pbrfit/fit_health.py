@@ -70,9 +70,10 @@ def unfinished_note(stopped: str, schedule: Sequence[Mapping], history: Sequence
     """A warning when the run stopped on its iteration budget while its last stage was still
     improving: over its last ``window`` checks (the path refinement's) or the last fifth of its
     evaluations (a raster stage's losses)."""
-    if stopped != "iterations" or not schedule:
+    stages = [s for s in schedule if s.get("stage") != "prune"]  # pruning re-fits briefly, on its own budget
+    if stopped != "iterations" or not stages:
         return None
-    last = schedule[-1]
+    last = stages[-1]
     if last.get("stage") == "path":
         falling = _still_falling(last.get("checks") or [], window)
         if falling is None:
