@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import faults
+from . import faults, fit_health
 from .errors import FitCancelled, InputError, PbrfitError
 from .options import add_fit_arguments, fit_overrides
 
@@ -135,7 +135,7 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
         out.discard()  # a no-op after publishing
     wall = time.monotonic() - started
     # the run-level warnings (over-fitting, not converged: pbrfit.fit_health) first
-    flags = sorted(doc["plausibility"], key=lambda f: f.get("parameter") != "fit")
+    flags = sorted(doc["plausibility"], key=lambda f: f.get("parameter") != fit_health.ABOUT)
     lines = [f"  {flag.get('severity', 'warning')}: {flag.get('parameter', '')}: {flag.get('message', '')}"
              for flag in flags]
     if opts.time_budget is not None and wall > 1.05 * opts.time_budget and \

@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-__all__ = ["OVERFIT_EXCESS", "OVERFIT_RATIO", "STILL_IMPROVING", "notes", "overfit_note", "unfinished_note"]
+__all__ = ["ABOUT", "OVERFIT_EXCESS", "OVERFIT_RATIO", "STILL_IMPROVING", "notes", "overfit_note", "unfinished_note"]
+
+#: the ``about`` (and, in the findings, ``parameter``) of every run-level note
+ABOUT = "fit"
 
 #: validation ΔE2000 mean above train by more than this (ΔE2000) ...
 OVERFIT_EXCESS = 1.5
@@ -37,14 +40,14 @@ def overfit_note(metrics: Mapping) -> dict | None:
     if not train:
         return None
     if not val:
-        return {"about": "fit", "severity": "note",
+        return {"about": ABOUT, "severity": "note",
                 "message": "no validation views: over-fitting cannot be detected; add a view under another "
                            "lighting (split = \"validate\") to have the fit checked on light it never saw"}
     t, v = train.get("de2000_mean"), val.get("de2000_mean")
     if t is None or v is None or not (math.isfinite(t) and math.isfinite(v)):
         return None
     if v > t + OVERFIT_EXCESS and v > OVERFIT_RATIO * t:
-        return {"about": "fit", "severity": "warning",
+        return {"about": ABOUT, "severity": "warning",
                 "message": f"over-fitted: validation ΔE2000 {v:.2f} against train {t:.2f}; the material explains "
                            "the train views far better than light it never saw, so its parameters are not "
                            "trustworthy. Add views from other angles or a reference under another lighting, or "
@@ -79,7 +82,7 @@ def unfinished_note(stopped: str, schedule: Sequence[Mapping], history: Sequence
         if falling is None:
             return None
         what = "relative error" if last.get("check_metric") == "relative_error" else "ΔE2000"
-        return {"about": "fit", "severity": "warning",
+        return {"about": ABOUT, "severity": "warning",
                 "message": f"not converged: the path refinement was still improving when its {last['iterations']} "
                            f"iterations ran out (check {what} {falling[0]:.3f} -> {falling[1]:.3f}); more "
                            "--path-iterations may lower it further"}
@@ -87,7 +90,7 @@ def unfinished_note(stopped: str, schedule: Sequence[Mapping], history: Sequence
     falling = _still_falling(losses, max(window, len(losses) // 5))
     if falling is None:
         return None
-    return {"about": "fit", "severity": "warning",
+    return {"about": ABOUT, "severity": "warning",
             "message": f"not converged: the {last.get('stage')} stage was still improving when its iterations ran "
                        f"out (loss {falling[0]:.4g} -> {falling[1]:.4g}); more --iterations may lower it further"}
 

@@ -118,6 +118,13 @@ class FitResult:
     identifiability: dict = field(default_factory=dict)
 
 
+def _lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
+    """The raster fit's L-BFGS over ``u``: ``max_iter`` iterations per step, strong-Wolfe line
+    search (it only accepts steps that lower the loss)."""
+    return torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                             tolerance_grad=1e-7, tolerance_change=1e-6)
+
+
 class Checkpoint:
     """The best material seen by a check (lower is better) and the checks since it improved.
 
@@ -364,8 +371,7 @@ class FitRun:
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             if o.optimizer == "lbfgs":
-                opt = torch.optim.LBFGS([u], lr=1.0, max_iter=o.check_every, history_size=20,
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+                opt = _lbfgs(u, o.check_every)
             else:
                 cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
                 opt = cls([u], lr=o.learning_rate)
@@ -428,12 +434,9 @@ class FitRun:
         values = warm_start(self.space, values, base, self.loss_of, self.train_obj)
         space = ParameterSpace(values, keep, self.options.bounds)
         u = space.initial_vector().clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=REFINE_EVALUATIONS, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
-        # the strong-Wolfe line search only accepts steps that lower the loss
+        opt = _lbfgs(u, REFINE_EVALUATIONS)
         opt.step(self.closure(opt, space, u, "refine"))
         return dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
-
 
     def path_refinement(self) -> None:
         """Adam on path-replay gradients from the current material, fresh paths every

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from . import fit_health
 from .atomic import atomic_write_text
 from .figures import DE_VMAX, view_figure
 from .heatmap import colorbar_svg, png_bytes, to_srgb8
@@ -398,7 +399,7 @@ def _fit_warnings(data: Mapping) -> str:
     """The run-level warnings (:mod:`pbrfit.fit_health`: over-fitting, not converged) as a
     banner at the top: they decide whether the parameters below can be trusted."""
     items = [f for f in data.get("plausibility") or []
-             if _get(f, "parameter", "") == "fit" and _get(f, "severity", "") in ("warning", "error")]
+             if _get(f, "parameter", "") == fit_health.ABOUT and _get(f, "severity", "") in ("warning", "error")]
     if not items:
         return ""
     rows = "".join(f"<li>{_e(_get(f, 'message', ''))}</li>" for f in items)
