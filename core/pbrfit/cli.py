@@ -81,8 +81,11 @@ def _reporter(args):
 def _resolve(job, overrides: dict):
     from .options import cli_label, resolve, table_label
 
-    return resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
+    opts = resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
                    override_labels=cli_label)
+    opts.textures = job.textures
+    opts.validate()
+    return opts
 
 
 def _image_pixels(scene) -> int:

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import faults, fit_health, identifiability
+from . import faults, fit_health, identifiability, texture_fit
 from .errors import FitCancelled, InputError
 from .layers import LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
@@ -55,7 +55,7 @@ class Progress:
     Attributes:
         iteration: work units done (never more than ``total``; see :mod:`pbrfit.fit_run`).
         total: the run's work units, fixed when it starts.
-        stage: the fit stage ("colour", "gloss", "layers", "all", "refine", "path"), or the
+        stage: the fit stage ("colour", "gloss", "layers", "all", "refine", "path", "textures"), or the
             phase's name outside the fit.
         loss: the last objective value (NaN before the first).
         train_de2000: ΔE2000 of the train views (NaN before the first evaluation).
@@ -102,6 +102,9 @@ class FitResult:
             and :mod:`pbrfit.identifiability` (parameters these photos do not determine).
         identifiability: per fitted parameter in use, its tolerance (how far it can move
             unseen) and what it trades against (:func:`pbrfit.identifiability.analyse`).
+        textures: {parameter: :class:`pbrfit.texture_fit.MapResult`} of the fitted maps (the
+            parameter's value in ``material`` is the map's mean over its observed texels).
+        texture_log: the pyramid's levels as run: {resolution, steps, validate_de2000, seconds}.
     """
 
     material: dict
@@ -116,6 +119,8 @@ class FitResult:
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     identifiability: dict = field(default_factory=dict)
+    textures: dict = field(default_factory=dict)
+    texture_log: list = field(default_factory=list)
 
 
 def _lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
@@ -210,6 +215,12 @@ class FitRun:
         self.val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
         if not self.train:
             raise InputError("the job has no train views; mark at least one [[views]] entry split = \"train\"")
+        if options.textures is not None and scene.mesh.uvs is None:
+            raise InputError(f"mesh {scene.mesh.prim_path or '(the part)'} has no texture coordinates, so texture maps "
+                             "cannot be fitted; add a UV map (Blender: UV > Smart UV Project, exported as primvars:st) "
+                             "or remove [textures]")
+        self.maps: dict = {}
+        self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
         self.space = ParameterSpace(self.initial, options.parameters, options.bounds)
         self.raster_plan = (stage_plan(self.space.fit, options.staged, max(options.iterations, 0))
@@ -219,6 +230,7 @@ class FitRun:
             + ([("refine", REFINE_EVALUATIONS * max(1, sum(n in LAYER_SWITCHES for n in self.space.fit)))]
                if self.raster_plan else [])
             + ([("path", options.path_iterations)] if options.backend != "raster" else [])
+            + ([("textures", texture_fit.map_units(options.textures))] if options.textures else [])
             + [("metrics", len(scene.views))])
         self.units_done = 0
         self.fit_started: float | None = None
@@ -342,6 +354,8 @@ class FitRun:
             self.prune()
         if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():
             self.path_refinement()
+        if self.options.textures is not None and not self.out_of_time():
+            self.texture_maps()
         if self.out_of_time():
             self.stopped = "time budget"
         return self.final_metrics()
@@ -533,15 +547,27 @@ class FitRun:
             self.stopped = "converged" if converged else "iterations"
         self.leave()
 
+    def texture_maps(self) -> None:
+        """Fit the texture maps from the scalar result (:mod:`pbrfit.texture_fit`)."""
+        self.enter("textures")
+        started = self.evaluations
+        self.maps = texture_fit.fit_maps(self, self.options.textures)
+        self.schedule.append({"stage": "textures", "parameters": list(self.options.textures.maps),
+                              "iterations": self.evaluations - started, "warm_started": [],
+                              "levels": self.texture_log})
+        self.leave()
+
     def final_metrics(self):
         """Render every view with the final material (:meth:`Renderers.metrics`, within the
         time budget) and measure it; returns the :class:`pbrfit.fit.FitResult`."""
         final = {n: self.values[n] for n in PARAMETERS}
+        final.update({n: r.summary() for n, r in self.maps.items()})
+        maps = {n: torch.as_tensor(r.texels) for n, r in self.maps.items()} or None
         tolerances = {}
         if not self.out_of_time():
             started = time.monotonic()
             tolerances = identifiability.analyse(self.train_obj, final, parameters_in_use(self.space, final),
-                                                 self.options.bounds, self.check_cancel)
+                                                 self.options.bounds, self.check_cancel, maps=maps)
             self.timings["identifiability"] = time.monotonic() - started
         self.enter("metrics")
         last = self.history[-1]
@@ -555,7 +581,7 @@ class FitRun:
             self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
 
         views, metrics = evaluate_views(renderer, final, check=self.check_cancel, workers=self.options.threads,
-                                        on_view=each_view)
+                                        on_view=each_view, maps=maps)
         self.leave()
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
@@ -563,4 +589,5 @@ class FitRun:
                  + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed))
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
-                         self.stopped, self.elapsed(), notes, dict(self.timings), tolerances)
+                         self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
+                         list(self.texture_log))

@@ -98,6 +98,8 @@ class ViewGeometry:
         frame: (P, 3, 3) float32 rows = tangent, bitangent, shading normal (world).
         wo: (P, 3) float32 direction toward the camera in the local frame.
         mask_iou: intersection over union of the silhouette and the reference mask (1 if none).
+        uv: (P, 2) float32 texture coordinates (:mod:`pbrfit.textures`), or None when the mesh
+            has none.
     """
 
     height: int
@@ -110,6 +112,7 @@ class ViewGeometry:
     frame: torch.Tensor
     wo: torch.Tensor
     mask_iou: float
+    uv: torch.Tensor | None = None
 
 
 @dataclass
@@ -122,12 +125,14 @@ class SurfacePoints:
             part is two-sided, as Cycles shades back faces with the flipped normal).
         frame: (N, 3, 3) float64 rows = tangent, bitangent, shading normal.
         wo: (N, 3) float64 direction back along the ray, in the local frame.
+        uv: (N, 2) float64 texture coordinates, or None when the mesh has none.
     """
 
     position: np.ndarray
     normal_geo: np.ndarray
     frame: np.ndarray
     wo: np.ndarray
+    uv: np.ndarray | None = None
 
 
 def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, towards: np.ndarray) -> SurfacePoints:
@@ -167,7 +172,11 @@ def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, to
     b = np.cross(ns, t)
     frame = np.stack([t, b, ns], axis=1)
     wo = np.einsum("pij,pj->pi", frame, towards)
-    return SurfacePoints(position, ng, frame, wo)
+    uv = None
+    if mesh.uvs is not None:
+        t = mesh.uvs[triangle]
+        uv = b0 * t[:, 0] + b1 * t[:, 1] + b2 * t[:, 2]
+    return SurfacePoints(position, ng, frame, wo, uv)
 
 
 def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
@@ -213,4 +222,5 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
             f"{view.image_path}; check the camera calibration and the mask")
     return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
                         torch.as_tensor(frame, dtype=torch.float32, device="cpu"),
-                        torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou)
+                        torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
+                        None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"))

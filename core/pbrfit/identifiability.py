@@ -57,7 +57,7 @@ def _label(name: str, k: int) -> str:
 
 
 def analyse(objective, values: dict, names: list[str], bounds: dict | None = None,
-            check: Callable[[], None] | None = None) -> dict:
+            check: Callable[[], None] | None = None, maps: dict | None = None) -> dict:
     """The tolerance of each fitted parameter at ``values``.
 
     Args:
@@ -68,13 +68,15 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
             :data:`NOT_ANALYSED` are skipped.
         bounds: the fit's bounds overrides.
         check: called before each render (raises to cancel).
+        maps: {parameter: (H, W, C) tensor} texture maps rendered with every trial (their
+            parameters are not analysed).
 
     Returns:
         ``{name: {"tolerance": t, "range": r, "determined": bool, "trades_with": other or
         None, "correlation": c}}``, the tolerance in the parameter's own units (the largest
         over a colour's components), ``inf`` where the renders do not depend on it.
     """
-    names = [n for n in names if n not in NOT_ANALYSED]
+    names = [n for n in names if n not in NOT_ANALYSED and n not in (maps or {})]
     comps = _components(names)
     if not comps:
         return {}
@@ -82,7 +84,7 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
 
     def lab(vals: dict) -> torch.Tensor:
         s = ParameterSpace(vals, [])
-        m = s.material(s.initial_vector())
+        m = dict(s.material(s.initial_vector()), **(maps or {}))
         out = []
         with torch.no_grad():
             for vi in objective.view_ids:

@@ -36,6 +36,13 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     samples = 16
     bounds = { roughness = [0.1, 0.9] }
 
+    [textures]                    # optional: fit these parameters as texture maps
+    maps = ["base_color", "roughness"]  # any of pbrfit.textures.TEXTURE_MAPS
+    resolution = 512              # texels per side, a power of two
+    uv = "st"                     # the mesh's texCoord2f primvar (default: st, UVMap, first)
+    iterations = 160              # Adam steps over the pyramid 1/8 .. 1
+    tv_weight = 0.1               # total variation per map; prior_weight, learning_rate
+
 A view's mask is, in order: the ``mask`` file; else the image's alpha channel unless it is
 fully opaque (an opaque alpha says nothing about the object's outline); else None, and the
 renderer uses the mesh's silhouette. Lighting is the view's ``environment`` image, oriented
@@ -62,11 +69,12 @@ from .images import MAX_WORKING_SIZE, area_downsample, check_mask, read_environm
 from .options import JOB_KEYS as FIT_KEYS
 from .options import check_table, host_label, table_label
 from .scene import Environment, FitScene, View
+from .textures import TextureSettings, check_textures
 from .usd_stage import StageContents, default_world_from_dome, is_package_path, read_stage
 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
-JOB_KEYS = ("scene", "target", "time", "views", "fit")
+JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures")
 VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
 SPLITS = ("train", "validate")
 
@@ -85,12 +93,14 @@ class Job:
         job_path: the job file, absolute.
         input_files: every file read (job, stage layers, images, masks, environments),
             absolute, in first-read order, for provenance hashes.
+        textures: the validated ``[textures]`` table, or None.
     """
 
     scene: FitScene
     fit_options: dict
     job_path: Path
     input_files: list[str] = field(default_factory=list)
+    textures: TextureSettings | None = None
 
 
 # --- [fit] --------------------------------------------------------------------------------
@@ -333,6 +343,7 @@ def load_job(path, overrides: dict | None = None) -> Job:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(JOB_KEYS)} "
                          "(put fit settings under [fit])")
     fit_options = _fit_options(data.get("fit", {}), where)
+    textures = check_textures(data["textures"], f"{where}: [textures]") if "textures" in data else None
     if overrides:
         fit_options.update(check_table(overrides, label=host_label, where="options"))
 
@@ -349,11 +360,15 @@ def load_job(path, overrides: dict | None = None) -> Job:
     files = _Files()
     files.add(job_path)
     stage = _wrap(where, read_stage, _file(base, scene_value), target=target,
-                  time=None if time is None else float(time))
+                  time=None if time is None else float(time), uv=textures.uv if textures else None)
+    if textures is not None and stage.mesh.uvs is None:
+        raise InputError(f"{where}: [textures]: mesh {stage.mesh.prim_path} has no texture coordinates; add a UV map "
+                         "(Blender: UV > Smart UV Project, exported as primvars:st) or remove [textures]")
     scene, read = build_scene(stage, views_table, base, source=where)
     for f in read:
         files.add(f)
-    return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items))
+    return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items),
+               textures=textures)
 
 
 def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str) -> tuple[FitScene, list[str]]:

@@ -59,8 +59,12 @@ class ViewResult:
 
 def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None = None, *,
                    check: Callable[[], None] | None = None, workers: int = 1,
-                   on_view: Callable[[], None] | None = None) -> tuple[list[ViewResult], dict]:
+                   on_view: Callable[[], None] | None = None,
+                   maps: dict | None = None) -> tuple[list[ViewResult], dict]:
     """Render every view (or ``view_ids``) with a material and measure it.
+
+    ``maps``: {parameter: (H, W, C) tensor} texture maps that replace those parameters'
+    values (:mod:`pbrfit.textures`).
 
     ``check`` is called before each view and each chunk of its pixels, on the thread
     rendering it (it raises to cancel); ``workers`` views render at once
@@ -71,7 +75,7 @@ def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None =
         (a :class:`ViewResult` per view, {split: {"views": {name: metrics}, "mean": metrics}}).
     """
     space = ParameterSpace(material_values, [])
-    m = space.material(space.initial_vector())
+    m = dict(space.material(space.initial_vector()), **(maps or {}))
     scene = renderer.scene
     ids = list(range(len(scene.views)) if view_ids is None else view_ids)
 

@@ -96,6 +96,8 @@ class FitOptions:
         path_loss: the refinement's objective. Default relative L2, whose gradient stays
             unbiased under Monte Carlo noise (see :func:`pbrfit.losses.relative_l2`); the
             validation checks that steer it are ΔE2000.
+        textures: the maps to fit after the scalars (a job's ``[textures]`` table,
+            :class:`pbrfit.textures.TextureSettings`), or None for a uniform material.
         budget_start: ``time.monotonic()`` when the run began (the CLI sets it before
             reading the job), so that ``time_budget`` bounds setup, fit and final metrics
             together; None: when :func:`fit_material` is called.
@@ -124,6 +126,7 @@ class FitOptions:
     path_learning_rate: float = 0.02
     path_loss: dict = field(default_factory=lambda: {"relative_l2": 1.0})
     budget_start: float | None = None
+    textures: object | None = None
 
     def validate(self) -> None:
         """Check every field (:func:`validate_fit_options`, the rules every route shares).
@@ -434,6 +437,14 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
         v = getattr(opts, name)
         if not _is_int(v) or v < lo:
             raise InputError(f"{label(name)}: must be a whole number >= {lo}, got {v!r}")
+    if opts.textures is not None:
+        from .textures import TextureSettings
+
+        if not isinstance(opts.textures, TextureSettings):
+            raise InputError(f"textures: expected pbrfit.textures.TextureSettings, got {opts.textures!r}")
+        if "subsurface_weight" in opts.parameters:
+            raise InputError(f"{label('parameters')}: subsurface cannot be fitted together with texture maps yet; "
+                             "freeze subsurface_weight or remove [textures]")
 
 
 # --- the command line's fit options (pbrfit fit, scripts/blender_fit.py) -----------------

@@ -15,6 +15,8 @@ Everything is written into a staging directory and published together
       "normalization": "...",                          # how HDR was mapped for ΔE2000
       "plausibility": [{parameter, severity, message}],
       "export_drops": {target: [{parameter, reason}]},
+      "textures": {parameter: {file, colorspace, channels, resolution, uv,
+                               observed_share}},             # only with [textures]
       "stopped": why the fit ended,
       "history": [...], "provenance": {...}
     }
@@ -38,7 +40,7 @@ from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "check_output_folder", "prepare_output", "write_fit_outputs",
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "TEXTURE_FOLDER", "texture_entries", "check_output_folder", "prepare_output", "write_fit_outputs",
            "read_material_json", "report_data", "finite_or_none"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
@@ -194,6 +196,37 @@ def finite_or_none(x):
     return x
 
 
+#: the folder, inside the output folder, of the fitted texture maps
+TEXTURE_FOLDER = "textures"
+
+
+def texture_entries(result) -> dict:
+    """material.json's ``textures``: per fitted map its file (relative to material.json),
+    colour space, channels, resolution, UV primvar and observed share. Every map is an
+    OpenEXR of float32 texels in the parameter's own units, row 0 at the top: base colour
+    linear Rec.709 (``lin_rec709``), the others plain data (``raw``)."""
+    out = {}
+    for name, m in (getattr(result, "textures", None) or {}).items():
+        out[name] = {"file": f"{TEXTURE_FOLDER}/{name}.exr",
+                     "colorspace": "lin_rec709" if PARAMETERS[name].size == 3 else "raw",
+                     "channels": int(m.texels.shape[-1]), "resolution": int(m.texels.shape[0]),
+                     "uv": m.uv, "observed_share": m.observed_share}
+    return out
+
+
+def _write_maps(staging: Path, result) -> None:
+    from .images import write_exr, write_png
+
+    maps = getattr(result, "textures", None) or {}
+    if not maps:
+        return
+    (staging / TEXTURE_FOLDER).mkdir(exist_ok=True)
+    for name, m in maps.items():
+        texels = m.texels[..., 0] if m.texels.shape[-1] == 1 else m.texels
+        write_exr(staging / TEXTURE_FOLDER / f"{name}.exr", texels)
+        write_png(staging / TEXTURE_FOLDER / f"{name}_observed.png", (m.observed * 255).astype(np.uint8))
+
+
 def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, options: dict, seed: int,
                    title: str | None) -> dict:
     for name, value in result.material.items():
@@ -203,8 +236,10 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
     flags = plausibility.findings(result.material, result.fitted, bounds=(options or {}).get("bounds") or None,
                                   notes=notes)
     drops = {}
-    mtlx_drops = write_materialx(result.material, staging / "material.mtlx")
-    usd_drops = write_usd_material(result.material, staging / "material.usda")
+    _write_maps(staging, result)
+    textures = texture_entries(result)
+    mtlx_drops = write_materialx(result.material, staging / "material.mtlx", textures=textures)
+    usd_drops = write_usd_material(result.material, staging / "material.usda", textures=textures)
     drops["materialx"] = _drops_as_dicts(mtlx_drops)
     drops["usd"] = _drops_as_dicts(usd_drops)
     prov = provenance.collect(input_files, seed=seed, options=_jsonable(options),
@@ -222,6 +257,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "notes": notes,
         "identifiability": finite_or_none(dict(getattr(result, "identifiability", None) or {})),
         "export_drops": drops,
+        **({"textures": textures, "texture_levels": getattr(result, "texture_log", [])} if textures else {}),
         "stopped": result.stopped,
         "history": result.history,
         "provenance": prov,

@@ -38,6 +38,8 @@ __all__ = [
     "normalize_material",
     "check_material_ranges",
     "ParameterSpace",
+    "to_unconstrained",
+    "from_unconstrained",
 ]
 
 
@@ -204,6 +206,22 @@ def _from_unit(spec: ParameterSpec, lower: float, upper: float, t: torch.Tensor)
     if spec.transform == "logbox":
         return torch.exp(math.log(lower) + (math.log(upper) - math.log(lower)) * t)
     return lower + (upper - lower) * t
+
+
+def to_unconstrained(name: str, value: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """The optimizer's variable for ``value`` (any shape) of parameter ``name`` within
+    ``bounds``: the logit of the transformed value, kept :data:`_EDGE` inside the bounds.
+    The inverse of :func:`from_unconstrained`; shared by scalars and texture maps."""
+    spec = PARAMETERS[name]
+    lo, hi = bounds
+    t = _to_unit(spec, lo, hi, torch.as_tensor(value).clamp(lo, hi)).clamp(_EDGE, 1 - _EDGE)
+    return torch.log(t) - torch.log1p(-t)
+
+
+def from_unconstrained(name: str, u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """The value of parameter ``name`` for the optimizer's variable ``u`` (any shape)."""
+    lo, hi = bounds
+    return _from_unit(PARAMETERS[name], lo, hi, torch.sigmoid(u))
 
 
 @dataclass

@@ -62,7 +62,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from . import bsdf
+from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, surface_points, view_geometry
 from .scene import FitScene
@@ -212,6 +212,7 @@ class _Vertices:
     lambert: torch.Tensor     # (V,) bool: a subsurface exit, whose BSDF is a unit-albedo Lambert
     beta: torch.Tensor        # (V, 3) the path's throughput up to this vertex
     ancestor: torch.Tensor    # (V,) bool: the path bounced diffusely before (no more walks)
+    uv: torch.Tensor          # (V, 2) texture coordinates (zeros where the mesh has none)
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -263,6 +264,7 @@ class _Trace:
         self.u_all = renderer._uniforms(seed, len(sel))
         self.material = material
         self.m_fixed = {k: v.detach() for k, v in material.items()}
+        self.textured = textures.has_maps(material)
         self.replay = adjoint is not None
         if self.replay:
             self.d_loss, self.l_total = adjoint
@@ -302,7 +304,8 @@ class _Trace:
             slot=torch.arange(n, device=dev), position=geo.position[rows], normal_geo=geo.normal_geo[rows],
             frame=geo.frame[rows_t].to(torch.float32), wo=geo.wo[rows_t],
             lambert=torch.zeros(n, dtype=torch.bool, device=dev), beta=torch.ones(n, 3, device=dev),
-            ancestor=torch.zeros(n, dtype=torch.bool, device=dev))
+            ancestor=torch.zeros(n, dtype=torch.bool, device=dev),
+            uv=geo.uv[rows_t] if geo.uv is not None else torch.zeros(n, 2, device=dev))
 
     def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
         """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
@@ -361,9 +364,10 @@ class _Trace:
 
     def _sample_bsdf(self, v: _Vertices, u: torch.Tensor) -> _Bounce:
         """One direction from the BSDF's lobe mixture (cosine at subsurface exits)."""
-        wi, _ = bsdf.sample_principled(self.m_fixed, v.wo, u[:, 0], u[:, 1:3])
+        m_fixed = self._at(self.m_fixed, v, None)
+        wi, _ = bsdf.sample_principled(m_fixed, v.wo, u[:, 0], u[:, 1:3])
         wi = torch.where(v.lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
-        p_diffuse = bsdf.lobe_probabilities(self.m_fixed, v.wo)[..., 0].expand(len(v.wo))
+        p_diffuse = bsdf.lobe_probabilities(m_fixed, v.wo)[..., 0].expand(len(v.wo))
         diffuse_lobe = v.lambert | (u[:, 0] < p_diffuse)
         pdf = self._bsdf_pdf(v, torch.arange(len(v), device=self.device), wi)
         d = torch.einsum("pij,pi->pj", v.frame, wi)
@@ -410,14 +414,16 @@ class _Trace:
             frame=torch.as_tensor(surf.frame, dtype=torch.float32, device=dev),
             wo=torch.as_tensor(surf.wo, dtype=torch.float32, device=dev),
             lambert=torch.zeros(len(hit), dtype=torch.bool, device=dev), beta=throughput[hit_t],
-            ancestor=v.ancestor[hit_rows] | bounce.diffuse_lobe[hit_rows])]
+            ancestor=v.ancestor[hit_rows] | bounce.diffuse_lobe[hit_rows],
+            uv=(torch.as_tensor(surf.uv, dtype=torch.float32, device=dev) if surf.uv is not None
+                else torch.zeros(len(hit), 2, device=dev)))]
         if branches is not None:
             exits, n = branches.exits, len(branches.slots)
             parts.append(_Vertices(
                 slot=branches.slots, position=exits.position, normal_geo=exits.normal_geo, frame=exits.frame,
                 wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool, device=dev),
                 beta=v.beta[branches.parent] * self._keep_grad(exits.weight),
-                ancestor=torch.ones(n, dtype=torch.bool, device=dev)))
+                ancestor=torch.ones(n, dtype=torch.bool, device=dev), uv=torch.zeros(n, 2, device=dev)))
         return _Vertices.concat(parts)
 
     # --- the vertex's BSDF and the PRB terms ------------------------------------------------
@@ -437,7 +443,8 @@ class _Trace:
         for sub_rows, transport in ((walks, True), ((~lam) & (~walks), False)):
             if bool(sub_rows.any()):
                 sub = torch.nonzero(sub_rows)[:, 0]
-                out = bsdf.principled_eval(self.material, v.wo[idx[sub]], wi[sub], subsurface_transport=transport)
+                out = bsdf.principled_eval(self._at(self.material, v, idx[sub]), v.wo[idx[sub]], wi[sub],
+                                           subsurface_transport=transport)
                 f = f.index_put((sub,), out[0] if transport else out)
         if bool(lam.any()):
             sub = torch.nonzero(lam)[:, 0]
@@ -447,7 +454,13 @@ class _Trace:
     def _bsdf_pdf(self, v: _Vertices, idx: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
         """Density of the vertices' BSDF sampling (lobe mixture, or cosine at exits)."""
         cos_pdf = wi[:, 2].clamp_min(0) / np.pi
-        return torch.where(v.lambert[idx], cos_pdf, bsdf.pdf_principled(self.m_fixed, v.wo[idx], wi))
+        return torch.where(v.lambert[idx], cos_pdf, bsdf.pdf_principled(self._at(self.m_fixed, v, idx), v.wo[idx], wi))
+
+    def _at(self, material: dict, v: _Vertices, idx: torch.Tensor | None) -> dict:
+        """``material`` at the vertices ``idx`` (all if None): its maps looked up at their UVs."""
+        if not self.textured:
+            return material
+        return textures.resolve(material, v.uv if idx is None else v.uv[idx])
 
     def _scatter_surrogate(self, slots: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """PRB term of a scattering event: radiance still ahead of it times F / detach(F)."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import bsdf
+from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, view_geometry
 from .scene import FitScene
@@ -184,6 +184,7 @@ class RasterRenderer(SceneRenderer):
             sel = np.arange(len(geo.pixels))
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
+        material = textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1)
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
         def denominator(wi, p_fixed):

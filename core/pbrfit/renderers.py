@@ -13,7 +13,12 @@ from __future__ import annotations
 from .pathtrace import PathRenderer, PathSettings
 from .render import RasterRenderer, SampleCounts
 
-__all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS"]
+__all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS", "TEXTURE_SAMPLES"]
+
+#: samples per pixel of the texture maps' fit (:mod:`pbrfit.texture_fit`): it shades every
+#: covered pixel of every train view at each step, and a texel is seen by several pixels and
+#: views, which average their noise
+TEXTURE_SAMPLES = SampleCounts(16, 4, 8, 4)
 
 #: paths per pixel and pixels per view of the path refinement's checks (fixed paths: many
 #: per pixel on few pixels, as ΔE2000 of noisy pixels reads high)
@@ -34,6 +39,13 @@ class Renderers:
         """The raster stages' renderer."""
         o = self.options
         return RasterRenderer(self.scene, o.samples, o.seed, o.max_loss_pixels, o.device)
+
+    def raster_textures(self, validation: bool = False) -> RasterRenderer:
+        """The texture maps' renderer: every loss pixel of a view (``validation``: the fit's
+        pixel subset, enough to compare the pyramid's levels), :data:`TEXTURE_SAMPLES`."""
+        o = self.options
+        return RasterRenderer(self.scene, TEXTURE_SAMPLES, o.seed, o.max_loss_pixels if validation else 1 << 40,
+                              o.device)
 
     def path_fit(self) -> PathRenderer:
         """The path refinement's renderer (fresh paths each iteration; spp rises during it)."""

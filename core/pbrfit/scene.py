@@ -58,6 +58,7 @@ class Mesh:
         world_from_object: (4, 4) float64 transform of the mesh prim (column vectors), or None
             when the positions are the object's own. Needed for Blender's default tangent
             (radial around the object's local Z axis over its bounding box).
+        uv_name: the primvar ``uvs`` came from (without ``primvars:``), or None.
     """
 
     positions: np.ndarray
@@ -66,6 +67,7 @@ class Mesh:
     uvs: np.ndarray | None = None
     prim_path: str = ""
     world_from_object: np.ndarray | None = None
+    uv_name: str | None = None
 
 
 @dataclass

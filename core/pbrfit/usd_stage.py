@@ -323,7 +323,7 @@ def _primvar(prim: Usd.Prim, name: str, time):
     return None
 
 
-def _read_mesh(prim: Usd.Prim, time, stage_path) -> Mesh:
+def _read_mesh(prim: Usd.Prim, time, stage_path, uv: str | None = None) -> Mesh:
     path = str(prim.GetPath())
     geom = UsdGeom.Mesh(prim)
     where = f"mesh {path} in {stage_path}"
@@ -397,17 +397,30 @@ def _read_mesh(prim: Usd.Prim, time, stage_path) -> Mesh:
         ok = np.isfinite(length) & (length > 1e-12)
         normals = np.where(ok, n / np.where(ok, length, 1.0), geometric[:, None, :])
 
-    uvs = None
-    for name in _uv_names(prim):
+    uvs = uv_name = None
+    if uv is not None:
+        pv = UsdGeom.PrimvarsAPI(prim).GetPrimvar(uv)
+        if not pv:
+            raise InputError(f"{where} has no primvar '{uv}' for texture coordinates; the texCoord2f primvars there "
+                             f"are: {', '.join(_uv_names(prim)[2:]) or 'none'} (fix uv in [textures])")
+        if pv.GetTypeName().scalarType not in (Sdf.ValueTypeNames.TexCoord2f, Sdf.ValueTypeNames.Float2,
+                                               Sdf.ValueTypeNames.TexCoord2d, Sdf.ValueTypeNames.Double2,
+                                               Sdf.ValueTypeNames.TexCoord2h, Sdf.ValueTypeNames.Half2):
+            raise InputError(f"{where}: primvars:{uv} is {pv.GetTypeName()}, not texture coordinates "
+                             "(texCoord2f[]); name a texCoord2f primvar in [textures] uv")
+    for name in ([uv] if uv is not None else _uv_names(prim)):
         found = _primvar(prim, name, time)
         if found is not None:
             values, interp, label = found
             uvs = _per_corner(values.reshape(len(values), -1)[:, :2], interp, corners, face_of_tri, indices,
                               n_faces, len(points), f"{where}: {label}")
+            uv_name = name
             break
+    if uv is not None and uvs is None:
+        raise InputError(f"{where}: primvars:{uv} has no values; give it texture coordinates or name another primvar")
 
     return Mesh(positions=positions, triangles=triangles, normals=normals, uvs=uvs, prim_path=path,
-                world_from_object=world)
+                world_from_object=world, uv_name=uv_name)
 
 
 def _uv_names(prim: Usd.Prim) -> list[str]:
@@ -535,7 +548,7 @@ def _read_dome(stage: Usd.Stage, time, up_axis: str, stage_path) -> DomeLightInf
     )
 
 
-def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) -> StageContents:
+def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default(), uv: str | None = None) -> StageContents:
     """Read a USD stage for a fit (conventions in the module docstring).
 
     Args:
@@ -544,6 +557,8 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) 
         target: prim path of the part (a Mesh, or an ancestor holding exactly one); None
             when the stage has exactly one Mesh.
         time: a ``Usd.TimeCode``, a float frame, or None for the default time.
+        uv: the primvar to read texture coordinates from (must exist), or None for the
+            default order (``st``, ``UVMap``, the first texCoord2f primvar).
 
     Returns:
         :class:`StageContents`. ``dome`` is None when the stage has no DomeLight: whether
@@ -565,7 +580,7 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default()) 
     up_axis = str(UsdGeom.GetStageUpAxis(stage))
     meters_per_unit = float(UsdGeom.GetStageMetersPerUnit(stage))
     mesh_prim = _find_target(stage, target, path)
-    mesh = _read_mesh(mesh_prim, time, path)
+    mesh = _read_mesh(mesh_prim, time, path, uv)
     cameras: dict[str, Camera] = {}
     problems: dict[str, str] = {}
     for prim in stage.Traverse():

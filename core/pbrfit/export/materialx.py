@@ -23,6 +23,7 @@ import MaterialX as mx
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..material_mapping import TargetMapping, to_openpbr, to_standard_surface
+from ..material_mapping.textures import TEXTURE_INPUTS, unwired_lines
 from ..params import normalize_material
 
 __all__ = ["standard_libraries", "materialx_document", "write_materialx", "material_names"]
@@ -89,15 +90,34 @@ def _add_tangent_rotation(doc: mx.Document, shader: mx.Node, prefix: str, degree
     shader.setConnectedNode("geometry_tangent", unit)
 
 
+def _wire_maps(doc: mx.Document, shader: mx.Node, target: str, textures: Mapping[str, Mapping]) -> None:
+    """Connect ``target``'s inputs to ``<image>`` nodes reading the fitted maps (files
+    relative to the document; UV set 0, periodic, linear filtering: MaterialX's defaults)."""
+    for name, entry in (textures or {}).items():
+        key = TEXTURE_INPUTS[target].get(name)
+        if key is None:
+            continue
+        kind = "color3" if entry["channels"] == 3 else "float"
+        image = doc.addNode("image", f"{shader.getName()}_{name}_map", kind)
+        image.setInputValue("file", entry["file"], "filename")
+        if kind == "color3":
+            image.getInput("file").setColorSpace(entry["colorspace"])
+        shader.removeInput(key)
+        shader.addInput(key, kind).setConnectedNode(image)
+
+
 def _losses_text(lines: list[str]) -> str:
     if not lines:
         return "Nothing dropped or approximated."
     return "Dropped or approximated: " + "; ".join(lines)
 
 
-def materialx_document(material: Mapping[str, object], *, name: str = "pbrfit_material") -> mx.Document:
+def materialx_document(material: Mapping[str, object], *, name: str = "pbrfit_material",
+                       textures: Mapping[str, Mapping] | None = None) -> mx.Document:
     """A validated MaterialX document for ``material`` (canonical names, see
-    :mod:`pbrfit.params`), referencing the standard data libraries.
+    :mod:`pbrfit.params`), referencing the standard data libraries. ``textures``: the fitted
+    maps (material.json's ``textures``, :func:`pbrfit.outputs.texture_entries`), wired through
+    ``<image>`` nodes where a shader input carries the parameter.
 
     Raises:
         InputError: bad parameter names/values or an invalid ``name``.
@@ -112,17 +132,20 @@ def materialx_document(material: Mapping[str, object], *, name: str = "pbrfit_ma
     doc = mx.createDocument()
     doc.setDataLibrary(standard_libraries())
     doc.setColorSpace("lin_rec709")
-    lines = openpbr.messages() + standard.messages()
+    lines = (openpbr.messages() + standard.messages() + unwired_lines("open_pbr_surface", textures or {})
+             + unwired_lines("standard_surface", textures or {}))
     comment = doc.addChildOfCategory("comment", f"{name}_pbrfit_notes")
     comment.setDocString(" " + _HEADER + " " + _losses_text(lines) + " ")
 
     shader = _add_shader(doc, "open_pbr_surface", names["openpbr_shader"], openpbr)
     if openpbr.tangent_rotation is not None:
         _add_tangent_rotation(doc, shader, f"{name}_openpbr", openpbr.tangent_rotation)
+    _wire_maps(doc, shader, "open_pbr_surface", textures)
     mat = doc.addMaterialNode(names["openpbr"], shader)
     mat.setDocString(_losses_text(openpbr.messages()))
 
     shader = _add_shader(doc, "standard_surface", names["standard_surface_shader"], standard)
+    _wire_maps(doc, shader, "standard_surface", textures)
     mat = doc.addMaterialNode(names["standard_surface"], shader)
     mat.setDocString(_losses_text(standard.messages()))
 
@@ -133,7 +156,7 @@ def materialx_document(material: Mapping[str, object], *, name: str = "pbrfit_ma
 
 
 def write_materialx(material: Mapping[str, object], path: str | os.PathLike, *,
-                    name: str = "pbrfit_material") -> list[str]:
+                    name: str = "pbrfit_material", textures: Mapping[str, Mapping] | None = None) -> list[str]:
     """Write ``material`` as a ``.mtlx`` file (atomically) and return the losses.
 
     Returns:
@@ -143,10 +166,11 @@ def write_materialx(material: Mapping[str, object], path: str | os.PathLike, *,
     Raises:
         InputError: bad material values or name, or the file cannot be written there.
     """
-    doc = materialx_document(material, name=name)
+    doc = materialx_document(material, name=name, textures=textures)
     text = mx.writeToXmlString(doc)
     with atomic_path(path, what="MaterialX file") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     m = normalize_material(material)
-    return to_openpbr(m).messages() + to_standard_surface(m).messages()
+    return (to_openpbr(m).messages() + to_standard_surface(m).messages()
+            + unwired_lines("open_pbr_surface", textures or {}) + unwired_lines("standard_surface", textures or {}))

@@ -31,6 +31,7 @@ from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
+from ..material_mapping.textures import OMNIPBR_TEXTURE_INPUTS, TEXTURE_INPUTS, unwired_lines
 from ..params import PARAMETERS, normalize_material
 
 __all__ = ["SHADER_NAMES", "author_material", "stored_material", "write_usd_material"]
@@ -69,10 +70,73 @@ def _set_inputs(shader: UsdShade.Shader, mapping: TargetMapping) -> None:
 def _remove_authored(stage: Usd.Stage, material_path: Sdf.Path) -> None:
     """Remove shader prims a previous call authored (in the current edit target)."""
     names = list(SHADER_NAMES.values()) + [f"{SHADER_NAMES['openpbr']}_{s}" for s in _TANGENT_GRAPH]
+    names += [f"{SHADER_NAMES[k]}_{n}_map" for k in ("preview", "openpbr") for n in _MAP_NAMES]
+    names += [f"{SHADER_NAMES['preview']}_uv"]
     for n in names:
         child = material_path.AppendChild(n)
         if stage.GetPrimAtPath(child):
             stage.RemovePrim(child)
+
+
+_MAP_NAMES = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
+
+
+def _wire_preview_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, textures: Mapping) -> None:
+    """UsdUVTexture (+ one UsdPrimvarReader_float2 of the map's UV primvar) per map into
+    the UsdPreviewSurface's input; texels are linear, so ``sourceColorSpace = raw``."""
+    reader = None
+    for name, entry in textures.items():
+        key = TEXTURE_INPUTS["UsdPreviewSurface"].get(name)
+        if key is None:
+            continue
+        if reader is None:
+            reader = UsdShade.Shader.Define(stage, mat.GetPath().AppendChild(f"{SHADER_NAMES['preview']}_uv"))
+            reader.CreateIdAttr("UsdPrimvarReader_float2")
+            reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set(entry["uv"])
+            st = reader.CreateOutput("result", Sdf.ValueTypeNames.Float2)
+        tex = UsdShade.Shader.Define(stage, mat.GetPath().AppendChild(f"{SHADER_NAMES['preview']}_{name}_map"))
+        tex.CreateIdAttr("UsdUVTexture")
+        tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(Sdf.AssetPath(entry["file"]))
+        tex.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(st)
+        tex.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set("raw")
+        for wrap in ("wrapS", "wrapT"):
+            tex.CreateInput(wrap, Sdf.ValueTypeNames.Token).Set("repeat")
+        if entry["channels"] == 3:
+            out = tex.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
+            shader.CreateInput(key, Sdf.ValueTypeNames.Color3f).ConnectToSource(out)
+        else:
+            out = tex.CreateOutput("r", Sdf.ValueTypeNames.Float)
+            shader.CreateInput(key, Sdf.ValueTypeNames.Float).ConnectToSource(out)
+
+
+def _wire_openpbr_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, textures: Mapping) -> None:
+    """MaterialX ``image`` nodes (UV set 0, periodic) into the OpenPBR shader's inputs."""
+    for name, entry in textures.items():
+        key = TEXTURE_INPUTS["open_pbr_surface"].get(name)
+        if key is None:
+            continue
+        color = entry["channels"] == 3
+        node = _mtlx_node(stage, mat, f"{name}_map", "ND_image_color3" if color else "ND_image_float")
+        file = node.CreateInput("file", Sdf.ValueTypeNames.Asset)
+        file.Set(Sdf.AssetPath(entry["file"]))
+        if color:
+            file.GetAttr().SetColorSpace(entry["colorspace"])
+        kind = Sdf.ValueTypeNames.Color3f if color else Sdf.ValueTypeNames.Float
+        shader.CreateInput(key, kind).ConnectToSource(node.CreateOutput("out", kind))
+
+
+def _wire_omnipbr_maps(shader: UsdShade.Shader, textures: Mapping) -> None:
+    """OmniPBR's texture inputs (asset paths; linear, so colour space ``raw``) and their
+    influences."""
+    for name, entry in textures.items():
+        if name not in OMNIPBR_TEXTURE_INPUTS:
+            continue
+        key, influence = OMNIPBR_TEXTURE_INPUTS[name]
+        attr = shader.CreateInput(key, Sdf.ValueTypeNames.Asset)
+        attr.Set(Sdf.AssetPath(entry["file"]))
+        attr.GetAttr().SetColorSpace("raw")
+        if influence is not None:
+            shader.CreateInput(influence, Sdf.ValueTypeNames.Float).Set(1.0)
 
 
 def _author_mdl(stage, mat: UsdShade.Material, mapping: TargetMapping) -> None:
@@ -144,7 +208,8 @@ def stored_material(material: UsdShade.Material) -> dict | None:
 
 
 def author_material(stage: Usd.Stage, material_path: str, material: Mapping[str, object], *,
-                    openpbr: bool = True) -> tuple[UsdShade.Material, list[str]]:
+                    openpbr: bool = True, textures: Mapping[str, Mapping] | None = None
+                    ) -> tuple[UsdShade.Material, list[str]]:
     """Define (or re-author) the Material at ``material_path`` on ``stage``'s edit target.
 
     Shader prims this function authored before under that Material (``OmniPBR``,
@@ -156,6 +221,9 @@ def author_material(stage: Usd.Stage, material_path: str, material: Mapping[str,
         material_path: absolute prim path of the Material.
         material: canonical Blender values (see :mod:`pbrfit.params`).
         openpbr: also author the OpenPBR MaterialX network on ``outputs:mtlx:surface``.
+        textures: fitted maps (material.json's ``textures``; files relative to the layer
+            the material is authored in), wired into every network that can take them
+            (:mod:`pbrfit.material_mapping.textures`).
 
     Returns:
         The Material and the losses of every authored target, one line each,
@@ -180,20 +248,28 @@ def author_material(stage: Usd.Stage, material_path: str, material: Mapping[str,
 
     mat = UsdShade.Material.Define(stage, path)
     _remove_authored(stage, path)
+    textures = dict(textures or {})
     _author_mdl(stage, mat, mdl)
     _author_preview(stage, mat, preview)
+    if textures:
+        _wire_omnipbr_maps(UsdShade.Shader.Get(stage, path.AppendChild(SHADER_NAMES["mdl"])), textures)
+        _wire_preview_maps(stage, mat, UsdShade.Shader.Get(stage, path.AppendChild(SHADER_NAMES["preview"])),
+                           textures)
     if openpbr:
         _author_openpbr(stage, mat, mappings[2])
+        if textures:
+            _wire_openpbr_maps(stage, mat, UsdShade.Shader.Get(stage, path.AppendChild(SHADER_NAMES["openpbr"])),
+                               textures)
     else:
         mtlx_out = mat.GetSurfaceOutput("mtlx")
         if mtlx_out:
             mtlx_out.ClearSources()
 
-    lines = [line for mp in mappings for line in mp.messages()]
+    lines = [line for mp in mappings for line in mp.messages() + unwired_lines(mp.target, textures)]
     prim = mat.GetPrim()
     prim.SetCustomDataByKey("pbrfit", {
         "principled": _principled_dict(m),
-        "losses": {mp.target: Vt.StringArray(mp.messages()) for mp in mappings},
+        "losses": {mp.target: Vt.StringArray(mp.messages() + unwired_lines(mp.target, textures)) for mp in mappings},
     })
     prim.SetDocumentation(
         f"pbrfit material (Blender 5.0 Principled BSDF). {len(lines)} parameter losses across "
@@ -202,7 +278,8 @@ def author_material(stage: Usd.Stage, material_path: str, material: Mapping[str,
 
 
 def write_usd_material(material: Mapping[str, object], path: str | os.PathLike, *,
-                       name: str = "pbrfit_material", openpbr: bool = True) -> list[str]:
+                       name: str = "pbrfit_material", openpbr: bool = True,
+                       textures: Mapping[str, Mapping] | None = None) -> list[str]:
     """Write ``material`` to a USD layer (atomically) as ``/pbrfit/<name>``.
 
     The layer's default prim is the ``/pbrfit`` Scope. The losses go into the layer's
@@ -223,7 +300,7 @@ def write_usd_material(material: Mapping[str, object], path: str | os.PathLike, 
     stage = Usd.Stage.CreateInMemory()
     scope = UsdGeom.Scope.Define(stage, "/pbrfit")
     stage.SetDefaultPrim(scope.GetPrim())
-    mat, lines = author_material(stage, f"/pbrfit/{name}", material, openpbr=openpbr)
+    mat, lines = author_material(stage, f"/pbrfit/{name}", material, openpbr=openpbr, textures=textures)
 
     layer = stage.GetRootLayer()
     per_target = mat.GetPrim().GetCustomDataByKey("pbrfit")["losses"]

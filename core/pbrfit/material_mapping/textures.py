@@ -1,0 +1,46 @@
+"""Which input of each target takes a fitted texture map of a canonical parameter.
+
+A map can be wired only where the target's input carries the parameter unchanged (its
+scalar mapping writes the value as is); elsewhere the target gets the map's mean (the value
+under ``parameters`` in material.json) and the export reports it. Where a target's input
+exists only for textures (OmniPBR), the table names that input and the influence input
+that switches it on.
+
+Shared by the MaterialX and USD exporters and the hosts' write-back: the one place this
+knowledge lives.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TEXTURE_INPUTS", "OMNIPBR_TEXTURE_INPUTS", "BLENDER_SOCKETS", "unwired_lines"]
+
+#: {target: {canonical parameter: input name}} for targets whose inputs take a connection
+TEXTURE_INPUTS: dict[str, dict[str, str]] = {
+    "open_pbr_surface": {"base_color": "base_color", "roughness": "specular_roughness",
+                         "metallic": "base_metalness", "coat_weight": "coat_weight",
+                         "coat_roughness": "coat_roughness"},
+    "standard_surface": {"base_color": "base_color", "roughness": "specular_roughness",
+                         "metallic": "metalness", "coat_weight": "coat", "coat_roughness": "coat_roughness"},
+    "UsdPreviewSurface": {"base_color": "diffuseColor", "roughness": "roughness", "metallic": "metallic",
+                          "coat_weight": "clearcoat", "coat_roughness": "clearcoatRoughness"},
+}
+
+#: OmniPBR's texture inputs: {parameter: (asset input, influence input or None)}
+OMNIPBR_TEXTURE_INPUTS: dict[str, tuple[str, str | None]] = {
+    "base_color": ("diffuse_texture", None),
+    "roughness": ("reflectionroughness_texture", "reflection_roughness_texture_influence"),
+    "metallic": ("metallic_texture", "metallic_texture_influence"),
+}
+
+#: Blender's Principled BSDF socket of each parameter a map can feed
+BLENDER_SOCKETS: dict[str, str] = {
+    "base_color": "Base Color", "roughness": "Roughness", "metallic": "Metallic",
+    "specular_ior_level": "Specular IOR Level", "coat_weight": "Coat Weight", "coat_roughness": "Coat Roughness",
+}
+
+
+def unwired_lines(target: str, maps) -> list[str]:
+    """One line per map ``target`` cannot take, in the exporters' loss format."""
+    table = (OMNIPBR_TEXTURE_INPUTS if target.startswith("OmniPBR") else TEXTURE_INPUTS.get(target, {}))
+    return [f"{target}: {name} map: no texture input carries it unchanged; written as the map's mean"
+            for name in maps if name not in table]

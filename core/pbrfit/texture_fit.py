@@ -1,0 +1,230 @@
+"""The fit of texture maps: the "textures" phase of a :class:`pbrfit.fit_run.FitRun`.
+
+It starts after the scalar fit, from maps that hold the scalar result everywhere (the
+scalar fit is the warm start and the prior), and optimizes every map and the scalars still
+in use together:
+
+* **Objective**: the run's image loss on *every* loss pixel of every train view (a raster
+  renderer without a pixel subset, :meth:`pbrfit.renderers.Renderers.raster_textures`),
+  plus per map ``tv_weight`` x total variation and ``prior_weight`` x the squared distance
+  to the scalar value weighted by 1 / (1 + how much train pixels see the texel), both on
+  the parameter's normalized [0, 1] range (:mod:`pbrfit.textures`).
+* **Coarse to fine**: the maps are fitted at 1/8, 1/4, 1/2 and the full resolution in turn,
+  each level starting from the last one upsampled, ``iterations / levels`` Adam steps each
+  with a cosine-decaying step. After each level the validation views (when the job has
+  them) are measured; a level that makes them worse ends the climb and the best level's
+  maps are kept (upsampled to the full resolution).
+* **Unseen texels**: texels no train pixel reaches (beyond the smoothing the regularizers
+  give) are filled from their neighbours (:func:`pbrfit.textures.fill_unseen`) and
+  counted: :attr:`MapResult.observed`.
+
+Scalars keep L-BFGS when no maps are fitted; maps use Adam (thousands of texels, stochastic
+regularizer balance, and L-BFGS's line search costs several renders per step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .layers import parameters_in_use
+from .objective import Objective
+from .params import PARAMETERS, ParameterSpace
+from .textures import (TextureSettings, fill_unseen, grid_values, initial_grid, lookup, pyramid, splat,
+                       texel_weights, total_variation)
+from .params import to_unconstrained
+
+__all__ = ["MapResult", "fit_maps", "map_units"]
+
+
+@dataclass
+class MapResult:
+    """One fitted map.
+
+    Attributes:
+        name: the parameter.
+        texels: (H, W, C) float32 in the parameter's units, row 0 at the top of the image
+            (:mod:`pbrfit.textures`).
+        observed: (H, W) bool: texels the train pixels constrain (the rest were filled).
+        weight: (H, W) float32: how much train pixels see each texel (bilinear weights summed).
+        uv: the mesh's texture coordinate primvar the map is laid out on.
+    """
+
+    name: str
+    texels: np.ndarray
+    observed: np.ndarray
+    weight: np.ndarray
+    uv: str = "st"
+
+    @property
+    def observed_share(self) -> float:
+        return float(self.observed.mean())
+
+    def summary(self):
+        """The map's mean over its observed texels: the scalar that stands for it."""
+        sel = self.texels[self.observed] if self.observed.any() else self.texels.reshape(-1, self.texels.shape[-1])
+        mean = sel.reshape(-1, self.texels.shape[-1]).mean(0)
+        return [float(v) for v in mean] if PARAMETERS[self.name].size > 1 else float(mean[0])
+
+
+def map_units(settings: TextureSettings) -> int:
+    """The progress units of the phase: one per Adam step."""
+    return settings.iterations
+
+
+class _Layout:
+    """The flat optimization vector: the scalars in use, then each map's grid (row-major)."""
+
+    def __init__(self, space: ParameterSpace, maps: tuple[str, ...], size: int):
+        self.space, self.maps, self.size = space, maps, size
+        self.slices = {}
+        i = space.dim
+        for n in maps:
+            c = PARAMETERS[n].size
+            self.slices[n] = slice(i, i + size * size * c)
+            i += size * size * c
+        self.dim = i
+
+    def grid(self, u: torch.Tensor, name: str) -> torch.Tensor:
+        return u[self.slices[name]].reshape(self.size, self.size, PARAMETERS[name].size)
+
+    def material(self, u: torch.Tensor) -> dict:
+        m = self.space.material(u[: self.space.dim])
+        for n in self.maps:
+            m[n] = grid_values(n, self.grid(u, n), self.space.bounds_of(n)).float()
+        return m
+
+    def pack(self, scalars: torch.Tensor, grids: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([scalars.float()] + [grids[n].reshape(-1).float() for n in self.maps])
+
+
+#: least-squares passes on the base colour map at the start of each pyramid level
+BASE_COLOR_PASSES = 2
+#: scalars still fitted beside the maps move this much slower than the texels
+SCALAR_RATE = 0.25
+
+
+def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
+                              bounds: tuple[float, float]) -> torch.Tensor:
+    """``u`` with the base colour map replaced by its per-texel least-squares fit.
+
+    Rendered radiance is affine in the base colour at each pixel, ``S + D b`` (Lambert and
+    the metal's Fresnel are; S is the render with a black base): two renders give S and D,
+    and each texel gets ``sum w D (ref - S) / sum w D^2`` over the pixels that see it (w
+    their bilinear weights). Texels too little seen keep their value."""
+    with torch.no_grad():
+        m1 = layout.material(u)
+        m0 = dict(m1, base_color=torch.zeros_like(m1["base_color"]))
+        num, den = [], []
+        for vi, uv in zip(objective.view_ids, uvs):
+            q = objective.renderer.train_subsets[vi]
+            white = objective.whites[vi]
+            p1 = objective.renderer.shade(vi, m1, q) / white
+            p0 = objective.renderer.shade(vi, m0, q) / white
+            b = lookup(m1["base_color"], uv.to(p1.device)).clamp_min(1e-3)
+            d = (p1 - p0) / b
+            num.append(d * (objective.refs[vi] - p0))
+            den.append(d * d)
+        size = layout.size
+        n, dd = splat(uvs, num, size), splat(uvs, den, size)
+        ok = dd > 1e-3 * dd.max().clamp_min(1e-12)
+        lo, hi = bounds
+        new = torch.where(ok, (n / dd.clamp_min(1e-12)).clamp(lo, hi), m1["base_color"].double())
+        out = u.detach().clone()
+        out[layout.slices["base_color"]] = to_unconstrained("base_color", new, bounds).float().reshape(-1)
+        return out
+
+
+def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
+    """Fit ``settings.maps`` from ``run.values`` (the scalar result); updates
+    ``run.values`` (the scalars still in use) and returns the maps."""
+    o = run.options
+    renderer = run.renderers.raster_textures()
+    objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads)
+    validator = (Objective(run.renderers.raster_textures(validation=True), run.val, {"de2000": 1.0},
+                           run.check_cancel, o.threads) if run.val else None)
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in run.train]
+
+    values = dict(run.values)
+    scalars = [n for n in parameters_in_use(run.space, values) if n not in settings.maps]
+    space = ParameterSpace(values, scalars, o.bounds)
+    bounds = {n: run.space.bounds_of(n) for n in settings.maps}
+    grid0 = {n: initial_grid(n, values[n], 1, bounds[n]) for n in settings.maps}  # the prior's centre
+    grids = {n: g.clone() for n, g in grid0.items()}
+    u_scalars = space.initial_vector().float()
+
+    levels = settings.levels()
+    per_level = [settings.iterations // len(levels) + (1 if k < settings.iterations % len(levels) else 0)
+                 for k in range(len(levels))]
+    best = (math.inf, None)
+    started = time.monotonic()
+    log = []
+    for size, steps in zip(levels, per_level):
+        grids = {n: pyramid(g, size) for n, g in grids.items()}
+        layout = _Layout(space, settings.maps, size)
+        u = layout.pack(u_scalars, grids)
+        if "base_color" in settings.maps:
+            for _ in range(BASE_COLOR_PASSES):
+                run.check_cancel()
+                u = _base_color_least_squares(objective, layout, u, uvs, bounds["base_color"])
+        k = space.dim
+        u_s, u_g = u[:k].clone().requires_grad_(True), u[k:].clone().requires_grad_(True)
+        weight = texel_weights(uvs, size)
+        prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
+        centre = {n: torch.sigmoid(grid0[n]).expand(size, size, -1) for n in settings.maps}
+        opt = torch.optim.Adam([{"params": [u_g]}, {"params": [u_s]}], lr=settings.learning_rate)
+        for step in range(steps):
+            run.check_cancel()
+            if run.out_of_time():
+                break
+            rate = settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+            opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = rate, rate * SCALAR_RATE  # cosine decay
+            opt.zero_grad()
+            u = torch.cat([u_s.detach(), u_g.detach()])
+            loss, de, grad = objective.loss_and_grad(layout.material, u)
+            u = u.requires_grad_(True)
+            with torch.enable_grad():
+                reg = 0.0
+                for n in settings.maps:
+                    t = torch.sigmoid(layout.grid(u, n))
+                    reg = reg + settings.tv_weight * total_variation(t) + (prior_w * (t - centre[n]) ** 2).sum(-1).mean()
+                (g_reg,) = torch.autograd.grad(reg, u)
+            g = (grad + g_reg).nan_to_num(0.0)
+            u_s.grad, u_g.grad = g[:k].clone(), g[k:].clone()
+            opt.step()
+            run.record("textures", loss + float(reg.detach()), de)
+        u = torch.cat([u_s.detach(), u_g.detach()])
+        u_scalars = u[:k]
+        grids = {n: layout.grid(u, n).clone() for n in settings.maps}
+        score = None
+        if validator is not None:
+            with torch.no_grad():
+                score = validator(layout.material(u.detach()))[1]
+            run.last_val = score
+        log.append({"resolution": size, "steps": steps, "validate_de2000": score,
+                    "seconds": time.monotonic() - started})
+        if score is not None:
+            if score > best[0] + 1e-3:
+                break  # finer maps made the unseen lighting worse: keep the best level
+            best = (score, (u_scalars.clone(), {n: g.clone() for n, g in grids.items()}))
+        if run.out_of_time():
+            break
+    if best[1] is not None:
+        u_scalars, grids = best[1]
+    run.texture_log = log
+
+    size = settings.resolution
+    grids = {n: pyramid(g, size) for n, g in grids.items()}
+    run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
+    weight = texel_weights(uvs, size)
+    seen = torch.nn.functional.max_pool2d((weight > 0).float()[None, None], 5, stride=1, padding=2)[0, 0] > 0
+    out = {}
+    for n in settings.maps:
+        texels = grid_values(n, grids[n].double(), bounds[n]).float().numpy()
+        filled = fill_unseen(texels, seen.numpy(), values[n])
+        out[n] = MapResult(n, filled, seen.numpy(), weight.numpy(), run.scene.mesh.uv_name or "st")
+    return out
