@@ -61,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="if other objects share the material, give this object its own copy")
     add_fit_arguments(ap)
     ap.add_argument("--parameters", dest="fit", help=argparse.SUPPRESS)  # the older name of --fit
+    ap.add_argument("--maps", help="parameters to fit as texture maps on the active UV map, comma-separated "
+                                   "(base_color, roughness, metallic, specular_ior_level, coat_weight, coat_roughness)")
+    ap.add_argument("--map-resolution", type=int, default=512, help="texels per side of the maps (power of two)")
+    ap.add_argument("--map-folder", help="save the map images as EXR here (default: pack them into the .blend)")
     return ap.parse_args(argv)
 
 
@@ -112,6 +116,12 @@ def _preflight(args) -> dict:
     from pbrfit.outputs import check_output_folder
 
     overrides = fit_overrides(args)
+    if args.maps:
+        from pbrfit.textures import check_textures
+
+        table = {"maps": [m.strip() for m in args.maps.split(",") if m.strip()], "resolution": args.map_resolution}
+        check_textures(table, "--maps/--map-resolution")
+        overrides["textures"] = table
     if args.out is not None:
         check_output_folder(args.out, option="--out", inputs=[os.path.abspath(args.blend)])
     if args.save is not None:
@@ -154,6 +164,9 @@ def main(argv=None) -> int:
     except RuntimeError as e:  # Blender's own reason ("File format is not supported", ...)
         return _fail(f"{blend}: cannot open it: {str(e).removeprefix('Error: ').strip()}")
     _ensure_addon()
+    if args.map_folder:
+        bpy.context.scene.pbrfit.texture_storage = "FOLDER"
+        bpy.context.scene.pbrfit.texture_folder = os.path.abspath(args.map_folder)
     if bpy.data.objects.get(args.object) is None:
         names = ", ".join(sorted(o.name for o in bpy.data.objects)[:20])
         return _fail(f"{blend}: no object '{args.object}'; objects: {names or 'none'}")

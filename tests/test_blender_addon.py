@@ -225,13 +225,81 @@ def test_writeback_restore_and_shared_material():
     np.testing.assert_allclose(r["after"]["base_color"], [0.9, 0.5, 0.1], atol=1e-6)
     np.testing.assert_allclose(r["sockets"]["Base Color"], [0.9, 0.5, 0.1, 1.0], atol=1e-6)  # RGBA socket
     assert abs(r["sockets"]["Roughness"] - 0.7) < 1e-6 and abs(r["sockets"]["Coat Weight"] - 0.3) < 1e-6
-    np.testing.assert_allclose(r["stored"]["base_color"], [0.1, 0.2, 0.3], atol=1e-6)
+    np.testing.assert_allclose(r["stored"]["values"]["base_color"], [0.1, 0.2, 0.3], atol=1e-6)
     np.testing.assert_allclose(r["restored"]["base_color"], [0.1, 0.2, 0.3], atol=1e-6)
     assert abs(r["restored"]["roughness"] - 0.4) < 1e-6 and r["restored"]["coat_weight"] == 0.0
     assert len(r["errors"]) == 1 and "also used by Other" in r["errors"][0] and "Make a copy" in r["errors"][0]
     assert abs(r["unchanged"] - 0.4) < 1e-6
     assert r["part_mat"] == r["new"] != r["other_mat"] == "Mat"
     assert abs(r["other_rough"] - 0.4) < 1e-6 and abs(r["copy_rough"] - 0.9) < 1e-6
+
+
+def test_texture_maps_write_back_render_in_cycles_and_restore(tmp_path):
+    """Fitted maps become Image Texture nodes on the mesh's UV map: a map red in its top half
+    and blue in its bottom half renders red above and blue below the sphere's equator in
+    Cycles (UV v = 1 at the top pole = the image's top row); restore removes the nodes and a
+    second restore brings them back; a socket fed by the user's own node is refused before
+    anything changes; saved maps land in the folder as EXR."""
+    r = _blender(f"""
+        from pbrfit.texture_fit import MapResult
+        from pbrfit.errors import InputError
+        part, cams = S.build({{"base_color": [0.5, 0.5, 0.5], "roughness": 0.5}}, cameras=((0, -6, 0),),
+                             resolution=(40, 40))
+        from pbrfit_blender.extract import find_principled
+        from pbrfit_blender.writeback import apply_material, restore_previous
+        tex = np.zeros((16, 16, 3), np.float32); tex[:8] = [0.8, 0.05, 0.05]; tex[8:] = [0.05, 0.05, 0.8]
+        rough = np.full((16, 16, 1), 0.3, np.float32)
+        seen = np.ones((16, 16), bool)
+        maps = {{"base_color": MapResult("base_color", tex, seen, seen.astype(np.float32), "UVMap"),
+                 "roughness": MapResult("roughness", rough, seen, seen.astype(np.float32), "UVMap")}}
+        mat = apply_material(part, {{"base_color": [0.4, 0.05, 0.4], "roughness": 0.3}}, maps=maps)
+        node = find_principled(mat)
+        linked = {{s: node.inputs[s].links[0].from_node.name for s in ("Base Color", "Roughness")
+                   if node.inputs[s].is_linked}}
+        img = node.inputs["Base Color"].links[0].from_node.image
+        px = np.array(img.pixels[:], np.float32).reshape(img.size[1], img.size[0], 4)
+        uv_map = mat.node_tree.nodes["pbrfit uv"].uv_map
+        path = S.render(cams[0], {str(tmp_path / "maps.exr")!r})
+        restore_previous(part)
+        after_restore = {{s: node.inputs[s].is_linked for s in ("Base Color", "Roughness")}}
+        restore_previous(part)
+        after_redo = {{s: node.inputs[s].is_linked for s in ("Base Color", "Roughness")}}
+        # the user's own texture into Metallic: a metallic map is refused, nothing changes
+        user = mat.node_tree.nodes.new("ShaderNodeTexNoise")
+        mat.node_tree.links.new(user.outputs["Fac"], node.inputs["Metallic"])
+        errors = []
+        try:
+            apply_material(part, {{"metallic": 0.5}}, maps={{"metallic": MapResult("metallic", rough, seen,
+                                                                               seen.astype(np.float32))}})
+        except InputError as e:
+            errors.append(str(e))
+        still = node.inputs["Metallic"].links[0].from_node.name
+        apply_material(part, {{"roughness": 0.3}}, maps={{"roughness": maps["roughness"]}},
+                       texture_folder={str(tmp_path / "maps")!r})
+        saved = node.inputs["Roughness"].links[0].from_node.image
+        out(linked=linked, colorspace=img.colorspace_settings.name, packed=img.packed_file is not None,
+            bottom=px[0, 0, :3].tolist(), top=px[-1, 0, :3].tolist(), uv=uv_map,
+            after_restore=after_restore, after_redo=after_redo, errors=errors, still=still,
+            saved=bpy.path.abspath(saved.filepath), saved_cs=saved.colorspace_settings.name,
+            nodes=sorted(n.name for n in mat.node_tree.nodes if n.name.startswith("pbrfit")))
+    """)
+    assert r["linked"] == {"Base Color": "pbrfit map base_color", "Roughness": "pbrfit map roughness"}
+    assert r["colorspace"] == "Linear Rec.709" and r["packed"] and r["uv"] == "UVMap"
+    np.testing.assert_allclose(r["bottom"], [0.05, 0.05, 0.8], atol=1e-3)  # Blender's row 0 is the bottom
+    np.testing.assert_allclose(r["top"], [0.8, 0.05, 0.05], atol=1e-3)
+    assert r["after_restore"] == {"Base Color": False, "Roughness": False}
+    assert r["after_redo"] == {"Base Color": True, "Roughness": True}
+    assert len(r["errors"]) == 1 and "Metallic is linked to node 'Noise Texture'" in r["errors"][0]
+    assert r["still"] == "Noise Texture"
+    assert Path(r["saved"]).is_file() and Path(r["saved"]).suffix == ".exr" and r["saved_cs"] == "Non-Color"
+    assert r["nodes"] == ["pbrfit map roughness", "pbrfit uv"]
+    from pbrfit.images import read_image
+
+    img, alpha = read_image(tmp_path / "maps.exr")
+    h = img.shape[0]
+    upper = img[: h // 2][alpha[: h // 2] > 0.99].mean(0)
+    lower = img[h // 2:][alpha[h // 2:] > 0.99].mean(0)
+    assert upper[0] > 2 * upper[2] and lower[2] > 2 * lower[0], (upper, lower)
 
 
 def test_cancel_leaves_material_unchanged():
@@ -401,7 +469,7 @@ def test_fit_end_to_end_with_cycles(tmp_path):
     assert err < 0.2 and err < 0.6 * err0, (err, err0)
     np.testing.assert_allclose(r["values"]["base_color"], truth["base_color"], atol=0.15)
     np.testing.assert_allclose(doc["parameters"]["base_color"], r["values"]["base_color"], atol=1e-6)
-    np.testing.assert_allclose(r["previous"]["base_color"], [0.5, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(r["previous"]["values"]["base_color"], [0.5, 0.5, 0.5], atol=1e-6)
     assert r["images"] == ["pbrfit figure Cam0", "pbrfit figure Cam1", "pbrfit heatmap Cam0",
                            "pbrfit heatmap Cam1"]
 

@@ -119,9 +119,10 @@ def extract_mesh(obj, depsgraph) -> Mesh:
         cn = np.empty(len(me.loops) * 3, np.float64)
         me.corner_normals.foreach_get("vector", cn)
         cn = cn.reshape(-1, 3)
-        uvs = None
+        uvs = uv_name = None
         layer = me.uv_layers.active
         if layer is not None:
+            uv_name = layer.name
             uv = np.empty(len(me.loops) * 2, np.float64)
             layer.data.foreach_get("uv", uv)
             uvs = uv.reshape(-1, 2)[loops]
@@ -140,7 +141,7 @@ def extract_mesh(obj, depsgraph) -> Mesh:
         tri, normals = tri[:, [0, 2, 1]], normals[:, [0, 2, 1]]
         uvs = uvs[:, [0, 2, 1]] if uvs is not None else None
     return Mesh(positions=positions, triangles=tri, normals=normals, uvs=uvs, prim_path=obj.name,
-                world_from_object=world)
+                world_from_object=world, uv_name=uv_name)
 
 
 # --- cameras ---------------------------------------------------------------------------------

@@ -101,6 +101,10 @@ class PBRFIT_OT_fit(bpy.types.Operator):
     def _copy(self, context) -> bool:
         return self.copy_material or context.scene.pbrfit.copy_material
 
+    def _texture_folder(self, context):
+        settings = context.scene.pbrfit
+        return settings.texture_folder if settings.texture_storage == "FOLDER" else None
+
     def _out_dir(self, context):
         path = self.output_dir or context.scene.pbrfit.output_dir
         return bpy.path.abspath(path) if path else None
@@ -146,10 +150,10 @@ class PBRFIT_OT_fit(bpy.types.Operator):
             options = self._options(context)
             if bpy.app.background or self.synchronous or context.window is None:
                 return self._run_sync(context, obj, options)
-            from .pipeline import prepare
+            from .pipeline import map_list, prepare
 
             self._extraction = prepare(context, obj, copy_if_shared=self._copy(context),
-                                       out_dir=self._out_dir(context))
+                                       out_dir=self._out_dir(context), maps=map_list(options))
         except PbrfitError as e:
             return self._fail(context, str(e))
         return self._start_modal(context, obj, options)
@@ -165,7 +169,7 @@ class PBRFIT_OT_fit(bpy.types.Operator):
 
         try:  # headless: the CLI's log lines on stderr (every few seconds and at each phase)
             outcome = fit_object(context, obj, options, copy_if_shared=self._copy(context),
-                                 out_dir=self._out_dir(context),
+                                 out_dir=self._out_dir(context), texture_folder=self._texture_folder(context),
                                  progress=LogLines().progress if bpy.app.background else None)
         except PbrfitError:
             raise  # the caller's one line
@@ -250,7 +254,8 @@ class PBRFIT_OT_fit(bpy.types.Operator):
             if obj is None:
                 raise PbrfitError(f"object '{self._object_name}' was deleted during the fit; nothing written")
             outcome = finish(context, obj, result, self._extraction, self._options_used,
-                             copy_if_shared=self._copy(context), out_dir=self._out_dir(context))
+                             copy_if_shared=self._copy(context), out_dir=self._out_dir(context),
+                             texture_folder=self._texture_folder(context))
         except PbrfitError as e:
             return self._fail(context, str(e))
         self._report_done(context, outcome)

@@ -12,6 +12,7 @@ import bpy
 
 from .deps import dependency_message
 from .sockets import SOCKETS
+from .properties import map_names, selected_maps
 
 __all__ = ["CLASSES", "draw_pbrfit", "PBRFIT_UL_validation_views", "PBRFIT_PT_material",
            "PBRFIT_PT_sidebar", "register", "unregister"]
@@ -60,6 +61,19 @@ def draw_pbrfit(layout, context) -> None:
     col.prop(settings, "time_budget")
     col.prop(settings, "copy_material")
     col.prop(settings, "output_dir")
+
+    names = map_names()
+    if names:
+        box = layout.box()
+        box.label(text="Texture maps (on the active UV map)")
+        grid = box.grid_flow(columns=2, align=True)
+        for name in names:
+            grid.prop(settings, f"map_{name}")
+        if selected_maps(settings):
+            box.prop(settings, "texture_resolution")
+            box.prop(settings, "texture_storage")
+            if settings.texture_storage == "FOLDER":
+                box.prop(settings, "texture_folder")
 
     box = layout.box()
     box.label(text="Validation views (other HDRIs)")

@@ -22,9 +22,9 @@ import numpy as np
 from pbrfit.errors import InputError
 
 from .extract import Extraction, extract_scene
-from .writeback import apply_material, shared_with
+from .writeback import apply_material, check_maps_writable, shared_with
 
-__all__ = ["FitOutcome", "fit_options", "prepare", "finish", "fit_object", "publish_images",
+__all__ = ["FitOutcome", "fit_options", "prepare", "finish", "fit_object", "map_list", "publish_images",
            "publish_findings", "write_outputs"]
 
 
@@ -60,31 +60,47 @@ def fit_options(settings=None, **overrides):
         InputError: a bad value, named as the panel names it.
     """
     from pbrfit.options import resolve
+    from pbrfit.textures import check_textures
 
-    from .properties import selected_parameters
+    from .properties import selected_maps, selected_parameters
 
     values = {}
+    textures = None
     if settings is not None:
         values = {"parameters": selected_parameters(settings), "iterations": settings.iterations,
                   "time_budget": settings.time_budget if settings.time_budget > 0 else None,
                   "backend": settings.backend}
+        if selected_maps(settings):
+            textures = check_textures({"maps": selected_maps(settings), "resolution": int(settings.texture_resolution)},
+                                      "pbrfit panel: Texture maps")
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "textures" in given:  # a job file's [textures] table (scripts, the operator's options)
+        textures = check_textures(given.pop("textures"), "options: textures")
     if "preset" in given and "parameters" not in given:
         values.pop("parameters", None)  # a preset asked for replaces the panel's ticks
     values.update(given)
     if "parameters" in values and not values["parameters"]:
         raise InputError("no parameter is selected to fit; choose a preset or tick some parameters")
-    return resolve(None, values, override_labels=lambda name: f"pbrfit panel: {PANEL_LABELS.get(name, name)}")
+    options = resolve(None, values, override_labels=lambda name: f"pbrfit panel: {PANEL_LABELS.get(name, name)}")
+    options.textures = textures
+    options.validate()
+    return options
 
 
-def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None) -> Extraction:
-    """Extract ``obj``'s scene; refuse a shared material unless ``copy_if_shared``, and an
-    output folder the CLI's ``--out`` policy refuses."""
+def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None, maps=()) -> Extraction:
+    """Extract ``obj``'s scene; refuse a shared material unless ``copy_if_shared``, an
+    output folder the CLI's ``--out`` policy refuses, and texture ``maps`` on a mesh without
+    a UV map or into sockets the user's own nodes feed."""
     from pbrfit.outputs import check_output_folder
 
     if obj is None:
         raise InputError("no object selected; select the part whose material to fit")
     extraction = extract_scene(context, obj)
+    if maps:
+        if extraction.scene.mesh.uvs is None:
+            raise InputError(f"object '{obj.name}' has no UV map, so texture maps cannot be fitted; add one "
+                             "(UV > Smart UV Project) or untick the texture maps")
+        check_maps_writable(obj, maps)
     others = shared_with(obj)
     if others and not copy_if_shared:
         raise InputError(f"material '{obj.active_material.name}' is also used by {', '.join(others)}; "
@@ -179,14 +195,15 @@ def publish_findings(context, result, options) -> None:
 
 
 def finish(context, obj, result, extraction: Extraction, options, *, copy_if_shared: bool = False,
-           out_dir=None) -> FitOutcome:
-    """Stage the outputs, write the fitted material back (one undo step), publish the
-    outputs, show the images and findings. A failure staging the outputs leaves the
-    material as it was."""
+           out_dir=None, texture_folder=None) -> FitOutcome:
+    """Stage the outputs, write the fitted material back (one undo step; fitted maps as
+    image textures, packed or saved in ``texture_folder``), publish the outputs, show the
+    images and findings. A failure staging the outputs leaves the material as it was."""
     doc, out = write_outputs(out_dir, result, extraction, options, publish=False) if out_dir else (None, None)
     try:
         material = apply_material(obj, result.material, copy_if_shared=copy_if_shared,
-                                  message=f"pbrfit: fit {obj.name}")
+                                  message=f"pbrfit: fit {obj.name}", maps=getattr(result, "textures", None),
+                                  texture_folder=texture_folder)
         if out is not None:
             out.publish(last=("material.json",))
     finally:
@@ -198,7 +215,7 @@ def finish(context, obj, result, extraction: Extraction, options, *, copy_if_sha
 
 
 def fit_object(context, obj, options, *, copy_if_shared: bool = False, out_dir=None, progress=None,
-               cancel=None) -> FitOutcome:
+               cancel=None, texture_folder=None) -> FitOutcome:
     """Extract, fit (synchronously, on this thread), write back and write the outputs.
 
     Raises:
@@ -207,6 +224,12 @@ def fit_object(context, obj, options, *, copy_if_shared: bool = False, out_dir=N
     """
     from pbrfit.fit import fit_material
 
-    extraction = prepare(context, obj, copy_if_shared=copy_if_shared, out_dir=out_dir)
+    extraction = prepare(context, obj, copy_if_shared=copy_if_shared, out_dir=out_dir, maps=map_list(options))
     result = fit_material(extraction.scene, options, progress=progress, cancel=cancel)
-    return finish(context, obj, result, extraction, options, copy_if_shared=copy_if_shared, out_dir=out_dir)
+    return finish(context, obj, result, extraction, options, copy_if_shared=copy_if_shared, out_dir=out_dir,
+                  texture_folder=texture_folder)
+
+
+def map_list(options) -> tuple[str, ...]:
+    """The parameters ``options`` fits as texture maps."""
+    return tuple(options.textures.maps) if getattr(options, "textures", None) is not None else ()

@@ -22,7 +22,7 @@ from bpy.props import (
 from .sockets import SOCKETS
 
 __all__ = ["CLASSES", "PBRFIT_ValidationView", "PBRFIT_Finding", "PBRFIT_ResultImage", "PBRFIT_Settings", "presets",
-           "selected_parameters", "register", "unregister"]
+           "selected_parameters", "selected_maps", "map_names", "register", "unregister"]
 
 
 def presets() -> dict[str, tuple[str, ...]]:
@@ -64,6 +64,16 @@ def _backend_items() -> list[tuple[str, str, str]]:
     except Exception:
         BACKENDS = {"auto": ""}
     return [(name, name.title(), what) for name, what in BACKENDS.items()]
+
+
+def map_names() -> tuple[str, ...]:
+    """Parameters the engine can fit as texture maps (:data:`pbrfit.textures.TEXTURE_MAPS`),
+    or () when the engine cannot be imported."""
+    try:
+        from pbrfit.textures import TEXTURE_MAPS
+    except Exception:
+        return ()
+    return tuple(TEXTURE_MAPS)
 
 
 def _poll_camera(self, obj):
@@ -130,12 +140,30 @@ def _settings_annotations() -> dict:
     for name in SOCKETS:
         ann[f"fit_{name}"] = BoolProperty(name=name.replace("_", " ").title(),
                                           default=name in ("base_color", "roughness"))
+    for name in map_names():
+        ann[f"map_{name}"] = BoolProperty(name=name.replace("_", " ").title(), default=False,
+                                          description=f"Fit {name} as a texture map on the active UV map")
+    ann["texture_resolution"] = EnumProperty(
+        name="Map size", default="512", items=[(str(n), f"{n} px", f"{n} x {n} texels") for n in (256, 512, 1024, 2048)],
+        description="Texels per side of the fitted maps")
+    ann["texture_storage"] = EnumProperty(
+        name="Store maps", default="PACK",
+        items=[("PACK", "Pack into .blend", "Keep the map images inside the .blend file"),
+               ("FOLDER", "Save in folder", "Save the map images as OpenEXR files in the folder below")],
+        description="Where the fitted map images live")
+    ann["texture_folder"] = StringProperty(name="Map folder", subtype="DIR_PATH", default="//pbrfit_textures/",
+                                           description="Folder for the map images (// = beside the .blend)")
     return ann
 
 
 PBRFIT_Settings = type("PBRFIT_Settings", (bpy.types.PropertyGroup,),
                        {"__annotations__": _settings_annotations(),
                         "__doc__": "pbrfit settings and live fit state for this scene"})
+
+
+def selected_maps(settings) -> list[str]:
+    """Parameters ticked to be fitted as texture maps."""
+    return [n for n in map_names() if getattr(settings, f"map_{n}", False)]
 
 
 def selected_parameters(settings) -> list[str]:

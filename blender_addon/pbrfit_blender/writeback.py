@@ -4,10 +4,19 @@ Values are canonical pbrfit values (:mod:`pbrfit.params`) set on the Principled 
 inputs named in :data:`pbrfit_blender.sockets.SOCKETS` (Blender 5.0 names); colours get
 alpha 1 where the socket is RGBA. Linked inputs are left alone (a texture wins).
 
+Fitted texture maps (:class:`pbrfit.texture_fit.MapResult`) become Image Texture nodes
+(Linear interpolation, Repeat, fed by a UV Map node naming the mesh's UV map) linked into
+their sockets: base colour as a float image in "Linear Rec.709", the others "Non-Color".
+The images are packed into the .blend, or saved as OpenEXR files in a folder the caller
+names (beside the .blend). A socket already linked to a node pbrfit did not make is never
+rewired: :func:`check_maps_writable` refuses before the fit starts. Nodes pbrfit made are
+named ``pbrfit map <parameter>`` (and ``pbrfit uv``) and replaced by the next write.
+
 Before a write the current values are stored as JSON in the material's custom property
-``pbrfit_previous`` (``{canonical name: value}``), so :func:`restore_previous` can put
-them back; the write is then pushed as one undo step (``bpy.ops.ed.undo_push``), so
-Ctrl+Z undoes it too in a UI session.
+``pbrfit_previous`` (``{"values": {canonical name: value}, "maps": {parameter: image
+name}}``), so :func:`restore_previous` can put them back (unlinking and removing the map
+nodes, or re-creating them); the write is then pushed as one undo step
+(``bpy.ops.ed.undo_push``), so Ctrl+Z undoes it too in a UI session.
 
 A material used by other objects is never changed behind the user's back: the caller
 must pass ``copy_if_shared=True`` to give the object its own copy (assigned through an
@@ -26,10 +35,13 @@ from pbrfit.params import PARAMETERS, normalize_material
 from .extract import find_principled, read_principled
 from .sockets import SOCKETS
 
-__all__ = ["PREVIOUS_KEY", "material_users", "shared_with", "apply_material", "restore_previous", "set_principled"]
+__all__ = ["PREVIOUS_KEY", "material_users", "shared_with", "apply_material", "restore_previous", "set_principled",
+           "check_maps_writable", "MAP_NODE", "UV_NODE"]
 
 #: custom property (on the material) holding the values before the last write, as JSON
 PREVIOUS_KEY = "pbrfit_previous"
+#: names of the nodes pbrfit makes for maps (``MAP_NODE.format(parameter)``) and their UV input
+MAP_NODE, UV_NODE = "pbrfit map {}", "pbrfit uv"
 
 
 def material_users(material) -> list:
@@ -60,6 +72,94 @@ def set_principled(node, values: dict) -> list[str]:
     return skipped
 
 
+def _ours(node) -> bool:
+    return node.name == UV_NODE or node.name.startswith(MAP_NODE.format(""))
+
+
+def check_maps_writable(obj, maps) -> None:
+    """Refuse (before a fit) maps whose Principled socket is linked to a node pbrfit did not
+    make: the user's node graph is never rewired behind their back."""
+    mat = obj.active_material
+    node = find_principled(mat)
+    if mat is None or node is None:
+        return  # the extraction reports it
+    for name in maps:
+        socket = node.inputs[SOCKETS[name]]
+        for link in socket.links:
+            if not _ours(link.from_node):
+                raise InputError(f"material '{mat.name}': {SOCKETS[name]} is linked to node '{link.from_node.name}'; "
+                                 f"a fitted {name} map would replace that link: unlink it yourself, or do not fit "
+                                 f"{name} as a map (your node graph is left as it is)")
+
+
+def _map_image(obj, name: str, texels, folder):
+    """A Blender image holding ``texels`` (H, W, C; row 0 at the top), packed or saved in
+    ``folder`` as ``<object>_<parameter>.exr``."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from pbrfit.images import write_exr
+
+    image_name = f"pbrfit {obj.name} {name}"
+    old = bpy.data.images.get(image_name)
+    if old is not None:
+        bpy.data.images.remove(old)
+    texels = np.asarray(texels, np.float32)
+    pixels = texels[..., 0] if texels.shape[-1] == 1 else texels
+    if folder is not None:
+        Path(bpy.path.abspath(str(folder))).mkdir(parents=True, exist_ok=True)
+        path = Path(bpy.path.abspath(str(folder))) / f"{bpy.path.clean_name(obj.name)}_{name}.exr"
+        write_exr(path, pixels)
+        img = bpy.data.images.load(str(path))
+        try:
+            img.filepath = bpy.path.relpath(str(path))
+        except ValueError:  # an unsaved .blend, or another drive: keep the absolute path
+            pass
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.exr"
+            write_exr(path, pixels)
+            img = bpy.data.images.load(str(path))
+            img.pack()
+            img.filepath = ""
+    img.name = image_name
+    img.colorspace_settings.name = "Linear Rec.709" if texels.shape[-1] == 3 else "Non-Color"
+    return img
+
+
+def _remove_map_nodes(mat) -> dict:
+    """Remove the map nodes pbrfit made; returns {parameter: image name} of those removed."""
+    removed = {}
+    for node in list(mat.node_tree.nodes):
+        if _ours(node):
+            if node.name != UV_NODE and node.image is not None:
+                removed[node.name[len(MAP_NODE.format("")):]] = node.image.name
+            mat.node_tree.nodes.remove(node)
+    return removed
+
+
+def _link_maps(mat, principled, images: dict, uv_name: str | None) -> None:
+    """Image Texture nodes for ``images`` ({parameter: bpy image}) into their sockets."""
+    tree = mat.node_tree
+    if not images:
+        return
+    uv = tree.nodes.new("ShaderNodeUVMap")
+    uv.name = uv.label = UV_NODE
+    uv.uv_map = uv_name or ""
+    uv.location = (principled.location.x - 700, principled.location.y)
+    for i, (name, img) in enumerate(images.items()):
+        tex = tree.nodes.new("ShaderNodeTexImage")
+        tex.name = tex.label = MAP_NODE.format(name)
+        tex.image = img
+        tex.interpolation = "Linear"
+        tex.extension = "REPEAT"
+        tex.location = (principled.location.x - 400, principled.location.y - 300 * i)
+        tree.links.new(uv.outputs["UV"], tex.inputs["Vector"])
+        tree.links.new(tex.outputs["Color"], principled.inputs[SOCKETS[name]])
+
+
 def _undo_push(message: str) -> None:
     try:
         bpy.ops.ed.undo_push(message=message)
@@ -88,14 +188,19 @@ def _target_material(obj, copy_if_shared: bool):
 
 
 def apply_material(obj, values: dict, *, copy_if_shared: bool = False,
-                   message: str = "pbrfit: apply fitted material"):
-    """Write canonical ``values`` into ``obj``'s active material as one undo step.
+                   message: str = "pbrfit: apply fitted material", maps: dict | None = None,
+                   texture_folder=None):
+    """Write canonical ``values`` (and fitted ``maps``) into ``obj``'s active material as
+    one undo step.
 
     Args:
         obj: the target object.
         values: canonical values (missing names are left as they are).
         copy_if_shared: give the object its own copy when other objects use the material.
         message: the undo step's name.
+        maps: {parameter: :class:`pbrfit.texture_fit.MapResult`} to link as image textures.
+        texture_folder: save the maps' images there (``//`` = beside the .blend) instead of
+            packing them into the .blend.
 
     Returns:
         The material written (a new copy when one was made).
@@ -104,12 +209,23 @@ def apply_material(obj, values: dict, *, copy_if_shared: bool = False,
         InputError: no Principled BSDF, or a shared material without ``copy_if_shared``.
     """
     normalize_material(values, source="fitted material")  # checks names/sizes/finiteness
+    maps = dict(maps or {})
+    check_maps_writable(obj, maps)
     mat, node = _target_material(obj, copy_if_shared)
-    mat[PREVIOUS_KEY] = json.dumps(read_principled(node))
+    previous_maps = _remove_map_nodes(mat)
+    mat[PREVIOUS_KEY] = json.dumps({"values": read_principled(node), "maps": previous_maps,
+                                    "uv": _uv_of(obj)})
+    images = {n: _map_image(obj, n, m.texels, texture_folder) for n, m in maps.items()}
     set_principled(node, values)
+    _link_maps(mat, node, images, next((m.uv for m in maps.values()), None))
     mat.update_tag()
     _undo_push(message)
     return mat
+
+
+def _uv_of(obj) -> str | None:
+    layer = obj.data.uv_layers.active if getattr(obj.data, "uv_layers", None) is not None else None
+    return layer.name if layer is not None else None
 
 
 def restore_previous(obj, *, message: str = "pbrfit: restore previous material"):
@@ -125,8 +241,13 @@ def restore_previous(obj, *, message: str = "pbrfit: restore previous material")
     if mat is None or node is None or PREVIOUS_KEY not in mat.keys():
         raise InputError(f"object '{obj.name}': its material holds no values from before a pbrfit write")
     previous = json.loads(mat[PREVIOUS_KEY])
-    mat[PREVIOUS_KEY] = json.dumps(read_principled(node))
-    set_principled(node, previous)
+    if "values" not in previous:  # written before maps existed: the values alone
+        previous = {"values": previous, "maps": {}}
+    removed = _remove_map_nodes(mat)
+    mat[PREVIOUS_KEY] = json.dumps({"values": read_principled(node), "maps": removed, "uv": _uv_of(obj)})
+    set_principled(node, previous["values"])
+    images = {n: bpy.data.images[i] for n, i in previous.get("maps", {}).items() if i in bpy.data.images}
+    _link_maps(mat, node, images, previous.get("uv"))
     mat.update_tag()
     _undo_push(message)
     return mat

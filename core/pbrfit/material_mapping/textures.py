@@ -6,13 +6,14 @@ under ``parameters`` in material.json) and the export reports it. Where a target
 exists only for textures (OmniPBR), the table names that input and the influence input
 that switches it on.
 
-Shared by the MaterialX and USD exporters and the hosts' write-back: the one place this
-knowledge lives.
+Shared by the MaterialX and USD exporters and the Omniverse write-back: the one place this
+knowledge lives (Blender's Principled BSDF takes every map on the parameter's own socket,
+``pbrfit_blender.sockets.SOCKETS``).
 """
 
 from __future__ import annotations
 
-__all__ = ["TEXTURE_INPUTS", "OMNIPBR_TEXTURE_INPUTS", "BLENDER_SOCKETS", "unwired_lines"]
+__all__ = ["TEXTURE_INPUTS", "OMNIPBR_TEXTURE_INPUTS", "unwired_lines"]
 
 #: {target: {canonical parameter: input name}} for targets whose inputs take a connection
 TEXTURE_INPUTS: dict[str, dict[str, str]] = {
@@ -31,13 +32,6 @@ OMNIPBR_TEXTURE_INPUTS: dict[str, tuple[str, str | None]] = {
     "roughness": ("reflectionroughness_texture", "reflection_roughness_texture_influence"),
     "metallic": ("metallic_texture", "metallic_texture_influence"),
 }
-
-#: Blender's Principled BSDF socket of each parameter a map can feed
-BLENDER_SOCKETS: dict[str, str] = {
-    "base_color": "Base Color", "roughness": "Roughness", "metallic": "Metallic",
-    "specular_ior_level": "Specular IOR Level", "coat_weight": "Coat Weight", "coat_roughness": "Coat Roughness",
-}
-
 
 def unwired_lines(target: str, maps) -> list[str]:
     """One line per map ``target`` cannot take, in the exporters' loss format."""
