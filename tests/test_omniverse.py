@@ -413,3 +413,34 @@ def test_blender_stage_and_y_up_centimetre_stage_give_the_same_fit(blender_dir, 
         assert res.history[-1]["train_de2000"] < 0.7 * res.history[0]["train_de2000"]
     for p, data in before.items():
         assert p.read_bytes() == data  # write-back went to sublayers
+
+
+def test_texture_maps_from_the_window_fit_and_write_back_as_omnipbr_textures(tmp_path):
+    """The window's texture-map choice reaches the fit; a mesh without UVs is refused when
+    the session starts; write-back puts the maps beside the edit layer as OmniPBR inputs."""
+    with pytest.raises(InputError, match="Material Fit window: texture maps maps: 'albedo' is not a parameter"):
+        C.make_options(maps=["albedo"])
+    with pytest.raises(InputError, match="Material Fit window: texture maps resolution"):
+        C.make_options(maps=["base_color"], map_resolution=300)
+    options = C.make_options(iterations=4, backend="raster", maps=["base_color"], map_resolution=16)
+    assert options.textures.maps == ("base_color",) and options.textures.resolution == 16
+    plain = write_job(tmp_path / "plain", size=24, cameras=2)
+    render_references(plain, TRUE, seed=7)
+    with pytest.raises(InputError, match="has no texture coordinates"):
+        C.FitSession(_stage_with_refs(plain.parent), "/World/Part", options).start()
+    job = write_job(tmp_path / "uv", size=24, cameras=2, uvs=True)
+    render_references(job, TRUE, seed=7)
+    stage = _stage_with_refs(job.parent)
+    session = C.FitSession(stage, "/World/Part", options)
+    session.start()
+    session.wait()
+    assert session.state == "done", session.message
+    assert set(session.outcome().textures) == {"base_color"}
+    record = session.write_back()
+    omni = UsdShade.Shader(stage.GetPrimAtPath(f"{record.material_path}/OmniPBR"))
+    texture = omni.GetInput("diffuse_texture").Get().path
+    assert texture.startswith("./scene.pbrfit_textures/") and len(record.map_files) == 1
+    written = Path(record.map_files[0])
+    assert written.is_file()
+    C.undo_write_back(stage, record)
+    assert not written.exists()

@@ -271,3 +271,30 @@ def test_a_fit_recovers_a_printed_label(tmp_path):
     assert "textures/base_color.exr" in (out / "material.mtlx").read_text()
     assert "textures/base_color.exr" in (out / "material.usda").read_text()
     assert doc["metrics"]["validate"]["mean"]["de2000_mean"] < 4.0
+
+
+def test_usd_write_back_writes_maps_beside_the_edit_layer_and_undo_removes_them(tmp_path):
+    from pxr import Sdf
+
+    from pbrfit.texture_fit import MapResult
+    from pbrfit.writeback_usd import undo, write_back
+
+    synthetic.write_stage(tmp_path, uvs=True)
+    stage = Usd.Stage.Open(str(tmp_path / "scene.usda"))
+    seen = np.ones((8, 8), bool)
+    maps = {"base_color": MapResult("base_color", np.full((8, 8, 3), 0.3, np.float32), seen, seen.astype(float)),
+            "roughness": MapResult("roughness", np.full((8, 8, 1), 0.6, np.float32), seen, seen.astype(float))}
+    before = (tmp_path / "scene.usda").read_text()
+    record = write_back(stage, "/World/Part", {"base_color": [0.3, 0.3, 0.3], "roughness": 0.6}, maps=maps)
+    layer = Path(record.edit_layer_file)
+    assert layer.name == "scene.pbrfit.usda" and len(record.map_files) == 2
+    omni = UsdShade.Shader(stage.GetPrimAtPath(f"{record.material_path}/OmniPBR"))
+    asset = omni.GetInput("diffuse_texture").Get()
+    resolved = Path(Sdf.ComputeAssetPathRelativeToLayer(Sdf.Layer.FindOrOpen(str(layer)), asset.path))
+    assert resolved.is_file() and resolved.parent.name == "scene.pbrfit_textures"
+    pixels, _ = read_image(resolved)
+    assert np.allclose(pixels, 0.3, atol=1e-6)
+    assert omni.GetInput("reflectionroughness_texture").Get().path.endswith("_roughness.exr")
+    undo(stage, record)
+    assert not resolved.exists() and not layer.exists()
+    assert (tmp_path / "scene.usda").read_text() == before  # the user's root file is untouched

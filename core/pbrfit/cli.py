@@ -125,7 +125,8 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
         run.check()
         with run.commit():
             faults.point("publish")
-            record = _write_back(job, write_back[0], result.material, args.edit_layer) if write_back else None
+            record = (_write_back(job, write_back[0], result.material, args.edit_layer, result.textures)
+                      if write_back else None)
             try:
                 out.publish(last=("material.json",))
             except BaseException:
@@ -172,10 +173,10 @@ def _write_back_check(job, edit_layer: str | None):
     return stage, check_write_back(stage, job.scene.target, edit_layer=edit_layer)
 
 
-def _write_back(job, stage, material: dict, edit_layer: str | None):
+def _write_back(job, stage, material: dict, edit_layer: str | None, maps: dict | None = None):
     from .writeback_usd import write_back
 
-    return write_back(stage, job.scene.target, material, edit_layer=edit_layer)
+    return write_back(stage, job.scene.target, material, edit_layer=edit_layer, maps=maps)
 
 
 def _print_summary(metrics: dict, out, stopped: str | None = None, wall: float | None = None):

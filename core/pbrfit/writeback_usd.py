@@ -44,15 +44,14 @@ from typing import Mapping
 from pxr import Sdf, Tf, Usd, UsdGeom, UsdShade
 
 from .errors import InputError
-from .export.usd_material import SHADER_NAMES, author_material
+from .export.usd_material import AUTHORED_SHADERS, author_material
 from .usd_stage import find_descendant
 
 __all__ = ["WriteBackRecord", "write_back", "check_write_back", "undo", "default_edit_layer_path",
            "default_material_path", "save_layer"]
 
 #: Shader prims under a Material that pbrfit authors (anything else is the user's).
-_OWN_SHADERS = set(SHADER_NAMES.values()) | {f"{SHADER_NAMES['openpbr']}_{s}" for s in
-                                              ("tangent", "normal", "tangent_rotate", "tangent_normalize")}
+_OWN_SHADERS = AUTHORED_SHADERS
 
 
 @dataclass
@@ -71,6 +70,8 @@ class WriteBackRecord:
         previous_binding: the target's direct material binding before ("" when none).
         saved: the edit layer was saved to ``edit_layer_file``.
         losses: what the lossy targets dropped or approximated, one line each.
+        map_files: the texture map files written beside the edit layer (absolute); undo
+            deletes them.
     """
 
     root_layer: str
@@ -83,6 +84,7 @@ class WriteBackRecord:
     previous_binding: str
     saved: bool
     losses: list[str] = field(default_factory=list)
+    map_files: list[str] = field(default_factory=list)
     _previous_content: Sdf.Layer | None = field(default=None, repr=False, compare=False)
     _layer: Sdf.Layer | None = field(default=None, repr=False, compare=False)
 
@@ -266,8 +268,41 @@ def _bind(stage: Usd.Stage, target: Usd.Prim, material: UsdShade.Material) -> No
     UsdShade.MaterialBindingAPI.Apply(target).Bind(material)
 
 
+def _write_maps(layer: Sdf.Layer, material_path: str, maps: Mapping) -> tuple[dict, list[str]]:
+    """The fitted maps as EXR files in ``<edit layer stem>_textures/`` beside the edit layer:
+    (texture entries with paths relative to the layer, the files written)."""
+    from .images import write_exr
+
+    if not maps:
+        return {}, []
+    if not layer.realPath:
+        raise InputError("texture maps need an edit layer saved as a file (the maps are files beside it); "
+                         "give an edit layer path")
+    folder_name = f"{Path(layer.realPath).stem}_textures"
+    folder = Path(layer.realPath).parent / folder_name
+    stem = Sdf.Path(material_path).name
+    entries, written = {}, []
+    try:
+        folder.mkdir(exist_ok=True)
+        for name, m in maps.items():
+            path = folder / f"{stem}_{name}.exr"
+            texels = m.texels[..., 0] if m.texels.shape[-1] == 1 else m.texels
+            write_exr(path, texels)
+            written.append(str(path))
+            entries[name] = {"file": f"./{folder_name}/{path.name}",
+                             "colorspace": "lin_rec709" if m.texels.shape[-1] == 3 else "raw",
+                             "channels": int(m.texels.shape[-1]), "uv": m.uv}
+    except BaseException:
+        for f in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f)
+        raise
+    return entries, written
+
+
 def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object], *, edit_layer=None,
-               material_path: str | None = None, save: bool = True, openpbr: bool = True) -> WriteBackRecord:
+               material_path: str | None = None, save: bool = True, openpbr: bool = True,
+               maps: Mapping | None = None) -> WriteBackRecord:
     """Author ``material`` on ``stage`` and bind it to the target (see the module docstring).
 
     Args:
@@ -279,6 +314,9 @@ def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object
         material_path: the Material's prim path; None for the default.
         save: save the edit layer (atomically) when it has a file.
         openpbr: also author the OpenPBR network.
+        maps: fitted texture maps ({parameter: :class:`pbrfit.texture_fit.MapResult`}),
+            written as EXR files in ``<edit layer stem>_textures/`` beside the edit layer and
+            wired into every network (OmniPBR's texture inputs, UsdUVTexture, OpenPBR).
 
     Returns:
         A :class:`WriteBackRecord` for :func:`undo`.
@@ -300,16 +338,21 @@ def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object
     previous_sublayers = list(root.subLayerPaths)
     previous_binding = UsdShade.MaterialBindingAPI(target).GetDirectBinding().GetMaterialPath()
     previous_target = stage.GetEditTarget()
+    map_files: list[str] = []
     try:
+        textures, map_files = _write_maps(layer, material_path, maps or {})
         if entry is not None:
             root.subLayerPaths.insert(0, entry)
         stage.SetEditTarget(Usd.EditTarget(layer))
         looks = Sdf.Path(material_path).GetParentPath()
         if looks != Sdf.Path.absoluteRootPath and not stage.GetPrimAtPath(looks):
             UsdGeom.Scope.Define(stage, looks)
-        mat, losses = author_material(stage, material_path, material, openpbr=openpbr)
+        mat, losses = author_material(stage, material_path, material, openpbr=openpbr, textures=textures)
         _bind(stage, target, mat)
     except BaseException:
+        for f in map_files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f)
         stage.SetEditTarget(previous_target)
         with Sdf.ChangeBlock():  # one recomposition: the stage goes straight back
             layer.TransferContent(previous)
@@ -321,7 +364,7 @@ def write_back(stage: Usd.Stage, target_path: str, material: Mapping[str, object
         root_layer=root.identifier, target_path=str(target.GetPath()), material_path=material_path,
         edit_layer=layer.identifier, edit_layer_file=layer.realPath or (None if layer.anonymous else layer.identifier),
         created_file=created, sublayer_entry=entry, previous_binding=str(previous_binding or ""),
-        saved=False, losses=list(losses), _previous_content=previous, _layer=layer)
+        saved=False, losses=list(losses), map_files=map_files, _previous_content=previous, _layer=layer)
     if save and record.edit_layer_file:
         try:
             save_layer(layer)
@@ -352,6 +395,10 @@ def undo(stage: Usd.Stage, record: WriteBackRecord) -> None:
             if record.sublayer_entry in paths:
                 paths.remove(record.sublayer_entry)
                 root.subLayerPaths = paths
+    for f in record.map_files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f)
+    record.map_files = []
     if record.saved and record.edit_layer_file:
         if record.created_file:
             with contextlib.suppress(FileNotFoundError):

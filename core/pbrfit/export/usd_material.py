@@ -34,7 +34,7 @@ from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_pre
 from ..material_mapping.textures import OMNIPBR_TEXTURE_INPUTS, TEXTURE_INPUTS, unwired_lines
 from ..params import PARAMETERS, normalize_material
 
-__all__ = ["SHADER_NAMES", "author_material", "stored_material", "write_usd_material"]
+__all__ = ["SHADER_NAMES", "AUTHORED_SHADERS", "author_material", "stored_material", "write_usd_material"]
 
 #: Names of the shader prims authored under the Material.
 SHADER_NAMES = {
@@ -44,6 +44,13 @@ SHADER_NAMES = {
 }
 #: Prims of the OpenPBR tangent-rotation graph, named ``OpenPBR_<suffix>``.
 _TANGENT_GRAPH = ("tangent", "normal", "tangent_rotate", "tangent_normalize")
+_MAP_NAMES = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
+#: every shader prim :func:`author_material` may author under a Material (anything else
+#: there is the user's): the three networks, the OpenPBR tangent graph, the maps' readers
+AUTHORED_SHADERS = frozenset(
+    list(SHADER_NAMES.values()) + [f"{SHADER_NAMES['openpbr']}_{s}" for s in _TANGENT_GRAPH]
+    + [f"{SHADER_NAMES[k]}_{n}_map" for k in ("preview", "openpbr") for n in _MAP_NAMES]
+    + [f"{SHADER_NAMES['preview']}_uv"])
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SUFFIXES = (".usda", ".usd", ".usdc")
 _HEADER = ("pbrfit export of a Blender 5.0 Principled BSDF material: OmniPBR (MDL), "
@@ -69,16 +76,10 @@ def _set_inputs(shader: UsdShade.Shader, mapping: TargetMapping) -> None:
 
 def _remove_authored(stage: Usd.Stage, material_path: Sdf.Path) -> None:
     """Remove shader prims a previous call authored (in the current edit target)."""
-    names = list(SHADER_NAMES.values()) + [f"{SHADER_NAMES['openpbr']}_{s}" for s in _TANGENT_GRAPH]
-    names += [f"{SHADER_NAMES[k]}_{n}_map" for k in ("preview", "openpbr") for n in _MAP_NAMES]
-    names += [f"{SHADER_NAMES['preview']}_uv"]
-    for n in names:
+    for n in AUTHORED_SHADERS:
         child = material_path.AppendChild(n)
         if stage.GetPrimAtPath(child):
             stage.RemovePrim(child)
-
-
-_MAP_NAMES = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
 
 
 def _wire_preview_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, textures: Mapping) -> None:

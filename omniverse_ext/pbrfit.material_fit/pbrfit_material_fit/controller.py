@@ -56,6 +56,7 @@ from pbrfit.progress import describe as describe_progress
 from pbrfit.scene import FitScene
 from pbrfit.session import FitSession as EngineFitSession
 from pbrfit.usd_stage import read_stage
+from pbrfit.textures import TEXTURE_MAPS, check_textures
 from pbrfit.writeback_usd import WriteBackRecord, undo, write_back
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
     "set_reference", "get_reference", "clear_reference", "reference_views", "list_meshes", "list_cameras",
     "preset_names", "make_options", "build_fit_scene",
     "FitSession", "run_async", "write_back_material", "undo_write_back", "result_figures", "result_findings",
-    "describe_progress", "BACKENDS",
+    "describe_progress", "BACKENDS", "TEXTURE_MAPS",
     # the engine's errors, for the window
     "FitCancelled", "InputError", "PbrfitError",
 ]
@@ -197,16 +198,24 @@ def preset_names() -> list[str]:
 
 
 def make_options(preset: str = "default", *, iterations: int = 60, samples: int | None = None, seed: int = 0,
-                 device: str = "cpu", time_budget: float | None = None, backend: str = "auto") -> FitOptions:
+                 device: str = "cpu", time_budget: float | None = None, backend: str = "auto",
+                 maps: list[str] | None = None, map_resolution: int = 512) -> FitOptions:
     """:class:`pbrfit.options.FitOptions` from the window's choices, resolved and checked by
-    :func:`pbrfit.options.resolve` (the command line's and the job file's rules).
+    :func:`pbrfit.options.resolve` (the command line's and the job file's rules). ``maps``:
+    parameters to fit as texture maps on the mesh's UVs (:mod:`pbrfit.textures`), written
+    back as OmniPBR texture inputs.
 
     Raises:
         InputError: unknown preset or bad values, named as the window names them.
     """
     overrides = {"preset": None if preset == "default" else preset, "iterations": iterations, "samples": samples,
                  "seed": seed, "device": device, "time_budget": time_budget, "backend": backend}
-    return resolve(None, overrides, override_labels=lambda name: f"Material Fit window: {name}")
+    options = resolve(None, overrides, override_labels=lambda name: f"Material Fit window: {name}")
+    if maps:
+        options.textures = check_textures({"maps": list(maps), "resolution": map_resolution},
+                                          "Material Fit window: texture maps")
+        options.validate()
+    return options
 
 
 def _root_dir(stage: Usd.Stage) -> Path:
@@ -215,12 +224,15 @@ def _root_dir(stage: Usd.Stage) -> Path:
 
 
 def build_fit_scene(stage: Usd.Stage, target_path: str, time=Usd.TimeCode.Default(), *,
-                    start_from_defaults: bool = False) -> tuple[FitScene, list[str]]:
+                    start_from_defaults: bool = False, uv: str | None = None,
+                    need_uvs: bool = False) -> tuple[FitScene, list[str]]:
     """Read the live stage and its reference attributes into a :class:`FitScene` (the CLI's path).
 
     Args:
         start_from_defaults: accept a target whose bound material pbrfit cannot read (the
             fit then starts from Blender's defaults); otherwise that is an error.
+        uv: the texture coordinate primvar (None: the default order).
+        need_uvs: texture maps will be fitted: a mesh without texture coordinates is an error.
 
     Returns:
         The scene and every file read.
@@ -231,7 +243,7 @@ def build_fit_scene(stage: Usd.Stage, target_path: str, time=Usd.TimeCode.Defaul
     """
     root = stage.GetRootLayer()
     source = f"stage {root.realPath or root.identifier}"
-    contents = read_stage(stage, target=target_path, time=time)
+    contents = read_stage(stage, target=target_path, time=time, uv=uv)
     if not contents.material_source and not start_from_defaults:
         bound, _ = UsdShade.MaterialBindingAPI(stage.GetPrimAtPath(contents.target)).ComputeBoundMaterial()
         if bound:
@@ -239,6 +251,9 @@ def build_fit_scene(stage: Usd.Stage, target_path: str, time=Usd.TimeCode.Defaul
                 f"{source}: material {bound.GetPath()} bound to {contents.target} has no surface shader pbrfit "
                 "can read (OpenPBR, OmniPBR, OmniPBR_ClearCoat or UsdPreviewSurface); start from Blender's "
                 "defaults instead (start_from_defaults) or bind a supported material")
+    if need_uvs and contents.mesh.uvs is None:
+        raise InputError(f"{source}: mesh {contents.target} has no texture coordinates (primvars:st), so texture "
+                         "maps cannot be fitted; add UVs or fit without maps")
     return build_scene(contents, reference_views(stage), _root_dir(stage), source=source)
 
 
@@ -272,14 +287,19 @@ class FitSession(EngineFitSession):
         if self.state != "idle":
             raise RuntimeError(f"this fit session is already {self.state}; make a new one")
         self.options.validate()
+        textures = self.options.textures
         self.scene, self.files = build_fit_scene(self.stage, self.target_path, self.time,
-                                                 start_from_defaults=self.start_from_defaults)
+                                                 start_from_defaults=self.start_from_defaults,
+                                                 uv=textures.uv if textures else None, need_uvs=textures is not None)
         return super().start()
 
     def write_back(self, **kwargs) -> WriteBackRecord:
-        """Author the fitted material on the stage (see :func:`write_back_material`)."""
+        """Author the fitted material (and its texture maps, as files beside the edit layer)
+        on the stage (see :func:`write_back_material`)."""
+        result = self.outcome()
+        kwargs.setdefault("maps", getattr(result, "textures", None) or None)
         return write_back_material(self.stage, self.scene.target if self.scene else self.target_path,
-                                   self.outcome().material, **kwargs)
+                                   result.material, **kwargs)
 
 
 async def run_async(session: FitSession, *, on_progress: Callable[[Progress], None] | None = None,
@@ -313,7 +333,7 @@ async def run_async(session: FitSession, *, on_progress: Callable[[Progress], No
 # --- write-back ---------------------------------------------------------------------------
 
 def write_back_material(stage: Usd.Stage, target_path: str, material: dict, **kwargs) -> WriteBackRecord:
-    """:func:`pbrfit.writeback_usd.write_back` (same keywords: edit_layer, material_path, save)."""
+    """:func:`pbrfit.writeback_usd.write_back` (same keywords: edit_layer, material_path, save, maps)."""
     return write_back(stage, target_path, material, **kwargs)
 
 

@@ -33,6 +33,8 @@ class MaterialFitWindow(ui.Window):
         self._target_model = ui.SimpleStringModel("")
         self._preset_names = controller.preset_names()
         self._iterations = ui.SimpleIntModel(60)
+        self._map_models: dict = {}  # parameter -> SimpleBoolModel: fit it as a texture map
+        self._map_resolution = ui.SimpleIntModel(512)
         self._progress = ui.SimpleFloatModel(0.0)
         self._image_models = {}
         self._figures_dir = tempfile.mkdtemp(prefix="pbrfit_figures_")
@@ -77,6 +79,15 @@ class MaterialFitWindow(ui.Window):
                 with ui.HStack(height=22):
                     ui.Label("Iterations", width=140)
                     ui.IntField(self._iterations)
+                with ui.HStack(height=22):
+                    ui.Label("Texture maps", width=140)
+                    for name in controller.TEXTURE_MAPS:
+                        model = self._map_models.setdefault(name, ui.SimpleBoolModel(False))
+                        ui.CheckBox(model, width=18)
+                        ui.Label(name.replace("_", " "), width=0)
+                with ui.HStack(height=22):
+                    ui.Label("Map size", width=140)
+                    ui.IntField(self._map_resolution)
                 with ui.HStack(height=28):
                     ui.Button("Fit", clicked_fn=self._on_fit)
                     ui.Button("Cancel", clicked_fn=self._on_cancel)
@@ -116,7 +127,9 @@ class MaterialFitWindow(ui.Window):
         preset = self._preset_names[self._preset.model.get_item_value_model().as_int]
         try:
             backend = _BACKENDS[self._backend.model.get_item_value_model().as_int]
-            options = controller.make_options(preset, iterations=self._iterations.as_int, backend=backend)
+            maps = [n for n, m in self._map_models.items() if m.get_value_as_bool()]
+            options = controller.make_options(preset, iterations=self._iterations.as_int, backend=backend,
+                                              maps=maps, map_resolution=self._map_resolution.as_int)
             self._session = controller.FitSession(self._stage(), self._target_model.get_value_as_string(), options)
             self._session.start()  # reads the stage here, on Kit's main thread
         except controller.InputError as e:
