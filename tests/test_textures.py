@@ -270,6 +270,9 @@ def test_a_fit_recovers_a_printed_label(tmp_path):
     assert fitted[body & seen][:, 0].mean() > fitted[body & seen][:, 2].mean() + 0.3
     assert "textures/base_color.exr" in (out / "material.mtlx").read_text()
     assert "textures/base_color.exr" in (out / "material.usda").read_text()
+    html = (out / "report.html").read_text()
+    assert "<h2>Texture maps</h2>" in html and 'alt="fitted base_color map"' in html
+    assert 'alt="visibility of the base_color map"' in html
     assert doc["metrics"]["validate"]["mean"]["de2000_mean"] < 4.0
 
 

@@ -95,6 +95,9 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
         "summary": {split: d["mean"] for split, d in result.metrics.items()},
         "history": result.history, "parameters": params,
         "plausibility": list(flags), "drops": drops, "provenance": prov,
+        "maps": [{"name": n, "texels": m.texels, "weight": m.weight, "resolution": m.texels.shape[0],
+                  "observed_share": m.observed_share, "file": f"{TEXTURE_FOLDER}/{n}.exr"}
+                 for n, m in (getattr(result, "textures", None) or {}).items()],
     }
 
 

@@ -359,6 +359,40 @@ def _views(data: Mapping, max_size: int, vmax: float) -> str:
     return "".join(out)
 
 
+def _maps(data: Mapping, max_size: int) -> str:
+    """Each fitted texture map beside how much the train pixels see each texel."""
+    maps = list(data.get("maps") or [])
+    if not maps:
+        return ""
+    out = ['<section><h2>Texture maps</h2><p class="muted">Each map as fitted (base colour at display '
+           'sRGB; other maps from black = 0 to white = 1), next to its visibility: how many train pixels '
+           'see each texel (black: none; such texels were filled from their neighbours).</p>']
+    for m in maps:
+        texels = np.asarray(m["texels"], np.float32)
+        step = max(1, int(math.ceil(max(texels.shape[:2]) / max_size)))
+        texels = texels[::step, ::step]
+        if texels.shape[-1] == 3:
+            shown = to_srgb8(texels, 1.0)
+        else:
+            shown = np.round(np.clip(np.repeat(texels[..., :1], 3, -1), 0, 1) * 255).astype(np.uint8)
+        weight = np.asarray(m["weight"], np.float32)[::step, ::step]
+        vis = np.round(np.clip(weight / max(float(np.percentile(weight, 99)), 1e-6), 0, 1) * 255).astype(np.uint8)
+        vis = np.repeat(vis[..., None], 3, -1)
+        h, w = shown.shape[:2]
+        name = _e(m["name"])
+        out.append(
+            f'<article class="view"><div class="view-head"><h4>{name}</h4>'
+            f'<dl class="metrics"><dt>texels</dt><dd>{int(m["resolution"])}&sup2;</dd>'
+            f'<dt>observed</dt><dd>{100 * float(m["observed_share"]):.0f}%</dd>'
+            f'<dt>file</dt><dd>{_e(m["file"])}</dd></dl></div><div class="triple">'
+            f'<figure><img src="{_data_uri(shown)}" width="{w}" height="{h}" alt="fitted {name} map">'
+            f'<figcaption>Fitted {name}</figcaption></figure>'
+            f'<figure><img src="{_data_uri(vis)}" width="{w}" height="{h}" alt="visibility of the {name} map">'
+            f'<figcaption>Train pixels per texel</figcaption></figure></div></article>')
+    out.append("</section>")
+    return "".join(out)
+
+
 def _parameters(data: Mapping) -> str:
     params = list(data.get("parameters") or [])
     flagged = {_get(f, "parameter") for f in data.get("plausibility") or []}
@@ -532,6 +566,7 @@ def render_report(data: Mapping, *, de_vmax: float = DE_VMAX, max_image_size: in
         _header(data),
         _fit_warnings(data),
         _views(data, max_image_size, de_vmax),
+        _maps(data, max_image_size),
         f'<section><h2>Convergence</h2>{_convergence_svg(list(data.get("history") or []))}'
         f'{_path_stage_caption(list(data.get("history") or []))}</section>',
         _parameters(data),
