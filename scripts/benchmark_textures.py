@@ -397,7 +397,8 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         f"{' and '.join(JUDGE_HDRIS)} (never seen by the fit) from the 4 train cameras and the 2 novel ones "
         "(12 views); ΔE2000 over pixels one pixel inside both masks (radiance / HDRI white), pooled: mean / p95; "
         "(4x4: mean over 4x4-pixel block means). *floor*: the truth material through the same judge (Cycles' own "
-        "noise). Map errors over the texels the fit marks observed, truth area-averaged to the fitted resolution; "
+        "noise). Map errors over the texels the fit marks observed, truth "
+        f"{'area-averaged' if args.resolution <= TRUTH_RESOLUTION else 'bilinearly upsampled'} to the fitted resolution; "
         "[flat: the best flat map's error]. Wall time and peak RSS: the `pbrfit fit` process.", "",
         "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | floor ΔE mean / p95 (4x4) | "
         "map error, observed texels [flat] | observed | scalar errors | fit's own ΔE train / val | wall s | peak MiB |",

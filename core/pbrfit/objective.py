@@ -31,6 +31,9 @@ class Objective:
             rendered: it raises to cancel.
         workers: views rendered at once (:mod:`pbrfit.parallel`); the result does not
             depend on it.
+        chunk: :meth:`loss_and_grad` renders at most this many pixels of a view at once and
+            sums their gradients (every loss is a per-pixel mean, so the result is the same
+            up to rounding): the autograd graph of a whole view's pixels can take GBs.
 
     Attributes:
         refs: per view, the reference's loss pixels already divided by the white.
@@ -38,8 +41,9 @@ class Objective:
     """
 
     def __init__(self, renderer, view_ids: list[int], loss: dict, check: Callable[[], None] | None = None,
-                 workers: int = 1):
+                 workers: int = 1, chunk: int | None = None):
         self.renderer, self.view_ids, self.check, self.workers = renderer, view_ids, check, workers
+        self.chunk = chunk
         self.loss = {name: w for name, w in loss.items() if name != "ssim"}
         self.refs, self.whites = {}, {}
         for vi, ref in zip(view_ids, map_ordered(self._prepare, view_ids, workers)):
@@ -55,17 +59,18 @@ class Objective:
         return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32,
                                device=self.renderer.device), white
 
-    def _view_loss(self, vi: int, material: dict) -> tuple[torch.Tensor, float]:
-        """(this view's weighted loss, its mean ΔE2000)."""
+    def _view_loss(self, vi: int, material: dict, rows: slice = slice(None)) -> tuple[torch.Tensor, float]:
+        """(this view's weighted loss, its mean ΔE2000), over its loss pixels ``rows``."""
         if self.check is not None:
             self.check()
-        pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
-        terms = {name: L.LOSSES[name](pred, self.refs[vi]) for name in self.loss}
+        pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi][rows]) / self.whites[vi]
+        ref = self.refs[vi][rows]
+        terms = {name: L.LOSSES[name](pred, ref) for name in self.loss}
         if "de2000" in terms:
             de = terms["de2000"].detach()
         else:
             with torch.no_grad():
-                de = L.de2000(pred, self.refs[vi])
+                de = L.de2000(pred, ref)
         return sum(w * terms[name] for name, w in self.loss.items()), float(de)
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
@@ -85,11 +90,21 @@ class Objective:
         """(the loss, the mean ΔE2000, d loss / d u) for the material ``material_of(u)``, each
         view's value and gradient on its own thread, summed in the order of the views."""
         def one(vi: int):
-            leaf = u.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                loss, de = self._view_loss(vi, material_of(leaf))
-                grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
-            return float(loss.detach()), de, torch.zeros_like(u) if grad is None else grad
+            n = len(self.renderer.train_subsets[vi])
+            step = self.chunk or n
+            loss_sum, de_sum, grad_sum = 0.0, 0.0, torch.zeros_like(u)
+            for start in range(0, n, step):
+                rows = slice(start, min(start + step, n))
+                share = (rows.stop - rows.start) / n
+                leaf = u.detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    loss, de = self._view_loss(vi, material_of(leaf), rows)
+                    grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+                loss_sum += share * float(loss.detach())
+                de_sum += share * de
+                if grad is not None:
+                    grad_sum = grad_sum + share * grad
+            return loss_sum, de_sum, grad_sum
 
         per_view = map_ordered(one, self.view_ids, self.workers)
         n = max(len(self.view_ids), 1)

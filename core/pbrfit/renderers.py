@@ -16,9 +16,9 @@ from .render import RasterRenderer, SampleCounts
 __all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS", "TEXTURE_SAMPLES"]
 
 #: samples per pixel of the texture maps' fit (:mod:`pbrfit.texture_fit`): it shades every
-#: covered pixel of every train view at each step, and a texel is seen by several pixels and
-#: views, which average their noise
-TEXTURE_SAMPLES = SampleCounts(16, 4, 8, 4)
+#: covered pixel of every train view at each step, so fewer than the scalar fit's; half
+#: those counts were measured to bias roughness up (noisy highlights read as rough ones)
+TEXTURE_SAMPLES = SampleCounts(32, 8, 16, 8)
 
 #: paths per pixel and pixels per view of the path refinement's checks (fixed paths: many
 #: per pixel on few pixels, as ΔE2000 of noisy pixels reads high)

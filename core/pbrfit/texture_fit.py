@@ -34,9 +34,10 @@ import torch
 from .layers import parameters_in_use
 from .objective import Objective
 from .params import PARAMETERS, ParameterSpace
-from .textures import (TextureSettings, fill_unseen, grid_values, initial_grid, lookup, pyramid, splat,
+from .textures import (TextureSettings, fill_unseen, map_values, initial_grid, lookup, pyramid, splat,
                        texel_weights, total_variation)
 from .params import to_unconstrained
+from .warm_start import grid_values as search_grid
 
 __all__ = ["MapResult", "fit_maps", "map_units"]
 
@@ -95,7 +96,7 @@ class _Layout:
     def material(self, u: torch.Tensor) -> dict:
         m = self.space.material(u[: self.space.dim])
         for n in self.maps:
-            m[n] = grid_values(n, self.grid(u, n), self.space.bounds_of(n)).float()
+            m[n] = map_values(n, self.grid(u, n), self.space.bounds_of(n)).float()
         return m
 
     def pack(self, scalars: torch.Tensor, grids: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -104,8 +105,11 @@ class _Layout:
 
 #: least-squares passes on the base colour map at the start of each pyramid level
 BASE_COLOR_PASSES = 2
+#: pixels of a view whose gradient is taken at once (bounds the autograd graph's memory)
+GRADIENT_CHUNK = 4096
+#: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
+SCALAR_EVALUATIONS = 10
 #: scalars still fitted beside the maps move this much slower than the texels
-SCALAR_RATE = 0.25
 
 
 def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
@@ -139,12 +143,36 @@ def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Te
         return out
 
 
+def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor) -> torch.Tensor:
+    """``u`` with each scalar still fitted moved to the best of a 1-D grid of values
+    (:func:`pbrfit.warm_start.grid_values`), the maps held: a scalar that compensated for the
+    missing detail of a uniform or coarser material (a rough base standing in for a
+    two-colour one) comes back once the maps explain it."""
+    space = layout.space
+    if not space.fit:
+        return u
+    u = u.detach().clone()
+    with torch.no_grad():
+        best = float(objective(layout.material(u))[0])
+        for n in space.fit:
+            if PARAMETERS[n].size != 1:
+                continue
+            values = space.values(u[: space.dim].double())
+            for v in search_grid(n, *space.bounds_of(n)):
+                trial = u.clone()
+                trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
+                loss = float(objective(layout.material(trial))[0])
+                if loss < best - 1e-9:
+                    best, u = loss, trial
+    return u
+
+
 def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     """Fit ``settings.maps`` from ``run.values`` (the scalar result); updates
     ``run.values`` (the scalars still in use) and returns the maps."""
     o = run.options
     renderer = run.renderers.raster_textures()
-    objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads)
+    objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads, chunk=GRADIENT_CHUNK)
     validator = (Objective(run.renderers.raster_textures(validation=True), run.val, {"de2000": 1.0},
                            run.check_cancel, o.threads) if run.val else None)
     uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in run.train]
@@ -171,20 +199,23 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             for _ in range(BASE_COLOR_PASSES):
                 run.check_cancel()
                 u = _base_color_least_squares(objective, layout, u, uvs, bounds["base_color"])
+        # the scalars against the fit's own renderer (its sample counts; fewer samples, as the
+        # maps' renderer has, were measured to prefer a rougher base)
+        u = _scalar_search(run.train_obj, layout, u)
         k = space.dim
-        u_s, u_g = u[:k].clone().requires_grad_(True), u[k:].clone().requires_grad_(True)
+        u_s, u_g = u[:k].clone(), u[k:].clone().requires_grad_(True)
         weight = texel_weights(uvs, size)
         prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
         centre = {n: torch.sigmoid(grid0[n]).expand(size, size, -1) for n in settings.maps}
-        opt = torch.optim.Adam([{"params": [u_g]}, {"params": [u_s]}], lr=settings.learning_rate)
+        opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
         for step in range(steps):
             run.check_cancel()
             if run.out_of_time():
                 break
-            rate = settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-            opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = rate, rate * SCALAR_RATE  # cosine decay
+            opt.param_groups[0]["lr"] = settings.learning_rate * (  # cosine decay to a tenth
+                0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
             opt.zero_grad()
-            u = torch.cat([u_s.detach(), u_g.detach()])
+            u = torch.cat([u_s, u_g.detach()])
             loss, de, grad = objective.loss_and_grad(layout.material, u)
             u = u.requires_grad_(True)
             with torch.enable_grad():
@@ -193,11 +224,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                     t = torch.sigmoid(layout.grid(u, n))
                     reg = reg + settings.tv_weight * total_variation(t) + (prior_w * (t - centre[n]) ** 2).sum(-1).mean()
                 (g_reg,) = torch.autograd.grad(reg, u)
-            g = (grad + g_reg).nan_to_num(0.0)
-            u_s.grad, u_g.grad = g[:k].clone(), g[k:].clone()
+            u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
             opt.step()
             run.record("textures", loss + float(reg.detach()), de)
-        u = torch.cat([u_s.detach(), u_g.detach()])
+        u = torch.cat([u_s, u_g.detach()])
         u_scalars = u[:k]
         grids = {n: layout.grid(u, n).clone() for n in settings.maps}
         score = None
@@ -219,12 +249,37 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
 
     size = settings.resolution
     grids = {n: pyramid(g, size) for n, g in grids.items()}
-    run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     weight = texel_weights(uvs, size)
-    seen = torch.nn.functional.max_pool2d((weight > 0).float()[None, None], 5, stride=1, padding=2)[0, 0] > 0
+    seen = (weight > 0).numpy()
     out = {}
     for n in settings.maps:
-        texels = grid_values(n, grids[n].double(), bounds[n]).float().numpy()
-        filled = fill_unseen(texels, seen.numpy(), values[n])
-        out[n] = MapResult(n, filled, seen.numpy(), weight.numpy(), run.scene.mesh.uv_name or "st")
+        texels = map_values(n, grids[n].double(), bounds[n]).float().numpy()
+        filled = fill_unseen(texels, seen, values[n])
+        out[n] = MapResult(n, filled, seen, weight.numpy(), run.scene.mesh.uv_name or "st")
+    u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
+    run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
+
+
+def _refine_scalars(run, space: ParameterSpace, u_scalars: torch.Tensor, maps: dict) -> torch.Tensor:
+    """The scalars still fitted, after the maps: :data:`SCALAR_EVALUATIONS` of L-BFGS on the
+    fit's own objective with the final maps held."""
+    if not space.fit or run.out_of_time():
+        return u_scalars
+    u = u_scalars.double().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=SCALAR_EVALUATIONS, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+
+    def material_of(x):
+        return dict(space.material(x), **maps)
+
+    def closure():
+        opt.zero_grad()
+        run.check_cancel()
+        loss, de, grad = run.train_obj.loss_and_grad(material_of, u)
+        u.grad = grad.nan_to_num(0.0)
+        run.record("textures", loss, de)
+        return torch.tensor(loss)
+
+    opt.step(closure)
+    return u.detach().float()

@@ -41,7 +41,7 @@ from .params import PARAMETERS, from_unconstrained, to_unconstrained
 
 __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", "is_map", "lookup", "resolve",
            "has_maps", "pyramid", "splat", "total_variation", "texel_weights", "fill_unseen", "map_memory_bytes",
-           "MAX_RESOLUTION", "initial_grid", "grid_values"]
+           "MAX_RESOLUTION", "initial_grid", "map_values"]
 
 #: parameters that can be fitted as maps (normal maps are not implemented yet: see README)
 TEXTURE_MAPS = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
@@ -77,7 +77,7 @@ class TextureSettings:
     iterations: int = 160
     tv_weight: float = 0.1
     prior_weight: float = 0.05
-    learning_rate: float = 0.2
+    learning_rate: float = 0.05
 
     def channels(self) -> int:
         return sum(PARAMETERS[n].size for n in self.maps)
@@ -270,6 +270,6 @@ def initial_grid(name: str, value, size: int, bounds: tuple[float, float]) -> to
     return to_unconstrained(name, v, bounds).expand(size, size, -1).float().clone()
 
 
-def grid_values(name: str, grid: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+def map_values(name: str, grid: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     """The map (H, W, C) in the parameter's units for an unconstrained ``grid``."""
     return from_unconstrained(name, grid, bounds)
