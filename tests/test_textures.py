@@ -274,6 +274,19 @@ def test_a_fit_recovers_a_printed_label(tmp_path):
     assert "<h2>Texture maps</h2>" in html and 'alt="fitted base_color map"' in html
     assert 'alt="visibility of the base_color map"' in html
     assert doc["metrics"]["validate"]["mean"]["de2000_mean"] < 4.0
+    # pbrfit validate renders the maps too: the same validation metrics as the fit's own
+    again = tmp_path / "again"
+    r = _run(["validate", str(job), "--material", str(out / "material.json"), "--backend", "raster",
+              "--out", str(again)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    redo = json.loads((again / "material.json").read_text())
+    assert redo["textures"]["base_color"]["resolution"] == res
+    assert abs(redo["metrics"]["validate"]["mean"]["de2000_mean"]
+               - doc["metrics"]["validate"]["mean"]["de2000_mean"]) < 0.05
+    # a material.json whose map file is gone: one line naming it, exit 2
+    (out / "textures" / "base_color.exr").unlink()
+    r = _run(["validate", str(job), "--material", str(out / "material.json")], tmp_path)
+    assert r.returncode == 2 and "base_color.exr does not exist" in r.stderr
 
 
 def test_usd_write_back_writes_maps_beside_the_edit_layer_and_undo_removes_them(tmp_path):

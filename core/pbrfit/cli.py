@@ -213,11 +213,13 @@ def _num(x, fmt: str) -> str:
 def _cmd_validate(args, run, started: float, reporter) -> int:
     from dataclasses import replace
 
+    from torch import as_tensor as torch_tensor
+
     from .atomic import OutputDir
     from .fit import FitResult, evaluate_material
     from .job import load_job
     from .options import cli_label, resolve
-    from .outputs import finite_or_none, prepare_output, read_material_json, write_fit_outputs
+    from .outputs import finite_or_none, prepare_output, read_material_json, read_material_maps, write_fit_outputs
 
     faults.point("setup")
     if args.out is not None:
@@ -225,8 +227,12 @@ def _cmd_validate(args, run, started: float, reporter) -> int:
     overrides = {"device": args.device, "seed": args.seed, "backend": args.backend}
     opts = resolve(None, overrides, override_labels=cli_label)
     material = read_material_json(args.material)
+    maps = read_material_maps(args.material)
     job = load_job(args.job)
     scene = job.scene
+    if maps and scene.mesh.uvs is None:
+        raise InputError(f"material file {args.material} has texture maps but mesh {scene.mesh.prim_path} of job "
+                         f"{args.job} has no texture coordinates; add a UV map to the mesh")
     if args.split != "all":
         scene = replace(scene, views=[v for v in scene.views if v.split == args.split])
         if not scene.views:
@@ -239,13 +245,14 @@ def _cmd_validate(args, run, started: float, reporter) -> int:
     try:
         run.check()
         faults.point("final-metrics")
-        views, metrics = evaluate_material(scene, material, opts, cancel=run.cancel)
+        views, metrics = evaluate_material(scene, material, opts, cancel=run.cancel,
+                                           maps={n: torch_tensor(m.texels) for n, m in maps.items()} or None)
         reporter.close()
         run.check()
         if out is not None:
             faults.point("writing")
             result = FitResult(material, material, [], metrics, [], [], views, "validate only", 0.0,
-                               list(scene.notes))
+                               list(scene.notes), textures=maps)
             write_fit_outputs(out, result, job_path=str(job.job_path),
                               input_files=job.input_files + [args.material],
                               options={"validate": True, "backend": opts.backend},

@@ -101,9 +101,10 @@ def compute_settings(threads: int):
 
 
 def evaluate_material(scene: FitScene, material: dict, options: FitOptions | None = None, *,
-                      cancel: threading.Event | None = None):
+                      cancel: threading.Event | None = None, maps: dict | None = None):
     """Render and measure ``material`` on every view of ``scene`` (no fitting), with the
-    final metrics' renderer (:meth:`pbrfit.renderers.Renderers.metrics`).
+    final metrics' renderer (:meth:`pbrfit.renderers.Renderers.metrics`). ``maps``: texture
+    maps ({parameter: (H, W, C) tensor}) that replace those parameters.
 
     Raises:
         FitCancelled: ``cancel`` was set (checked between views).
@@ -116,4 +117,4 @@ def evaluate_material(scene: FitScene, material: dict, options: FitOptions | Non
 
     with compute_settings(options.threads):
         return evaluate_views(Renderers(scene, options).metrics(), normalize_material(material), check=check,
-                              workers=options.threads)
+                              workers=options.threads, maps=maps)

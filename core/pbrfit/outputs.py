@@ -40,7 +40,7 @@ from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "TEXTURE_FOLDER", "texture_entries", "check_output_folder", "prepare_output", "write_fit_outputs",
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "TEXTURE_FOLDER", "texture_entries", "read_material_maps", "check_output_folder", "prepare_output", "write_fit_outputs",
            "read_material_json", "report_data", "finite_or_none"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "
@@ -274,6 +274,48 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         if not (staging / name).is_file() or (staging / name).stat().st_size == 0:
             raise OSError(errno.ENOSPC, f"{name} was not written (is the disk full?)")
     return doc
+
+
+def read_material_maps(path: str | Path) -> dict:
+    """The texture maps a material.json lists under ``textures`` (files relative to it), as
+    {parameter: :class:`pbrfit.texture_fit.MapResult`}; {} when it lists none.
+
+    Raises:
+        InputError: a listed map file is missing or unreadable, or not a map pbrfit can use.
+    """
+    from .images import read_image
+    from .texture_fit import MapResult
+    from .textures import TEXTURE_MAPS
+
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return {}  # read_material_json reports it
+    entries = doc.get("textures") if isinstance(doc, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    out = {}
+    for name, entry in entries.items():
+        where = f"material file {p}: textures.{name}"
+        if name not in TEXTURE_MAPS or not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise InputError(f"{where}: not a map pbrfit fits ({', '.join(TEXTURE_MAPS)}) with a 'file'; "
+                             "pass the material.json a fit wrote")
+        file = p.parent / entry["file"]
+        if not file.is_file():
+            raise InputError(f"{where}: map file {file} does not exist; keep the textures folder beside material.json")
+        pixels, _ = read_image(file)
+        size = PARAMETERS[name].size
+        texels = pixels[..., :size] if pixels.ndim == 3 else pixels[..., None]
+        if texels.shape[-1] != size:
+            texels = np.repeat(texels[..., :1], size, -1)
+        observed = np.ones(texels.shape[:2], bool)
+        mask_file = file.with_name(f"{name}_observed.png")
+        if mask_file.is_file():
+            observed = read_image(mask_file)[0][..., 0] > 0.5
+        out[name] = MapResult(name, np.ascontiguousarray(texels, dtype=np.float32), observed,
+                              observed.astype(np.float32), str(entry.get("uv") or "st"))
+    return out
 
 
 def read_material_json(path: str | Path) -> dict:
