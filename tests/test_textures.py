@@ -26,8 +26,8 @@ from pbrfit.job import load_job  # noqa: E402
 from pbrfit.params import ParameterSpace, normalize_material  # noqa: E402
 from pbrfit.pathtrace import PathRenderer, PathSettings  # noqa: E402
 from pbrfit.render import RasterRenderer, SampleCounts  # noqa: E402
-from pbrfit.textures import (check_textures, fill_unseen, lookup, splat, texel_weights,  # noqa: E402
-                             total_variation)
+from pbrfit.textures import (check_textures, fill_unseen, lookup, map_values, splat,  # noqa: E402
+                             texel_weights, total_variation)
 
 PBRFIT = [sys.executable, "-m", "pbrfit.cli"]
 
@@ -140,10 +140,78 @@ def test_both_renderers_differentiate_through_a_map(uv_job):
         assert int((g.abs().sum(-1) > 0).sum()) > 4  # many texels get a gradient, not one
 
 
+def test_a_flat_normal_map_changes_nothing_and_a_bumpy_one_has_finite_gradients(uv_job):
+    scene = load_job(uv_job).scene
+    m = _material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.3, "coat_weight": 0.3})
+    flat = torch.tensor([0.5, 0.5, 1.0]).expand(4, 4, 3).clone()
+    for renderer in (RasterRenderer(scene, SampleCounts(8, 2, 4, 2)), PathRenderer(scene, PathSettings(2, 3))):
+        assert np.abs(renderer.render_image(0, m) - renderer.render_image(0, dict(m, normal=flat))).max() < 1e-5
+        tilted = torch.tensor([0.7, 0.5, 0.9]).expand(4, 4, 3)
+        assert np.abs(renderer.render_image(0, m) - renderer.render_image(0, dict(m, normal=tilted))).mean() > 1e-3
+        # the fit's variable: slopes, flat at 0, where normalizing has a kink
+        slopes = torch.zeros(4, 4, 2, requires_grad=True)
+        renderer.prepare(0)
+        out = renderer.shade(0, dict(m, normal=map_values("normal", slopes, None)), renderer.train_subsets[0])
+        (g,) = torch.autograd.grad(out.sum(), slopes)
+        assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+def test_a_fit_recovers_a_normal_map(tmp_path):
+    """Raster references of a sphere with a bumpy tangent-space normal map (a height field's):
+    the fitted normals are much closer to the truth than a flat map."""
+    res = 32
+    v, u = np.mgrid[0:res, 0:res]
+    uu, vv = (u + 0.5) / res, 1 - (v + 0.5) / res
+    k, amp = 3, 0.03
+    hu = amp * 2 * np.pi * k * np.cos(2 * np.pi * k * uu) * np.sin(2 * np.pi * k * vv)
+    hv = amp * 2 * np.pi * k * np.sin(2 * np.pi * k * uu) * np.cos(2 * np.pi * k * vv)
+    n = np.stack([-hu, -hv, np.ones_like(hu)], -1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    job = synthetic.write_job(tmp_path / "bumps", uvs=True, size=48, cameras=4,
+                              extra=f'[textures]\nmaps = ["normal"]\nresolution = {res}\niterations = 48')
+    synthetic.render_references(job, {"base_color": [0.6, 0.5, 0.4], "roughness": 0.3},
+                                maps={"normal": ((n + 1) / 2).astype(np.float32)})
+    out = tmp_path / "out"
+    r = _run(["fit", str(job), "--out", str(out), "--fit", "base_color,roughness", "--iterations", "15",
+              "--backend", "raster", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "material.json").read_text())
+    assert "normal" not in doc["parameters"] and doc["textures"]["normal"]["colorspace"] == "raw"
+    fitted, _ = read_image(out / "textures" / "normal.exr")
+    seen = read_image(out / "textures" / "normal_observed.png")[0][..., 0] > 0.5
+    nf = fitted * 2 - 1
+    nf /= np.linalg.norm(nf, axis=-1, keepdims=True)
+    angle = np.degrees(np.arccos(np.clip((nf * n).sum(-1), -1, 1)))[seen].mean()
+    flat = np.degrees(np.arccos(np.clip(n[..., 2], -1, 1)))[seen].mean()
+    assert angle < 0.6 * flat, (angle, flat)
+    assert "normalmap" in (out / "material.mtlx").read_text()
+
+
+def test_normal_maps_are_wired_through_decoders(tmp_path):
+    textures = {"normal": {"file": "textures/normal.exr", "colorspace": "raw", "channels": 3, "uv": "st"}}
+    doc = materialx_document({"base_color": [0.5, 0.2, 0.1]}, textures=textures)
+    assert doc.validate()[0]
+    for shader_name, key in (("pbrfit_material_openpbr_shader", "geometry_normal"),
+                             ("pbrfit_material_standard_surface_shader", "normal")):
+        decode = doc.getNode(shader_name).getInput(key).getConnectedNode()
+        assert decode.getCategory() == "normalmap"
+        assert decode.getInput("in").getConnectedNode().getInputValue("file") == "textures/normal.exr"
+    path = tmp_path / "m.usda"
+    write_usd_material({"base_color": [0.5, 0.2, 0.1]}, path, textures=textures)
+    stage = Usd.Stage.Open(str(path))
+    preview = UsdShade.Shader(stage.GetPrimAtPath("/pbrfit/pbrfit_material/PreviewSurface"))
+    tex = UsdShade.Shader(preview.GetInput("normal").GetConnectedSources()[0][0].source.GetPrim())
+    assert tuple(tex.GetInput("scale").Get()) == (2, 2, 2, 1) and tuple(tex.GetInput("bias").Get()) == (-1, -1, -1, 0)
+    omni = UsdShade.Shader(stage.GetPrimAtPath("/pbrfit/pbrfit_material/OmniPBR"))
+    assert omni.GetInput("normalmap_texture").Get().path == "textures/normal.exr"
+    openpbr = UsdShade.Shader(stage.GetPrimAtPath("/pbrfit/pbrfit_material/OpenPBR"))
+    decode = UsdShade.Shader(openpbr.GetInput("geometry_normal").GetConnectedSources()[0][0].source.GetPrim())
+    assert decode.GetIdAttr().Get() == "ND_normalmap_float"
+
+
 # --- bad inputs ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("table, says", [
-    ({"maps": ["normal"]}, "normal maps are not supported"),
     ({"maps": ["albedo"]}, "'albedo' is not a parameter"),
     ({"maps": ["ior"]}, "'ior' cannot be fitted as a map"),
     ({"maps": []}, "give a list of parameter names"),

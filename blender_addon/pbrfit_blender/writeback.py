@@ -72,6 +72,14 @@ def set_principled(node, values: dict) -> list[str]:
     return skipped
 
 
+#: the Principled BSDF input a tangent-space normal map feeds (through a Normal Map node)
+NORMAL_SOCKET = "Normal"
+
+
+def _socket(name: str) -> str:
+    return NORMAL_SOCKET if name == "normal" else SOCKETS[name]
+
+
 def _ours(node) -> bool:
     return node.name == UV_NODE or node.name.startswith(MAP_NODE.format(""))
 
@@ -84,10 +92,10 @@ def check_maps_writable(obj, maps) -> None:
     if mat is None or node is None:
         return  # the extraction reports it
     for name in maps:
-        socket = node.inputs[SOCKETS[name]]
+        socket = node.inputs[_socket(name)]
         for link in socket.links:
             if not _ours(link.from_node):
-                raise InputError(f"material '{mat.name}': {SOCKETS[name]} is linked to node '{link.from_node.name}'; "
+                raise InputError(f"material '{mat.name}': {_socket(name)} is linked to node '{link.from_node.name}'; "
                                  f"a fitted {name} map would replace that link: unlink it yourself, or do not fit "
                                  f"{name} as a map (your node graph is left as it is)")
 
@@ -125,7 +133,7 @@ def _map_image(obj, name: str, texels, folder):
             img.pack()
             img.filepath = ""
     img.name = image_name
-    img.colorspace_settings.name = "Linear Rec.709" if texels.shape[-1] == 3 else "Non-Color"
+    img.colorspace_settings.name = "Linear Rec.709" if name == "base_color" else "Non-Color"
     return img
 
 
@@ -134,7 +142,7 @@ def _remove_map_nodes(mat) -> dict:
     removed = {}
     for node in list(mat.node_tree.nodes):
         if _ours(node):
-            if node.name != UV_NODE and node.image is not None:
+            if getattr(node, "image", None) is not None:
                 removed[node.name[len(MAP_NODE.format("")):]] = node.image.name
             mat.node_tree.nodes.remove(node)
     return removed
@@ -157,7 +165,16 @@ def _link_maps(mat, principled, images: dict, uv_name: str | None) -> None:
         tex.extension = "REPEAT"
         tex.location = (principled.location.x - 400, principled.location.y - 300 * i)
         tree.links.new(uv.outputs["UV"], tex.inputs["Vector"])
-        tree.links.new(tex.outputs["Color"], principled.inputs[SOCKETS[name]])
+        if name == "normal":  # tangent space on the same UV map (MikkTSpace), strength 1
+            decode = tree.nodes.new("ShaderNodeNormalMap")
+            decode.name = decode.label = MAP_NODE.format("normal") + " decode"
+            decode.space = "TANGENT"
+            decode.uv_map = uv_name or ""
+            decode.location = (principled.location.x - 200, principled.location.y - 300 * i)
+            tree.links.new(tex.outputs["Color"], decode.inputs["Color"])
+            tree.links.new(decode.outputs["Normal"], principled.inputs[NORMAL_SOCKET])
+        else:
+            tree.links.new(tex.outputs["Color"], principled.inputs[SOCKETS[name]])
 
 
 def _undo_push(message: str) -> None:

@@ -561,7 +561,7 @@ class FitRun:
         """Render every view with the final material (:meth:`Renderers.metrics`, within the
         time budget) and measure it; returns the :class:`pbrfit.fit.FitResult`."""
         final = {n: self.values[n] for n in PARAMETERS}
-        final.update({n: r.summary() for n, r in self.maps.items()})
+        final.update({n: r.summary() for n, r in self.maps.items() if r.summary() is not None})
         maps = {n: torch.as_tensor(r.texels) for n, r in self.maps.items()} or None
         tolerances = {}
         if not self.out_of_time():

@@ -28,7 +28,8 @@ from .errors import InputError
 from .raycast import RayCaster
 from .scene import Camera, Mesh, View
 
-__all__ = ["camera_rays", "SurfacePoints", "surface_points", "ViewGeometry", "view_geometry"]
+__all__ = ["camera_rays", "SurfacePoints", "surface_points", "ViewGeometry", "view_geometry", "uv_tangents",
+           "tangent_basis"]
 
 
 def camera_rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +85,89 @@ def _default_tangents(mesh: Mesh, position: np.ndarray) -> np.ndarray:
     return t_obj @ normal_matrix.T
 
 
+_UV_TANGENTS: dict[int, tuple] = {}
+
+
+def uv_tangents(mesh: Mesh) -> np.ndarray | None:
+    """(F, 3, 4) per-corner tangents of the mesh's UV layout, world space, and the bitangent
+    sign (w), as tangent-space normal maps need them; None without UVs.
+
+    MikkTSpace's construction (what Blender bakes and renders normal maps with), without its
+    special cases: each triangle's tangent is the direction of increasing u (from positions
+    and UVs), projected into each corner's normal plane; corners that share a vertex, normal,
+    UV and orientation (the sign of the triangle's UV area) average their triangles'
+    tangents weighted by the corner angle. Degenerate UV triangles take any tangent
+    orthogonal to the normal. The sign is +1 where v grows along normal x tangent."""
+    if mesh.uvs is None:
+        return None
+    cached = _UV_TANGENTS.get(id(mesh))
+    if cached is not None and cached[0] is mesh:
+        return cached[1]
+    tri = mesh.triangles
+    p = mesh.positions[tri]                     # (F, 3, 3)
+    uv = mesh.uvs                                # (F, 3, 2)
+    if mesh.normals is not None:
+        n = mesh.normals
+    else:
+        face_n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        face_n /= np.maximum(np.linalg.norm(face_n, axis=-1, keepdims=True), 1e-30)
+        n = np.repeat(face_n[:, None], 3, axis=1)
+    dp1, dp2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    du1, dv1 = uv[:, 1, 0] - uv[:, 0, 0], uv[:, 1, 1] - uv[:, 0, 1]
+    du2, dv2 = uv[:, 2, 0] - uv[:, 0, 0], uv[:, 2, 1] - uv[:, 0, 1]
+    area = du1 * dv2 - du2 * dv1
+    sign = np.where(area >= 0, 1.0, -1.0)
+    safe = np.where(np.abs(area) > 1e-20, area, 1.0)
+    t_face = (dp1 * dv2[:, None] - dp2 * dv1[:, None]) / safe[:, None]
+    t_face[np.abs(area) <= 1e-20] = 0.0
+    # corner angles
+    angles = np.empty(tri.shape)
+    for k in range(3):
+        a = p[:, (k + 1) % 3] - p[:, k]
+        b = p[:, (k + 2) % 3] - p[:, k]
+        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
+        angles[:, k] = np.arccos(np.clip(cos, -1, 1))
+    t_corner = t_face[:, None, :] - n * (n * t_face[:, None, :]).sum(-1, keepdims=True)
+    t_corner /= np.maximum(np.linalg.norm(t_corner, axis=-1, keepdims=True), 1e-30)
+    t_corner *= angles[..., None]
+    # weld corners sharing vertex, normal, uv and orientation
+    key = np.concatenate([tri[..., None].astype(np.float64), np.round(n, 5), np.round(uv, 6),
+                          np.repeat(sign[:, None, None], 3, axis=1)], -1).reshape(-1, 7)
+    _, group = np.unique(key, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    summed = np.zeros((group.max() + 1, 3))
+    np.add.at(summed, group, t_corner.reshape(-1, 3))
+    t = summed[group].reshape(tri.shape + (3,))
+    t = t - n * (n * t).sum(-1, keepdims=True)
+    length = np.linalg.norm(t, axis=-1, keepdims=True)
+    fallback = np.cross(n, np.where(np.abs(n[..., :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+    fallback /= np.maximum(np.linalg.norm(fallback, axis=-1, keepdims=True), 1e-30)
+    t = np.where(length > 1e-12, t / np.maximum(length, 1e-30), fallback)
+    out = np.concatenate([t, np.repeat(sign[:, None, None], 3, axis=1)], -1)
+    if len(_UV_TANGENTS) > 64:
+        _UV_TANGENTS.clear()
+    _UV_TANGENTS[id(mesh)] = (mesh, out)
+    return out
+
+
+def tangent_basis(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+    """(N, 2, 3) the UV tangent and bitangent at hits, in each hit's local shading frame
+    (rows of ``frame``: tangent, bitangent, shading normal), as Cycles' Normal Map node forms
+    them: T = normalize(interpolated corner tangents), B = sign * N x T. None without UVs."""
+    tangents = uv_tangents(mesh)
+    if tangents is None:
+        return None
+    c = tangents[triangle]
+    b1, b2 = barycentric[:, 0:1], barycentric[:, 1:2]
+    t = (1 - b1 - b2) * c[:, 0, :3] + b1 * c[:, 1, :3] + b2 * c[:, 2, :3]
+    sign = c[:, 0, 3:4]
+    t_local = np.einsum("nij,nj->ni", frame, t)
+    t_local[:, 2] = 0.0  # Cycles keeps the tangent in the shading normal's plane
+    t_local /= np.maximum(np.linalg.norm(t_local, axis=-1, keepdims=True), 1e-30)
+    b_local = sign * np.cross(np.array([0.0, 0.0, 1.0]), t_local)
+    return np.stack([t_local, b_local], 1)
+
+
 @dataclass
 class ViewGeometry:
     """Per-view surface data, for the P pixels the part covers (pixel centres hit).
@@ -100,6 +184,8 @@ class ViewGeometry:
         mask_iou: intersection over union of the silhouette and the reference mask (1 if none).
         uv: (P, 2) float32 texture coordinates (:mod:`pbrfit.textures`), or None when the mesh
             has none.
+        tbn: (P, 2, 3) float32 the UV tangent and bitangent in the local shading frame
+            (:func:`tangent_basis`, for normal maps), or None without UVs.
     """
 
     height: int
@@ -113,6 +199,7 @@ class ViewGeometry:
     wo: torch.Tensor
     mask_iou: float
     uv: torch.Tensor | None = None
+    tbn: torch.Tensor | None = None
 
 
 @dataclass
@@ -126,6 +213,7 @@ class SurfacePoints:
         frame: (N, 3, 3) float64 rows = tangent, bitangent, shading normal.
         wo: (N, 3) float64 direction back along the ray, in the local frame.
         uv: (N, 2) float64 texture coordinates, or None when the mesh has none.
+        tbn: (N, 2, 3) float64 UV tangent and bitangent in the local frame, or None.
     """
 
     position: np.ndarray
@@ -133,6 +221,7 @@ class SurfacePoints:
     frame: np.ndarray
     wo: np.ndarray
     uv: np.ndarray | None = None
+    tbn: np.ndarray | None = None
 
 
 def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, towards: np.ndarray) -> SurfacePoints:
@@ -172,11 +261,12 @@ def surface_points(mesh: Mesh, triangle: np.ndarray, barycentric: np.ndarray, to
     b = np.cross(ns, t)
     frame = np.stack([t, b, ns], axis=1)
     wo = np.einsum("pij,pj->pi", frame, towards)
-    uv = None
+    uv = tbn = None
     if mesh.uvs is not None:
         t = mesh.uvs[triangle]
         uv = b0 * t[:, 0] + b1 * t[:, 1] + b2 * t[:, 2]
-    return SurfacePoints(position, ng, frame, wo, uv)
+        tbn = tangent_basis(mesh, triangle, barycentric, frame)
+    return SurfacePoints(position, ng, frame, wo, uv, tbn)
 
 
 def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
@@ -223,4 +313,5 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
     return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
                         torch.as_tensor(frame, dtype=torch.float32, device="cpu"),
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
-                        None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"))
+                        None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
+                        None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"))

@@ -207,11 +207,12 @@ def texture_entries(result) -> dict:
     """material.json's ``textures``: per fitted map its file (relative to material.json),
     colour space, channels, resolution, UV primvar and observed share. Every map is an
     OpenEXR of float32 texels in the parameter's own units, row 0 at the top: base colour
-    linear Rec.709 (``lin_rec709``), the others plain data (``raw``)."""
+    linear Rec.709 (``lin_rec709``), the others plain data (``raw``); the normal map tangent
+    space, OpenGL convention (+Y along increasing v), encoded (n + 1) / 2, MikkTSpace tangents."""
     out = {}
     for name, m in (getattr(result, "textures", None) or {}).items():
         out[name] = {"file": f"{TEXTURE_FOLDER}/{name}.exr",
-                     "colorspace": "lin_rec709" if PARAMETERS[name].size == 3 else "raw",
+                     "colorspace": "lin_rec709" if name == "base_color" else "raw",
                      "channels": int(m.texels.shape[-1]), "resolution": int(m.texels.shape[0]),
                      "uv": m.uv, "observed_share": m.observed_share}
     return out
@@ -285,7 +286,7 @@ def read_material_maps(path: str | Path) -> dict:
     """
     from .images import read_image
     from .texture_fit import MapResult
-    from .textures import TEXTURE_MAPS
+    from .textures import TEXTURE_MAPS, map_channels
 
     p = Path(path)
     try:
@@ -305,7 +306,7 @@ def read_material_maps(path: str | Path) -> dict:
         if not file.is_file():
             raise InputError(f"{where}: map file {file} does not exist; keep the textures folder beside material.json")
         pixels, _ = read_image(file)
-        size = PARAMETERS[name].size
+        size = map_channels(name)
         texels = pixels[..., :size] if pixels.ndim == 3 else pixels[..., None]
         if texels.shape[-1] != size:
             texels = np.repeat(texels[..., :1], size, -1)

@@ -213,6 +213,7 @@ class _Vertices:
     beta: torch.Tensor        # (V, 3) the path's throughput up to this vertex
     ancestor: torch.Tensor    # (V,) bool: the path bounced diffusely before (no more walks)
     uv: torch.Tensor          # (V, 2) texture coordinates (zeros where the mesh has none)
+    tbn: torch.Tensor         # (V, 2, 3) UV tangent and bitangent in the local frame (normal maps)
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -305,7 +306,8 @@ class _Trace:
             frame=geo.frame[rows_t].to(torch.float32), wo=geo.wo[rows_t],
             lambert=torch.zeros(n, dtype=torch.bool, device=dev), beta=torch.ones(n, 3, device=dev),
             ancestor=torch.zeros(n, dtype=torch.bool, device=dev),
-            uv=geo.uv[rows_t] if geo.uv is not None else torch.zeros(n, 2, device=dev))
+            uv=geo.uv[rows_t] if geo.uv is not None else torch.zeros(n, 2, device=dev),
+            tbn=geo.tbn[rows_t] if geo.tbn is not None else torch.zeros(n, 2, 3, device=dev))
 
     def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
         """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
@@ -364,10 +366,12 @@ class _Trace:
 
     def _sample_bsdf(self, v: _Vertices, u: torch.Tensor) -> _Bounce:
         """One direction from the BSDF's lobe mixture (cosine at subsurface exits)."""
-        m_fixed = self._at(self.m_fixed, v, None)
-        wi, _ = bsdf.sample_principled(m_fixed, v.wo, u[:, 0], u[:, 1:3])
+        m_fixed, r = self._at(self.m_fixed, v, None)
+        wo = v.wo if r is None else textures.rotate(r, v.wo)
+        wi, _ = bsdf.sample_principled(m_fixed, wo, u[:, 0], u[:, 1:3])
+        wi = wi if r is None else textures.unrotate(r, wi)
         wi = torch.where(v.lambert[:, None], bsdf.cosine_hemisphere(u[:, 1:3]), wi)
-        p_diffuse = bsdf.lobe_probabilities(m_fixed, v.wo)[..., 0].expand(len(v.wo))
+        p_diffuse = bsdf.lobe_probabilities(m_fixed, wo)[..., 0].expand(len(v.wo))
         diffuse_lobe = v.lambert | (u[:, 0] < p_diffuse)
         pdf = self._bsdf_pdf(v, torch.arange(len(v), device=self.device), wi)
         d = torch.einsum("pij,pi->pj", v.frame, wi)
@@ -416,14 +420,17 @@ class _Trace:
             lambert=torch.zeros(len(hit), dtype=torch.bool, device=dev), beta=throughput[hit_t],
             ancestor=v.ancestor[hit_rows] | bounce.diffuse_lobe[hit_rows],
             uv=(torch.as_tensor(surf.uv, dtype=torch.float32, device=dev) if surf.uv is not None
-                else torch.zeros(len(hit), 2, device=dev)))]
+                else torch.zeros(len(hit), 2, device=dev)),
+            tbn=(torch.as_tensor(surf.tbn, dtype=torch.float32, device=dev) if surf.tbn is not None
+                 else torch.zeros(len(hit), 2, 3, device=dev)))]
         if branches is not None:
             exits, n = branches.exits, len(branches.slots)
             parts.append(_Vertices(
                 slot=branches.slots, position=exits.position, normal_geo=exits.normal_geo, frame=exits.frame,
                 wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool, device=dev),
                 beta=v.beta[branches.parent] * self._keep_grad(exits.weight),
-                ancestor=torch.ones(n, dtype=torch.bool, device=dev), uv=torch.zeros(n, 2, device=dev)))
+                ancestor=torch.ones(n, dtype=torch.bool, device=dev), uv=torch.zeros(n, 2, device=dev),
+                tbn=torch.zeros(n, 2, 3, device=dev)))
         return _Vertices.concat(parts)
 
     # --- the vertex's BSDF and the PRB terms ------------------------------------------------
@@ -443,8 +450,11 @@ class _Trace:
         for sub_rows, transport in ((walks, True), ((~lam) & (~walks), False)):
             if bool(sub_rows.any()):
                 sub = torch.nonzero(sub_rows)[:, 0]
-                out = bsdf.principled_eval(self._at(self.material, v, idx[sub]), v.wo[idx[sub]], wi[sub],
-                                           subsurface_transport=transport)
+                m, r = self._at(self.material, v, idx[sub])
+                wo_s, wi_s = v.wo[idx[sub]], wi[sub]
+                if r is not None:
+                    wo_s, wi_s = textures.rotate(r, wo_s), textures.rotate(r, wi_s)
+                out = bsdf.principled_eval(m, wo_s, wi_s, subsurface_transport=transport)
                 f = f.index_put((sub,), out[0] if transport else out)
         if bool(lam.any()):
             sub = torch.nonzero(lam)[:, 0]
@@ -454,13 +464,23 @@ class _Trace:
     def _bsdf_pdf(self, v: _Vertices, idx: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
         """Density of the vertices' BSDF sampling (lobe mixture, or cosine at exits)."""
         cos_pdf = wi[:, 2].clamp_min(0) / np.pi
-        return torch.where(v.lambert[idx], cos_pdf, bsdf.pdf_principled(self._at(self.m_fixed, v, idx), v.wo[idx], wi))
+        m, r = self._at(self.m_fixed, v, idx)
+        wo = v.wo[idx]
+        if r is not None:
+            wo, wi = textures.rotate(r, wo), textures.rotate(r, wi)
+        return torch.where(v.lambert[idx], cos_pdf, bsdf.pdf_principled(m, wo, wi))
 
-    def _at(self, material: dict, v: _Vertices, idx: torch.Tensor | None) -> dict:
-        """``material`` at the vertices ``idx`` (all if None): its maps looked up at their UVs."""
+    def _at(self, material: dict, v: _Vertices, idx: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+        """``material`` at the vertices ``idx`` (all if None), its maps looked up at their UVs,
+        and the rotation into the shading frame of its normal map there (None without one)."""
         if not self.textured:
-            return material
-        return textures.resolve(material, v.uv if idx is None else v.uv[idx])
+            return material, None
+        m = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx]))
+        normal = m.pop(textures.NORMAL, None)
+        if normal is None:
+            return m, None
+        return m, textures.normal_rotation(normal, v.tbn if idx is None else v.tbn[idx],
+                                           v.wo if idx is None else v.wo[idx])
 
     def _scatter_surrogate(self, slots: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """PRB term of a scattering event: radiance still ahead of it times F / detach(F)."""

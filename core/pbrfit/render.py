@@ -184,7 +184,14 @@ class RasterRenderer(SceneRenderer):
             sel = np.arange(len(geo.pixels))
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
-        material = textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1)
+        material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1))
+        normal = material.pop(textures.NORMAL, None)
+        if normal is not None:  # a normal map turns each pixel's shading frame (textures.normal_rotation)
+            r = textures.normal_rotation(normal[:, 0], geo.tbn[sel_t], wo[:, 0])
+            to_shading, from_shading = (lambda w: textures.rotate(r, w)), (lambda w: textures.unrotate(r, w))
+            wo = to_shading(wo[:, 0])[:, None, :]
+        else:
+            to_shading = from_shading = (lambda w: w)
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
         def denominator(wi, p_fixed):
@@ -199,11 +206,11 @@ class RasterRenderer(SceneRenderer):
             self._fix(pv, np.arange(len(geo.pixels)))
             fx, rows = pv.fixed, pv.row_of[sel]
         rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        wi = fx.wi[rows_t]
+        wi = to_shading(fx.wi[rows_t])
         f = bsdf.principled_eval(material, wo, wi)
         out = (f * fx.lv[rows_t] / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
 
-        # directions sampled from the BSDF's lobes
+        # directions sampled from the BSDF's lobes (in the shading frame)
         strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]
         if use_coat:
             strategies.append((bsdf.sample_coat, pv.u_coat, n.coat))
@@ -213,11 +220,12 @@ class RasterRenderer(SceneRenderer):
             if count == 0:
                 continue
             wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
-            d = torch.einsum("pni,pij->pnj", wi, frame)
+            wi_local = from_shading(wi)
+            d = torch.einsum("pni,pij->pnj", wi_local, frame)
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             radiance = env.radiance(d)
             vis = self._visible(origins, ngeo, d)
-            p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi[..., 2].detach().clamp_min(0) / math.pi
+            p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi_local[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)
             out = out + (f * radiance * vis[..., None] / denominator(wi, p_fixed)[..., None]).sum(1)
         return out

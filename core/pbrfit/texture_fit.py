@@ -34,8 +34,9 @@ import torch
 from .layers import parameters_in_use
 from .objective import Objective
 from .params import PARAMETERS, ParameterSpace
-from .textures import (TextureSettings, fill_unseen, map_values, initial_grid, lookup, pyramid, splat,
-                       texel_weights, total_variation)
+from .textures import (FLAT_NORMAL, NORMAL, TextureSettings, curl, fill_unseen, initial_grid, lookup,
+                       map_channels, map_values, normalized, pyramid, splat, texel_weights, total_variation,
+                       variable_channels)
 from .params import to_unconstrained
 from .warm_start import grid_values as search_grid
 
@@ -66,7 +67,10 @@ class MapResult:
         return float(self.observed.mean())
 
     def summary(self):
-        """The map's mean over its observed texels: the scalar that stands for it."""
+        """The map's mean over its observed texels: the scalar that stands for it (a normal
+        map has none: None)."""
+        if self.name == NORMAL:
+            return None
         sel = self.texels[self.observed] if self.observed.any() else self.texels.reshape(-1, self.texels.shape[-1])
         mean = sel.reshape(-1, self.texels.shape[-1]).mean(0)
         return [float(v) for v in mean] if PARAMETERS[self.name].size > 1 else float(mean[0])
@@ -80,23 +84,23 @@ def map_units(settings: TextureSettings) -> int:
 class _Layout:
     """The flat optimization vector: the scalars in use, then each map's grid (row-major)."""
 
-    def __init__(self, space: ParameterSpace, maps: tuple[str, ...], size: int):
-        self.space, self.maps, self.size = space, maps, size
+    def __init__(self, space: ParameterSpace, maps: tuple[str, ...], size: int, bounds: dict):
+        self.space, self.maps, self.size, self.bounds = space, maps, size, bounds
         self.slices = {}
         i = space.dim
         for n in maps:
-            c = PARAMETERS[n].size
+            c = variable_channels(n)
             self.slices[n] = slice(i, i + size * size * c)
             i += size * size * c
         self.dim = i
 
     def grid(self, u: torch.Tensor, name: str) -> torch.Tensor:
-        return u[self.slices[name]].reshape(self.size, self.size, PARAMETERS[name].size)
+        return u[self.slices[name]].reshape(self.size, self.size, variable_channels(name))
 
     def material(self, u: torch.Tensor) -> dict:
         m = self.space.material(u[: self.space.dim])
         for n in self.maps:
-            m[n] = map_values(n, self.grid(u, n), self.space.bounds_of(n)).float()
+            m[n] = map_values(n, self.grid(u, n), self.bounds[n]).float()
         return m
 
     def pack(self, scalars: torch.Tensor, grids: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -180,7 +184,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     values = dict(run.values)
     scalars = [n for n in parameters_in_use(run.space, values) if n not in settings.maps]
     space = ParameterSpace(values, scalars, o.bounds)
-    bounds = {n: run.space.bounds_of(n) for n in settings.maps}
+    bounds = {n: run.space.bounds_of(n) if n != NORMAL else None for n in settings.maps}
+    values[NORMAL] = FLAT_NORMAL
     grid0 = {n: initial_grid(n, values[n], 1, bounds[n]) for n in settings.maps}  # the prior's centre
     grids = {n: g.clone() for n, g in grid0.items()}
     u_scalars = space.initial_vector().float()
@@ -193,7 +198,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     log = []
     for size, steps in zip(levels, per_level):
         grids = {n: pyramid(g, size) for n, g in grids.items()}
-        layout = _Layout(space, settings.maps, size)
+        layout = _Layout(space, settings.maps, size, bounds)
         u = layout.pack(u_scalars, grids)
         if "base_color" in settings.maps:
             for _ in range(BASE_COLOR_PASSES):
@@ -206,7 +211,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         u_s, u_g = u[:k].clone(), u[k:].clone().requires_grad_(True)
         weight = texel_weights(uvs, size)
         prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
-        centre = {n: torch.sigmoid(grid0[n]).expand(size, size, -1) for n in settings.maps}
+        centre = {n: normalized(n, grid0[n]).expand(size, size, -1) for n in settings.maps}
         opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
         for step in range(steps):
             run.check_cancel()
@@ -221,8 +226,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             with torch.enable_grad():
                 reg = 0.0
                 for n in settings.maps:
-                    t = torch.sigmoid(layout.grid(u, n))
+                    t = normalized(n, layout.grid(u, n))
                     reg = reg + settings.tv_weight * total_variation(t) + (prior_w * (t - centre[n]) ** 2).sum(-1).mean()
+                    if n == NORMAL:
+                        reg = reg + settings.integrability_weight * curl(t)
                 (g_reg,) = torch.autograd.grad(reg, u)
             u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
             opt.step()
@@ -257,6 +264,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         filled = fill_unseen(texels, seen, values[n])
         out[n] = MapResult(n, filled, seen, weight.numpy(), run.scene.mesh.uv_name or "st")
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
+    del values[NORMAL]
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
 

@@ -41,12 +41,20 @@ from .params import PARAMETERS, from_unconstrained, to_unconstrained
 
 __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", "is_map", "lookup", "resolve",
            "has_maps", "pyramid", "splat", "total_variation", "texel_weights", "fill_unseen", "map_memory_bytes",
-           "MAX_RESOLUTION", "initial_grid", "map_values"]
+           "MAX_RESOLUTION", "initial_grid", "map_values",
+           "NORMAL", "FLAT_NORMAL", "normal_rotation", "valid_reflection", "rotate", "unrotate",
+           "map_channels", "variable_channels", "normalized", "curl"]
 
-#: parameters that can be fitted as maps (normal maps are not implemented yet: see README)
-TEXTURE_MAPS = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
+#: the material dict's key of a tangent-space normal map (not a Principled parameter: the
+#: BSDF never sees it, the renderers turn the shading frame with it)
+NORMAL = "normal"
+#: what can be fitted as maps: Principled parameters, and the normal map
+TEXTURE_MAPS = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness", NORMAL)
 #: keys of a job's ``[textures]`` table
-TEXTURE_KEYS = ("maps", "resolution", "uv", "iterations", "tv_weight", "prior_weight", "learning_rate")
+TEXTURE_KEYS = ("maps", "resolution", "uv", "iterations", "tv_weight", "prior_weight", "learning_rate",
+                "integrability_weight")
+#: a flat normal map texel (tangent space (0, 0, 1), encoded)
+FLAT_NORMAL = (0.5, 0.5, 1.0)
 #: the largest map side allowed (texels)
 MAX_RESOLUTION = 8192
 #: bytes per texel channel the fit holds (variable, gradient, two Adam moments, values,
@@ -67,8 +75,10 @@ class TextureSettings:
         tv_weight: weight of the total variation of each map (per texel, in the parameter's
             normalized [0, 1] range), against the image loss.
         prior_weight: weight of the pull toward the scalar fit, per texel, divided by
-            1 + the number of train pixels that see the texel.
+            1 + the number of train pixels that see the texel (a normal map: toward flat).
         learning_rate: Adam's step in the unconstrained space.
+        integrability_weight: weight of the normal map's curl (a normal map that comes from
+            a height field has none), per texel.
     """
 
     maps: tuple[str, ...]
@@ -78,9 +88,10 @@ class TextureSettings:
     tv_weight: float = 0.1
     prior_weight: float = 0.05
     learning_rate: float = 0.05
+    integrability_weight: float = 0.1
 
     def channels(self) -> int:
-        return sum(PARAMETERS[n].size for n in self.maps)
+        return sum(map_channels(n) for n in self.maps)
 
     def levels(self) -> list[int]:
         """The pyramid: 1/8, 1/4, 1/2 and the full resolution (none below 8 texels)."""
@@ -112,14 +123,11 @@ def check_textures(table, where: str) -> TextureSettings:
     if not isinstance(maps, list) or not maps or not all(isinstance(m, str) for m in maps):
         raise InputError(f"{where} maps: give a list of parameter names, e.g. maps = [\"base_color\", \"roughness\"]")
     for m in maps:
-        if m == "normal":
-            raise InputError(f"{where} maps: normal maps are not supported yet; remove \"normal\" "
-                             f"(supported: {', '.join(TEXTURE_MAPS)})")
-        if m not in PARAMETERS:
+        if m not in PARAMETERS and m != NORMAL:
             raise InputError(f"{where} maps: '{m}' is not a parameter; maps can be {', '.join(TEXTURE_MAPS)}")
         if m not in TEXTURE_MAPS:
             raise InputError(f"{where} maps: '{m}' cannot be fitted as a map; maps can be {', '.join(TEXTURE_MAPS)}")
-    maps = tuple(n for n in PARAMETERS if n in set(maps))
+    maps = tuple(n for n in TEXTURE_MAPS if n in set(maps))
     kw = {"maps": maps}
     res = table.get("resolution", 512)
     if isinstance(res, bool) or not isinstance(res, int) or res < 8 or res > MAX_RESOLUTION or res & (res - 1):
@@ -135,7 +143,7 @@ def check_textures(table, where: str) -> TextureSettings:
         if isinstance(it, bool) or not isinstance(it, int) or not 1 <= it <= 100_000:
             raise InputError(f"{where} iterations: a whole number from 1 to 100000, got {it!r}")
         kw["iterations"] = it
-    for key in ("tv_weight", "prior_weight", "learning_rate"):
+    for key in ("tv_weight", "prior_weight", "learning_rate", "integrability_weight"):
         if key in table:
             v = table[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
@@ -202,6 +210,75 @@ def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0) -> dic
     return out
 
 
+# --- normal maps -----------------------------------------------------------------------------
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """``v`` normalized along the last axis, with a finite gradient at zero."""
+    return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + 1e-16)
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite gradient at 0."""
+    return torch.sqrt(x.clamp_min(0.0) + 1e-12)
+
+
+def valid_reflection(m: torch.Tensor, wo: torch.Tensor) -> torch.Tensor:
+    """Cycles' ``ensure_valid_specular_reflection`` in the local frame (the geometric normal
+    taken as the shading normal, +z): a mapped normal ``m`` (N, 3) that would mirror the view
+    ``wo`` (N, 3) below the surface is tilted back toward +z until the mirrored view leaves
+    the surface at ``min(0.9 wo.z, 0.01)``."""
+    iz = wo[:, 2:3].clamp_min(0.0)
+    r_z = 2 * (m * wo).sum(-1, keepdim=True) * m[:, 2:3] - iz
+    threshold = torch.minimum(0.9 * iz, torch.full_like(iz, 0.01))
+    x = _unit(torch.cat([m[:, :2], torch.zeros_like(m[:, 2:3])], -1))
+    ix = (wo * x).sum(-1, keepdim=True)
+    a = (ix * ix + iz * iz).clamp_min(1e-12)
+    b = 2.0 * (a + iz * threshold)
+    c = (threshold + iz) ** 2
+    root = _sqrt(b * b - 4.0 * a * c)
+    nz2 = torch.where(ix < 0, 0.25 * (b + root) / a, 0.25 * (b - root) / a).clamp(0.0, 1.0)
+    bent = x * _sqrt(1.0 - nz2) + torch.cat([torch.zeros_like(x[:, :2]), _sqrt(nz2)], -1)
+    return torch.where(r_z >= threshold, m, bent)
+
+
+def normal_rotation(encoded: torch.Tensor, tbn: torch.Tensor, wo: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3, 3) rotations taking directions in a point's local shading frame to the frame
+    of its mapped normal (rows: tangent, bitangent, mapped normal, all in the old frame).
+
+    ``encoded`` (N, 3) is the normal map's texel value, tangent space encoded as colour
+    (n = 2 c - 1, OpenGL: +Y along increasing v), ``tbn`` (N, 2, 3) the UV tangent and
+    bitangent in the local frame (:func:`pbrfit.gbuffer.tangent_basis`). The mapped normal
+    is ``normalize(n.x T + n.y B + n.z N)`` as Cycles' Normal Map node forms it (strength 1);
+    the new tangent is the old one (Blender's default tangent, for anisotropy) made
+    orthogonal to it. With the view ``wo`` (N, 3), a normal that would reflect it below the
+    surface is bent back as Cycles does (:func:`valid_reflection`)."""
+    n = encoded * 2.0 - 1.0
+    m = n[:, 0:1] * tbn[:, 0] + n[:, 1:2] * tbn[:, 1]
+    m = _unit(torch.cat([m[:, :2], m[:, 2:3] + n[:, 2:3]], -1))
+    if wo is not None:
+        m = valid_reflection(m, wo)
+    ex = torch.zeros_like(m)
+    ex[:, 0] = 1.0
+    x = _unit(ex - m * m[:, 0:1])
+    y = torch.cross(m, x, dim=-1)
+    return torch.stack([x, y, m], 1)
+
+
+def rotate(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Directions ``v`` (N, 3) or (N, K, 3) in the old local frame, in the frame of ``r``."""
+    if v.dim() == 2:
+        return torch.einsum("nij,nj->ni", r, v)
+    return torch.einsum("nij,nkj->nki", r, v)
+
+
+def unrotate(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rotate`."""
+    if v.dim() == 2:
+        return torch.einsum("nji,nj->ni", r, v)
+    return torch.einsum("nji,nkj->nki", r, v)
+
+
 # --- what the fit of maps needs ---------------------------------------------------------------
 
 def pyramid(grid: torch.Tensor, size: int) -> torch.Tensor:
@@ -264,12 +341,44 @@ def fill_unseen(values: np.ndarray, seen: np.ndarray, default) -> np.ndarray:
     return out
 
 
-def initial_grid(name: str, value, size: int, bounds: tuple[float, float]) -> torch.Tensor:
-    """The unconstrained grid (size, size, C) of a map holding ``value`` everywhere."""
+def map_channels(name: str) -> int:
+    """Channels of a map's file and values (a normal map: 3, its encoded colour)."""
+    return 3 if name == NORMAL else PARAMETERS[name].size
+
+
+def variable_channels(name: str) -> int:
+    """Channels of a map's unconstrained grid: the parameter's size; a normal map's two
+    slopes (p, q), its normal being normalize(p, q, 1)."""
+    return 2 if name == NORMAL else PARAMETERS[name].size
+
+
+def initial_grid(name: str, value, size: int, bounds: tuple[float, float] | None) -> torch.Tensor:
+    """The unconstrained grid (size, size, C) of a map holding ``value`` everywhere (a
+    normal map: flat, whatever ``value``)."""
+    if name == NORMAL:
+        return torch.zeros(size, size, 2)
     v = torch.as_tensor(value, dtype=torch.float64).reshape(1, 1, PARAMETERS[name].size)
     return to_unconstrained(name, v, bounds).expand(size, size, -1).float().clone()
 
 
-def map_values(name: str, grid: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
-    """The map (H, W, C) in the parameter's units for an unconstrained ``grid``."""
+def map_values(name: str, grid: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+    """The map (H, W, C) in the parameter's units (a normal map: encoded colour, the
+    tangent-space normal n as (n + 1) / 2) for an unconstrained ``grid``."""
+    if name == NORMAL:
+        return 0.5 * (_unit(torch.cat([grid, torch.ones_like(grid[..., :1])], -1)) + 1.0)
     return from_unconstrained(name, grid, bounds)
+
+
+def normalized(name: str, grid: torch.Tensor) -> torch.Tensor:
+    """What the regularizers see of a grid: the parameter's [0, 1] range (the logistic of
+    the variable); a normal map's slopes as they are."""
+    return grid if name == NORMAL else torch.sigmoid(grid)
+
+
+def curl(slopes: torch.Tensor) -> torch.Tensor:
+    """Mean squared curl of a normal map's slopes (H, W, 2), row 0 at the top: zero for the
+    normals of a height field (p = -dh/du, q = -dh/dv)."""
+    p, q = slopes[..., 0], slopes[..., 1]
+    dp_dv = -(p[1:, :-1] - p[:-1, :-1])
+    dq_du = q[:-1, 1:] - q[:-1, :-1]
+    return ((dp_dv - dq_du) ** 2).mean()

@@ -290,7 +290,7 @@ def _write_maps(layer: Sdf.Layer, material_path: str, maps: Mapping) -> tuple[di
             write_exr(path, texels)
             written.append(str(path))
             entries[name] = {"file": f"./{folder_name}/{path.name}",
-                             "colorspace": "lin_rec709" if m.texels.shape[-1] == 3 else "raw",
+                             "colorspace": "lin_rec709" if name == "base_color" else "raw",
                              "channels": int(m.texels.shape[-1]), "uv": m.uv}
     except BaseException:
         for f in written:

@@ -23,7 +23,7 @@ import MaterialX as mx
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..material_mapping import TargetMapping, to_openpbr, to_standard_surface
-from ..material_mapping.textures import TEXTURE_INPUTS, unwired_lines
+from ..material_mapping.textures import NORMAL_INPUTS, TEXTURE_INPUTS, unwired_lines
 from ..params import normalize_material
 
 __all__ = ["standard_libraries", "materialx_document", "write_materialx", "material_names"]
@@ -94,6 +94,15 @@ def _wire_maps(doc: mx.Document, shader: mx.Node, target: str, textures: Mapping
     """Connect ``target``'s inputs to ``<image>`` nodes reading the fitted maps (files
     relative to the document; UV set 0, periodic, linear filtering: MaterialX's defaults)."""
     for name, entry in (textures or {}).items():
+        if name == "normal":  # tangent space, through MaterialX's normalmap node (UV set 0 tangents)
+            image = doc.addNode("image", f"{shader.getName()}_normal_map", "vector3")
+            image.setInputValue("file", entry["file"], "filename")
+            decode = doc.addNode("normalmap", f"{shader.getName()}_normal_decode", "vector3")
+            decode.setConnectedNode("in", image)
+            key = NORMAL_INPUTS[target]
+            shader.removeInput(key)
+            shader.addInput(key, "vector3").setConnectedNode(decode)
+            continue
         key = TEXTURE_INPUTS[target].get(name)
         if key is None:
             continue

@@ -31,7 +31,7 @@ from pxr import Gf, Sdf, Usd, UsdGeom, UsdShade, Vt
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..material_mapping import TargetMapping, to_omnipbr, to_openpbr, to_usd_preview_surface
-from ..material_mapping.textures import OMNIPBR_TEXTURE_INPUTS, TEXTURE_INPUTS, unwired_lines
+from ..material_mapping.textures import NORMAL_INPUTS, OMNIPBR_TEXTURE_INPUTS, TEXTURE_INPUTS, unwired_lines
 from ..params import PARAMETERS, normalize_material
 
 __all__ = ["SHADER_NAMES", "AUTHORED_SHADERS", "author_material", "stored_material", "write_usd_material"]
@@ -44,13 +44,13 @@ SHADER_NAMES = {
 }
 #: Prims of the OpenPBR tangent-rotation graph, named ``OpenPBR_<suffix>``.
 _TANGENT_GRAPH = ("tangent", "normal", "tangent_rotate", "tangent_normalize")
-_MAP_NAMES = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness")
+_MAP_NAMES = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness", "normal")
 #: every shader prim :func:`author_material` may author under a Material (anything else
 #: there is the user's): the three networks, the OpenPBR tangent graph, the maps' readers
 AUTHORED_SHADERS = frozenset(
     list(SHADER_NAMES.values()) + [f"{SHADER_NAMES['openpbr']}_{s}" for s in _TANGENT_GRAPH]
     + [f"{SHADER_NAMES[k]}_{n}_map" for k in ("preview", "openpbr") for n in _MAP_NAMES]
-    + [f"{SHADER_NAMES['preview']}_uv"])
+    + [f"{SHADER_NAMES['preview']}_uv", f"{SHADER_NAMES['openpbr']}_normal_decode"])
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SUFFIXES = (".usda", ".usd", ".usdc")
 _HEADER = ("pbrfit export of a Blender 5.0 Principled BSDF material: OmniPBR (MDL), "
@@ -87,7 +87,7 @@ def _wire_preview_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, t
     the UsdPreviewSurface's input; texels are linear, so ``sourceColorSpace = raw``."""
     reader = None
     for name, entry in textures.items():
-        key = TEXTURE_INPUTS["UsdPreviewSurface"].get(name)
+        key = NORMAL_INPUTS["UsdPreviewSurface"] if name == "normal" else TEXTURE_INPUTS["UsdPreviewSurface"].get(name)
         if key is None:
             continue
         if reader is None:
@@ -102,7 +102,12 @@ def _wire_preview_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, t
         tex.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set("raw")
         for wrap in ("wrapS", "wrapT"):
             tex.CreateInput(wrap, Sdf.ValueTypeNames.Token).Set("repeat")
-        if entry["channels"] == 3:
+        if name == "normal":  # encoded (n + 1) / 2: UsdUVTexture decodes with scale 2, bias -1
+            tex.CreateInput("scale", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(2, 2, 2, 1))
+            tex.CreateInput("bias", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(-1, -1, -1, 0))
+            out = tex.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
+            shader.CreateInput(key, Sdf.ValueTypeNames.Normal3f).ConnectToSource(out)
+        elif entry["channels"] == 3:
             out = tex.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
             shader.CreateInput(key, Sdf.ValueTypeNames.Color3f).ConnectToSource(out)
         else:
@@ -113,6 +118,14 @@ def _wire_preview_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, t
 def _wire_openpbr_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, textures: Mapping) -> None:
     """MaterialX ``image`` nodes (UV set 0, periodic) into the OpenPBR shader's inputs."""
     for name, entry in textures.items():
+        if name == "normal":
+            image = _mtlx_node(stage, mat, "normal_map", "ND_image_vector3")
+            image.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(Sdf.AssetPath(entry["file"]))
+            vec3 = Sdf.ValueTypeNames.Float3
+            decode = _mtlx_node(stage, mat, "normal_decode", "ND_normalmap_float")
+            decode.CreateInput("in", vec3).ConnectToSource(image.CreateOutput("out", vec3))
+            shader.CreateInput(NORMAL_INPUTS["open_pbr_surface"], vec3).ConnectToSource(decode.CreateOutput("out", vec3))
+            continue
         key = TEXTURE_INPUTS["open_pbr_surface"].get(name)
         if key is None:
             continue

@@ -13,7 +13,7 @@ knowledge lives (Blender's Principled BSDF takes every map on the parameter's ow
 
 from __future__ import annotations
 
-__all__ = ["TEXTURE_INPUTS", "OMNIPBR_TEXTURE_INPUTS", "unwired_lines"]
+__all__ = ["TEXTURE_INPUTS", "OMNIPBR_TEXTURE_INPUTS", "NORMAL_INPUTS", "unwired_lines"]
 
 #: {target: {canonical parameter: input name}} for targets whose inputs take a connection
 TEXTURE_INPUTS: dict[str, dict[str, str]] = {
@@ -31,10 +31,18 @@ OMNIPBR_TEXTURE_INPUTS: dict[str, tuple[str, str | None]] = {
     "base_color": ("diffuse_texture", None),
     "roughness": ("reflectionroughness_texture", "reflection_roughness_texture_influence"),
     "metallic": ("metallic_texture", "metallic_texture_influence"),
+    "normal": ("normalmap_texture", None),
 }
+
+#: where a tangent-space normal map goes (through a ``normalmap`` node in MaterialX, a
+#: scale 2 / bias -1 UsdUVTexture for UsdPreviewSurface)
+NORMAL_INPUTS: dict[str, str] = {"open_pbr_surface": "geometry_normal", "standard_surface": "normal",
+                                 "UsdPreviewSurface": "normal"}
 
 def unwired_lines(target: str, maps) -> list[str]:
     """One line per map ``target`` cannot take, in the exporters' loss format."""
-    table = (OMNIPBR_TEXTURE_INPUTS if target.startswith("OmniPBR") else TEXTURE_INPUTS.get(target, {}))
+    table = (OMNIPBR_TEXTURE_INPUTS if target.startswith("OmniPBR")
+             else {**TEXTURE_INPUTS.get(target, {}), **({"normal": NORMAL_INPUTS[target]} if target in NORMAL_INPUTS
+                                                       else {})})
     return [f"{target}: {name} map: no texture input carries it unchanged; written as the map's mean"
             for name in maps if name not in table]
