@@ -10,6 +10,18 @@ loaded by Image Texture nodes, Linear interpolation, Repeat extension, the mesh'
   (metallic 0, roughness 0.6): roughness and metallic maps (EXR, "Non-Color"). The base
   colour is one scalar everywhere (metal and paint alike) and is fitted as a scalar;
   ``--preset metal``, ``maps = ["roughness", "metallic"]``.
+* ``embossed_panel``: grey-blue plastic, roughness 0.3, embossed with raised rounded
+  rectangles (10 around, 6 rows; the polar caps flat): a tangent-space normal map (EXR,
+  "Non-Color", through a Normal Map node: space Tangent, the UV map, strength 1).
+  ``--preset plastic``, ``maps = ["normal"]``.
+* ``woven_fabric``: a plain weave (16 x 16 cells, navy warp over ochre weft and under it
+  by turns), roughness 0.7, a plain dielectric: base colour and normal maps (the threads'
+  bumps). ``--preset plastic``, ``maps = ["base_color", "normal"]``.
+
+Truth normal maps are a height field's normals in texel space (n = normalize(-k dh/dx,
+-k dh/dy, 1), x along u, y along v, so curl-free as pbrfit's prior assumes), encoded
+c = (n + 1) / 2, OpenGL convention (+Y along increasing v), scaled so the steepest normal
+tilts 30 degrees from flat (steeper ones are known to differ between pbrfit and Cycles).
 
 For each case:
 
@@ -21,15 +33,19 @@ For each case:
 2. ``pbrfit fit`` (a subprocess; its wall time and peak RSS, children included, via
    ``os.wait4``) fits a job with the 4 train views under forest and, as the fit's own
    validation, the 2 novel cameras under city, and a ``[textures]`` table.
-3. Judge: the written material (material.json's scalars, and Image Texture nodes loading
-   ``textures/*.exr`` on the same UV map) is rendered by Cycles (another seed) under
+3. Judge: the written material (material.json's scalars, and ``textures/*.exr`` wired by the
+   Blender add-on's write-back, :func:`pbrfit_blender.writeback.apply_material`: Image
+   Texture nodes on the same UV map, a normal map through a Normal Map node; the truth
+   references use this script's own nodes) is rendered by Cycles (another seed) under
    courtyard and sunset, which the fit never saw, from all 6 cameras, and compared with the
    references: CIEDE2000 per pixel (pbrfit's own metric, radiance divided by the HDRI's
    white, as benchmark_fit.py does), pixels one pixel inside both alpha masks; mean and
    p95 over the pooled pixels, split by train and novel cameras, and the mean over 4x4
    blocks. The truth material through the same judge (another seed) is Cycles' noise floor.
 4. Map errors over the texels the fit says it observed (``textures/<name>_observed.png``):
-   PSNR of the base colour (linear values, peak 1), RMSE of roughness and metallic. The
+   PSNR of the base colour (linear values, peak 1), RMSE of roughness and metallic, the mean
+   angle (degrees) between the fitted and the truth normals (the truth's decoded normals
+   resampled as below, then renormalized; *flat* for a normal map: the flat map (0, 0, 1)). The
    256x256 truth is brought to the fitted resolution by exact area averaging
    (:func:`pbrfit.images.area_downsample`) when the fit is coarser, bilinearly (texel
    centres aligned) when finer. *flat*: the same error for the best flat map (the truth's
@@ -37,7 +53,7 @@ For each case:
 
 Usage::
 
-    python scripts/benchmark_textures.py [--out out/benchmark_textures] [--cases label_plastic,worn_metal]
+    python scripts/benchmark_textures.py [--out out/benchmark_textures] [--cases label_plastic,worn_metal,...]
         [--resolution 128] [--iterations 160] [--cache DIR] [--publish]
 
 Writes ``OUT/textures.json`` and ``OUT/textures.md`` (with ``--publish`` also copied to
@@ -74,6 +90,10 @@ TRUTH_RESOLUTION = 256
 JUDGE_SEED = 7
 #: Blender colour space of each map's image
 COLORSPACE = {"base_color": "Linear Rec.709"}  # the rest: "Non-Color"
+#: the sphere's UV map in Blender (the stage's "st" primvar)
+UV_MAP = "UVMap"
+#: the truth normal maps' steepest tilt from flat (degrees)
+MAX_TILT_DEG = 30.0
 
 
 # --- the truth maps (row 0 = top of the image = v 1; u 0 at the left) ------------------------
@@ -111,48 +131,152 @@ def worn_metal_maps(res: int = TRUTH_RESOLUTION) -> dict[str, np.ndarray]:
     return {"roughness": roughness, "metallic": metallic}
 
 
+def _encoded_normals(height, res: int, max_tilt_deg: float = MAX_TILT_DEG) -> np.ndarray:
+    """The tangent-space normal map (res, res, 3), encoded c = (n + 1) / 2, of the height
+    field ``height(x, y)`` (x = u res, y = v res: texel units, v up), scaled so its steepest
+    normal tilts ``max_tilt_deg`` from flat: n = normalize(-k dh/dx, -k dh/dy, 1) (OpenGL:
+    +Y along increasing v), a height field's normals in texel space (curl-free)."""
+    u, v = _uv_grid(res)
+    x, y, e = u * res, v * res, 1e-3
+    p = -(height(x + e, y) - height(x - e, y)) / (2 * e)
+    q = -(height(x, y + e) - height(x, y - e)) / (2 * e)
+    k = np.tan(np.radians(max_tilt_deg)) / np.hypot(p, q).max()
+    n = np.stack([k * p, k * q, np.ones_like(p)], -1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    return ((n + 1) / 2).astype(np.float32)
+
+
+def embossed_panel_maps(res: int = TRUTH_RESOLUTION) -> dict[str, np.ndarray]:
+    """Raised rounded rectangles, 10 around (u) by 8 rows (v; the two polar rows flat): a
+    cosine ramp 6/256 of the map wide inside each rectangle's edge (its signed distance),
+    flat plateaus between, every ramp as steep (MAX_TILT_DEG at its middle)."""
+    cw, ch = res / 10, res / 8
+    margin, ramp, corner = 2 * res / 256, 6 * res / 256, 6 * res / 256
+    bx, by = cw / 2 - margin, ch / 2 - margin
+
+    def height(x, y):
+        cx, cy = x % cw - cw / 2, y % ch - ch / 2
+        qx, qy = np.abs(cx) - bx + corner, np.abs(cy) - by + corner
+        d = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - corner
+        h = 0.5 - 0.5 * np.cos(np.pi * np.clip(-d / ramp, 0.0, 1.0))
+        row = np.floor(y / ch)
+        return np.where((row >= 1) & (row <= 6), h, 0.0)
+
+    return {"normal": _encoded_normals(height, res)}
+
+
+def woven_fabric_maps(res: int = TRUTH_RESOLUTION) -> dict[str, np.ndarray]:
+    """A plain weave, 16 x 16 cells: warp threads (navy) along v in each column, weft threads
+    (ochre) along u in each row, each going over and under the other from cell to cell
+    (cos-profile threads whose crown rises and dips smoothly along them; the height is the
+    upper thread's). Base colour: the upper thread's; normal map: the height field's,
+    faded to flat near the poles (v < 0.06, v > 0.94)."""
+    cell = res / 16
+
+    def threads(x, y):
+        gx, gy = x / cell, y / cell
+        i, j = np.floor(gx), np.floor(gy)
+        fx, fy = gx - i - 0.5, gy - j - 0.5
+        up_warp = 0.5 + 0.5 * np.cos(np.pi * (gy - 0.5) + np.pi * i)   # 1 at cells with i + j even
+        up_weft = 0.5 - 0.5 * np.cos(np.pi * (gx - 0.5) + np.pi * j)   # 1 at cells with i + j odd
+        return np.cos(np.pi * fx) * (0.3 + 0.7 * up_warp), np.cos(np.pi * fy) * (0.3 + 0.7 * up_weft)
+
+    def smoothstep(a, b, t):
+        t = np.clip((t - a) / (b - a), 0.0, 1.0)
+        return t * t * (3 - 2 * t)
+
+    def height(x, y):
+        v = y / res
+        return np.maximum(*threads(x, y)) * smoothstep(0.06, 0.12, v) * smoothstep(0.06, 0.12, 1 - v)
+
+    u, v = _uv_grid(res)
+    warp, weft = threads(u * res, v * res)
+    img = np.where((warp >= weft)[..., None], np.float32([0.06, 0.10, 0.32]), np.float32([0.62, 0.50, 0.28]))
+    return {"base_color": img.astype(np.float32), "normal": _encoded_normals(height, res)}
+
+
 CASES = {
     "label_plastic": {"material": {"base_color": [0.55, 0.04, 0.03], "roughness": 0.35},
                       "maps": label_plastic_maps, "preset": "plastic"},
     "worn_metal": {"material": {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
                    "maps": worn_metal_maps, "preset": "metal"},
+    "embossed_panel": {"material": {"base_color": [0.20, 0.27, 0.36], "roughness": 0.3},
+                       "maps": embossed_panel_maps, "preset": "plastic"},
+    "woven_fabric": {"material": {"base_color": [0.34, 0.30, 0.30], "roughness": 0.7},
+                     "maps": woven_fabric_maps, "preset": "plastic"},
 }
 
 
 # --- rendering (a subprocess: python benchmark_textures.py --render REQUEST.json) ------------
 
 def _attach_textures(mat, textures: dict[str, str]) -> None:
-    """Feed the Principled BSDF's sockets from Image Texture nodes on the mesh's UV map."""
+    """Feed the Principled BSDF's sockets from Image Texture nodes on the mesh's UV map (the
+    truth references' own nodes, independent of the add-on): a normal map through a Normal
+    Map node (tangent space, the UV map, strength 1) into "Normal"."""
     import bpy
     from cycles_reference import SOCKETS
 
     nt = mat.node_tree
     principled = next(n for n in nt.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
     uvmap = nt.nodes.new("ShaderNodeUVMap")
-    uvmap.uv_map = "UVMap"
+    uvmap.uv_map = UV_MAP
     for name, path in textures.items():
         image = bpy.data.images.load(path)
         image.colorspace_settings.name = COLORSPACE.get(name, "Non-Color")
         tex = nt.nodes.new("ShaderNodeTexImage")
         tex.image, tex.interpolation, tex.extension = image, "Linear", "REPEAT"
         nt.links.new(uvmap.outputs["UV"], tex.inputs["Vector"])
-        nt.links.new(tex.outputs["Color"], principled.inputs[SOCKETS[name]])
+        if name == "normal":
+            decode = nt.nodes.new("ShaderNodeNormalMap")
+            decode.space, decode.uv_map = "TANGENT", UV_MAP
+            decode.inputs["Strength"].default_value = 1.0
+            nt.links.new(tex.outputs["Color"], decode.inputs["Color"])
+            nt.links.new(decode.outputs["Normal"], principled.inputs["Normal"])
+        else:
+            nt.links.new(tex.outputs["Color"], principled.inputs[SOCKETS[name]])
+
+
+def _write_back(part, textures: dict[str, str]) -> None:
+    """The maps wired by the Blender add-on's write-back (what users get):
+    :func:`pbrfit_blender.writeback.apply_material` with each file's texels as a
+    :class:`pbrfit.texture_fit.MapResult` on the mesh's UV map."""
+    sys.path.insert(0, str(ROOT / "blender_addon"))
+    from pbrfit.texture_fit import MapResult
+    from pbrfit.textures import map_channels
+    from pbrfit_blender.writeback import apply_material
+
+    maps = {}
+    for name, path in textures.items():
+        texels = _read_pixels(Path(path))[..., : map_channels(name)]
+        seen = np.ones(texels.shape[:2], bool)
+        maps[name] = MapResult(name, texels, seen, seen.astype(np.float32), UV_MAP)
+    apply_material(part, {}, maps=maps)
 
 
 def _render_worker(request: Path) -> int:
-    """Render a cycles_reference spec whose truth material has texture maps."""
+    """Render a cycles_reference spec whose truth material has texture maps: the benchmark's
+    own nodes (references), or the add-on's write-back (``"writeback": true``: the judge)."""
     import cycles_reference as cr
 
     req = json.loads(request.read_text())
-    plain = cr._new_material
+    if req.get("writeback"):
+        bounding_sphere = cr._bounding_sphere
 
-    def textured(name, values):  # render_case's truth material; the exported one stays plain
-        mat = plain(name, values)
-        if name == "ReferenceTruth":
-            _attach_textures(mat, req["textures"])
-        return mat
+        def wired(part):  # called once, right after the truth material is assigned to the part
+            _write_back(part, req["textures"])
+            return bounding_sphere(part)
 
-    cr._new_material = textured
+        cr._bounding_sphere = wired
+    else:
+        plain = cr._new_material
+
+        def textured(name, values):  # render_case's truth material; the exported one stays plain
+            mat = plain(name, values)
+            if name == "ReferenceTruth":
+                _attach_textures(mat, req["textures"])
+            return mat
+
+        cr._new_material = textured
     result = cr.render_case(req["spec"], progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({"seconds": result["seconds"], "renders": len(result["renders"])}))
     return 0
@@ -162,15 +286,17 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _render(spec: dict, textures: dict[str, str], key_extra: dict, folder: Path, label: str) -> tuple[Path, float]:
+def _render(spec: dict, textures: dict[str, str], key_extra: dict, folder: Path, label: str,
+            writeback: bool = False) -> tuple[Path, float]:
     """Render (or reuse) a textured case under ``folder``; returns its directory and seconds spent."""
-    key = _hash({"spec": spec, "textures": key_extra})
+    key = _hash({"spec": spec, "textures": key_extra} | ({"wiring": "writeback"} if writeback else {}))
     out = (folder / f"{label}-{key}").resolve()
     if (out / "job.toml").is_file() and (out / "truth.json").is_file():
         return out, 0.0
     folder.mkdir(parents=True, exist_ok=True)
     request = folder / f"{label}-{key}.json"
-    request.write_text(json.dumps({"spec": dict(spec, out=str(out)), "textures": textures}, indent=1))
+    request.write_text(json.dumps({"spec": dict(spec, out=str(out)), "textures": textures, "writeback": writeback},
+                                  indent=1))
     t = time.monotonic()
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--render", str(request)],
                        capture_output=True, text=True)
@@ -255,18 +381,32 @@ def _resample(truth: np.ndarray, res: int) -> np.ndarray:
     return F.interpolate(t, size=(res, res), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.float64)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
 def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray]) -> dict:
     out = {}
     for name, entry in doc["textures"].items():
         fitted = _read_pixels(fit_dir / entry["file"])
         observed = _read_pixels(fit_dir / entry["file"].replace(".exr", "_observed.png"))[..., 0] > 0.5
         truth = truth_maps[name]
+        e = {"observed_share": float(observed.mean()), "resolution": int(fitted.shape[0])}
+        if name == "normal":  # angles between decoded unit normals; the truth's normals resampled, renormalized
+            t = _unit(_resample(truth * 2.0 - 1.0, fitted.shape[0]))[observed]
+            f = _unit(fitted[..., :3] * 2.0 - 1.0)[observed]
+            angle = np.degrees(np.arccos(np.clip((t * f).sum(-1), -1.0, 1.0)))
+            flat = np.degrees(np.arccos(np.clip(t[:, 2], -1.0, 1.0)))  # the flat map (0, 0, 1)
+            e.update(mean_angle_deg=float(angle.mean()), p95_angle_deg=float(np.percentile(angle, 95)),
+                     flat_mean_angle_deg=float(flat.mean()))
+            out[name] = e
+            continue
         truth = _resample(truth if truth.ndim == 3 else truth[..., None], fitted.shape[0])
         fitted = fitted[..., : truth.shape[-1]]
         t, f = truth[observed].astype(np.float64), fitted[observed].astype(np.float64)
         flat = t.mean(0, keepdims=True)
         mse, mse_flat = float(((f - t) ** 2).mean()), float(((flat - t) ** 2).mean())
-        e = {"observed_share": float(observed.mean()), "resolution": int(fitted.shape[0])}
         if name == "base_color":
             e.update(psnr_db=float(10 * np.log10(1.0 / max(mse, 1e-12))),
                      flat_psnr_db=float(10 * np.log10(1.0 / max(mse_flat, 1e-12))))
@@ -322,7 +462,7 @@ def _judge(render_dir: Path, ref_dir: Path) -> dict:
 
 def _judge_render(material: dict, textures: dict[str, str], key_extra: dict, cache: Path, label: str, args):
     spec = _spec(material, args, train=JUDGE_HDRIS[0], validate=JUDGE_HDRIS[1:], seed=JUDGE_SEED)
-    return _render(spec, textures, key_extra, cache / "judge", label)
+    return _render(spec, textures, key_extra, cache / "judge", label, writeback=True)
 
 
 # --- a case ----------------------------------------------------------------------------------
@@ -389,17 +529,21 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
 def write_table(rows: list[dict], out: Path, args) -> str:
     lines = [
         f"Machine: {describe_machine()}. Sphere (UV 64x32), truth maps {TRUTH_RESOLUTION}x{TRUTH_RESOLUTION} in "
-        f"Cycles Image Texture nodes; references: Cycles CPU, {args.render_resolution}x{args.render_resolution} px, "
+        f"Cycles Image Texture nodes (normal maps: tangent space on the UV map through a Normal Map node, steepest "
+        f"tilt {MAX_TILT_DEG:.0f}°); references: Cycles CPU, {args.render_resolution}x{args.render_resolution} px, "
         f"{args.samples} samples. Fit: `pbrfit fit --backend {args.backend} --iterations {args.scalar_iterations}`, "
         f"[textures] resolution {args.resolution}, {args.iterations} iterations; 4 train views under "
         f"{TRAIN_HDRI}, the fit's own validation: 2 novel cameras under {FIT_VALIDATE_HDRI}. Judge: the written "
-        f"material.json + textures/*.exr re-rendered by Cycles (seed {JUDGE_SEED}) under "
+        f"material.json + textures/*.exr, wired by the Blender add-on's write-back (`apply_material`), "
+        f"re-rendered by Cycles (seed {JUDGE_SEED}) under "
         f"{' and '.join(JUDGE_HDRIS)} (never seen by the fit) from the 4 train cameras and the 2 novel ones "
         "(12 views); ΔE2000 over pixels one pixel inside both masks (radiance / HDRI white), pooled: mean / p95; "
         "(4x4: mean over 4x4-pixel block means). *floor*: the truth material through the same judge (Cycles' own "
         "noise). Map errors over the texels the fit marks observed, truth "
         f"{'area-averaged' if args.resolution <= TRUTH_RESOLUTION else 'bilinearly upsampled'} to the fitted resolution; "
-        "[flat: the best flat map's error]. Wall time and peak RSS: the `pbrfit fit` process.", "",
+        "base colour PSNR, roughness/metallic RMSE, normal: mean angle between the fitted and the truth normals "
+        "(the truth's normals resampled, renormalized); [flat: the best flat map's error; normal: the flat map "
+        "(0, 0, 1)'s]. Wall time and peak RSS: the `pbrfit fit` process.", "",
         "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | floor ΔE mean / p95 (4x4) | "
         "map error, observed texels [flat] | observed | scalar errors | fit's own ΔE train / val | wall s | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -410,8 +554,12 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         j, f = r["judge"], r["floor"]
         errs = []
         for m, e in r["map_errors"].items():
-            errs.append(f"{m} PSNR {e['psnr_db']:.1f} dB [{e['flat_psnr_db']:.1f}]" if "psnr_db" in e
-                        else f"{m} RMSE {e['rmse']:.3f} [{e['flat_rmse']:.3f}]")
+            if "psnr_db" in e:
+                errs.append(f"{m} PSNR {e['psnr_db']:.1f} dB [{e['flat_psnr_db']:.1f}]")
+            elif "mean_angle_deg" in e:
+                errs.append(f"{m} angle {e['mean_angle_deg']:.1f}° [{e['flat_mean_angle_deg']:.1f}°]")
+            else:
+                errs.append(f"{m} RMSE {e['rmse']:.3f} [{e['flat_rmse']:.3f}]")
         share = min(e["observed_share"] for e in r["map_errors"].values())
         own = r["fit_own_de2000"]
         sc = ", ".join(f"{k} {v:.3g}" for k, v in r["scalar_errors"].items()) or "-"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -277,7 +278,17 @@ def test_texture_maps_write_back_render_in_cycles_and_restore(tmp_path):
         apply_material(part, {{"roughness": 0.3}}, maps={{"roughness": maps["roughness"]}},
                        texture_folder={str(tmp_path / "maps")!r})
         saved = node.inputs["Roughness"].links[0].from_node.image
-        out(linked=linked, colorspace=img.colorspace_settings.name, packed=img.packed_file is not None,
+        from pbrfit_blender.pipeline import check_texture_folder
+        import os
+        blocked = {str(tmp_path / "ro")!r}
+        os.makedirs(blocked); os.chmod(blocked, 0o500)
+        folder_errors = []
+        for folder in ("//maps", blocked + "/sub"):
+            try:
+                check_texture_folder(folder)
+            except InputError as e:
+                folder_errors.append(str(e))
+        out(folder_errors=folder_errors, linked=linked, colorspace=img.colorspace_settings.name, packed=img.packed_file is not None,
             bottom=px[0, 0, :3].tolist(), top=px[-1, 0, :3].tolist(), uv=uv_map,
             after_restore=after_restore, after_redo=after_redo, errors=errors, still=still,
             saved=bpy.path.abspath(saved.filepath), saved_cs=saved.colorspace_settings.name,
@@ -293,6 +304,9 @@ def test_texture_maps_write_back_render_in_cycles_and_restore(tmp_path):
     assert r["still"] == "Noise Texture"
     assert Path(r["saved"]).is_file() and Path(r["saved"]).suffix == ".exr" and r["saved_cs"] == "Non-Color"
     assert r["nodes"] == ["pbrfit map roughness", "pbrfit uv"]
+    assert "not saved yet" in r["folder_errors"][0]
+    if os.geteuid() != 0:  # root may write anywhere
+        assert len(r["folder_errors"]) == 2 and "cannot be written" in r["folder_errors"][1]
     from pbrfit.images import read_image
 
     img, alpha = read_image(tmp_path / "maps.exr")

@@ -153,7 +153,8 @@ class PBRFIT_OT_fit(bpy.types.Operator):
             from .pipeline import map_list, prepare
 
             self._extraction = prepare(context, obj, copy_if_shared=self._copy(context),
-                                       out_dir=self._out_dir(context), maps=map_list(options))
+                                       out_dir=self._out_dir(context), maps=map_list(options),
+                                       texture_folder=self._texture_folder(context))
         except PbrfitError as e:
             return self._fail(context, str(e))
         return self._start_modal(context, obj, options)

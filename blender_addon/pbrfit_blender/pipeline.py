@@ -87,7 +87,27 @@ def fit_options(settings=None, **overrides):
     return options
 
 
-def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None, maps=()) -> Extraction:
+def check_texture_folder(folder) -> None:
+    """Refuse (before a fit) a map folder that cannot be made or written."""
+    import os
+
+    if not folder:
+        return
+    path = Path(bpy.path.abspath(str(folder)))
+    if str(folder).startswith("//") and not bpy.data.filepath:
+        raise InputError(f"Map folder {folder} is relative to the .blend, which is not saved yet; save the .blend "
+                         "first, choose an absolute folder, or pack the maps")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"Map folder {path} is a file; choose a folder")
+    anchor = path
+    while not anchor.exists():
+        anchor = anchor.parent
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise InputError(f"Map folder {path} cannot be written (no permission in {anchor}); choose another folder "
+                         "or pack the maps")
+
+
+def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None, maps=(), texture_folder=None) -> Extraction:
     """Extract ``obj``'s scene; refuse a shared material unless ``copy_if_shared``, an
     output folder the CLI's ``--out`` policy refuses, and texture ``maps`` on a mesh without
     a UV map or into sockets the user's own nodes feed."""
@@ -101,6 +121,7 @@ def prepare(context, obj, *, copy_if_shared: bool = False, out_dir=None, maps=()
             raise InputError(f"object '{obj.name}' has no UV map, so texture maps cannot be fitted; add one "
                              "(UV > Smart UV Project) or untick the texture maps")
         check_maps_writable(obj, maps)
+        check_texture_folder(texture_folder)
     others = shared_with(obj)
     if others and not copy_if_shared:
         raise InputError(f"material '{obj.active_material.name}' is also used by {', '.join(others)}; "
@@ -224,7 +245,8 @@ def fit_object(context, obj, options, *, copy_if_shared: bool = False, out_dir=N
     """
     from pbrfit.fit import fit_material
 
-    extraction = prepare(context, obj, copy_if_shared=copy_if_shared, out_dir=out_dir, maps=map_list(options))
+    extraction = prepare(context, obj, copy_if_shared=copy_if_shared, out_dir=out_dir, maps=map_list(options),
+                         texture_folder=texture_folder)
     result = fit_material(extraction.scene, options, progress=progress, cancel=cancel)
     return finish(context, obj, result, extraction, options, copy_if_shared=copy_if_shared, out_dir=out_dir,
                   texture_folder=texture_folder)

@@ -36,7 +36,7 @@ from .time_budget import TimeBudget
 from .warm_start import stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
-           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT"]
+           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "lbfgs"]
 
 #: objective evaluations of the re-fit after a layer is switched off (per layer tried)
 REFINE_EVALUATIONS = 10
@@ -123,8 +123,8 @@ class FitResult:
     texture_log: list = field(default_factory=list)
 
 
-def _lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
-    """The raster fit's L-BFGS over ``u``: ``max_iter`` iterations per step, strong-Wolfe line
+def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
+    """The raster fits' L-BFGS over ``u`` (stages, pruning re-fit, the scalars after maps): ``max_iter`` iterations per step, strong-Wolfe line
     search (it only accepts steps that lower the loss)."""
     return torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
                              tolerance_grad=1e-7, tolerance_change=1e-6)
@@ -385,7 +385,7 @@ class FitRun:
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             if o.optimizer == "lbfgs":
-                opt = _lbfgs(u, o.check_every)
+                opt = lbfgs(u, o.check_every)
             else:
                 cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
                 opt = cls([u], lr=o.learning_rate)
@@ -448,7 +448,7 @@ class FitRun:
         values = warm_start(self.space, values, base, self.loss_of, self.train_obj)
         space = ParameterSpace(values, keep, self.options.bounds)
         u = space.initial_vector().clone().requires_grad_(True)
-        opt = _lbfgs(u, REFINE_EVALUATIONS)
+        opt = lbfgs(u, REFINE_EVALUATIONS)
         opt.step(self.closure(opt, space, u, "refine"))
         return dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
 

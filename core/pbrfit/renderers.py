@@ -40,12 +40,10 @@ class Renderers:
         o = self.options
         return RasterRenderer(self.scene, o.samples, o.seed, o.max_loss_pixels, o.device)
 
-    def raster_textures(self, validation: bool = False) -> RasterRenderer:
-        """The texture maps' renderer: every loss pixel of a view (``validation``: the fit's
-        pixel subset, enough to compare the pyramid's levels), :data:`TEXTURE_SAMPLES`."""
+    def raster_textures(self) -> RasterRenderer:
+        """The texture maps' renderer: every loss pixel of a view, :data:`TEXTURE_SAMPLES`."""
         o = self.options
-        return RasterRenderer(self.scene, TEXTURE_SAMPLES, o.seed, o.max_loss_pixels if validation else 1 << 40,
-                              o.device)
+        return RasterRenderer(self.scene, TEXTURE_SAMPLES, o.seed, 1 << 40, o.device)
 
     def path_fit(self) -> PathRenderer:
         """The path refinement's renderer (fresh paths each iteration; spp rises during it)."""

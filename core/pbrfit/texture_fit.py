@@ -10,10 +10,13 @@ in use together:
   to the scalar value weighted by 1 / (1 + how much train pixels see the texel), both on
   the parameter's normalized [0, 1] range (:mod:`pbrfit.textures`).
 * **Coarse to fine**: the maps are fitted at 1/8, 1/4, 1/2 and the full resolution in turn,
-  each level starting from the last one upsampled, ``iterations / levels`` Adam steps each
-  with a cosine-decaying step. After each level the validation views (when the job has
-  them) are measured; a level that makes them worse ends the climb and the best level's
-  maps are kept (upsampled to the full resolution).
+  each level starting from the last one upsampled: the base colour by per-texel least
+  squares, the scalars still fitted by a 1-D search on the fit's own renderer, then
+  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step. After each
+  level the validation views (when the job has them) are measured on every pixel; a level
+  that makes them worse by more than :data:`LEVEL_TOLERANCE` ends the climb and the best
+  level's maps are kept (upsampled to the full resolution). The scalars are re-fitted by
+  L-BFGS with the final maps held.
 * **Unseen texels**: texels no train pixel reaches (beyond the smoothing the regularizers
   give) are filled from their neighbours (:func:`pbrfit.textures.fill_unseen`) and
   counted: :attr:`MapResult.observed`.
@@ -109,8 +112,10 @@ class _Layout:
 
 #: least-squares passes on the base colour map at the start of each pyramid level
 BASE_COLOR_PASSES = 2
+#: a finer level is kept unless it makes the validation ΔE2000 worse by more than this share
+LEVEL_TOLERANCE = 0.01
 #: pixels of a view whose gradient is taken at once (bounds the autograd graph's memory)
-GRADIENT_CHUNK = 4096
+GRADIENT_CHUNK = 1024
 #: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
 SCALAR_EVALUATIONS = 10
 #: scalars still fitted beside the maps move this much slower than the texels
@@ -177,8 +182,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     o = run.options
     renderer = run.renderers.raster_textures()
     objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads, chunk=GRADIENT_CHUNK)
-    validator = (Objective(run.renderers.raster_textures(validation=True), run.val, {"de2000": 1.0},
-                           run.check_cancel, o.threads) if run.val else None)
+    # every covered pixel of the validation views: the levels are compared once each, and a
+    # pixel subset's noise was measured to turn away a finer level that was better
+    validator = (Objective(renderer, run.val, {"de2000": 1.0}, run.check_cancel, o.threads)
+                 if run.val else None)
     uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in run.train]
 
     values = dict(run.values)
@@ -245,7 +252,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         log.append({"resolution": size, "steps": steps, "validate_de2000": score,
                     "seconds": time.monotonic() - started})
         if score is not None:
-            if score > best[0] + 1e-3:
+            if score > best[0] * (1 + LEVEL_TOLERANCE):
                 break  # finer maps made the unseen lighting worse: keep the best level
             best = (score, (u_scalars.clone(), {n: g.clone() for n, g in grids.items()}))
         if run.out_of_time():
@@ -274,9 +281,10 @@ def _refine_scalars(run, space: ParameterSpace, u_scalars: torch.Tensor, maps: d
     fit's own objective with the final maps held."""
     if not space.fit or run.out_of_time():
         return u_scalars
+    from .fit_run import lbfgs  # the fit run imports this module
+
     u = u_scalars.double().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=SCALAR_EVALUATIONS, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-6)
+    opt = lbfgs(u, SCALAR_EVALUATIONS)
 
     def material_of(x):
         return dict(space.material(x), **maps)

@@ -1,0 +1,98 @@
+"""Texture-map fit memory and iteration time: resident memory and seconds per Adam step over
+a whole ``[textures]`` fit, per pyramid level, and the process's peak.
+
+The map fit's memory is the texel grids (the variable, its gradient, two Adam moments, the
+regularizers' temporaries: :func:`pbrfit.textures.map_memory_bytes`) plus the renders' autograd
+graph, which is bounded by rendering a chunk of pixels at a time
+(:data:`pbrfit.texture_fit.GRADIENT_CHUNK`). A leak shows as RSS or step time that keeps growing
+within a level.
+
+Usage::
+
+    python scripts/benchmark_texture_memory.py JOB.toml [--maps base_color,roughness,metallic,normal]
+        [--resolution 2048] [--iterations 40] [--json OUT.json]
+
+Runs the raster scalar fit briefly (``--scalar-iterations``, default 5) then the maps; prints one
+line per level and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+
+
+def rss_mib() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("job")
+    ap.add_argument("--maps", default="base_color,roughness,metallic,normal")
+    ap.add_argument("--resolution", type=int, default=2048)
+    ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--scalar-iterations", type=int, default=5)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.job import load_job
+    from pbrfit.textures import check_textures, map_memory_bytes
+
+    settings = check_textures({"maps": args.maps.split(","), "resolution": args.resolution,
+                               "iterations": args.iterations}, "--maps/--resolution")
+    job = load_job(args.job)
+    samples = []
+    start = time.monotonic()
+
+    def progress(p):
+        if p.stage == "textures":
+            samples.append((time.monotonic() - start, rss_mib()))
+
+    base = rss_mib()
+    options = FitOptions(iterations=args.scalar_iterations, backend="raster", textures=settings)
+    result = fit_material(job.scene, options, progress=progress)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    levels = []
+    k = 0
+    for level in result.texture_log:
+        steps = samples[k:k + level["steps"]]
+        k += level["steps"]
+        if len(steps) < 2:
+            continue
+        dt = [b[0] - a[0] for a, b in zip(steps, steps[1:])]
+        half = max(1, len(dt) // 2)
+        levels.append({"resolution": level["resolution"], "steps": level["steps"],
+                       "seconds_per_step_first_half": sum(dt[:half]) / half,
+                       "seconds_per_step_second_half": sum(dt[half:]) / max(1, len(dt) - half),
+                       "rss_mib_first": steps[0][1], "rss_mib_last": steps[-1][1]})
+    record = {"job": str(Path(args.job).resolve()), "maps": list(settings.maps), "resolution": args.resolution,
+              "iterations": args.iterations, "views": len(job.scene.views),
+              "texel_memory_bound_mib": map_memory_bytes(settings) / 2**20, "rss_mib_before": base,
+              "peak_rss_mib": peak, "texture_seconds": result.timings.get("textures"), "levels": levels,
+              "wall_seconds": time.monotonic() - start}
+    for lv in levels:
+        print(f"level {lv['resolution']:5d}: {lv['steps']:3d} steps, "
+              f"{lv['seconds_per_step_first_half']:.2f} -> {lv['seconds_per_step_second_half']:.2f} s/step, "
+              f"RSS {lv['rss_mib_first']:.0f} -> {lv['rss_mib_last']:.0f} MiB")
+    print(f"peak RSS {peak:.0f} MiB (texel bound {record['texel_memory_bound_mib']:.0f} MiB); "
+          f"maps {record['texture_seconds']:.0f} s; wall {record['wall_seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
