@@ -120,3 +120,34 @@ def test_a_fit_on_cuda_finds_what_the_cpu_finds(scene):
         results[device] = fit_material(scene, opts).material
     for name in ("base_color", "roughness"):
         np.testing.assert_allclose(results["cuda"][name], results["cpu"][name], atol=0.01)
+
+
+def test_texture_maps_create_no_tensor_off_the_renderers_device(tmp_path):
+    """Maps (a base colour and a normal map) looked up and turned into shading frames on the
+    renderer's device only, raster and path, gradients included."""
+    job = write_job(tmp_path / "uv", size=16, cameras=1, uvs=True)
+    render_references(job, TRUTH, samples=FAST)
+    scene = load_job(job).scene
+    space = ParameterSpace(normalize_material(TRUTH), [])
+    base = space.material(space.initial_vector())
+    rng = np.random.default_rng(0)
+    colour = torch.as_tensor(rng.uniform(0.2, 0.8, (8, 8, 3)), dtype=torch.float32)
+    normal = torch.as_tensor(rng.uniform(0.4, 0.6, (8, 8, 3)), dtype=torch.float32)
+    normal[..., 2] = 0.95
+
+    def run():
+        out = []
+        for renderer in (RasterRenderer(scene, FAST, seed=3, max_loss_pixels=32),
+                         PathRenderer(scene, PathSettings(2, 3), seed=3, max_loss_pixels=32)):
+            c, n = colour.clone().requires_grad_(True), normal.clone().requires_grad_(True)
+            renderer.prepare(0)
+            value = renderer.shade(0, dict(base, base_color=c, normal=n), renderer.train_subsets[0]).sum()
+            g = torch.autograd.grad(value, [c, n])
+            out.append((float(value.detach()), g[0], g[1]))
+        return out
+
+    expected = run()
+    with default_device("meta"):
+        got = run()
+    for (v, gc, gn), (v_e, gc_e, gn_e) in zip(got, expected):
+        assert v == v_e and torch.equal(gc, gc_e) and torch.equal(gn, gn_e) and float(gn.abs().sum()) > 0

@@ -138,7 +138,7 @@ def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Te
             white = objective.whites[vi]
             p1 = objective.renderer.shade(vi, m1, q) / white
             p0 = objective.renderer.shade(vi, m0, q) / white
-            b = lookup(m1["base_color"], uv.to(p1.device)).clamp_min(1e-3)
+            b = lookup(m1["base_color"].to(p1.device), uv.to(p1.device)).clamp_min(1e-3)
             d = (p1 - p0) / b
             num.append(d * (objective.refs[vi] - p0))
             den.append(d * d)
