@@ -707,3 +707,40 @@ def test_photo_from_file_and_packed_agree(tmp_path):
     np.testing.assert_allclose(r["packed"], expected, atol=2e-3)
     np.testing.assert_allclose(r["a_packed"], rgba[..., 3] / 255.0, atol=1e-6)
     assert np.asarray(r["a_file"])[:4].max() == 0 and np.asarray(r["a_file"])[4:].min() == 1
+
+
+def test_blenders_usd_importer_reads_the_written_back_maps(tmp_path):
+    """The maps pbrfit writes back onto a USD stage (UsdUVTexture + primvar reader into the
+    UsdPreviewSurface; the normal map with scale 2 / bias -1) come into Blender through its
+    own USD importer as Image Texture nodes on the UV map, the normal map through a Normal Map
+    node."""
+    r = _blender(f"""
+        from pathlib import Path
+        from pxr import Usd
+        import synthetic
+        from pbrfit.texture_fit import MapResult
+        from pbrfit.writeback_usd import write_back
+        folder = Path({str(tmp_path)!r})
+        synthetic.write_stage(folder, uvs=True)
+        stage = Usd.Stage.Open(str(folder / "scene.usda"))
+        seen = np.ones((8, 8), bool)
+        tex = np.zeros((8, 8, 3), np.float32); tex[:4] = [0.8, 0.1, 0.1]; tex[4:] = [0.1, 0.1, 0.8]
+        bumps = np.zeros((8, 8, 3), np.float32); bumps[:] = [0.6, 0.5, 0.95]
+        write_back(stage, "/World/Part", {{"base_color": [0.45, 0.1, 0.45], "roughness": 0.4}},
+                   maps={{"base_color": MapResult("base_color", tex, seen, seen.astype(float)),
+                          "normal": MapResult("normal", bumps, seen, seen.astype(float))}},
+                   edit_layer=str(folder / "scene.usda"))
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.ops.wm.usd_import(filepath=str(folder / "scene.usda"))
+        mat = bpy.data.objects["Part"].active_material
+        principled = next(n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
+        base = principled.inputs["Base Color"].links[0].from_node
+        normal = principled.inputs["Normal"].links[0].from_node
+        normal_tex = normal.inputs["Color"].links[0].from_node
+        out(base=[base.bl_idname, Path(base.image.filepath).name, base.inputs["Vector"].links[0].from_node.bl_idname],
+            normal=[normal.bl_idname, normal.space, Path(normal_tex.image.filepath).name],
+            pixels=list(base.image.size))
+    """)
+    assert r["base"] == ["ShaderNodeTexImage", "pbrfit_Part_base_color.exr", "ShaderNodeUVMap"]
+    assert r["normal"] == ["ShaderNodeNormalMap", "TANGENT", "pbrfit_Part_normal.exr"]
+    assert r["pixels"] == [8, 8]
