@@ -288,7 +288,8 @@ def test_texture_maps_write_back_render_in_cycles_and_restore(tmp_path):
                 check_texture_folder(folder)
             except InputError as e:
                 folder_errors.append(str(e))
-        out(folder_errors=folder_errors, linked=linked, colorspace=img.colorspace_settings.name, packed=img.packed_file is not None,
+        out(folder_errors=folder_errors, linked=linked, colorspace=img.colorspace_settings.name,
+            packed=img.packed_file is not None,
             bottom=px[0, 0, :3].tolist(), top=px[-1, 0, :3].tolist(), uv=uv_map,
             after_restore=after_restore, after_redo=after_redo, errors=errors, still=still,
             saved=bpy.path.abspath(saved.filepath), saved_cs=saved.colorspace_settings.name,

@@ -16,18 +16,17 @@ import torch
 from pxr import Usd, UsdShade
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import synthetic  # noqa: E402
+import synthetic
 
-from pbrfit.errors import InputError  # noqa: E402
-from pbrfit.export.materialx import materialx_document  # noqa: E402
-from pbrfit.export.usd_material import write_usd_material  # noqa: E402
-from pbrfit.images import read_image  # noqa: E402
-from pbrfit.job import load_job  # noqa: E402
-from pbrfit.params import ParameterSpace, normalize_material  # noqa: E402
-from pbrfit.pathtrace import PathRenderer, PathSettings  # noqa: E402
-from pbrfit.render import RasterRenderer, SampleCounts  # noqa: E402
-from pbrfit.textures import (check_textures, fill_unseen, lookup, map_values, splat,  # noqa: E402
-                             texel_weights, total_variation)
+from pbrfit.errors import InputError
+from pbrfit.export.materialx import materialx_document
+from pbrfit.export.usd_material import write_usd_material
+from pbrfit.images import read_image
+from pbrfit.job import load_job
+from pbrfit.params import ParameterSpace, normalize_material
+from pbrfit.pathtrace import PathRenderer, PathSettings
+from pbrfit.render import RasterRenderer, SampleCounts
+from pbrfit.textures import check_textures, fill_unseen, lookup, map_values, splat, texel_weights, total_variation
 
 PBRFIT = [sys.executable, "-m", "pbrfit.cli"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import bpy
 
 from .deps import dependency_message
-from .sockets import SOCKETS
 from .properties import map_names, selected_maps
+from .sockets import SOCKETS
 
 __all__ = ["CLASSES", "draw_pbrfit", "PBRFIT_UL_validation_views", "PBRFIT_PT_material",
            "PBRFIT_PT_sidebar", "register", "unregister"]

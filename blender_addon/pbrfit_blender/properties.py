@@ -144,7 +144,8 @@ def _settings_annotations() -> dict:
         ann[f"map_{name}"] = BoolProperty(name=name.replace("_", " ").title(), default=False,
                                           description=f"Fit {name} as a texture map on the active UV map")
     ann["texture_resolution"] = EnumProperty(
-        name="Map size", default="512", items=[(str(n), f"{n} px", f"{n} x {n} texels") for n in (256, 512, 1024, 2048)],
+        name="Map size", default="512",
+        items=[(str(n), f"{n} px", f"{n} x {n} texels") for n in (256, 512, 1024, 2048)],
         description="Texels per side of the fitted maps")
     ann["texture_storage"] = EnumProperty(
         name="Store maps", default="PACK",

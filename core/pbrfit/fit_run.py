@@ -124,8 +124,9 @@ class FitResult:
 
 
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
-    """The raster fits' L-BFGS over ``u`` (stages, pruning re-fit, the scalars after maps): ``max_iter`` iterations per step, strong-Wolfe line
-    search (it only accepts steps that lower the loss)."""
+    """The raster fits' L-BFGS over ``u`` (stages, pruning re-fit, the scalars after maps):
+    ``max_iter`` iterations per step, strong-Wolfe line search (it only accepts steps that
+    lower the loss)."""
     return torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
                              tolerance_grad=1e-7, tolerance_change=1e-6)
 

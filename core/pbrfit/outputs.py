@@ -40,7 +40,8 @@ from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
 from .params import PARAMETERS
 
-__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "TEXTURE_FOLDER", "texture_entries", "read_material_maps", "check_output_folder", "prepare_output", "write_fit_outputs",
+__all__ = ["NORMALIZATION", "OUTPUT_NAMES", "TEXTURE_FOLDER", "texture_entries", "read_material_maps",
+           "check_output_folder", "prepare_output", "write_fit_outputs",
            "read_material_json", "report_data", "finite_or_none"]
 
 NORMALIZATION = ("linear radiance divided by the mean luminance of the view's environment "

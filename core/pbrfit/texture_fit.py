@@ -36,11 +36,23 @@ import torch
 
 from .layers import parameters_in_use
 from .objective import Objective
-from .params import PARAMETERS, ParameterSpace
-from .textures import (FLAT_NORMAL, NORMAL, TextureSettings, curl, fill_unseen, initial_grid, lookup,
-                       map_channels, map_values, normalized, pyramid, splat, texel_weights, total_variation,
-                       variable_channels)
-from .params import to_unconstrained
+from .params import PARAMETERS, ParameterSpace, to_unconstrained
+from .textures import (
+    FLAT_NORMAL,
+    NORMAL,
+    TextureSettings,
+    curl,
+    fill_unseen,
+    initial_grid,
+    lookup,
+    map_values,
+    normalized,
+    pyramid,
+    splat,
+    texel_weights,
+    total_variation,
+    variable_channels,
+)
 from .warm_start import grid_values as search_grid
 
 __all__ = ["MapResult", "fit_maps", "map_units"]
@@ -234,7 +246,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                 reg = 0.0
                 for n in settings.maps:
                     t = normalized(n, layout.grid(u, n))
-                    reg = reg + settings.tv_weight * total_variation(t) + (prior_w * (t - centre[n]) ** 2).sum(-1).mean()
+                    reg = (reg + settings.tv_weight * total_variation(t)
+                           + (prior_w * (t - centre[n]) ** 2).sum(-1).mean())
                     if n == NORMAL:
                         reg = reg + settings.integrability_weight * curl(t)
                 (g_reg,) = torch.autograd.grad(reg, u)

@@ -294,7 +294,8 @@ def total_variation(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     its gradient is defined at 0), summed over channels, per texel."""
     dx = t[:, 1:] - t[:, :-1]
     dy = t[1:] - t[:-1]
-    return (torch.sqrt(dx * dx + eps * eps) - eps).sum(-1).mean() + (torch.sqrt(dy * dy + eps * eps) - eps).sum(-1).mean()
+    return ((torch.sqrt(dx * dx + eps * eps) - eps).sum(-1).mean()
+            + (torch.sqrt(dy * dy + eps * eps) - eps).sum(-1).mean())
 
 
 def splat(uvs: list[torch.Tensor], values: list[torch.Tensor], size: int) -> torch.Tensor:

@@ -124,7 +124,8 @@ def _wire_openpbr_maps(stage, mat: UsdShade.Material, shader: UsdShade.Shader, t
             vec3 = Sdf.ValueTypeNames.Float3
             decode = _mtlx_node(stage, mat, "normal_decode", "ND_normalmap_float")
             decode.CreateInput("in", vec3).ConnectToSource(image.CreateOutput("out", vec3))
-            shader.CreateInput(NORMAL_INPUTS["open_pbr_surface"], vec3).ConnectToSource(decode.CreateOutput("out", vec3))
+            key = NORMAL_INPUTS["open_pbr_surface"]
+            shader.CreateInput(key, vec3).ConnectToSource(decode.CreateOutput("out", vec3))
             continue
         key = TEXTURE_INPUTS["open_pbr_surface"].get(name)
         if key is None:

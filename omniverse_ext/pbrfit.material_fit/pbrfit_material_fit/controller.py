@@ -55,8 +55,8 @@ from pbrfit.plausibility import findings
 from pbrfit.progress import describe as describe_progress
 from pbrfit.scene import FitScene
 from pbrfit.session import FitSession as EngineFitSession
-from pbrfit.usd_stage import read_stage
 from pbrfit.textures import TEXTURE_MAPS, check_textures
+from pbrfit.usd_stage import read_stage
 from pbrfit.writeback_usd import WriteBackRecord, undo, write_back
 
 __all__ = [
