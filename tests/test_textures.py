@@ -317,10 +317,11 @@ def test_a_fit_recovers_a_printed_label(tmp_path):
     synthetic.render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.35}, maps={"base_color": truth})
     out = tmp_path / "out"
     r = _run(["fit", str(job), "--out", str(out), "--preset", "plastic", "--iterations", "15",
-              "--backend", "raster", "--quiet"], tmp_path)
+              "--backend", "raster"], tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "material.json").read_text())
     entry = doc["textures"]["base_color"]
+    assert f"maps: base_color {res}x{res}" in r.stdout and "-> textures/base_color.exr" in r.stdout
     assert entry["resolution"] == res and entry["uv"] == "st" and 0.3 < entry["observed_share"] <= 1.0
     fitted, _ = read_image(out / entry["file"])
     observed, _ = read_image(out / "textures" / "base_color_observed.png")

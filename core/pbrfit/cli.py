@@ -154,9 +154,14 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
         lines.append(f"wrote material {record.material_path} bound to {record.target_path} into "
                      f"{record.edit_layer_file}" + (f" (add it as the first sublayer of {job.scene.stage_path} to use "
                                                     "it)" if record.sublayer_entry else ""))
+    maps = doc.get("textures") or {}
+    if maps:
+        lines.append("maps: " + ", ".join(f"{name} {e['resolution']}x{e['resolution']} "
+                                          f"({100 * e['observed_share']:.0f}% of texels seen) -> {e['file']}"
+                                          for name, e in maps.items()))
     if reporter.machine:
         reporter.done(_summary(doc["metrics"], out.path, result.stopped, wall, plausibility=doc["plausibility"],
-                               notes=doc["notes"], write_back=written))
+                               notes=doc["notes"], write_back=written, textures=maps or None))
     else:
         _print_summary(doc["metrics"], out.path, result.stopped, wall)
         for line in lines:
