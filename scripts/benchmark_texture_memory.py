@@ -12,8 +12,9 @@ Usage::
     python scripts/benchmark_texture_memory.py JOB.toml [--maps base_color,roughness,metallic,normal]
         [--resolution 2048] [--iterations 40] [--json OUT.json]
 
-Runs the raster scalar fit briefly (``--scalar-iterations``, default 5) then the maps; prints one
-line per level and a summary.
+Runs the raster scalar fit briefly (``--scalar-iterations``, default 5) then the maps, on the
+job's train views only (validation could end the pyramid before the full resolution, whose
+memory is the point; ``--keep-validation`` keeps them); prints one line per level and a summary.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--scalar-iterations", type=int, default=5)
     ap.add_argument("--json")
+    ap.add_argument("--keep-validation", action="store_true",
+                    help="keep the job's validation views (they may end the pyramid before the full resolution)")
     args = ap.parse_args(argv)
 
     from pbrfit.fit import FitOptions, fit_material
@@ -54,6 +57,11 @@ def main(argv=None) -> int:
     settings = check_textures({"maps": args.maps.split(","), "resolution": args.resolution,
                                "iterations": args.iterations}, "--maps/--resolution")
     job = load_job(args.job)
+    scene = job.scene
+    if not args.keep_validation:  # every level runs: the memory of the full resolution is measured
+        from dataclasses import replace
+
+        scene = replace(scene, views=[v for v in scene.views if v.split == "train"])
     samples = []
     start = time.monotonic()
 
@@ -63,7 +71,7 @@ def main(argv=None) -> int:
 
     base = rss_mib()
     options = FitOptions(iterations=args.scalar_iterations, backend="raster", textures=settings)
-    result = fit_material(job.scene, options, progress=progress)
+    result = fit_material(scene, options, progress=progress)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     levels = []
     k = 0
@@ -79,7 +87,7 @@ def main(argv=None) -> int:
                        "seconds_per_step_second_half": sum(dt[half:]) / max(1, len(dt) - half),
                        "rss_mib_first": steps[0][1], "rss_mib_last": steps[-1][1]})
     record = {"job": str(Path(args.job).resolve()), "maps": list(settings.maps), "resolution": args.resolution,
-              "iterations": args.iterations, "views": len(job.scene.views),
+              "iterations": args.iterations, "views": len(scene.views),
               "texel_memory_bound_mib": map_memory_bytes(settings) / 2**20, "rss_mib_before": base,
               "peak_rss_mib": peak, "texture_seconds": result.timings.get("textures"), "levels": levels,
               "wall_seconds": time.monotonic() - start}

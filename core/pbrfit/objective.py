@@ -90,21 +90,39 @@ class Objective:
         """(the loss, the mean ΔE2000, d loss / d u) for the material ``material_of(u)``, each
         view's value and gradient on its own thread, summed in the order of the views."""
         def one(vi: int):
+            leaf = u.detach().clone().requires_grad_(True)
             n = len(self.renderer.train_subsets[vi])
-            step = self.chunk or n
-            loss_sum, de_sum, grad_sum = 0.0, 0.0, torch.zeros_like(u)
-            for start in range(0, n, step):
-                rows = slice(start, min(start + step, n))
-                share = (rows.stop - rows.start) / n
-                leaf = u.detach().clone().requires_grad_(True)
+            if not self.chunk or n <= self.chunk:
                 with torch.enable_grad():
-                    loss, de = self._view_loss(vi, material_of(leaf), rows)
+                    loss, de = self._view_loss(vi, material_of(leaf))
                     grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+                return float(loss.detach()), de, torch.zeros_like(u) if grad is None else grad
+            # in chunks of pixels: the material once, its gradient summed over the chunks, then
+            # carried back to u once (a texture map's texels cost per step, not per chunk)
+            with torch.enable_grad():
+                material = material_of(leaf)
+            live = [k for k, v in material.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+            cut = {k: (v.detach().requires_grad_(True) if k in live else v) for k, v in material.items()}
+            sums = {k: torch.zeros_like(material[k]) for k in live}
+            loss_sum, de_sum = 0.0, 0.0
+            for start in range(0, n, self.chunk):
+                rows = slice(start, min(start + self.chunk, n))
+                share = (rows.stop - rows.start) / n
+                with torch.enable_grad():
+                    loss, de = self._view_loss(vi, cut, rows)
+                    if loss.requires_grad and live:
+                        grads = torch.autograd.grad(loss * share, [cut[k] for k in live], allow_unused=True)
+                        for k, g in zip(live, grads):
+                            if g is not None:
+                                sums[k] = sums[k] + g
                 loss_sum += share * float(loss.detach())
                 de_sum += share * de
-                if grad is not None:
-                    grad_sum = grad_sum + share * grad
-            return loss_sum, de_sum, grad_sum
+            if not live:
+                return loss_sum, de_sum, torch.zeros_like(u)
+            with torch.enable_grad():
+                grad = torch.autograd.grad([material[k] for k in live], leaf, grad_outputs=[sums[k] for k in live],
+                                           allow_unused=True)[0]
+            return loss_sum, de_sum, torch.zeros_like(u) if grad is None else grad
 
         per_view = map_ordered(one, self.view_ids, self.workers)
         n = max(len(self.view_ids), 1)
