@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import faults, fit_health, identifiability, texture_fit
+from . import faults, fit_health, identifiability, texture_fit, textures
 from .errors import FitCancelled, InputError
 from .layers import LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
@@ -562,7 +562,7 @@ class FitRun:
         """Render every view with the final material (:meth:`Renderers.metrics`, within the
         time budget) and measure it; returns the :class:`pbrfit.fit.FitResult`."""
         final = {n: self.values[n] for n in PARAMETERS}
-        final.update({n: r.summary() for n, r in self.maps.items() if r.summary() is not None})
+        final.update({n: r.summary() for n, r in self.maps.items() if n != textures.NORMAL})
         maps = {n: torch.as_tensor(r.texels) for n, r in self.maps.items()} or None
         tolerances = {}
         if not self.out_of_time():

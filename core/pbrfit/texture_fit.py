@@ -209,8 +209,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     scalars = [n for n in parameters_in_use(run.space, values) if n not in settings.maps]
     space = ParameterSpace(values, scalars, o.bounds)
     bounds = {n: run.space.bounds_of(n) if n != NORMAL else None for n in settings.maps}
-    values[NORMAL] = FLAT_NORMAL
-    grid0 = {n: initial_grid(n, values[n], 1, bounds[n]) for n in settings.maps}  # the prior's centre
+    start = {n: FLAT_NORMAL if n == NORMAL else values[n] for n in settings.maps}  # the scalar fit's, per map
+    grid0 = {n: initial_grid(n, start[n], 1, bounds[n]) for n in settings.maps}  # the prior's centre
     grids = {n: g.clone() for n, g in grid0.items()}
     u_scalars = space.initial_vector().float()
 
@@ -287,10 +287,9 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     out = {}
     for n in settings.maps:
         texels = map_values(n, grids[n].double(), bounds[n]).float().numpy()
-        filled = fill_unseen(texels, seen, values[n])
+        filled = fill_unseen(texels, seen, start[n])
         out[n] = MapResult(n, filled, seen, weight.numpy(), run.scene.mesh.uv_name or "st")
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
-    del values[NORMAL]
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
 
