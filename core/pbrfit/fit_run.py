@@ -24,9 +24,9 @@ from typing import Callable
 
 import torch
 
-from . import faults, fit_health, identifiability, texture_fit, textures
+from . import faults, fit_health, hypotheses, identifiability, texture_fit, textures
 from .errors import FitCancelled, InputError
-from .layers import LAYER_SWITCHES, parameters_in_use, prune_layers
+from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error
 from .params import PARAMETERS, ParameterSpace, normalize_material
@@ -247,6 +247,7 @@ class FitRun:
         self.raster = self.renderers.raster_fit()
         workers = options.threads
         self.train_obj = Objective(self.raster, self.train, options.loss, self.check_cancel, workers)
+        self._twin = None  # the raster twin of structure_error, made when first needed
         self.val_obj = (Objective(self.raster, self.val, {"de2000": 1.0}, self.check_cancel, workers)
                         if self.val else None)
         self.clock.setup_done(self.raster, self.check_cancel)
@@ -306,8 +307,18 @@ class FitRun:
             return self.train_obj(space.material(u))
 
     def loss_of(self, space: ParameterSpace, u: torch.Tensor) -> float:
-        """The train loss of a material, no gradient (warm starts and pruning)."""
+        """The train loss of a material, no gradient (warm starts)."""
         return self.evaluate(space, u, grad=False)[0]
+
+    def structure_error(self, space: ParameterSpace, u: torch.Tensor) -> float:
+        """What decides between structures (hypotheses, pruning): the unbiased relative error
+        of the train views' loss pixels (:func:`pbrfit.objective.unbiased_relative_error`,
+        the fit renderer and its twin with independent samples), which does not favour a
+        material for rendering with less noise, as the train loss does."""
+        self.check_cancel()
+        if self._twin is None:
+            self._twin = self.renderers.raster_twin(self.raster)
+        return unbiased_relative_error(self.train_obj, space.material(u), twin=self._twin)
 
     def record(self, stage: str, loss: float, de: float) -> None:
         """One objective evaluation with a gradient: history, units, progress."""
@@ -383,6 +394,7 @@ class FitRun:
             new = [n for n in names if n not in freed]
             freed.update(names)
             self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)
+            tried = self.try_hypotheses(names, new)
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             if o.optimizer == "lbfgs":
@@ -414,25 +426,59 @@ class FitRun:
                     break
                 last_loss = loss
             self.schedule.append({"stage": stage, "parameters": names, "iterations": self.evaluations - start,
-                                  "warm_started": new})
+                                  "warm_started": new, **({"hypotheses": tried} if tried else {})})
             self.leave()
             if self.stopped == "time budget":
                 break
             self.stopped = "early stopping" if early else "converged" if converged else "iterations"
 
+    def try_hypotheses(self, names: list[str], new: list[str]) -> list[dict]:
+        """Other explanations (:mod:`pbrfit.hypotheses`) of the stage's freshly warm-started
+        material: the warm start and each alternative get
+        :data:`pbrfit.hypotheses.HYPOTHESIS_EVALUATIONS` of L-BFGS; an alternative replaces the
+        warm start's result only when it lowers :meth:`structure_error` by
+        :data:`pbrfit.layers.LAYER_GAIN` (the simpler, first explanation wins ties).
+
+        Returns what was tried, ``[{"hypothesis", "error", "chosen"}]`` (empty when nothing
+        applied; then nothing was fitted here)."""
+        if not any(PARAMETERS[n].stage >= 3 for n in new) or self.out_of_time():
+            return []
+        found = hypotheses.alternatives(self.space, self.values, names, self.loss_of, self.train_obj)
+        if not found:
+            return []
+        results = []
+        for label, start in [("warm start", self.values)] + found:
+            if self.out_of_time():
+                break
+            space = ParameterSpace(start, names, self.options.bounds)
+            u = space.initial_vector().clone().requires_grad_(True)
+            opt = lbfgs(u, hypotheses.HYPOTHESIS_EVALUATIONS)
+            opt.step(self.closure(opt, space, u, "layers"))
+            values = space.values(u.detach())
+            fixed = ParameterSpace(values, [])
+            results.append((label, self.structure_error(fixed, fixed.initial_vector()), values))
+        best = results[0]
+        challenger = min(results[1:], key=lambda r: r[1], default=None)
+        if challenger is not None and challenger[1] < best[1] * (1 - LAYER_GAIN):
+            best = challenger
+        self.values = best[2]
+        return [{"hypothesis": label, "error": err, "chosen": label == best[0]} for label, err, _ in results]
+
     def prune(self) -> None:
         """Switch off the layers that do not pay for themselves (:mod:`pbrfit.layers`): each
         fitted layer that is on is switched off, what it may have been compensating for is
         re-fitted (:meth:`refit_without`), and the simpler material is kept unless the layer
-        bought a clear improvement of the train loss. (Not validation: one other lighting at
-        the raster renderer's sample counts was measured to prefer a false coat over the true
-        glossy base by 15% where train, with more views and pixels, saw them within 1%.)"""
+        bought a clear improvement of :meth:`structure_error` on the train views. (Not
+        validation: one other lighting at the raster renderer's sample counts was measured to
+        prefer a false coat over the true glossy base by 15% where train, with more views and
+        pixels, saw them within 1%. Not the train loss itself: it favours the coat's less
+        noisy render.)"""
         self.enter("refine")
         if self.out_of_time() or (self._cancel is not None and self._cancel.is_set()):
             self.leave()
             return
         start = self.evaluations
-        self.values, pruned = prune_layers(self.space, self.values, self.loss_of, refit=self.refit_without)
+        self.values, pruned = prune_layers(self.space, self.values, self.structure_error, refit=self.refit_without)
         if pruned:
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": []})

@@ -15,7 +15,7 @@ from typing import Callable
 
 from .params import ParameterSpace
 
-__all__ = ["LAYER_SWITCHES", "LAYER_OF", "PRUNE_TOLERANCE", "parameters_in_use", "prune_layers"]
+__all__ = ["LAYER_SWITCHES", "LAYER_OF", "LAYER_GAIN", "PRUNE_TOLERANCE", "parameters_in_use", "prune_layers"]
 
 #: parameters that switch a whole layer or effect on; their lower bound means "not there"
 LAYER_SWITCHES = ("anisotropic", "coat_weight", "sheen_weight", "thin_film_thickness", "subsurface_weight",
@@ -25,8 +25,10 @@ LAYER_OF = {"anisotropic_rotation": "anisotropic", "coat_roughness": "coat_weigh
             "coat_tint": "coat_weight", "sheen_roughness": "sheen_weight", "sheen_tint": "sheen_weight",
             "thin_film_ior": "thin_film_thickness", "subsurface_radius": "subsurface_weight",
             "subsurface_scale": "subsurface_weight"}
-#: a layer is dropped when removing it (and re-fitting) raises the loss by less than this fraction
-PRUNE_TOLERANCE = 0.02
+#: the share of the train loss a layer must buy: one is dropped when removing it (and re-fitting)
+#: raises the loss by less, and another structure (:mod:`pbrfit.hypotheses`) must lower it by more
+LAYER_GAIN = 0.02
+PRUNE_TOLERANCE = LAYER_GAIN
 
 LossOf = Callable[[ParameterSpace, object], float]
 

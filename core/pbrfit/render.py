@@ -101,12 +101,16 @@ class RasterRenderer(SceneRenderer):
         max_loss_pixels: per view, at most this many pixels enter the training loss
             (a fixed random subset); metrics always use all usable pixels.
         device: where shading runs (:mod:`pbrfit.scene_renderer`).
+        pixels_from: another raster renderer of the scene whose loss pixels this one uses
+            (with its own samples): two such renderers give independent estimates of the
+            same pixels (:func:`pbrfit.objective.unbiased_relative_error`).
     """
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
-                 max_loss_pixels: int = 4096, device: str = "cpu"):
+                 max_loss_pixels: int = 4096, device: str = "cpu", pixels_from: RasterRenderer | None = None):
         super().__init__(scene, seed, max_loss_pixels, device)
         self.samples = samples
+        self.pixels_from = pixels_from
         self._prepared: dict[int, _PreparedView] = {}
 
     # --- preparation ------------------------------------------------------------------------
@@ -127,6 +131,9 @@ class RasterRenderer(SceneRenderer):
         prepared = _PreparedView(geo, env, u_light, u_cosine, _stratified(p, n.specular, gen).float().to(dev),
                                  _stratified(p, n.coat, gen).float().to(dev), origins)
         self.train_subsets[view_index] = self._train_subset(geo, gen)
+        if self.pixels_from is not None:
+            self.pixels_from.prepare(view_index)
+            self.train_subsets[view_index] = self.pixels_from.train_subsets[view_index]
         self._fix(prepared, self.train_subsets[view_index])
         self._prepared[view_index] = prepared
         return prepared

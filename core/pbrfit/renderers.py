@@ -40,6 +40,13 @@ class Renderers:
         o = self.options
         return RasterRenderer(self.scene, o.samples, o.seed, o.max_loss_pixels, o.device)
 
+    def raster_twin(self, fit: RasterRenderer) -> RasterRenderer:
+        """The raster fit renderer ``fit``'s pixels with independent samples (the judge's seed):
+        the pair estimates a material's error without its Monte Carlo noise
+        (:func:`pbrfit.objective.unbiased_relative_error`)."""
+        o = self.options
+        return RasterRenderer(self.scene, o.samples, self.judge_seed, o.max_loss_pixels, o.device, pixels_from=fit)
+
     def raster_textures(self) -> RasterRenderer:
         """The texture maps' renderer: every loss pixel of a view, :data:`TEXTURE_SAMPLES`."""
         o = self.options

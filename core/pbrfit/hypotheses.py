@@ -1,0 +1,113 @@
+"""Other explanations of the same photographs that a local fit cannot move between.
+
+The staged fit (:mod:`pbrfit.warm_start`) frees the layers last, after the base has already
+explained what it could. Two looks then trap a gradient fit in the wrong structure:
+
+* **A clear coat over a rough base.** The gloss stage, with no coat yet, gives the base the
+  coat's sharp highlight (a red paint with a 0.05 coat over a 0.5 base came out as a 0.14 base
+  with no coat: train loss 2.74, the truth 2.28, judged 1.85 ΔE2000 against Cycles' floor of
+  0.53). Switching a coat on from there only adds a second highlight, so the 1-D warm start
+  keeps it off. The hypothesis :func:`coat_takes_highlight` gives the highlight to the coat
+  (full weight, the base's roughness) and searches the base's roughness and colour again.
+* **Thin film on another branch.** Film colour is periodic in thickness; the 1-D search
+  picks the best thickness for the current roughness and base colour, which the film itself
+  was meant to correct. :func:`film_branches` starts from the other local minima of the
+  thickness profile.
+
+Each hypothesis is a starting material; :meth:`pbrfit.fit_run.FitRun.raster_stages` gives each
+a short fit and keeps the alternative only when it beats the ordinary warm start by
+:data:`pbrfit.layers.LAYER_GAIN` of the train loss (the simpler, first explanation wins ties).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .params import ParameterSpace, default_material
+from .warm_start import GRID_EDGE, warm_start
+
+__all__ = ["FILM_PROFILE_POINTS", "FILM_BRANCHES", "HYPOTHESIS_EVALUATIONS", "alternatives", "coat_takes_highlight",
+           "film_branches"]
+
+#: thickness samples of the film profile over its whole range (about 25 nm apart on 0..1500 nm:
+#: a quarter of the narrowest colour period, ~100 nm at film IOR 1.33 at normal incidence)
+FILM_PROFILE_POINTS = 61
+#: other local minima of the thickness profile tried (best first)
+FILM_BRANCHES = 2
+#: objective evaluations (with gradient) of each hypothesis' short fit
+HYPOTHESIS_EVALUATIONS = 12
+
+LossOf = Callable[[ParameterSpace, object], float]
+
+
+def _loss(loss_of: LossOf, values: dict) -> float:
+    s = ParameterSpace(values, [])
+    return float(loss_of(s, s.initial_vector()))
+
+
+def _specular_level_reset(values: dict, fitted: list[str]) -> dict:
+    """``values`` with a fitted specular IOR level back at its default: the gloss stage uses it
+    to mimic a layer not yet free (a coat's extra reflection, a film's changed Fresnel; the
+    350 nm film finish came out at level 0.11, which moved the film profile's minimum
+    to 475 nm)."""
+    if "specular_ior_level" not in fitted:
+        return values
+    return dict(values, specular_ior_level=default_material()["specular_ior_level"])
+
+
+def coat_takes_highlight(space: ParameterSpace, values: dict, fitted: list[str], loss_of: LossOf,
+                         objective=None) -> dict | None:
+    """The coat at full weight with the base's roughness (the highlight the gloss stage gave
+    the base), the base's specular level back to its default, then the base's roughness and
+    colour searched again (:func:`pbrfit.warm_start.warm_start`). None when the coat, its
+    roughness or the base roughness is not fitted, or the coat already carries a sharper
+    highlight than the base."""
+    if not {"coat_weight", "coat_roughness", "roughness"} <= set(fitted):
+        return None
+    coat_lo, coat_hi = space.bounds_of("coat_weight")
+    if values["coat_weight"] > coat_lo + 0.5 * (coat_hi - coat_lo) and values["coat_roughness"] < values["roughness"]:
+        return None
+    start = _specular_level_reset(dict(values, coat_weight=coat_hi, coat_roughness=values["roughness"]), fitted)
+    search = [n for n in ("base_color", "roughness") if n in fitted]
+    return warm_start(space, start, search, loss_of, objective)
+
+
+def film_branches(space: ParameterSpace, values: dict, fitted: list[str], loss_of: LossOf,
+                  objective=None) -> list[dict]:
+    """Starts on the other branches of the thin-film thickness: the :data:`FILM_BRANCHES`
+    lowest local minima of the train loss over :data:`FILM_PROFILE_POINTS` thicknesses (the
+    current one's neighbourhood excluded; the specular level at its default), each with the
+    base's roughness and colour searched again. Empty when the film is not fitted or the warm
+    start left it off."""
+    name = "thin_film_thickness"
+    if name not in fitted:
+        return []
+    lo, hi = space.bounds_of(name)
+    if values[name] <= lo:
+        return []
+    values = _specular_level_reset(values, fitted)
+    t = np.linspace(lo + GRID_EDGE * (hi - lo), hi - GRID_EDGE * (hi - lo), FILM_PROFILE_POINTS)
+    profile = np.array([_loss(loss_of, dict(values, **{name: float(v)})) for v in t])
+    step = t[1] - t[0]
+    minima = [i for i in range(len(t))
+              if (i == 0 or profile[i] <= profile[i - 1]) and (i == len(t) - 1 or profile[i] <= profile[i + 1])
+              and abs(t[i] - values[name]) > 1.5 * step]
+    minima.sort(key=lambda i: profile[i])
+    search = [n for n in ("base_color", "roughness") if n in fitted]
+    return [warm_start(space, dict(values, **{name: float(t[i])}), search, loss_of, objective)
+            for i in minima[:FILM_BRANCHES]]
+
+
+def alternatives(space: ParameterSpace, values: dict, fitted: list[str], loss_of: LossOf,
+                 objective=None) -> list[tuple[str, dict]]:
+    """``[(name, starting material)]``: every hypothesis that applies to ``values`` (the
+    layers stage's warm start) with the parameters ``fitted``."""
+    found = []
+    coat = coat_takes_highlight(space, values, fitted, loss_of, objective)
+    if coat is not None:
+        found.append(("coat takes the highlight", coat))
+    for start in film_branches(space, values, fitted, loss_of, objective):
+        found.append((f"thin film at {start['thin_film_thickness']:.0f} nm", start))
+    return found

@@ -1,0 +1,107 @@
+"""Other structures than the warm start's (pbrfit.hypotheses), and the noise-free error that
+decides between them (FitRun.structure_error)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synthetic import render_references, write_job
+
+from pbrfit import hypotheses
+from pbrfit.fit import FitOptions, compute_settings
+from pbrfit.fit_run import FitRun
+from pbrfit.job import load_job
+from pbrfit.objective import Objective, unbiased_relative_error
+from pbrfit.params import ParameterSpace, default_material
+from pbrfit.renderers import Renderers
+
+PARAMS = ["base_color", "roughness", "specular_ior_level", "coat_weight", "coat_roughness"]
+COATED = {"base_color": [0.5, 0.03, 0.03], "roughness": 0.5, "coat_weight": 1.0, "coat_roughness": 0.05}
+GLOSSY = {"base_color": [0.8, 0.8, 0.8], "roughness": 0.15}
+
+
+def _film_loss(minima: dict[float, float]):
+    """A train loss of thickness alone: narrow wells of the given depth at the given
+    thicknesses (nm) on a level of 10."""
+    def loss_of(space, u):
+        t = space.values(u)["thin_film_thickness"]
+        return 10.0 - sum(depth * np.exp(-((t - at) / 30.0) ** 2) for at, depth in minima.items())
+    return loss_of
+
+
+def test_film_branches_start_at_the_other_deepest_minima():
+    space = ParameterSpace(default_material(), ["thin_film_thickness"])
+    loss_of = _film_loss({470.0: 6.0, 350.0: 8.0, 900.0: 3.0, 1200.0: 5.0})
+    current = dict(default_material(), thin_film_thickness=470.0)
+    starts = hypotheses.film_branches(space, current, ["thin_film_thickness"], loss_of)
+    assert len(starts) == hypotheses.FILM_BRANCHES
+    step = 1500.0 * (1 - 2 * 0.02) / (hypotheses.FILM_PROFILE_POINTS - 1)
+    # the deepest others first, the current branch's own well left out
+    assert all(abs(s["thin_film_thickness"] - at) <= step for s, at in zip(starts, (350.0, 1200.0)))
+    # no film fitted, or the warm start left it off: nothing to try
+    assert hypotheses.film_branches(space, current, ["roughness"], loss_of) == []
+    assert hypotheses.film_branches(space, default_material(), ["thin_film_thickness"], loss_of) == []
+
+
+def test_the_coat_hypothesis_gives_the_coat_the_bases_highlight():
+    space = ParameterSpace(default_material(), PARAMS)
+    glossy_base = dict(default_material(), roughness=0.14, specular_ior_level=0.82)
+
+    def loss_of(s, u):  # best with the base at roughness 0.5
+        return (s.values(u)["roughness"] - 0.5) ** 2
+
+    start = hypotheses.coat_takes_highlight(space, glossy_base, PARAMS, loss_of)
+    assert start["coat_weight"] == 1.0 and start["coat_roughness"] == pytest.approx(0.14)
+    assert start["specular_ior_level"] == 0.5  # the gloss stage's compensation undone
+    assert start["roughness"] == pytest.approx(0.5, abs=0.01)  # searched again
+    # not without a coat and a base roughness to fit, nor when the coat already has the highlight
+    assert hypotheses.coat_takes_highlight(space, glossy_base, ["base_color", "roughness"], loss_of) is None
+    carried = dict(glossy_base, coat_weight=0.9, coat_roughness=0.05, roughness=0.5)
+    assert hypotheses.coat_takes_highlight(space, carried, PARAMS, loss_of) is None
+
+
+def test_the_twin_renderer_measures_error_without_the_renders_noise(tmp_path):
+    job = write_job(tmp_path / "j", size=32, cameras=2)
+    render_references(job, GLOSSY, seed=7)
+    scene = load_job(job).scene
+    renderers = Renderers(scene, FitOptions(seed=0))
+    fit = renderers.raster_fit()
+    twin = renderers.raster_twin(fit)
+    objective = Objective(fit, [0, 1], {"l2": 1.0})
+    for vi in (0, 1):
+        twin.prepare(vi)
+        assert np.array_equal(twin.train_subsets[vi], fit.train_subsets[vi])
+    s = ParameterSpace(default_material() | GLOSSY, [])
+    m = s.material(s.initial_vector())
+    a = fit.shade(0, m, fit.train_subsets[0])
+    assert not np.allclose(a.numpy(), twin.shade(0, m, fit.train_subsets[0]).numpy())  # independent samples
+    truth = unbiased_relative_error(objective, m, twin=twin)
+    biased = float(sum((((fit.shade(vi, m, fit.train_subsets[vi]) / objective.whites[vi] - objective.refs[vi]) ** 2)
+                        / (objective.refs[vi] ** 2 + 0.05**2)).mean() for vi in (0, 1)) / 2)
+    off = ParameterSpace(default_material() | GLOSSY | {"roughness": 0.3}, [])
+    wrong = unbiased_relative_error(objective, off.material(off.initial_vector()), twin=twin)
+    assert truth < 0.7 * biased  # the fit render's own noise is gone from the estimate
+    assert wrong > 1.2 * truth  # (the truth keeps the reference's own noise)
+
+
+@pytest.mark.parametrize("truth, coat", [(COATED, True), (GLOSSY, False)], ids=["coated paint", "glossy plastic"])
+def test_the_default_structure_search_finds_a_coat_only_where_there_is_one(tmp_path, truth, coat):
+    """A red paint under a clear coat came out as a glossy base with no coat (the gloss stage
+    gives the base the coat's highlight); a white glossy plastic must not gain a false coat
+    over a rough base (which the train loss itself prefers: it renders with less noise)."""
+    job = write_job(tmp_path / "j", size=40, cameras=3)
+    render_references(job, truth, seed=7)
+    with compute_settings(1):
+        run = FitRun(load_job(job).scene, FitOptions(seed=0, parameters=PARAMS, iterations=40, backend="raster"))
+        run.measure_initial()
+        run.raster_stages()
+        run.prune()
+    tried = next(s["hypotheses"] for s in run.schedule if s["stage"] == "layers")
+    assert [t["hypothesis"] for t in tried] == ["warm start", "coat takes the highlight"]
+    assert [t["chosen"] for t in tried] == [not coat, coat]
+    v = run.values
+    if coat:
+        assert v["coat_weight"] > 0.9 and v["coat_roughness"] < 0.15 and abs(v["roughness"] - 0.5) < 0.08
+    else:
+        assert v["coat_weight"] == 0.0 and abs(v["roughness"] - 0.15) < 0.05
+    assert np.allclose(v["base_color"], truth["base_color"], atol=0.03)
