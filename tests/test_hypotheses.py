@@ -105,3 +105,20 @@ def test_the_default_structure_search_finds_a_coat_only_where_there_is_one(tmp_p
     else:
         assert v["coat_weight"] == 0.0 and abs(v["roughness"] - 0.15) < 0.05
     assert np.allclose(v["base_color"], truth["base_color"], atol=0.03)
+
+
+def test_the_structures_tried_are_reported():
+    from pbrfit.report import render_report
+
+    schedule = [{"stage": "colour", "parameters": ["base_color"], "iterations": 5, "warm_started": []},
+                {"stage": "layers", "parameters": PARAMS, "iterations": 9, "warm_started": [],
+                 "hypotheses": [{"hypothesis": "warm start", "error": 0.0053, "chosen": False},
+                                {"hypothesis": "coat takes the highlight", "error": 0.0006, "chosen": True}]},
+                {"stage": "prune", "parameters": ["sheen_weight"], "iterations": 10, "warm_started": []}]
+    summary = hypotheses.structure_summary(schedule)
+    assert summary["chosen"] == "coat takes the highlight" and summary["pruned"] == ["sheen_weight"]
+    assert "2%" in summary["rule"]
+    assert hypotheses.structure_summary(schedule[:1]) is None
+    html = render_report({"title": "t", "structure": summary})
+    section = html[html.index('id="structure"'):]
+    assert "coat takes the highlight" in section and "0.00060" in section and "sheen_weight" in section

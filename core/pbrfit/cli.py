@@ -159,9 +159,17 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
         lines.append("maps: " + ", ".join(f"{name} {e['resolution']}x{e['resolution']} "
                                           f"({100 * e['observed_share']:.0f}% of texels seen) -> {e['file']}"
                                           for name, e in maps.items()))
+    structure = doc.get("structure")
+    if structure and (structure.get("chosen") not in (None, "warm start") or structure.get("pruned")):
+        lines.append("structure: " + "; ".join(
+            ([f"chose '{structure['chosen']}' over the ordinary warm start"]
+             if structure.get("chosen") not in (None, "warm start") else [])
+            + ([f"switched off {', '.join(structure['pruned'])} (did not pay for itself)"]
+               if structure.get("pruned") else [])) + " (report: Structure)")
     if reporter.machine:
         reporter.done(_summary(doc["metrics"], out.path, result.stopped, wall, plausibility=doc["plausibility"],
-                               notes=doc["notes"], write_back=written, textures=maps or None))
+                               notes=doc["notes"], write_back=written, textures=maps or None,
+                               structure=structure))
     else:
         _print_summary(doc["metrics"], out.path, result.stopped, wall)
         for line in lines:

@@ -25,11 +25,12 @@ from typing import Callable
 
 import numpy as np
 
+from .layers import LAYER_GAIN
 from .params import ParameterSpace, default_material
 from .warm_start import GRID_EDGE, warm_start
 
 __all__ = ["FILM_PROFILE_POINTS", "FILM_BRANCHES", "HYPOTHESIS_EVALUATIONS", "alternatives", "coat_takes_highlight",
-           "film_branches"]
+           "film_branches", "structure_summary"]
 
 #: thickness samples of the film profile over its whole range (about 25 nm apart on 0..1500 nm:
 #: a quarter of the narrowest colour period, ~100 nm at film IOR 1.33 at normal incidence)
@@ -111,3 +112,18 @@ def alternatives(space: ParameterSpace, values: dict, fitted: list[str], loss_of
     for start in film_branches(space, values, fitted, loss_of, objective):
         found.append((f"thin film at {start['thin_film_thickness']:.0f} nm", start))
     return found
+
+
+def structure_summary(schedule: list[dict]) -> dict | None:
+    """What material.json and the report say about the structure search, from a fit's
+    schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "rule"}``;
+    None when the fit tried no other structure and pruned no layer."""
+    tried = next((s["hypotheses"] for s in schedule if s.get("hypotheses")), [])
+    pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", [])]
+    if not tried and not pruned:
+        return None
+    return {"tried": tried, "chosen": next((t["hypothesis"] for t in tried if t["chosen"]), None),
+            "pruned": pruned,
+            "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
+                     f"error by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and re-fitting) "
+                     f"raises that error by {LAYER_GAIN:.0%} or more")}

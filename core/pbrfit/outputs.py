@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plausibility, provenance, report
+from . import hypotheses, plausibility, provenance, report
 from .atomic import OutputDir, atomic_write_text
 from .errors import InputError, WriteError
 from .export import write_materialx, write_usd_material
@@ -96,6 +96,7 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
         "summary": {split: d["mean"] for split, d in result.metrics.items()},
         "history": result.history, "parameters": params,
         "plausibility": list(flags), "drops": drops, "provenance": prov,
+        "structure": hypotheses.structure_summary(result.schedule),
         "maps": [{"name": n, "texels": m.texels, "weight": m.weight, "resolution": m.texels.shape[0],
                   "observed_share": m.observed_share, "file": f"{TEXTURE_FOLDER}/{n}.exr"}
                  for n, m in (getattr(result, "textures", None) or {}).items()],
@@ -261,6 +262,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "plausibility": flags,
         "notes": notes,
         "identifiability": finite_or_none(dict(getattr(result, "identifiability", None) or {})),
+        "structure": hypotheses.structure_summary(result.schedule),
         "export_drops": drops,
         **({"textures": textures, "texture_levels": getattr(result, "texture_log", [])} if textures else {}),
         "stopped": result.stopped,

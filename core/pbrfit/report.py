@@ -440,6 +440,23 @@ def _fit_warnings(data: Mapping) -> str:
     return f'<section class="fitwarn" id="fit-warnings"><h2>Read this first</h2><ul>{rows}</ul></section>'
 
 
+def _structure(data: Mapping) -> str:
+    """Which structures the fit tried (pbrfit.hypotheses) and which layers it pruned."""
+    st = data.get("structure")
+    if not st:
+        return ""
+    rows = "".join(
+        f'<tr><td>{_e(t.get("hypothesis"))}</td><td>{_num(t.get("error"), 5)}</td>'
+        f'<td>{"chosen" if t.get("chosen") else ""}</td></tr>' for t in st.get("tried") or [])
+    table = (f'<table class="params"><thead><tr><th>Structure tried</th><th>Noise-free train error</th>'
+             f'<th></th></tr></thead><tbody>{rows}</tbody></table>' if rows else "")
+    pruned = st.get("pruned") or []
+    pruned_text = (f'<p>Layers switched off as not paying for themselves: {_e(", ".join(pruned))}.</p>'
+                   if pruned else "")
+    return (f'<section id="structure"><h2>Structure</h2>{table}{pruned_text}'
+            f'<p class="muted">{_e(st.get("rule", ""))}</p></section>')
+
+
 def _plausibility(data: Mapping) -> str:
     flags = list(data.get("plausibility") or [])
     if not flags:
@@ -570,6 +587,7 @@ def render_report(data: Mapping, *, de_vmax: float = DE_VMAX, max_image_size: in
         f'<section><h2>Convergence</h2>{_convergence_svg(list(data.get("history") or []))}'
         f'{_path_stage_caption(list(data.get("history") or []))}</section>',
         _parameters(data),
+        _structure(data),
         _plausibility(data),
         _drops(data),
         _provenance(data),
