@@ -31,6 +31,12 @@ Spec keys (a JSON object; unknown keys are an error):
 * ``resolution``: ``[w, h]`` pixels (default ``[160, 160]``); ``samples`` (default 128);
   ``seed`` (default 0); ``margin`` (default 1.1).
 * ``validate_cameras``: camera indices rendered under the validation HDRIs (default all).
+* ``lights``: Blender lamps besides the World (default none), each ``{"type": "SUN" | "POINT" |
+  "AREA", "energy": W (W/m^2 for a sun), "location": [x, y, z], "look_at": [x, y, z]}`` (the
+  lamp's -Z toward ``look_at``; default the origin), with ``"radius"`` (POINT, m; soft falloff
+  off: USD has no such mode), ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and
+  ``"shape"`` (AREA: SQUARE, RECTANGLE, DISK), ``"color"``. They light every render and are
+  exported with the stage (Blender's USD exporter: UsdLux).
 * ``out``: the output directory (required).
 
 Output in ``out`` (staged, then moved in: an error leaves ``out`` as it was; files of an
@@ -111,6 +117,7 @@ SPEC_DEFAULTS: dict[str, object] = {
     "seed": 0,
     "margin": 1.1,
     "validate_cameras": None,
+    "lights": [],
 }
 _REQUIRED = ("shape", "material", "train_hdri", "out")
 _SHAPES = ("sphere", "suzanne")
@@ -152,6 +159,7 @@ class _Case:
     seed: int
     margin: float
     out: Path
+    lights: list = None
 
 
 def _number(spec: Mapping, key: str, src: str, kind=float, minimum=None):
@@ -272,7 +280,47 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         validate=validate, cameras=cameras, validate_cameras=sorted(set(vc)),
         resolution=(int(res[0]), int(res[1])), samples=_number(s, "samples", src, int, 1),
         seed=_number(s, "seed", src, int, 0), margin=_number(s, "margin", src, float, 1.0),
-        out=(base_dir / s["out"]).resolve())
+        out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src))
+
+
+_LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size", "size_y", "shape", "color"}
+
+
+def _lights(value: object, src: str) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InputError(f"{src}: 'lights' must be a list of objects")
+    for i, light in enumerate(value):
+        if light.get("type") not in ("SUN", "POINT", "AREA") or "energy" not in light or "location" not in light:
+            raise InputError(f"{src}: lights[{i}] needs type (SUN, POINT, AREA), energy and location")
+        unknown = set(light) - _LIGHT_KEYS
+        if unknown:
+            raise InputError(f"{src}: lights[{i}]: unknown key(s) {sorted(unknown)}; known: {sorted(_LIGHT_KEYS)}")
+    return [dict(v) for v in value]
+
+
+def _add_lights(case: _Case) -> list:
+    """The spec's lamps, each aimed with its -Z at ``look_at``."""
+    objects = []
+    for i, spec in enumerate(case.lights or []):
+        data = bpy.data.lights.new(f"Lamp{i}", spec["type"])
+        data.energy = float(spec["energy"])
+        data.color = tuple(spec.get("color", (1.0, 1.0, 1.0)))
+        if spec["type"] == "POINT":
+            data.shadow_soft_size = float(spec.get("radius", 0.0))
+            data.use_soft_falloff = False
+        elif spec["type"] == "SUN":
+            data.angle = math.radians(float(spec.get("angle", 0.526)))
+        else:
+            data.shape = spec.get("shape", "RECTANGLE" if "size_y" in spec else "SQUARE")
+            data.size = float(spec.get("size", 1.0))
+            data.size_y = float(spec.get("size_y", spec.get("size", 1.0)))
+        obj = bpy.data.objects.new(f"Lamp{i}", data)
+        bpy.context.scene.collection.objects.link(obj)
+        obj.location = Vector(spec["location"])
+        direction = Vector(spec.get("look_at", (0.0, 0.0, 0.0))) - obj.location
+        obj.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+        objects.append(obj)
+    return objects
 
 
 # --- Blender's output ------------------------------------------------------------------------
@@ -597,6 +645,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     part.data.materials.append(truth_mat)
     centre, radius = _bounding_sphere(part)
     cameras = _add_cameras(case, centre, radius)
+    lamps = _add_lights(case)
     env = _setup_world(images[case.train])
     _setup_render(case)
 
@@ -620,7 +669,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     # The exported stage carries the initial guess under the train HDRI.
     env.image = images[case.train]
     part.data.materials[0] = _new_material("PartMaterial", case.initial_material)
-    _export_stage(staging / "scene.usda", [part, *cameras])
+    _export_stage(staging / "scene.usda", [part, *cameras, *lamps])
     target, cam_paths = _stage_prims(staging / "scene.usda", [c.name for c in cameras])
 
     views = []

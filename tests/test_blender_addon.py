@@ -745,3 +745,61 @@ def test_blenders_usd_importer_reads_the_written_back_maps(tmp_path):
     assert r["base"] == ["ShaderNodeTexImage", "pbrfit_Part_base_color.exr", "ShaderNodeUVMap"]
     assert r["normal"] == ["ShaderNodeNormalMap", "TANGENT", "pbrfit_Part_normal.exr"]
     assert r["pixels"] == [8, 8]
+
+
+def test_lamps_read_from_the_scene_equal_blenders_usd_export(tmp_path):
+    """The add-on's lamps (extract_lights) against the same lamps through Blender's USD
+    exporter and pbrfit.lights.read_lights, the route rendered against Cycles in
+    test_lights_vs_cycles: the same kind, radiance, place, axes and size; a spot lamp is
+    refused by name."""
+    r = _blender(f"""
+        part, cams = S.build(resolution=(48, 32))
+        from mathutils import Vector
+        specs = [("SUN", 3.0, (4, -3, 3), dict(angle=math.radians(10))),
+                 ("POINT", 400.0, (2.5, -2.5, 2.0), dict(shadow_soft_size=0.3)),
+                 ("POINT", 50.0, (0.0, -3.0, 1.0), dict(shadow_soft_size=0.0)),
+                 ("AREA", 300.0, (-2.5, -2.0, 1.5), dict(shape="RECTANGLE", size=1.5, size_y=0.8)),
+                 ("AREA", 200.0, (0.5, -3.0, -1.5), dict(shape="DISK", size=1.2))]
+        for i, (kind, energy, loc, extra) in enumerate(specs):
+            data = bpy.data.lights.new(f"L{{i}}", kind)
+            data.energy = energy
+            data.color = (1.0, 0.8, 0.6)
+            for k, v in extra.items():
+                setattr(data, k, v)
+            o = bpy.data.objects.new(f"L{{i}}", data)
+            bpy.context.scene.collection.objects.link(o)
+            o.location = loc
+            o.rotation_euler = (-Vector(loc)).to_track_quat("-Z", "Y").to_euler()
+        bpy.context.view_layer.update()
+        from pbrfit_blender.extract import extract_lights
+        mine = {{light.prim_path: light for light in extract_lights(bpy.context.scene)}}
+        bpy.ops.object.select_all(action="SELECT")
+        bpy.ops.wm.usd_export(filepath={str(tmp_path / "lamps.usda")!r}, selected_objects_only=False,
+                              export_materials=False, export_lights=True)
+        from pxr import Usd
+        from pbrfit.lights import read_lights
+        theirs = {{light.prim_path.split("/")[2]: light for light in
+                  read_lights(Usd.Stage.Open({str(tmp_path / "lamps.usda")!r}))}}
+        pairs = {{name: [[mine[name].kind, theirs[name].kind], [mine[name].radiance, theirs[name].radiance],
+                        [mine[name].position, theirs[name].position], [mine[name].axes, theirs[name].axes],
+                        [mine[name].size, theirs[name].size]] for name in mine}}
+        data = bpy.data.lights.new("Spot", "SPOT")
+        o = bpy.data.objects.new("Spot", data)
+        bpy.context.scene.collection.objects.link(o)
+        try:
+            extract_lights(bpy.context.scene)
+            refused = ""
+        except Exception as e:
+            refused = str(e)
+        out(pairs=pairs, names=sorted(theirs), refused=refused)
+    """)
+    assert sorted(r["pairs"]) == r["names"] == ["L0", "L1", "L2", "L3", "L4"]
+    for name, (kinds, radiance, position, axes, size) in r["pairs"].items():
+        assert kinds[0] == kinds[1], name
+        np.testing.assert_allclose(radiance[0], radiance[1], rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(position[0], position[1], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(axes[0], axes[1], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(size[0], size[1], rtol=1e-5, err_msg=name)
+    assert [r["pairs"][n][0][0] for n in ("L0", "L1", "L2", "L3", "L4")] == ["distant", "sphere", "point", "rect",
+                                                                               "disk"]
+    assert "lamp 'Spot'" in r["refused"] and "spot lamp" in r["refused"]

@@ -27,6 +27,9 @@ What is read, and the conventions it is turned into:
   Blender's USD exporter writes on the DomeLight too: checked in the tests). The
   Background's Strength is the radiance ``scale`` (a grey multiplier). A Mapping Location
   (POINT/TEXTURE types) or a non-uniform Scale would bend directions: an error.
+* **Lamps**: every lamp visible in renders, besides the World (:func:`extract_lights`: the
+  conventions of Blender's USD exporter and importer, which ``pbrfit.lights`` renders as Cycles
+  does); spot lamps are refused.
 * **Validation views** (``scene.pbrfit.validation_views``): a camera, a photograph and an
   HDRI image lit with the World's orientation and strength; split ``"validate"``.
 * **Initial material**: the Principled BSDF feeding the active material's output, read
@@ -373,7 +376,7 @@ def _principled_of(obj):
 
 # --- the scene -------------------------------------------------------------------------------
 
-def _view(name, cam_obj, image, environment, render, split) -> View:
+def _view(name, cam_obj, image, environment, render, split, lights=()) -> View:
     camera = extract_camera(cam_obj, render)
     rgb, alpha = image_pixels(image, f"camera '{cam_obj.name}'")
     mask = None
@@ -386,7 +389,70 @@ def _view(name, cam_obj, image, environment, render, split) -> View:
         raise InputError(f"camera '{cam_obj.name}': image '{image.name}' is {w}x{h} but the render frame is "
                          f"{render.resolution_x}x{render.resolution_y}; make their aspect ratios match")
     return View(name=name, camera=camera, environment=environment, image=rgb, mask=mask, split=split,
-                image_path=_image_source(image))
+                image_path=_image_source(image), lights=lights)
+
+
+def extract_lights(scene) -> tuple:
+    """The scene's lamps (visible in renders) as :class:`pbrfit.lights.AnalyticLight`, exactly
+    as Blender's USD exporter writes them and its importer reads them back
+    (``docs/lights-conventions.md``): strength ``S = color * energy * 2**exposure``; a sun is
+    irradiance ``S`` over its cone (half of ``angle``); a point lamp of radius r a sphere of
+    radiance ``S / (4 pi^2 r^2)`` (a point of ``S / (4 pi)`` W/sr at radius 0); an area lamp
+    ``S / (pi A)`` from its front (-Z); "normalize" off drops the area. Distances in Blender
+    units, as Cycles takes them. Soft Falloff (on by default for new point lamps) is rendered
+    as a sphere lamp (Cycles' soft falloff is up to ~6% brighter within a few radii).
+
+    Raises:
+        InputError: a spot lamp (not supported yet), or a lamp with no light.
+    """
+    import math
+
+    from pbrfit.lights import AnalyticLight
+
+    out = []
+    for obj in sorted((o for o in scene.objects if o.type == "LIGHT" and not o.hide_render), key=lambda o: o.name):
+        lamp = obj.data
+        what = f"lamp '{obj.name}'"
+        if lamp.type == "SPOT":
+            raise InputError(f"{what} is a spot lamp, which pbrfit does not render yet; use a point or area lamp, "
+                             "or hide it from renders")
+        exposure = float(getattr(lamp, "exposure", 0.0))
+        strength = np.asarray(lamp.color, np.float64) * float(lamp.energy) * 2.0**exposure
+        if not (float(lamp.energy) > 0 and math.isfinite(float(lamp.energy))) or not strength.any():
+            raise InputError(f"{what} has power {lamp.energy:g} and colour {tuple(lamp.color)}: no light; give it a "
+                             "positive power or hide it from renders")
+        normalize = bool(getattr(lamp, "normalize", True))
+        world = _matrix(obj.matrix_world)
+        cols = world[:3, :3]
+        scale = np.linalg.norm(cols, axis=0)
+        axes = cols / np.where(scale > 0, scale, 1.0)
+        position = world[:3, 3]
+        if lamp.type == "SUN":
+            half = float(lamp.angle) / 2
+            radiance = strength / (math.pi * math.sin(half) ** 2) if half > 0 and normalize else strength
+            kind, size = "distant", (half,)
+        elif lamp.type == "POINT":
+            r = float(lamp.shadow_soft_size)
+            if r <= 0:
+                kind, size, radiance = "point", (0.0,), strength / (4 * math.pi) if normalize else strength / math.pi
+            else:
+                kind, size = "sphere", (r,)
+                radiance = strength / (4 * math.pi**2 * r * r) if normalize else strength / math.pi
+        else:  # AREA
+            sx, sy = float(lamp.size) * scale[0], float(lamp.size_y) * scale[1]
+            if lamp.shape in ("DISK", "ELLIPSE"):
+                r = (sx + (sy if lamp.shape == "ELLIPSE" else sx)) / 4
+                kind, size, area = "disk", (r,), math.pi * r * r
+            else:
+                kind = "rect"
+                size = (sx, sy if lamp.shape == "RECTANGLE" else float(lamp.size) * scale[1])
+                area = size[0] * size[1]
+            if area <= 0:
+                raise InputError(f"{what} has zero size; give it a size or hide it from renders")
+            radiance = strength / (math.pi * area) if normalize else strength / math.pi
+        out.append(AnalyticLight(kind, obj.name, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
+                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), 1.0))
+    return tuple(out)
 
 
 def extract_scene(context, obj, *, depsgraph=None) -> Extraction:
@@ -409,13 +475,14 @@ def extract_scene(context, obj, *, depsgraph=None) -> Extraction:
     initial = normalize_material(read_principled(node), source=f"material '{mat.name}'")
     mesh = extract_mesh(obj, depsgraph)
     environment = extract_environment(scene.world)
+    lights = extract_lights(scene)
     views, skipped = [], []
     for cam_obj in sorted((o for o in scene.objects if o.type == "CAMERA"), key=lambda o: o.name):
         image = background_image(cam_obj)
         if image is None:
             skipped.append(f"camera '{cam_obj.name}' has no enabled background image (the photograph); skipped")
             continue
-        views.append(_view(cam_obj.name, cam_obj, image, environment, scene.render, "train"))
+        views.append(_view(cam_obj.name, cam_obj, image, environment, scene.render, "train", lights))
     if not views:
         raise InputError("no camera has a background image; add the photograph to a camera "
                          "(Camera properties > Background Images)")
@@ -426,7 +493,7 @@ def extract_scene(context, obj, *, depsgraph=None) -> Extraction:
             continue
         env = extract_environment(scene.world, entry.hdri)
         views.append(_view(f"{entry.camera.name}@{entry.hdri.name}", entry.camera, entry.image, env,
-                           scene.render, "validate"))
+                           scene.render, "validate", lights))
     fit_scene = FitScene(mesh=mesh, views=views, up_axis="Z",
                          meters_per_unit=float(scene.unit_settings.scale_length),
                          initial_material=initial,

@@ -288,7 +288,7 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
     env_value = _string(table, "environment", where, False)
     env_path = _file(base, env_value) if env_value is not None else None
     environment = _environment(stage, env_path, env_cache, files, where)
-    _check_exposure(rgb, mask, environment, image_path, where)
+    _check_exposure(rgb, mask, environment, image_path, where, stage)
 
     view = View(
         name=name or camera_path.rstrip("/").rsplit("/", 1)[-1],
@@ -298,21 +298,25 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         mask=mask,
         split=split,
         image_path=str(image_path),
+        lights=stage.lights,
     )
     identity = (camera.prim_path, str(image_path), environment.source)
     return view, identity, note
 
 
-def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str) -> None:
+def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str, stage) -> None:
     """Refuse a reference far brighter than its lighting can make the part (a near-black
     environment, or an image exposed for other light)."""
     from .color import environment_white
+    from .lights import lights_white
 
     weight = (mask if mask is not None else (rgb.max(axis=2) > 0)).astype(np.float64)
     if weight.sum() < 1:
         return
     mean = float((rgb.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722]) * weight).sum() / weight.sum())
     white = environment_white(np.maximum(environment.image, 0.0), environment.scale)
+    if stage.lights:
+        white += lights_white(stage.lights, stage.mesh.positions.mean(0))
     if mean > MAX_REFERENCE_TO_WHITE * white:
         raise InputError(f"{where}: image {image_path} is {mean / white:.3g} times brighter than its lighting "
                          f"{environment.source} (mean luminance {white:.3g}) can make the part; the environment is "

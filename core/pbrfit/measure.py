@@ -85,7 +85,7 @@ def evaluate_views(renderer, material_values: dict, view_ids: list[int] | None =
         view = scene.views[vi]
         img = renderer.render_image(vi, m, check=check)
         pv = renderer.prepare(vi)
-        geo, white = pv.geometry, pv.env.mean_luminance
+        geo, white = pv.geometry, renderer.white(vi)
         mask = np.zeros(geo.height * geo.width, np.float32)
         mask[geo.pixels[geo.loss_pixels]] = 1.0
         mask = mask.reshape(geo.height, geo.width)

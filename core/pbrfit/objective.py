@@ -55,7 +55,7 @@ class Objective:
         pv = self.renderer.prepare(vi)
         q = self.renderer.train_subsets[vi]
         img = self.renderer.scene.views[vi].image.reshape(-1, 3)
-        white = pv.env.mean_luminance
+        white = self.renderer.white(vi)
         return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32,
                                device=self.renderer.device), white
 

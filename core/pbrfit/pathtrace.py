@@ -65,6 +65,7 @@ import torch
 from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, surface_points, view_geometry
+from .lights import sample
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 from .subsurface_walk import Exits, SubsurfaceWalk
@@ -258,6 +259,7 @@ class _Trace:
                  sel: np.ndarray, seed: int, adjoint, attached: bool):
         pv = renderer.prepare(view_index)
         self.geo, self.env = pv.geometry, pv.env
+        self.lights = renderer.scene.views[view_index].lights
         self.renderer, self.mesh, self.caster = renderer, renderer.scene.mesh, renderer.caster
         self.device = dev = renderer.device
         self.max_depth, self.seed, self.sel = renderer.settings.max_depth, seed, sel
@@ -322,7 +324,9 @@ class _Trace:
         return u
 
     def _sample_emitter(self, v: _Vertices, u: torch.Tensor, origins: np.ndarray) -> None:
-        """Next-event estimation: one environment sample, a shadow ray, the power heuristic."""
+        """Next-event estimation: one environment sample, a shadow ray, the power heuristic;
+        then one sample of each analytic light (:mod:`pbrfit.lights`) with its shadow ray (no
+        MIS: BSDF directions do not see the lights)."""
         env = self.env
         d_light, pdf_light = env.warp(u[:, 3:5])
         d_light_np = d_light.double().cpu().numpy()
@@ -339,9 +343,30 @@ class _Trace:
             p_l = pdf_light[idx]
             w = p_l * p_l / (p_l * p_l + p_b * p_b).clamp_min(1e-30)
             contrib = f * (env.radiance(d_light[idx]) * (w / p_l.clamp_min(1e-30))[:, None]) * v.beta[idx]
-            if self.replay:
-                self.surrogate = self.surrogate + (self.d_loss[self.slot_path[v.slot[idx]]] * contrib).sum()
-            self.radiance = self.radiance.index_add(0, v.slot[idx], self._keep_grad(contrib))
+            self._add_emitted(v, idx, contrib)
+        for light in self.lights:  # analytic lights: one sample each, next-event estimation alone
+            wi_w, weight = sample(light, torch.as_tensor(v.position, dtype=torch.float64), u[:, None, 3:5].cpu())
+            d = wi_w[:, 0].to(self.device, torch.float32)
+            d_np = wi_w[:, 0].numpy()
+            wi = torch.einsum("pij,pj->pi", v.frame, d)
+            above = (wi[:, 2] > 0) & torch.as_tensor((v.normal_geo * d_np).sum(-1) > 0, device=self.device)
+            above &= weight[:, 0].abs().sum(-1).to(self.device) > 0
+            if not bool(above.any()):
+                continue
+            a = above.cpu().numpy()
+            lit = torch.zeros(len(v), dtype=torch.bool, device=self.device)
+            lit[above] = ~torch.as_tensor(self.caster.occluded(origins[a], d_np[a]), device=self.device)
+            if bool(lit.any()):
+                idx = torch.nonzero(lit)[:, 0]
+                contrib = (self._bsdf_f(v, idx, wi[idx]) * weight[:, 0].to(self.device, torch.float32)[idx]
+                           * v.beta[idx])
+                self._add_emitted(v, idx, contrib)
+
+    def _add_emitted(self, v: _Vertices, idx: torch.Tensor, contrib: torch.Tensor) -> None:
+        """Light from an emitter sample into the vertices' slots (and the replay surrogate)."""
+        if self.replay:
+            self.surrogate = self.surrogate + (self.d_loss[self.slot_path[v.slot[idx]]] * contrib).sum()
+        self.radiance = self.radiance.index_add(0, v.slot[idx], self._keep_grad(contrib))
 
     def _walk_under_surface(self, v: _Vertices, u: torch.Tensor, depth: int) -> _Branches | None:
         """Subsurface splitting: every vertex that can sends walks into the part, beside its

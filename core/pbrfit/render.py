@@ -35,6 +35,7 @@ import torch
 from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, view_geometry
+from .lights import sample
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 
@@ -49,6 +50,8 @@ class SampleCounts:
     cosine: int = 8
     specular: int = 16
     coat: int = 8
+    #: per analytic light (:mod:`pbrfit.lights`), points sampled on it (next-event estimation)
+    analytic: int = 16
 
 
 def _stratified(pixels: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -70,6 +73,10 @@ class _FixedSamples:
     wi: torch.Tensor        # (P, N, 3) local directions
     lv: torch.Tensor        # (P, N, 3) radiance * visibility
     p_fixed: torch.Tensor   # (P, N) n_light * p_env + n_cos * p_cos
+    #: analytic lights' samples (None without lights): local directions (P, M, 3) and
+    #: radiance / pdf * visibility / samples per light (P, M, 3)
+    lights_wi: torch.Tensor | None = None
+    lights_w: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,6 +94,8 @@ class _PreparedView:
     u_specular: torch.Tensor  # (P, Ns, 2)
     u_coat: torch.Tensor      # (P, Nc, 2)
     origins: np.ndarray       # (P, 3) shadow-ray origins
+    lights: tuple = ()  # the view's analytic lights (pbrfit.lights)
+    u_analytic: torch.Tensor | None = None  # (P, lights x Na, 2) float64; None without lights
     fixed: _FixedSamples | None = None
     row_of: np.ndarray | None = None  # (P,) row of each pixel in ``fixed``, -1 where not computed
 
@@ -131,6 +140,10 @@ class RasterRenderer(SceneRenderer):
         prepared = _PreparedView(geo, env, u_light, u_cosine, _stratified(p, n.specular, gen).float().to(dev),
                                  _stratified(p, n.coat, gen).float().to(dev), origins)
         self.train_subsets[view_index] = self._train_subset(geo, gen)
+        lights = self.scene.views[view_index].lights
+        if lights:  # drawn last: a scene without lights keeps every other sample
+            prepared.lights = tuple(lights)
+            prepared.u_analytic = _stratified(p, n.analytic * len(lights), gen)
         if self.pixels_from is not None:
             self.pixels_from.prepare(view_index)
             self.train_subsets[view_index] = self.pixels_from.train_subsets[view_index]
@@ -162,6 +175,17 @@ class RasterRenderer(SceneRenderer):
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
         p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
         pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed)
+        lights = pv.lights
+        if lights:
+            na = n.analytic
+            points = torch.as_tensor(geo.position[rows], dtype=torch.float64)
+            wis, ws = [], []
+            for k, light in enumerate(lights):
+                wi_l, w_l = sample(light, points, pv.u_analytic[rows_t.cpu(), k * na:(k + 1) * na])
+                vis = self._visible(pv.origins[rows], geo.normal_geo[rows], wi_l.float())
+                wis.append(torch.einsum("pnj,pij->pni", wi_l.float().to(self.device), frame))
+                ws.append(w_l.float().to(self.device) * vis.to(self.device)[..., None] / na)
+            pv.fixed.lights_wi, pv.fixed.lights_w = torch.cat(wis, 1).contiguous(), torch.cat(ws, 1).contiguous()
         pv.row_of = np.full(len(geo.pixels), -1, np.int64)
         pv.row_of[rows] = np.arange(len(rows))
 
@@ -216,6 +240,9 @@ class RasterRenderer(SceneRenderer):
         wi = to_shading(fx.wi[rows_t])
         f = bsdf.principled_eval(material, wo, wi)
         out = (f * fx.lv[rows_t] / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
+        if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
+            out = out + (bsdf.principled_eval(material, wo, to_shading(fx.lights_wi[rows_t]))
+                         * fx.lights_w[rows_t]).sum(1)
 
         # directions sampled from the BSDF's lobes (in the shading frame)
         strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]

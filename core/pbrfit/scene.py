@@ -126,6 +126,7 @@ class View:
         mask: (H, W) float32 object mask in [0, 1], or None to use the mesh's silhouette.
         split: "train" or "validate".
         image_path: the reference's file.
+        lights: the analytic lights besides the environment (:class:`pbrfit.lights.AnalyticLight`).
     """
 
     name: str
@@ -135,6 +136,7 @@ class View:
     mask: np.ndarray | None = None
     split: str = "train"
     image_path: str = ""
+    lights: tuple = ()
 
     @property
     def resolution(self) -> tuple[int, int]:

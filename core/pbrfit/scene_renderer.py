@@ -28,6 +28,7 @@ import torch
 
 from .envmap import EnvironmentMap, environment_map
 from .gbuffer import ViewGeometry
+from .lights import lights_white
 from .raycast import RayCaster
 from .scene import FitScene
 
@@ -81,6 +82,17 @@ class SceneRenderer:
         if id(env) not in self._env_cache:
             self._env_cache[id(env)] = environment_map(env, self.device)
         return self._env_cache[id(env)]
+
+    def white(self, view_index: int) -> float:
+        """The view's *white*, the radiance every loss and colour difference divides by: what
+        a white Lambertian reflects under the view's lighting, the environment's mean
+        luminance plus, per analytic light, the luminance of the irradiance it gives a surface
+        at the part's centre facing it, over pi (:func:`pbrfit.lights.lights_white`)."""
+        view = self.scene.views[view_index]
+        white = self.environment(view_index).mean_luminance
+        if view.lights:
+            white += lights_white(view.lights, self.scene.mesh.positions.mean(0))
+        return white
 
     def on_device(self, material: dict) -> dict[str, torch.Tensor]:
         """The material's values as tensors on this renderer's device; differentiable (a

@@ -198,6 +198,7 @@ class StageContents:
         camera_problems: cameras that could not be used, by prim path, with the reason.
         time: the time code read, as a float, or None for the default time.
         stage: the open ``Usd.Stage`` (for adapters that need more).
+        lights: the analytic lights (:func:`pbrfit.lights.read_lights`), besides the dome.
     """
 
     path: str
@@ -213,6 +214,7 @@ class StageContents:
     camera_problems: dict[str, str] = field(default_factory=dict)
     time: float | None = None
     stage: Usd.Stage | None = field(default=None, repr=False, compare=False)
+    lights: tuple = ()
 
     def camera(self, path: str) -> Camera:
         """The camera at ``path`` (a Camera prim, or an ancestor holding exactly one).
@@ -590,6 +592,12 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default(), 
             except InputError as e:
                 problems[str(prim.GetPath())] = str(e)
     dome = _read_dome(stage, time, up_axis, path)
+    from .lights import read_lights  # torch: imported when a stage is read, not with this module
+
+    try:
+        lights = tuple(read_lights(stage, time))
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
     material, source = read_bound_material(mesh_prim, time)
     files = []
     for layer in stage.GetUsedLayers():
@@ -599,5 +607,5 @@ def read_stage(path, *, target: str | None = None, time=Usd.TimeCode.Default(), 
         path=str(path), target=str(mesh_prim.GetPath()), mesh=mesh, cameras=cameras, dome=dome,
         up_axis=up_axis, meters_per_unit=meters_per_unit, material=material, material_source=source,
         files=sorted(set(files)), camera_problems=problems,
-        time=None if time.IsDefault() else float(time.GetValue()), stage=stage,
+        time=None if time.IsDefault() else float(time.GetValue()), stage=stage, lights=lights,
     )

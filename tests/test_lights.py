@@ -1,0 +1,117 @@
+"""Analytic lights (pbrfit.lights): sampling against closed-form irradiance, UsdLux reading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pxr import Gf, Usd, UsdGeom, UsdLux
+
+from pbrfit.errors import InputError
+from pbrfit.lights import AnalyticLight, irradiance_at, read_lights
+
+#: the light's local axes in world (matrix columns X, Y, Z): emitting along local -Z = world -Z (down)
+AXES = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+#: turned over: emitting up, away from a point below it
+UPWARD = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
+
+
+def _light(kind, size, position=(0.0, 0.0, 0.0), axes=AXES, radiance=(1.0, 1.0, 1.0), mpu=1.0):
+    return AnalyticLight(kind, "/L", radiance, position, axes, size, mpu)
+
+
+def _corner_factor(a, b, c):
+    """Configuration factor from a point to a rectangle a x b with one corner above it at height c."""
+    A, B = a / c, b / c
+    return (A / math.sqrt(1 + A * A) * math.atan(B / math.sqrt(1 + A * A))
+            + B / math.sqrt(1 + B * B) * math.atan(A / math.sqrt(1 + B * B))) / (2 * math.pi)
+
+
+def test_each_light_gives_its_closed_form_irradiance():
+    up, at = (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)
+    d = 2.0
+    # a point of intensity I at distance d: I / d^2 (and in centimetres: distances are metres)
+    assert irradiance_at(_light("point", (0.0,), (0, 0, d)), at, up)[0] == pytest.approx(1 / d**2)
+    assert irradiance_at(_light("point", (0.0,), (0, 0, 200.0), mpu=0.01), at, up)[0] == pytest.approx(1 / d**2)
+    # a sphere of radiance L, radius r: pi L r^2 / d^2 facing it
+    r = 0.5
+    assert irradiance_at(_light("sphere", (r,), (0, 0, d)), at, up)[0] == pytest.approx(math.pi * r * r / d**2,
+                                                                                        rel=0.02)
+    # a disk facing the point on its axis: pi L r^2 / (r^2 + d^2)
+    assert irradiance_at(_light("disk", (r,), (0, 0, d)), at, up)[0] == pytest.approx(
+        math.pi * r * r / (r * r + d * d), rel=0.02)
+    # a rect w x h centred on the axis: four corner rectangles
+    w, h = 1.0, 0.6
+    e = 4 * math.pi * _corner_factor(w / 2, h / 2, d)
+    assert irradiance_at(_light("rect", (w, h), (0, 0, d)), at, up)[0] == pytest.approx(e, rel=0.02)
+    # seen from behind, a rect or disk gives nothing
+    assert irradiance_at(_light("rect", (w, h), (0, 0, d), axes=UPWARD), at, up)[0] == 0.0
+    # a distant light of half-angle a and radiance L: pi L sin^2 a facing it; a delta one: its irradiance
+    half = math.radians(5.0)
+    assert irradiance_at(_light("distant", (half,), axes=AXES), at, up)[0] == pytest.approx(
+        math.pi * math.sin(half) ** 2, rel=1e-3)
+    assert irradiance_at(_light("distant", (0.0,), axes=AXES), at, up)[0] == pytest.approx(1.0)
+    # inside a sphere light: nothing (the part would be inside the lamp)
+    assert irradiance_at(_light("sphere", (3.0,), (0, 0, d)), at, up)[0] == 0.0
+
+
+def _stage(tmp_path, mpu=1.0):
+    stage = Usd.Stage.CreateNew(str(tmp_path / "lights.usda"))
+    UsdGeom.SetStageMetersPerUnit(stage, mpu)
+    return stage
+
+
+def test_usdlux_lights_are_read_as_blender_reads_them(tmp_path):
+    stage = _stage(tmp_path)
+    sun = UsdLux.DistantLight.Define(stage, "/Sun")
+    sun.CreateIntensityAttr(0.75)  # Blender writes strength / 4: a 3 W/m^2 sun
+    sun.CreateAngleAttr(5.0)  # Blender writes the half-angle
+    sun.CreateNormalizeAttr(True)
+    sphere = UsdLux.SphereLight.Define(stage, "/Lamp")
+    sphere.CreateIntensityAttr(100 / math.pi)  # a 100 W point lamp of radius 0.25
+    sphere.CreateRadiusAttr(0.25)
+    sphere.CreateNormalizeAttr(True)
+    sphere.CreateExposureAttr(1.0)
+    UsdGeom.Xformable(sphere).AddTranslateOp().Set(Gf.Vec3d(0, 0, 3))
+    point = UsdLux.SphereLight.Define(stage, "/Point")
+    point.CreateIntensityAttr(8.0)
+    point.CreateTreatAsPointAttr(True)
+    point.CreateNormalizeAttr(True)
+    rect = UsdLux.RectLight.Define(stage, "/Softbox")
+    rect.CreateIntensityAttr(2.0)
+    rect.CreateWidthAttr(2.0)
+    rect.CreateHeightAttr(0.5)
+    rect.CreateColorAttr(Gf.Vec3f(1.0, 0.5, 0.25))
+    lights = {light.prim_path: light for light in read_lights(stage)}
+    s = lights["/Sun"]
+    assert s.kind == "distant" and s.size[0] == pytest.approx(math.radians(5.0))
+    assert irradiance_at(s, (0, 0, 0), (0, 0, 1))[0] == pytest.approx(3.0, rel=1e-3)  # Blender's sun strength
+    lamp = lights["/Lamp"]
+    assert lamp.kind == "sphere" and lamp.position == pytest.approx((0, 0, 3))
+    # Cycles: a 100 W sphere lamp (x2 exposure) gives P / (4 pi d^2) on axis
+    assert irradiance_at(lamp, (0, 0, 0), (0, 0, 1))[0] == pytest.approx(200 / (4 * math.pi * 9), rel=0.02)
+    assert lights["/Point"].kind == "point" and lights["/Point"].radiance[0] == pytest.approx(2.0)
+    soft = lights["/Softbox"]
+    assert soft.size == pytest.approx((2.0, 0.5)) and soft.radiance == pytest.approx((2.0, 1.0, 0.5))  # not normalized
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda st: UsdLux.CylinderLight.Define(st, "/Tube"), "CylinderLight"),
+    (lambda st: UsdLux.SphereLight.Define(st, "/Off").CreateIntensityAttr(0.0), "positive intensity"),
+    (lambda st: UsdLux.SphereLight.Define(st, "/Neg").CreateIntensityAttr(-5.0), "positive intensity"),
+    (lambda st: UsdLux.RectLight.Define(st, "/Flat").CreateWidthAttr(0.0), "zero size"),
+], ids=["cylinder", "zero", "negative", "zero size"])
+def test_lights_the_renderer_cannot_render_are_refused_by_name(tmp_path, make, message):
+    stage = _stage(tmp_path)
+    make(stage)
+    with pytest.raises(InputError, match=message) as e:
+        read_lights(stage)
+    assert "/" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_spot_cone_is_refused(tmp_path):
+    stage = _stage(tmp_path)
+    spot = UsdLux.SphereLight.Define(stage, "/Spot")
+    UsdLux.ShapingAPI.Apply(spot.GetPrim()).CreateShapingConeAngleAttr(30.0)
+    with pytest.raises(InputError, match="/Spot.*spot lights"):
+        read_lights(stage)

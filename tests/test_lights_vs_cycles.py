@@ -1,0 +1,83 @@
+"""Analytic lights against real Cycles: Blender lamps, exported by Blender's USD exporter, read
+by pbrfit (pbrfit.lights) and rendered by the raster backend; mean radiance within 3%.
+
+A rough grey sphere under a dim uniform environment and one lamp per case: a sun with a 10
+degree disc, a point lamp of radius 0.3 m, a rectangular and a disk area lamp, and all of them
+at once. Each case is lit from one side, so the shadowed half and the terminator count too."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pbrfit.images import write_exr
+from pbrfit.job import load_job
+from pbrfit.params import ParameterSpace, normalize_material
+from pbrfit.pathtrace import PathRenderer, PathSettings
+from pbrfit.render import RasterRenderer, SampleCounts
+
+pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
+
+ROOT = Path(__file__).resolve().parents[1]
+LAMPS = {
+    "sun": [{"type": "SUN", "energy": 3.0, "angle": 10.0, "location": [4, -3, 3]}],
+    "point": [{"type": "POINT", "energy": 400.0, "radius": 0.3, "location": [2.5, -2.5, 2.0]}],
+    "rect": [{"type": "AREA", "energy": 300.0, "shape": "RECTANGLE", "size": 1.5, "size_y": 0.8,
+              "location": [-2.5, -2.0, 1.5]}],
+    "disk": [{"type": "AREA", "energy": 300.0, "shape": "DISK", "size": 1.2, "location": [0.5, -3.0, -1.5]}],
+}
+LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk") for lamp in LAMPS[k]]
+
+
+@pytest.fixture(scope="module", params=list(LAMPS))
+def case(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"lights_{request.param}")
+    write_exr(d / "dim.exr", np.full((32, 64, 3), 0.05, np.float32))
+    spec = {"shape": "sphere", "material": {"base_color": [0.7, 0.68, 0.6], "roughness": 0.6},
+            "train_hdri": str(d / "dim.exr"), "cameras": 2, "resolution": [48, 48], "samples": 128,
+            "lights": LAMPS[request.param], "out": str(d / "case")}
+    (d / "spec.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cycles_reference.py"), str(d / "spec.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return request.param, d / "case"
+
+
+def test_each_lamp_renders_as_in_cycles(case):
+    name, folder = case
+    job = load_job(folder / "job.toml")
+    assert len(job.scene.views[0].lights) == len(LAMPS[name])
+    truth = json.loads((folder / "truth.json").read_text())["material"]
+    space = ParameterSpace(normalize_material(truth), [])
+    m = space.material(space.initial_vector())
+    r = RasterRenderer(job.scene, SampleCounts(64, 16, 32, 0, 64), seed=0)
+    for vi, view in enumerate(job.scene.views):
+        img = r.render_image(vi, m)
+        inside = view.mask > 0.99
+        ratio = img[inside].mean(0) / view.image[inside].mean(0)
+        assert np.allclose(ratio, 1.0, atol=0.03), (name, view.name, ratio)
+        # and not only on average: the lit and the shadowed halves each within 6%
+        lum = view.image[inside] @ np.array([0.2126, 0.7152, 0.0722])
+        for half in (lum > np.median(lum), lum <= np.median(lum)):
+            r_half = img[inside][half].mean(0) / view.image[inside][half].mean(0)
+            assert np.allclose(r_half, 1.0, atol=0.06), (name, view.name, r_half)
+
+
+def test_the_path_tracer_lights_as_the_raster_does(case):
+    """The path backend's next-event estimation of the lamps, on the same case (Cycles)."""
+    name, folder = case
+    if name != "all":
+        pytest.skip("the case with every lamp is enough for the path backend")
+    job = load_job(folder / "job.toml")
+    truth = json.loads((folder / "truth.json").read_text())["material"]
+    space = ParameterSpace(normalize_material(truth), [])
+    m = space.material(space.initial_vector())
+    r = PathRenderer(job.scene, PathSettings(64, 3), seed=0)
+    for vi, view in enumerate(job.scene.views):
+        img = r.render_image(vi, m)
+        inside = view.mask > 0.99
+        ratio = img[inside].mean(0) / view.image[inside].mean(0)
+        assert np.allclose(ratio, 1.0, atol=0.03), (view.name, ratio)
