@@ -85,7 +85,10 @@ class EnvironmentMap:
                       for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
         w_img = lum * sin_t
         w_uni = np.broadcast_to(sin_t, lum.shape)
-        p = (1 - uniform_fraction) * w_img / max(w_img.sum(), 1e-30) + uniform_fraction * w_uni / w_uni.sum()
+        if w_img.sum() > 0:
+            p = (1 - uniform_fraction) * w_img / w_img.sum() + uniform_fraction * w_uni / w_uni.sum()
+        else:  # a black environment (a studio rig of analytic lights only): uniform
+            p = w_uni / w_uni.sum()
         self._texel_prob = torch.as_tensor(p.ravel(), dtype=torch.float64, device=device)
         # the sampling CDFs (rows; texels in row-major order), built once for :meth:`warp`
         self._row_mass = self._texel_prob.reshape(self.height, self.width).sum(1)

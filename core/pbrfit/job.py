@@ -173,10 +173,13 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
                  where: str) -> Environment:
     dome = stage.dome
     packaged = env_path is None and dome is not None and bool(dome.texture) and is_package_path(dome.texture)
+    if env_path is None and dome is None and stage.lights:  # a studio rig: the stage's lights only
+        return Environment(image=np.zeros((8, 16, 3), np.float32), world_from_dome=default_world_from_dome(
+            stage.up_axis), scale=np.ones(3), source="(none: the stage's lights only)")
     if env_path is None:
         if dome is None:
-            raise InputError(f"{where}: the stage {stage.path} has no DomeLight and the view has no "
-                             "'environment'; add environment = \"hdri.exr\" to the view or a DomeLight to the stage")
+            raise InputError(f"{where}: the stage {stage.path} has no DomeLight, no other light and the view has no "
+                             "'environment'; add environment = \"hdri.exr\" to the view or a light to the stage")
         env_path = _wrap(where, dome.texture_file)
     key = str(env_path)
     if key not in cache:
@@ -188,7 +191,7 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     else:
         rotation, scale = default_world_from_dome(stage.up_axis), np.ones(3)
     environment = Environment(image=cache[key], world_from_dome=rotation, scale=scale, source=key)
-    check_lighting(environment, dome, where)
+    check_lighting(environment, dome, where, black_allowed=bool(stage.lights))
     return environment
 
 
@@ -202,10 +205,11 @@ MAX_REFERENCE_TO_WHITE = 1e3
 MAX_NEGATIVE_SHARE = 0.01
 
 
-def check_lighting(environment: Environment, dome, where: str) -> None:
+def check_lighting(environment: Environment, dome, where: str, black_allowed: bool = False) -> None:
     """Refuse lighting that cannot define ΔE2000's white: non-finite, substantially
     negative, black or near-black radiance (the file, the DomeLight's intensity, exposure
-    and colour are named)."""
+    and colour are named). ``black_allowed``: other lights define the white (a black
+    environment is then a studio's dark surround)."""
     from .color import environment_white
 
     light = ""
@@ -231,7 +235,7 @@ def check_lighting(environment: Environment, dome, where: str) -> None:
     if not np.isfinite(white) or white > 1e30:
         raise InputError(f"{where}: {what}: the radiance overflows (mean luminance {white:.3g}); "
                          "scale the HDRI down or lower the exposure")
-    if white < MIN_WHITE:
+    if white < MIN_WHITE and not black_allowed:
         raise InputError(f"{where}: {what} is black (mean luminance {white:.3g}): ΔE2000 needs the light's "
                          "white; check the HDRI file and the DomeLight's intensity and exposure")
 
