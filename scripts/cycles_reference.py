@@ -32,10 +32,11 @@ Spec keys (a JSON object; unknown keys are an error):
   ``seed`` (default 0); ``margin`` (default 1.1).
 * ``validate_cameras``: camera indices rendered under the validation HDRIs (default all).
 * ``lights``: Blender lamps besides the World (default none), each ``{"type": "SUN" | "POINT" |
-  "AREA", "energy": W (W/m^2 for a sun), "location": [x, y, z], "look_at": [x, y, z]}`` (the
-  lamp's -Z toward ``look_at``; default the origin), with ``"radius"`` (POINT, m; soft falloff
-  off: USD has no such mode), ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and
-  ``"shape"`` (AREA: SQUARE, RECTANGLE, DISK), ``"color"``. They light every render and are
+  "SPOT" | "AREA", "energy": W (W/m^2 for a sun), "location": [x, y, z], "look_at": [x, y, z]}``
+  (the lamp's -Z toward ``look_at``; default the origin), with ``"radius"`` (POINT and SPOT, m;
+  soft falloff off: USD has no such mode), ``"spot_size"`` (SPOT, degrees, the full cone),
+  ``"spot_blend"``, ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and ``"shape"`` (AREA:
+  SQUARE, RECTANGLE, DISK), ``"color"``. They light every render and are
   exported with the stage (Blender's USD exporter: UsdLux).
 * ``out``: the output directory (required).
 
@@ -283,15 +284,16 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src))
 
 
-_LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size", "size_y", "shape", "color"}
+_LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size", "size_y", "shape", "color",
+               "spot_size", "spot_blend"}
 
 
 def _lights(value: object, src: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
         raise InputError(f"{src}: 'lights' must be a list of objects")
     for i, light in enumerate(value):
-        if light.get("type") not in ("SUN", "POINT", "AREA") or "energy" not in light or "location" not in light:
-            raise InputError(f"{src}: lights[{i}] needs type (SUN, POINT, AREA), energy and location")
+        if light.get("type") not in ("SUN", "POINT", "SPOT", "AREA") or not {"energy", "location"} <= set(light):
+            raise InputError(f"{src}: lights[{i}] needs type (SUN, POINT, SPOT, AREA), energy and location")
         unknown = set(light) - _LIGHT_KEYS
         if unknown:
             raise InputError(f"{src}: lights[{i}]: unknown key(s) {sorted(unknown)}; known: {sorted(_LIGHT_KEYS)}")
@@ -305,9 +307,12 @@ def _add_lights(case: _Case) -> list:
         data = bpy.data.lights.new(f"Lamp{i}", spec["type"])
         data.energy = float(spec["energy"])
         data.color = tuple(spec.get("color", (1.0, 1.0, 1.0)))
-        if spec["type"] == "POINT":
+        if spec["type"] in ("POINT", "SPOT"):
             data.shadow_soft_size = float(spec.get("radius", 0.0))
             data.use_soft_falloff = False
+            if spec["type"] == "SPOT":
+                data.spot_size = math.radians(float(spec.get("spot_size", 45.0)))
+                data.spot_blend = float(spec.get("spot_blend", 0.15))
         elif spec["type"] == "SUN":
             data.angle = math.radians(float(spec.get("angle", 0.526)))
         else:

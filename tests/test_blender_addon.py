@@ -759,7 +759,9 @@ def test_lamps_read_from_the_scene_equal_blenders_usd_export(tmp_path):
                  ("POINT", 400.0, (2.5, -2.5, 2.0), dict(shadow_soft_size=0.3)),
                  ("POINT", 50.0, (0.0, -3.0, 1.0), dict(shadow_soft_size=0.0)),
                  ("AREA", 300.0, (-2.5, -2.0, 1.5), dict(shape="RECTANGLE", size=1.5, size_y=0.8)),
-                 ("AREA", 200.0, (0.5, -3.0, -1.5), dict(shape="DISK", size=1.2))]
+                 ("AREA", 200.0, (0.5, -3.0, -1.5), dict(shape="DISK", size=1.2)),
+                 ("SPOT", 500.0, (3.0, -3.0, 1.0), dict(shadow_soft_size=0.1, spot_size=math.radians(40),
+                                                        spot_blend=0.25))]
         for i, (kind, energy, loc, extra) in enumerate(specs):
             data = bpy.data.lights.new(f"L{{i}}", kind)
             data.energy = energy
@@ -782,10 +784,9 @@ def test_lamps_read_from_the_scene_equal_blenders_usd_export(tmp_path):
                   read_lights(Usd.Stage.Open({str(tmp_path / "lamps.usda")!r}))}}
         pairs = {{name: [[mine[name].kind, theirs[name].kind], [mine[name].radiance, theirs[name].radiance],
                         [mine[name].position, theirs[name].position], [mine[name].axes, theirs[name].axes],
-                        [mine[name].size, theirs[name].size]] for name in mine}}
-        data = bpy.data.lights.new("Spot", "SPOT")
-        o = bpy.data.objects.new("Spot", data)
-        bpy.context.scene.collection.objects.link(o)
+                        [mine[name].size, theirs[name].size], [mine[name].cone, theirs[name].cone]]
+                 for name in mine}}
+        bpy.data.lights["L1"].energy = 0.0
         try:
             extract_lights(bpy.context.scene)
             refused = ""
@@ -793,13 +794,15 @@ def test_lamps_read_from_the_scene_equal_blenders_usd_export(tmp_path):
             refused = str(e)
         out(pairs=pairs, names=sorted(theirs), refused=refused)
     """)
-    assert sorted(r["pairs"]) == r["names"] == ["L0", "L1", "L2", "L3", "L4"]
-    for name, (kinds, radiance, position, axes, size) in r["pairs"].items():
+    assert sorted(r["pairs"]) == r["names"] == ["L0", "L1", "L2", "L3", "L4", "L5"]
+    for name, (kinds, radiance, position, axes, size, cone) in r["pairs"].items():
         assert kinds[0] == kinds[1], name
         np.testing.assert_allclose(radiance[0], radiance[1], rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(position[0], position[1], atol=1e-5, err_msg=name)
         np.testing.assert_allclose(axes[0], axes[1], atol=1e-5, err_msg=name)
         np.testing.assert_allclose(size[0], size[1], rtol=1e-5, err_msg=name)
-    assert [r["pairs"][n][0][0] for n in ("L0", "L1", "L2", "L3", "L4")] == ["distant", "sphere", "point", "rect",
-                                                                               "disk"]
-    assert "lamp 'Spot'" in r["refused"] and "spot lamp" in r["refused"]
+        np.testing.assert_allclose(cone[0], cone[1], rtol=1e-5, err_msg=name)
+    assert [r["pairs"][n][0][0] for n in ("L0", "L1", "L2", "L3", "L4", "L5")] == [
+        "distant", "sphere", "point", "rect", "disk", "sphere"]
+    np.testing.assert_allclose(r["pairs"]["L5"][5][0], [math.radians(20), 0.25], rtol=1e-5)
+    assert "lamp 'L1'" in r["refused"] and "positive power" in r["refused"]

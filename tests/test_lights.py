@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from pxr import Gf, Usd, UsdGeom, UsdLux
 
@@ -109,9 +110,25 @@ def test_lights_the_renderer_cannot_render_are_refused_by_name(tmp_path, make, m
     assert "/" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_spot_cone_is_refused(tmp_path):
+def test_a_spot_ramps_in_cosine_as_cycles_does_and_a_cone_elsewhere_is_refused(tmp_path):
     stage = _stage(tmp_path)
     spot = UsdLux.SphereLight.Define(stage, "/Spot")
-    UsdLux.ShapingAPI.Apply(spot.GetPrim()).CreateShapingConeAngleAttr(30.0)
-    with pytest.raises(InputError, match="/Spot.*spot lights"):
+    spot.CreateTreatAsPointAttr(True)
+    shaping = UsdLux.ShapingAPI.Apply(spot.GetPrim())
+    shaping.CreateShapingConeAngleAttr(30.0)
+    shaping.CreateShapingConeSoftnessAttr(0.3)
+    UsdGeom.Xformable(spot).AddTranslateOp().Set(Gf.Vec3d(0, 0, 1))  # pointing down (-Z) at the XY plane
+    (light,) = read_lights(stage)
+    assert light.kind == "point" and light.cone == pytest.approx((math.radians(30.0), 0.3))
+    cos_a = math.cos(math.radians(30.0))
+    for off_axis in (0.0, 20.0, 25.0, 28.0, 31.0):
+        x = math.tan(math.radians(off_axis))  # a point on the plane seen off_axis degrees from the axis
+        d2 = 1 + x * x
+        t = min(max((math.cos(math.radians(off_axis)) - cos_a) / ((1 - cos_a) * 0.3), 0.0), 1.0)
+        expected = light.radiance[0] / d2 * t * t * (3 - 2 * t)
+        up_to_light = np.array([-x, 0.0, 1.0]) / math.sqrt(d2)
+        assert irradiance_at(light, (x, 0, 0), up_to_light)[0] == pytest.approx(expected, rel=1e-6, abs=1e-12), off_axis
+    rect = UsdLux.RectLight.Define(stage, "/ConeOnARect")
+    UsdLux.ShapingAPI.Apply(rect.GetPrim()).CreateShapingConeAngleAttr(30.0)
+    with pytest.raises(InputError, match="/ConeOnARect.*SphereLights"):
         read_lights(stage)

@@ -28,8 +28,11 @@ LAMPS = {
     "rect": [{"type": "AREA", "energy": 300.0, "shape": "RECTANGLE", "size": 1.5, "size_y": 0.8,
               "location": [-2.5, -2.0, 1.5]}],
     "disk": [{"type": "AREA", "energy": 300.0, "shape": "DISK", "size": 1.2, "location": [0.5, -3.0, -1.5]}],
+    # a narrow spot whose ramp crosses the part: the cone's edge is on the sphere
+    "spot": [{"type": "SPOT", "energy": 800.0, "radius": 0.1, "spot_size": 24.0, "spot_blend": 0.4,
+              "location": [3.0, -3.0, 1.0], "look_at": [0.3, 0.0, 0.0]}],
 }
-LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk") for lamp in LAMPS[k]]
+LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk", "spot") for lamp in LAMPS[k]]
 
 
 @pytest.fixture(scope="module", params=list(LAMPS))

@@ -29,7 +29,7 @@ What is read, and the conventions it is turned into:
   (POINT/TEXTURE types) or a non-uniform Scale would bend directions: an error.
 * **Lamps**: every lamp visible in renders, besides the World (:func:`extract_lights`: the
   conventions of Blender's USD exporter and importer, which ``pbrfit.lights`` renders as Cycles
-  does); spot lamps are refused.
+  does).
 * **Validation views** (``scene.pbrfit.validation_views``): a camera, a photograph and an
   HDRI image lit with the World's orientation and strength; split ``"validate"``.
 * **Initial material**: the Principled BSDF feeding the active material's output, read
@@ -402,8 +402,10 @@ def extract_lights(scene) -> tuple:
     units, as Cycles takes them. Soft Falloff (on by default for new point lamps) is rendered
     as a sphere lamp (Cycles' soft falloff is up to ~6% brighter within a few radii).
 
+    A spot lamp is the point lamp times Cycles' spot ramp (half its spot size, its blend).
+
     Raises:
-        InputError: a spot lamp (not supported yet), or a lamp with no light.
+        InputError: a lamp with no light or no size.
     """
     import math
 
@@ -413,9 +415,6 @@ def extract_lights(scene) -> tuple:
     for obj in sorted((o for o in scene.objects if o.type == "LIGHT" and not o.hide_render), key=lambda o: o.name):
         lamp = obj.data
         what = f"lamp '{obj.name}'"
-        if lamp.type == "SPOT":
-            raise InputError(f"{what} is a spot lamp, which pbrfit does not render yet; use a point or area lamp, "
-                             "or hide it from renders")
         exposure = float(getattr(lamp, "exposure", 0.0))
         strength = np.asarray(lamp.color, np.float64) * float(lamp.energy) * 2.0**exposure
         if not (float(lamp.energy) > 0 and math.isfinite(float(lamp.energy))) or not strength.any():
@@ -431,7 +430,7 @@ def extract_lights(scene) -> tuple:
             half = float(lamp.angle) / 2
             radiance = strength / (math.pi * math.sin(half) ** 2) if half > 0 and normalize else strength
             kind, size = "distant", (half,)
-        elif lamp.type == "POINT":
+        elif lamp.type in ("POINT", "SPOT"):
             r = float(lamp.shadow_soft_size)
             if r <= 0:
                 kind, size, radiance = "point", (0.0,), strength / (4 * math.pi) if normalize else strength / math.pi
@@ -450,8 +449,9 @@ def extract_lights(scene) -> tuple:
             if area <= 0:
                 raise InputError(f"{what} has zero size; give it a size or hide it from renders")
             radiance = strength / (math.pi * area) if normalize else strength / math.pi
+        cone = (float(lamp.spot_size) / 2, float(lamp.spot_blend)) if lamp.type == "SPOT" else ()
         out.append(AnalyticLight(kind, obj.name, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
-                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), 1.0))
+                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), 1.0, cone))
     return tuple(out)
 
 

@@ -13,6 +13,12 @@ Conventions (sources and checks: ``docs/lights-conventions.md``):
   makes ``energy = pi * X``; Cycles' radiance is ``energy / (pi * A)``).
 * SphereLight with radius 0 or ``treatAsPoint``: a point of intensity ``X / 4`` W/sr
   normalized (Cycles' point of power ``pi * X``: ``P / (4 pi)``), ``X`` not normalized.
+* A spot (SphereLight with UsdLuxShapingAPI ``shaping:cone:angle``, Blender's Spot lamp):
+  the sphere or point, times Cycles' spot attenuation ``smoothstep(t)``,
+  ``t = (cos(theta) - cos(a)) / ((1 - cos(a)) * blend)`` with ``a`` the cone angle (the half
+  angle: Blender writes half its spot size), ``blend`` the cone softness and ``theta`` the
+  angle between the light's -Z and the emitted direction. This is Cycles' ramp, in cosine;
+  UsdLux's text ramps in angle, and Blender's importer maps one to the other unchanged.
 * DistantLight: light travels along its local -Z. As Blender reads and writes it,
   ``inputs:angle`` is the cone's *half*-angle in degrees (the UsdLux text says the full
   angle; Blender's exporter writes half of the sun's angle and its importer doubles it back)
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["AnalyticLight", "KINDS", "sample", "irradiance_at", "lights_white", "read_lights"]
+__all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_at", "lights_white", "read_lights"]
 
 #: the light kinds, and the UsdLux types read as them
 KINDS = {"distant": "DistantLight", "sphere": "SphereLight", "point": "SphereLight", "rect": "RectLight",
@@ -56,6 +62,7 @@ class AnalyticLight:
         size: rect: (width, height); disk and sphere: (radius,); distant: (half-angle radians,);
             world units (stage units, the light's scale applied).
         meters_per_unit: the stage's linear unit (inverse-square falloff is in metres).
+        cone: a spot's (half-angle in radians, blend), or () (see the module docstring).
     """
 
     kind: str
@@ -65,6 +72,7 @@ class AnalyticLight:
     axes: tuple
     size: tuple
     meters_per_unit: float = 1.0
+    cone: tuple = ()  # spot lights: (cone half-angle radians, blend 0..1); () for none
 
     def area_m2(self) -> float:
         """The emitting area in square metres (0 for points and distant lights)."""
@@ -96,6 +104,21 @@ def _frame_around(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def spot_attenuation(light: AnalyticLight, wi: torch.Tensor) -> torch.Tensor:
+    """Cycles' spot ramp (module docstring) for directions ``wi`` (..., 3) from the lit points
+    toward the light; 1 without a cone."""
+    if not light.cone:
+        return torch.ones(wi.shape[:-1], dtype=wi.dtype)
+    half, blend = light.cone
+    z = torch.as_tensor(np.asarray(light.axes), dtype=wi.dtype)[:, 2]
+    cos_t = (wi * z).sum(-1)  # the emitted direction -wi against the light's -Z
+    cos_a = math.cos(half)
+    if blend <= 0:
+        return (cos_t > cos_a).to(wi.dtype)
+    t = ((cos_t - cos_a) / ((1 - cos_a) * blend)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
 def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Directions toward ``light`` from world ``points`` (P, 3), one per uniform pair of
     ``u`` (P, N, 2): ``(wi (P, N, 3) unit world directions, weight (P, N, 3))`` with
@@ -123,7 +146,7 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple
         d = centre - p
         dist2 = (d * d).sum(-1, keepdim=True).clamp_min(1e-30)
         wi = (d / dist2.sqrt()).expand(p.shape[0], u.shape[1], 3)
-        return wi, (le / (dist2 * mpu * mpu)).expand(wi.shape).clone()
+        return wi, (le / (dist2 * mpu * mpu)).expand(wi.shape) * spot_attenuation(light, wi)[..., None]
     if light.kind == "sphere":
         r = light.size[0]
         d = centre - p
@@ -137,7 +160,7 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple
         wi = local[..., :1] * x + local[..., 1:2] * y + local[..., 2:] * z
         solid = 2 * math.pi * (1 - cos_max)
         w = le * torch.where(inside, 0.0, solid)[..., None]
-        return wi, w.expand(wi.shape).clone()
+        return wi, w.expand(wi.shape) * spot_attenuation(light, wi)[..., None]
     # rect and disk: uniform on the area
     if light.kind == "rect":
         w_, h_ = light.size
@@ -173,9 +196,9 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
     """The analytic lights of a USD stage (active, not invisible), in world space.
 
     Raises:
-        InputError: a light this renderer does not support (CylinderLight, a portal, a light
-            with an IES profile, a shaping cone, or colour temperature enabled), or a light with
-            intensity that is not positive.
+        InputError: a light this renderer does not support (CylinderLight, a portal, a cone
+            on anything but a SphereLight, or colour temperature enabled), or a light with
+            intensity that is not positive or no size.
     """
     from pxr import Gf, Usd, UsdGeom, UsdLux
 
@@ -211,9 +234,15 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
                 abs(float(get(light.GetColorTemperatureAttr(), 6500.0)) - 6500.0) > 1.0:
             raise InputError(f"light {path}: colour temperature is not supported yet; bake it into "
                              "inputs:color and disable inputs:enableColorTemperature")
+        cone = ()
         if prim.HasAPI(UsdLux.ShapingAPI) and UsdLux.ShapingAPI(prim).GetShapingConeAngleAttr().HasAuthoredValue():
-            raise InputError(f"light {path}: spot lights (UsdLuxShapingAPI cone) are not supported yet; use a "
-                             "SphereLight or RectLight")
+            shaping = UsdLux.ShapingAPI(prim)
+            if kind != "sphere":
+                raise InputError(f"light {path}: a shaping cone on a {prim.GetTypeName()} is not supported; pbrfit "
+                                 "renders cones on SphereLights (spot lights) only: remove the cone")
+            angle = float(get(shaping.GetShapingConeAngleAttr(), 90.0))
+            cone = (math.radians(min(max(angle, 0.0), 180.0)), min(max(float(get(
+                shaping.GetShapingConeSoftnessAttr(), 0.0)), 0.0), 1.0))
         if not (intensity > 0 and math.isfinite(intensity)) or not (color >= 0).all() or not color.any():
             raise InputError(f"light {path}: intensity {intensity:g} and color {tuple(color)} give no light; a "
                              "light must have a positive intensity and a non-black colour (deactivate it instead)")
@@ -251,7 +280,7 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
         if kind in ("rect", "disk", "sphere") and min(size) <= 0:
             raise InputError(f"light {path} has zero size; give it a positive size or deactivate it")
         out.append(AnalyticLight(kind, path, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
-                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), float(mpu)))
+                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), float(mpu), cone))
     return out
 
 
