@@ -17,6 +17,7 @@ the total never grows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -105,6 +106,8 @@ class FitResult:
         textures: {parameter: :class:`pbrfit.texture_fit.MapResult`} of the fitted maps (the
             parameter's value in ``material`` is the map's mean over its observed texels).
         texture_log: the pyramid's levels as run: {resolution, steps, validate_de2000, seconds}.
+        exposures: {view name: stops} of the views with ``exposure = "auto"``: the photo is
+            2^stops times the render of the fitted material.
     """
 
     material: dict
@@ -121,6 +124,7 @@ class FitResult:
     identifiability: dict = field(default_factory=dict)
     textures: dict = field(default_factory=dict)
     texture_log: list = field(default_factory=list)
+    exposures: dict = field(default_factory=dict)
 
 
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
@@ -203,6 +207,12 @@ class FitRun:
     def __init__(self, scene, options, progress: Callable[[Progress], None] | None = None, cancel=None):
         options.validate()
         constructed = time.monotonic()
+        # views of unknown exposure get their photo rescaled as the fit goes (update_exposures):
+        # in this run's own copy of the view list, never the caller's
+        self.auto_exposure = [i for i, v in enumerate(scene.views) if getattr(v, "exposure", 0.0) == "auto"]
+        if self.auto_exposure:
+            scene = dataclasses.replace(scene, views=list(scene.views))
+        self.exposure_scale = {i: 1.0 for i in self.auto_exposure}
         self.scene, self.options = scene, options
         self._progress, self._cancel = progress, cancel
         self.t0 = options.budget_start if options.budget_start is not None else constructed
@@ -342,6 +352,38 @@ class FitRun:
 
         return closure
 
+    def update_exposures(self) -> None:
+        """Views with ``exposure = "auto"``: the scale ``s`` that best maps the current
+        material's render onto the photo (least squares on the loss pixels' luminance, white-
+        normalized) is divided out of the photo, in the objectives' references and in this run's
+        scene (so the metrics and the report see it too); the view's total scale accumulates in
+        :attr:`exposure_scale`. Called between phases: the material and the exposures are
+        optimized in turn, and each step lowers the loss."""
+        if not self.auto_exposure:
+            return
+        luma = torch.tensor([0.2126, 0.7152, 0.0722])
+        space = ParameterSpace(self.values, [])
+        m = space.material(space.initial_vector())
+        for vi in self.auto_exposure:
+            obj = self.train_obj if vi in self.train_obj.refs else self.val_obj
+            with torch.no_grad():
+                pred = (self.raster.shade(vi, m, self.raster.train_subsets[vi]) / obj.whites[vi]).cpu().float() @ luma
+            ref = obj.refs[vi].cpu().float() @ luma
+            s = float((pred * ref).sum() / (pred * pred).sum().clamp_min(1e-30))
+            if not (math.isfinite(s) and s > 0):
+                continue
+            self.exposure_scale[vi] *= s
+            obj.refs[vi] = obj.refs[vi] / s
+            view = self.scene.views[vi]
+            self.scene.views[vi] = dataclasses.replace(view, image=(view.image / s).astype(view.image.dtype))
+
+    def exposure_notes(self) -> list[dict]:
+        """One note per view of fitted exposure: its stops."""
+        return [{"severity": "note", "about": "exposure",
+                 "message": f"view {self.scene.views[vi].name}: exposure fitted: {math.log2(k):+.2f} stops (the photo "
+                            f"is {k:.3g} x the render of the fitted material; its report images are divided by it)"}
+                for vi, k in self.exposure_scale.items()]
+
     def validate_now(self) -> float | None:
         """ΔE2000 of the current material on the validation views (raster), offered to the
         checkpoint; None without validation views."""
@@ -362,12 +404,14 @@ class FitRun:
         self.raster_stages()
         if self.val_obj is not None and self.checkpoint.best < math.inf:
             self.values = self.checkpoint.values
+        self.update_exposures()
         if self.raster_plan:
             self.prune()
         if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():
             self.path_refinement()
         if self.options.textures is not None and not self.out_of_time():
             self.texture_maps()
+        self.update_exposures()
         if self.out_of_time():
             self.stopped = "time budget"
         return self.final_metrics()
@@ -391,6 +435,7 @@ class FitRun:
                 self.stopped = "time budget"
                 break
             self.enter(f"stage:{stage}")
+            self.update_exposures()
             new = [n for n in names if n not in freed]
             freed.update(names)
             self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)
@@ -634,7 +679,8 @@ class FitRun:
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
-                 + self.clock.notes(self.stopped, changed=changed))
+                 + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
-                         list(self.texture_log))
+                         list(self.texture_log),
+                         {self.scene.views[vi].name: math.log2(k) for vi, k in self.exposure_scale.items()})

@@ -17,6 +17,11 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     name = "front"                # optional; default: the camera path's last element,
                                   # then "<camera>@<environment>" for a second view of the
                                   # same camera under other lighting
+    exposure = 0.0                # optional: the photo is 2^exposure times the radiance the
+                                  # lighting gives (stops; default 0), or "auto": fitted (a
+                                  # camera JPEG of unknown exposure); at least one view must
+                                  # have a known exposure (else the base colour's level and
+                                  # the exposure trade against each other)
 
     [fit]                         # optional; every key optional
     preset = "plastic"            # a name in pbrfit.params.PRESETS
@@ -75,7 +80,9 @@ from .usd_stage import StageContents, default_world_from_dome, is_package_path, 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures")
-VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name")
+VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure")
+#: a view's exposure (stops) must lie within this
+MAX_EXPOSURE_STOPS = 30.0
 SPLITS = ("train", "validate")
 
 #: Largest relative difference between an image's aspect and its camera aperture's.
@@ -256,6 +263,12 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
     name = _string(table, "name", where, False)
     if name is not None:
         where = f"{source} view '{name}'"
+    exposure = table.get("exposure", 0.0)
+    if exposure != "auto" and (isinstance(exposure, bool) or not isinstance(exposure, (int, float))
+                               or not abs(exposure) <= MAX_EXPOSURE_STOPS):
+        raise InputError(f"{where}: exposure {exposure!r} must be a number of stops within "
+                         f"+-{MAX_EXPOSURE_STOPS:g} (the photo is 2^exposure times the lighting's radiance) or "
+                         "\"auto\" (fitted)")
 
     camera = _wrap(where, stage.camera, camera_path)
     image_path = _file(base, image_value)
@@ -292,7 +305,10 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
     env_value = _string(table, "environment", where, False)
     env_path = _file(base, env_value) if env_value is not None else None
     environment = _environment(stage, env_path, env_cache, files, where)
-    _check_exposure(rgb, mask, environment, image_path, where, stage)
+    if exposure != "auto":
+        if exposure:
+            rgb = (rgb / 2.0 ** float(exposure)).astype(np.float32)  # into the lighting's units
+        _check_exposure(rgb, mask, environment, image_path, where, stage)
 
     view = View(
         name=name or camera_path.rstrip("/").rsplit("/", 1)[-1],
@@ -303,6 +319,7 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         split=split,
         image_path=str(image_path),
         lights=stage.lights,
+        exposure=exposure if exposure == "auto" else float(exposure),
     )
     identity = (camera.prim_path, str(image_path), environment.source)
     return view, identity, note
@@ -436,6 +453,11 @@ def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str
 
     if not any(v.split == "train" for v in views):
         raise InputError(f"{where}: no view has split = \"train\"; at least one view must be used for fitting")
+    if all(v.exposure == "auto" for v in views if v.split == "train"):
+        raise InputError(f"{where}: every train view has exposure = \"auto\", so the photos' brightness cannot "
+                         "tell the base colour's level from the exposure; give at least one train view its exposure "
+                         "in stops (0 when the photo is in the lighting's units, e.g. a linear EXR of a calibrated "
+                         "capture)")
 
     scene = FitScene(
         mesh=stage.mesh,

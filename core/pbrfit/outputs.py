@@ -263,6 +263,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "notes": notes,
         "identifiability": finite_or_none(dict(getattr(result, "identifiability", None) or {})),
         "structure": hypotheses.structure_summary(result.schedule),
+        **({"exposures": dict(result.exposures)} if getattr(result, "exposures", None) else {}),
         "export_drops": drops,
         **({"textures": textures, "texture_levels": getattr(result, "texture_log", [])} if textures else {}),
         "stopped": result.stopped,

@@ -127,6 +127,9 @@ class View:
         split: "train" or "validate".
         image_path: the reference's file.
         lights: the analytic lights besides the environment (:class:`pbrfit.lights.AnalyticLight`).
+        exposure: how the photo's values relate to the lighting's radiance: a number of stops
+            already divided out of ``image`` (0: the same units), or "auto": a scale the fit
+            finds (:meth:`pbrfit.fit_run.FitRun.update_exposures`).
     """
 
     name: str
@@ -137,6 +140,7 @@ class View:
     split: str = "train"
     image_path: str = ""
     lights: tuple = ()
+    exposure: float | str = 0.0
 
     @property
     def resolution(self) -> tuple[int, int]:
