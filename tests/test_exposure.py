@@ -91,3 +91,35 @@ def test_bad_exposures_are_refused_in_one_line(case, tmp_path, values, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")) as e:
         load_job(folder / "job.toml")
     assert "\n" not in str(e.value) and "job.toml" in str(e.value)
+
+
+def test_a_16_bit_photo_must_say_how_it_is_encoded(case, tmp_path):
+    import shutil
+
+    import stage_builders as sb
+
+    folder = tmp_path / "png16"
+    shutil.copytree(case.parent, folder)
+    rgb, alpha = read_image(folder / "refs" / "cam1.exr")
+    straight = np.where(alpha[..., None] > 0, rgb / np.maximum(alpha[..., None], 1e-12), 0.0)
+    px = np.concatenate([straight, alpha[..., None]], -1)
+    sb.write_png(folder / "refs" / "cam1.png", np.round(np.clip(px, 0, 1) * 65535).astype(np.uint16))
+    text = (folder / "job.toml").read_text().replace('refs/cam1.exr"', 'refs/cam1.png"')
+    (folder / "job.toml").write_text(text)
+    with pytest.raises(InputError, match="16-bit integer file.*encoding = \"srgb\" or encoding = \"linear\"") as e:
+        load_job(folder / "job.toml")
+    assert "\n" not in str(e.value) and "cam1.png" in str(e.value)
+    parts = (folder / "job.toml").read_text().split("[[views]]")
+    parts[2] = parts[2].rstrip("\n") + '\nencoding = "linear"\n\n'
+    (folder / "job.toml").write_text("[[views]]".join(parts))
+    linear = load_job(folder / "job.toml").scene.views[1].image
+    reference = load_job(case).scene.views[1].image
+    below_one = rgb.max(-1) < 0.98  # (the 16-bit file clips the highlights)
+    assert below_one.mean() > 0.9 and np.allclose(linear[below_one], reference[below_one], atol=2e-4)
+    (folder / "job.toml").write_text((folder / "job.toml").read_text().replace('encoding = "linear"',
+                                                                                  'encoding = "srgb"'))
+    assert not np.allclose(load_job(folder / "job.toml").scene.views[1].image, linear, atol=0.01)
+    # a float EXR is linear: declaring it sRGB is refused
+    (folder / "job.toml").write_text((folder / "job.toml").read_text().replace('refs/cam1.png"', 'refs/cam1.exr"'))
+    with pytest.raises(InputError, match="floating-point"):
+        load_job(folder / "job.toml")

@@ -175,9 +175,28 @@ def _load(path, what: str) -> tuple[np.ndarray, list[int], int | None, bool, boo
     return data, colour_idx, alpha_idx, is_float, straight
 
 
-def _read_colour(path, what: str, *, with_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Linear colour (H, W, 3) and alpha (or None); colour associated with alpha when with_alpha."""
+def integer_bits(path: str | os.PathLike) -> int | None:
+    """Bits per channel of an integer-valued image file (8, 16, ...), None for a float one."""
+    buf = _open(path, "image")
+    spec = buf.spec()
+    formats = list(spec.channelformats) or [spec.format]
+    if all(f.basetype in _FLOAT_TYPES for f in formats):
+        return None
+    return max(int(f.size()) for f in formats) * 8
+
+
+#: what the integer values of a reference photo are (a job view's ``encoding``)
+ENCODINGS = ("srgb", "linear")
+
+
+def _read_colour(path, what: str, *, with_alpha: bool, encoding: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Linear colour (H, W, 3) and alpha (or None); colour associated with alpha when with_alpha.
+    Integer files are sRGB-decoded unless ``encoding`` is "linear"."""
     data, colour_idx, alpha_idx, is_float, straight = _load(path, what)
+    if is_float and encoding == "srgb":
+        raise InputError(f"{what} {path} holds floating-point (linear) values, but its view says encoding = \"srgb\"; "
+                         "remove the encoding key, or give the sRGB-encoded 8/16-bit file")
     if not with_alpha:
         alpha_idx = None
     _finite_check(data[:, :, colour_idx + ([alpha_idx] if alpha_idx is not None else [])], path, what)
@@ -190,7 +209,7 @@ def _read_colour(path, what: str, *, with_alpha: bool) -> tuple[np.ndarray, np.n
             a = alpha[..., None]
             colour = np.where(a > 0, colour / np.maximum(a, 1e-12), 0.0)
             straight = True
-    if not is_float:
+    if not is_float and encoding != "linear":
         colour = srgb_to_linear(colour)
     if alpha is not None and straight:
         colour = colour * alpha[..., None]
@@ -200,11 +219,13 @@ def _read_colour(path, what: str, *, with_alpha: bool) -> tuple[np.ndarray, np.n
             None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32))
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image(path: str | os.PathLike, encoding: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a reference image as linear Rec.709.
 
     Args:
-        path: EXR/HDR (linear) or 8/16-bit PNG/JPEG/TIFF (sRGB-encoded).
+        path: EXR/HDR (linear) or 8/16-bit PNG/JPEG/TIFF (sRGB-encoded unless ``encoding``).
+        encoding: "linear": an integer file's values are linear (a 16-bit TIFF from a raw
+            converter); "srgb" or None: sRGB-encoded. Float files are linear ("srgb" refused).
 
     Returns:
         (rgb, alpha): rgb float32 (H, W, 3) linear, associated with alpha (premultiplied);
@@ -213,7 +234,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     Raises:
         InputError: missing, unreadable or corrupt file; NaN or Inf pixels (with a count).
     """
-    return _read_colour(path, "image", with_alpha=True)
+    return _read_colour(path, "image", with_alpha=True, encoding=encoding)
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:

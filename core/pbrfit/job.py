@@ -22,6 +22,9 @@ Format (paths are relative to the job file; ``~`` is expanded)::
                                   # camera JPEG of unknown exposure); at least one view must
                                   # have a known exposure (else the base colour's level and
                                   # the exposure trade against each other)
+    encoding = "srgb"             # what an integer image's values are: "srgb" (8-bit files'
+                                  # default) or "linear"; required for 16-bit PNG/TIFF, which
+                                  # raw converters write either way (float EXR: linear)
 
     [fit]                         # optional; every key optional
     preset = "plastic"            # a name in pbrfit.params.PRESETS
@@ -70,7 +73,17 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .images import MAX_WORKING_SIZE, area_downsample, check_mask, read_environment, read_image, read_mask, working_size
+from .images import (
+    ENCODINGS,
+    MAX_WORKING_SIZE,
+    area_downsample,
+    check_mask,
+    integer_bits,
+    read_environment,
+    read_image,
+    read_mask,
+    working_size,
+)
 from .options import JOB_KEYS as FIT_KEYS
 from .options import check_table, host_label, table_label
 from .scene import Environment, FitScene, View
@@ -80,7 +93,7 @@ from .usd_stage import StageContents, default_world_from_dome, is_package_path, 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures")
-VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure")
+VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding")
 #: a view's exposure (stops) must lie within this
 MAX_EXPOSURE_STOPS = 30.0
 SPLITS = ("train", "validate")
@@ -272,7 +285,15 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
 
     camera = _wrap(where, stage.camera, camera_path)
     image_path = _file(base, image_value)
-    rgb, alpha = _wrap(where, read_image, image_path)
+    encoding = table.get("encoding")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise InputError(f"{where}: encoding {encoding!r} is unknown; use \"srgb\" or \"linear\"")
+    bits = _wrap(where, integer_bits, image_path)
+    if encoding is None and bits is not None and bits > 8:
+        raise InputError(f"{where}: image {image_path} is a {bits}-bit integer file, which raw converters write "
+                         "sRGB-encoded or linear; say which: add encoding = \"srgb\" or encoding = \"linear\" to the "
+                         "view")
+    rgb, alpha = _wrap(where, read_image, image_path, encoding)
     files.add(image_path)
     h, w = rgb.shape[:2]
     if abs((w / h) / camera.aspect - 1.0) > ASPECT_TOLERANCE:
