@@ -122,3 +122,21 @@ def test_the_structures_tried_are_reported():
     html = render_report({"title": "t", "structure": summary})
     section = html[html.index('id="structure"'):]
     assert "coat takes the highlight" in section and "0.00060" in section and "sheen_weight" in section
+
+
+def test_a_layer_must_pay_on_every_pruning_criterion():
+    from pbrfit.layers import prune_layers
+
+    space = ParameterSpace(default_material(), ["base_color", "anisotropic", "coat_weight"])
+    values = dict(default_material(), anisotropic=0.25, coat_weight=1.0)
+
+    def criteria(s, u):  # the coat pays on both; anisotropy only on the second
+        v = s.values(u)
+        return (10.0 - 3.0 * v["coat_weight"] - 0.01 * v["anisotropic"],
+                1.0 - 0.3 * v["coat_weight"] - 0.4 * v["anisotropic"])
+
+    kept, pruned = prune_layers(space, values, criteria)
+    assert pruned == ["anisotropic"] and kept["coat_weight"] == 1.0 and kept["anisotropic"] == 0.0
+    # one criterion alone keeps the anisotropy
+    _, pruned = prune_layers(space, values, lambda s, u: criteria(s, u)[1])
+    assert pruned == []

@@ -126,4 +126,4 @@ def structure_summary(schedule: list[dict]) -> dict | None:
             "pruned": pruned,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
                      f"error by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and re-fitting) "
-                     f"raises that error by {LAYER_GAIN:.0%} or more")}
+                     f"raises both that error and the train loss by {LAYER_GAIN:.0%} or more")}

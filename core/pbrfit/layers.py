@@ -51,16 +51,18 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         space: the fit's parameter space (which parameters were fitted, their bounds).
         values: the material, canonical names.
         loss_of: ``loss_of(space, u)``, the train loss of a material (a fixed space and its
-            initial vector).
+            initial vector), or a tuple of such criteria: a layer is then dropped when *any*
+            of them rises by less than the tolerance (it must pay for itself on every one).
         refit: ``refit(values) -> values``: re-fits the parameters still in use once a layer
             is off (what the layer was compensating for); without it they stay as they are.
 
     Returns:
         (the values with the unneeded layers off, the switches turned off).
     """
-    def loss(vals: dict) -> float:
+    def loss(vals: dict) -> tuple[float, ...]:
         s = ParameterSpace(vals, [])
-        return float(loss_of(s, s.initial_vector()))
+        out = loss_of(s, s.initial_vector())
+        return tuple(float(v) for v in out) if isinstance(out, (tuple, list)) else (float(out),)
 
     values = dict(values)
     pruned = []
@@ -72,7 +74,7 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         if refit is not None:
             trial = refit(trial)
         trial_loss = loss(trial)
-        if trial_loss <= current * (1 + PRUNE_TOLERANCE):
-            values, current = trial, min(current, trial_loss)
+        if any(t <= c * (1 + PRUNE_TOLERANCE) for t, c in zip(trial_loss, current)):
+            values, current = trial, tuple(min(c, t) for c, t in zip(current, trial_loss))
             pruned.append(n)
     return values, pruned
