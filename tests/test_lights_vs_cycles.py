@@ -35,18 +35,34 @@ LAMPS = {
 LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk", "spot") for lamp in LAMPS[k]]
 
 
-@pytest.fixture(scope="module", params=list(LAMPS))
-def case(request, tmp_path_factory):
-    d = tmp_path_factory.mktemp(f"lights_{request.param}")
-    write_exr(d / "dim.exr", np.full((32, 64, 3), 0.05, np.float32))
+def _render(folder, lamps) -> Path:
+    """Cycles renders of the grey sphere under ``lamps`` and a dim World; the case folder."""
+    write_exr(folder / "dim.exr", np.full((32, 64, 3), 0.05, np.float32))
     spec = {"shape": "sphere", "material": {"base_color": [0.7, 0.68, 0.6], "roughness": 0.6},
-            "train_hdri": str(d / "dim.exr"), "cameras": 2, "resolution": [48, 48], "samples": 128,
-            "lights": LAMPS[request.param], "out": str(d / "case")}
-    (d / "spec.json").write_text(json.dumps(spec))
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cycles_reference.py"), str(d / "spec.json")],
+            "train_hdri": str(folder / "dim.exr"), "cameras": 2, "resolution": [48, 48], "samples": 128,
+            "lights": lamps, "out": str(folder / "case")}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cycles_reference.py"), str(folder / "spec.json")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    return request.param, d / "case"
+    return folder / "case"
+
+
+_CASES: dict = {}
+
+
+@pytest.fixture(scope="module", params=list(LAMPS))
+def case(request, tmp_path_factory):
+    _CASES[request.param] = _render(tmp_path_factory.mktemp(f"lights_{request.param}"), LAMPS[request.param])
+    return request.param, _CASES[request.param]
+
+
+@pytest.fixture(scope="module")
+def every_lamp(tmp_path_factory):
+    """The case with every lamp (rendered once: shared with the parametrized fixture if it ran)."""
+    if "all" not in _CASES:
+        _CASES["all"] = _render(tmp_path_factory.mktemp("lights_all_path"), LAMPS["all"])
+    return _CASES["all"]
 
 
 def test_each_lamp_renders_as_in_cycles(case):
@@ -69,13 +85,10 @@ def test_each_lamp_renders_as_in_cycles(case):
             assert np.allclose(r_half, 1.0, atol=0.06), (name, view.name, r_half)
 
 
-def test_the_path_tracer_lights_as_the_raster_does(case):
-    """The path backend's next-event estimation of the lamps, on the same case (Cycles)."""
-    name, folder = case
-    if name != "all":
-        pytest.skip("the case with every lamp is enough for the path backend")
-    job = load_job(folder / "job.toml")
-    truth = json.loads((folder / "truth.json").read_text())["material"]
+def test_the_path_tracer_lights_as_the_raster_does(every_lamp):
+    """The path backend's next-event estimation of every lamp at once against Cycles."""
+    job = load_job(every_lamp / "job.toml")
+    truth = json.loads((every_lamp / "truth.json").read_text())["material"]
     space = ParameterSpace(normalize_material(truth), [])
     m = space.material(space.initial_vector())
     r = PathRenderer(job.scene, PathSettings(64, 3), seed=0)
