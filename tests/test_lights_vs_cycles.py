@@ -22,17 +22,8 @@ from pbrfit.render import RasterRenderer, SampleCounts
 pytestmark = pytest.mark.cycles  # renders with real Cycles / runs the bpy module
 
 ROOT = Path(__file__).resolve().parents[1]
-LAMPS = {
-    "sun": [{"type": "SUN", "energy": 3.0, "angle": 10.0, "location": [4, -3, 3]}],
-    "point": [{"type": "POINT", "energy": 400.0, "radius": 0.3, "location": [2.5, -2.5, 2.0]}],
-    "rect": [{"type": "AREA", "energy": 300.0, "shape": "RECTANGLE", "size": 1.5, "size_y": 0.8,
-              "location": [-2.5, -2.0, 1.5]}],
-    "disk": [{"type": "AREA", "energy": 300.0, "shape": "DISK", "size": 1.2, "location": [0.5, -3.0, -1.5]}],
-    # a narrow spot whose ramp crosses the part: the cone's edge is on the sphere
-    "spot": [{"type": "SPOT", "energy": 800.0, "radius": 0.1, "spot_size": 24.0, "spot_blend": 0.4,
-              "location": [3.0, -3.0, 1.0], "look_at": [0.3, 0.0, 0.0]}],
-}
-LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk", "spot") for lamp in LAMPS[k]]
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark_lights import LAMPS  # noqa: E402  (one lamp list for the test and the benchmark)
 
 
 def _render(folder, lamps) -> Path:

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from . import faults, fit_health, hypotheses, identifiability, texture_fit, textures
+from .color import luminance
 from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
@@ -361,14 +362,13 @@ class FitRun:
         optimized in turn, and each step lowers the loss."""
         if not self.auto_exposure:
             return
-        luma = torch.tensor([0.2126, 0.7152, 0.0722])
         space = ParameterSpace(self.values, [])
         m = space.material(space.initial_vector())
         for vi in self.auto_exposure:
             obj = self.train_obj if vi in self.train_obj.refs else self.val_obj
             with torch.no_grad():
-                pred = (self.raster.shade(vi, m, self.raster.train_subsets[vi]) / obj.whites[vi]).cpu().float() @ luma
-            ref = obj.refs[vi].cpu().float() @ luma
+                pred = luminance(self.raster.shade(vi, m, self.raster.train_subsets[vi]).cpu().float() / obj.whites[vi])
+            ref = luminance(obj.refs[vi].cpu().float())
             s = float((pred * ref).sum() / (pred * pred).sum().clamp_min(1e-30))
             if not (math.isfinite(s) and s > 0):
                 continue

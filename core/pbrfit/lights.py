@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .color import RGB_TO_XYZ
+
 __all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_at", "lights_white", "read_lights"]
 
 #: the light kinds, and the UsdLux types read as them
@@ -285,7 +287,7 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
 
 
 def lights_white(lights, centre) -> float:
-    """Luminance (Rec.709 weights) of the irradiance each light gives a surface at ``centre``
+    """Luminance (Rec.709) of the irradiance each light gives a surface at ``centre``
     facing it (world), summed, over pi: what a white Lambertian facing each light in turn
     would reflect. Part of a view's white (:meth:`pbrfit.scene_renderer.SceneRenderer.white`)."""
     centre = np.asarray(centre, np.float64)
@@ -297,5 +299,5 @@ def lights_white(lights, centre) -> float:
             facing = np.asarray(light.position) - centre
             facing = facing / max(np.linalg.norm(facing), 1e-30)
         e = irradiance_at(light, centre, facing)
-        total += float(e @ np.array([0.2126, 0.7152, 0.0722])) / math.pi
+        total += float(np.dot(RGB_TO_XYZ[1], e)) / math.pi
     return total
