@@ -16,7 +16,8 @@ explained what it could. Two looks then trap a gradient fit in the wrong structu
 
 Each hypothesis is a starting material; :meth:`pbrfit.fit_run.FitRun.raster_stages` gives each
 a short fit and keeps the alternative only when it beats the ordinary warm start by
-:data:`pbrfit.layers.LAYER_GAIN` of the train loss (the simpler, first explanation wins ties).
+:data:`pbrfit.layers.LAYER_GAIN` of the noise-free train error
+(:meth:`pbrfit.fit_run.FitRun.structure_error`; the simpler, first explanation wins ties).
 """
 
 from __future__ import annotations
