@@ -395,7 +395,9 @@ def _view(name, cam_obj, image, environment, render, split, lights=()) -> View:
 def extract_lights(scene) -> tuple:
     """The scene's lamps (visible in renders) as :class:`pbrfit.lights.AnalyticLight`, exactly
     as Blender's USD exporter writes them and its importer reads them back
-    (``docs/lights-conventions.md``): strength ``S = color * energy * 2**exposure``; a sun is
+    (``docs/lights-conventions.md``): strength ``S = color * energy * 2**exposure`` becomes
+    the UsdLux intensity the exporter writes (``S / 4`` for a sun, ``S / pi`` otherwise), which
+    :func:`pbrfit.lights.usd_light` turns into radiance as for any USD light: a sun is
     irradiance ``S`` over its cone (half of ``angle``); a point lamp of radius r a sphere of
     radiance ``S / (4 pi^2 r^2)`` (a point of ``S / (4 pi)`` W/sr at radius 0); an area lamp
     ``S / (pi A)`` from its front (-Z); "normalize" off drops the area. Distances in Blender
@@ -409,7 +411,7 @@ def extract_lights(scene) -> tuple:
     """
     import math
 
-    from pbrfit.lights import AnalyticLight
+    from pbrfit.lights import usd_light
 
     out = []
     for obj in sorted((o for o in scene.objects if o.type == "LIGHT" and not o.hide_render), key=lambda o: o.name):
@@ -427,31 +429,22 @@ def extract_lights(scene) -> tuple:
         axes = cols / np.where(scale > 0, scale, 1.0)
         position = world[:3, 3]
         if lamp.type == "SUN":
-            half = float(lamp.angle) / 2
-            radiance = strength / (math.pi * math.sin(half) ** 2) if half > 0 and normalize else strength
-            kind, size = "distant", (half,)
+            kind, size = "distant", (float(lamp.angle) / 2,)
         elif lamp.type in ("POINT", "SPOT"):
             r = float(lamp.shadow_soft_size)
-            if r <= 0:
-                kind, size, radiance = "point", (0.0,), strength / (4 * math.pi) if normalize else strength / math.pi
-            else:
-                kind, size = "sphere", (r,)
-                radiance = strength / (4 * math.pi**2 * r * r) if normalize else strength / math.pi
+            kind, size = ("point", (0.0,)) if r <= 0 else ("sphere", (r,))
         else:  # AREA
             sx, sy = float(lamp.size) * scale[0], float(lamp.size_y) * scale[1]
             if lamp.shape in ("DISK", "ELLIPSE"):
-                r = (sx + (sy if lamp.shape == "ELLIPSE" else sx)) / 4
-                kind, size, area = "disk", (r,), math.pi * r * r
+                kind, size = "disk", ((sx + (sy if lamp.shape == "ELLIPSE" else sx)) / 4,)
             else:
-                kind = "rect"
-                size = (sx, sy if lamp.shape == "RECTANGLE" else float(lamp.size) * scale[1])
-                area = size[0] * size[1]
-            if area <= 0:
+                kind, size = "rect", (sx, sy if lamp.shape == "RECTANGLE" else float(lamp.size) * scale[1])
+            if min(size) <= 0:
                 raise InputError(f"{what} has zero size; give it a size or hide it from renders")
-            radiance = strength / (math.pi * area) if normalize else strength / math.pi
+        # the UsdLux intensity Blender's exporter writes: strength / 4 for a sun, / pi otherwise
+        x = strength / (4.0 if lamp.type == "SUN" else math.pi)
         cone = (float(lamp.spot_size) / 2, float(lamp.spot_blend)) if lamp.type == "SPOT" else ()
-        out.append(AnalyticLight(kind, obj.name, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
-                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), 1.0, cone))
+        out.append(usd_light(kind, obj.name, x, normalize, position, axes, size, 1.0, cone))
     return tuple(out)
 
 

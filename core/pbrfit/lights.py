@@ -41,7 +41,8 @@ import torch
 
 from .color import RGB_TO_XYZ
 
-__all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_at", "lights_white", "read_lights"]
+__all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_at", "lights_white", "read_lights",
+           "usd_light"]
 
 #: the light kinds, and the UsdLux types read as them
 KINDS = {"distant": "DistantLight", "sphere": "SphereLight", "point": "SphereLight", "rect": "RectLight",
@@ -254,36 +255,48 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
         scale = np.linalg.norm(cols, axis=0)
         axes = cols / np.where(scale > 0, scale, 1.0)
         position = m[:3, 3]
-        if kind == "distant":  # as Blender reads it: the half-angle, irradiance 4 x X
-            half = math.radians(float(get(UsdLux.DistantLight(prim).GetAngleAttr(), 0.53)))
-            if half <= 0:
-                radiance = 4.0 * x  # a delta light: its irradiance
-            else:
-                radiance = 4.0 * x / (math.pi * math.sin(half) ** 2) if normalize else 4.0 * x
-            size = (half,)
+        if kind == "distant":  # as Blender reads it: the half-angle
+            size = (math.radians(float(get(UsdLux.DistantLight(prim).GetAngleAttr(), 0.53))),)
         elif kind == "sphere":
             s = UsdLux.SphereLight(prim)
             r = float(get(s.GetRadiusAttr(), 0.5)) * float(scale.mean())
-            if bool(get(s.GetTreatAsPointAttr(), False)) or r <= 0:
-                kind, size = "point", (0.0,)
-                radiance = x / 4.0 if normalize else x
-            else:
-                size = (r,)
-                radiance = x / (4 * math.pi * (r * mpu) ** 2) if normalize else x
+            kind, size = ("point", (0.0,)) if bool(get(s.GetTreatAsPointAttr(), False)) or r <= 0 else ("sphere", (r,))
         elif kind == "rect":
             s = UsdLux.RectLight(prim)
             size = (float(get(s.GetWidthAttr(), 1.0)) * scale[0], float(get(s.GetHeightAttr(), 1.0)) * scale[1])
-            radiance = x / (size[0] * size[1] * mpu * mpu) if normalize else x
         else:
             s = UsdLux.DiskLight(prim)
-            r = float(get(s.GetRadiusAttr(), 0.5)) * float(scale[:2].mean())
-            size = (r,)
-            radiance = x / (math.pi * (r * mpu) ** 2) if normalize else x
+            size = (float(get(s.GetRadiusAttr(), 0.5)) * float(scale[:2].mean()),)
         if kind in ("rect", "disk", "sphere") and min(size) <= 0:
             raise InputError(f"light {path} has zero size; give it a positive size or deactivate it")
-        out.append(AnalyticLight(kind, path, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
-                                 tuple(map(tuple, axes)), tuple(float(v) for v in size), float(mpu), cone))
+        out.append(usd_light(kind, path, x, normalize, position, axes, size, mpu, cone))
     return out
+
+
+def usd_light(kind: str, prim_path: str, x, normalize: bool, position, axes, size, meters_per_unit: float = 1.0,
+              cone: tuple = ()) -> AnalyticLight:
+    """The light of UsdLux terms: ``x = color * intensity * 2**exposure`` and ``normalize``,
+    turned into :attr:`AnalyticLight.radiance` as the module docstring says (the one place
+    this conversion lives; the Blender add-on maps its lamps to these terms as Blender's USD
+    exporter does). ``size`` as :class:`AnalyticLight`'s, positive for areas and spheres."""
+    x = np.asarray(x, np.float64)
+    m2 = meters_per_unit**2
+    if kind == "distant":  # irradiance 4 x X (Blender's sun), spread over the cone
+        half = size[0]
+        radiance = 4.0 * x / (math.pi * math.sin(half) ** 2) if half > 0 and normalize else 4.0 * x
+    elif kind == "point":
+        radiance = x / 4.0 if normalize else x
+    elif kind == "sphere":
+        radiance = x / (4 * math.pi * size[0] ** 2 * m2) if normalize else x
+    elif kind == "rect":
+        radiance = x / (size[0] * size[1] * m2) if normalize else x
+    elif kind == "disk":
+        radiance = x / (math.pi * size[0] ** 2 * m2) if normalize else x
+    else:
+        raise ValueError(f"unknown light kind {kind!r}")
+    return AnalyticLight(kind, prim_path, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
+                         tuple(map(tuple, np.asarray(axes, np.float64))), tuple(float(v) for v in size),
+                         float(meters_per_unit), tuple(cone))
 
 
 def lights_white(lights, centre) -> float:
