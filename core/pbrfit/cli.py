@@ -84,6 +84,7 @@ def _resolve(job, overrides: dict):
     opts = resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
                    override_labels=cli_label)
     opts.textures = job.textures
+    opts.calibrate = job.calibrate
     opts.validate()
     return opts
 
@@ -166,10 +167,16 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
              if structure.get("chosen") not in (None, "warm start") else [])
             + ([f"switched off {', '.join(structure['pruned'])} (did not pay for itself)"]
                if structure.get("pruned") else [])) + " (report: Structure)")
+    calibration = doc.get("calibration")
+    if calibration:
+        from .calibration import describe_delta
+
+        lines.append("calibration: " + "; ".join(describe_delta(e) for e in calibration["deltas"])
+                     + " (report: Calibration)")
     if reporter.machine:
         reporter.done(_summary(doc["metrics"], out.path, result.stopped, wall, plausibility=doc["plausibility"],
                                notes=doc["notes"], write_back=written, textures=maps or None,
-                               structure=structure))
+                               structure=structure, calibration=calibration["deltas"] if calibration else None))
     else:
         _print_summary(doc["metrics"], out.path, result.stopped, wall)
         for line in lines:

@@ -117,7 +117,8 @@ class EnvironmentMap:
         out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out[0, :, :, 0].T.reshape(*uv.shape[:-1], 3)
 
-    def radiance(self, d_world: torch.Tensor, lod: torch.Tensor | float | None = None) -> torch.Tensor:
+    def radiance(self, d_world: torch.Tensor, lod: torch.Tensor | float | None = None,
+                 yaw: torch.Tensor | float | None = None) -> torch.Tensor:
         """Radiance arriving from world directions ``d_world`` (..., 3) -> (..., 3).
 
         Args:
@@ -125,8 +126,15 @@ class EnvironmentMap:
                 directions' batch shape or a float; fractional levels blend linearly.
                 Differentiable with respect to the directions (bilinear) and the level
                 (linear between levels), so blur that grows with roughness has a gradient.
+            yaw: radians the environment is turned about its pole on top of ``world_from_dome``
+                (the lookup of ``world_from_dome @ pbrfit.calibration.pole_rotation(yaw)``),
+                differentiable (:mod:`pbrfit.calibration`). The sampling pdf stays the unturned
+                map's.
         """
         uv = directions_to_uv(self.to_dome(d_world))
+        if yaw is not None:  # turning the dome by yaw about +Y moves every lookup's u by yaw / 2 pi
+            yaw = torch.as_tensor(yaw, device=uv.device).to(uv.dtype)
+            uv = torch.stack([(uv[..., 0] + yaw / (2 * math.pi)) % 1.0, uv[..., 1]], dim=-1)
         if lod is None:
             return self._lookup_level(0, uv)
         lod = torch.as_tensor(lod, dtype=uv.dtype, device=uv.device).clamp(0, self.num_levels - 1)

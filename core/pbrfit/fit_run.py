@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from . import faults, fit_health, hypotheses, identifiability, texture_fit, textures
+from . import calibration, faults, fit_health, hypotheses, identifiability, texture_fit, textures
 from .color import luminance
 from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
@@ -109,6 +109,9 @@ class FitResult:
         texture_log: the pyramid's levels as run: {resolution, steps, validate_de2000, seconds}.
         exposures: {view name: stops} of the views with ``exposure = "auto"``: the photo is
             2^stops times the render of the fitted material.
+        calibration: the capture's corrections with ``[calibrate]`` (:mod:`pbrfit.calibration`):
+            {"deltas": :meth:`Calibration.summary`, "rounds": one log per round, "prior_weight"},
+            or {} without.
     """
 
     material: dict
@@ -126,6 +129,7 @@ class FitResult:
     textures: dict = field(default_factory=dict)
     texture_log: list = field(default_factory=list)
     exposures: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
 
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
@@ -231,6 +235,10 @@ class FitRun:
             raise InputError(f"mesh {scene.mesh.prim_path or '(the part)'} has no texture coordinates, so texture maps "
                              "cannot be fitted; add a UV map (Blender: UV > Smart UV Project, exported as primvars:st) "
                              "or remove [textures]")
+        settings = getattr(options, "calibrate", None)
+        self.calibration = (calibration.Calibration(scene, settings, self.train)
+                            if settings is not None and settings.keys() else None)
+        self.calibration_log: list[dict] = []
         self.maps: dict = {}
         self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
@@ -377,6 +385,67 @@ class FitRun:
             view = self.scene.views[vi]
             self.scene.views[vi] = dataclasses.replace(view, image=(view.image / s).astype(view.image.dtype))
 
+    def update_calibration(self) -> None:
+        """With ``[calibrate]``: hold the current material, fit the capture's corrections
+        (:func:`pbrfit.calibration.fit_deltas`; the first round searches each environment's yaw
+        globally), bake them into this run's scene and rebuild the renderers on it, so every
+        later phase and the final metrics see the calibrated capture. Called between phases:
+        the material and the calibration are optimized in turn."""
+        if self.calibration is None or self.out_of_time():
+            return
+        started = time.monotonic()
+        space = ParameterSpace(self.values, [])
+        material = space.material(space.initial_vector())
+        first = self.calibration.rounds == 0
+
+        def evaluated(loss: float, de: float) -> None:
+            self.check_cancel()
+            self.report("fit", "calibrate", loss, de)
+
+        delta, log = calibration.fit_deltas(self.train_obj, material, self.calibration, search_yaw=first,
+                                            on_evaluation=evaluated)
+        self.scene = self.calibration.bake(self.scene, delta)
+        self._rebuild()
+        log["seconds"] = time.monotonic() - started
+        log["after_stage"] = self.schedule[-1]["stage"] if self.schedule else None
+        self.calibration_log.append(log)
+
+    def _rebuild(self) -> None:
+        """Renderers and objectives on the current :attr:`scene` (after it was calibrated)."""
+        self.renderers = Renderers(self.scene, self.options)
+        self.clock.rebind(self.renderers)
+        self.raster = self.renderers.raster_fit()
+        workers = self.options.threads
+        self.train_obj = Objective(self.raster, self.train, self.options.loss, self.check_cancel, workers)
+        self._twin = None
+        self.val_obj = (Objective(self.raster, self.val, {"de2000": 1.0}, self.check_cancel, workers)
+                        if self.val else None)
+
+    def calibration_notes(self) -> list[dict]:
+        """What the calibration moved, and what it cannot tell apart."""
+        if self.calibration is None:
+            return []
+        notes = [{"severity": "note", "about": "calibration",
+                  "message": f"capture calibrated ({self.calibration.rounds} rounds): {self.calibration.describe()}"}]
+        far = [e for e in self.calibration.summary() if e["z"] > 2.0]
+        for e in far:
+            notes.append({"severity": "warning", "about": "calibration",
+                          "message": f"{e['kind'].replace('_', ' ')} of {e['of']} moved {e['z']:.1f} sigmas from the "
+                                     "job's value: check the capture's record, or widen its prior if this is expected"})
+        if self.calibration.settings.environment_exposure is not None or \
+                self.calibration.settings.white_balance is not None:
+            notes.append({"severity": "note", "about": "calibration",
+                          "message": "exposure and white balance trade against the base colour: without a known "
+                                     "reference in view only highlights tell them apart, so the prior keeps them "
+                                     "near the job's values where the photos do not"})
+        return notes
+
+    def calibration_result(self) -> dict:
+        if self.calibration is None:
+            return {}
+        return {"deltas": self.calibration.summary(), "rounds": self.calibration_log,
+                "prior_weight": calibration.PRIOR_WEIGHT}
+
     def exposure_notes(self) -> list[dict]:
         """One note per view of fitted exposure: its stops."""
         return [{"severity": "note", "about": "exposure",
@@ -405,6 +474,7 @@ class FitRun:
         if self.val_obj is not None and self.checkpoint.best < math.inf:
             self.values = self.checkpoint.values
         self.update_exposures()
+        self.update_calibration()
         if self.raster_plan:
             self.prune()
         if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():
@@ -430,12 +500,14 @@ class FitRun:
         L-BFGS (or Adam) until the stage's budget, convergence, stalling validation or time."""
         o = self.options
         freed: set[str] = set()
-        for stage, names, budget in self.raster_plan:
+        for k, (stage, names, budget) in enumerate(self.raster_plan):
             if self.out_of_time():
                 self.stopped = "time budget"
                 break
             self.enter(f"stage:{stage}")
             self.update_exposures()
+            if k > 0:  # the first stage fits the colour under the job's capture; then they alternate
+                self.update_calibration()
             new = [n for n in names if n not in freed]
             freed.update(names)
             self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)
@@ -685,8 +757,10 @@ class FitRun:
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
-                 + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes())
+                 + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes()
+                 + self.calibration_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
                          list(self.texture_log),
-                         {self.scene.views[vi].name: math.log2(k) for vi, k in self.exposure_scale.items()})
+                         {self.scene.views[vi].name: math.log2(k) for vi, k in self.exposure_scale.items()},
+                         self.calibration_result())

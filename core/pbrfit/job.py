@@ -51,6 +51,11 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     iterations = 160              # Adam steps over the pyramid 1/8 .. 1
     tv_weight = 0.1               # total variation per map; prior_weight, learning_rate
 
+    [calibrate]                   # optional: correct the capture alongside the material, each
+    environment_rotation = 5.0    # key the prior's sigma (pbrfit.calibration): yaw, degrees,
+    environment_exposure = 0.5    # stops, per environment; white_balance = 0.05 (or
+    light_intensity = 0.5         # {sigma = 0.05, per = "view"}); stops per analytic light
+
 A view's mask is, in order: the ``mask`` file; else the image's alpha channel unless it is
 fully opaque (an opaque alpha says nothing about the object's outline); else None, and the
 renderer uses the mesh's silhouette. Lighting is the view's ``environment`` image, oriented
@@ -72,6 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import CalibrateSettings, check_calibrate
 from .errors import InputError
 from .images import (
     ENCODINGS,
@@ -92,7 +98,7 @@ from .usd_stage import StageContents, default_world_from_dome, is_package_path, 
 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
-JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures")
+JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures", "calibrate")
 VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding")
 #: a view's exposure (stops) must lie within this
 MAX_EXPOSURE_STOPS = 30.0
@@ -114,6 +120,7 @@ class Job:
         input_files: every file read (job, stage layers, images, masks, environments),
             absolute, in first-read order, for provenance hashes.
         textures: the validated ``[textures]`` table, or None.
+        calibrate: the validated ``[calibrate]`` table, or None.
     """
 
     scene: FitScene
@@ -121,6 +128,7 @@ class Job:
     job_path: Path
     input_files: list[str] = field(default_factory=list)
     textures: TextureSettings | None = None
+    calibrate: CalibrateSettings | None = None
 
 
 # --- [fit] --------------------------------------------------------------------------------
@@ -390,6 +398,7 @@ def load_job(path, overrides: dict | None = None) -> Job:
                          "(put fit settings under [fit])")
     fit_options = _fit_options(data.get("fit", {}), where)
     textures = check_textures(data["textures"], f"{where}: [textures]") if "textures" in data else None
+    calibrate = check_calibrate(data["calibrate"], f"{where}: [calibrate]") if "calibrate" in data else None
     if overrides:
         fit_options.update(check_table(overrides, label=host_label, where="options"))
 
@@ -413,8 +422,12 @@ def load_job(path, overrides: dict | None = None) -> Job:
     scene, read = build_scene(stage, views_table, base, source=where)
     for f in read:
         files.add(f)
+    if calibrate is not None and calibrate.keys():  # what it names must exist: checked before any fitting
+        from .calibration import Calibration
+
+        _wrap(where, Calibration, scene, calibrate, [i for i, v in enumerate(scene.views) if v.split == "train"])
     return Job(scene=scene, fit_options=fit_options, job_path=job_path, input_files=list(files.items),
-               textures=textures)
+               textures=textures, calibrate=calibrate)
 
 
 def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str) -> tuple[FitScene, list[str]]:

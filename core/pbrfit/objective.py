@@ -59,11 +59,16 @@ class Objective:
         return torch.as_tensor(img[pv.geometry.pixels[q]] / white, dtype=torch.float32,
                                device=self.renderer.device), white
 
-    def _view_loss(self, vi: int, material: dict, rows: slice = slice(None)) -> tuple[torch.Tensor, float]:
-        """(this view's weighted loss, its mean ΔE2000), over its loss pixels ``rows``."""
+    def _view_loss(self, vi: int, material: dict, rows: slice = slice(None), calibration=None
+                   ) -> tuple[torch.Tensor, float]:
+        """(this view's weighted loss, its mean ΔE2000), over its loss pixels ``rows``;
+        ``calibration`` (a :class:`pbrfit.calibration.ViewCalibration`, raster renderers only)
+        renders the view with the capture's corrections."""
         if self.check is not None:
             self.check()
-        pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi][rows]) / self.whites[vi]
+        q = self.renderer.train_subsets[vi][rows]
+        pred = (self.renderer.shade(vi, material, q) if calibration is None
+                else self.renderer.shade(vi, material, q, calibration=calibration)) / self.whites[vi]
         ref = self.refs[vi][rows]
         terms = {name: L.LOSSES[name](pred, ref) for name in self.loss}
         if "de2000" in terms:
@@ -130,6 +135,27 @@ class Objective:
         for _, _, g in per_view:
             grad = grad + g
         return sum(v[0] for v in per_view) / n, sum(v[1] for v in per_view) / n, grad / n
+
+    def calibrated_loss(self, material: dict, terms_of: Callable[[torch.Tensor, int], object], delta: torch.Tensor,
+                        grad: bool = True, views: list[int] | None = None) -> tuple[float, float, torch.Tensor | None]:
+        """(the loss, the mean ΔE2000, d loss / d delta or None) of a fixed ``material`` rendered
+        with the calibration ``terms_of(delta, view)`` (:meth:`pbrfit.calibration.Calibration.
+        view_terms`) over ``views`` (default all), each view on its own thread."""
+        views = self.view_ids if views is None else views
+
+        def one(vi: int):
+            leaf = delta.detach().clone().requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                loss, de = self._view_loss(vi, material, calibration=terms_of(leaf, vi))
+                g = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if grad and loss.requires_grad else None
+            return float(loss.detach()), de, torch.zeros_like(delta) if g is None else g
+
+        per_view = map_ordered(one, views, self.workers)
+        n = max(len(views), 1)
+        total = torch.zeros_like(delta)
+        for _, _, g in per_view:
+            total = total + g
+        return (sum(v[0] for v in per_view) / n, sum(v[1] for v in per_view) / n, total / n if grad else None)
 
 
 def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0.05, twin=None) -> float:

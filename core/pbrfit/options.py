@@ -98,6 +98,8 @@ class FitOptions:
             validation checks that steer it are ΔE2000.
         textures: the maps to fit after the scalars (a job's ``[textures]`` table,
             :class:`pbrfit.textures.TextureSettings`), or None for a uniform material.
+        calibrate: the capture's corrections to fit alongside the material (a job's
+            ``[calibrate]`` table, :class:`pbrfit.calibration.CalibrateSettings`), or None.
         budget_start: ``time.monotonic()`` when the run began (the CLI sets it before
             reading the job), so that ``time_budget`` bounds setup, fit and final metrics
             together; None: when :func:`fit_material` is called.
@@ -127,6 +129,7 @@ class FitOptions:
     path_loss: dict = field(default_factory=lambda: {"relative_l2": 1.0})
     budget_start: float | None = None
     textures: object | None = None
+    calibrate: object | None = None
 
     def validate(self) -> None:
         """Check every field (:func:`validate_fit_options`, the rules every route shares).
@@ -437,6 +440,11 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
         v = getattr(opts, name)
         if not _is_int(v) or v < lo:
             raise InputError(f"{label(name)}: must be a whole number >= {lo}, got {v!r}")
+    if opts.calibrate is not None:
+        from .calibration import CalibrateSettings
+
+        if not isinstance(opts.calibrate, CalibrateSettings):
+            raise InputError(f"calibrate: expected pbrfit.calibration.CalibrateSettings, got {opts.calibrate!r}")
     if opts.textures is not None:
         from .textures import TextureSettings
 

@@ -97,6 +97,7 @@ def report_data(title: str, job_path: str, result, flags, drops, prov) -> dict:
         "history": result.history, "parameters": params,
         "plausibility": list(flags), "drops": drops, "provenance": prov,
         "structure": hypotheses.structure_summary(result.schedule),
+        "calibration": getattr(result, "calibration", None) or {},
         "maps": [{"name": n, "texels": m.texels, "weight": m.weight, "resolution": m.texels.shape[0],
                   "observed_share": m.observed_share, "file": f"{TEXTURE_FOLDER}/{n}.exr"}
                  for n, m in (getattr(result, "textures", None) or {}).items()],
@@ -264,6 +265,7 @@ def _stage_outputs(staging: Path, result, *, job_path: str, input_files: list, o
         "identifiability": finite_or_none(dict(getattr(result, "identifiability", None) or {})),
         "structure": hypotheses.structure_summary(result.schedule),
         **({"exposures": dict(result.exposures)} if getattr(result, "exposures", None) else {}),
+        **({"calibration": dict(result.calibration)} if getattr(result, "calibration", None) else {}),
         "export_drops": drops,
         **({"textures": textures, "texture_levels": getattr(result, "texture_log", [])} if textures else {}),
         "stopped": result.stopped,

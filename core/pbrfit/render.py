@@ -73,6 +73,8 @@ class _FixedSamples:
     wi: torch.Tensor        # (P, N, 3) local directions
     lv: torch.Tensor        # (P, N, 3) radiance * visibility
     p_fixed: torch.Tensor   # (P, N) n_light * p_env + n_cos * p_cos
+    d_world: torch.Tensor   # (P, N, 3) the same directions in world space (a calibrated render looks them up again)
+    vis: torch.Tensor       # (P, N) their visibility
     #: analytic lights' samples (None without lights): local directions (P, M, 3) and
     #: radiance / pdf * visibility / samples per light (P, M, 3)
     lights_wi: torch.Tensor | None = None
@@ -174,7 +176,8 @@ class RasterRenderer(SceneRenderer):
         visible = self._visible(pv.origins[rows], geo.normal_geo[rows], d_all)
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
         p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
-        pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed)
+        pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed,
+                                 d_all.contiguous(), visible)
         lights = pv.lights
         if lights:
             na = n.analytic
@@ -202,12 +205,19 @@ class RasterRenderer(SceneRenderer):
         return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32, device=d.device)
 
     # --- shading --------------------------------------------------------------------------
-    def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None) -> torch.Tensor:
-        """Outgoing radiance (S, 3) of the covered pixels ``sel`` (indices into P; all if None)."""
-        with flush_subnormals():
-            return self._shade(view_index, material, sel)
+    def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None,
+              calibration=None) -> torch.Tensor:
+        """Outgoing radiance (S, 3) of the covered pixels ``sel`` (indices into P; all if None).
 
-    def _shade(self, view_index, material, sel):
+        Args:
+            calibration: a :class:`pbrfit.calibration.ViewCalibration` to render the view with
+                its environment turned and scaled, its lights scaled and the photo's gains
+                applied, differentiably in those terms (the same samples).
+        """
+        with flush_subnormals():
+            return self._shade(view_index, material, sel, calibration)
+
+    def _shade(self, view_index, material, sel, cal=None):
         material = self.on_device(material)
         pv = self.prepare(view_index)
         geo, env, fx, n = pv.geometry, pv.env, pv.fixed, self.samples
@@ -237,12 +247,26 @@ class RasterRenderer(SceneRenderer):
             self._fix(pv, np.arange(len(geo.pixels)))
             fx, rows = pv.fixed, pv.row_of[sel]
         rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        yaw = env_gain = None
+        if cal is not None:
+            yaw = cal.yaw
+            env_gain = None if cal.environment_gain is None else cal.environment_gain.to(self.device, torch.float32)
+
+        def environment(d):  # the environment's radiance from world directions d, as calibrated
+            radiance = env.radiance(d, yaw=yaw)
+            return radiance if env_gain is None else radiance * env_gain
+
         wi = to_shading(fx.wi[rows_t])
         f = bsdf.principled_eval(material, wo, wi)
-        out = (f * fx.lv[rows_t] / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
+        lv = fx.lv[rows_t] if yaw is None and env_gain is None else \
+            environment(fx.d_world[rows_t]) * fx.vis[rows_t][..., None]
+        out = (f * lv / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
         if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
-            out = out + (bsdf.principled_eval(material, wo, to_shading(fx.lights_wi[rows_t]))
-                         * fx.lights_w[rows_t]).sum(1)
+            lights_w = fx.lights_w[rows_t]
+            if cal is not None and cal.light_gains is not None:
+                per_sample = cal.light_gains.to(self.device, torch.float32).repeat_interleave(self.samples.analytic)
+                lights_w = lights_w * per_sample[None, :, None]
+            out = out + (bsdf.principled_eval(material, wo, to_shading(fx.lights_wi[rows_t])) * lights_w).sum(1)
 
         # directions sampled from the BSDF's lobes (in the shading frame)
         strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]
@@ -257,10 +281,12 @@ class RasterRenderer(SceneRenderer):
             wi_local = from_shading(wi)
             d = torch.einsum("pni,pij->pnj", wi_local, frame)
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            radiance = env.radiance(d)
+            radiance = environment(d)
             vis = self._visible(origins, ngeo, d)
             p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi_local[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)
             out = out + (f * radiance * vis[..., None] / denominator(wi, p_fixed)[..., None]).sum(1)
+        if cal is not None and cal.view_gain is not None:
+            out = out * cal.view_gain.to(self.device, torch.float32)
         return out
 

@@ -457,6 +457,28 @@ def _structure(data: Mapping) -> str:
             f'<p class="muted">{_e(st.get("rule", ""))}</p></section>')
 
 
+def _calibration(data: Mapping) -> str:
+    """The capture's corrections fitted with ``[calibrate]`` (pbrfit.calibration)."""
+    cal = data.get("calibration")
+    if not cal:
+        return ""
+    rows = []
+    for e in cal.get("deltas") or []:
+        value = e.get("value")
+        shown = (", ".join(_num(v, 4) for v in value) if isinstance(value, list)
+                 else f'{_num(value, 3)} {_e(e.get("unit", ""))}')
+        rows.append(f'<tr><td>{_e(str(e.get("kind", "")).replace("_", " "))}</td><td>{_e(e.get("of"))}</td>'
+                    f'<td>{shown}</td><td>{_num(e.get("sigma"), 3)}</td><td>{_num(e.get("z"), 2)}</td></tr>')
+    rounds = cal.get("rounds") or []
+    seconds = sum(r.get("seconds") or 0.0 for r in rounds)
+    return (f'<section id="calibration"><h2>Calibration</h2><table class="params"><thead><tr><th>Correction</th>'
+            f'<th>Of</th><th>Value</th><th>Prior sigma</th><th>Sigmas from the job</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table><p class="muted">Fitted in {len(rounds)} rounds between the '
+            f'material stages ({seconds:.1f} s), each with the material held; white balance as gains on the photo '
+            f'(R, G, B), luminance kept. Exposure and white balance trade against the base colour unless highlights '
+            f'or a known reference tell them apart.</p></section>')
+
+
 def _plausibility(data: Mapping) -> str:
     flags = list(data.get("plausibility") or [])
     if not flags:
@@ -588,6 +610,7 @@ def render_report(data: Mapping, *, de_vmax: float = DE_VMAX, max_image_size: in
         f'{_path_stage_caption(list(data.get("history") or []))}</section>',
         _parameters(data),
         _structure(data),
+        _calibration(data),
         _plausibility(data),
         _drops(data),
         _provenance(data),

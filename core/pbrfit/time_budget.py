@@ -82,6 +82,15 @@ class TimeBudget:
         reserve = min(METRICS_SHARE * self.seconds, 1.2 * self.estimate) + WRITE_SHARE * self.seconds
         self.fit_deadline = self.t0 + self.seconds - reserve
 
+    def rebind(self, renderers) -> None:
+        """The run rebuilt its renderers on a changed scene (a calibrated capture): the final
+        metrics' probe renderer is made again from them, with the same settings."""
+        self.renderers = renderers
+        if self._probe is not None:
+            settings = self._probe.settings
+            self._probe = renderers.metrics()
+            self._probe.settings = settings
+
     def fit_over(self) -> bool:
         """The fit must stop now to leave the final metrics and writing their share."""
         return self.clock() > self.fit_deadline

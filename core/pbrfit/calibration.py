@@ -1,0 +1,406 @@
+"""Calibration of the capture alongside the material: small corrections, each with a Gaussian
+prior, to what the job file says about the lighting and the camera's colour response.
+
+A real bench is never exactly as the job states: the HDRI was shot a few degrees off in yaw
+and a fraction of a stop off in exposure, the lamps' power is nominal, the camera's white
+balance is its own. Each error shows up in a fit as a wrong material (dimming the light
+instead of darkening the albedo). A job's optional ``[calibrate]`` table names what may move,
+and by how much (the prior's standard deviation)::
+
+    [calibrate]
+    environment_rotation = 5.0    # degrees: each environment's yaw about the up axis
+    environment_exposure = 0.5    # stops: each environment's intensity
+    white_balance = 0.05          # the photos' per-channel gains (log, ~ relative), luminance kept
+    light_intensity = 0.5         # stops: each analytic light's intensity
+
+``white_balance`` may also be ``{sigma = 0.05, per = "view"}``: one set of gains per train
+view instead of one for the whole capture (the default: one camera took every photo).
+
+What moves, exactly (the *deltas*; all zero means the job as written):
+
+* ``environment_rotation``: per environment (one per HDRI file lighting a train view), a yaw
+  ``delta`` in radians about the dome's pole (the stage's up axis): the environment's
+  ``world_from_dome`` becomes ``world_from_dome @ R_pole(delta)``, right-handed about +Y of the
+  dome frame (:func:`pole_rotation`).
+* ``environment_exposure``: per environment, stops: its radiance times ``2**delta``.
+* ``light_intensity``: per analytic light (by prim path), stops: its radiance times ``2**delta``.
+* ``white_balance``: two log gains ``(a_r, a_b)``; the photo is ``g * radiance`` per channel with
+  ``g = exp(a_r, 0, a_b) / Y(exp(a_r, 0, a_b))`` (``Y`` the Rec.709 luminance), so white balance
+  changes colour only and the level stays with the exposure.
+
+Each delta ``d`` with prior ``sigma`` adds ``PRIOR_WEIGHT * (d / sigma)**2 / 2`` to the
+objective (a relative L1 loss: 1.0 is an error the size of the white), so a well-calibrated rig
+stays put and a delta moves only as far as the photos pay for it.
+
+What is identifiable (and what is not):
+
+* An environment's yaw, from where highlights and shading sit: yes, when the HDRI is not
+  uniform around the pole.
+* Exposure against base colour: **not** from a diffuse part alone (twice the light on half the
+  albedo renders the same); the prior keeps the exposure at the job's value and the base colour
+  absorbs the difference. A specular highlight of a dielectric (whose level Fresnel fixes) or a
+  known object in view makes it identifiable.
+* White balance against base colour's hue: the same, except through white (dielectric)
+  highlights.
+
+The fit calibrates between its material stages (:meth:`pbrfit.fit_run.FitRun.update_calibration`):
+the material is held and the deltas are fitted (a global search over yaw first, then L-BFGS),
+then baked into the run's scene (:meth:`Calibration.bake`): every renderer after that, the
+path tracer and the final metrics included, sees the calibrated capture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .color import RGB_TO_XYZ
+from .errors import InputError
+
+__all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibration", "ViewCalibration",
+           "pole_rotation", "white_balance_gains", "fit_deltas", "describe_delta", "PRIOR_WEIGHT", "YAW_SEARCH_SIGMAS"]
+
+#: the keys of ``[calibrate]`` and their default prior sigma when given as ``true``
+#: (degrees, stops, log gain, stops)
+CALIBRATE_KEYS = {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05,
+                  "light_intensity": 0.5}
+#: largest sigma accepted per key (a prior wider than this is no prior)
+_MAX_SIGMA = {"environment_rotation": 180.0, "environment_exposure": 4.0, "white_balance": 0.5,
+              "light_intensity": 4.0}
+_UNITS = {"environment_rotation": "degrees", "environment_exposure": "stops", "white_balance": "(log gain)",
+          "light_intensity": "stops"}
+#: the objective's cost of a delta at one sigma is PRIOR_WEIGHT / 2 (loss units: see the module docstring)
+PRIOR_WEIGHT = 0.02
+#: the yaw's global search spans this many sigmas either side of the current yaw
+YAW_SEARCH_SIGMAS = 3.0
+
+
+@dataclass(frozen=True)
+class CalibrateSettings:
+    """A validated ``[calibrate]`` table: each sigma (None: not calibrated), in the units of
+    the module docstring (environment_rotation in radians here, degrees in the job)."""
+
+    environment_rotation: float | None = None
+    environment_exposure: float | None = None
+    white_balance: float | None = None
+    white_balance_per: str = "job"
+    light_intensity: float | None = None
+
+    def keys(self) -> list[str]:
+        return [k for k in CALIBRATE_KEYS if getattr(self, k) is not None]
+
+
+def check_calibrate(table, where: str) -> CalibrateSettings:
+    """Validate a ``[calibrate]`` table; errors name ``where`` (e.g. ``job /x.toml: [calibrate]``)."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table, got {table!r}")
+    unknown = [k for k in table if k not in CALIBRATE_KEYS]
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(CALIBRATE_KEYS)}")
+    kw = {}
+    for key, value in table.items():
+        per = None
+        if isinstance(value, dict):
+            extra = [k for k in value if k not in ("sigma", "per")]
+            if extra:
+                raise InputError(f"{where} {key}: unknown key(s) {', '.join(map(str, extra))}; known: sigma, per")
+            per = value.get("per")
+            value = value.get("sigma", True)
+        if value is False:
+            continue
+        sigma = CALIBRATE_KEYS[key] if value is True else value
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) \
+                or not 0 < sigma <= _MAX_SIGMA[key]:
+            raise InputError(f"{where} {key}: the prior's sigma in {_UNITS[key]}, a number > 0 and at most "
+                             f"{_MAX_SIGMA[key]:g} (or true for {CALIBRATE_KEYS[key]:g}), got {value!r}")
+        if per is not None:
+            if key != "white_balance":
+                raise InputError(f"{where} {key}: 'per' applies to white_balance only")
+            if per not in ("job", "view"):
+                raise InputError(f"{where} white_balance per: \"job\" (one camera, the default) or \"view\", "
+                                 f"got {per!r}")
+            kw["white_balance_per"] = per
+        kw[key] = math.radians(sigma) if key == "environment_rotation" else float(sigma)
+    return CalibrateSettings(**kw)
+
+
+def pole_rotation(yaw: float) -> np.ndarray:
+    """(3, 3) rotation by ``yaw`` radians about the dome frame's +Y (its pole), right-handed."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+_LUMA = torch.as_tensor(RGB_TO_XYZ[1], dtype=torch.float64)
+
+
+def white_balance_gains(log_rb: torch.Tensor) -> torch.Tensor:
+    """Per-channel gains (3,) of log gains ``(a_r, a_b)``: ``exp(a_r, 0, a_b)`` over its
+    luminance (so the gains change colour, not level)."""
+    g = torch.exp(torch.stack([log_rb[0], torch.zeros_like(log_rb[0]), log_rb[1]]))
+    return g / (g * _LUMA.to(g.dtype)).sum()
+
+
+@dataclass
+class ViewCalibration:
+    """The deltas as they act on one view's render (tensors, differentiable; None: no change).
+
+    Attributes:
+        yaw: radians the view's environment turns about its pole (:func:`pole_rotation`).
+        environment_gain: the environment's radiance multiplier.
+        light_gains: (L,) per analytic light of the view, in its order.
+        view_gain: (3,) the photo's per-channel gains (white balance).
+    """
+
+    yaw: torch.Tensor | None = None
+    environment_gain: torch.Tensor | None = None
+    light_gains: torch.Tensor | None = None
+    view_gain: torch.Tensor | None = None
+
+
+@dataclass
+class _Variable:
+    kind: str       # a key of CALIBRATE_KEYS
+    key: str        # environment source, light prim path, "job" or a view name
+    sigma: float
+    index: int      # first entry in the delta vector
+    size: int = 1
+    views: list = field(default_factory=list)  # the train views it acts on
+
+
+class Calibration:
+    """The calibration variables of a scene's train views, and what they have moved so far.
+
+    Args:
+        scene: the fit scene as loaded.
+        settings: the ``[calibrate]`` table.
+        train: indices of the train views.
+
+    Raises:
+        InputError: a key names something the scene lacks (``environment_*`` with no
+            environment lighting a train view, ``light_intensity`` with no analytic light), or
+            ``environment_exposure`` with a view of ``exposure = "auto"`` (two exposures of
+            one photo cannot both be fitted).
+    """
+
+    def __init__(self, scene, settings: CalibrateSettings, train: list[int]):
+        self.settings = settings
+        self.variables: list[_Variable] = []
+        self.environment_of: dict[int, str] = {}  # view -> environment key of its variables
+        n = 0
+
+        def add(kind, key, sigma, size, vi):
+            nonlocal n
+            for v in self.variables:
+                if v.kind == kind and v.key == key:
+                    v.views.append(vi)
+                    return
+            self.variables.append(_Variable(kind, key, sigma, n, size, [vi]))
+            n += size
+
+        lit_by_environment = [vi for vi in train if float(np.max(scene.views[vi].environment.image)) > 0]
+        for kind in ("environment_rotation", "environment_exposure"):
+            sigma = getattr(settings, kind)
+            if sigma is None:
+                continue
+            if not lit_by_environment:
+                raise InputError(f"[calibrate] {kind}: no train view is lit by an environment (the stage's lights "
+                                 "only); remove it")
+            for vi in lit_by_environment:
+                add(kind, scene.views[vi].environment.source, sigma, 1, vi)
+                self.environment_of[vi] = scene.views[vi].environment.source
+        if settings.environment_exposure is not None:
+            auto = [v.name for v in scene.views if getattr(v, "exposure", 0.0) == "auto"]
+            if auto:
+                raise InputError(f"[calibrate] environment_exposure conflicts with exposure = \"auto\" of view "
+                                 f"{auto[0]}: both would fit the same scale; use one of them")
+        if settings.light_intensity is not None:
+            lit = [vi for vi in train if scene.views[vi].lights]
+            if not lit:
+                raise InputError("[calibrate] light_intensity: the train views have no analytic light (UsdLux "
+                                 "Distant, Sphere, Rect or Disk light); remove it")
+            for vi in lit:
+                for light in scene.views[vi].lights:
+                    add("light_intensity", light.prim_path, settings.light_intensity, 1, vi)
+        if settings.white_balance is not None:
+            for vi in train:
+                key = "job" if settings.white_balance_per == "job" else scene.views[vi].name
+                add("white_balance", key, settings.white_balance, 2, vi)
+        self.size = n
+        self.sigmas = torch.zeros(n, dtype=torch.float64)
+        for v in self.variables:
+            self.sigmas[v.index:v.index + v.size] = v.sigma
+        #: the deltas applied to the scene so far (the sum of every round's)
+        self.total = torch.zeros(n, dtype=torch.float64)
+        self.rounds = 0
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def variables_of(self, kind: str) -> list[_Variable]:
+        return [v for v in self.variables if v.kind == kind]
+
+    def prior(self, delta: torch.Tensor) -> torch.Tensor:
+        """The prior's cost of applying ``delta`` on top of :attr:`total` (see the module docstring)."""
+        z = (self.total.to(delta.dtype) + delta) / self.sigmas.to(delta.dtype)
+        return PRIOR_WEIGHT * 0.5 * (z * z).sum()
+
+    def view_terms(self, delta: torch.Tensor, scene, vi: int) -> ViewCalibration:
+        """How ``delta`` (on top of what the scene already has) acts on view ``vi``'s render."""
+        out = ViewCalibration()
+        view = scene.views[vi]
+        for v in self.variables:
+            d = delta[v.index:v.index + v.size]
+            if v.kind == "environment_rotation" and self.environment_of.get(vi) == v.key:
+                out.yaw = d[0]
+            elif v.kind == "environment_exposure" and self.environment_of.get(vi) == v.key:
+                out.environment_gain = torch.exp2(d[0]).reshape(1)
+            elif v.kind == "white_balance" and (v.key == "job" or v.key == view.name):
+                # the total so far is baked into the photo: the increment's gains on top of it
+                out.view_gain = white_balance_gains(self.total[v.index:v.index + 2].to(d.dtype) + d) \
+                    / white_balance_gains(self.total[v.index:v.index + 2].to(d.dtype))
+        lights = [v for v in self.variables if v.kind == "light_intensity"]
+        if lights and view.lights:
+            by_path = {v.key: v for v in lights}
+            gains = [torch.exp2(delta[by_path[li.prim_path].index]) if li.prim_path in by_path
+                     else torch.ones((), dtype=delta.dtype) for li in view.lights]
+            out.light_gains = torch.stack(gains)
+        return out
+
+    def bake(self, scene, delta: np.ndarray | torch.Tensor):
+        """``scene`` with ``delta`` applied (environments turned and scaled, lights scaled, photos
+        divided by the white-balance gains), a new object (the caller's scene is not changed);
+        :attr:`total` accumulates ``delta``."""
+        delta = torch.as_tensor(delta, dtype=torch.float64).detach()
+        envs: dict[str, object] = {}
+
+        def environment(env):
+            if env.source not in envs:
+                yaw = exposure = 0.0
+                for v in self.variables:
+                    if v.key == env.source and v.kind == "environment_rotation":
+                        yaw = float(delta[v.index])
+                    elif v.key == env.source and v.kind == "environment_exposure":
+                        exposure = float(delta[v.index])
+                envs[env.source] = env if not (yaw or exposure) else replace(
+                    env, world_from_dome=np.asarray(env.world_from_dome) @ pole_rotation(yaw),
+                    scale=np.asarray(env.scale) * 2.0 ** exposure)
+            return envs[env.source]
+
+        light_gain = {v.key: 2.0 ** float(delta[v.index]) for v in self.variables_of("light_intensity")}
+        wb = self.variables_of("white_balance")
+        views = []
+        for view in scene.views:
+            lights = tuple(replace(li, radiance=tuple(float(r) * light_gain[li.prim_path] for r in li.radiance))
+                           if light_gain.get(li.prim_path, 1.0) != 1.0 else li for li in view.lights)
+            image = view.image
+            for v in wb:
+                if v.key in ("job", view.name):
+                    before = white_balance_gains(self.total[v.index:v.index + 2])
+                    after = white_balance_gains(self.total[v.index:v.index + 2] + delta[v.index:v.index + 2])
+                    ratio = (after / before).numpy().astype(np.float32)
+                    image = (image / ratio).astype(view.image.dtype)
+            views.append(replace(view, environment=environment(view.environment), lights=lights, image=image))
+        self.total = self.total + delta
+        self.rounds += 1
+        return replace(scene, views=views)
+
+    def summary(self) -> list[dict]:
+        """Every variable's total delta, in the job's units, with its prior and z = delta / sigma."""
+        out = []
+        for v in self.variables:
+            d = self.total[v.index:v.index + v.size]
+            z = float(torch.linalg.vector_norm(d / self.sigmas[v.index:v.index + v.size]))
+            entry = {"kind": v.kind, "of": v.key}
+            if v.kind == "environment_rotation":
+                entry.update(value=math.degrees(float(d[0])), unit="degrees", sigma=math.degrees(v.sigma))
+            elif v.kind == "white_balance":
+                entry.update(value=[round(float(g), 5) for g in white_balance_gains(d)], unit="gain (R, G, B)",
+                             sigma=v.sigma)
+            else:
+                entry.update(value=float(d[0]), unit="stops", sigma=v.sigma)
+            entry["z"] = z
+            out.append(entry)
+        return out
+
+    def describe(self) -> str:
+        """One line for the notes: what moved."""
+        return "; ".join(describe_delta(e) for e in self.summary())
+
+
+def fit_deltas(objective, material: dict, calibration: Calibration, *, search_yaw: bool, evaluations: int = 15,
+               on_evaluation=None) -> tuple[torch.Tensor, dict]:
+    """The deltas (on top of :attr:`Calibration.total`) that minimize ``objective``'s loss of the
+    fixed ``material`` plus the prior: first, with ``search_yaw``, each environment's yaw on a
+    grid over ``YAW_SEARCH_SIGMAS`` sigmas either side of zero (its views only, no gradient; the
+    loss of an environment's yaw has a minimum per bright feature of the HDRI, so a gradient
+    method alone finds the nearest, not the best), then L-BFGS on every delta together.
+
+    Args:
+        objective: the train :class:`pbrfit.objective.Objective` (a raster renderer).
+        on_evaluation: called with (loss, mean ΔE2000) after each evaluation with a gradient.
+
+    Returns:
+        (the deltas, a log: {"loss_before", "loss_after", "yaw_search": {environment: [degrees, ...]}}).
+    """
+    scene = objective.renderer.scene
+
+    def terms(delta, vi):
+        return calibration.view_terms(delta, scene, vi)
+
+    def total_loss(delta, grad, views=None):
+        loss, de, g = objective.calibrated_loss(material, terms, delta, grad=grad, views=views)
+        if grad:
+            leaf = delta.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                p = calibration.prior(leaf)
+                g = g + torch.autograd.grad(p, leaf)[0]
+            return loss + float(p.detach()), de, g
+        return loss + float(calibration.prior(delta)), de, None
+
+    delta = torch.zeros(calibration.size, dtype=torch.float64)
+    log: dict = {"loss_before": total_loss(delta, False)[0], "yaw_search": {}}
+    if search_yaw:
+        for v in calibration.variables_of("environment_rotation"):
+            start = float(calibration.total[v.index])
+            span = YAW_SEARCH_SIGMAS * v.sigma
+            count = int(min(73, max(13, math.ceil(2 * span / math.radians(1.0)) + 1)))
+            best = (math.inf, 0.0)
+            for t in np.linspace(-span, span, count):
+                trial = delta.clone()
+                trial[v.index] = t - start
+                loss = total_loss(trial, False, views=v.views)[0]
+                best = min(best, (loss, t - start))
+            delta[v.index] = best[1]
+            log["yaw_search"][v.key] = {"degrees": math.degrees(best[1] + start), "candidates": count}
+
+    u = delta.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=evaluations, max_eval=evaluations, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-10)
+
+    def closure():
+        opt.zero_grad()
+        loss, de, g = total_loss(u.detach(), True)
+        u.grad = g.nan_to_num(0.0)
+        if on_evaluation is not None:
+            on_evaluation(loss, de)
+        return torch.tensor(loss, dtype=torch.float64)
+
+    opt.step(closure)
+    delta = u.detach().clone()
+    log["loss_after"] = total_loss(delta, False)[0]
+    if log["loss_after"] > log["loss_before"]:  # never worse than the job as it stands
+        delta.zero_()
+        log["loss_after"] = log["loss_before"]
+    return delta, log
+
+
+def describe_delta(entry: dict) -> str:
+    """One entry of :meth:`Calibration.summary` (as material.json holds it) in words."""
+    of = str(entry["of"]).replace("\\", "/").rsplit("/", 1)[-1] or str(entry["of"])
+    if entry["kind"] == "white_balance":
+        return f"white balance ({of}) x({', '.join(f'{g:.3f}' for g in entry['value'])})"
+    unit = " deg" if entry["unit"] == "degrees" else " stops"
+    return f"{entry['kind'].replace('_', ' ')} ({of}) {entry['value']:+.2f}{unit} ({entry['z']:.1f} sigma)"

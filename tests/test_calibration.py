@@ -1,0 +1,244 @@
+"""[calibrate]: the capture's corrections (environment yaw and exposure, white balance, light
+intensity) fitted alongside the material with Gaussian priors (pbrfit.calibration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from synthetic import write_job
+
+from pbrfit.calibration import (
+    CalibrateSettings,
+    Calibration,
+    check_calibrate,
+    pole_rotation,
+    white_balance_gains,
+)
+from pbrfit.color import luminance
+from pbrfit.envmap import EnvironmentMap
+from pbrfit.errors import InputError
+from pbrfit.fit import FitOptions, fit_material
+from pbrfit.job import load_job
+from pbrfit.lights import AnalyticLight
+from pbrfit.objective import Objective
+from pbrfit.params import ParameterSpace, normalize_material
+from pbrfit.render import RasterRenderer, SampleCounts
+
+TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.3}
+#: the perturbation of the capture the fit must find: yaw, environment stops, white-balance log gains
+YAW, STOPS, WB = math.radians(8.0), 0.4, (0.04, -0.03)
+
+
+def _material(values):
+    space = ParameterSpace(normalize_material(values), [])
+    return space.material(space.initial_vector())
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    return write_job(tmp_path_factory.mktemp("calibration"), size=48, cameras=3)
+
+
+def _photos(scene, yaw=0.0, stops=0.0, wb=(0.0, 0.0)):
+    """``scene`` with photos rendered (raster, an independent seed) under its lighting turned by
+    ``yaw``, brighter by ``stops``, through white-balance gains ``wb``: the job is off by that."""
+    turned = dataclasses.replace(scene, views=[dataclasses.replace(v, environment=dataclasses.replace(
+        v.environment, world_from_dome=v.environment.world_from_dome @ pole_rotation(yaw),
+        scale=v.environment.scale * 2.0 ** stops)) for v in scene.views])
+    renderer = RasterRenderer(turned, SampleCounts(128, 32, 64, 32), seed=99, max_loss_pixels=1 << 30)
+    gains = white_balance_gains(torch.tensor(wb, dtype=torch.float64)).numpy().astype(np.float32)
+    return dataclasses.replace(scene, views=[dataclasses.replace(v, image=renderer.render_image(i, _material(TRUTH))
+                                                                 * gains) for i, v in enumerate(scene.views)])
+
+
+# --- the table -----------------------------------------------------------------------------
+
+def test_the_table_takes_sigmas_in_the_jobs_units():
+    s = check_calibrate({"environment_rotation": 4, "environment_exposure": True,
+                         "white_balance": {"sigma": 0.02, "per": "view"}, "light_intensity": False}, "t")
+    assert s.environment_rotation == pytest.approx(math.radians(4))
+    assert s.environment_exposure == 0.5 and s.white_balance == 0.02 and s.white_balance_per == "view"
+    assert s.light_intensity is None and s.keys() == ["environment_rotation", "environment_exposure", "white_balance"]
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"yaw": 5}, "unknown key(s) yaw"),
+    ({"environment_rotation": -1}, "environment_rotation: the prior's sigma in degrees"),
+    ({"environment_exposure": "half"}, "environment_exposure: the prior's sigma in stops"),
+    ({"light_intensity": 9}, "at most 4"),
+    ({"environment_exposure": {"sigma": 0.5, "per": "view"}}, "'per' applies to white_balance only"),
+    ({"white_balance": {"per": "camera"}}, "white_balance per: \"job\""),
+    ({"white_balance": {"sigma": 0.05, "size": 1}}, "unknown key(s) size"),
+    ("yes", "must be a table"),
+])
+def test_a_bad_table_is_refused_by_name(table, message):
+    with pytest.raises(InputError, match=None) as e:
+        check_calibrate(table, "job x.toml: [calibrate]")
+    assert str(e.value).startswith("job x.toml: [calibrate]") and message in str(e.value)
+
+
+def test_what_the_table_names_must_exist_before_the_fit_starts(job, tmp_path):
+    folder = tmp_path / "case"
+    shutil.copytree(job.parent, folder)
+    text = (folder / "job.toml").read_text()
+    (folder / "lights.toml").write_text(text + "\n[calibrate]\nlight_intensity = 0.5\n")
+    with pytest.raises(InputError, match=r"lights.toml: \[calibrate\] light_intensity: the train views have no "
+                                         "analytic light"):
+        load_job(folder / "lights.toml")
+    auto = text.replace('image = "refs/cam1.exr"', 'image = "refs/cam1.exr"\nexposure = "auto"')
+    (folder / "auto.toml").write_text(auto + "\n[calibrate]\nenvironment_exposure = 0.5\n")
+    with pytest.raises(InputError, match="environment_exposure conflicts with exposure = \"auto\" of view Cam1"):
+        load_job(folder / "auto.toml")
+    (folder / "ok.toml").write_text(text + "\n[calibrate]\nenvironment_rotation = 5.0\nwhite_balance = 0.05\n")
+    loaded = load_job(folder / "ok.toml")
+    assert loaded.calibrate.keys() == ["environment_rotation", "white_balance"]
+
+
+# --- the terms -----------------------------------------------------------------------------
+
+def test_a_yawed_lookup_is_the_lookup_of_the_turned_environment(job):
+    env = load_job(job).scene.views[0].environment
+    yaw = math.radians(23.0)
+    turned = EnvironmentMap(dataclasses.replace(env, world_from_dome=env.world_from_dome @ pole_rotation(yaw)))
+    d = torch.nn.functional.normalize(torch.randn(500, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
+    plain = EnvironmentMap(env)
+    assert torch.allclose(plain.radiance(d, yaw=yaw), turned.radiance(d), rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(plain.radiance(d), turned.radiance(d), rtol=1e-2)
+
+
+def test_white_balance_changes_colour_not_luminance():
+    g = white_balance_gains(torch.tensor([0.1, -0.2], dtype=torch.float64))
+    assert float(luminance(g)) == pytest.approx(1.0, abs=1e-9)
+    assert float(g[0] / g[1]) == pytest.approx(math.exp(0.1)) and float(g[2] / g[1]) == pytest.approx(math.exp(-0.2))
+
+
+def _lit_scene(job):
+    """The synthetic scene with a sphere key light and a distant light added to every view."""
+    scene = load_job(job).scene
+    axes = tuple(map(tuple, np.eye(3)))
+    key = AnalyticLight("sphere", "/World/Key", (30.0, 28.0, 25.0), (2.0, 2.5, 3.0), axes, (0.3,))
+    sun = AnalyticLight("distant", "/World/Sun", (3.0, 3.0, 2.8), (0.0, 0.0, 0.0),  # shining down (-Y)
+                        ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0)), (0.05,))
+    return dataclasses.replace(scene, views=[dataclasses.replace(v, lights=(key, sun)) for v in scene.views])
+
+
+def test_each_terms_gradient_matches_finite_differences(job):
+    scene = _lit_scene(job)
+    settings = CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5, white_balance=0.05,
+                                 light_intensity=0.5)
+    calibration = Calibration(scene, settings, [0, 1, 2])
+    assert [v.kind for v in calibration.variables] == ["environment_rotation", "environment_exposure",
+                                                       "light_intensity", "light_intensity", "white_balance"]
+    renderer = RasterRenderer(scene, SampleCounts(32, 8, 16, 8), seed=3, max_loss_pixels=300)
+    # references darker than every render, so that no gradient cancels between pixels
+    objective = Objective(renderer, [0, 1, 2], {"l1": 1.0})
+    for vi in objective.view_ids:
+        objective.refs[vi] = objective.refs[vi] * 0 + torch.tensor([0.03, 0.02, 0.01])
+    material = _material(TRUTH)
+    delta = torch.tensor([0.05, 0.2, -0.1, 0.15, 0.03, -0.02], dtype=torch.float64)
+
+    def loss(d, grad=False):
+        return objective.calibrated_loss(material, lambda x, vi: calibration.view_terms(x, scene, vi), d, grad=grad)
+
+    _, _, grad = loss(delta, grad=True)
+    # (the yaw's step is small: a bilinear lookup of a sharp sun has kinks a texel apart)
+    for i, h in enumerate([3e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3]):
+        e = torch.zeros_like(delta)
+        e[i] = h
+        fd = (loss(delta + e)[0] - loss(delta - e)[0]) / (2 * h)
+        assert float(grad[i]) == pytest.approx(fd, rel=0.05, abs=1e-5), (i, float(grad[i]), fd)
+        assert abs(fd) > 2e-4, i  # every term moves the loss
+
+
+def test_the_prior_is_a_gaussian_on_the_total_delta(job):
+    scene = load_job(job).scene
+    calibration = Calibration(scene, CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5), [0, 1, 2])
+    calibration.total = torch.tensor([0.05, 0.0], dtype=torch.float64)
+    cost = float(calibration.prior(torch.tensor([0.05, 0.25], dtype=torch.float64)))
+    from pbrfit.calibration import PRIOR_WEIGHT
+
+    assert cost == pytest.approx(PRIOR_WEIGHT / 2 * ((0.1 / 0.1) ** 2 + (0.25 / 0.5) ** 2))
+
+
+def test_baking_turns_scales_and_rebalances_a_new_scene(job):
+    scene = load_job(job).scene
+    before = [v.image.copy() for v in scene.views]
+    calibration = Calibration(scene, CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5,
+                                                       white_balance=0.05), [0, 1, 2])
+    baked = calibration.bake(scene, torch.tensor([0.2, 1.0, 0.05, -0.05], dtype=torch.float64))
+    env, new = scene.views[0].environment, baked.views[0].environment
+    assert np.allclose(new.world_from_dome, env.world_from_dome @ pole_rotation(0.2))
+    assert np.allclose(new.scale, env.scale * 2.0)
+    gains = white_balance_gains(torch.tensor([0.05, -0.05], dtype=torch.float64)).numpy()
+    assert np.allclose(baked.views[1].image * gains, scene.views[1].image, rtol=1e-5, atol=1e-7)
+    assert all(np.array_equal(b, v.image) for b, v in zip(before, scene.views))  # the caller's scene as it was
+    assert calibration.summary()[0]["value"] == pytest.approx(math.degrees(0.2))
+
+
+# --- fits ----------------------------------------------------------------------------------
+
+def _fit(scene, calibrate: dict | None):
+    options = FitOptions(parameters=["base_color", "roughness"], backend="raster", iterations=40, seed=0)
+    options.calibrate = check_calibrate(calibrate, "t") if calibrate else None
+    return fit_material(scene, options)
+
+
+def test_a_capture_off_in_yaw_is_found_and_the_material_is_not_fooled(job):
+    scene = _photos(load_job(job).scene, yaw=YAW, stops=STOPS, wb=WB)
+    plain = _fit(scene, None)
+    calibrated = _fit(scene, {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05})
+    deltas = {d["kind"]: d for d in calibrated.calibration["deltas"]}
+    assert deltas["environment_rotation"]["value"] == pytest.approx(math.degrees(YAW), abs=1.5)
+    # the roughness a wrong yaw spoils (highlights in the wrong place read as a sharper lobe)
+    assert abs(calibrated.material["roughness"] - TRUTH["roughness"]) < 0.03
+    assert abs(plain.material["roughness"] - TRUTH["roughness"]) > 0.1
+    de = calibrated.metrics["train"]["mean"]["de2000_mean"]
+    assert de < 0.7 * plain.metrics["train"]["mean"]["de2000_mean"]
+    # exposure and white balance trade against the base colour: the prior keeps them, the colour
+    # takes them (base colour x 2^stops x gains), and the notes say so
+    assert abs(deltas["environment_exposure"]["value"]) < 0.1
+    gains = white_balance_gains(torch.tensor(WB, dtype=torch.float64)).numpy()
+    assert np.allclose(calibrated.material["base_color"], np.array(TRUTH["base_color"]) * 2 ** STOPS * gains, atol=0.03)
+    messages = " ".join(n["message"] for n in calibrated.notes)
+    assert "capture calibrated" in messages and "trade against the base colour" in messages
+    assert scene.views[0].environment.world_from_dome is load_job(job).scene.views[0].environment.world_from_dome \
+        or np.allclose(scene.views[0].environment.world_from_dome, load_job(job).scene.views[0].environment
+                       .world_from_dome)
+
+
+def test_a_well_calibrated_rig_stays_put(job):
+    calibrated = _fit(_photos(load_job(job).scene), {"environment_rotation": 5.0, "white_balance": 0.05})
+    for d in calibrated.calibration["deltas"]:
+        assert d["z"] < 0.3, d
+
+
+def test_the_command_line_writes_the_deltas_and_says_what_moved(job, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from pbrfit.images import read_image, write_exr
+
+    folder = tmp_path / "cli"
+    shutil.copytree(job.parent, folder)
+    scene = _photos(load_job(job).scene, yaw=YAW)
+    for k, view in enumerate(scene.views):
+        alpha = read_image(folder / "refs" / f"cam{k}.exr")[1]
+        write_exr(folder / "refs" / f"cam{k}.exr", np.concatenate([view.image, alpha[..., None]], -1))
+    (folder / "job.toml").write_text((folder / "job.toml").read_text() + "\n[calibrate]\nenvironment_rotation = 5\n")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "pbrfit.cli", "fit", str(folder / "job.toml"), "--out", str(out),
+                           "--backend", "raster", "--iterations", "20", "--progress", "none"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((out / "material.json").read_text())
+    (delta,) = doc["calibration"]["deltas"]
+    assert delta["kind"] == "environment_rotation" and delta["value"] == pytest.approx(8.0, abs=1.5)
+    assert len(doc["calibration"]["rounds"]) >= 2 and doc["calibration"]["rounds"][0]["yaw_search"]
+    assert "calibration: environment rotation (sky.exr) +" in done.stdout
+    assert 'id="calibration"' in (out / "report.html").read_text()
