@@ -153,7 +153,7 @@ def _cycles_judge(spec: dict, material: dict, scene, cache: Path, ref_case: Path
         rel = Path(view.image_path).resolve().relative_to(Path(ref_case).resolve())
         ref, ref_alpha = read_image(view.image_path)
         img, alpha = read_image(case / rel)
-        inside = _eroded(ref_alpha >= 0.99) & _eroded(alpha >= 0.99)
+        inside = _eroded(ref_alpha >= 0.99) & _eroded(alpha >= 0.99) & _part_coverage(scene, view)
         white = EnvironmentMap(view.environment).mean_luminance
         pixel = float(L.de2000(torch.as_tensor(img[inside]), torch.as_tensor(ref[inside]), white=white))
         # 4x4-pixel block means (blocks entirely inside): Monte Carlo noise shrinks 4x, shading
@@ -167,6 +167,21 @@ def _cycles_judge(spec: dict, material: dict, scene, cache: Path, ref_case: Path
         block = float(L.de2000(torch.as_tensor(blocks(img)[full]), torch.as_tensor(blocks(ref)[full]), white=white))
         des.append((pixel, block))
     return {"pixel": float(np.mean([d[0] for d in des])), "block4": float(np.mean([d[1] for d in des]))}
+
+
+def _part_coverage(scene, view):
+    """Pixels of ``view`` where the part (``scene.mesh``) is the first surface: the judge scores the
+    part, not other objects in view (a reference ball)."""
+    import numpy as np
+
+    if not scene.known:
+        return np.ones(view.resolution, bool)
+    from pbrfit.gbuffer import view_geometry
+    from pbrfit.raycast import RayCaster
+    from pbrfit.scene import merge_meshes
+
+    geo = view_geometry(scene.mesh, RayCaster(scene.mesh), view, RayCaster(merge_meshes([k.mesh for k in scene.known])))
+    return geo.coverage
 
 
 def _eroded(mask):

@@ -38,6 +38,11 @@ Spec keys (a JSON object; unknown keys are an error):
   ``"spot_blend"``, ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and ``"shape"`` (AREA:
   SQUARE, RECTANGLE, DISK), ``"color"``. They light every render and are
   exported with the stage (Blender's USD exporter: UsdLux).
+* ``props``: spheres of known material besides the Part (default none; a grey reference ball
+  for calibration), each ``{"name": identifier, "location": [x, y, z], "radius": r,
+  "material": {...}}`` (UV sphere 48x24, smooth, triangulated); rendered and exported with their
+  own material; the result's ``props`` maps each name to its Mesh prim path. Cameras frame the
+  Part only: raise ``margin`` to bring a prop into view.
 * ``out``: the output directory (required).
 
 Output in ``out`` (staged, then moved in: an error leaves ``out`` as it was; files of an
@@ -119,6 +124,7 @@ SPEC_DEFAULTS: dict[str, object] = {
     "margin": 1.1,
     "validate_cameras": None,
     "lights": [],
+    "props": [],
 }
 _REQUIRED = ("shape", "material", "train_hdri", "out")
 _SHAPES = ("sphere", "suzanne")
@@ -161,6 +167,7 @@ class _Case:
     margin: float
     out: Path
     lights: list = None
+    props: list = None
 
 
 def _number(spec: Mapping, key: str, src: str, kind=float, minimum=None):
@@ -281,7 +288,23 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         validate=validate, cameras=cameras, validate_cameras=sorted(set(vc)),
         resolution=(int(res[0]), int(res[1])), samples=_number(s, "samples", src, int, 1),
         seed=_number(s, "seed", src, int, 0), margin=_number(s, "margin", src, float, 1.0),
-        out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src))
+        out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src), props=_props(s["props"], src))
+
+
+def _props(value: object, src: str) -> list[dict]:
+    """Spheres of known material besides the Part (a grey reference ball): name, location, radius, material."""
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InputError(f"{src}: 'props' must be a list of objects")
+    out = []
+    for i, prop in enumerate(value):
+        if set(prop) != {"name", "location", "radius", "material"} or not _NAME.match(str(prop["name"])) \
+                or prop["name"] == _PART:
+            raise InputError(f"{src}: props[{i}] needs exactly name (an identifier other than {_PART}), location, "
+                             "radius and material")
+        out.append({"name": prop["name"], "location": [float(v) for v in prop["location"]],
+                    "radius": float(prop["radius"]),
+                    "material": normalize_material(prop["material"], source=f"{src} props[{i}] material")})
+    return out
 
 
 _LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size", "size_y", "shape", "color",
@@ -545,9 +568,9 @@ def _export_stage(path: Path, objects: Sequence) -> None:
     )
 
 
-def _stage_prims(path: Path, camera_names: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """Prim paths of the Part's Mesh and of each Camera in the exported stage (found by
-    Blender's object names), after checking the DomeLight's texture resolves."""
+def _stage_prims(path: Path, camera_names: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Prim paths of the Part's Mesh, of each Camera and of every mesh (by Blender object name)
+    in the exported stage, after checking the DomeLight's texture resolves."""
     from pxr import Usd, UsdGeom, UsdLux  # usd-core, independent of bpy's private USD
 
     stage = Usd.Stage.Open(str(path))
@@ -568,7 +591,7 @@ def _stage_prims(path: Path, camera_names: Sequence[str]) -> tuple[str, dict[str
     asset = UsdLux.DomeLight(domes[0]).GetTextureFileAttr().Get()
     if asset is None or not asset.resolvedPath:
         raise BlenderError(f"{path}: the DomeLight's texture {asset} does not resolve")
-    return meshes[_PART], {n: cameras[n] for n in camera_names}
+    return meshes[_PART], {n: cameras[n] for n in camera_names}, meshes
 
 
 def _toml_str(s: str) -> str:
@@ -649,6 +672,17 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     truth_mat = _new_material("ReferenceTruth", case.material)
     part.data.materials.append(truth_mat)
     centre, radius = _bounding_sphere(part)
+    props = []
+    for prop in case.props or []:
+        bpy.ops.mesh.primitive_uv_sphere_add(segments=48, ring_count=24, radius=prop["radius"],
+                                             location=prop["location"])
+        obj = bpy.context.active_object
+        obj.name = obj.data.name = prop["name"]
+        tri = obj.modifiers.new("Triangulate", "TRIANGULATE")
+        bpy.ops.object.modifier_apply(modifier=tri.name)
+        obj.data.shade_smooth()
+        obj.data.materials.append(_new_material(f"{prop['name']}Material", prop["material"]))
+        props.append(obj)
     cameras = _add_cameras(case, centre, radius)
     lamps = _add_lights(case)
     env = _setup_world(images[case.train])
@@ -674,8 +708,9 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     # The exported stage carries the initial guess under the train HDRI.
     env.image = images[case.train]
     part.data.materials[0] = _new_material("PartMaterial", case.initial_material)
-    _export_stage(staging / "scene.usda", [part, *cameras, *lamps])
-    target, cam_paths = _stage_prims(staging / "scene.usda", [c.name for c in cameras])
+    _export_stage(staging / "scene.usda", [part, *props, *cameras, *lamps])
+    target, cam_paths, meshes = _stage_prims(staging / "scene.usda", [c.name for c in cameras])
+    prop_paths = {p.name: meshes[p.name] for p in props}
 
     views = []
     for hdri, i, split, rel in renders:
@@ -685,7 +720,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
         views.append(view)
     atomic_write_text(staging / "job.toml", _job_toml(target, views))
     return {"target": target, "cameras": cam_paths, "renders": [r[-1] for r in renders],
-            "render": _render_settings(case)}
+            "render": _render_settings(case), "props": prop_paths}
 
 
 # --- CLI -------------------------------------------------------------------------------------

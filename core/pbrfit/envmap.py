@@ -51,12 +51,16 @@ class EnvironmentMap:
     Args:
         env: the environment (image, rotation, scale).
         uniform_fraction: share of the sampling pdf spread uniformly over the sphere.
+        yaw_spread: radians; > 0 spreads the sampling pdf evenly over the map turned by any yaw
+            within +-yaw_spread (a circular box filter along u), so that renders of the map turned
+            by such yaws (``radiance(yaw=)``, :mod:`pbrfit.calibration`) are equally noisy:
+            sampling matched to one orientation would make that orientation read best.
         dtype: torch dtype of lookups.
         device: where its tensors live; directions passed in must be there too.
     """
 
     def __init__(self, env: Environment, uniform_fraction: float = 0.1, dtype=torch.float32,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", yaw_spread: float = 0.0):
         img = np.asarray(env.image, dtype=np.float64) * np.asarray(env.scale, dtype=np.float64).reshape(1, 1, 3)
         img = np.nan_to_num(np.maximum(img, 0.0))
         self.height, self.width = img.shape[:2]
@@ -85,6 +89,11 @@ class EnvironmentMap:
                       for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
         w_img = lum * sin_t
         w_uni = np.broadcast_to(sin_t, lum.shape)
+        half = int(round(yaw_spread / (2 * np.pi) * self.width))
+        if half > 0:  # circular box filter of 2 half + 1 columns (running sums)
+            wrapped = np.concatenate([w_img[:, -half:], w_img, w_img[:, :half]], axis=1)
+            c = np.concatenate([np.zeros((self.height, 1)), np.cumsum(wrapped, axis=1)], axis=1)
+            w_img = (c[:, 2 * half + 1:] - c[:, :-2 * half - 1]) / (2 * half + 1)
         if w_img.sum() > 0:
             p = (1 - uniform_fraction) * w_img / w_img.sum() + uniform_fraction * w_uni / w_uni.sum()
         else:  # a black environment (a studio rig of analytic lights only): uniform
@@ -196,7 +205,7 @@ _MAPS: dict[tuple, EnvironmentMap] = {}
 _MAPS_KEPT = 8
 
 
-def environment_map(env: Environment, device: torch.device | str = "cpu") -> EnvironmentMap:
+def environment_map(env: Environment, device: torch.device | str = "cpu", yaw_spread: float = 0.0) -> EnvironmentMap:
     """The :class:`EnvironmentMap` of ``env`` on ``device``, built once per process for equal
     content (the image, rotation and scale): views lit by the same HDRI, and every renderer of
     a run, share one (building one costs about 0.3 s for a 2k HDRI). The last
@@ -206,9 +215,9 @@ def environment_map(env: Environment, device: torch.device | str = "cpu") -> Env
     image = np.ascontiguousarray(env.image)
     key = (hashlib.sha1(image.view(np.uint8)).hexdigest(), image.shape, str(image.dtype),
            np.asarray(env.world_from_dome, np.float64).tobytes(), np.asarray(env.scale, np.float64).tobytes(),
-           str(torch.device(device)))
+           str(torch.device(device)), float(yaw_spread))
     if key not in _MAPS:
         while len(_MAPS) >= _MAPS_KEPT:
             _MAPS.pop(next(iter(_MAPS)))
-        _MAPS[key] = EnvironmentMap(env, device=device)
+        _MAPS[key] = EnvironmentMap(env, device=device, yaw_spread=yaw_spread)
     return _MAPS[key]

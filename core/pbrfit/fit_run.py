@@ -385,25 +385,49 @@ class FitRun:
             view = self.scene.views[vi]
             self.scene.views[vi] = dataclasses.replace(view, image=(view.image / s).astype(view.image.dtype))
 
-    def update_calibration(self) -> None:
+    def update_calibration(self, known_only: bool = False) -> None:
         """With ``[calibrate]``: hold the current material, fit the capture's corrections
         (:func:`pbrfit.calibration.fit_deltas`; the first round searches each environment's yaw
-        globally), bake them into this run's scene and rebuild the renderers on it, so every
-        later phase and the final metrics see the calibrated capture. Called between phases:
-        the material and the calibration are optimized in turn."""
-        if self.calibration is None or self.out_of_time():
+        globally) to the part's train views and to the known objects in them, bake them into
+        this run's scene and rebuild the renderers on it, so every later phase and the final
+        metrics see the calibrated capture. Called between phases: the material and the
+        calibration are optimized in turn. ``known_only``: from the known objects alone (before
+        the part's material is fitted: what they tell is not absorbed into its base colour)."""
+        if self.calibration is None or self.out_of_time() or (known_only and not self.scene.known):
             return
         started = time.monotonic()
-        space = ParameterSpace(self.values, [])
-        material = space.material(space.initial_vector())
         first = self.calibration.rounds == 0
+        turns = self.calibration.variables_of("environment_rotation")
+        # environments sampled evenly over the yaws tried (EnvironmentMap yaw_spread)
+        span = max(v.sigma for v in turns) * (calibration.YAW_SEARCH_SIGMAS if first else 1.0) if turns else 0.0
+        loss, workers = self.options.loss, self.options.threads
+        measured = []
+        if not known_only:
+            space = ParameterSpace(self.values, [])
+            objective = (Objective(self.renderers.raster_calibration(span), self.train, loss, self.check_cancel,
+                                   workers) if turns else self.train_obj)
+            measured.append((objective, space.material(space.initial_vector())))
+        for k, known in enumerate(self.scene.known):
+            renderer = self.renderers.raster_known(k, span)
+            views = []
+            for vi in self.train:
+                try:
+                    renderer.prepare(vi)
+                    views.append(vi)
+                except InputError:  # not in this view, or hidden by the part
+                    pass
+            if views:
+                space = ParameterSpace(known.material, [])
+                measured.append((Objective(renderer, views, loss, self.check_cancel, workers),
+                                 space.material(space.initial_vector())))
+        if not measured:
+            return
 
         def evaluated(loss: float, de: float) -> None:
             self.check_cancel()
             self.report("fit", "calibrate", loss, de)
 
-        delta, log = calibration.fit_deltas(self.train_obj, material, self.calibration, search_yaw=first,
-                                            on_evaluation=evaluated)
+        delta, log = calibration.fit_deltas(measured, self.calibration, search_yaw=first, on_evaluation=evaluated)
         self.scene = self.calibration.bake(self.scene, delta)
         self._rebuild()
         log["seconds"] = time.monotonic() - started
@@ -506,8 +530,9 @@ class FitRun:
                 break
             self.enter(f"stage:{stage}")
             self.update_exposures()
-            if k > 0:  # the first stage fits the colour under the job's capture; then they alternate
-                self.update_calibration()
+            # known objects first calibrate the capture alone; the first stage fits the colour,
+            # then the material and the capture alternate
+            self.update_calibration(known_only=k == 0)
             new = [n for n in names if n not in freed]
             freed.update(names)
             self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)

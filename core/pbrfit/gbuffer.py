@@ -277,8 +277,12 @@ def _erode(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
     return m[0, 0].numpy() > 0.5
 
 
-def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
+def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster | None = None) -> ViewGeometry:
     """The G-buffer of one view: one ray through each pixel centre.
+
+    Args:
+        occluder: other objects in view (:attr:`pbrfit.scene.FitScene.known`): pixels where
+            they are in front of ``mesh`` are not covered.
 
     Raises:
         InputError: the part is not visible from the camera, or no pixel is covered by both
@@ -287,7 +291,11 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View) -> ViewGeometry:
     h, w = view.resolution
     o, d = camera_rays(view.camera, h, w)
     hits = caster.intersect(o, d)
-    pix = np.nonzero(hits.hit)[0]
+    covered = hits.hit
+    if occluder is not None:
+        front = occluder.intersect(o, d)
+        covered = covered & ~(front.hit & (front.t < hits.t))
+    pix = np.nonzero(covered)[0]
     if len(pix) == 0:
         raise InputError(
             f"view '{view.name}': the part {mesh.prim_path or ''} is not visible from camera "

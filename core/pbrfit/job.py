@@ -69,6 +69,7 @@ Every problem is an :class:`pbrfit.errors.InputError` whose one line names the j
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tomllib
@@ -420,6 +421,20 @@ def load_job(path, overrides: dict | None = None) -> Job:
         raise InputError(f"{where}: [textures]: mesh {stage.mesh.prim_path} has no texture coordinates; add a UV map "
                          "(Blender: UV > Smart UV Project, exported as primvars:st) or remove [textures]")
     scene, read = build_scene(stage, views_table, base, source=where)
+    if calibrate is not None and calibrate.references:
+        if not calibrate.keys():
+            raise InputError(f"{where}: [calibrate] has references but nothing to calibrate; add e.g. "
+                             "environment_exposure = 0.5")
+        from .usd_stage import read_known_object
+
+        known = []
+        for prim, material in calibrate.references:
+            obj = _wrap(f"{where}: [calibrate] reference", read_known_object, stage.stage, prim, stage.time,
+                        stage.path, material)
+            if obj.mesh.prim_path == stage.mesh.prim_path:
+                raise InputError(f"{where}: [calibrate] reference {prim} is the target itself; name another object")
+            known.append(obj)
+        scene = dataclasses.replace(scene, known=tuple(known))
     for f in read:
         files.add(f)
     if calibrate is not None and calibrate.keys():  # what it names must exist: checked before any fitting

@@ -133,7 +133,8 @@ class PathRenderer(SceneRenderer):
     # --- preparation ------------------------------------------------------------------------
     def prepare(self, view_index: int) -> _PreparedView:
         if view_index not in self._prepared:
-            geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index]))
+            geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, self.scene.views[view_index],
+                                                        self.occluder))
             gen = torch.Generator(device="cpu").manual_seed(_mix_seed(self.seed, view_index, 7))
             self.train_subsets[view_index] = self._train_subset(geo, gen)
             self._prepared[view_index] = _PreparedView(geo, self.environment(view_index))

@@ -115,11 +115,14 @@ class RasterRenderer(SceneRenderer):
         pixels_from: another raster renderer of the scene whose loss pixels this one uses
             (with its own samples): two such renderers give independent estimates of the
             same pixels (:func:`pbrfit.objective.unbiased_relative_error`).
+        yaw_spread: radians: environments sampled evenly for any yaw within it (the
+            calibration's renderer: :class:`pbrfit.envmap.EnvironmentMap`).
     """
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
-                 max_loss_pixels: int = 4096, device: str = "cpu", pixels_from: RasterRenderer | None = None):
-        super().__init__(scene, seed, max_loss_pixels, device)
+                 max_loss_pixels: int = 4096, device: str = "cpu", pixels_from: RasterRenderer | None = None,
+                 yaw_spread: float = 0.0):
+        super().__init__(scene, seed, max_loss_pixels, device, yaw_spread)
         self.samples = samples
         self.pixels_from = pixels_from
         self._prepared: dict[int, _PreparedView] = {}
@@ -130,7 +133,7 @@ class RasterRenderer(SceneRenderer):
         if view_index in self._prepared:
             return self._prepared[view_index]
         view = self.scene.views[view_index]
-        geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, view))
+        geo = self.geometry_on_device(view_geometry(self.scene.mesh, self.caster, view, self.occluder))
         env = self.environment(view_index)
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + view_index)
         n = self.samples
@@ -202,6 +205,8 @@ class RasterRenderer(SceneRenderer):
         vis = np.zeros(len(dn), bool)
         if above.any():
             vis[above] = ~self.caster.occluded(o[above], dn[above])
+            if self.occluder is not None:  # the known objects' shadows (pbrfit.scene.FitScene.known)
+                vis[above] &= ~self.occluder.occluded(o[above], dn[above])
         return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32, device=d.device)
 
     # --- shading --------------------------------------------------------------------------

@@ -47,6 +47,26 @@ class Renderers:
         o = self.options
         return RasterRenderer(self.scene, o.samples, self.judge_seed, o.max_loss_pixels, o.device, pixels_from=fit)
 
+    def raster_calibration(self, yaw_spread: float) -> RasterRenderer:
+        """The calibration's renderer (:mod:`pbrfit.calibration`): the fit's samples and seed,
+        environments sampled evenly for any yaw within ``yaw_spread`` radians."""
+        o = self.options
+        return RasterRenderer(self.scene, o.samples, o.seed, o.max_loss_pixels, o.device, yaw_spread=yaw_spread)
+
+    def raster_known(self, index: int, yaw_spread: float = 0.0) -> RasterRenderer:
+        """A renderer of the known object ``scene.known[index]`` (the calibration's reference,
+        :mod:`pbrfit.calibration`) as :meth:`raster_calibration` renders the part; the part and
+        the other known objects hide it where they are in front."""
+        from dataclasses import replace
+
+        from .scene import KnownObject
+
+        o, scene = self.options, self.scene
+        known = scene.known[index]
+        hiding = (KnownObject(scene.mesh, {}),) + tuple(k for j, k in enumerate(scene.known) if j != index)
+        scene = replace(scene, mesh=known.mesh, known=hiding, initial_material=known.material)
+        return RasterRenderer(scene, o.samples, o.seed, o.max_loss_pixels, o.device, yaw_spread=yaw_spread)
+
     def raster_textures(self) -> RasterRenderer:
         """The texture maps' renderer: every loss pixel of a view, :data:`TEXTURE_SAMPLES`."""
         o = self.options

@@ -70,6 +70,29 @@ class Mesh:
     uv_name: str | None = None
 
 
+def merge_meshes(meshes: list[Mesh]) -> Mesh:
+    """One mesh of the positions and triangles of ``meshes`` (no normals or UVs: for occlusion)."""
+    offsets = np.cumsum([0] + [len(m.positions) for m in meshes])[:-1]
+    return Mesh(positions=np.concatenate([m.positions for m in meshes]),
+                triangles=np.concatenate([m.triangles + o for m, o in zip(meshes, offsets)]),
+                prim_path=", ".join(m.prim_path for m in meshes))
+
+
+@dataclass
+class KnownObject:
+    """An object of known material in view besides the part (a grey card, a reference sphere):
+    what lets a calibration tell the lighting's level and colour from the part's albedo
+    (:mod:`pbrfit.calibration`).
+
+    Attributes:
+        mesh: its mesh, world space.
+        material: its material, canonical names (:data:`pbrfit.params.PARAMETERS`), complete.
+    """
+
+    mesh: Mesh
+    material: dict
+
+
 @dataclass
 class Camera:
     """A pinhole camera (USD UsdGeomCamera semantics).
@@ -164,6 +187,8 @@ class FitScene:
         notes: what reading changed that the user should know (e.g. an image downsampled
             to the working resolution), ``{severity, about, message}``; a fit passes them on
             to its result.
+        known: objects of known material in view (:class:`KnownObject`): they hide the part
+            where they are in front of it, and the calibration fits the lighting to them.
     """
 
     mesh: Mesh
@@ -175,6 +200,7 @@ class FitScene:
     target: str = ""
     stage_path: str = ""
     notes: list = field(default_factory=list)
+    known: tuple = ()
 
     def split(self, name: str) -> list[View]:
         return [v for v in self.views if v.split == name]

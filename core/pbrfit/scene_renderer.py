@@ -30,7 +30,7 @@ from .envmap import EnvironmentMap, environment_map
 from .gbuffer import ViewGeometry
 from .lights import lights_white
 from .raycast import RayCaster
-from .scene import FitScene
+from .scene import FitScene, merge_meshes
 
 __all__ = ["SceneRenderer", "flush_subnormals"]
 
@@ -65,12 +65,17 @@ class SceneRenderer:
     """What every renderer of a fit scene shares: the scene, its ray caster, one
     :class:`EnvironmentMap` per distinct environment, and the per-view train subsets."""
 
-    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str):
+    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str, yaw_spread: float = 0.0):
         self.scene = scene
+        self.yaw_spread = yaw_spread  # EnvironmentMap(yaw_spread=): a calibration's renderer
         self.seed = seed
         self.max_loss_pixels = max_loss_pixels
         self.device = torch.device(device)
         self.caster = RayCaster(scene.mesh, device=self.device.type)
+        #: the known objects, which hide the part where they are in front of it (and shadow it in
+        #: the raster renderer; the path tracer's bounces and shadow rays do not see them)
+        self.occluder = (RayCaster(merge_meshes([k.mesh for k in scene.known]), device=self.device.type)
+                         if scene.known else None)
         self._env_cache: dict[int, EnvironmentMap] = {}
         self.train_subsets: dict[int, np.ndarray] = {}
 
@@ -80,7 +85,7 @@ class SceneRenderer:
     def environment(self, view_index: int) -> EnvironmentMap:
         env = self.scene.views[view_index].environment
         if id(env) not in self._env_cache:
-            self._env_cache[id(env)] = environment_map(env, self.device)
+            self._env_cache[id(env)] = environment_map(env, self.device, self.yaw_spread)
         return self._env_cache[id(env)]
 
     def white(self, view_index: int) -> float:

@@ -279,6 +279,26 @@ def find_descendant(stage: Usd.Stage, path: str, schema, kind: str, stage_path) 
     raise InputError(f"target {path} in {stage_path} is a {kind_here}, not a {kind}{held}")
 
 
+def read_known_object(stage: Usd.Stage, path: str, time, stage_path, material: dict | None):
+    """The Mesh at ``path`` (or the one below it) as a :class:`pbrfit.scene.KnownObject` with
+    ``material`` (canonical names), or, when None, the material bound to it on the stage.
+
+    Raises:
+        InputError: the prim is missing or not a mesh, or has no material where none is given.
+    """
+    from .params import normalize_material
+    from .scene import KnownObject
+
+    prim = find_descendant(stage, path, UsdGeom.Mesh, "Mesh", stage_path)
+    if material is None:
+        material, source = read_bound_material(prim, _time_code(time))
+        if not material:
+            raise InputError(f"reference {path}: no material is bound to it on the stage; give its material in "
+                             "the job: material = { base_color = [0.18, 0.18, 0.18], roughness = 1.0 }")
+    return KnownObject(_read_mesh(prim, _time_code(time), stage_path), normalize_material(material,
+                                                                                        source=f"reference {path}"))
+
+
 def _find_target(stage: Usd.Stage, target: str | None, stage_path) -> Usd.Prim:
     if target is not None:
         return find_descendant(stage, target, UsdGeom.Mesh, "Mesh", stage_path)
