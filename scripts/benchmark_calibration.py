@@ -18,8 +18,11 @@ For each finish (scripts/benchmark_fit.py's list, fitted with its preset) on a s
 Reported per case and fit: the judged ΔE2000 (pixel and 4x4-block means), parameter errors,
 the recovered deltas against the truth, and wall time.
 
-What is not perturbed: the cameras (pose and focal calibration are not implemented), and no
-studio-rig case (light intensity calibration is covered by the tests only).
+Case "rig": a studio rig (three lamps, black surround) whose job states each lamp's intensity
+wrong (``RIG_STOPS``) with the same white balance, calibrated with ``RIG_PRIORS``; judged on a
+held-out camera (there is no other lighting).
+
+What is not perturbed: the cameras (pose and focal calibration are not implemented).
 
 Usage::
 
@@ -48,12 +51,21 @@ YAW, STOPS, WB = 10.0, 0.7, (0.05, -0.05)
 PERTURBATIONS = {"all": (YAW, STOPS, WB), "no exposure error": (YAW, 0.0, WB)}
 #: the [calibrate] table of the calibrated fit (the issue's example priors)
 PRIORS = {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05}
-DEFAULT_CASES = ["glossy_plastic", "gold", "rough_plastic"]
+DEFAULT_CASES = ["glossy_plastic", "gold", "rough_plastic", "rig"]
 #: the reference in view: a grey ball of known material above the part (clear of it in every view)
 BALL = {"name": "Ball", "location": [0.0, 0.0, 2.0], "radius": 0.3,
         "material": {"base_color": [0.18, 0.18, 0.18], "roughness": 0.8}}
 #: framing: the part's bounding sphere fills 1 / MARGIN of the view, so the ball is in view
 MARGIN = 2.4
+#: the studio-rig case: three lamps, a black surround (tests/test_lights_vs_cycles.py's rig)
+RIG = [{"type": "AREA", "energy": 500.0, "shape": "RECTANGLE", "size": 2.0, "size_y": 1.0,
+        "location": [-3.0, -3.0, 2.5]},
+       {"type": "SUN", "energy": 2.0, "angle": 5.0, "location": [4, -2, 3]},
+       {"type": "POINT", "energy": 300.0, "radius": 0.2, "location": [1.0, 3.5, 1.0]}]
+#: how far off the job states each lamp (stops, in RIG's order: the photos are that much brighter)
+RIG_STOPS = [0.5, -0.4, 0.3]
+RIG_PRIORS = {"light_intensity": 0.5, "white_balance": 0.05}
+RIG_FINISH = "rough_plastic"
 
 
 def perturbed(scene, yaw=YAW, stops=STOPS, wb=WB):
@@ -114,6 +126,72 @@ def run_case(finish: str, args, cache: Path) -> dict:
     return row
 
 
+def run_rig(args, cache: Path) -> dict:
+    """The studio rig: lamps off by RIG_STOPS and white balance WB; fits as run_case's."""
+    import numpy as np
+    import torch
+    from pxr import Usd
+
+    from pbrfit.calibration import check_calibrate, white_balance_gains
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.images import write_exr
+    from pbrfit.job import load_job
+    from pbrfit.params import PRESETS, default_material
+    from pbrfit.usd_stage import read_known_object
+
+    black = cache / "black.exr"
+    if not black.is_file():
+        write_exr(black, np.zeros((16, 32, 3), np.float32))
+    material, preset, _ = FINISHES[RIG_FINISH]
+    spec = {"shape": "sphere", "material": material, "train_hdri": str(black), "cameras": 4,
+            "resolution": [args.resolution, args.resolution], "samples": args.samples, "seed": 0, "lights": RIG,
+            "props": [BALL], "margin": MARGIN, "out": str(cache)}
+    case_dir = _render(spec, cache)
+    job = load_job(case_dir / "job.toml")
+    ball = read_known_object(Usd.Stage.Open(str(case_dir / "scene.usda")), _ball_path(case_dir), None, case_dir,
+                             BALL["material"])
+    views = job.scene.split("train")
+    # hold out camera 1 for the judge: the fit sees cameras 0, 2 and 3 (no other lighting to judge under)
+    judge = dataclasses.replace(job.scene, views=[views[1]], known=(ball,))
+    train = dataclasses.replace(job.scene, views=[views[0], views[2], views[3]])
+    order = [light.prim_path for light in views[0].lights]
+    gains = white_balance_gains(torch.tensor(WB, dtype=torch.float64)).numpy().astype(np.float32)
+
+    def wrong(scene):
+        return dataclasses.replace(scene, views=[dataclasses.replace(
+            v, image=(v.image * gains).astype(np.float32), lights=tuple(dataclasses.replace(
+                li, radiance=tuple(r * 2.0 ** -RIG_STOPS[order.index(li.prim_path)] for r in li.radiance))
+                for li in v.lights)) for v in scene.views])
+
+    def judge_of(values):
+        return _judge_held_out(spec, values, judge, cache, case_dir)
+
+    truth = default_material() | material
+    row = {"finish": f"{RIG_FINISH} (studio rig)", "preset": preset, "judge_truth": judge_of(truth),
+           "lights": order}
+    for name, scene, calibrate in (("true", train, None), ("lights: uncalibrated", wrong(train), None),
+                                   ("lights: calibrated", wrong(train), RIG_PRIORS),
+                                   ("lights: calibrated on the ball", dataclasses.replace(wrong(train), known=(ball,)),
+                                    RIG_PRIORS)):
+        opts = FitOptions(parameters=list(PRESETS[preset]), seed=0, iterations=args.iterations)
+        opts.calibrate = check_calibrate(calibrate, "benchmark") if calibrate else None
+        t0 = time.monotonic()
+        result = fit_material(scene, opts)
+        row[name] = {"judge": judge_of(result.material), "wall_time_s": time.monotonic() - t0,
+                     "parameter_errors": _param_errors(truth, result.material, result.fitted),
+                     "material": {n: result.material[n] for n in result.fitted},
+                     "calibration": result.calibration.get("deltas") if result.calibration else None}
+        print(f"  rig {name}: judged {row[name]['judge']['pixel']:.2f}", flush=True)
+    return row
+
+
+def _judge_held_out(spec: dict, material: dict, judge_scene, cache: Path, case_dir: Path) -> dict:
+    """_cycles_judge on views that are train views of the render (a held-out camera)."""
+    judge_scene = dataclasses.replace(judge_scene, views=[dataclasses.replace(v, split="validate")
+                                                          for v in judge_scene.views])
+    return _cycles_judge(spec, material, judge_scene, cache, case_dir)
+
+
 def _ball_path(case_dir: Path) -> str:
     """The Ball's Mesh prim in the case's stage."""
     from pxr import Usd, UsdGeom
@@ -154,7 +232,7 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         "recovered deltas (truth) | recovered on the ball | colour error unc./cal./ball/true | "
         "roughness error unc./cal./ball/true | wall s unc./cal./ball |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in [r for r in rows if "lights: calibrated" not in r]:
         def j(name, r=r):
             d = r[name]["judge"] if name != "floor" else r["judge_truth"]
             return f"{d['pixel']:.2f} ({d['block4']:.2f})"
@@ -172,6 +250,29 @@ def write_table(rows: list[dict], out: Path, args) -> str:
                 f"{err('true', 'base_color')} | {err(unc, 'roughness')}/{err(cal, 'roughness')}/"
                 f"{err(ball, 'roughness')}/{err('true', 'roughness')} | "
                 f"{r[unc]['wall_time_s']:.0f}/{r[cal]['wall_time_s']:.0f}/{r[ball]['wall_time_s']:.0f} |")
+    rigs = [r for r in rows if "lights: calibrated" in r]
+    if rigs:
+        lines += ["", f"Studio rig: {RIG_FINISH} under three lamps and a black surround; the job states the lamps "
+                  f"off by {RIG_STOPS} stops (the photos are brighter by that) and the photos carry the white balance "
+                  f"above; priors {RIG_PRIORS}. Judged by Cycles on camera 1, which no fit saw.", "",
+                  "| finish | floor | truly calibrated | uncalibrated | calibrated | calibrated on the ball | "
+                  "recovered on the ball (stops per lamp) | colour error unc./cal./ball/true |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rigs:
+            def jr(name, r=r):
+                d = r[name]["judge"] if name != "floor" else r["judge_truth"]
+                return f"{d['pixel']:.2f} ({d['block4']:.2f})"
+
+            def er(name, r=r):
+                e = r[name]["parameter_errors"].get("base_color")
+                return "-" if e is None else f"{e:.3f}"
+
+            found = ", ".join(f"{e['value']:+.2f}" for e in r["lights: calibrated on the ball"]["calibration"] or []
+                              if e["kind"] == "light_intensity")
+            lines.append(f"| {r['finish']} | {jr('floor')} | {jr('true')} | {jr('lights: uncalibrated')} | "
+                         f"{jr('lights: calibrated')} | {jr('lights: calibrated on the ball')} | {found} "
+                         f"(true {', '.join(f'{x:+.1f}' for x in RIG_STOPS)}) | {er('lights: uncalibrated')}/"
+                         f"{er('lights: calibrated')}/{er('lights: calibrated on the ball')}/{er('true')} |")
     text = "\n".join(lines) + "\n"
     (out / "calibration.md").write_text(text)
     (out / "calibration.json").write_text(json.dumps({"machine": describe_machine(), "rows": rows}, indent=1))
@@ -192,7 +293,7 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for finish in args.cases.split(","):
-        rows.append(run_case(finish, args, cache))
+        rows.append(run_rig(args, cache) if finish == "rig" else run_case(finish, args, cache))
         print(write_table(rows, args.out, args), flush=True)
     return 0
 

@@ -154,7 +154,11 @@ def _cycles_judge(spec: dict, material: dict, scene, cache: Path, ref_case: Path
         ref, ref_alpha = read_image(view.image_path)
         img, alpha = read_image(case / rel)
         inside = _eroded(ref_alpha >= 0.99) & _eroded(alpha >= 0.99) & _part_coverage(scene, view)
-        white = EnvironmentMap(view.environment).mean_luminance
+        white = EnvironmentMap(view.environment).mean_luminance  # plus the lamps' (SceneRenderer.white)
+        if view.lights:
+            from pbrfit.lights import lights_white
+
+            white += lights_white(view.lights, scene.mesh.positions.mean(0))
         pixel = float(L.de2000(torch.as_tensor(img[inside]), torch.as_tensor(ref[inside]), white=white))
         # 4x4-pixel block means (blocks entirely inside): Monte Carlo noise shrinks 4x, shading
         # differences over a few pixels stay

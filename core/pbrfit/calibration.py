@@ -16,6 +16,16 @@ and by how much (the prior's standard deviation)::
 ``white_balance`` may also be ``{sigma = 0.05, per = "view"}``: one set of gains per train
 view instead of one for the whole capture (the default: one camera took every photo).
 
+Objects of known material in the photos (a grey ball, a card) are named as references::
+
+    [[calibrate.reference]]
+    prim = "/World/GreyBall"      # a Mesh on the stage (not the part)
+    material = { base_color = [0.18, 0.18, 0.18], roughness = 0.8 }   # else its bound material
+
+They become :attr:`pbrfit.scene.FitScene.known`: rendered with their own material by their own
+raster renderer (:meth:`pbrfit.renderers.Renderers.raster_known`), they hide the part where
+they are in front of it and it hides them, and the calibration measures them too.
+
 What moves, exactly (the *deltas*; all zero means the job as written):
 
 * ``environment_rotation``: per environment (one per HDRI file lighting a train view), a yaw
@@ -39,15 +49,20 @@ What is identifiable (and what is not):
   uniform around the pole.
 * Exposure against base colour: **not** from a diffuse part alone (twice the light on half the
   albedo renders the same); the prior keeps the exposure at the job's value and the base colour
-  absorbs the difference. A specular highlight of a dielectric (whose level Fresnel fixes) or a
-  known object in view makes it identifiable.
+  absorbs the difference. A known object in view (a reference) makes it identifiable; so, in
+  part, does a dielectric's highlight, whose level Fresnel fixes (unless its specular level is
+  fitted too).
 * White balance against base colour's hue: the same, except through white (dielectric)
   highlights.
 
 The fit calibrates between its material stages (:meth:`pbrfit.fit_run.FitRun.update_calibration`):
-the material is held and the deltas are fitted (a global search over yaw first, then L-BFGS),
-then baked into the run's scene (:meth:`Calibration.bake`): every renderer after that, the
-path tracer and the final metrics included, sees the calibrated capture.
+first on the references alone (when there are any: before the part's colour can absorb what they
+tell), then after each stage on the part and the references, the material held each time. The
+deltas are fitted by a global search over yaw, then L-BFGS, with renderers whose environment
+sampling is spread evenly over the yaws tried (``EnvironmentMap(yaw_spread=)``: sampling matched
+to one orientation makes that orientation read best, through its lower noise), then baked into
+the run's scene (:meth:`Calibration.bake`): every renderer after that, the path tracer and the
+final metrics included, sees the calibrated capture.
 """
 
 from __future__ import annotations

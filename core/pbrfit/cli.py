@@ -1,4 +1,5 @@
-"""Command line: ``pbrfit fit JOB.toml --out DIR`` and ``pbrfit validate JOB.toml --material M``.
+"""Command line: ``pbrfit fit JOB.toml --out DIR``, ``pbrfit validate JOB.toml --material M`` and
+``pbrfit calibrate PHOTOS --board 7x5 --square 30mm --marker 22mm --out cameras.usda``.
 
 Exit status: 0 success; 2 bad input (one line on stderr names the file, prim or option and
 what to do; nothing is written); 130 cancelled (Ctrl-C, honoured within about a second in
@@ -49,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="author the fitted material on the job's stage and bind it to the target, in a new "
                         "sublayer <scene>.pbrfit.usda (the scene file itself is not changed)")
     f.add_argument("--edit-layer", metavar="PATH", help="with --write-back: the layer to author into instead")
+
+    c = sub.add_parser("calibrate", help="camera intrinsics and poses from photos of a ChArUco board, as USD cameras")
+    c.add_argument("photos", help="a folder of photos (JPEG, PNG, TIFF) of the board, one camera and lens")
+    c.add_argument("--board", required=True, help="squares, COLUMNSxROWS, e.g. 7x5")
+    c.add_argument("--square", required=True, help="the squares' side with its unit, e.g. 30mm")
+    c.add_argument("--marker", required=True, help="the markers' side with its unit, e.g. 22mm")
+    c.add_argument("--dictionary", default="5X5_100", help="the ArUco dictionary (OpenCV's name without DICT_; "
+                                                            "default 5X5_100)")
+    c.add_argument("--out", required=True, help="the cameras' USD stage to write, e.g. cameras.usda (beside it: "
+                                                "<stem>_undistorted/ and <stem>.json)")
+    c.add_argument("--k3", action="store_true", help="also fit the sixth-order radial distortion (wide-angle lenses)")
 
     v = sub.add_parser("validate", help="evaluate a material on the job's views")
     v.add_argument("job")
@@ -292,6 +304,42 @@ def _cmd_validate(args, run, started: float, reporter) -> int:
     return 0
 
 
+def _cmd_calibrate(args, run, started: float, reporter) -> int:
+    from .charuco import PHOTO_SUFFIXES, Board, calibrate, parse_board, parse_length, write_cameras
+
+    columns, rows = parse_board(args.board)
+    square, marker = parse_length(args.square, "--square"), parse_length(args.marker, "--marker")
+    if marker >= square:
+        raise InputError(f"--marker {args.marker} must be smaller than --square {args.square}")
+    board = Board(columns, rows, square, marker, args.dictionary)
+    board.opencv()  # the dictionary exists and holds enough markers
+    folder = Path(args.photos)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; give the folder of board photos")
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not photos:
+        raise InputError(f"{folder}: no photos ({', '.join(PHOTO_SUFFIXES)})")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".usda", ".usd", ".usdc"):
+        raise InputError(f"--out {out}: give a USD file name, e.g. cameras.usda")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: its folder {out.parent} does not exist")
+    result = calibrate(photos, board, check=run.check, k3=args.k3)
+    run.check()
+    with run.commit():
+        doc = write_cameras(result, photos, out)
+    print(f"calibrated {len(doc['cameras'])} of {len(photos)} photos: RMS reprojection error "
+          f"{doc['rms_reprojection_error_px']:.3f} px, fx {result.matrix[0, 0]:.1f} px, fy {result.matrix[1, 1]:.1f} "
+          f"px, principal point ({result.matrix[0, 2]:.1f}, {result.matrix[1, 2]:.1f}), distortion "
+          f"{', '.join(f'{v:+.4f}' for v in result.distortion)}")
+    for name, why in result.skipped.items():
+        print(f"  skipped {name}: {why}")
+    undistorted = out.parent / f"{out.stem}_undistorted"
+    print(f"wrote {out}, {out.with_suffix('.json')} and the undistorted photos in {undistorted} "
+          f"({time.monotonic() - started:.1f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
@@ -301,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     # files copied out of a USDZ package go with a cancelled run too
     run.on_abort(lambda: sys.modules["pbrfit.usd_open"].remove_extracted() if "pbrfit.usd_open" in sys.modules
                  else None)
-    command = _cmd_fit if args.command == "fit" else _cmd_validate
-    reporter = _reporter(args)
+    command = {"fit": _cmd_fit, "validate": _cmd_validate, "calibrate": _cmd_calibrate}[args.command]
+    reporter = _reporter(args) if args.command != "calibrate" else _reporter(argparse.Namespace(quiet=True,
+                                                                                                progress="none"))
     run.on_abort(lambda: reporter.failed("cancelled", CANCELLED.removeprefix("pbrfit: "), 130))
 
     def fail(kind: str, line: str, code: int) -> int:

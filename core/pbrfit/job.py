@@ -51,10 +51,15 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     iterations = 160              # Adam steps over the pyramid 1/8 .. 1
     tv_weight = 0.1               # total variation per map; prior_weight, learning_rate
 
-    [calibrate]                   # optional: correct the capture alongside the material, each
-    environment_rotation = 5.0    # key the prior's sigma (pbrfit.calibration): yaw, degrees,
-    environment_exposure = 0.5    # stops, per environment; white_balance = 0.05 (or
-    light_intensity = 0.5         # {sigma = 0.05, per = "view"}); stops per analytic light
+    [calibrate]                   # optional: correct the capture alongside the material; each
+                                  # key is its prior's sigma (pbrfit.calibration)
+    environment_rotation = 5.0    # yaw of each environment about the up axis, degrees
+    environment_exposure = 0.5    # each environment's intensity, stops
+    white_balance = 0.05          # photos' R/B log gains; or { sigma = 0.05, per = "view" }
+    light_intensity = 0.5         # each analytic light's intensity, stops
+    [[calibrate.reference]]       # optional: an object of known material in the photos
+    prim = "/World/GreyBall"
+    material = { base_color = [0.18, 0.18, 0.18], roughness = 0.8 }  # else its bound material
 
 A view's mask is, in order: the ``mask`` file; else the image's alpha channel unless it is
 fully opaque (an opaque alpha says nothing about the object's outline); else None, and the
