@@ -75,19 +75,24 @@ import torch
 
 from .color import RGB_TO_XYZ
 from .errors import InputError
+from .silhouette import corrected_camera
 
 __all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibration", "ViewCalibration",
-           "pole_rotation", "white_balance_gains", "fit_deltas", "describe_delta", "PRIOR_WEIGHT", "YAW_SEARCH_SIGMAS"]
+           "pole_rotation", "white_balance_gains", "fit_deltas", "fit_cameras", "describe_delta",
+           "CAMERA_KINDS", "PRIOR_WEIGHT", "YAW_SEARCH_SIGMAS"]
 
 #: the keys of ``[calibrate]`` and their default prior sigma when given as ``true``
 #: (degrees, stops, log gain, stops)
 CALIBRATE_KEYS = {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05,
-                  "light_intensity": 0.5}
+                  "light_intensity": 0.5, "camera_rotation": 1.0, "camera_translation": 0.005, "camera_focal": 0.02}
 #: largest sigma accepted per key (a prior wider than this is no prior)
 _MAX_SIGMA = {"environment_rotation": 180.0, "environment_exposure": 4.0, "white_balance": 0.5,
-              "light_intensity": 4.0}
+              "light_intensity": 4.0, "camera_rotation": 30.0, "camera_translation": 1.0, "camera_focal": 0.5}
 _UNITS = {"environment_rotation": "degrees", "environment_exposure": "stops", "white_balance": "(log gain)",
-          "light_intensity": "stops"}
+          "light_intensity": "stops", "camera_rotation": "degrees", "camera_translation": "metres",
+          "camera_focal": "(log scale)"}
+#: the camera corrections (fitted to silhouettes: pbrfit.silhouette), and their sizes
+CAMERA_KINDS = {"camera_rotation": 3, "camera_translation": 3, "camera_focal": 1}
 #: the objective's cost of a delta at one sigma is PRIOR_WEIGHT / 2 (loss units: see the module docstring)
 PRIOR_WEIGHT = 0.02
 #: the yaw's global search spans this many sigmas either side of the current yaw
@@ -97,13 +102,17 @@ YAW_SEARCH_SIGMAS = 3.0
 @dataclass(frozen=True)
 class CalibrateSettings:
     """A validated ``[calibrate]`` table: each sigma (None: not calibrated), in the units of
-    the module docstring (environment_rotation in radians here, degrees in the job)."""
+    the module docstring (rotations in radians here, degrees in the job; camera_translation in
+    metres)."""
 
     environment_rotation: float | None = None
     environment_exposure: float | None = None
     white_balance: float | None = None
     white_balance_per: str = "job"
     light_intensity: float | None = None
+    camera_rotation: float | None = None
+    camera_translation: float | None = None
+    camera_focal: float | None = None
     #: objects of known material in view: (prim path, material with canonical names or None for
     #: the one bound on the stage)
     references: tuple = ()
@@ -148,7 +157,7 @@ def check_calibrate(table, where: str) -> CalibrateSettings:
                 raise InputError(f"{where} white_balance per: \"job\" (one camera, the default) or \"view\", "
                                  f"got {per!r}")
             kw["white_balance_per"] = per
-        kw[key] = math.radians(sigma) if key == "environment_rotation" else float(sigma)
+        kw[key] = math.radians(sigma) if key in ("environment_rotation", "camera_rotation") else float(sigma)
     return CalibrateSettings(**kw)
 
 
@@ -275,11 +284,23 @@ class Calibration:
             for vi in lit:
                 for light in scene.views[vi].lights:
                     add("light_intensity", light.prim_path, settings.light_intensity, 1, vi)
+        for kind, size in CAMERA_KINDS.items():
+            sigma = getattr(settings, kind)
+            if sigma is None:
+                continue
+            if kind == "camera_translation":  # metres -> the stage's units
+                sigma = sigma / float(getattr(scene, "meters_per_unit", 1.0) or 1.0)
+            for vi in train:
+                if scene.views[vi].mask is None:
+                    raise InputError(f"[calibrate] {kind}: view {scene.views[vi].name} has no mask (the photo's alpha "
+                                     "or a mask file): cameras are calibrated on the part's outline; add one")
+                add(kind, scene.views[vi].camera.prim_path or scene.views[vi].name, sigma, size, vi)
         if settings.white_balance is not None:
             for vi in train:
                 key = "job" if settings.white_balance_per == "job" else scene.views[vi].name
                 add("white_balance", key, settings.white_balance, 2, vi)
         self.size = n
+        self.meters_per_unit = float(getattr(scene, "meters_per_unit", 1.0) or 1.0)
         self.sigmas = torch.zeros(n, dtype=torch.float64)
         for v in self.variables:
             self.sigmas[v.index:v.index + v.size] = v.sigma
@@ -341,6 +362,19 @@ class Calibration:
             return envs[env.source]
 
         light_gain = {v.key: 2.0 ** float(delta[v.index]) for v in self.variables_of("light_intensity")}
+        cameras: dict[str, object] = {}
+
+        def camera(view):
+            key = view.camera.prim_path or view.name
+            if key not in cameras:
+                d = {k: np.zeros(n) for k, n in CAMERA_KINDS.items()}
+                for v in self.variables:
+                    if v.key == key and v.kind in CAMERA_KINDS:
+                        d[v.kind] = delta[v.index:v.index + v.size].numpy()
+                cameras[key] = view.camera if not any(np.any(x) for x in d.values()) else corrected_camera(
+                    view.camera, d["camera_rotation"], d["camera_translation"], d["camera_focal"][0])
+            return cameras[key]
+
         wb = self.variables_of("white_balance")
         views = []
         for view in scene.views:
@@ -353,7 +387,8 @@ class Calibration:
                     after = white_balance_gains(self.total[v.index:v.index + 2] + delta[v.index:v.index + 2])
                     ratio = (after / before).numpy().astype(np.float32)
                     image = (image / ratio).astype(view.image.dtype)
-            views.append(replace(view, environment=environment(view.environment), lights=lights, image=image))
+            views.append(replace(view, environment=environment(view.environment), lights=lights, image=image,
+                                 camera=camera(view)))
         self.total = self.total + delta
         self.rounds += 1
         return replace(scene, views=views)
@@ -367,6 +402,15 @@ class Calibration:
             entry = {"kind": v.kind, "of": v.key}
             if v.kind == "environment_rotation":
                 entry.update(value=math.degrees(float(d[0])), unit="degrees", sigma=math.degrees(v.sigma))
+            elif v.kind == "camera_rotation":
+                entry.update(value=math.degrees(float(torch.linalg.vector_norm(d))), unit="degrees",
+                             sigma=math.degrees(v.sigma), vector=[float(x) for x in d])
+            elif v.kind == "camera_translation":
+                mpu = self.meters_per_unit
+                entry.update(value=float(torch.linalg.vector_norm(d)) * mpu, unit="metres", sigma=v.sigma * mpu,
+                             vector=[float(x) * mpu for x in d])
+            elif v.kind == "camera_focal":
+                entry.update(value=math.expm1(float(d[0])), unit="relative", sigma=v.sigma)
             elif v.kind == "white_balance":
                 entry.update(value=[round(float(g), 5) for g in white_balance_gains(d)], unit="gain (R, G, B)",
                              sigma=v.sigma)
@@ -422,6 +466,10 @@ def fit_deltas(measured: list, calibration: Calibration, *, search_yaw: bool, ev
         return loss + float(calibration.prior(delta)), de, None
 
     delta = torch.zeros(calibration.size, dtype=torch.float64)
+    fixed = torch.zeros(calibration.size, dtype=torch.bool)  # the cameras: fitted to outlines (fit_cameras)
+    for v in calibration.variables:
+        if v.kind in CAMERA_KINDS:
+            fixed[v.index:v.index + v.size] = True
     log: dict = {"loss_before": total_loss(delta, False)[0], "yaw_search": {}, "objects": len(measured)}
     if search_yaw:
         for v in calibration.variables_of("environment_rotation"):
@@ -443,18 +491,102 @@ def fit_deltas(measured: list, calibration: Calibration, *, search_yaw: bool, ev
 
     def closure():
         opt.zero_grad()
-        loss, de, g = total_loss(u.detach(), True)
-        u.grad = g.nan_to_num(0.0)
+        loss, de, g = total_loss(torch.where(fixed, torch.zeros_like(u), u.detach()), True)
+        u.grad = torch.where(fixed, torch.zeros_like(g), g.nan_to_num(0.0))
         if on_evaluation is not None:
             on_evaluation(loss, de if de is not None else math.nan)
         return torch.tensor(loss, dtype=torch.float64)
 
     opt.step(closure)
-    delta = u.detach().clone()
+    delta = torch.where(fixed, torch.zeros_like(u), u.detach())
     log["loss_after"] = total_loss(delta, False)[0]
     if log["loss_after"] > log["loss_before"]:  # never worse than the job as it stands
         delta.zero_()
         log["loss_after"] = log["loss_before"]
+    return delta, log
+
+
+def fit_cameras(scene, calibration: Calibration, evaluations: int = 30, check=None) -> tuple[torch.Tensor, dict]:
+    """The camera corrections (on top of :attr:`Calibration.total`) that align each train view's
+    mesh outline with its mask's (:mod:`pbrfit.silhouette`: chamfer distance in pixels, plus the
+    prior); the other deltas stay zero. Two passes: the contour is found again at the corrected
+    cameras before the second.
+
+    Returns:
+        (the deltas, a log: {"outline_px_before", "outline_px_after"}: the mean chamfer distance).
+    """
+    from .raycast import RayCaster
+    from .silhouette import boundary_points, chamfer, contour_points, project
+
+    kinds = [v for v in calibration.variables if v.kind in CAMERA_KINDS]
+    delta = torch.zeros(calibration.size, dtype=torch.float64)
+    if not kinds:
+        return delta, {}
+    movable = torch.zeros(calibration.size, dtype=torch.bool)
+    for v in kinds:
+        movable[v.index:v.index + v.size] = True
+    from .scene import merge_meshes
+
+    # the outline of everything the masks cover: the part and the known objects in view
+    mesh = merge_meshes([scene.mesh, *(k.mesh for k in scene.known)]) if scene.known else scene.mesh
+    caster = RayCaster(mesh)
+    views = sorted({vi for v in kinds for vi in v.views})
+    slots = {}
+    for vi in views:
+        key = scene.views[vi].camera.prim_path or scene.views[vi].name
+        slots[vi] = {v.kind: (v.index, v.size) for v in kinds if v.key == key}
+    boundaries = {vi: torch.as_tensor(boundary_points(scene.views[vi].mask)) for vi in views}
+
+    def part(d, vi, kind, size):
+        if kind in slots[vi]:
+            i, n = slots[vi][kind]
+            return d[i:i + n]
+        return torch.zeros(size, dtype=d.dtype)
+
+    def outline(d, contours):
+        total = torch.zeros((), dtype=torch.float64)
+        for vi in views:
+            view = scene.views[vi]
+            uv = project(contours[vi], view.camera, view.resolution, part(d, vi, "camera_rotation", 3),
+                         part(d, vi, "camera_translation", 3), part(d, vi, "camera_focal", 1)[0])
+            total = total + chamfer(uv, boundaries[vi])
+        return total / len(views)
+
+    def contours_at(d):
+        out = {}
+        for vi in views:
+            view = scene.views[vi]
+            cam = corrected_camera(view.camera, part(d, vi, "camera_rotation", 3).numpy(),
+                                   part(d, vi, "camera_translation", 3).numpy(),
+                                   float(part(d, vi, "camera_focal", 1)[0]))
+            out[vi] = contour_points(mesh, caster, cam)
+        return out
+
+    log = {}
+    for _ in range(2):
+        if check is not None:
+            check()
+        contours = contours_at(delta)
+        with torch.no_grad():
+            log.setdefault("outline_px_before", float(outline(delta, contours)))
+        u = delta.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([u], lr=1.0, max_iter=evaluations, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-10, tolerance_change=1e-12)
+
+        def closure(opt=opt, u=u, contours=contours):
+            opt.zero_grad()
+            if check is not None:
+                check()
+            d = torch.where(movable, u, torch.zeros_like(u))
+            loss = outline(d, contours) + calibration.prior(d)
+            loss.backward()
+            u.grad = torch.where(movable, u.grad, torch.zeros_like(u.grad))
+            return loss
+
+        opt.step(closure)
+        delta = torch.where(movable, u.detach(), torch.zeros_like(u))
+    with torch.no_grad():
+        log["outline_px_after"] = float(outline(delta, contours_at(delta)))
     return delta, log
 
 
@@ -463,5 +595,9 @@ def describe_delta(entry: dict) -> str:
     of = str(entry["of"]).replace("\\", "/").rsplit("/", 1)[-1] or str(entry["of"])
     if entry["kind"] == "white_balance":
         return f"white balance ({of}) x({', '.join(f'{g:.3f}' for g in entry['value'])})"
+    if entry["kind"] == "camera_translation":
+        return f"camera translation ({of}) {1000 * entry['value']:.1f} mm ({entry['z']:.1f} sigma)"
+    if entry["kind"] == "camera_focal":
+        return f"camera focal length ({of}) {100 * entry['value']:+.2f}% ({entry['z']:.1f} sigma)"
     unit = " deg" if entry["unit"] == "degrees" else " stops"
     return f"{entry['kind'].replace('_', ' ')} ({of}) {entry['value']:+.2f}{unit} ({entry['z']:.1f} sigma)"

@@ -434,6 +434,20 @@ class FitRun:
         log["after_stage"] = self.schedule[-1]["stage"] if self.schedule else None
         self.calibration_log.append(log)
 
+    def calibrate_cameras(self) -> None:
+        """With camera keys in ``[calibrate]``: correct the train views' cameras to the part's
+        outline in their masks (:func:`pbrfit.calibration.fit_cameras`), before anything is
+        rendered for the fit, and rebuild the renderers on the corrected cameras."""
+        if self.calibration is None or not any(v.kind in calibration.CAMERA_KINDS
+                                                for v in self.calibration.variables):
+            return
+        started = time.monotonic()
+        delta, log = calibration.fit_cameras(self.scene, self.calibration, check=self.check_cancel)
+        self.scene = self.calibration.bake(self.scene, delta)
+        self._rebuild()
+        log.update(seconds=time.monotonic() - started, after_stage=None, cameras=True)
+        self.calibration_log.append(log)
+
     def _rebuild(self) -> None:
         """Renderers and objectives on the current :attr:`scene` (after it was calibrated)."""
         self.renderers = Renderers(self.scene, self.options)
@@ -493,6 +507,7 @@ class FitRun:
 
     def run(self):
         """All phases in order; returns the :class:`pbrfit.fit.FitResult`."""
+        self.calibrate_cameras()
         self.measure_initial()
         self.raster_stages()
         if self.val_obj is not None and self.checkpoint.best < math.inf:

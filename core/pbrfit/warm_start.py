@@ -36,6 +36,9 @@ COARSE_GRID = 5
 ROUGHNESS_GRID = 7
 #: where the grid's end points sit inside the bounds, as a fraction of the (unit) range
 GRID_EDGE = 0.02
+#: where a roughness's lowest candidate sits, as a fraction of its range (see grid_values): where
+#: the earlier grid, evenly spaced in GGX alpha, had it
+ROUGHNESS_LOW = math.sqrt(GRID_EDGE)
 #: each stage's share of the iteration budget
 STAGE_SHARES = {1: 0.25, 2: 0.35, 3: 0.40}
 
@@ -90,12 +93,16 @@ def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> 
 def grid_values(name: str, lo: float, hi: float) -> list[float]:
     """The 1-D search's candidates for parameter ``name`` within [lo, hi]: evenly spaced in
     its unit, end points :data:`GRID_EDGE` inside the bounds. Roughnesses get
-    :data:`ROUGHNESS_GRID` points evenly spaced in roughness: five evenly spaced in GGX alpha
-    (0.14, 0.5, 0.71, 0.87, 0.99) left a plateau between 0.14 and 0.5 where L-BFGS stalled (a
-    roughness of 0.3 was fitted as 0.14)."""
-    t = np.linspace(0.0, 1.0, FINE_GRID.get(name, ROUGHNESS_GRID if PARAMETERS[name].transform == "alpha"
-                                            else COARSE_GRID))
-    t[0], t[-1] = GRID_EDGE, 1.0 - GRID_EDGE
+    :data:`ROUGHNESS_GRID` points evenly spaced in roughness from :data:`ROUGHNESS_LOW` of the
+    range: five evenly spaced in GGX alpha (0.14, 0.5, 0.71, 0.87, 0.99) left a plateau between
+    0.14 and 0.5 where L-BFGS stalled (a roughness of 0.3 was fitted as 0.14), and a candidate
+    nearer 0 lets the raster estimator's noise pick a mirror (a near-mirror's few samples read
+    better than a 0.15 lobe on a small case); the optimizer can still go below."""
+    roughness = PARAMETERS[name].transform == "alpha"
+    t = np.linspace(0.0, 1.0, FINE_GRID.get(name, ROUGHNESS_GRID if roughness else COARSE_GRID))
+    t[0], t[-1] = ROUGHNESS_LOW if roughness else GRID_EDGE, 1.0 - GRID_EDGE
+    if roughness:
+        t = np.linspace(t[0], t[-1], len(t))
     return [float(v) for v in lo + (hi - lo) * t]
 
 
