@@ -79,7 +79,7 @@ from .silhouette import corrected_camera
 
 __all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibration", "ViewCalibration",
            "pole_rotation", "white_balance_gains", "fit_deltas", "fit_cameras", "describe_delta",
-           "CAMERA_KINDS", "PRIOR_WEIGHT", "YAW_SEARCH_SIGMAS"]
+           "CAMERA_KINDS", "PRIOR_WEIGHT", "YAW_SEARCH_SIGMAS", "YAW_REFINE_SIGMAS"]
 
 #: the keys of ``[calibrate]`` and their default prior sigma when given as ``true``
 #: (degrees, stops, log gain, stops)
@@ -95,8 +95,10 @@ _UNITS = {"environment_rotation": "degrees", "environment_exposure": "stops", "w
 CAMERA_KINDS = {"camera_rotation": 3, "camera_translation": 3, "camera_focal": 1}
 #: the objective's cost of a delta at one sigma is PRIOR_WEIGHT / 2 (loss units: see the module docstring)
 PRIOR_WEIGHT = 0.02
-#: the yaw's global search spans this many sigmas either side of the current yaw
+#: the yaw's global search (the first round with the part) spans this many sigmas either side of
+#: the job's yaw; later rounds search YAW_REFINE_SIGMAS either side of the current one
 YAW_SEARCH_SIGMAS = 3.0
+YAW_REFINE_SIGMAS = 1.0
 
 
 @dataclass(frozen=True)
@@ -425,13 +427,14 @@ class Calibration:
         return "; ".join(describe_delta(e) for e in self.summary())
 
 
-def fit_deltas(measured: list, calibration: Calibration, *, search_yaw: bool, evaluations: int = 15,
-               on_evaluation=None) -> tuple[torch.Tensor, dict]:
+def fit_deltas(measured: list, calibration: Calibration, *, yaw_search: float | None, evaluations: int = 15,
+               on_evaluation=None, hold: tuple = ()) -> tuple[torch.Tensor, dict]:
     """The deltas (on top of :attr:`Calibration.total`) that minimize the summed loss of
-    ``measured`` plus the prior: first, with ``search_yaw``, each environment's yaw on a grid
-    over ``YAW_SEARCH_SIGMAS`` sigmas either side of zero (its views only, no gradient; the loss
-    of an environment's yaw has a minimum per bright feature of the HDRI, so a gradient method
-    alone finds the nearest, not the best), then L-BFGS on every delta together.
+    ``measured`` plus the prior: first, with ``yaw_search``, each environment's yaw on a grid
+    over ``yaw_search`` sigmas either side of its current value (its views only, no gradient;
+    the loss of an environment's yaw has a minimum per bright feature of the HDRI, so a gradient
+    method alone finds the nearest, not the best), then L-BFGS on every delta together. The
+    camera corrections (:func:`fit_cameras`) and the kinds in ``hold`` stay zero.
 
     Args:
         measured: (objective, material) pairs, each a fixed material (the part's current one, a
@@ -468,22 +471,25 @@ def fit_deltas(measured: list, calibration: Calibration, *, search_yaw: bool, ev
     delta = torch.zeros(calibration.size, dtype=torch.float64)
     fixed = torch.zeros(calibration.size, dtype=torch.bool)  # the cameras: fitted to outlines (fit_cameras)
     for v in calibration.variables:
-        if v.kind in CAMERA_KINDS:
+        if v.kind in CAMERA_KINDS or v.kind in hold:
             fixed[v.index:v.index + v.size] = True
     log: dict = {"loss_before": total_loss(delta, False)[0], "yaw_search": {}, "objects": len(measured)}
-    if search_yaw:
+    if yaw_search and "environment_rotation" not in hold:
         for v in calibration.variables_of("environment_rotation"):
             start = float(calibration.total[v.index])
-            span = YAW_SEARCH_SIGMAS * v.sigma
-            count = int(min(73, max(13, math.ceil(2 * span / math.radians(1.0)) + 1)))
+            span = yaw_search * v.sigma
+            # 1-degree steps over the wide search, half-degree ones over a narrow one
+            step = math.radians(1.0 if yaw_search >= YAW_SEARCH_SIGMAS else 0.5)
+            count = int(min(73, max(11, math.ceil(2 * span / step) + 1)))
             best = (math.inf, 0.0)
             for t in np.linspace(-span, span, count):
                 trial = delta.clone()
-                trial[v.index] = t - start
+                trial[v.index] = t
                 loss = total_loss(trial, False, views=v.views)[0]
-                best = min(best, (loss, t - start))
+                best = min(best, (loss, t))
             delta[v.index] = best[1]
-            log["yaw_search"][v.key] = {"degrees": math.degrees(best[1] + start), "candidates": count}
+            log["yaw_search"][v.key] = {"degrees": math.degrees(best[1] + start), "candidates": count,
+                                        "span_degrees": math.degrees(span)}
 
     u = delta.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([u], lr=1.0, max_iter=evaluations, max_eval=evaluations, line_search_fn="strong_wolfe",

@@ -57,8 +57,8 @@ class Progress:
     Attributes:
         iteration: work units done (never more than ``total``; see :mod:`pbrfit.fit_run`).
         total: the run's work units, fixed when it starts.
-        stage: the fit stage ("colour", "gloss", "layers", "all", "refine", "path", "textures"), or the
-            phase's name outside the fit.
+        stage: the fit stage ("colour", "gloss", "layers", "all", "refine", "path", "textures", and
+            "calibrate" between them with ``[calibrate]``), or the phase's name outside the fit.
         loss: the last objective value (NaN before the first).
         train_de2000: ΔE2000 of the train views (NaN before the first evaluation).
         validate_de2000: of the validation views at the last check, or None.
@@ -387,8 +387,9 @@ class FitRun:
 
     def update_calibration(self, known_only: bool = False) -> None:
         """With ``[calibrate]``: hold the current material, fit the capture's corrections
-        (:func:`pbrfit.calibration.fit_deltas`; the first round searches each environment's yaw
-        globally) to the part's train views and to the known objects in them, bake them into
+        (:func:`pbrfit.calibration.fit_deltas`: each environment's yaw searched on a grid, widely
+        in the first round with the part, narrowly after) to the part's train views and to the
+        known objects in them, bake them into
         this run's scene and rebuild the renderers on it, so every later phase and the final
         metrics see the calibrated capture. Called between phases: the material and the
         calibration are optimized in turn. ``known_only``: from the known objects alone (before
@@ -396,10 +397,13 @@ class FitRun:
         if self.calibration is None or self.out_of_time() or (known_only and not self.scene.known):
             return
         started = time.monotonic()
-        first = self.calibration.rounds == 0
+        # the yaw: searched widely in the first round that measures the part (a reference alone,
+        # a diffuse ball, says little about it), then narrowly around the current one each round
+        first = not any(r.get("objects_part") for r in self.calibration_log)
+        sigmas = None if known_only else calibration.YAW_SEARCH_SIGMAS if first else calibration.YAW_REFINE_SIGMAS
         turns = self.calibration.variables_of("environment_rotation")
         # environments sampled evenly over the yaws tried (EnvironmentMap yaw_spread)
-        span = max(v.sigma for v in turns) * (calibration.YAW_SEARCH_SIGMAS if first else 1.0) if turns else 0.0
+        span = max(v.sigma for v in turns) * (sigmas or calibration.YAW_REFINE_SIGMAS) if turns else 0.0
         loss, workers = self.options.loss, self.options.threads
         measured = []
         if not known_only:
@@ -427,7 +431,9 @@ class FitRun:
             self.check_cancel()
             self.report("fit", "calibrate", loss, de)
 
-        delta, log = calibration.fit_deltas(measured, self.calibration, search_yaw=first, on_evaluation=evaluated)
+        delta, log = calibration.fit_deltas(measured, self.calibration, yaw_search=sigmas, on_evaluation=evaluated,
+                                            hold=("environment_rotation",) if known_only else ())
+        log["objects_part"] = not known_only
         self.scene = self.calibration.bake(self.scene, delta)
         self._rebuild()
         log["seconds"] = time.monotonic() - started
