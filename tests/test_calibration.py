@@ -239,6 +239,20 @@ def test_the_command_line_writes_the_deltas_and_says_what_moved(job, tmp_path):
     assert len(doc["calibration"]["rounds"]) >= 2 and doc["calibration"]["rounds"][0]["yaw_search"]
     assert "calibration: environment rotation (sky.exr) +" in done.stdout
     assert 'id="calibration"' in (out / "report.html").read_text()
+    # validate judges the material under the capture it was fitted to (the calibration it records)
+    validated = subprocess.run([sys.executable, "-m", "pbrfit.cli", "validate", str(folder / "job.toml"), "--material",
+                                str(out / "material.json"), "--backend", "raster", "--quiet"],
+                               capture_output=True, text=True, timeout=600)
+    assert validated.returncode == 0, validated.stderr
+    assert "applied the fit's capture calibration: environment rotation (sky.exr) +" in validated.stdout
+    de = json.loads(validated.stdout.strip().splitlines()[-1])["train"]["de2000_mean"]
+    assert de == pytest.approx(doc["metrics"]["train"]["mean"]["de2000_mean"], abs=0.15)
+    del doc["calibration"]
+    (out / "plain.json").write_text(json.dumps(doc))
+    plain = subprocess.run([sys.executable, "-m", "pbrfit.cli", "validate", str(folder / "job.toml"), "--material",
+                            str(out / "plain.json"), "--backend", "raster", "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["train"]["de2000_mean"] > 1.3 * de
 
 
 # --- a reference of known material in view ---------------------------------------------------

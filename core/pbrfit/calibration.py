@@ -422,6 +422,44 @@ class Calibration:
             out.append(entry)
         return out
 
+    @classmethod
+    def from_summary(cls, scene, entries: list, train: list[int]) -> tuple[Calibration, torch.Tensor]:
+        """The calibration a result's :meth:`summary` (material.json ``calibration.deltas``)
+        describes, on ``scene``, and the deltas to :meth:`bake` into it: what ``pbrfit validate``
+        applies so that a calibrated fit is judged under the capture it was fitted to. An entry
+        matches a variable by kind and key (an environment's file by name where its folder
+        differs); entries that match nothing are ignored."""
+        kw = {}
+        for e in entries:
+            if e["kind"] in CALIBRATE_KEYS:
+                sigma = float(e["sigma"])
+                kw[e["kind"]] = math.radians(sigma) if e["kind"] in ("environment_rotation", "camera_rotation") \
+                    else sigma
+        calibration = cls(scene, CalibrateSettings(**kw), train)
+        delta = torch.zeros(calibration.size, dtype=torch.float64)
+
+        def name(key):
+            return str(key).replace("\\", "/").rsplit("/", 1)[-1]
+
+        for e in entries:
+            matches = [v for v in calibration.variables if v.kind == e["kind"] and v.key == e["of"]] or \
+                [v for v in calibration.variables if v.kind == e["kind"] and name(v.key) == name(e["of"])]
+            for v in matches[:1]:
+                d = delta[v.index:v.index + v.size]
+                if v.kind in ("environment_rotation",):
+                    d[0] = math.radians(e["value"])
+                elif v.kind == "white_balance":
+                    g = [float(x) for x in e["value"]]
+                    d[0], d[1] = math.log(g[0] / g[1]), math.log(g[2] / g[1])
+                elif v.kind in ("camera_rotation", "camera_translation"):
+                    scale = 1.0 / calibration.meters_per_unit if v.kind == "camera_translation" else 1.0
+                    d[:] = torch.tensor(e["vector"], dtype=torch.float64) * scale
+                elif v.kind == "camera_focal":
+                    d[0] = math.log1p(e["value"])
+                else:  # stops
+                    d[0] = float(e["value"])
+        return calibration, delta
+
     def describe(self) -> str:
         """One line for the notes: what moved."""
         return "; ".join(describe_delta(e) for e in self.summary())

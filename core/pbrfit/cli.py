@@ -262,6 +262,9 @@ def _cmd_validate(args, run, started: float, reporter) -> int:
     maps = read_material_maps(args.material)
     job = load_job(args.job)
     scene = job.scene
+    applied = _capture_calibration(args.material, scene)
+    if applied is not None:
+        scene = applied[0]
     if maps and scene.mesh.uvs is None:
         raise InputError(f"material file {args.material} has texture maps but mesh {scene.mesh.prim_path} of job "
                          f"{args.job} has no texture coordinates; add a UV map to the mesh")
@@ -298,10 +301,30 @@ def _cmd_validate(args, run, started: float, reporter) -> int:
             out.discard()
     if not reporter.machine:
         _print_summary(metrics, out.path if out is not None else None, wall=time.monotonic() - started)
+        if applied is not None:
+            print(f"applied the fit's capture calibration: {applied[1]}")
         print(json.dumps(finite_or_none({s: d["mean"] for s, d in metrics.items()}), allow_nan=False))
     reporter.done(_summary(metrics, out.path if out is not None else None, "validate only",
                            time.monotonic() - started))
     return 0
+
+
+def _capture_calibration(material_path, scene):
+    """(``scene`` with the capture calibration a material.json records baked in, its description)
+    or None when it records none: a calibrated fit is judged under the capture it was fitted to."""
+    from .calibration import Calibration
+
+    try:
+        doc = json.loads(Path(material_path).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None  # read_material_json has reported it
+    entries = ((doc.get("calibration") or {}).get("deltas") if isinstance(doc, dict) else None) or []
+    if not entries:
+        return None
+    train = [i for i, v in enumerate(scene.views) if v.split == "train"]
+    calibration, delta = Calibration.from_summary(scene, entries, train)
+    baked = calibration.bake(scene, delta)
+    return baked, calibration.describe()
 
 
 def _cmd_calibrate(args, run, started: float, reporter) -> int:
