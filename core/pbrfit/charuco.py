@@ -53,7 +53,8 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise InputError("pbrfit calibrate needs OpenCV: pip install \"opencv-python-headless>=4.8\"") from None
+        raise InputError("this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
+                         "opencv-contrib-python-headless)") from None
     return cv2
 
 

@@ -25,6 +25,9 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     encoding = "srgb"             # what an integer image's values are: "srgb" (8-bit files'
                                   # default) or "linear"; required for 16-bit PNG/TIFF, which
                                   # raw converters write either way (float EXR: linear)
+    color_chart = "refs/chart.jpg"  # optional: a photo (this one, or another with the same
+                                  # camera, settings and light) with a ColorChecker Classic:
+                                  # the photo is colour corrected by it (pbrfit.colorchart)
 
     [fit]                         # optional; every key optional
     preset = "plastic"            # a name in pbrfit.params.PRESETS
@@ -105,7 +108,7 @@ from .usd_stage import StageContents, default_world_from_dome, is_package_path, 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures", "calibrate")
-VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding")
+VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding", "color_chart")
 #: a view's exposure (stops) must lie within this
 MAX_EXPOSURE_STOPS = 30.0
 SPLITS = ("train", "validate")
@@ -309,6 +312,21 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
                          "view")
     rgb, alpha = _wrap(where, read_image, image_path, encoding)
     files.add(image_path)
+    notes = []
+    chart_value = _string(table, "color_chart", where, False)
+    if chart_value is not None:  # colour-correct the photo by a ColorChecker (pbrfit.colorchart)
+        from .colorchart import correction_of
+
+        chart_path = _file(base, chart_value)
+        key = ("color_chart", str(chart_path), encoding)
+        if key not in env_cache:
+            env_cache[key] = correction_of(chart_path, encoding, where)
+            files.add(chart_path)
+            mean, worst = env_cache[key].residual_de2000
+            notes.append({"severity": "note" if worst < 5 else "warning", "about": "colour chart",
+                          "message": f"{where}: colour corrected by the ColorChecker in {chart_path}: its residual "
+                                     f"ΔE2000 after correction is {mean:.2f} mean, {worst:.2f} worst patch"})
+        rgb = env_cache[key].apply(rgb)
     h, w = rgb.shape[:2]
     if abs((w / h) / camera.aspect - 1.0) > ASPECT_TOLERANCE:
         raise InputError(
@@ -327,15 +345,14 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         mask = alpha
     else:
         mask = None
-    note = None
     wh, ww = working_size(h, w)
     if (wh, ww) != (h, w):
         # memory and time grow with the pixels a view covers: work at a bounded resolution
         rgb = area_downsample(rgb, wh, ww)
         mask = None if mask is None else np.clip(area_downsample(mask, wh, ww), 0.0, 1.0)
-        note = {"severity": "note", "about": "image size",
-                "message": f"{where}: image {image_path} ({w}x{h}) is used at {ww}x{wh}, area-averaged (the "
-                           f"working resolution is at most {MAX_WORKING_SIZE} px on the longer side)"}
+        notes.append({"severity": "note", "about": "image size",
+                      "message": f"{where}: image {image_path} ({w}x{h}) is used at {ww}x{wh}, area-averaged (the "
+                                 f"working resolution is at most {MAX_WORKING_SIZE} px on the longer side)"})
 
     env_value = _string(table, "environment", where, False)
     env_path = _file(base, env_value) if env_value is not None else None
@@ -357,7 +374,7 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         exposure=exposure if exposure == "auto" else float(exposure),
     )
     identity = (camera.prim_path, str(image_path), environment.source)
-    return view, identity, note
+    return view, identity, notes
 
 
 def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str, stage) -> None:
@@ -483,9 +500,8 @@ def build_scene(stage: StageContents, view_specs: list, base_dir, *, source: str
     seen_views: dict[tuple, int] = {}
     env_cache: dict = {}
     for index, table in enumerate(view_specs):
-        view, identity, note = _view(table, index, base, stage, env_cache, files, source)
-        if note is not None:
-            notes.append(note)
+        view, identity, view_notes = _view(table, index, base, stage, env_cache, files, source)
+        notes.extend(view_notes)
         if identity in seen_views:
             raise InputError(f"{where}: views {seen_views[identity] + 1} and {index + 1} are the same "
                              f"(camera {identity[0]}, image {identity[1]}); remove one")
