@@ -17,7 +17,7 @@ from pbrfit.params import ParameterSpace, default_material
 from pbrfit.render import SampleCounts
 from pbrfit.renderers import Renderers
 from pbrfit.time_budget import METRICS_SHARE, MIN_METRICS_SPP, WRITE_SHARE, TimeBudget
-from pbrfit.warm_start import COARSE_GRID, FINE_GRID, GRID_EDGE, grid_values, stage_plan, warm_start
+from pbrfit.warm_start import FINE_GRID, GRID_EDGE, ROUGHNESS_GRID, grid_values, stage_plan, warm_start
 
 TRUTH = {"base_color": [0.55, 0.2, 0.08], "roughness": 0.35}
 FAST = SampleCounts(16, 4, 8, 4)
@@ -59,7 +59,7 @@ def test_warm_start_searches_each_scalar_over_its_range():
 
     values = warm_start(space, dict(default_material()), ["roughness", "thin_film_thickness"], loss_of)
     grid = np.array(grid_values("roughness", *space.bounds_of("roughness")))
-    assert len(grid) == COARSE_GRID and np.allclose(np.diff(grid[1:-1] ** 2), 0.25)  # even in alpha
+    assert len(grid) == ROUGHNESS_GRID and np.allclose(np.diff(grid), grid[1] - grid[0])  # even in roughness
     assert values["roughness"] == pytest.approx(grid[np.argmin(np.abs(grid - 0.62))])
     film = np.array(grid_values("thin_film_thickness", *space.bounds_of("thin_film_thickness")))
     assert len(film) == FINE_GRID["thin_film_thickness"]
@@ -73,8 +73,8 @@ def test_the_grid_starts_inside_the_bounds():
     """A parameter started on a bound sits where its sigmoid is flat: gradient steps cannot
     move it. The grid's end points are GRID_EDGE inside (in the parameter's own unit)."""
     lo, hi = 0.0, 1.0
-    rough = grid_values("roughness", lo, hi)
-    assert rough[0] == pytest.approx(GRID_EDGE**0.5) and rough[-1] == pytest.approx((1 - GRID_EDGE) ** 0.5)
+    rough = grid_values("roughness", lo, hi)  # from where the GGX-alpha grid began (warm_start.grid_values)
+    assert rough[0] == pytest.approx(GRID_EDGE**0.5) and rough[-1] == pytest.approx(1 - GRID_EDGE)
     metal = grid_values("metallic", lo, hi)
     assert metal[0] == pytest.approx(GRID_EDGE) and metal[-1] == pytest.approx(1 - GRID_EDGE)
     assert metal[2] == pytest.approx(0.5)

@@ -53,7 +53,7 @@ def test_the_coat_hypothesis_gives_the_coat_the_bases_highlight():
     start = hypotheses.coat_takes_highlight(space, glossy_base, PARAMS, loss_of)
     assert start["coat_weight"] == 1.0 and start["coat_roughness"] == pytest.approx(0.14)
     assert start["specular_ior_level"] == 0.5  # the gloss stage's compensation undone
-    assert start["roughness"] == pytest.approx(0.5, abs=0.01)  # searched again
+    assert start["roughness"] == pytest.approx(0.5, abs=0.07)  # searched again (the grid's nearest point)
     # not without a coat and a base roughness to fit, nor when the coat already has the highlight
     assert hypotheses.coat_takes_highlight(space, glossy_base, ["base_color", "roughness"], loss_of) is None
     carried = dict(glossy_base, coat_weight=0.9, coat_roughness=0.05, roughness=0.5)

@@ -25,8 +25,8 @@ import torch
 
 from .params import PARAMETERS, STAGES, ParameterSpace
 
-__all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "STAGE_SHARES", "stage_plan", "warm_start",
-           "base_color_least_squares", "grid_values"]
+__all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "ROUGHNESS_GRID", "ROUGHNESS_LOW", "STAGE_SHARES", "stage_plan",
+           "warm_start", "base_color_least_squares", "grid_values"]
 
 #: grid points of the 1-D search for parameters whose objective has many local minima
 FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
