@@ -140,3 +140,28 @@ def test_a_layer_must_pay_on_every_pruning_criterion():
     # one criterion alone keeps the anisotropy
     _, pruned = prune_layers(space, values, lambda s, u: criteria(s, u)[1])
     assert pruned == []
+
+
+def test_structures_are_decided_by_the_path_tracer_on_a_part_that_shades_itself(tmp_path):
+    """A convex part: the raster twin decides; a part that shades itself (a sphere on a plate:
+    light between them, which the raster renderer leaves out): the path tracer's checks, when
+    the fit path-traces."""
+    import dataclasses
+
+    from pbrfit.scene import Mesh, merge_meshes
+
+    job = write_job(tmp_path, size=40, cameras=2)
+    render_references(job, GLOSSY)
+    scene = load_job(job).scene
+    plate = Mesh(np.array([[-3, -1, -3], [3, -1, -3], [3, -1, 3], [-3, -1, 3]], float),
+                 np.array([[0, 2, 1], [0, 3, 2]]))
+    lobes = dataclasses.replace(scene, mesh=merge_meshes([scene.mesh, plate]))
+    options = FitOptions(parameters=["base_color", "roughness"], iterations=4, backend="auto", path_iterations=2)
+    sphere = FitRun(scene, options)
+    assert sphere.structure_estimator() == "raster" and sphere.self_occlusion < 0.02
+    two = FitRun(lobes, options)
+    assert two.structure_estimator() == "path" and two.self_occlusion > 0.05
+    space = ParameterSpace(dict(default_material(), **GLOSSY), [])
+    assert np.isfinite(two.structure_error(space, space.initial_vector()))
+    raster_only = FitRun(lobes, dataclasses.replace(options, backend="raster"))
+    assert raster_only.structure_estimator() == "raster"

@@ -119,12 +119,15 @@ def structure_summary(schedule: list[dict]) -> dict | None:
     """What material.json and the report say about the structure search, from a fit's
     schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "rule"}``;
     None when the fit tried no other structure and pruned no layer."""
-    tried = next((s["hypotheses"] for s in schedule if s.get("hypotheses")), [])
+    stage = next((s for s in schedule if s.get("hypotheses")), {})
+    tried = stage.get("hypotheses", [])
+    estimator = next((s["structure_estimator"] for s in schedule if s.get("structure_estimator")), "raster")
+    by = {"path": "the path tracer's (the part shades itself)"}.get(estimator, "the raster renderer's")
     pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", [])]
     if not tried and not pruned:
         return None
     return {"tried": tried, "chosen": next((t["hypothesis"] for t in tried if t["chosen"]), None),
             "pruned": pruned,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
-                     f"error by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and re-fitting) "
-                     f"raises both that error and the train loss by {LAYER_GAIN:.0%} or more")}
+                     f"error ({by}) by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and "
+                     f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more")}

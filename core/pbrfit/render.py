@@ -195,6 +195,14 @@ class RasterRenderer(SceneRenderer):
         pv.row_of = np.full(len(geo.pixels), -1, np.int64)
         pv.row_of[rows] = np.arange(len(rows))
 
+    def self_occlusion(self, view_index: int) -> float:
+        """The share of the view's fixed sample directions above the surface (light and cosine
+        samples of its loss pixels) that the part itself blocks: 0 for a convex part; where it is
+        large, light between parts of the part (which this renderer leaves out) matters."""
+        fx = self.prepare(view_index).fixed
+        above = fx.wi[..., 2] > 0
+        return float(((fx.vis < 0.5) & above).sum()) / max(int(above.sum()), 1)
+
     def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
         """(P, N) float visibility of world directions d (P, N, 3) from the surface points,
         on ``d``'s device."""
