@@ -270,7 +270,7 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         f"{100 * CAMERA_FOCAL:+g}%; \"no exposure error\": the same with the exposure right. Priors: {PRIORS} "
         "(camera translation in metres). The cameras' recovered rotation is the mean over cameras of the "
         "correction's angle; on a sphere the outline fixes 3 of a camera's 7 degrees of freedom, the prior the "
-        "rest. Sphere, {args.resolution} px, Cycles {args.samples} spp, "
+        f"rest. Sphere, {args.resolution} px, Cycles {args.samples} spp, "
         "4 train views under forest, each finish with its preset; each fitted material re-rendered by Cycles "
         "and judged under the three HDRIs no fit saw (city, courtyard, sunset; 2 views each) against the "
         "truth's references: ΔE2000 pixel mean (4x4-block mean). Colour error: the largest base colour "
@@ -335,8 +335,12 @@ def main(argv=None) -> int:
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--samples", type=int, default=128)
     p.add_argument("--iterations", type=int, default=60)
+    p.add_argument("--table-only", action="store_true", help="rewrite OUT/calibration.md from OUT/calibration.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        print(write_table(json.loads((args.out / "calibration.json").read_text())["rows"], args.out, args))
+        return 0
     cache = args.cache or args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
