@@ -44,6 +44,11 @@ __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedu
 REFINE_EVALUATIONS = 10
 #: a check must beat the best by more than this (ΔE2000, or relative error) to count
 MIN_IMPROVEMENT = 1e-3
+#: a known object's pixel measures the capture only when at most this share of its sample directions
+#: is blocked (RasterRenderer.blocked_share): beyond, light reflected by the part reaches it unrendered
+KNOWN_CLEAR = 0.02
+#: and a view measures it only with this many such pixels
+MIN_KNOWN_PIXELS = 20
 #: above this share of blocked sample directions (RasterRenderer.self_occlusion) structures are
 #: decided by the path tracer (FitRun.structure_estimator): under 0.01 on a sphere, 0.07-0.15 on Suzanne
 SELF_OCCLUSION = 0.05
@@ -441,9 +446,14 @@ class FitRun:
             for vi in self.train:
                 try:
                     renderer.prepare(vi)
-                    views.append(vi)
                 except InputError:  # not in this view, or hidden by the part
-                    pass
+                    continue
+                # its pixels that see the part (or another object) take light from it that is not
+                # rendered (the part's colour bleeding onto a grey ball): those are left out
+                clear = renderer.blocked_share(vi) <= KNOWN_CLEAR
+                if clear.sum() >= MIN_KNOWN_PIXELS:
+                    renderer.train_subsets[vi] = renderer.train_subsets[vi][clear]
+                    views.append(vi)
             if views:
                 space = ParameterSpace(known.material, [])
                 measured.append((Objective(renderer, views, loss, self.check_cancel, workers),

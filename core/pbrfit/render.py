@@ -203,6 +203,17 @@ class RasterRenderer(SceneRenderer):
         above = fx.wi[..., 2] > 0
         return float(((fx.vis < 0.5) & above).sum()) / max(int(above.sum()), 1)
 
+    def blocked_share(self, view_index: int) -> np.ndarray:
+        """Per loss pixel of the view (``train_subsets`` order), the share of its fixed sample
+        directions above the surface that something blocks: the part or, with
+        ``scene.known``, the other objects. Light those reflect onto the pixel is not rendered
+        here, so a known object's pixels facing the part are left out of a calibration."""
+        pv = self.prepare(view_index)
+        rows = torch.as_tensor(pv.row_of[self.train_subsets[view_index]], dtype=torch.long, device=self.device)
+        above = pv.fixed.wi[rows][..., 2] > 0
+        blocked = (pv.fixed.vis[rows] < 0.5) & above
+        return (blocked.sum(1).float() / above.sum(1).clamp_min(1).float()).cpu().numpy()
+
     def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
         """(P, N) float visibility of world directions d (P, N, 3) from the surface points,
         on ``d``'s device."""
