@@ -364,6 +364,8 @@ def test_a_reference_in_view_tells_the_exposure_and_white_balance_from_the_base_
     assert {d["kind"]: d for d in without.calibration["deltas"]}["environment_exposure"]["value"] < 0.1
     assert without.material["base_color"][0] > TRUTH["base_color"][0] * 1.3
     assert with_ball.calibration["rounds"][0]["objects"] == 1  # the first round: the ball alone
+    # the ball is close enough to the part to see it from most of its pixels: the user is told
+    assert any("sees the part from most of its pixels" in n["message"] for n in with_ball.notes)
 
 
 # --- cameras, from the part's outline ---------------------------------------------------------

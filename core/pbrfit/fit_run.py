@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import calibration, faults, fit_health, hypotheses, identifiability, texture_fit, textures
@@ -47,8 +48,8 @@ MIN_IMPROVEMENT = 1e-3
 #: a known object's pixel measures the capture only when at most this share of its sample directions
 #: is blocked (RasterRenderer.blocked_share): beyond, light reflected by the part reaches it unrendered
 KNOWN_CLEAR = 0.02
-#: and a view measures it only with this many such pixels
-MIN_KNOWN_PIXELS = 20
+#: and a view measures it only with this many such pixels (else its least blocked half, with a warning)
+MIN_KNOWN_PIXELS = 8
 #: above this share of blocked sample directions (RasterRenderer.self_occlusion) structures are
 #: decided by the path tracer (FitRun.structure_estimator): under 0.01 on a sphere, 0.07-0.15 on Suzanne
 SELF_OCCLUSION = 0.05
@@ -247,6 +248,7 @@ class FitRun:
         self.calibration = (calibration.Calibration(scene, settings, self.train)
                             if settings is not None and settings.keys() else None)
         self.calibration_log: list[dict] = []
+        self.known_notes: set[str] = set()  # references too close to the part (update_calibration)
         self.maps: dict = {}
         self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
@@ -449,8 +451,13 @@ class FitRun:
                 except InputError:  # not in this view, or hidden by the part
                     continue
                 # its pixels that see the part (or another object) take light from it that is not
-                # rendered (the part's colour bleeding onto a grey ball): those are left out
-                clear = renderer.blocked_share(vi) <= KNOWN_CLEAR
+                # rendered (the part's colour bleeding onto a grey ball): those are left out; where
+                # too few are clear, the least blocked half stays, and a note says so
+                share = renderer.blocked_share(vi)
+                clear = share <= KNOWN_CLEAR
+                if clear.sum() < MIN_KNOWN_PIXELS:
+                    clear = share <= np.median(share)
+                    self.known_notes.add(known.mesh.prim_path)
                 if clear.sum() >= MIN_KNOWN_PIXELS:
                     renderer.train_subsets[vi] = renderer.train_subsets[vi][clear]
                     views.append(vi)
@@ -505,6 +512,11 @@ class FitRun:
             return []
         notes = [{"severity": "note", "about": "calibration",
                   "message": f"capture calibrated ({self.calibration.rounds} rounds): {self.calibration.describe()}"}]
+        for path in sorted(self.known_notes):
+            notes.append({"severity": "warning", "about": "calibration",
+                          "message": f"reference {path} sees the part from most of its pixels: the light the part "
+                                     "reflects onto it is not rendered and can bias the exposure and white balance; "
+                                     "place it farther from the part"})
         far = [e for e in self.calibration.summary() if e["z"] > 2.0]
         for e in far:
             notes.append({"severity": "warning", "about": "calibration",
