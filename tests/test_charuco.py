@@ -66,8 +66,10 @@ def test_pbrfit_sees_the_board_through_the_written_camera_where_the_undistorted_
     """A board corner, projected through the USD camera as pbrfit's ray generation reads it,
     lands on the corner OpenCV detects in the undistorted photo."""
     import cv2
+    import torch
 
     from pbrfit.charuco import Board
+    from pbrfit.silhouette import project
 
     board = Board(7, 5, 0.03, 0.022).opencv()
     detector = cv2.aruco.CharucoDetector(board)
@@ -77,12 +79,9 @@ def test_pbrfit_sees_the_board_through_the_written_camera_where_the_undistorted_
     cam = _camera(calibrated, "cam1")
     h, w = cv2.imread(str(photo)).shape[:2]
     world = board.getChessboardCorners()[ids.ravel()] * [1, -1, -1]  # the board's frame -> the world (module doc)
-    p = (np.linalg.inv(cam.world_from_camera) @ np.c_[world, np.ones(len(world))].T).T
-    x, y = -cam.focal_length * p[:, 0] / p[:, 2], -cam.focal_length * p[:, 1] / p[:, 2]
-    # pbrfit.gbuffer.camera_rays inverted: pixel centres at (j + 0.5) / w * 2 - 1 of the aperture
-    j = ((x - cam.horizontal_aperture_offset) / (cam.horizontal_aperture / 2) + 1) / 2 * w - 0.5
-    i = (1 - (y - cam.vertical_aperture_offset) / (cam.vertical_aperture / 2)) / 2 * h - 0.5
-    err = np.hypot(j - corners[:, 0, 0], i - corners[:, 0, 1])
+    zero = torch.zeros(3, dtype=torch.float64)
+    ji = project(world, cam, (h, w), zero, zero, zero[0]).numpy()  # pbrfit's pinhole (gbuffer.camera_rays')
+    err = np.hypot(ji[:, 0] - corners[:, 0, 0], ji[:, 1] - corners[:, 0, 1])
     assert err.max() < 0.5, err
 
 

@@ -189,6 +189,12 @@ def _references(value, where: str) -> tuple:
     return tuple(out)
 
 
+def camera_key(view) -> str:
+    """What a view's camera corrections are keyed by: its camera prim (views of one camera under
+    several lightings share them), or the view's name."""
+    return view.camera.prim_path or view.name
+
+
 def pole_rotation(yaw: float) -> np.ndarray:
     """(3, 3) rotation by ``yaw`` radians about the dome frame's +Y (its pole), right-handed."""
     c, s = math.cos(yaw), math.sin(yaw)
@@ -296,7 +302,7 @@ class Calibration:
                 if scene.views[vi].mask is None:
                     raise InputError(f"[calibrate] {kind}: view {scene.views[vi].name} has no mask (the photo's alpha "
                                      "or a mask file): cameras are calibrated on the part's outline; add one")
-                add(kind, scene.views[vi].camera.prim_path or scene.views[vi].name, sigma, size, vi)
+                add(kind, camera_key(scene.views[vi]), sigma, size, vi)
         if settings.white_balance is not None:
             for vi in train:
                 key = "job" if settings.white_balance_per == "job" else scene.views[vi].name
@@ -315,6 +321,16 @@ class Calibration:
 
     def variables_of(self, kind: str) -> list[_Variable]:
         return [v for v in self.variables if v.kind == kind]
+
+    def camera_delta(self, delta: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The camera ``key``'s part of ``delta`` (:func:`camera_key`): its rotation (3,),
+        translation (3,) and log focal scale (a 0-d tensor), zeros for what is not calibrated;
+        slices of ``delta`` (differentiable)."""
+        out = {k: torch.zeros(n, dtype=delta.dtype) for k, n in CAMERA_KINDS.items()}
+        for v in self.variables:
+            if v.key == key and v.kind in CAMERA_KINDS:
+                out[v.kind] = delta[v.index:v.index + v.size]
+        return out["camera_rotation"], out["camera_translation"], out["camera_focal"][0]
 
     def prior(self, delta: torch.Tensor) -> torch.Tensor:
         """The prior's cost of applying ``delta`` on top of :attr:`total` (see the module docstring)."""
@@ -367,14 +383,12 @@ class Calibration:
         cameras: dict[str, object] = {}
 
         def camera(view):
-            key = view.camera.prim_path or view.name
+            key = camera_key(view)
             if key not in cameras:
-                d = {k: np.zeros(n) for k, n in CAMERA_KINDS.items()}
-                for v in self.variables:
-                    if v.key == key and v.kind in CAMERA_KINDS:
-                        d[v.kind] = delta[v.index:v.index + v.size].numpy()
-                cameras[key] = view.camera if not any(np.any(x) for x in d.values()) else corrected_camera(
-                    view.camera, d["camera_rotation"], d["camera_translation"], d["camera_focal"][0])
+                rotation, translation, log_focal = self.camera_delta(delta, key)
+                moved = bool(rotation.any() or translation.any() or log_focal != 0)
+                cameras[key] = corrected_camera(view.camera, rotation.numpy(), translation.numpy(),
+                                                float(log_focal)) if moved else view.camera
             return cameras[key]
 
         wb = self.variables_of("white_balance")
@@ -575,24 +589,14 @@ def fit_cameras(scene, calibration: Calibration, evaluations: int = 30, check=No
     mesh = merge_meshes([scene.mesh, *(k.mesh for k in scene.known)]) if scene.known else scene.mesh
     caster = RayCaster(mesh)
     views = sorted({vi for v in kinds for vi in v.views})
-    slots = {}
-    for vi in views:
-        key = scene.views[vi].camera.prim_path or scene.views[vi].name
-        slots[vi] = {v.kind: (v.index, v.size) for v in kinds if v.key == key}
     boundaries = {vi: torch.as_tensor(boundary_points(scene.views[vi].mask)) for vi in views}
-
-    def part(d, vi, kind, size):
-        if kind in slots[vi]:
-            i, n = slots[vi][kind]
-            return d[i:i + n]
-        return torch.zeros(size, dtype=d.dtype)
 
     def outline(d, contours):
         total = torch.zeros((), dtype=torch.float64)
         for vi in views:
             view = scene.views[vi]
-            uv = project(contours[vi], view.camera, view.resolution, part(d, vi, "camera_rotation", 3),
-                         part(d, vi, "camera_translation", 3), part(d, vi, "camera_focal", 1)[0])
+            uv = project(contours[vi], view.camera, view.resolution,
+                         *calibration.camera_delta(d, camera_key(view)))
             total = total + chamfer(uv, boundaries[vi])
         return total / len(views)
 
@@ -600,9 +604,8 @@ def fit_cameras(scene, calibration: Calibration, evaluations: int = 30, check=No
         out = {}
         for vi in views:
             view = scene.views[vi]
-            cam = corrected_camera(view.camera, part(d, vi, "camera_rotation", 3).numpy(),
-                                   part(d, vi, "camera_translation", 3).numpy(),
-                                   float(part(d, vi, "camera_focal", 1)[0]))
+            rotation, translation, log_focal = calibration.camera_delta(d, camera_key(view))
+            cam = corrected_camera(view.camera, rotation.numpy(), translation.numpy(), float(log_focal))
             out[vi] = contour_points(mesh, caster, cam)
         return out
 

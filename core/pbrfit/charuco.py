@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .dependencies import opencv
 from .errors import InputError
 
 __all__ = ["Board", "parse_board", "parse_length", "CameraCalibration", "calibrate", "write_cameras",
@@ -49,15 +51,6 @@ MIN_PHOTOS = 3
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise InputError("this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
-                         "opencv-contrib-python-headless)") from None
-    return cv2
-
-
 @dataclass(frozen=True)
 class Board:
     """A ChArUco board: squares per row and column, sizes in metres, the ArUco dictionary."""
@@ -69,7 +62,7 @@ class Board:
     dictionary: str = "5X5_100"
 
     def opencv(self):
-        cv2 = _cv2()
+        cv2 = opencv()
         name = f"DICT_{self.dictionary.upper()}"
         if not hasattr(cv2.aruco, name):
             known = ", ".join(n[5:] for n in dir(cv2.aruco) if n.startswith("DICT_") and not n.endswith("ORIGINAL"))
@@ -131,7 +124,7 @@ _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 def _gray8(path: Path) -> np.ndarray:
     """A photo as 8-bit grey, as encoded (OpenCV detects on display-encoded values)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise InputError(f"{path}: not a photo OpenCV can read (JPEG, PNG or TIFF)")
@@ -154,7 +147,7 @@ def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) ->
         InputError: fewer than :data:`MIN_PHOTOS` photos show :data:`MIN_CORNERS` corners (the
             message names each photo that failed and why), photos of different sizes.
     """
-    cv2 = _cv2()
+    cv2 = opencv()
     cv_board = board.opencv()
     detector = cv2.aruco.CharucoDetector(cv_board)
     obj_points, img_points, used, skipped, corners = [], [], [], {}, {}
@@ -232,7 +225,7 @@ def write_cameras(result: CameraCalibration, photos: list[Path], out: Path) -> d
 
     from .atomic import atomic_write_text
 
-    cv2 = _cv2()
+    cv2 = opencv()
     out = Path(out)
     folder = out.parent / f"{out.stem}_undistorted"
     layer = Sdf.Layer.CreateAnonymous(".usda")
@@ -246,8 +239,6 @@ def write_cameras(result: CameraCalibration, photos: list[Path], out: Path) -> d
     cameras = {}
     staging = folder.parent / f".{folder.name}.partial"
     if staging.exists():
-        import shutil
-
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for path in photos:
@@ -270,8 +261,6 @@ def write_cameras(result: CameraCalibration, photos: list[Path], out: Path) -> d
            "camera_matrix": result.matrix.tolist(), "distortion": [float(v) for v in result.distortion],
            "rms_reprojection_error_px": result.rms, "cameras": cameras, "skipped": result.skipped}
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     staging.rename(folder)
     atomic_write_text(out, layer.ExportToString())

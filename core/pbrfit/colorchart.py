@@ -76,10 +76,10 @@ def find_chart(rgb: np.ndarray, where: str) -> np.ndarray:
     Raises:
         InputError: no chart found (``where`` names the photo).
     """
-    from .charuco import _cv2
+    from .dependencies import opencv
     from .images import linear_to_srgb
 
-    cv2 = _cv2()
+    cv2 = opencv()
     if not hasattr(cv2, "mcc"):
         raise InputError("colour charts need OpenCV's contrib modules: pip install opencv-contrib-python-headless")
     encoded = np.clip(np.rint(linear_to_srgb(np.clip(rgb, 0.0, 1.0)) * 255), 0, 255).astype(np.uint8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["REQUIRED", "missing", "message"]
+__all__ = ["REQUIRED", "missing", "message", "opencv"]
 
 #: import name -> distribution (pip) name: the same set as core/pyproject.toml's
 #: ``dependencies`` (tests/test_packaging.py checks it)
@@ -53,3 +53,16 @@ def message(how_to_install: str, refresh: bool = False) -> str | None:
         return None
     python = ".".join(map(str, sys.version_info[:2]))
     return f"pbrfit needs {', '.join(absent)} (not importable in this Python {python}): {how_to_install}"
+
+
+def opencv():
+    """The ``cv2`` module of the optional ``calibrate`` extra (ChArUco boards, colour charts), or an
+    InputError saying how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        from .errors import InputError
+
+        raise InputError("this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
+                         "opencv-contrib-python-headless)") from None
+    return cv2

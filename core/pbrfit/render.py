@@ -73,8 +73,7 @@ class _FixedSamples:
     wi: torch.Tensor        # (P, N, 3) local directions
     lv: torch.Tensor        # (P, N, 3) radiance * visibility
     p_fixed: torch.Tensor   # (P, N) n_light * p_env + n_cos * p_cos
-    d_world: torch.Tensor   # (P, N, 3) the same directions in world space (a calibrated render looks them up again)
-    vis: torch.Tensor       # (P, N) their visibility
+    vis: torch.Tensor       # (P, N) bool: their visibility (a calibrated render looks their radiance up again)
     #: analytic lights' samples (None without lights): local directions (P, M, 3) and
     #: radiance / pdf * visibility / samples per light (P, M, 3)
     lights_wi: torch.Tensor | None = None
@@ -180,7 +179,7 @@ class RasterRenderer(SceneRenderer):
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
         p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
         pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed,
-                                 d_all.contiguous(), visible)
+                                 visible > 0.5)
         lights = pv.lights
         if lights:
             na = n.analytic
@@ -195,24 +194,29 @@ class RasterRenderer(SceneRenderer):
         pv.row_of = np.full(len(geo.pixels), -1, np.int64)
         pv.row_of[rows] = np.arange(len(rows))
 
+    def _blocked_counts(self, view_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per loss pixel of the view (``train_subsets`` order): how many of its fixed sample
+        directions (light and cosine) are above the surface, and how many of those are blocked."""
+        pv = self.prepare(view_index)
+        rows = torch.as_tensor(pv.row_of[self.train_subsets[view_index]], dtype=torch.long, device=self.device)
+        above = pv.fixed.wi[rows][..., 2] > 0
+        blocked = ~pv.fixed.vis[rows] & above
+        return above.sum(1).cpu().numpy(), blocked.sum(1).cpu().numpy()
+
     def self_occlusion(self, view_index: int) -> float:
-        """The share of the view's fixed sample directions above the surface (light and cosine
-        samples of its loss pixels) that the part itself blocks: 0 for a convex part; where it is
-        large, light between parts of the part (which this renderer leaves out) matters."""
-        fx = self.prepare(view_index).fixed
-        above = fx.wi[..., 2] > 0
-        return float(((fx.vis < 0.5) & above).sum()) / max(int(above.sum()), 1)
+        """The share of the view's loss pixels' sample directions above the surface that the part
+        itself blocks: 0 for a convex part; where it is large, light between parts of the part
+        (which this renderer leaves out) matters."""
+        above, blocked = self._blocked_counts(view_index)
+        return float(blocked.sum()) / max(int(above.sum()), 1)
 
     def blocked_share(self, view_index: int) -> np.ndarray:
         """Per loss pixel of the view (``train_subsets`` order), the share of its fixed sample
         directions above the surface that something blocks: the part or, with
         ``scene.known``, the other objects. Light those reflect onto the pixel is not rendered
         here, so a known object's pixels facing the part are left out of a calibration."""
-        pv = self.prepare(view_index)
-        rows = torch.as_tensor(pv.row_of[self.train_subsets[view_index]], dtype=torch.long, device=self.device)
-        above = pv.fixed.wi[rows][..., 2] > 0
-        blocked = (pv.fixed.vis[rows] < 0.5) & above
-        return (blocked.sum(1).float() / above.sum(1).clamp_min(1).float()).cpu().numpy()
+        above, blocked = self._blocked_counts(view_index)
+        return blocked / np.maximum(above, 1)
 
     def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor) -> torch.Tensor:
         """(P, N) float visibility of world directions d (P, N, 3) from the surface points,
@@ -283,7 +287,7 @@ class RasterRenderer(SceneRenderer):
         wi = to_shading(fx.wi[rows_t])
         f = bsdf.principled_eval(material, wo, wi)
         lv = fx.lv[rows_t] if yaw is None and env_gain is None else \
-            environment(fx.d_world[rows_t]) * fx.vis[rows_t][..., None]
+            environment(torch.einsum("pni,pij->pnj", fx.wi[rows_t], geo.frame[sel_t])) * fx.vis[rows_t][..., None]
         out = (f * lv / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
         if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
             lights_w = fx.lights_w[rows_t]
