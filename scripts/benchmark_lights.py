@@ -40,6 +40,9 @@ LAMPS = {
     "disk": [{"type": "AREA", "energy": 300.0, "shape": "DISK", "size": 1.2, "location": [0.5, -3.0, -1.5]}],
     "spot": [{"type": "SPOT", "energy": 800.0, "radius": 0.1, "spot_size": 24.0, "spot_blend": 0.4,
               "location": [3.0, -3.0, 1.0], "look_at": [0.3, 0.0, 0.0]}],
+    # a tungsten-balanced softbox: colour temperature (UsdLux colorTemperature) on an area lamp
+    "warm": [{"type": "AREA", "energy": 300.0, "shape": "RECTANGLE", "size": 1.2, "size_y": 0.9,
+              "temperature": 3200.0, "location": [-2.0, -2.5, 1.0]}],
 }
 LAMPS["all"] = [lamp for k in ("sun", "point", "rect", "disk", "spot") for lamp in LAMPS[k]]
 MATERIALS = {"rough": {"base_color": [0.7, 0.68, 0.6], "roughness": 0.6},

@@ -36,7 +36,8 @@ Spec keys (a JSON object; unknown keys are an error):
   (the lamp's -Z toward ``look_at``; default the origin), with ``"radius"`` (POINT and SPOT, m;
   soft falloff off: USD has no such mode), ``"spot_size"`` (SPOT, degrees, the full cone),
   ``"spot_blend"``, ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and ``"shape"`` (AREA:
-  SQUARE, RECTANGLE, DISK), ``"color"``. They light every render and are
+  SQUARE, RECTANGLE, DISK), ``"color"``, ``"temperature"`` (kelvin: Blender's colour
+  temperature, exported as UsdLux ``colorTemperature``). They light every render and are
   exported with the stage (Blender's USD exporter: UsdLux).
 * ``props``: spheres of known material besides the Part (default none; a grey reference ball
   for calibration), each ``{"name": identifier, "location": [x, y, z], "radius": r,
@@ -308,7 +309,7 @@ def _props(value: object, src: str) -> list[dict]:
 
 
 _LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size", "size_y", "shape", "color",
-               "spot_size", "spot_blend"}
+               "spot_size", "spot_blend", "temperature"}
 
 
 def _lights(value: object, src: str) -> list[dict]:
@@ -330,6 +331,9 @@ def _add_lights(case: _Case) -> list:
         data = bpy.data.lights.new(f"Lamp{i}", spec["type"])
         data.energy = float(spec["energy"])
         data.color = tuple(spec.get("color", (1.0, 1.0, 1.0)))
+        if "temperature" in spec:
+            data.use_temperature = True
+            data.temperature = float(spec["temperature"])
         if spec["type"] in ("POINT", "SPOT"):
             data.shadow_soft_size = float(spec.get("radius", 0.0))
             data.use_soft_falloff = False
@@ -566,6 +570,27 @@ def _export_stage(path: Path, objects: Sequence) -> None:
         export_animation=False, evaluation_mode="RENDER", convert_orientation=False,
         export_lights=True, export_cameras=True, export_meshes=True,
     )
+    _fix_color_temperature(path, [o for o in objects if o.type == "LIGHT"])
+
+
+def _fix_color_temperature(path: Path, lamps: Sequence) -> None:
+    """Blender 5.0's USD exporter writes ``inputs:enableColorTemperature = 1`` on every lamp,
+    ``use_temperature`` or not (and its importer reads it back as on, at 6500 K unless a
+    temperature was written). The stage must say what Cycles rendered: off where the lamp's
+    ``use_temperature`` is off (UsdLux's 6500 K colour is 4% off white)."""
+    from pxr import Usd, UsdLux
+
+    off = {o.name for o in lamps if not o.data.use_temperature}
+    if not off:
+        return
+    stage = Usd.Stage.Open(str(path))
+    for prim in stage.Traverse():
+        parent = prim.GetParent()
+        attr = parent.GetAttribute("userProperties:blender:object_name") if parent else None
+        owner = attr.Get() if attr and attr.HasValue() else prim.GetName()
+        if prim.HasAPI(UsdLux.LightAPI) and not prim.IsA(UsdLux.DomeLight) and owner in off:
+            UsdLux.LightAPI(prim).CreateEnableColorTemperatureAttr().Set(False)
+    stage.GetRootLayer().Save()
 
 
 def _stage_prims(path: Path, camera_names: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:

@@ -96,12 +96,31 @@ def test_usdlux_lights_are_read_as_blender_reads_them(tmp_path):
     assert soft.size == pytest.approx((2.0, 0.5)) and soft.radiance == pytest.approx((2.0, 1.0, 0.5))  # not normalized
 
 
+def test_colour_temperature_multiplies_the_colour_as_usdlux_defines_it(tmp_path):
+    """``enableColorTemperature``: ``color`` times UsdLux's blackbody colour (what Blender's
+    importer and Cycles use; checked against Cycles in test_lights_vs_cycles' warm case)."""
+    stage = _stage(tmp_path)
+    for name, enable in (("Warm", True), ("Off", False)):
+        light = UsdLux.SphereLight.Define(stage, f"/{name}")
+        light.CreateTreatAsPointAttr(True)
+        light.CreateColorAttr(Gf.Vec3f(0.5, 1.0, 1.0))
+        light.CreateEnableColorTemperatureAttr(enable)
+        light.CreateColorTemperatureAttr(3200.0)
+    lights = {light.prim_path: light for light in read_lights(stage)}
+    assert lights["/Off"].radiance == pytest.approx((0.5, 1.0, 1.0))
+    expected = np.array([0.5, 1.0, 1.0]) * np.array(UsdLux.BlackbodyTemperatureAsRgb(3200.0))
+    assert lights["/Warm"].radiance == pytest.approx(tuple(expected), rel=1e-6)
+    assert lights["/Warm"].radiance[0] > lights["/Warm"].radiance[2]  # warm: red over blue
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda st: UsdLux.CylinderLight.Define(st, "/Tube"), "CylinderLight"),
     (lambda st: UsdLux.SphereLight.Define(st, "/Off").CreateIntensityAttr(0.0), "positive intensity"),
     (lambda st: UsdLux.SphereLight.Define(st, "/Neg").CreateIntensityAttr(-5.0), "positive intensity"),
     (lambda st: UsdLux.RectLight.Define(st, "/Flat").CreateWidthAttr(0.0), "zero size"),
-], ids=["cylinder", "zero", "negative", "zero size"])
+    (lambda st: (UsdLux.SphereLight.Define(st, "/Hot").CreateEnableColorTemperatureAttr(True),
+                 UsdLux.SphereLight(st.GetPrimAtPath("/Hot")).CreateColorTemperatureAttr(40000.0)), "1000-10000 K"),
+], ids=["cylinder", "zero", "negative", "zero size", "temperature"])
 def test_lights_the_renderer_cannot_render_are_refused_by_name(tmp_path, make, message):
     stage = _stage(tmp_path)
     make(stage)

@@ -419,6 +419,8 @@ def extract_lights(scene) -> tuple:
         what = f"lamp '{obj.name}'"
         exposure = float(getattr(lamp, "exposure", 0.0))
         strength = np.asarray(lamp.color, np.float64) * float(lamp.energy) * 2.0**exposure
+        if getattr(lamp, "use_temperature", False):  # Blender 4.5+: Cycles multiplies by the blackbody colour
+            strength = strength * np.asarray(lamp.temperature_color, np.float64)
         if not (float(lamp.energy) > 0 and math.isfinite(float(lamp.energy))) or not strength.any():
             raise InputError(f"{what} has power {lamp.energy:g} and colour {tuple(lamp.color)}: no light; give it a "
                              "positive power or hide it from renders")
