@@ -151,3 +151,53 @@ def test_a_spot_ramps_in_cosine_as_cycles_does_and_a_cone_elsewhere_is_refused(t
     UsdLux.ShapingAPI.Apply(rect.GetPrim()).CreateShapingConeAngleAttr(30.0)
     with pytest.raises(InputError, match="/ConeOnARect.*SphereLights"):
         read_lights(stage)
+
+
+def _rig_job(tmp_path, views: list[str]):
+    """The synthetic sphere (with its dome) plus two softboxes under /World/RigA and
+    /World/RigB; one view per entry of ``views``, whose text is appended to the view."""
+    from synthetic import render_references, write_job
+
+    job = write_job(tmp_path, size=32, cameras=len(views))
+    stage = Usd.Stage.Open(str(tmp_path / "scene.usda"))
+    for rig, x in (("RigA", 3.0), ("RigB", -3.0)):
+        UsdGeom.Xform.Define(stage, f"/World/{rig}")
+        box = UsdLux.RectLight.Define(stage, f"/World/{rig}/Box")
+        box.CreateIntensityAttr(4.0)
+        UsdGeom.Xformable(box).AddTranslateOp().Set(Gf.Vec3d(x, 0, 0))
+        UsdGeom.Xformable(box).AddRotateYOp().Set(90.0 if x > 0 else -90.0)
+    stage.GetRootLayer().Save()
+    parts = job.read_text().split("[[views]]")
+    for i, extra in enumerate(views):
+        parts[i + 1] = parts[i + 1].rstrip("\n") + "\n" + extra + "\n\n"
+    job.write_text("[[views]]".join(parts))
+    render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.5}, seed=1)
+    return job
+
+
+def test_a_view_names_its_light_rig(tmp_path):
+    from pbrfit.job import load_job
+
+    job = load_job(_rig_job(tmp_path, ['lights = "/World/RigA"', 'lights = ["/World/RigB/Box"]', "lights = []",
+                                       ""]))
+    names = [[li.prim_path for li in v.lights] for v in job.scene.views]
+    assert names == [["/World/RigA/Box"], ["/World/RigB/Box"], [], ["/World/RigA/Box", "/World/RigB/Box"]]
+    # each rig lights its own side of the sphere in the references rendered per view
+    a, b = job.scene.views[0].image, job.scene.views[2].image
+    assert a.sum() > 1.05 * b.sum()  # a softbox adds to the dome alone
+
+
+@pytest.mark.parametrize("value, message", [
+    ('"/World/Nope"', "not a prim"),
+    ('"/World/Part"', "holds no active, visible light"),
+    ("5", "prim path or a list"),
+    ('["World/RigA"]', "prim path or a list"),
+], ids=["missing", "no light", "number", "relative"])
+def test_a_light_rig_that_is_not_there_is_refused_by_name(tmp_path, value, message):
+    from pbrfit.job import load_job
+
+    job = _rig_job(tmp_path, ["# rig"])
+    job.write_text(job.read_text().replace("# rig", f"lights = {value}"))
+    with pytest.raises(InputError, match=message) as e:
+        load_job(job)
+    assert "view" in str(e.value) and "\n" not in str(e.value)

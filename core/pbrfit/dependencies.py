@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["REQUIRED", "missing", "message", "opencv"]
+__all__ = ["REQUIRED", "missing", "message", "opencv", "rawpy"]
 
 #: import name -> distribution (pip) name: the same set as core/pyproject.toml's
 #: ``dependencies`` (tests/test_packaging.py checks it)
@@ -66,3 +66,16 @@ def opencv():
         raise InputError("this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
                          "opencv-contrib-python-headless)") from None
     return cv2
+
+
+def rawpy():
+    """The ``rawpy`` module (LibRaw) of the optional ``raw`` extra (camera RAW photos), or an
+    InputError saying how to install it."""
+    try:
+        import rawpy
+    except ImportError:
+        from .errors import InputError
+
+        raise InputError("reading camera RAW photos needs rawpy: pip install \"pbrfit[raw]\" (or rawpy), or convert "
+                         "the photos to 16-bit linear TIFF and set encoding = \"linear\"") from None
+    return rawpy

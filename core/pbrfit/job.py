@@ -9,7 +9,8 @@ Format (paths are relative to the job file; ``~`` is expanded)::
 
     [[views]]
     camera = "/root/Cam0"         # a Camera prim, or an ancestor holding exactly one
-    image = "refs/cam0.exr"       # linear EXR (alpha = mask) or sRGB PNG/JPEG/TIFF
+    image = "refs/cam0.exr"       # linear EXR (alpha = mask), sRGB PNG/JPEG/TIFF, or a
+                                  # camera RAW file (.dng, .cr2, .nef, .arw, ...: pbrfit.raw)
     environment = "hdri/forest.exr"  # optional: replaces the DomeLight's texture, keeping
                                   # its rotation, intensity, exposure and colour
     split = "train"               # or "validate"; default "train"
@@ -28,6 +29,11 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     color_chart = "refs/chart.jpg"  # optional: a photo (this one, or another with the same
                                   # camera, settings and light) with a ColorChecker Classic:
                                   # the photo is colour corrected by it (pbrfit.colorchart)
+    raw_white_balance = "camera"  # RAW images only: "camera" (as shot, default), "daylight"
+                                  # or multipliers [r, g, b]
+    lights = ["/World/KeyRig"]    # optional: the analytic lights lighting this view are those
+                                  # at or under these prims (default: every light on the
+                                  # stage; [] for none: the environment alone)
 
     [fit]                         # optional; every key optional
     preset = "plastic"            # a name in pbrfit.params.PRESETS
@@ -101,6 +107,7 @@ from .images import (
 )
 from .options import JOB_KEYS as FIT_KEYS
 from .options import check_table, host_label, table_label
+from .raw import is_raw, read_raw, white_balance_of
 from .scene import Environment, FitScene, View
 from .textures import TextureSettings, check_textures
 from .usd_stage import StageContents, default_world_from_dome, is_package_path, read_stage
@@ -108,7 +115,8 @@ from .usd_stage import StageContents, default_world_from_dome, is_package_path, 
 __all__ = ["Job", "load_job", "build_scene", "FIT_KEYS", "JOB_KEYS", "VIEW_KEYS", "SPLITS", "ASPECT_TOLERANCE"]
 
 JOB_KEYS = ("scene", "target", "time", "views", "fit", "textures", "calibrate")
-VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding", "color_chart")
+VIEW_KEYS = ("camera", "image", "environment", "split", "mask", "name", "exposure", "encoding", "color_chart",
+             "raw_white_balance", "lights")
 #: a view's exposure (stops) must lie within this
 MAX_EXPOSURE_STOPS = 30.0
 SPLITS = ("train", "validate")
@@ -207,16 +215,17 @@ def _wrap(where: str, fn, *args, **kwargs):
 
 
 def _environment(stage: StageContents, env_path: Path | None, cache: dict, files: _Files,
-                 where: str) -> Environment:
+                 where: str, lights: tuple) -> Environment:
     dome = stage.dome
     packaged = env_path is None and dome is not None and bool(dome.texture) and is_package_path(dome.texture)
-    if env_path is None and dome is None and stage.lights:  # a studio rig: the stage's lights only
+    if env_path is None and dome is None and lights:  # a studio rig: the view's lights only
         return Environment(image=np.zeros((8, 16, 3), np.float32), world_from_dome=default_world_from_dome(
             stage.up_axis), scale=np.ones(3), source="(none: the stage's lights only)")
     if env_path is None:
         if dome is None:
-            raise InputError(f"{where}: the stage {stage.path} has no DomeLight, no other light and the view has no "
-                             "'environment'; add environment = \"hdri.exr\" to the view or a light to the stage")
+            raise InputError(f"{where}: the stage {stage.path} has no DomeLight, no other light for this view and the "
+                             "view has no 'environment'; add environment = \"hdri.exr\" to the view or a light to the "
+                             "stage")
         env_path = _wrap(where, dome.texture_file)
     key = str(env_path)
     if key not in cache:
@@ -228,7 +237,7 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     else:
         rotation, scale = default_world_from_dome(stage.up_axis), np.ones(3)
     environment = Environment(image=cache[key], world_from_dome=rotation, scale=scale, source=key)
-    check_lighting(environment, dome, where, black_allowed=bool(stage.lights))
+    check_lighting(environment, dome, where, black_allowed=bool(lights))
     return environment
 
 
@@ -305,12 +314,23 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
     encoding = table.get("encoding")
     if encoding is not None and encoding not in ENCODINGS:
         raise InputError(f"{where}: encoding {encoding!r} is unknown; use \"srgb\" or \"linear\"")
-    bits = _wrap(where, integer_bits, image_path)
-    if encoding is None and bits is not None and bits > 8:
-        raise InputError(f"{where}: image {image_path} is a {bits}-bit integer file, which raw converters write "
-                         "sRGB-encoded or linear; say which: add encoding = \"srgb\" or encoding = \"linear\" to the "
-                         "view")
-    rgb, alpha = _wrap(where, read_image, image_path, encoding)
+    raw_wb = table.get("raw_white_balance")
+    if is_raw(image_path):  # a camera RAW file: developed linear by LibRaw (pbrfit.raw)
+        if encoding == "srgb":
+            raise InputError(f"{where}: image {image_path} is a camera RAW file, which is developed linear; remove "
+                             "encoding = \"srgb\"")
+        rgb, alpha = _wrap(where, read_raw, image_path, white_balance_of(
+            "camera" if raw_wb is None else raw_wb, where)), None
+    else:
+        if raw_wb is not None:
+            raise InputError(f"{where}: raw_white_balance applies to camera RAW images (.dng, .cr2, .nef, ...), not "
+                             f"to {image_path}; remove it")
+        bits = _wrap(where, integer_bits, image_path)
+        if encoding is None and bits is not None and bits > 8:
+            raise InputError(f"{where}: image {image_path} is a {bits}-bit integer file, which raw converters write "
+                             "sRGB-encoded or linear; say which: add encoding = \"srgb\" or encoding = \"linear\" to "
+                             "the view")
+        rgb, alpha = _wrap(where, read_image, image_path, encoding)
     files.add(image_path)
     notes = []
     chart_value = _string(table, "color_chart", where, False)
@@ -356,11 +376,12 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
 
     env_value = _string(table, "environment", where, False)
     env_path = _file(base, env_value) if env_value is not None else None
-    environment = _environment(stage, env_path, env_cache, files, where)
+    lights = _view_lights(stage, table, where)
+    environment = _environment(stage, env_path, env_cache, files, where, lights)
     if exposure != "auto":
         if exposure:
             rgb = (rgb / 2.0 ** float(exposure)).astype(np.float32)  # into the lighting's units
-        _check_exposure(rgb, mask, environment, image_path, where, stage)
+        _check_exposure(rgb, mask, environment, image_path, where, stage, lights)
 
     view = View(
         name=name or camera_path.rstrip("/").rsplit("/", 1)[-1],
@@ -370,14 +391,40 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         mask=mask,
         split=split,
         image_path=str(image_path),
-        lights=stage.lights,
+        lights=lights,
         exposure=exposure if exposure == "auto" else float(exposure),
     )
-    identity = (camera.prim_path, str(image_path), environment.source)
+    identity = (camera.prim_path, str(image_path), environment.source, tuple(li.prim_path for li in lights))
     return view, identity, notes
 
 
-def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str, stage) -> None:
+def _view_lights(stage: StageContents, table: dict, where: str) -> tuple:
+    """The analytic lights of a view: the stage's, or those at or under its ``lights`` prims."""
+    value = table.get("lights")
+    if value is None:
+        return stage.lights
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+        raise InputError(f"{where}: lights {table.get('lights')!r} must be a prim path or a list of prim paths "
+                         "(\"/World/KeyRig\"), or [] for no analytic light")
+    chosen = []
+    for root in value:
+        prim = stage.stage.GetPrimAtPath(root.rstrip("/") or "/") if stage.stage is not None else None
+        if prim is None or not prim.IsValid():
+            raise InputError(f"{where}: lights {root!r} is not a prim on stage {stage.path}; name a light or a prim "
+                             "holding lights")
+        under = [li for li in stage.lights if li.prim_path == root or li.prim_path.startswith(root.rstrip("/") + "/")]
+        if not under:
+            known = ", ".join(li.prim_path for li in stage.lights[:8]) or "none"
+            raise InputError(f"{where}: lights {root!r} holds no active, visible light pbrfit renders (the stage's "
+                             f"lights: {known}); fix the path or activate the light")
+        chosen += [li for li in under if li not in chosen]
+    return tuple(chosen)
+
+
+def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path, where: str, stage,
+                    lights: tuple) -> None:
     """Refuse a reference far brighter than its lighting can make the part (a near-black
     environment, or an image exposed for other light)."""
     from .color import environment_white
@@ -388,8 +435,8 @@ def _check_exposure(rgb: np.ndarray, mask, environment: Environment, image_path,
         return
     mean = float((rgb.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722]) * weight).sum() / weight.sum())
     white = environment_white(np.maximum(environment.image, 0.0), environment.scale)
-    if stage.lights:
-        white += lights_white(stage.lights, stage.mesh.positions.mean(0))
+    if lights:
+        white += lights_white(lights, stage.mesh.positions.mean(0))
     if mean > MAX_REFERENCE_TO_WHITE * white:
         raise InputError(f"{where}: image {image_path} is {mean / white:.3g} times brighter than its lighting "
                          f"{environment.source} (mean luminance {white:.3g}) can make the part; the environment is "
