@@ -12,6 +12,7 @@ and by how much (the prior's standard deviation)::
     environment_exposure = 0.5    # stops: each environment's intensity
     white_balance = 0.05          # the photos' per-channel gains (log, ~ relative), luminance kept
     light_intensity = 0.5         # stops: each analytic light's intensity
+    light_color = 0.05            # each analytic light's R/B log gains, luminance kept
 
 ``white_balance`` may also be ``{sigma = 0.05, per = "view"}``: one set of gains per train
 view instead of one for the whole capture (the default: one camera took every photo).
@@ -34,6 +35,8 @@ What moves, exactly (the *deltas*; all zero means the job as written):
   dome frame (:func:`pole_rotation`).
 * ``environment_exposure``: per environment, stops: its radiance times ``2**delta``.
 * ``light_intensity``: per analytic light (by prim path), stops: its radiance times ``2**delta``.
+* ``light_color``: per analytic light, two log gains, its radiance times the gains ``g`` as for
+  ``white_balance`` (luminance kept: a gel or a lamp's colour temperature off from the job's).
 * ``white_balance``: two log gains ``(a_r, a_b)``; the photo is ``g * radiance`` per channel with
   ``g = exp(a_r, 0, a_b) / Y(exp(a_r, 0, a_b))`` (``Y`` the Rec.709 luminance), so white balance
   changes colour only and the level stays with the exposure.
@@ -54,6 +57,9 @@ What is identifiable (and what is not):
   fitted too).
 * White balance against base colour's hue: the same, except through white (dielectric)
   highlights.
+* A light's colour: against white balance and the base colour's hue as above when one light
+  does all the lighting; with several lights (or a light and an environment), from how the hue
+  changes across the part between the regions each one lights.
 
 The fit calibrates between its material stages (:meth:`pbrfit.fit_run.FitRun.update_calibration`):
 first on the references alone (when there are any: before the part's colour can absorb what they
@@ -84,12 +90,15 @@ __all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibratio
 #: the keys of ``[calibrate]`` and their default prior sigma when given as ``true``
 #: (degrees, stops, log gain, stops)
 CALIBRATE_KEYS = {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05,
-                  "light_intensity": 0.5, "camera_rotation": 1.0, "camera_translation": 0.005, "camera_focal": 0.02}
+                  "light_intensity": 0.5, "light_color": 0.05, "camera_rotation": 1.0, "camera_translation": 0.005,
+                  "camera_focal": 0.02}
 #: largest sigma accepted per key (a prior wider than this is no prior)
 _MAX_SIGMA = {"environment_rotation": 180.0, "environment_exposure": 4.0, "white_balance": 0.5,
-              "light_intensity": 4.0, "camera_rotation": 30.0, "camera_translation": 1.0, "camera_focal": 0.5}
+              "light_intensity": 4.0, "light_color": 0.5, "camera_rotation": 30.0, "camera_translation": 1.0,
+              "camera_focal": 0.5}
 _UNITS = {"environment_rotation": "degrees", "environment_exposure": "stops", "white_balance": "(log gain)",
-          "light_intensity": "stops", "camera_rotation": "degrees", "camera_translation": "metres",
+          "light_intensity": "stops", "light_color": "(log gain)", "camera_rotation": "degrees",
+          "camera_translation": "metres",
           "camera_focal": "(log scale)"}
 #: the camera corrections (fitted to silhouettes: pbrfit.silhouette), and their sizes
 CAMERA_KINDS = {"camera_rotation": 3, "camera_translation": 3, "camera_focal": 1}
@@ -112,6 +121,7 @@ class CalibrateSettings:
     white_balance: float | None = None
     white_balance_per: str = "job"
     light_intensity: float | None = None
+    light_color: float | None = None
     camera_rotation: float | None = None
     camera_translation: float | None = None
     camera_focal: float | None = None
@@ -218,7 +228,7 @@ class ViewCalibration:
     Attributes:
         yaw: radians the view's environment turns about its pole (:func:`pole_rotation`).
         environment_gain: the environment's radiance multiplier.
-        light_gains: (L,) per analytic light of the view, in its order.
+        light_gains: (L, 3) per analytic light of the view, in its order: intensity times colour.
         view_gain: (3,) the photo's per-channel gains (white balance).
     """
 
@@ -284,14 +294,17 @@ class Calibration:
             if auto:
                 raise InputError(f"[calibrate] environment_exposure conflicts with exposure = \"auto\" of view "
                                  f"{auto[0]}: both would fit the same scale; use one of them")
-        if settings.light_intensity is not None:
+        for kind, size in (("light_intensity", 1), ("light_color", 2)):
+            sigma = getattr(settings, kind)
+            if sigma is None:
+                continue
             lit = [vi for vi in train if scene.views[vi].lights]
             if not lit:
-                raise InputError("[calibrate] light_intensity: the train views have no analytic light (UsdLux "
+                raise InputError(f"[calibrate] {kind}: the train views have no analytic light (UsdLux "
                                  "Distant, Sphere, Rect or Disk light); remove it")
             for vi in lit:
                 for light in scene.views[vi].lights:
-                    add("light_intensity", light.prim_path, settings.light_intensity, 1, vi)
+                    add(kind, light.prim_path, sigma, size, vi)
         for kind, size in CAMERA_KINDS.items():
             sigma = getattr(settings, kind)
             if sigma is None:
@@ -351,11 +364,19 @@ class Calibration:
                 # the total so far is baked into the photo: the increment's gains on top of it
                 out.view_gain = white_balance_gains(self.total[v.index:v.index + 2].to(d.dtype) + d) \
                     / white_balance_gains(self.total[v.index:v.index + 2].to(d.dtype))
-        lights = [v for v in self.variables if v.kind == "light_intensity"]
-        if lights and view.lights:
-            by_path = {v.key: v for v in lights}
-            gains = [torch.exp2(delta[by_path[li.prim_path].index]) if li.prim_path in by_path
-                     else torch.ones((), dtype=delta.dtype) for li in view.lights]
+        intensity = {v.key: v for v in self.variables_of("light_intensity")}
+        colour = {v.key: v for v in self.variables_of("light_color")}
+        if (intensity or colour) and view.lights:
+            gains = []
+            for li in view.lights:
+                g = torch.ones(3, dtype=delta.dtype)
+                if li.prim_path in intensity:
+                    g = g * torch.exp2(delta[intensity[li.prim_path].index])
+                if li.prim_path in colour:  # the increment on top of the colour already baked in
+                    v = colour[li.prim_path]
+                    total = self.total[v.index:v.index + 2].to(delta.dtype)
+                    g = g * white_balance_gains(total + delta[v.index:v.index + 2]) / white_balance_gains(total)
+                gains.append(g)
             out.light_gains = torch.stack(gains)
         return out
 
@@ -379,7 +400,11 @@ class Calibration:
                     scale=np.asarray(env.scale) * 2.0 ** exposure)
             return envs[env.source]
 
-        light_gain = {v.key: 2.0 ** float(delta[v.index]) for v in self.variables_of("light_intensity")}
+        light_gain = {v.key: np.full(3, 2.0 ** float(delta[v.index])) for v in self.variables_of("light_intensity")}
+        for v in self.variables_of("light_color"):
+            ratio = (white_balance_gains(self.total[v.index:v.index + 2] + delta[v.index:v.index + 2])
+                     / white_balance_gains(self.total[v.index:v.index + 2])).numpy()
+            light_gain[v.key] = light_gain.get(v.key, np.ones(3)) * ratio
         cameras: dict[str, object] = {}
 
         def camera(view):
@@ -394,8 +419,10 @@ class Calibration:
         wb = self.variables_of("white_balance")
         views = []
         for view in scene.views:
-            lights = tuple(replace(li, radiance=tuple(float(r) * light_gain[li.prim_path] for r in li.radiance))
-                           if light_gain.get(li.prim_path, 1.0) != 1.0 else li for li in view.lights)
+            lights = tuple(replace(li, radiance=tuple(float(r) * float(g) for r, g in zip(li.radiance,
+                                                                                           light_gain[li.prim_path])))
+                           if li.prim_path in light_gain and (light_gain[li.prim_path] != 1.0).any() else li
+                           for li in view.lights)
             image = view.image
             for v in wb:
                 if v.key in ("job", view.name):
@@ -427,7 +454,7 @@ class Calibration:
                              vector=[float(x) * mpu for x in d])
             elif v.kind == "camera_focal":
                 entry.update(value=math.expm1(float(d[0])), unit="relative", sigma=v.sigma)
-            elif v.kind == "white_balance":
+            elif v.kind in ("white_balance", "light_color"):
                 entry.update(value=[round(float(g), 5) for g in white_balance_gains(d)], unit="gain (R, G, B)",
                              sigma=v.sigma)
             else:
@@ -462,7 +489,7 @@ class Calibration:
                 d = delta[v.index:v.index + v.size]
                 if v.kind in ("environment_rotation",):
                     d[0] = math.radians(e["value"])
-                elif v.kind == "white_balance":
+                elif v.kind in ("white_balance", "light_color"):
                     g = [float(x) for x in e["value"]]
                     d[0], d[1] = math.log(g[0] / g[1]), math.log(g[2] / g[1])
                 elif v.kind in ("camera_rotation", "camera_translation"):
@@ -640,8 +667,8 @@ def fit_cameras(scene, calibration: Calibration, evaluations: int = 30, check=No
 def describe_delta(entry: dict) -> str:
     """One entry of :meth:`Calibration.summary` (as material.json holds it) in words."""
     of = str(entry["of"]).replace("\\", "/").rsplit("/", 1)[-1] or str(entry["of"])
-    if entry["kind"] == "white_balance":
-        return f"white balance ({of}) x({', '.join(f'{g:.3f}' for g in entry['value'])})"
+    if entry["kind"] in ("white_balance", "light_color"):
+        return f"{entry['kind'].replace('_', ' ')} ({of}) x({', '.join(f'{g:.3f}' for g in entry['value'])})"
     if entry["kind"] == "camera_translation":
         return f"camera translation ({of}) {1000 * entry['value']:.1f} mm ({entry['z']:.1f} sigma)"
     if entry["kind"] == "camera_focal":

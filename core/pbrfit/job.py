@@ -66,6 +66,7 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     environment_exposure = 0.5    # each environment's intensity, stops
     white_balance = 0.05          # photos' R/B log gains; or { sigma = 0.05, per = "view" }
     light_intensity = 0.5         # each analytic light's intensity, stops
+    light_color = 0.05            # each analytic light's R/B log gains (luminance kept)
     [[calibrate.reference]]       # optional: an object of known material in the photos
     prim = "/World/GreyBall"
     material = { base_color = [0.18, 0.18, 0.18], roughness = 0.8 }  # else its bound material

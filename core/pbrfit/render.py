@@ -292,8 +292,8 @@ class RasterRenderer(SceneRenderer):
         if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
             lights_w = fx.lights_w[rows_t]
             if cal is not None and cal.light_gains is not None:
-                per_sample = cal.light_gains.to(self.device, torch.float32).repeat_interleave(self.samples.analytic)
-                lights_w = lights_w * per_sample[None, :, None]
+                per_sample = cal.light_gains.to(self.device, torch.float32).repeat_interleave(self.samples.analytic, 0)
+                lights_w = lights_w * per_sample[None]
             out = out + (bsdf.principled_eval(material, wo, to_shading(fx.lights_wi[rows_t])) * lights_w).sum(1)
 
         # directions sampled from the BSDF's lobes (in the shading frame)
