@@ -40,6 +40,9 @@ LAMPS = {
     "disk": [{"type": "AREA", "energy": 300.0, "shape": "DISK", "size": 1.2, "location": [0.5, -3.0, -1.5]}],
     "spot": [{"type": "SPOT", "energy": 800.0, "radius": 0.1, "spot_size": 24.0, "spot_blend": 0.4,
               "location": [3.0, -3.0, 1.0], "look_at": [0.3, 0.0, 0.0]}],
+    # a tube light (UsdLux CylinderLight; Cycles renders an emissive tube of the same radiance)
+    "tube": [{"type": "TUBE", "radiance": [60.0, 58.0, 52.0], "location": [2.0, -2.5, 1.0], "axis": [0.3, 0.2, 1.0],
+              "length": 1.6, "radius": 0.06}],
     # a tungsten-balanced softbox: colour temperature (UsdLux colorTemperature) on an area lamp
     "warm": [{"type": "AREA", "energy": 300.0, "shape": "RECTANGLE", "size": 1.2, "size_y": 0.9,
               "temperature": 3200.0, "location": [-2.0, -2.5, 1.0]}],

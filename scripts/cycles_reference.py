@@ -37,7 +37,11 @@ Spec keys (a JSON object; unknown keys are an error):
   soft falloff off: USD has no such mode), ``"spot_size"`` (SPOT, degrees, the full cone),
   ``"spot_blend"``, ``"angle"`` (SUN, degrees), ``"size"``, ``"size_y"`` and ``"shape"`` (AREA:
   SQUARE, RECTANGLE, DISK), ``"color"``, ``"temperature"`` (kelvin: Blender's colour
-  temperature, exported as UsdLux ``colorTemperature``). They light every render and are
+  temperature, exported as UsdLux ``colorTemperature``). ``{"type": "TUBE", "radiance": [r, g, b],
+  "location": [x, y, z], "axis": [x, y, z], "length": m, "radius": m}`` is a tube light: Blender has
+  no such lamp, so Cycles renders an emissive cylinder of that radiance (96 sides, emitting
+  outward only, black end caps, invisible to the camera and casting no shadow), and the stage
+  gets a UsdLux CylinderLight of the same size and radiance (not normalized). They light every render and are
   exported with the stage (Blender's USD exporter: UsdLux).
 * ``props``: spheres of known material besides the Part (default none; a grey reference ball
   for calibration), each ``{"name": identifier, "location": [x, y, z], "radius": r,
@@ -312,10 +316,17 @@ _LIGHT_KEYS = {"type", "energy", "location", "look_at", "radius", "angle", "size
                "spot_size", "spot_blend", "temperature"}
 
 
+_TUBE_KEYS = {"type", "radiance", "location", "axis", "length", "radius"}
+
+
 def _lights(value: object, src: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
         raise InputError(f"{src}: 'lights' must be a list of objects")
     for i, light in enumerate(value):
+        if light.get("type") == "TUBE":
+            if set(light) != _TUBE_KEYS:
+                raise InputError(f"{src}: lights[{i}]: a TUBE takes exactly {sorted(_TUBE_KEYS)}")
+            continue
         if light.get("type") not in ("SUN", "POINT", "SPOT", "AREA") or not {"energy", "location"} <= set(light):
             raise InputError(f"{src}: lights[{i}] needs type (SUN, POINT, SPOT, AREA), energy and location")
         unknown = set(light) - _LIGHT_KEYS
@@ -324,10 +335,77 @@ def _lights(value: object, src: str) -> list[dict]:
     return [dict(v) for v in value]
 
 
-def _add_lights(case: _Case) -> list:
-    """The spec's lamps, each aimed with its -Z at ``look_at``."""
-    objects = []
+def _add_tube(i: int, spec: Mapping):
+    """An emissive open cylinder standing in for a tube light (see the module docstring)."""
+    bpy.ops.mesh.primitive_cylinder_add(vertices=96, radius=float(spec["radius"]), depth=float(spec["length"]),
+                                        end_fill_type="NGON", location=Vector(spec["location"]))
+    obj = bpy.context.active_object
+    obj.name = f"Tube{i}"
+    obj.rotation_euler = Vector(spec["axis"]).to_track_quat("Z", "Y").to_euler()  # the cylinder's Z on the axis
+    radiance = [float(c) for c in spec["radiance"]]
+    strength = max(radiance)
+    glow = bpy.data.materials.new(f"Tube{i}Glow")
+    glow.use_nodes = True
+    nodes = glow.node_tree.nodes
+    nodes.clear()
+    emit = nodes.new("ShaderNodeEmission")
+    emit.inputs["Color"].default_value = (*[c / strength for c in radiance], 1.0)
+    emit.inputs["Strength"].default_value = strength
+    out = nodes.new("ShaderNodeOutputMaterial")
+    # one-sided, outward: Cycles' emission is two-sided, and the far wall's inner side would shine
+    # through the near wall (no shadow)
+    geometry, mix = nodes.new("ShaderNodeNewGeometry"), nodes.new("ShaderNodeMixShader")
+    links = glow.node_tree.links
+    links.new(geometry.outputs["Backfacing"], mix.inputs["Fac"])
+    links.new(emit.outputs["Emission"], mix.inputs[1])
+    links.new(mix.outputs["Shader"], out.inputs["Surface"])
+    cap = bpy.data.materials.new(f"Tube{i}Cap")  # UsdLux: the caps do not emit
+    cap.diffuse_color = (0, 0, 0, 1)
+    cap.use_nodes = True
+    cap.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (0, 0, 0, 1)
+    cap.node_tree.nodes["Principled BSDF"].inputs["Specular IOR Level"].default_value = 0.0
+    obj.data.materials.append(glow)
+    obj.data.materials.append(cap)
+    for poly in obj.data.polygons:
+        poly.material_index = 1 if abs(poly.normal.z) > 0.9 else 0
+    obj.data.shade_smooth()
+    obj.visible_camera = False  # as lights are to pbrfit's camera rays
+    obj.visible_shadow = False  # a light is no occluder in pbrfit
+    return obj
+
+
+def _write_tubes(path: Path, tubes: Sequence[Mapping]) -> None:
+    """Add each tube's UsdLux CylinderLight (local X along its axis) to the exported stage."""
+    from pxr import Gf, Usd, UsdGeom, UsdLux
+
+    if not tubes:
+        return
+    stage = Usd.Stage.Open(str(path))
+    root = stage.GetDefaultPrim().GetPath() if stage.GetDefaultPrim() else "/root"
+    for i, spec in enumerate(tubes):
+        light = UsdLux.CylinderLight.Define(stage, f"{root}/Tube{i}")
+        radiance = [float(c) for c in spec["radiance"]]
+        light.CreateIntensityAttr(max(radiance))
+        light.CreateColorAttr(Gf.Vec3f(*[c / max(radiance) for c in radiance]))
+        light.CreateLengthAttr(float(spec["length"]))
+        light.CreateRadiusAttr(float(spec["radius"]))
+        light.CreateNormalizeAttr(False)
+        x = Vector(spec["axis"]).normalized()
+        helper = Vector((0.0, 0.0, 1.0)) if abs(x.z) < 0.9 else Vector((1.0, 0.0, 0.0))
+        y = helper.cross(x).normalized()
+        z = x.cross(y)
+        m = Gf.Matrix4d(x.x, x.y, x.z, 0, y.x, y.y, y.z, 0, z.x, z.y, z.z, 0, *spec["location"], 1)  # row vectors
+        UsdGeom.Xformable(light).AddTransformOp().Set(m)
+    stage.GetRootLayer().Save()
+
+
+def _add_lights(case: _Case) -> tuple[list, list]:
+    """The spec's lamps, each aimed with its -Z at ``look_at``, and its tubes' stand-ins."""
+    objects, tubes = [], []
     for i, spec in enumerate(case.lights or []):
+        if spec["type"] == "TUBE":
+            tubes.append(_add_tube(i, spec))
+            continue
         data = bpy.data.lights.new(f"Lamp{i}", spec["type"])
         data.energy = float(spec["energy"])
         data.color = tuple(spec.get("color", (1.0, 1.0, 1.0)))
@@ -352,7 +430,7 @@ def _add_lights(case: _Case) -> list:
         direction = Vector(spec.get("look_at", (0.0, 0.0, 0.0))) - obj.location
         obj.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
         objects.append(obj)
-    return objects
+    return objects, tubes
 
 
 # --- Blender's output ------------------------------------------------------------------------
@@ -709,7 +787,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
         obj.data.materials.append(_new_material(f"{prop['name']}Material", prop["material"]))
         props.append(obj)
     cameras = _add_cameras(case, centre, radius)
-    lamps = _add_lights(case)
+    lamps, tubes = _add_lights(case)
     env = _setup_world(images[case.train])
     _setup_render(case)
 
@@ -734,6 +812,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     env.image = images[case.train]
     part.data.materials[0] = _new_material("PartMaterial", case.initial_material)
     _export_stage(staging / "scene.usda", [part, *props, *cameras, *lamps])
+    _write_tubes(staging / "scene.usda", [s for s in case.lights or [] if s["type"] == "TUBE"])
     target, cam_paths, meshes = _stage_prims(staging / "scene.usda", [c.name for c in cameras])
     prop_paths = {p.name: meshes[p.name] for p in props}
 

@@ -56,6 +56,34 @@ def test_each_light_gives_its_closed_form_irradiance():
     assert irradiance_at(_light("sphere", (3.0,), (0, 0, d)), at, up)[0] == 0.0
 
 
+def _tube_irradiance_by_quadrature(length, r, centre, point, normal, n=(4000, 1440)):
+    """Irradiance from a tube of radiance 1 (axis along X, side emitting outward) by a dense
+    midpoint quadrature over its side: an oracle independent of the sampler."""
+    x = (np.arange(n[0]) + 0.5) / n[0] * length - length / 2
+    phi = (np.arange(n[1]) + 0.5) / n[1] * 2 * math.pi
+    X, P = np.meshgrid(x, phi, indexing="ij")
+    nq = np.stack([np.zeros_like(P), np.cos(P), np.sin(P)], -1)
+    q = np.asarray(centre) + np.stack([X, np.zeros_like(X), np.zeros_like(X)], -1) + r * nq
+    d = q - np.asarray(point)
+    dist2 = (d * d).sum(-1)
+    w = d / np.sqrt(dist2)[..., None]
+    cos_p = np.clip(w @ np.asarray(normal, float), 0, None)
+    cos_l = np.clip(-(w * nq).sum(-1), 0, None)
+    return float((cos_p * cos_l / dist2).sum() * (length / n[0]) * (r * 2 * math.pi / n[1]))
+
+
+def test_a_tube_light_gives_what_its_side_radiates():
+    """CylinderLight: sampled over the half of its side facing the point, against a quadrature
+    over all of it (facing the tube, beside one end, and at a slant); nothing from its axis' ends."""
+    length, r = 3.0, 0.25
+    tube = _light("cylinder", (length, r), (0.0, 0.0, 1.5))
+    for point, normal in (((0, 0, 0), (0, 0, 1)), ((1.2, 0.3, 0.2), (0, 0, 1)), ((0.5, 0, 0), (0.6, 0, 0.8))):
+        expected = _tube_irradiance_by_quadrature(length, r, (0.0, 0.0, 1.5), point, normal)
+        assert irradiance_at(tube, point, normal, samples=20000)[0] == pytest.approx(expected, rel=0.02), point
+    far_along_axis = irradiance_at(tube, (10.0, 0, 1.5), (-1.0, 0, 0))[0]  # the caps do not emit
+    assert far_along_axis < 1e-3
+
+
 def _stage(tmp_path, mpu=1.0):
     stage = Usd.Stage.CreateNew(str(tmp_path / "lights.usda"))
     UsdGeom.SetStageMetersPerUnit(stage, mpu)
@@ -114,13 +142,13 @@ def test_colour_temperature_multiplies_the_colour_as_usdlux_defines_it(tmp_path)
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda st: UsdLux.CylinderLight.Define(st, "/Tube"), "CylinderLight"),
+    (lambda st: UsdLux.GeometryLight.Define(st, "/Glow"), "GeometryLight"),
     (lambda st: UsdLux.SphereLight.Define(st, "/Off").CreateIntensityAttr(0.0), "positive intensity"),
     (lambda st: UsdLux.SphereLight.Define(st, "/Neg").CreateIntensityAttr(-5.0), "positive intensity"),
     (lambda st: UsdLux.RectLight.Define(st, "/Flat").CreateWidthAttr(0.0), "zero size"),
     (lambda st: (UsdLux.SphereLight.Define(st, "/Hot").CreateEnableColorTemperatureAttr(True),
                  UsdLux.SphereLight(st.GetPrimAtPath("/Hot")).CreateColorTemperatureAttr(40000.0)), "1000-10000 K"),
-], ids=["cylinder", "zero", "negative", "zero size", "temperature"])
+], ids=["geometry", "zero", "negative", "zero size", "temperature"])
 def test_lights_the_renderer_cannot_render_are_refused_by_name(tmp_path, make, message):
     stage = _stage(tmp_path)
     make(stage)
@@ -201,3 +229,17 @@ def test_a_light_rig_that_is_not_there_is_refused_by_name(tmp_path, value, messa
     with pytest.raises(InputError, match=message) as e:
         load_job(job)
     assert "view" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_cylinder_light_is_read_with_its_scale_and_normalized_by_its_side(tmp_path):
+    stage = _stage(tmp_path, mpu=0.01)  # centimetres: the area is in square metres
+    tube = UsdLux.CylinderLight.Define(stage, "/Tube")
+    tube.CreateLengthAttr(100.0)
+    tube.CreateRadiusAttr(5.0)
+    tube.CreateIntensityAttr(3.0)
+    tube.CreateNormalizeAttr(True)
+    UsdGeom.Xformable(tube).AddScaleOp().Set(Gf.Vec3f(2.0, 1.0, 1.0))
+    (light,) = read_lights(stage)
+    assert light.kind == "cylinder" and light.size == pytest.approx((200.0, 5.0))
+    assert light.area_m2() == pytest.approx(2 * math.pi * 0.05 * 2.0)
+    assert light.radiance[0] == pytest.approx(3.0 / light.area_m2())

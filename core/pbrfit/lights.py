@@ -1,5 +1,5 @@
-"""Analytic lights (UsdLux DistantLight, SphereLight, RectLight, DiskLight) as Cycles renders
-them, and sampling them from a shading point (next-event estimation).
+"""Analytic lights (UsdLux DistantLight, SphereLight, RectLight, DiskLight, CylinderLight) as
+Cycles renders them, and sampling them from a shading point (next-event estimation).
 
 Conventions (sources and checks: ``docs/lights-conventions.md``):
 
@@ -15,6 +15,12 @@ Conventions (sources and checks: ``docs/lights-conventions.md``):
   ``metersPerUnit``), else ``X``. Rect and disk emit from one side, toward their local -Z;
   a sphere emits outward. This is the UsdLux definition and Cycles' (Blender's USD importer
   makes ``energy = pi * X``; Cycles' radiance is ``energy / (pi * A)``).
+* CylinderLight: a tube along its local X of ``length`` and ``radius`` (the light's scale
+  applied: X to the length, the mean of Y and Z to the radius) whose side emits outward, its
+  end caps not at all (UsdLux); radiance ``X / (2 pi r length)`` with ``normalize``, else ``X``.
+  ``treatAsLine`` is a hint UsdLux lets renderers ignore: the tube keeps its radius. Blender and
+  Cycles have no such lamp; it is checked against Cycles rendering an emissive tube of that
+  radiance (tests/test_lights_vs_cycles.py).
 * SphereLight with radius 0 or ``treatAsPoint``: a point of intensity ``X / 4`` W/sr
   normalized (Cycles' point of power ``pi * X``: ``P / (4 pi)``), ``X`` not normalized.
 * A spot (SphereLight with UsdLuxShapingAPI ``shaping:cone:angle``, Blender's Spot lamp):
@@ -50,7 +56,7 @@ __all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_a
 
 #: the light kinds, and the UsdLux types read as them
 KINDS = {"distant": "DistantLight", "sphere": "SphereLight", "point": "SphereLight", "rect": "RectLight",
-         "disk": "DiskLight"}
+         "disk": "DiskLight", "cylinder": "CylinderLight"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class AnalyticLight:
         position: (3,) centre (not used by distant lights).
         axes: (3, 3) rotation matrix (as nested rows) whose columns are the world directions
             of the light's local X, Y, Z.
-        size: rect: (width, height); disk and sphere: (radius,); distant: (half-angle radians,);
-            world units (stage units, the light's scale applied).
+        size: rect: (width, height); disk and sphere: (radius,); cylinder: (length, radius);
+            distant: (half-angle radians,); world units (stage units, the light's scale applied).
         meters_per_unit: the stage's linear unit (inverse-square falloff is in metres).
         cone: a spot's (half-angle in radians, blend), or () (see the module docstring).
     """
@@ -90,6 +96,8 @@ class AnalyticLight:
             return math.pi * self.size[0] ** 2 * m2
         if self.kind == "sphere":
             return 4 * math.pi * self.size[0] ** 2 * m2
+        if self.kind == "cylinder":
+            return 2 * math.pi * self.size[0] * self.size[1] * m2
         return 0.0
 
 
@@ -168,6 +176,18 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple
         solid = 2 * math.pi * (1 - cos_max)
         w = le * torch.where(inside, 0.0, solid)[..., None]
         return wi, w.expand(wi.shape) * spot_attenuation(light, wi)[..., None]
+    if light.kind == "cylinder":  # uniform on the half of the tube's side that faces each point
+        length, r = light.size
+        rel = p - centre
+        phi0 = torch.atan2((rel * axes[:, 2]).sum(-1), (rel * axes[:, 1]).sum(-1))  # (P, 1)
+        phi = phi0 + (u[..., 1] - 0.5) * math.pi  # the visible arc lies within +-90 degrees of phi0
+        normal = torch.cos(phi)[..., None] * axes[:, 1] + torch.sin(phi)[..., None] * axes[:, 2]
+        q = centre + ((u[..., 0] - 0.5) * length)[..., None] * axes[:, 0] + r * normal
+        d = q - p
+        dist2 = (d * d).sum(-1).clamp_min(1e-30)
+        wi = d / dist2.sqrt()[..., None]
+        cos_light = -(wi * normal).sum(-1)  # emits outward
+        return wi, le * (math.pi * r * length * cos_light.clamp_min(0) / dist2)[..., None]
     # rect and disk: uniform on the area
     if light.kind == "rect":
         w_, h_ = light.size
@@ -203,7 +223,7 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
     """The analytic lights of a USD stage (active, not invisible), in world space.
 
     Raises:
-        InputError: a light this renderer does not support (CylinderLight, a portal, a cone
+        InputError: a light this renderer does not support (a portal, a geometry light, a cone
             on anything but a SphereLight), or a light with
             intensity that is not positive or no size.
     """
@@ -221,12 +241,12 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
             continue
         path = str(prim.GetPath())
         kinds = {UsdLux.DistantLight: "distant", UsdLux.SphereLight: "sphere", UsdLux.RectLight: "rect",
-                 UsdLux.DiskLight: "disk"}
+                 UsdLux.DiskLight: "disk", UsdLux.CylinderLight: "cylinder"}
         kind = next((k for t, k in kinds.items() if prim.IsA(t)), None)
         if kind is None:
             raise InputError(f"light {path} is a {prim.GetTypeName()}, which pbrfit does not render; supported: "
-                             "DistantLight, SphereLight, RectLight, DiskLight (and one DomeLight). Replace it or "
-                             "deactivate it")
+                             "DistantLight, SphereLight, RectLight, DiskLight, CylinderLight (and one DomeLight). "
+                             "Replace it or deactivate it")
         light = UsdLux.LightAPI(prim)
 
         def get(attr, default):
@@ -271,10 +291,14 @@ def read_lights(stage, time=None) -> list[AnalyticLight]:
         elif kind == "rect":
             s = UsdLux.RectLight(prim)
             size = (float(get(s.GetWidthAttr(), 1.0)) * scale[0], float(get(s.GetHeightAttr(), 1.0)) * scale[1])
+        elif kind == "cylinder":
+            s = UsdLux.CylinderLight(prim)
+            size = (float(get(s.GetLengthAttr(), 1.0)) * scale[0], float(get(s.GetRadiusAttr(), 0.5)) *
+                    float(scale[1:].mean()))
         else:
             s = UsdLux.DiskLight(prim)
             size = (float(get(s.GetRadiusAttr(), 0.5)) * float(scale[:2].mean()),)
-        if kind in ("rect", "disk", "sphere") and min(size) <= 0:
+        if kind in ("rect", "disk", "sphere", "cylinder") and min(size) <= 0:
             raise InputError(f"light {path} has zero size; give it a positive size or deactivate it")
         out.append(usd_light(kind, path, x, normalize, position, axes, size, mpu, cone))
     return out
@@ -299,6 +323,8 @@ def usd_light(kind: str, prim_path: str, x, normalize: bool, position, axes, siz
         radiance = x / (size[0] * size[1] * m2) if normalize else x
     elif kind == "disk":
         radiance = x / (math.pi * size[0] ** 2 * m2) if normalize else x
+    elif kind == "cylinder":
+        radiance = x / (2 * math.pi * size[0] * size[1] * m2) if normalize else x
     else:
         raise ValueError(f"unknown light kind {kind!r}")
     return AnalyticLight(kind, prim_path, tuple(float(v) for v in radiance), tuple(float(v) for v in position),
