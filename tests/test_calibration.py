@@ -15,6 +15,7 @@ from synthetic import write_job
 from pbrfit.calibration import (
     CalibrateSettings,
     Calibration,
+    ViewCalibration,
     check_calibrate,
     pole_rotation,
     white_balance_gains,
@@ -157,6 +158,43 @@ def test_each_terms_gradient_matches_finite_differences(job):
         assert abs(fd) > 1e-5, i  # every term moves the loss (a light's blue gain least: luminance is kept)
 
 
+def test_each_light_pose_terms_gradient_matches_finite_differences(job):
+    """light_direction (both lights) and light_position (the sphere key light only: a distant
+    light has no place): the lights sampled again, differentiably, with the same numbers."""
+    scene = _lit_scene(job)
+    calibration = Calibration(scene, CalibrateSettings(light_direction=math.radians(5.0), light_position=0.2),
+                              [0, 1, 2])
+    assert [(v.kind, v.key) for v in calibration.variables] == [
+        ("light_direction", "/World/Key"), ("light_direction", "/World/Sun"), ("light_position", "/World/Key")]
+    renderer = RasterRenderer(scene, SampleCounts(32, 8, 16, 8), seed=3, max_loss_pixels=300)
+    objective = Objective(renderer, [0, 1, 2], {"l1": 1.0})
+    for vi in objective.view_ids:
+        objective.refs[vi] = objective.refs[vi] * 0 + torch.tensor([0.03, 0.02, 0.01])
+    material = _material(TRUTH)
+    delta = torch.tensor([0.0, 0.0, 0.0, 0.03, -0.02, 0.01, 0.1, -0.05, 0.08], dtype=torch.float64)
+
+    def loss(d, grad=False):
+        return objective.calibrated_loss(material, lambda x, vi: calibration.view_terms(x, scene, vi), d, grad=grad)
+
+    base, _, grad = loss(delta, grad=True)
+    assert base == pytest.approx(loss(delta)[0])
+    for i in range(3, 9):  # a sphere light's own turn changes nothing (no cone): the sun's and the key's place
+        e = torch.zeros_like(delta)
+        e[i] = 1e-3
+        fd = (loss(delta + e)[0] - loss(delta - e)[0]) / 2e-3
+        assert float(grad[i]) == pytest.approx(fd, rel=0.05, abs=1e-5), (i, float(grad[i]), fd)
+        assert abs(fd) > 1e-4 or i == 4, i  # (the sun turned about world Y, its own direction: no change)
+    # baked, the moved lights render as the deltas did
+    baked = calibration.bake(scene, delta)
+    key, sun = baked.views[0].lights
+    assert np.allclose(key.position, np.asarray(scene.views[0].lights[0].position) + delta[6:9].numpy())
+    turned = Objective(RasterRenderer(baked, SampleCounts(32, 8, 16, 8), seed=3, max_loss_pixels=300), [0, 1, 2],
+                       {"l1": 1.0})
+    turned.refs = objective.refs
+    moved = turned.calibrated_loss(material, lambda x, vi: ViewCalibration(), torch.zeros(1), grad=False)[0]
+    assert moved == pytest.approx(base, rel=0.02)  # (the baked lights' shadows are traced again)
+
+
 def test_the_prior_is_a_gaussian_on_the_total_delta(job):
     scene = load_job(job).scene
     calibration = Calibration(scene, CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5), [0, 1, 2])
@@ -235,6 +273,35 @@ def test_a_lamps_colour_off_from_the_jobs_is_found_from_the_hue_across_the_part(
     assert deltas["/World/Sun"]["z"] < 1.0
     assert np.allclose(calibrated.material["base_color"], TRUTH["base_color"], atol=0.02), calibrated.material
     assert calibrated.metrics["train"]["mean"]["de2000_mean"] < plain.metrics["train"]["mean"]["de2000_mean"]
+
+
+def test_lamps_placed_off_from_the_jobs_are_moved_back(job):
+    """The key light sits 0.35 off where the job says and the sun shines 4 degrees off: both
+    are found within their priors' sigma, and the material is not fooled."""
+    from pbrfit.rotation import exp_so3
+
+    scene = _lit_scene(job)
+    key, sun = scene.views[0].lights
+    sun = dataclasses.replace(sun, radiance=tuple(30 * r for r in sun.radiance))  # a sun that matters
+    scene = dataclasses.replace(scene, views=[dataclasses.replace(v, lights=(key, sun)) for v in scene.views])
+    shift = np.array([0.25, -0.15, 0.2])
+    turn = np.array([math.radians(4.0), 0.0, 0.0])  # about world X: the sun tilts toward -Z
+    true_key = dataclasses.replace(key, position=tuple(np.asarray(key.position) + shift))
+    true_sun = dataclasses.replace(sun, axes=tuple(map(tuple, exp_so3(torch.as_tensor(turn)).numpy()
+                                                        @ np.asarray(sun.axes))))
+    truth = dataclasses.replace(scene, views=[dataclasses.replace(v, lights=(true_key, true_sun))
+                                              for v in scene.views])
+    photos = _photos(truth)
+    photos = dataclasses.replace(photos, views=[dataclasses.replace(p, lights=v.lights)
+                                                for p, v in zip(photos.views, scene.views)])
+    calibrated = _fit(photos, {"light_direction": 5.0, "light_position": 0.5})
+    deltas = {(d["kind"], d["of"]): d for d in calibrated.calibration["deltas"]}
+    moved = np.asarray(deltas["light_position", "/World/Key"]["vector"])
+    assert np.linalg.norm(moved - shift) < 0.1, moved  # a fifth of the prior's sigma
+    tilted = np.asarray(deltas["light_direction", "/World/Sun"]["vector"])
+    assert np.degrees(np.linalg.norm(tilted - turn)) < 1.0, np.degrees(tilted)  # a fifth of its sigma
+    assert np.allclose(calibrated.material["base_color"], TRUTH["base_color"], atol=0.02), calibrated.material
+    assert "light position" in " ".join(n["message"] for n in calibrated.notes)
 
 
 def test_a_well_calibrated_rig_stays_put(job):

@@ -13,6 +13,8 @@ and by how much (the prior's standard deviation)::
     white_balance = 0.05          # the photos' per-channel gains (log, ~ relative), luminance kept
     light_intensity = 0.5         # stops: each analytic light's intensity
     light_color = 0.05            # each analytic light's R/B log gains, luminance kept
+    light_direction = 2.0         # degrees: each analytic light turned about its centre
+    light_position = 0.02         # metres: each light (not a distant one) moved
 
 ``white_balance`` may also be ``{sigma = 0.05, per = "view"}``: one set of gains per train
 view instead of one for the whole capture (the default: one camera took every photo).
@@ -37,6 +39,11 @@ What moves, exactly (the *deltas*; all zero means the job as written):
 * ``light_intensity``: per analytic light (by prim path), stops: its radiance times ``2**delta``.
 * ``light_color``: per analytic light, two log gains, its radiance times the gains ``g`` as for
   ``white_balance`` (luminance kept: a gel or a lamp's colour temperature off from the job's).
+* ``light_direction``: per analytic light, a rotation vector (radians, world axes) turning the
+  light about its own centre: a distant light's direction, a spot's or an area light's aim.
+* ``light_position``: per analytic light but distant ones, a translation (stage units; the
+  sigma is given in metres). A moved light is sampled again with the same random numbers and
+  the visibility its unmoved samples had (shadows do not move with it within a round).
 * ``white_balance``: two log gains ``(a_r, a_b)``; the photo is ``g * radiance`` per channel with
   ``g = exp(a_r, 0, a_b) / Y(exp(a_r, 0, a_b))`` (``Y`` the Rec.709 luminance), so white balance
   changes colour only and the level stays with the exposure.
@@ -81,6 +88,7 @@ import torch
 
 from .color import RGB_TO_XYZ
 from .errors import InputError
+from .rotation import exp_so3
 from .silhouette import corrected_camera
 
 __all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibration", "ViewCalibration",
@@ -90,18 +98,23 @@ __all__ = ["CalibrateSettings", "CALIBRATE_KEYS", "check_calibrate", "Calibratio
 #: the keys of ``[calibrate]`` and their default prior sigma when given as ``true``
 #: (degrees, stops, log gain, stops)
 CALIBRATE_KEYS = {"environment_rotation": 5.0, "environment_exposure": 0.5, "white_balance": 0.05,
-                  "light_intensity": 0.5, "light_color": 0.05, "camera_rotation": 1.0, "camera_translation": 0.005,
-                  "camera_focal": 0.02}
+                  "light_intensity": 0.5, "light_color": 0.05, "light_direction": 2.0, "light_position": 0.02,
+                  "camera_rotation": 1.0, "camera_translation": 0.005, "camera_focal": 0.02}
 #: largest sigma accepted per key (a prior wider than this is no prior)
 _MAX_SIGMA = {"environment_rotation": 180.0, "environment_exposure": 4.0, "white_balance": 0.5,
-              "light_intensity": 4.0, "light_color": 0.5, "camera_rotation": 30.0, "camera_translation": 1.0,
-              "camera_focal": 0.5}
+              "light_intensity": 4.0, "light_color": 0.5, "light_direction": 30.0, "light_position": 1.0,
+              "camera_rotation": 30.0, "camera_translation": 1.0, "camera_focal": 0.5}
 _UNITS = {"environment_rotation": "degrees", "environment_exposure": "stops", "white_balance": "(log gain)",
-          "light_intensity": "stops", "light_color": "(log gain)", "camera_rotation": "degrees",
+          "light_intensity": "stops", "light_color": "(log gain)", "light_direction": "degrees",
+          "light_position": "metres", "camera_rotation": "degrees",
           "camera_translation": "metres",
           "camera_focal": "(log scale)"}
 #: the camera corrections (fitted to silhouettes: pbrfit.silhouette), and their sizes
 CAMERA_KINDS = {"camera_rotation": 3, "camera_translation": 3, "camera_focal": 1}
+#: a light's pose: rotation vector (radians) and translation (stage units)
+LIGHT_POSE_KINDS = ("light_direction", "light_position")
+#: the kinds whose sigma the job gives in degrees (held in radians)
+_ANGLES = ("environment_rotation", "camera_rotation", "light_direction")
 #: the objective's cost of a delta at one sigma is PRIOR_WEIGHT / 2 (loss units: see the module docstring)
 PRIOR_WEIGHT = 0.02
 #: the yaw's global search (the first round with the part) spans this many sigmas either side of
@@ -122,6 +135,8 @@ class CalibrateSettings:
     white_balance_per: str = "job"
     light_intensity: float | None = None
     light_color: float | None = None
+    light_direction: float | None = None  # radians
+    light_position: float | None = None  # metres
     camera_rotation: float | None = None
     camera_translation: float | None = None
     camera_focal: float | None = None
@@ -169,7 +184,7 @@ def check_calibrate(table, where: str) -> CalibrateSettings:
                 raise InputError(f"{where} white_balance per: \"job\" (one camera, the default) or \"view\", "
                                  f"got {per!r}")
             kw["white_balance_per"] = per
-        kw[key] = math.radians(sigma) if key in ("environment_rotation", "camera_rotation") else float(sigma)
+        kw[key] = math.radians(sigma) if key in _ANGLES else float(sigma)
     return CalibrateSettings(**kw)
 
 
@@ -229,12 +244,15 @@ class ViewCalibration:
         yaw: radians the view's environment turns about its pole (:func:`pole_rotation`).
         environment_gain: the environment's radiance multiplier.
         light_gains: (L, 3) per analytic light of the view, in its order: intensity times colour.
+        light_poses: per analytic light of the view, (rotation (3,) or None, translation (3,) or
+            None) moving it (:func:`pbrfit.lights.sample`); None when no light moves.
         view_gain: (3,) the photo's per-channel gains (white balance).
     """
 
     yaw: torch.Tensor | None = None
     environment_gain: torch.Tensor | None = None
     light_gains: torch.Tensor | None = None
+    light_poses: list | None = None
     view_gain: torch.Tensor | None = None
 
 
@@ -294,17 +312,21 @@ class Calibration:
             if auto:
                 raise InputError(f"[calibrate] environment_exposure conflicts with exposure = \"auto\" of view "
                                  f"{auto[0]}: both would fit the same scale; use one of them")
-        for kind, size in (("light_intensity", 1), ("light_color", 2)):
+        for kind, size in (("light_intensity", 1), ("light_color", 2), ("light_direction", 3),
+                           ("light_position", 3)):
             sigma = getattr(settings, kind)
             if sigma is None:
                 continue
             lit = [vi for vi in train if scene.views[vi].lights]
             if not lit:
                 raise InputError(f"[calibrate] {kind}: the train views have no analytic light (UsdLux "
-                                 "Distant, Sphere, Rect or Disk light); remove it")
+                                 "Distant, Sphere, Rect, Disk or Cylinder light); remove it")
+            if kind == "light_position":  # metres -> the stage's units
+                sigma = sigma / float(getattr(scene, "meters_per_unit", 1.0) or 1.0)
             for vi in lit:
                 for light in scene.views[vi].lights:
-                    add(kind, light.prim_path, sigma, size, vi)
+                    if not (kind == "light_position" and light.kind == "distant"):  # no place to move
+                        add(kind, light.prim_path, sigma, size, vi)
         for kind, size in CAMERA_KINDS.items():
             sigma = getattr(settings, kind)
             if sigma is None:
@@ -378,6 +400,11 @@ class Calibration:
                     g = g * white_balance_gains(total + delta[v.index:v.index + 2]) / white_balance_gains(total)
                 gains.append(g)
             out.light_gains = torch.stack(gains)
+        poses = {kind: {v.key: v for v in self.variables_of(kind)} for kind in LIGHT_POSE_KINDS}
+        if any(poses.values()) and view.lights:
+            out.light_poses = [tuple(delta[poses[kind][li.prim_path].index:poses[kind][li.prim_path].index + 3]
+                                     if li.prim_path in poses[kind] else None for kind in LIGHT_POSE_KINDS)
+                               for li in view.lights]
         return out
 
     def bake(self, scene, delta: np.ndarray | torch.Tensor):
@@ -416,6 +443,22 @@ class Calibration:
                                                 float(log_focal)) if moved else view.camera
             return cameras[key]
 
+        pose = {}
+        for v in self.variables:
+            if v.kind in LIGHT_POSE_KINDS:
+                pose.setdefault(v.key, {})[v.kind] = delta[v.index:v.index + 3].numpy()
+
+        def moved(li):
+            p = pose.get(li.prim_path)
+            if not p:
+                return li
+            axes, position = np.asarray(li.axes), np.asarray(li.position)
+            if "light_direction" in p:
+                axes = exp_so3(torch.as_tensor(p["light_direction"])).numpy() @ axes
+            if "light_position" in p:
+                position = position + p["light_position"]
+            return replace(li, axes=tuple(map(tuple, axes)), position=tuple(float(x) for x in position))
+
         wb = self.variables_of("white_balance")
         views = []
         for view in scene.views:
@@ -423,6 +466,7 @@ class Calibration:
                                                                                            light_gain[li.prim_path])))
                            if li.prim_path in light_gain and (light_gain[li.prim_path] != 1.0).any() else li
                            for li in view.lights)
+            lights = tuple(moved(li) for li in lights)
             image = view.image
             for v in wb:
                 if v.key in ("job", view.name):
@@ -448,7 +492,10 @@ class Calibration:
             elif v.kind == "camera_rotation":
                 entry.update(value=math.degrees(float(torch.linalg.vector_norm(d))), unit="degrees",
                              sigma=math.degrees(v.sigma), vector=[float(x) for x in d])
-            elif v.kind == "camera_translation":
+            elif v.kind == "light_direction":
+                entry.update(value=math.degrees(float(torch.linalg.vector_norm(d))), unit="degrees",
+                             sigma=math.degrees(v.sigma), vector=[float(x) for x in d])
+            elif v.kind in ("camera_translation", "light_position"):
                 mpu = self.meters_per_unit
                 entry.update(value=float(torch.linalg.vector_norm(d)) * mpu, unit="metres", sigma=v.sigma * mpu,
                              vector=[float(x) * mpu for x in d])
@@ -474,8 +521,7 @@ class Calibration:
         for e in entries:
             if e["kind"] in CALIBRATE_KEYS:
                 sigma = float(e["sigma"])
-                kw[e["kind"]] = math.radians(sigma) if e["kind"] in ("environment_rotation", "camera_rotation") \
-                    else sigma
+                kw[e["kind"]] = math.radians(sigma) if e["kind"] in _ANGLES else sigma
         calibration = cls(scene, CalibrateSettings(**kw), train)
         delta = torch.zeros(calibration.size, dtype=torch.float64)
 
@@ -492,8 +538,8 @@ class Calibration:
                 elif v.kind in ("white_balance", "light_color"):
                     g = [float(x) for x in e["value"]]
                     d[0], d[1] = math.log(g[0] / g[1]), math.log(g[2] / g[1])
-                elif v.kind in ("camera_rotation", "camera_translation"):
-                    scale = 1.0 / calibration.meters_per_unit if v.kind == "camera_translation" else 1.0
+                elif v.kind in ("camera_rotation", "camera_translation", "light_direction", "light_position"):
+                    scale = 1.0 / calibration.meters_per_unit if v.kind.endswith(("translation", "position")) else 1.0
                     d[:] = torch.tensor(e["vector"], dtype=torch.float64) * scale
                 elif v.kind == "camera_focal":
                     d[0] = math.log1p(e["value"])
@@ -669,8 +715,8 @@ def describe_delta(entry: dict) -> str:
     of = str(entry["of"]).replace("\\", "/").rsplit("/", 1)[-1] or str(entry["of"])
     if entry["kind"] in ("white_balance", "light_color"):
         return f"{entry['kind'].replace('_', ' ')} ({of}) x({', '.join(f'{g:.3f}' for g in entry['value'])})"
-    if entry["kind"] == "camera_translation":
-        return f"camera translation ({of}) {1000 * entry['value']:.1f} mm ({entry['z']:.1f} sigma)"
+    if entry["kind"] in ("camera_translation", "light_position"):
+        return f"{entry['kind'].replace('_', ' ')} ({of}) {1000 * entry['value']:.1f} mm ({entry['z']:.1f} sigma)"
     if entry["kind"] == "camera_focal":
         return f"camera focal length ({of}) {100 * entry['value']:+.2f}% ({entry['z']:.1f} sigma)"
     unit = " deg" if entry["unit"] == "degrees" else " stops"

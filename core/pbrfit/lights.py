@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .color import RGB_TO_XYZ
+from .rotation import exp_so3
 
 __all__ = ["AnalyticLight", "KINDS", "sample", "spot_attenuation", "irradiance_at", "lights_white", "read_lights",
            "usd_light"]
@@ -119,13 +120,13 @@ def _frame_around(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def spot_attenuation(light: AnalyticLight, wi: torch.Tensor) -> torch.Tensor:
+def spot_attenuation(light: AnalyticLight, wi: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
     """Cycles' spot ramp (module docstring) for directions ``wi`` (..., 3) from the lit points
-    toward the light; 1 without a cone."""
+    toward the light; 1 without a cone. ``axes``: the light's axes (3, 3) if not its own."""
     if not light.cone:
         return torch.ones(wi.shape[:-1], dtype=wi.dtype)
     half, blend = light.cone
-    z = torch.as_tensor(np.asarray(light.axes), dtype=wi.dtype)[:, 2]
+    z = (torch.as_tensor(np.asarray(light.axes), dtype=wi.dtype) if axes is None else axes.to(wi.dtype))[:, 2]
     cos_t = (wi * z).sum(-1)  # the emitted direction -wi against the light's -Z
     cos_a = math.cos(half)
     if blend <= 0:
@@ -134,18 +135,26 @@ def spot_attenuation(light: AnalyticLight, wi: torch.Tensor) -> torch.Tensor:
     return t * t * (3 - 2 * t)
 
 
-def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor, rotation: torch.Tensor | None = None,
+           translation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Directions toward ``light`` from world ``points`` (P, 3), one per uniform pair of
     ``u`` (P, N, 2): ``(wi (P, N, 3) unit world directions, weight (P, N, 3))`` with
     ``weight = L_e(wi) / pdf(wi)`` (solid angle), so that the mean over N of
     ``f(wi) * cos * weight`` estimates the light's reflected radiance. Zero weight where the
-    sample sees the light's back or the point is inside a sphere light. float64."""
+    sample sees the light's back or the point is inside a sphere light. float64.
+
+    ``rotation`` (3,), a rotation vector in world space about the light's centre, and
+    ``translation`` (3,), stage units, move the light first (differentiably: calibration)."""
     dt = torch.float64
     p = points.to(dt)[:, None, :]
     u = u.to(dt)
     le = torch.as_tensor(light.radiance, dtype=dt)
     axes = torch.as_tensor(np.asarray(light.axes), dtype=dt)
     centre = torch.as_tensor(light.position, dtype=dt)
+    if rotation is not None:
+        axes = exp_so3(rotation.to(dt)) @ axes
+    if translation is not None:
+        centre = centre + translation.to(dt)
     mpu = light.meters_per_unit
     if light.kind == "distant":
         half = light.size[0]
@@ -161,7 +170,7 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple
         d = centre - p
         dist2 = (d * d).sum(-1, keepdim=True).clamp_min(1e-30)
         wi = (d / dist2.sqrt()).expand(p.shape[0], u.shape[1], 3)
-        return wi, (le / (dist2 * mpu * mpu)).expand(wi.shape) * spot_attenuation(light, wi)[..., None]
+        return wi, (le / (dist2 * mpu * mpu)).expand(wi.shape) * spot_attenuation(light, wi, axes)[..., None]
     if light.kind == "sphere":
         r = light.size[0]
         d = centre - p
@@ -175,7 +184,7 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor) -> tuple
         wi = local[..., :1] * x + local[..., 1:2] * y + local[..., 2:] * z
         solid = 2 * math.pi * (1 - cos_max)
         w = le * torch.where(inside, 0.0, solid)[..., None]
-        return wi, w.expand(wi.shape) * spot_attenuation(light, wi)[..., None]
+        return wi, w.expand(wi.shape) * spot_attenuation(light, wi, axes)[..., None]
     if light.kind == "cylinder":  # uniform on the half of the tube's side that faces each point
         length, r = light.size
         rel = p - centre

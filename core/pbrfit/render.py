@@ -78,6 +78,7 @@ class _FixedSamples:
     #: radiance / pdf * visibility / samples per light (P, M, 3)
     lights_wi: torch.Tensor | None = None
     lights_w: torch.Tensor | None = None
+    lights_vis: torch.Tensor | None = None  # (P, M) their visibility (a light moved by calibration is sampled again)
 
 
 @dataclass
@@ -184,13 +185,15 @@ class RasterRenderer(SceneRenderer):
         if lights:
             na = n.analytic
             points = torch.as_tensor(geo.position[rows], dtype=torch.float64)
-            wis, ws = [], []
+            wis, ws, viss = [], [], []
             for k, light in enumerate(lights):
                 wi_l, w_l = sample(light, points, pv.u_analytic[rows_t.cpu(), k * na:(k + 1) * na])
-                vis = self._visible(pv.origins[rows], geo.normal_geo[rows], wi_l.float())
+                vis = self._visible(pv.origins[rows], geo.normal_geo[rows], wi_l.float()).to(self.device)
                 wis.append(torch.einsum("pnj,pij->pni", wi_l.float().to(self.device), frame))
-                ws.append(w_l.float().to(self.device) * vis.to(self.device)[..., None] / na)
+                ws.append(w_l.float().to(self.device) * vis[..., None] / na)
+                viss.append(vis)
             pv.fixed.lights_wi, pv.fixed.lights_w = torch.cat(wis, 1).contiguous(), torch.cat(ws, 1).contiguous()
+            pv.fixed.lights_vis = torch.cat(viss, 1).contiguous()
         pv.row_of = np.full(len(geo.pixels), -1, np.int64)
         pv.row_of[rows] = np.arange(len(rows))
 
@@ -231,6 +234,25 @@ class RasterRenderer(SceneRenderer):
             if self.occluder is not None:  # the known objects' shadows (pbrfit.scene.FitScene.known)
                 vis[above] &= ~self.occluder.occluded(o[above], dn[above])
         return torch.as_tensor(vis.reshape(p, n), dtype=torch.float32, device=d.device)
+
+    def _moved_lights(self, pv: _PreparedView, rows_t: torch.Tensor, sel: np.ndarray, poses: list
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The analytic lights' samples of pixels ``sel`` (prepared rows ``rows_t``) with each
+        light moved by its (rotation, translation) in ``poses`` (None: not moved): the same
+        uniform numbers, the visibility the unmoved samples had (calibration's deltas are
+        small), differentiable in the poses."""
+        geo, na = pv.geometry, self.samples.analytic
+        points = torch.as_tensor(geo.position[sel], dtype=torch.float64)
+        frame = geo.frame[torch.as_tensor(sel, dtype=torch.long, device=self.device)]
+        rows_cpu = rows_t.cpu()
+        wis, ws = [], []
+        for k, light in enumerate(pv.lights):
+            rotation, translation = poses[k]
+            wi_l, w_l = sample(light, points, pv.u_analytic[rows_cpu, k * na:(k + 1) * na], rotation, translation)
+            vis = pv.fixed.lights_vis[rows_t, k * na:(k + 1) * na]
+            wis.append(torch.einsum("pnj,pij->pni", wi_l.float().to(self.device), frame))
+            ws.append(w_l.float().to(self.device) * vis[..., None] / na)
+        return torch.cat(wis, 1), torch.cat(ws, 1)
 
     # --- shading --------------------------------------------------------------------------
     def shade(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray | None = None,
@@ -290,11 +312,14 @@ class RasterRenderer(SceneRenderer):
             environment(torch.einsum("pni,pij->pnj", fx.wi[rows_t], geo.frame[sel_t])) * fx.vis[rows_t][..., None]
         out = (f * lv / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
         if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
-            lights_w = fx.lights_w[rows_t]
+            if cal is not None and cal.light_poses is not None:  # moved: sampled again, visibility held
+                lights_wi, lights_w = self._moved_lights(pv, rows_t, sel, cal.light_poses)
+            else:
+                lights_wi, lights_w = fx.lights_wi[rows_t], fx.lights_w[rows_t]
             if cal is not None and cal.light_gains is not None:
                 per_sample = cal.light_gains.to(self.device, torch.float32).repeat_interleave(self.samples.analytic, 0)
                 lights_w = lights_w * per_sample[None]
-            out = out + (bsdf.principled_eval(material, wo, to_shading(fx.lights_wi[rows_t])) * lights_w).sum(1)
+            out = out + (bsdf.principled_eval(material, wo, to_shading(lights_wi)) * lights_w).sum(1)
 
         # directions sampled from the BSDF's lobes (in the shading frame)
         strategies = [(bsdf.sample_specular, pv.u_specular, n.specular)]

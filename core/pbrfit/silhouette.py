@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .raycast import RayCaster
+from .rotation import exp_so3
 from .scene import Camera, Mesh
 
 __all__ = ["boundary_points", "contour_points", "project", "chamfer", "corrected_camera", "HUBER_PX"]
@@ -74,14 +75,6 @@ def contour_points(mesh: Mesh, caster: RayCaster, camera: Camera, per_edge: int 
     return pts[visible]
 
 
-def _rotation(w: torch.Tensor) -> torch.Tensor:
-    """exp([w]x), (3, 3), differentiable."""
-    zero = torch.zeros((), dtype=w.dtype)
-    k = torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
-                     torch.stack([-w[1], w[0], zero])])
-    return torch.linalg.matrix_exp(k)
-
-
 def project(points: np.ndarray, camera: Camera, size: tuple[int, int], rotation: torch.Tensor,
             translation: torch.Tensor, log_focal: torch.Tensor) -> torch.Tensor:
     """Pixel coordinates (N, 2) ``(j, i)`` of world ``points`` through ``camera`` corrected by
@@ -89,7 +82,7 @@ def project(points: np.ndarray, camera: Camera, size: tuple[int, int], rotation:
     the deltas."""
     h, w = size
     m = torch.as_tensor(np.asarray(camera.world_from_camera, np.float64), dtype=rotation.dtype)
-    r = m[:3, :3] @ _rotation(rotation)
+    r = m[:3, :3] @ exp_so3(rotation)
     pc = (torch.as_tensor(points, dtype=rotation.dtype) - (m[:3, 3] + translation)) @ r  # R^T (p - c), rows
     f = camera.focal_length * torch.exp(log_focal)
     x, y = -f * pc[:, 0] / pc[:, 2], -f * pc[:, 1] / pc[:, 2]
@@ -115,6 +108,6 @@ def corrected_camera(camera: Camera, rotation, translation, log_focal) -> Camera
 
     m = np.array(camera.world_from_camera, np.float64)
     w = torch.as_tensor(np.asarray(rotation, np.float64))
-    m[:3, :3] = m[:3, :3] @ _rotation(w).numpy()
+    m[:3, :3] = m[:3, :3] @ exp_so3(w).numpy()
     m[:3, 3] = m[:3, 3] + np.asarray(translation, np.float64)
     return replace(camera, world_from_camera=m, focal_length=float(camera.focal_length * np.exp(float(log_focal))))
