@@ -114,3 +114,28 @@ def test_bad_options_are_refused_in_one_line(boards, tmp_path, args, message):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "c.usda").exists()
+
+
+REAL = Path(__file__).parent / "data" / "real_photos" / "charuco"
+
+
+def test_real_photos_of_a_printed_board_give_opencvs_own_calibration_of_them():
+    """Four camera JPEGs of a printed 5x7 board (OpenCV's tutorial shots, Apache 2.0; see
+    tests/data/real_photos/README.md): every photo is used, with the reprojection error and the
+    intrinsics OpenCV's tutorial calibration reports for the same photos (fx 452.5, fy 456.8,
+    principal point (317.7, 277.8), RMS 0.18 px). Four photos pin the focal length to ~2%,
+    where it trades against the radial distortion."""
+    from pbrfit.charuco import Board, calibrate
+
+    photos = sorted(REAL.glob("img_*.jpg"))
+    assert len(photos) == 4
+    result = calibrate(photos, Board(5, 7, 0.04, 0.02, "6X6_250"), k3=True)
+    assert not result.skipped and len(result.poses) == 4
+    assert all(n >= 20 for n in result.corners.values()), result.corners
+    assert result.rms < 0.25
+    fx, fy, cx, cy = result.matrix[0, 0], result.matrix[1, 1], result.matrix[0, 2], result.matrix[1, 2]
+    assert fx == pytest.approx(452.51, rel=0.025) and fy == pytest.approx(456.77, rel=0.025)
+    assert abs(cx - 317.70) < 3 and abs(cy - 277.75) < 3
+    # the board faces each camera from 25-60 cm away (a hand-held tutorial shot)
+    for pose in result.poses.values():
+        assert 0.2 < np.linalg.norm(np.asarray(pose)[:3, 3]) < 0.8
