@@ -110,3 +110,36 @@ def test_an_unreadable_raw_file_is_one_line_exit_2_and_nothing_written(case, tmp
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "cam1.dng" in lines[0] and "LibRaw" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_clipped_highlights_are_left_out_of_the_fit(case, tmp_path):
+    """A photo whose highlight clipped (8-bit PNG: code 255) loses those pixels and their
+    neighbours from the loss; the note says how many; a float EXR never clips."""
+    shutil.copytree(case.parent, tmp_path / "clip")
+    folder = tmp_path / "clip"
+    rgb, alpha = read_image(folder / "refs" / "cam0.exr")
+    bright = np.clip(rgb * 1.5, 0, 1)  # over-exposed: the brightest sixth of the ball saturates
+    from pbrfit.images import linear_to_srgb
+
+    codes = np.rint(linear_to_srgb(bright) * 255).astype(np.uint8)
+    write_png(folder / "refs" / "cam0.png", codes)
+    write_png(folder / "refs" / "cam0_mask.png", np.repeat(alpha[..., None], 3, -1))
+    text = (folder / "job.toml").read_text().replace(
+        'image = "refs/cam0.exr"', 'image = "refs/cam0.png"\nmask = "refs/cam0_mask.png"\nexposure = 0.585')
+    (folder / "job.toml").write_text(text)
+    job = load_job(folder / "job.toml")
+    view = job.scene.views[0]
+    saturated = (codes == 255).any(-1)
+    assert view.clipped is not None and np.array_equal(view.clipped, saturated) and saturated.sum() > 20
+    assert any("clipped" in n["message"] and "cam0.png" in n["message"] for n in job.scene.notes)
+    assert job.scene.views[1].clipped is None  # the EXR views
+    from pbrfit.render import RasterRenderer, SampleCounts
+
+    r = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 0), seed=0)
+    geo = r.prepare(0).geometry
+    used = np.zeros(geo.height * geo.width, bool)
+    used[geo.pixels[geo.loss_pixels]] = True
+    assert not (used & saturated.reshape(-1)).any()
+    # the fit is not pulled down by the clipped values: the base colour as from the EXRs
+    options = FitOptions(parameters=["base_color", "roughness"], backend="raster", iterations=30, seed=0)
+    assert np.allclose(fit_material(job.scene, options).material["base_color"], TRUTH["base_color"], atol=0.02)

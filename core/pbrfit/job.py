@@ -242,6 +242,9 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     return environment
 
 
+#: A linear value at or above this, in an integer photo or a RAW file, is clipped (8-bit: code 255)
+CLIPPED_LEVEL = 0.999
+
 #: Below this mean luminance an environment is black (radiance units are the file's own).
 MIN_WHITE = 1e-20
 #: Above this ratio of a reference's mean (over the part) to its lighting's white, the two
@@ -322,6 +325,7 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
                              "encoding = \"srgb\"")
         rgb, alpha = _wrap(where, read_raw, image_path, white_balance_of(
             "camera" if raw_wb is None else raw_wb, where)), None
+        bits = 16
     else:
         if raw_wb is not None:
             raise InputError(f"{where}: raw_white_balance applies to camera RAW images (.dng, .cr2, .nef, ...), not "
@@ -334,6 +338,10 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         rgb, alpha = _wrap(where, read_image, image_path, encoding)
     files.add(image_path)
     notes = []
+    # integer photos and RAW files saturate: a channel at the file's maximum is a lower bound
+    clipped = (rgb.max(axis=-1) >= CLIPPED_LEVEL) if bits is not None else None
+    if clipped is not None and not clipped.any():
+        clipped = None
     chart_value = _string(table, "color_chart", where, False)
     if chart_value is not None:  # colour-correct the photo by a ColorChecker (pbrfit.colorchart)
         from .colorchart import correction_of
@@ -371,6 +379,8 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         # memory and time grow with the pixels a view covers: work at a bounded resolution
         rgb = area_downsample(rgb, wh, ww)
         mask = None if mask is None else np.clip(area_downsample(mask, wh, ww), 0.0, 1.0)
+        if clipped is not None:  # a working pixel with any clipped photo pixel in it is clipped
+            clipped = area_downsample(clipped.astype(np.float32), wh, ww) > 0
         notes.append({"severity": "note", "about": "image size",
                       "message": f"{where}: image {image_path} ({w}x{h}) is used at {ww}x{wh}, area-averaged (the "
                                  f"working resolution is at most {MAX_WORKING_SIZE} px on the longer side)"})
@@ -394,7 +404,14 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         image_path=str(image_path),
         lights=lights,
         exposure=exposure if exposure == "auto" else float(exposure),
+        clipped=clipped,
     )
+    if clipped is not None:
+        inside = clipped if mask is None else clipped & (mask > 0.5)
+        notes.append({"severity": "note", "about": "clipped pixels",
+                      "message": f"{where}: {int(clipped.sum())} pixels of {image_path} ({int(inside.sum())} on the "
+                                 "part, as far as its mask says) reach the file's maximum in a channel (a clipped "
+                                 "highlight): they and their neighbours are left out of the fit and its metrics"})
     identity = (camera.prim_path, str(image_path), environment.source, tuple(li.prim_path for li in lights))
     return view, identity, notes
 

@@ -153,6 +153,9 @@ class View:
         exposure: how the photo's values relate to the lighting's radiance: a number of stops
             already divided out of ``image`` (0: the same units), or "auto": a scale the fit
             finds (:meth:`pbrfit.fit_run.FitRun.update_exposures`).
+        clipped: (H, W) bool, pixels where the photo (an integer file or a RAW) reached its
+            maximum in a channel: their value is a lower bound, so they and their neighbours are
+            left out of losses and metrics; None when nothing clipped (or a float file).
     """
 
     name: str
@@ -164,6 +167,7 @@ class View:
     image_path: str = ""
     lights: tuple = ()
     exposure: float | str = 0.0
+    clipped: np.ndarray | None = None
 
     @property
     def resolution(self) -> tuple[int, int]:
