@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["REQUIRED", "missing", "message", "opencv", "rawpy"]
+__all__ = ["REQUIRED", "OPTIONAL", "missing", "message", "opencv", "rawpy"]
 
 #: import name -> distribution (pip) name: the same set as core/pyproject.toml's
 #: ``dependencies`` (tests/test_packaging.py checks it)
@@ -55,27 +55,30 @@ def message(how_to_install: str, refresh: bool = False) -> str | None:
     return f"pbrfit needs {', '.join(absent)} (not importable in this Python {python}): {how_to_install}"
 
 
-def opencv():
-    """The ``cv2`` module of the optional ``calibrate`` extra (ChArUco boards, colour charts), or an
-    InputError saying how to install it."""
+#: optional extras: import name -> (pip extra, what to say when it is missing)
+OPTIONAL: dict[str, tuple[str, str]] = {
+    "cv2": ("calibrate", "this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
+                         "opencv-contrib-python-headless)"),
+    "rawpy": ("raw", "reading camera RAW photos needs rawpy: pip install \"pbrfit[raw]\" (or rawpy), or convert "
+                     "the photos to 16-bit linear TIFF and set encoding = \"linear\""),
+}
+
+
+def _optional(module: str):
+    """The optional ``module`` (:data:`OPTIONAL`), or an InputError saying how to install it."""
     try:
-        import cv2
+        return importlib.import_module(module)
     except ImportError:
         from .errors import InputError
 
-        raise InputError("this needs OpenCV with its contrib modules: pip install \"pbrfit[calibrate]\" (or "
-                         "opencv-contrib-python-headless)") from None
-    return cv2
+        raise InputError(OPTIONAL[module][1]) from None
+
+
+def opencv():
+    """The ``cv2`` module of the optional ``calibrate`` extra (ChArUco boards, colour charts)."""
+    return _optional("cv2")
 
 
 def rawpy():
-    """The ``rawpy`` module (LibRaw) of the optional ``raw`` extra (camera RAW photos), or an
-    InputError saying how to install it."""
-    try:
-        import rawpy
-    except ImportError:
-        from .errors import InputError
-
-        raise InputError("reading camera RAW photos needs rawpy: pip install \"pbrfit[raw]\" (or rawpy), or convert "
-                         "the photos to 16-bit linear TIFF and set encoding = \"linear\"") from None
-    return rawpy
+    """The ``rawpy`` module (LibRaw) of the optional ``raw`` extra (camera RAW photos)."""
+    return _optional("rawpy")
