@@ -24,6 +24,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +201,21 @@ def test_pip_install_into_an_empty_virtualenv_gives_a_working_cli(tmp_path):
     numpy_version, no_mitsuba, location = env_check.stdout.split()
     assert no_mitsuba == "True" and location.startswith(str(tmp_path))
     assert int(numpy_version.split(".")[0]) >= 2  # the newest numpy: pbrfit is not tied to Blender's 1.x
+    # the extras, as a user adds them: OpenCV for `pbrfit calibrate` (on real board photos) and
+    # rawpy for camera RAW photos (a DNG read through LibRaw)
+    _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}[calibrate,raw]"],
+         env=_clean_env())
+    board = ROOT / "tests" / "data" / "real_photos" / "charuco"
+    calibrated = _run([str(cli), "calibrate", str(board), "--board", "5x7", "--square", "40mm", "--marker", "20mm",
+                       "--dictionary", "6X6_250", "--out", str(tmp_path / "cameras.usda")], env=_clean_env())
+    assert "calibrated 4 of 4 photos" in calibrated.stdout, calibrated.stdout
+    sys.path.insert(0, str(FIXTURES))
+    from dng import write_dng
+
+    write_dng(tmp_path / "grey.dng", np.full((32, 48, 3), 0.25))
+    developed = _run([str(py), "-c", f"from pbrfit.raw import read_raw; print(read_raw({str(tmp_path / 'grey.dng')!r})"
+                      "[4:-4, 4:-4].mean())"], env=_clean_env())
+    assert abs(float(developed.stdout) - 0.25) < 0.01, developed.stdout
 
 
 def test_kit_extension_installs_its_dependencies_as_kit_does(tmp_path):
