@@ -39,8 +39,9 @@ What moves, exactly (the *deltas*; all zero means the job as written):
 * ``light_intensity``: per analytic light (by prim path), stops: its radiance times ``2**delta``.
 * ``light_color``: per analytic light, two log gains, its radiance times the gains ``g`` as for
   ``white_balance`` (luminance kept: a gel or a lamp's colour temperature off from the job's).
-* ``light_direction``: per analytic light, a rotation vector (radians, world axes) turning the
-  light about its own centre: a distant light's direction, a spot's or an area light's aim.
+* ``light_direction``: per analytic light that has a direction (not a point or sphere light
+  without a cone), a rotation vector (radians, world axes) turning the light about its own
+  centre: a distant light's direction, a spot's or an area light's aim.
 * ``light_position``: per analytic light but distant ones, a translation (stage units; the
   sigma is given in metres). A moved light is sampled again with the same random numbers and
   the visibility its unmoved samples had (shadows do not move with it within a round).
@@ -325,8 +326,11 @@ class Calibration:
                 sigma = sigma / float(getattr(scene, "meters_per_unit", 1.0) or 1.0)
             for vi in lit:
                 for light in scene.views[vi].lights:
-                    if not (kind == "light_position" and light.kind == "distant"):  # no place to move
-                        add(kind, light.prim_path, sigma, size, vi)
+                    if kind == "light_position" and light.kind == "distant":  # no place to move
+                        continue
+                    if kind == "light_direction" and light.kind in ("point", "sphere") and not light.cone:
+                        continue  # shines the same every way: turning it changes nothing
+                    add(kind, light.prim_path, sigma, size, vi)
         for kind, size in CAMERA_KINDS.items():
             sigma = getattr(settings, kind)
             if sigma is None:
