@@ -186,7 +186,7 @@ def main(argv=None) -> int:
             return 1
         result = json.loads((out / "material.json").read_text())
         metrics = result["metrics"]
-        rows.append({"fit": label, "seconds": round(seconds, 1), "material": result["material"],
+        rows.append({"fit": label, "seconds": round(seconds, 1), "material": result["parameters"],
                      "structure": (result.get("structure") or {}).get("chosen"),
                      "train": metrics["train"]["mean"], "validate": metrics["validate"]["mean"],
                      "validate_views": {k: v["de2000_mean"] for k, v in metrics["validate"]["views"].items()},

@@ -135,6 +135,39 @@ def _gray8(path: Path) -> np.ndarray:
     return image
 
 
+_CORNER_BIAS: list = []
+
+
+def corner_bias(cv_board, detector) -> float:
+    """How far (pixels, along x and y alike) this OpenCV's ``CharucoDetector`` places corners
+    from where they are, in OpenCV's own convention (pixel centres at integer coordinates):
+    0.5 in OpenCV up to 4.12 (opencv/opencv#25539: a half-pixel shift around ``cornerSubPix``,
+    fixed by opencv/opencv#28380 in January 2026), 0 after. Measured once per process on a board warped by a
+    known homography with OpenCV's own warpPerspective, so any build reads right."""
+    if not _CORNER_BIAS:
+        cv2 = opencv()
+        cols, rows = cv_board.getChessboardSize()
+        px = 60
+        image = cv_board.generateImage((cols * px, rows * px), marginSize=0)
+        square = cv_board.getSquareLength()
+        # board metres -> photo pixels; board image pixel centre u <-> (u + 0.5) / px squares
+        k = px / square
+        h_board = np.array([[2.0 * k, 0.15 * k, 40.3], [-0.1 * k, 1.9 * k, 30.7], [0.02 / square, 0.05 / square, 1.0]])
+        to_metres = np.array([[square / px, 0, 0.5 * square / px], [0, square / px, 0.5 * square / px], [0, 0, 1]])
+        size = (int(2.4 * cols * px) + 80, int(2.4 * rows * px) + 60)
+        warped = cv2.warpPerspective(image, h_board @ to_metres, size, flags=cv2.INTER_CUBIC, borderValue=255)
+        cc, ci, _, _ = detector.detectBoard(warped)
+        bias = 0.0
+        if ci is not None and len(ci) >= 4:
+            obj, img = cv_board.matchImagePoints(cc, ci)
+            obj = obj.reshape(-1, 3)[:, :2]
+            proj = (h_board @ np.c_[obj, np.ones(len(obj))].T).T
+            offset = float((img.reshape(-1, 2) - proj[:, :2] / proj[:, 2:]).mean())
+            bias = 0.5 if abs(offset - 0.5) < 0.15 else 0.0
+        _CORNER_BIAS.append(bias)
+    return _CORNER_BIAS[0]
+
+
 def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) -> CameraCalibration:
     """Detect the board in ``photos`` and solve for the camera (one camera, fixed lens).
 
@@ -150,6 +183,7 @@ def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) ->
     cv2 = opencv()
     cv_board = board.opencv()
     detector = cv2.aruco.CharucoDetector(cv_board)
+    bias = corner_bias(cv_board, detector)
     obj_points, img_points, used, skipped, corners = [], [], [], {}, {}
     size = None
     for path in photos:
@@ -174,7 +208,7 @@ def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) ->
             continue
         obj, img = cv_board.matchImagePoints(cc, ci)
         obj_points.append(obj.astype(np.float32))
-        img_points.append(img.astype(np.float32))
+        img_points.append((img - bias).astype(np.float32))
         used.append(path)
         corners[path.name] = found
     if len(used) < MIN_PHOTOS:
