@@ -196,6 +196,30 @@ def test_each_light_pose_terms_gradient_matches_finite_differences(job):
     assert moved == pytest.approx(base, rel=0.02)  # (the baked lights' shadows are traced again)
 
 
+def test_zero_light_moves_render_as_the_unmoved_lights(job):
+    """The moved lights are sampled with each pixel's own numbers: at zero rotation and
+    translation the render is the fixed samples' exactly (more covered pixels than loss pixels)."""
+    scene = _lit_scene(job)
+    renderer = RasterRenderer(scene, SampleCounts(32, 8, 16, 8), seed=3, max_loss_pixels=300)
+    pv = renderer.prepare(0)
+    assert len(pv.geometry.pixels) > 300
+    sel = renderer.train_subsets[0]
+    zero = torch.zeros(3, dtype=torch.float64)
+    still = renderer.shade(0, _material(TRUTH), sel)
+    moved = renderer.shade(0, _material(TRUTH), sel, calibration=ViewCalibration(light_poses=[(zero, zero)] * 2))
+    assert torch.allclose(still, moved, rtol=1e-5, atol=1e-7)
+
+
+def test_a_light_key_with_nothing_to_move_is_refused(job):
+    scene = _lit_scene(job)
+    sun_only = dataclasses.replace(scene, views=[dataclasses.replace(v, lights=v.lights[1:]) for v in scene.views])
+    with pytest.raises(InputError, match="light_position: every light of the train views is a DistantLight"):
+        Calibration(sun_only, CalibrateSettings(light_position=0.02), [0, 1, 2])
+    key_only = dataclasses.replace(scene, views=[dataclasses.replace(v, lights=v.lights[:1]) for v in scene.views])
+    with pytest.raises(InputError, match="light_direction: every light .* without a cone"):
+        Calibration(key_only, CalibrateSettings(light_direction=0.03), [0, 1, 2])
+
+
 def test_the_prior_is_a_gaussian_on_the_total_delta(job):
     scene = load_job(job).scene
     calibration = Calibration(scene, CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5), [0, 1, 2])

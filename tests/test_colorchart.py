@@ -113,3 +113,19 @@ def test_a_real_camera_jpeg_of_a_chart_is_found_and_corrected():
     mean, worst = correction.residual_de2000
     assert mean == pytest.approx(de(correction.apply(correction.measured)).mean(), rel=1e-4)
     assert mean < 5.0 and mean < 0.85 * before.mean(), (mean, before.mean())  # measured: 3.9 against 5.2
+
+
+def test_a_raw_chart_photo_is_developed_before_the_chart_is_found(tmp_path):
+    """color_chart naming a camera RAW file: developed by LibRaw as the view's RAW photo would be
+    (not read as its undemosaiced sensor mosaic), then corrected as any chart photo."""
+    from dng import write_dng
+
+    from pbrfit.colorchart import correction_of
+
+    chart_photo(tmp_path / "chart.png", size=(900, 700))
+    rgb, _ = read_image(tmp_path / "chart.png")
+    write_dng(tmp_path / "chart.dng", np.clip(rgb, 0, 1))
+    c = correction_of(tmp_path / "chart.dng", None, "test")
+    product = c.matrix @ CAMERA
+    assert np.allclose(product / (product.trace() / 3), np.eye(3), atol=0.03)
+    assert c.residual_de2000[0] < 1.0

@@ -206,7 +206,7 @@ def _rig_job(tmp_path, views: list[str]):
 def test_a_view_names_its_light_rig(tmp_path):
     from pbrfit.job import load_job
 
-    job = load_job(_rig_job(tmp_path, ['lights = "/World/RigA"', 'lights = ["/World/RigB/Box"]', "lights = []",
+    job = load_job(_rig_job(tmp_path, ['lights = "/World/RigA/"', 'lights = ["/World/RigB/Box"]', "lights = []",
                                        ""]))
     names = [[li.prim_path for li in v.lights] for v in job.scene.views]
     assert names == [["/World/RigA/Box"], ["/World/RigB/Box"], [], ["/World/RigA/Box", "/World/RigB/Box"]]

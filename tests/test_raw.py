@@ -143,3 +143,18 @@ def test_clipped_highlights_are_left_out_of_the_fit(case, tmp_path):
     # the fit is not pulled down by the clipped values: the base colour as from the EXRs
     options = FitOptions(parameters=["base_color", "roughness"], backend="raster", iterations=30, seed=0)
     assert np.allclose(fit_material(job.scene, options).material["base_color"], TRUTH["base_color"], atol=0.02)
+
+
+def test_a_bright_photo_keeps_the_sensors_white_level():
+    """LibRaw rescales a photo whose brightest value is above 75% of the white level so that value
+    reads 1.0 (adjust_maximum_thr): pbrfit turns that off, so every photo of a capture shares one
+    scale and an unclipped highlight is not taken for a clipped one."""
+    import tempfile
+    from pathlib import Path
+
+    img = np.full((32, 48, 3), 0.2)
+    img[8:16, 8:24] = 0.8
+    with tempfile.TemporaryDirectory() as tmp:
+        out = read_raw(write_dng(Path(tmp) / "bright.dng", img))
+    assert out[24:30, 30:44].mean() == pytest.approx(0.2, rel=0.01)
+    assert out[10:14, 10:22].mean() == pytest.approx(0.8, rel=0.01)

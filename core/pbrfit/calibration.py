@@ -277,7 +277,9 @@ class Calibration:
 
     Raises:
         InputError: a key names something the scene lacks (``environment_*`` with no
-            environment lighting a train view, ``light_intensity`` with no analytic light), or
+            environment lighting a train view, ``light_*`` with no analytic light, or with none
+            it can act on: ``light_position`` with distant lights only, ``light_direction`` with
+            point and sphere lights without cones only), or
             ``environment_exposure`` with a view of ``exposure = "auto"`` (two exposures of
             one photo cannot both be fitted).
     """
@@ -324,6 +326,7 @@ class Calibration:
                                  "Distant, Sphere, Rect, Disk or Cylinder light); remove it")
             if kind == "light_position":  # metres -> the stage's units
                 sigma = sigma / float(getattr(scene, "meters_per_unit", 1.0) or 1.0)
+            before = len(self.variables)
             for vi in lit:
                 for light in scene.views[vi].lights:
                     if kind == "light_position" and light.kind == "distant":  # no place to move
@@ -331,6 +334,10 @@ class Calibration:
                     if kind == "light_direction" and light.kind in ("point", "sphere") and not light.cone:
                         continue  # shines the same every way: turning it changes nothing
                     add(kind, light.prim_path, sigma, size, vi)
+            if len(self.variables) == before:
+                what = ("a DistantLight, which has no position" if kind == "light_position" else
+                        "a point or sphere light without a cone, which shines the same every way")
+                raise InputError(f"[calibrate] {kind}: every light of the train views is {what}; remove it")
         for kind, size in CAMERA_KINDS.items():
             sigma = getattr(settings, kind)
             if sigma is None:
@@ -598,6 +605,9 @@ def fit_deltas(measured: list, calibration: Calibration, *, yaw_search: float | 
         return loss + float(calibration.prior(delta)), de, None
 
     delta = torch.zeros(calibration.size, dtype=torch.float64)
+    if calibration.size == 0:  # nothing to move (Calibration refuses such a table; a safety net)
+        loss = total_loss(delta, False)[0]
+        return delta, {"loss_before": loss, "loss_after": loss, "yaw_search": {}, "objects": len(measured)}
     fixed = torch.zeros(calibration.size, dtype=torch.bool)  # the cameras: fitted to outlines (fit_cameras)
     for v in calibration.variables:
         if v.kind in CAMERA_KINDS or v.kind in hold:

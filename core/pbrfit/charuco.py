@@ -138,34 +138,36 @@ def _gray8(path: Path) -> np.ndarray:
 _CORNER_BIAS: list = []
 
 
-def corner_bias(cv_board, detector) -> float:
+def corner_bias() -> float:
     """How far (pixels, along x and y alike) this OpenCV's ``CharucoDetector`` places corners
     from where they are, in OpenCV's own convention (pixel centres at integer coordinates):
     0.5 in OpenCV up to 4.12 (opencv/opencv#25539: a half-pixel shift around ``cornerSubPix``,
-    fixed by opencv/opencv#28380 in January 2026), 0 after. Measured once per process on a board warped by a
-    known homography with OpenCV's own warpPerspective, so any build reads right."""
-    if not _CORNER_BIAS:
-        cv2 = opencv()
-        cols, rows = cv_board.getChessboardSize()
-        px = 60
-        image = cv_board.generateImage((cols * px, rows * px), marginSize=0)
-        square = cv_board.getSquareLength()
-        # board metres -> photo pixels; board image pixel centre u <-> (u + 0.5) / px squares
-        k = px / square
-        h_board = np.array([[2.0 * k, 0.15 * k, 40.3], [-0.1 * k, 1.9 * k, 30.7], [0.02 / square, 0.05 / square, 1.0]])
-        to_metres = np.array([[square / px, 0, 0.5 * square / px], [0, square / px, 0.5 * square / px], [0, 0, 1]])
-        size = (int(2.4 * cols * px) + 80, int(2.4 * rows * px) + 60)
-        warped = cv2.warpPerspective(image, h_board @ to_metres, size, flags=cv2.INTER_CUBIC, borderValue=255)
-        cc, ci, _, _ = detector.detectBoard(warped)
-        bias = 0.0
-        if ci is not None and len(ci) >= 4:
-            obj, img = cv_board.matchImagePoints(cc, ci)
-            obj = obj.reshape(-1, 3)[:, :2]
-            proj = (h_board @ np.c_[obj, np.ones(len(obj))].T).T
-            offset = float((img.reshape(-1, 2) - proj[:, :2] / proj[:, 2:]).mean())
-            bias = 0.5 if abs(offset - 0.5) < 0.15 else 0.0
-        _CORNER_BIAS.append(bias)
-    return _CORNER_BIAS[0]
+    fixed by opencv/opencv#28380 in January 2026), 0 after. A property of the OpenCV build, not
+    of the user's board: measured once per process on a fixed board warped by a known homography
+    with OpenCV's own warpPerspective; if that detection fails, the version decides."""
+    if _CORNER_BIAS:
+        return _CORNER_BIAS[0]
+    cv2 = opencv()
+    cv_board = Board(7, 5, 0.03, 0.022).opencv()
+    detector = cv2.aruco.CharucoDetector(cv_board)
+    px, square = 60, cv_board.getSquareLength()
+    image = cv_board.generateImage((7 * px, 5 * px), marginSize=0)
+    k = px / square  # board metres -> photo pixels; board image pixel centre u <-> (u + 0.5) / px squares
+    h_board = np.array([[2.0 * k, 0.15 * k, 40.3], [-0.1 * k, 1.9 * k, 30.7], [0.02 / square, 0.05 / square, 1.0]])
+    to_metres = np.array([[1 / k, 0, 0.5 / k], [0, 1 / k, 0.5 / k], [0, 0, 1]])
+    warped = cv2.warpPerspective(image, h_board @ to_metres, (int(2.4 * 7 * px) + 80, int(2.4 * 5 * px) + 60),
+                                 flags=cv2.INTER_CUBIC, borderValue=255)
+    cc, ci, _, _ = detector.detectBoard(warped)
+    if ci is not None and len(ci) >= 12:
+        obj, img = cv_board.matchImagePoints(cc, ci)
+        obj = obj.reshape(-1, 3)[:, :2]
+        proj = (h_board @ np.c_[obj, np.ones(len(obj))].T).T
+        offset = float((img.reshape(-1, 2) - proj[:, :2] / proj[:, 2:]).mean())
+        if abs(offset - 0.5) < 0.15 or abs(offset) < 0.15:
+            _CORNER_BIAS.append(0.5 if abs(offset - 0.5) < 0.15 else 0.0)
+            return _CORNER_BIAS[0]
+    major, minor = (int(x) for x in cv2.__version__.split(".")[:2])
+    return 0.5 if (major, minor) <= (4, 12) else 0.0
 
 
 def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) -> CameraCalibration:
@@ -183,7 +185,7 @@ def calibrate(photos: list[Path], board: Board, check=None, k3: bool = False) ->
     cv2 = opencv()
     cv_board = board.opencv()
     detector = cv2.aruco.CharucoDetector(cv_board)
-    bias = corner_bias(cv_board, detector)
+    bias = corner_bias()
     obj_points, img_points, used, skipped, corners = [], [], [], {}, {}
     size = None
     for path in photos:

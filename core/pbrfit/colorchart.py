@@ -124,9 +124,18 @@ def chart_correction(rgb: np.ndarray, where: str) -> ChartCorrection:
     return ChartCorrection(matrix, measured, (float(de.mean()), float(de.max())), str(where))
 
 
-def correction_of(path: Path, encoding: str | None, where: str) -> ChartCorrection:
-    """The correction of the chart in the photo at ``path`` (read as the job reads photos)."""
+def correction_of(path: Path, encoding: str | None, where: str, raw_white_balance="camera") -> ChartCorrection:
+    """The correction of the chart in the photo at ``path`` (read as the job reads photos: a
+    camera RAW file developed by :func:`pbrfit.raw.read_raw` with ``raw_white_balance``)."""
     from .images import read_image
+    from .raw import is_raw, read_raw
 
-    rgb, _ = read_image(path, encoding)
-    return chart_correction(rgb, f"{where}: color_chart {path}")
+    what = f"{where}: color_chart {path}"
+    if is_raw(path):
+        try:
+            rgb = read_raw(path, raw_white_balance)
+        except InputError as e:
+            raise InputError(f"{what}: {e}") from None
+    else:
+        rgb, _ = read_image(path, encoding)
+    return chart_correction(rgb, what)

@@ -67,6 +67,8 @@ Format (paths are relative to the job file; ``~`` is expanded)::
     white_balance = 0.05          # photos' R/B log gains; or { sigma = 0.05, per = "view" }
     light_intensity = 0.5         # each analytic light's intensity, stops
     light_color = 0.05            # each analytic light's R/B log gains (luminance kept)
+    light_direction = 2.0         # each light with a direction turned about its centre, degrees
+    light_position = 0.02         # each light but distant ones moved, metres
     [[calibrate.reference]]       # optional: an object of known material in the photos
     prim = "/World/GreyBall"
     material = { base_color = [0.18, 0.18, 0.18], roughness = 0.8 }  # else its bound material
@@ -327,7 +329,8 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
             "camera" if raw_wb is None else raw_wb, where)), None
         bits = 16
     else:
-        if raw_wb is not None:
+        chart = table.get("color_chart")
+        if raw_wb is not None and not (isinstance(chart, str) and is_raw(chart)):
             raise InputError(f"{where}: raw_white_balance applies to camera RAW images (.dng, .cr2, .nef, ...), not "
                              f"to {image_path}; remove it")
         bits = _wrap(where, integer_bits, image_path)
@@ -347,9 +350,10 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         from .colorchart import correction_of
 
         chart_path = _file(base, chart_value)
-        key = ("color_chart", str(chart_path), encoding)
+        chart_wb = white_balance_of("camera" if raw_wb is None else raw_wb, where)
+        key = ("color_chart", str(chart_path), encoding, chart_wb)
         if key not in env_cache:
-            env_cache[key] = correction_of(chart_path, encoding, where)
+            env_cache[key] = correction_of(chart_path, encoding, where, chart_wb)
             files.add(chart_path)
             mean, worst = env_cache[key].residual_de2000
             notes.append({"severity": "note" if worst < 5 else "warning", "about": "colour chart",
@@ -428,7 +432,8 @@ def _view_lights(stage: StageContents, table: dict, where: str) -> tuple:
                          "(\"/World/KeyRig\"), or [] for no analytic light")
     chosen = []
     for root in value:
-        prim = stage.stage.GetPrimAtPath(root.rstrip("/") or "/") if stage.stage is not None else None
+        root = root.rstrip("/") or "/"
+        prim = stage.stage.GetPrimAtPath(root) if stage.stage is not None else None
         if prim is None or not prim.IsValid():
             raise InputError(f"{where}: lights {root!r} is not a prim on stage {stage.path}; name a light or a prim "
                              "holding lights")

@@ -188,7 +188,9 @@ def sample(light: AnalyticLight, points: torch.Tensor, u: torch.Tensor, rotation
     if light.kind == "cylinder":  # uniform on the half of the tube's side that faces each point
         length, r = light.size
         rel = p - centre
-        phi0 = torch.atan2((rel * axes[:, 2]).sum(-1), (rel * axes[:, 1]).sum(-1))  # (P, 1)
+        ry, rz = (rel * axes[:, 1]).sum(-1), (rel * axes[:, 2]).sum(-1)
+        ry = torch.where((ry == 0) & (rz == 0), torch.full_like(ry, 1e-12), ry)  # on the axis: any side (no NaN)
+        phi0 = torch.atan2(rz, ry)  # (P, 1)
         phi = phi0 + (u[..., 1] - 0.5) * math.pi  # the visible arc lies within +-90 degrees of phi0
         normal = torch.cos(phi)[..., None] * axes[:, 1] + torch.sin(phi)[..., None] * axes[:, 2]
         q = centre + ((u[..., 0] - 0.5) * length)[..., None] * axes[:, 0] + r * normal

@@ -74,7 +74,9 @@ def read_raw(path: str | os.PathLike, white_balance="camera") -> np.ndarray:
     """
     rawpy = dependencies.rawpy()
     path = Path(path)
-    options = dict(gamma=(1.0, 1.0), no_auto_bright=True, bright=1.0, output_bps=16,
+    # adjust_maximum_thr 0: LibRaw's default (0.75) takes a photo's brightest value as its white
+    # level when it is above 75% of the real one, rescaling each photo its own way
+    options = dict(gamma=(1.0, 1.0), no_auto_bright=True, bright=1.0, output_bps=16, adjust_maximum_thr=0.0,
                    output_color=rawpy.ColorSpace.sRGB, use_auto_wb=False,
                    highlight_mode=rawpy.HighlightMode.Clip)
     if white_balance == "camera":

@@ -244,11 +244,11 @@ class RasterRenderer(SceneRenderer):
         geo, na = pv.geometry, self.samples.analytic
         points = torch.as_tensor(geo.position[sel], dtype=torch.float64)
         frame = geo.frame[torch.as_tensor(sel, dtype=torch.long, device=self.device)]
-        rows_cpu = rows_t.cpu()
+        pixels = torch.as_tensor(sel, dtype=torch.long)  # u_analytic is per covered pixel (as in _fix)
         wis, ws = [], []
         for k, light in enumerate(pv.lights):
             rotation, translation = poses[k]
-            wi_l, w_l = sample(light, points, pv.u_analytic[rows_cpu, k * na:(k + 1) * na], rotation, translation)
+            wi_l, w_l = sample(light, points, pv.u_analytic[pixels, k * na:(k + 1) * na], rotation, translation)
             vis = pv.fixed.lights_vis[rows_t, k * na:(k + 1) * na]
             wis.append(torch.einsum("pnj,pij->pni", wi_l.float().to(self.device), frame))
             ws.append(w_l.float().to(self.device) * vis[..., None] / na)
