@@ -220,6 +220,39 @@ def test_a_light_key_with_nothing_to_move_is_refused(job):
         Calibration(key_only, CalibrateSettings(light_direction=0.03), [0, 1, 2])
 
 
+def test_the_joint_step_differentiates_the_material_and_the_capture_together(job):
+    """Objective.joint_loss_and_grad (FitRun.joint_calibration): its value and its two gradients
+    are the material's gradient at the calibrated capture and the capture's at that material."""
+    scene = _lit_scene(job)
+    calibration = Calibration(scene, CalibrateSettings(environment_exposure=0.5, white_balance=0.05,
+                                                       light_intensity=0.5), [0, 1, 2])
+    renderer = RasterRenderer(scene, SampleCounts(32, 8, 16, 8), seed=3, max_loss_pixels=300)
+    objective = Objective(renderer, [0, 1, 2], {"l1": 1.0, "de2000": 0.1})
+    space = ParameterSpace(normalize_material(TRUTH), ["base_color", "roughness"])
+    u = space.initial_vector() + 0.1
+    delta = torch.tensor([0.2, -0.1, 0.15, 0.03, -0.02], dtype=torch.float64)
+
+    def terms(x, vi):
+        return calibration.view_terms(x, scene, vi)
+
+    loss, _, gu, gd = objective.joint_loss_and_grad(space.material, u, terms, delta)
+    same, _, g_delta = objective.calibrated_loss(space.material(u), terms, delta)
+    assert loss == pytest.approx(same, rel=1e-6)
+    assert torch.allclose(gd, g_delta, rtol=1e-4, atol=1e-8)
+    # the material's gradient: the plain fit's at the job's capture; central differences at the
+    # calibrated one (the base colour: the raster estimator's roughness gradient holds its BSDF
+    # samples' directions, so it is not the difference of its values, calibrated or not)
+    plain = objective.loss_and_grad(space.material, u)[2]
+    assert torch.allclose(objective.joint_loss_and_grad(space.material, u, terms, torch.zeros_like(delta))[2],
+                          plain, rtol=1e-4, atol=1e-8)
+    for i in range(3):
+        e = torch.zeros_like(u)
+        e[i] = 1e-3
+        fd = (objective.calibrated_loss(space.material(u + e), terms, delta, grad=False)[0]
+              - objective.calibrated_loss(space.material(u - e), terms, delta, grad=False)[0]) / 2e-3
+        assert float(gu[i]) == pytest.approx(fd, rel=0.05, abs=1e-5), (i, float(gu[i]), fd)
+
+
 def test_the_prior_is_a_gaussian_on_the_total_delta(job):
     scene = load_job(job).scene
     calibration = Calibration(scene, CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5), [0, 1, 2])
@@ -333,6 +366,9 @@ def test_a_well_calibrated_rig_stays_put(job):
     calibrated = _fit(_photos(load_job(job).scene), {"environment_rotation": 5.0, "white_balance": 0.05})
     for d in calibrated.calibration["deltas"]:
         assert d["z"] < 0.3, d
+    # the turns end with one joint step of material and capture, which never raises the loss
+    joint = [r for r in calibrated.calibration["rounds"] if r.get("joint")]
+    assert len(joint) == 1 and joint[0]["loss_after"] <= joint[0]["loss_before"]
 
 
 def test_the_command_line_writes_the_deltas_and_says_what_moved(job, tmp_path):
@@ -481,8 +517,9 @@ def test_a_reference_in_view_tells_the_exposure_and_white_balance_from_the_base_
     gains = white_balance_gains(torch.tensor(wb, dtype=torch.float64)).numpy()
     assert np.allclose(deltas["white_balance"]["value"], gains, atol=0.015)
     assert np.allclose(with_ball.material["base_color"], TRUTH["base_color"], atol=0.03), with_ball.material
-    # without the reference the base colour takes the exposure (the prior holds it at 0)
-    assert {d["kind"]: d for d in without.calibration["deltas"]}["environment_exposure"]["value"] < 0.1
+    # without the reference the base colour takes the exposure (the prior holds it near 0: the
+    # joint step drifts a little along the flat direction, 0.11 of the true 0.6)
+    assert {d["kind"]: d for d in without.calibration["deltas"]}["environment_exposure"]["value"] < 0.2
     assert without.material["base_color"][0] > TRUTH["base_color"][0] * 1.3
     assert with_ball.calibration["rounds"][0]["objects"] == 1  # the first round: the ball alone
     # the ball is close enough to the part to see it from most of its pixels: the user is told

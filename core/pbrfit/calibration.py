@@ -76,7 +76,10 @@ deltas are fitted by a global search over yaw, then L-BFGS, with renderers whose
 sampling is spread evenly over the yaws tried (``EnvironmentMap(yaw_spread=)``: sampling matched
 to one orientation makes that orientation read best, through its lower noise), then baked into
 the run's scene (:meth:`Calibration.bake`): every renderer after that, the path tracer and the
-final metrics included, sees the calibrated capture.
+final metrics included, sees the calibrated capture. After the last turn, one small joint step
+(:meth:`pbrfit.fit_run.FitRun.joint_calibration`: a few L-BFGS evaluations over the last stage's
+material parameters and the corrections together, cameras and yaw held) settles what each took
+from the other; it is kept only where it lowers the loss.
 """
 
 from __future__ import annotations

@@ -141,6 +141,10 @@ class FitResult:
     calibration: dict = field(default_factory=dict)
 
 
+#: evaluations of the joint material-and-capture step (FitRun.joint_calibration): a small step
+JOINT_EVALUATIONS = 10
+
+
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
     """The raster fits' L-BFGS over ``u`` (stages, pruning re-fit, the scalars after maps):
     ``max_iter`` iterations per step, strong-Wolfe line search (it only accepts steps that
@@ -435,6 +439,97 @@ class FitRun:
         turns = self.calibration.variables_of("environment_rotation")
         # environments sampled evenly over the yaws tried (EnvironmentMap yaw_spread)
         span = max(v.sigma for v in turns) * (sigmas or calibration.YAW_REFINE_SIGMAS) if turns else 0.0
+        measured = self._calibration_measures(known_only, span)
+        if not measured:
+            return
+
+        def evaluated(loss: float, de: float) -> None:
+            self.check_cancel()
+            self.report("fit", "calibrate", loss, de)
+
+        delta, log = calibration.fit_deltas(measured, self.calibration, yaw_search=sigmas, on_evaluation=evaluated,
+                                            hold=("environment_rotation",) if known_only else ())
+        log["objects_part"] = not known_only
+        self.scene = self.calibration.bake(self.scene, delta)
+        self._rebuild()
+        log["seconds"] = time.monotonic() - started
+        log["after_stage"] = self.schedule[-1]["stage"] if self.schedule else None
+        self.calibration_log.append(log)
+
+    def joint_calibration(self) -> None:
+        """With ``[calibrate]``, after the material and the capture have been fitted in turn: both
+        together, a few L-BFGS evaluations (:data:`JOINT_EVALUATIONS`) from where the turns left
+        them (the issue's "then jointly, with a small step"): what each took from the other is
+        settled with both free. The material's parameters are the last raster stage's; the
+        corrections' prior is part of the loss; the cameras (fitted to outlines) and the yaw (a
+        grid search's business) are held. Kept only where it lowers the loss (the part's, the
+        known objects', the prior)."""
+        if self.calibration is None or self.out_of_time() or not self.raster_plan:
+            return
+        cal = self.calibration
+        held = torch.zeros(cal.size, dtype=torch.bool)
+        for v in cal.variables:
+            if v.kind in calibration.CAMERA_KINDS or v.kind == "environment_rotation":
+                held[v.index:v.index + v.size] = True
+        if bool(held.all()):
+            return
+        started = time.monotonic()
+        names = self.raster_plan[-1][1]
+        space = ParameterSpace(self.values, names, self.options.bounds)
+        measured = self._calibration_measures(False, 0.0)
+        (part, _), others = measured[0], measured[1:]
+
+        def terms(objective):
+            scene = objective.renderer.scene
+            return lambda x, vi: cal.view_terms(x, scene, vi)
+
+        def total(u: torch.Tensor, d: torch.Tensor) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+            d = torch.where(held, torch.zeros_like(d), d)
+            loss, de, gu, gd = part.joint_loss_and_grad(space.material, u, terms(part), d)
+            for objective, material in others:
+                extra, _, g = objective.calibrated_loss(material, terms(objective), d)
+                loss, gd = loss + extra, gd + g
+            leaf = d.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                prior = cal.prior(leaf)
+                gd = gd + torch.autograd.grad(prior, leaf)[0]
+            return loss + float(prior.detach()), de, gu, torch.where(held, torch.zeros_like(gd), gd)
+
+        u = space.initial_vector().detach().clone().requires_grad_(True)
+        d = torch.zeros(cal.size, dtype=torch.float64, requires_grad=True)
+        before = total(u.detach(), d.detach())[0]
+        opt = torch.optim.LBFGS([u, d], lr=1.0, max_iter=JOINT_EVALUATIONS, max_eval=JOINT_EVALUATIONS,
+                                history_size=10, line_search_fn="strong_wolfe", tolerance_grad=1e-9,
+                                tolerance_change=1e-10)
+
+        def closure():
+            opt.zero_grad()
+            self.check_cancel()
+            loss, de, gu, gd = total(u.detach(), d.detach())
+            u.grad, d.grad = gu.nan_to_num(0.0), gd.nan_to_num(0.0)
+            self.report("fit", "calibrate", loss, de)
+            return torch.tensor(loss, dtype=torch.float64)
+
+        opt.step(closure)
+        u_new, d_new = u.detach(), torch.where(held, torch.zeros_like(d), d.detach())
+        after = total(u_new, d_new)[0]
+        log = {"joint": True, "loss_before": before, "loss_after": min(after, before), "objects": len(measured),
+               "parameters": list(names), "after_stage": self.schedule[-1]["stage"] if self.schedule else None}
+        if after < before:
+            self.values = space.values(u_new)
+            self.scene = cal.bake(self.scene, d_new)
+            self._rebuild()
+        else:
+            log["kept"] = False
+        log["seconds"] = time.monotonic() - started
+        self.calibration_log.append(log)
+
+    def _calibration_measures(self, known_only: bool, span: float) -> list:
+        """What the calibration measures: (objective, fixed material) pairs, the part first (unless
+        ``known_only``: its current material on its train views), then each known object on the
+        train views where enough of its pixels are clear of the part (see
+        :meth:`update_calibration`). ``span``: the yaw spread of the environment sampling."""
+        turns = self.calibration.variables_of("environment_rotation")
         loss, workers = self.options.loss, self.options.threads
         measured = []
         if not known_only:
@@ -465,21 +560,7 @@ class FitRun:
                 space = ParameterSpace(known.material, [])
                 measured.append((Objective(renderer, views, loss, self.check_cancel, workers),
                                  space.material(space.initial_vector())))
-        if not measured:
-            return
-
-        def evaluated(loss: float, de: float) -> None:
-            self.check_cancel()
-            self.report("fit", "calibrate", loss, de)
-
-        delta, log = calibration.fit_deltas(measured, self.calibration, yaw_search=sigmas, on_evaluation=evaluated,
-                                            hold=("environment_rotation",) if known_only else ())
-        log["objects_part"] = not known_only
-        self.scene = self.calibration.bake(self.scene, delta)
-        self._rebuild()
-        log["seconds"] = time.monotonic() - started
-        log["after_stage"] = self.schedule[-1]["stage"] if self.schedule else None
-        self.calibration_log.append(log)
+        return measured
 
     def calibrate_cameras(self) -> None:
         """With camera keys in ``[calibrate]``: correct the train views' cameras to the part's
@@ -566,6 +647,7 @@ class FitRun:
             self.values = self.checkpoint.values
         self.update_exposures()
         self.update_calibration()
+        self.joint_calibration()
         if self.raster_plan:
             self.prune()
         if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():

@@ -136,6 +136,27 @@ class Objective:
             grad = grad + g
         return sum(v[0] for v in per_view) / n, sum(v[1] for v in per_view) / n, grad / n
 
+    def joint_loss_and_grad(self, material_of: Callable[[torch.Tensor], dict], u: torch.Tensor,
+                            terms_of: Callable[[torch.Tensor, int], object], delta: torch.Tensor
+                            ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+        """(the loss, the mean ΔE2000, d loss / d u, d loss / d delta): the material
+        ``material_of(u)`` rendered with the calibration ``terms_of(delta, view)``, both
+        differentiated (the joint material and capture step), each view on its own thread."""
+        def one(vi: int):
+            lu, ld = u.detach().clone().requires_grad_(True), delta.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss, de = self._view_loss(vi, material_of(lu), calibration=terms_of(ld, vi))
+                gu, gd = torch.autograd.grad(loss, [lu, ld], allow_unused=True) if loss.requires_grad else (None, None)
+            return (float(loss.detach()), de, torch.zeros_like(u) if gu is None else gu,
+                    torch.zeros_like(delta) if gd is None else gd)
+
+        per_view = map_ordered(one, self.view_ids, self.workers)
+        n = max(len(self.view_ids), 1)
+        gu, gd = torch.zeros_like(u), torch.zeros_like(delta)
+        for _, _, a, b in per_view:
+            gu, gd = gu + a, gd + b
+        return sum(v[0] for v in per_view) / n, sum(v[1] for v in per_view) / n, gu / n, gd / n
+
     def calibrated_loss(self, material: dict, terms_of: Callable[[torch.Tensor, int], object], delta: torch.Tensor,
                         grad: bool = True, views: list[int] | None = None) -> tuple[float, float, torch.Tensor | None]:
         """(the loss, the mean ΔE2000, d loss / d delta or None) of a fixed ``material`` rendered
