@@ -366,9 +366,9 @@ def test_a_well_calibrated_rig_stays_put(job):
     calibrated = _fit(_photos(load_job(job).scene), {"environment_rotation": 5.0, "white_balance": 0.05})
     for d in calibrated.calibration["deltas"]:
         assert d["z"] < 0.3, d
-    # the turns end with one joint step of material and capture, which never raises the loss
-    joint = [r for r in calibrated.calibration["rounds"] if r.get("joint")]
-    assert len(joint) == 1 and joint[0]["loss_after"] <= joint[0]["loss_before"]
+    # no joint step: without a reference in view it holds white balance (it trades with the base
+    # colour) and always the yaw, which leaves it nothing to move
+    assert not [r for r in calibrated.calibration["rounds"] if r.get("joint")]
 
 
 def test_the_command_line_writes_the_deltas_and_says_what_moved(job, tmp_path):
@@ -517,11 +517,15 @@ def test_a_reference_in_view_tells_the_exposure_and_white_balance_from_the_base_
     gains = white_balance_gains(torch.tensor(wb, dtype=torch.float64)).numpy()
     assert np.allclose(deltas["white_balance"]["value"], gains, atol=0.015)
     assert np.allclose(with_ball.material["base_color"], TRUTH["base_color"], atol=0.03), with_ball.material
-    # without the reference the base colour takes the exposure (the prior holds it near 0: the
-    # joint step drifts a little along the flat direction, 0.11 of the true 0.6)
-    assert {d["kind"]: d for d in without.calibration["deltas"]}["environment_exposure"]["value"] < 0.2
+    # without the reference the base colour takes the exposure (the prior holds it at 0)
+    assert {d["kind"]: d for d in without.calibration["deltas"]}["environment_exposure"]["value"] < 0.1
     assert without.material["base_color"][0] > TRUTH["base_color"][0] * 1.3
     assert with_ball.calibration["rounds"][0]["objects"] == 1  # the first round: the ball alone
+    # the turns end with one joint step of material and capture (the ball makes exposure and white
+    # balance identifiable), which never raises the loss
+    joint = [r for r in with_ball.calibration["rounds"] if r.get("joint")]
+    assert len(joint) == 1 and joint[0]["loss_after"] <= joint[0]["loss_before"] and joint[0]["objects"] == 2
+    assert not [r for r in without.calibration["rounds"] if r.get("joint")]
     # the ball is close enough to the part to see it from most of its pixels: the user is told
     assert any("sees the part from most of its pixels" in n["message"] for n in with_ball.notes)
 

@@ -78,7 +78,8 @@ to one orientation makes that orientation read best, through its lower noise), t
 the run's scene (:meth:`Calibration.bake`): every renderer after that, the path tracer and the
 final metrics included, sees the calibrated capture. After the last turn, one small joint step
 (:meth:`pbrfit.fit_run.FitRun.joint_calibration`: a few L-BFGS evaluations over the last stage's
-material parameters and the corrections together, cameras and yaw held) settles what each took
+material parameters and the corrections together, cameras and yaw held, and without a
+reference in view the corrections that trade with the base colour too) settles what each took
 from the other; it is kept only where it lowers the loss.
 """
 
