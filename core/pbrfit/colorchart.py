@@ -127,15 +127,12 @@ def chart_correction(rgb: np.ndarray, where: str) -> ChartCorrection:
 def correction_of(path: Path, encoding: str | None, where: str, raw_white_balance="camera") -> ChartCorrection:
     """The correction of the chart in the photo at ``path`` (read as the job reads photos: a
     camera RAW file developed by :func:`pbrfit.raw.read_raw` with ``raw_white_balance``)."""
-    from .images import read_image
-    from .raw import is_raw, read_raw
+    from .images import read_photo
+    from .raw import is_raw
 
     what = f"{where}: color_chart {path}"
-    if is_raw(path):
-        try:
-            rgb = read_raw(path, raw_white_balance)
-        except InputError as e:
-            raise InputError(f"{what}: {e}") from None
-    else:
-        rgb, _ = read_image(path, encoding)
+    try:
+        rgb = read_photo(path, encoding, raw_white_balance).rgb
+    except InputError as e:
+        raise InputError(f"{what}: {e}" if is_raw(path) else str(e)) from None
     return chart_correction(rgb, what)

@@ -313,11 +313,11 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
         union = np.logical_or(ref, coverage).sum()
         iou = float(np.logical_and(ref, coverage).sum() / max(union, 1))
         usable &= _erode(view.mask >= 0.99)
-    if getattr(view, "clipped", None) is not None:  # a clipped highlight's value is only a lower bound
+    if view.clipped is not None:  # a clipped highlight's value is only a lower bound
         usable &= _erode(~view.clipped)
     loss_pixels = np.nonzero(usable.reshape(-1)[pix])[0]
     if len(loss_pixels) == 0:
-        clipped = " (the photo's unclipped pixels)" if getattr(view, "clipped", None) is not None else ""
+        clipped = " (the photo's unclipped pixels)" if view.clipped is not None else ""
         raise InputError(
             f"view '{view.name}': no pixel is covered by both the part and the mask{clipped} of "
             f"{view.image_path}; check the camera calibration, the mask and the photo's exposure")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import OpenImageIO as oiio
@@ -39,6 +40,9 @@ __all__ = [
     "srgb_to_linear",
     "linear_to_srgb",
     "read_image",
+    "read_photo",
+    "Photo",
+    "CLIPPED_LEVEL",
     "read_mask",
     "read_environment",
     "check_mask",
@@ -235,6 +239,36 @@ def read_image(path: str | os.PathLike, encoding: str | None = None) -> tuple[np
         InputError: missing, unreadable or corrupt file; NaN or Inf pixels (with a count).
     """
     return _read_colour(path, "image", with_alpha=True, encoding=encoding)
+
+
+#: A linear value at or above this, in an integer photo or a RAW file, is clipped (8-bit: code 255)
+CLIPPED_LEVEL = 0.999
+
+
+class Photo(NamedTuple):
+    """A reference photo as :func:`read_photo` reads it."""
+
+    rgb: np.ndarray  #: (H, W, 3) linear, as :func:`read_image`'s
+    alpha: np.ndarray | None  #: (H, W) or None, as :func:`read_image`'s
+    clipped: np.ndarray | None  #: (H, W) bool where a channel hit the file's maximum, or None
+    bits: int | None  #: bits per channel of an integer file (16 for a RAW), None for a float one
+
+
+def read_photo(path: str | os.PathLike, encoding: str | None = None, raw_white_balance="camera") -> Photo:
+    """A reference photo as jobs read it: a camera RAW file developed by
+    :func:`pbrfit.raw.read_raw` (with ``raw_white_balance``), anything else by
+    :func:`read_image` (with ``encoding``). ``clipped`` marks the pixels where an integer file
+    or a RAW reached its maximum in a channel (their value is only a lower bound); None for a
+    float file or when nothing clipped."""
+    from .raw import is_raw, read_raw
+
+    if is_raw(path):
+        rgb, alpha, bits = read_raw(path, raw_white_balance), None, 16
+    else:
+        bits = integer_bits(path)
+        rgb, alpha = read_image(path, encoding)
+    clipped = rgb.max(axis=-1) >= CLIPPED_LEVEL if bits is not None else None
+    return Photo(rgb, alpha, clipped if clipped is not None and clipped.any() else None, bits)
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:

@@ -102,15 +102,14 @@ from .images import (
     MAX_WORKING_SIZE,
     area_downsample,
     check_mask,
-    integer_bits,
     read_environment,
-    read_image,
     read_mask,
+    read_photo,
     working_size,
 )
 from .options import JOB_KEYS as FIT_KEYS
 from .options import check_table, host_label, table_label
-from .raw import is_raw, read_raw, white_balance_of
+from .raw import is_raw, white_balance_of
 from .scene import Environment, FitScene, View
 from .textures import TextureSettings, check_textures
 from .usd_stage import StageContents, default_world_from_dome, is_package_path, read_stage
@@ -244,9 +243,6 @@ def _environment(stage: StageContents, env_path: Path | None, cache: dict, files
     return environment
 
 
-#: A linear value at or above this, in an integer photo or a RAW file, is clipped (8-bit: code 255)
-CLIPPED_LEVEL = 0.999
-
 #: Below this mean luminance an environment is black (radiance units are the file's own).
 MIN_WHITE = 1e-20
 #: Above this ratio of a reference's mean (over the part) to its lighting's white, the two
@@ -325,35 +321,28 @@ def _view(table, index: int, base: Path, stage: StageContents, env_cache: dict, 
         if encoding == "srgb":
             raise InputError(f"{where}: image {image_path} is a camera RAW file, which is developed linear; remove "
                              "encoding = \"srgb\"")
-        rgb, alpha = _wrap(where, read_raw, image_path, white_balance_of(
-            "camera" if raw_wb is None else raw_wb, where)), None
-        bits = 16
     else:
         chart = table.get("color_chart")
         if raw_wb is not None and not (isinstance(chart, str) and is_raw(chart)):
             raise InputError(f"{where}: raw_white_balance applies to camera RAW images (.dng, .cr2, .nef, ...), not "
                              f"to {image_path}; remove it")
-        bits = _wrap(where, integer_bits, image_path)
-        if encoding is None and bits is not None and bits > 8:
-            raise InputError(f"{where}: image {image_path} is a {bits}-bit integer file, which raw converters write "
-                             "sRGB-encoded or linear; say which: add encoding = \"srgb\" or encoding = \"linear\" to "
-                             "the view")
-        rgb, alpha = _wrap(where, read_image, image_path, encoding)
+    photo_wb = white_balance_of("camera" if raw_wb is None else raw_wb, where)
+    # integer photos and RAW files saturate: ``clipped`` marks where a channel hit the file's maximum
+    rgb, alpha, clipped, bits = _wrap(where, read_photo, image_path, encoding, photo_wb)
+    if not is_raw(image_path) and encoding is None and bits is not None and bits > 8:
+        raise InputError(f"{where}: image {image_path} is a {bits}-bit integer file, which raw converters write "
+                         "sRGB-encoded or linear; say which: add encoding = \"srgb\" or encoding = \"linear\" to "
+                         "the view")
     files.add(image_path)
     notes = []
-    # integer photos and RAW files saturate: a channel at the file's maximum is a lower bound
-    clipped = (rgb.max(axis=-1) >= CLIPPED_LEVEL) if bits is not None else None
-    if clipped is not None and not clipped.any():
-        clipped = None
     chart_value = _string(table, "color_chart", where, False)
     if chart_value is not None:  # colour-correct the photo by a ColorChecker (pbrfit.colorchart)
         from .colorchart import correction_of
 
         chart_path = _file(base, chart_value)
-        chart_wb = white_balance_of("camera" if raw_wb is None else raw_wb, where)
-        key = ("color_chart", str(chart_path), encoding, chart_wb)
+        key = ("color_chart", str(chart_path), encoding, photo_wb)
         if key not in env_cache:
-            env_cache[key] = correction_of(chart_path, encoding, where, chart_wb)
+            env_cache[key] = correction_of(chart_path, encoding, where, photo_wb)
             files.add(chart_path)
             mean, worst = env_cache[key].residual_de2000
             notes.append({"severity": "note" if worst < 5 else "warning", "about": "colour chart",
