@@ -27,6 +27,12 @@ How the capture becomes a pbrfit job (every step a stated assumption):
   0.5 (the capture has no absolute scale). Each view names its light (``lights = ...``).
 * **Photos**: 16-bit linear PNGs, read linear; pixels with a channel at or above 0.995 (a
   clipped highlight) and their neighbours are left out through the mask.
+
+**The judge is real Cycles**: each fitted material (its Principled BSDF, set as
+scripts/cycles_reference.py sets the references') is rendered by Cycles on the job's ball and
+camera under each unseen light, a Blender sun of the same irradiance (4 x intensity x colour,
+angle 0) in a black world, and compared with the photo (ΔE2000 over the pixels one pixel inside
+the mask, each light's white as pbrfit defines it). pbrfit's own render is reported beside it.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def build_job(data: Path, work: Path, train: list[int], validate: list[int]) -> 
     for i in range(stacks):
         for j in range(slices):
             a, b = i * slices + j, i * slices + (j + 1) % slices
-            faces += [a, a + slices, b + slices, b]
+            faces += [a, b, b + slices, a + slices]  # counter-clockwise seen from outside (USD's rightHanded)
             counts.append(4)
     points = np.asarray(pts) + centre
     ball.CreatePointsAttr([Gf.Vec3f(*p) for p in points])
@@ -158,7 +164,117 @@ def build_job(data: Path, work: Path, train: list[int], validate: list[int]) -> 
             "clipped_pixels": int(sum(int((~a & mask[y0:y0 + CROP, x0:x0 + CROP]).sum()) for _, a in photos.values()))}
 
 
+JUDGE_SAMPLES = 128
+JUDGE_SEED = 7
+
+
+def render_cycles(spec_path: Path) -> None:
+    """(in a subprocess: bpy) Render the job's ball and camera with ``material`` under each of
+    ``lights`` ({name: [direction, rgb irradiance]}) into ``out``/<name>.exr."""
+    import bpy
+    from mathutils import Vector
+
+    sys.path.insert(0, str(HERE))
+    from cycles_reference import _new_material
+
+    spec = json.loads(Path(spec_path).read_text())
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.usd_import(filepath=spec["scene"], import_lights=False)
+    sc = bpy.context.scene
+    ball = next(o for o in sc.objects if o.type == "MESH")
+    ball.data.materials.clear()
+    ball.data.materials.append(_new_material("Fitted", spec["material"]))
+    sc.camera = next(o for o in sc.objects if o.type == "CAMERA")
+    # the job's camera, 1000 radii away with a sub-millimetre aperture: Blender's sensor is at
+    # least 1 mm, so the same field of view from a 1 mm sensor and a proportionally longer lens
+    aperture, focal = spec["aperture"], spec["focal"]
+    cam = sc.camera.data
+    cam.type, cam.sensor_fit, cam.sensor_width, cam.lens = "PERSP", "HORIZONTAL", 1.0, focal / aperture
+    cam.shift_x = cam.shift_y = 0.0
+    cam.clip_start, cam.clip_end = DISTANCE - 10, DISTANCE + 10
+    world = bpy.data.worlds.new("Black")
+    world.color = (0.0, 0.0, 0.0)
+    if world.node_tree is not None:  # a new world's Background node glows 0.05 grey: make it black
+        for node in world.node_tree.nodes:
+            if node.bl_idname == "ShaderNodeBackground":
+                node.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+                node.inputs["Strength"].default_value = 0.0
+    sc.world = world
+    sc.render.engine = "CYCLES"
+    sc.cycles.device = "CPU"
+    sc.cycles.samples = JUDGE_SAMPLES
+    sc.cycles.seed = JUDGE_SEED
+    sc.cycles.use_denoising = False
+    sc.cycles.use_adaptive_sampling = False
+    sc.cycles.sample_clamp_direct = sc.cycles.sample_clamp_indirect = 0.0
+    sc.render.resolution_x = sc.render.resolution_y = CROP
+    sc.render.resolution_percentage = 100
+    sc.render.film_transparent = True
+    sc.render.image_settings.file_format = "OPEN_EXR"
+    sc.render.image_settings.color_depth = "32"
+    sc.render.image_settings.color_mode = "RGBA"
+    bpy.context.view_layer.update()
+    to_world = sc.camera.matrix_world.to_3x3().normalized()
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sc.collection.objects.link(sun)
+    for name, (direction, irradiance) in spec["lights"].items():
+        peak = max(irradiance)
+        sun.data.energy = peak  # a sun's strength is its irradiance (W/m^2) facing it
+        sun.data.color = tuple(c / peak for c in irradiance)
+        sun.data.angle = 0.0
+        # the job's world is the camera's frame (identity rotation); Blender's importer turns the
+        # Y-up stage Z-up, so the direction goes through the imported camera's rotation
+        d = to_world @ Vector(direction)
+        sun.rotation_euler = (-d).to_track_quat("-Z", "Y").to_euler()  # light travels along -L
+        sc.render.filepath = str(Path(spec["out"]) / f"{name}.exr")
+        bpy.ops.render.render(write_still=True)
+
+
+def cycles_judge(job_path: Path, material: dict, work: Path) -> dict:
+    """ΔE2000 (pixel mean per unseen light, then their mean) of Cycles renders of ``material``
+    against the photos of the job's validation views."""
+    import torch
+
+    from pbrfit import losses as L
+    from pbrfit.images import read_image
+    from pbrfit.job import load_job
+    from pbrfit.lights import lights_white
+
+    job = load_job(job_path)
+    views = [v for v in job.scene.views if v.split == "validate"]
+    lights = {}
+    for v in views:
+        (light,) = v.lights
+        # an angle-0 DistantLight's AnalyticLight.radiance is its irradiance (4 x intensity x colour)
+        lights[v.name] = [list(np.asarray(light.axes)[:, 2]), list(light.radiance)]
+    work.mkdir(parents=True, exist_ok=True)
+    camera = views[0].camera
+    (work / "spec.json").write_text(json.dumps({"scene": str(job_path.parent / "scene.usda"), "material": material,
+                                                "lights": lights, "out": str(work),
+                                                "aperture": camera.horizontal_aperture,
+                                                "focal": camera.focal_length}))
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--render-cycles", str(work / "spec.json")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-3000:])
+    per_view = {}
+    for v in views:
+        img, alpha = read_image(work / f"{v.name}.exr")
+        inside = v.mask >= 0.99
+        for axis in (0, 1):  # one pixel inside the mask (the photo's and the render's)
+            for shift in (-1, 1):
+                inside = inside & np.roll(inside, shift, axis)
+        inside &= alpha >= 0.99
+        white = lights_white(v.lights, job.scene.mesh.positions.mean(0))
+        per_view[v.name] = float(L.de2000(torch.as_tensor(img[inside]), torch.as_tensor(v.image[inside]),
+                                          white=white))
+    return {"mean": float(np.mean(list(per_view.values()))), "views": per_view}
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--render-cycles":
+        render_cycles(Path(sys.argv[2]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="DiLiGenT's pmsData/ballPNG folder")
     ap.add_argument("--out", default="benchmarks", type=Path)
@@ -193,28 +309,33 @@ def main(argv=None) -> int:
             return 1
         result = json.loads((out / "material.json").read_text())
         metrics = result["metrics"]
+        judged = cycles_judge(args.work / "job" / "job.toml", result["parameters"], out / "cycles")
         rows.append({"fit": label, "seconds": round(seconds, 1), "material": result["parameters"],
                      "structure": (result.get("structure") or {}).get("chosen"),
                      "train": metrics["train"]["mean"], "validate": metrics["validate"]["mean"],
+                     "cycles_unseen": judged,
                      "validate_views": {k: v["de2000_mean"] for k, v in metrics["validate"]["views"].items()},
                      "calibration": (result.get("calibration") or {}).get("deltas"),
                      "warnings": [n["message"] for n in result.get("notes", []) if n.get("severity") == "warning"]})
         print(f"{label}: train ΔE {metrics['train']['mean']['de2000_mean']:.2f}, unseen lights ΔE "
-              f"{metrics['validate']['mean']['de2000_mean']:.2f} ({seconds:.0f} s)", flush=True)
+              f"{metrics['validate']['mean']['de2000_mean']:.2f} (pbrfit's render), {judged['mean']:.2f} (Cycles) "
+              f"({seconds:.0f} s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "diligent.json").write_text(json.dumps({"machine": describe_machine(), "capture": info,
                                                         "train_lights": train, "validate_lights": validate,
                                                         "rows": rows}, indent=1))
     lines = [f"Machine: {describe_machine()}. DiLiGenT ball (real photos, 16-bit linear), {CROP}x{CROP} crop, "
              f"sphere radius {info['radius_px']:.1f} px; {len(train)} train lights, {len(validate)} unseen "
-             f"lights; {info['clipped_pixels']} clipped highlight pixels left out. ΔE2000 pixel mean (p95) "
-             "of pbrfit's own render against the photos.", "",
-             "| fit | train ΔE2000 | unseen lights ΔE2000 | base colour | roughness | metallic | specular | coat | "
-             "s |", "|---|---|---|---|---|---|---|---|---|"]
+             f"lights; {info['clipped_pixels']} clipped highlight pixels left out. Unseen lights judged by "
+             f"Cycles ({JUDGE_SAMPLES} spp renders of the fitted material, ΔE2000 pixel mean over the pixels one "
+             "inside the mask); beside it pbrfit's own render against the same photos, mean (p95).", "",
+             "| fit | unseen lights, Cycles ΔE2000 | unseen lights, pbrfit's render | train, pbrfit's render | "
+             "base colour | roughness | metallic | specular | coat | s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["material"]
-        lines.append(f"| {r['fit']} | {r['train']['de2000_mean']:.2f} ({r['train']['de2000_p95']:.2f}) | "
+        lines.append(f"| {r['fit']} | **{r['cycles_unseen']['mean']:.2f}** | "
                      f"{r['validate']['de2000_mean']:.2f} ({r['validate']['de2000_p95']:.2f}) | "
+                     f"{r['train']['de2000_mean']:.2f} ({r['train']['de2000_p95']:.2f}) | "
                      f"{', '.join(f'{c:.3f}' for c in m['base_color'])} | {m['roughness']:.3f} | "
                      f"{m.get('metallic', 0):.2f} | {m.get('specular_ior_level', 0.5):.2f} | "
                      f"{m.get('coat_weight', 0):.2f} | {r['seconds']:.0f} |")
