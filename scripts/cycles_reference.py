@@ -651,6 +651,14 @@ def _export_stage(path: Path, objects: Sequence) -> None:
     _fix_color_temperature(path, [o for o in objects if o.type == "LIGHT"])
 
 
+def _blender_object(prim) -> str | None:
+    """The Blender object a prim of Blender's USD export belongs to (its parent Xform's
+    ``userProperties:blender:object_name``), or None."""
+    parent = prim.GetParent()
+    attr = parent.GetAttribute("userProperties:blender:object_name") if parent else None
+    return attr.Get() if attr and attr.HasValue() else None
+
+
 def _fix_color_temperature(path: Path, lamps: Sequence) -> None:
     """Blender 5.0's USD exporter writes ``inputs:enableColorTemperature = 1`` on every lamp,
     ``use_temperature`` or not (and its importer reads it back as on, at 6500 K unless a
@@ -663,9 +671,7 @@ def _fix_color_temperature(path: Path, lamps: Sequence) -> None:
         return
     stage = Usd.Stage.Open(str(path))
     for prim in stage.Traverse():
-        parent = prim.GetParent()
-        attr = parent.GetAttribute("userProperties:blender:object_name") if parent else None
-        owner = attr.Get() if attr and attr.HasValue() else prim.GetName()
+        owner = _blender_object(prim) or prim.GetName()
         if prim.HasAPI(UsdLux.LightAPI) and not prim.IsA(UsdLux.DomeLight) and owner in off:
             UsdLux.LightAPI(prim).CreateEnableColorTemperatureAttr().Set(False)
     stage.GetRootLayer().Save()
@@ -679,9 +685,7 @@ def _stage_prims(path: Path, camera_names: Sequence[str]) -> tuple[str, dict[str
     stage = Usd.Stage.Open(str(path))
     meshes, cameras, domes = {}, {}, []
     for prim in stage.Traverse():
-        parent = prim.GetParent()
-        attr = parent.GetAttribute("userProperties:blender:object_name") if parent else None
-        owner = attr.Get() if attr and attr.HasValue() else None
+        owner = _blender_object(prim)
         if prim.IsA(UsdGeom.Mesh):
             meshes[owner] = str(prim.GetPath())
         elif prim.IsA(UsdGeom.Camera):
