@@ -489,6 +489,11 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     spec = _spec(case["material"], args, train=TRAIN_HDRI, validate=[FIT_VALIDATE_HDRI, *JUDGE_HDRIS], seed=0)
     ref, timings["references_s"] = _render(spec, truth_files, truth_key, cache, name)
     print(f"[{name}] references: {ref} ({timings['references_s']:.0f} s)", file=sys.stderr, flush=True)
+    if args.references_only:
+        floor_render, timings["floor_s"] = _judge_render(case["material"], truth_files, truth_key, cache,
+                                                         f"{name}-truth", args)
+        print(f"[{name}] noise floor: {floor_render} ({timings['floor_s']:.0f} s)", file=sys.stderr, flush=True)
+        return {"case": name, "references_only": True, "timings": timings}
 
     case_out = out / name
     case_out.mkdir(parents=True, exist_ok=True)
@@ -590,6 +595,8 @@ def main(argv=None) -> int:
     ap.add_argument("--render-resolution", type=int, default=128, help="Cycles image side, px")
     ap.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
     ap.add_argument("--publish", action="store_true", help="copy textures.md/json into benchmarks/")
+    ap.add_argument("--references-only", action="store_true",
+                    help="render (or reuse) each case's references and noise floor into the cache, fit nothing")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     cache = Path(args.cache).resolve() if args.cache else out / "cache"
@@ -608,10 +615,14 @@ def main(argv=None) -> int:
             traceback.print_exc()
             row = {"case": name, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)
+        if args.references_only:
+            continue
         doc = {"machine": describe_machine(), "settings": vars(args), "rows": rows,
                "total_wall_s": time.monotonic() - started}
         (out / "textures.json").write_text(json.dumps(doc, indent=2))
         write_table(rows, out, args)
+    if args.references_only:
+        return 0 if all("error" not in r for r in rows) else 1
     print(write_table(rows, out, args))
     if args.publish:
         for f in ("textures.md", "textures.json"):

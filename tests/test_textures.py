@@ -26,7 +26,17 @@ from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
-from pbrfit.textures import check_textures, fill_unseen, lookup, map_values, splat, texel_weights, total_variation
+from pbrfit.textures import (
+    check_textures,
+    fill_unseen,
+    lookup,
+    map_values,
+    pyramid,
+    slopes,
+    splat,
+    texel_weights,
+    total_variation,
+)
 
 PBRFIT = [sys.executable, "-m", "pbrfit.cli"]
 
@@ -93,6 +103,34 @@ def test_total_variation_is_zero_on_flat_maps_and_grows_with_edges():
     assert float(total_variation(two)) > float(total_variation(step)) > 0.05
 
 
+def test_a_normal_maps_height_gives_its_slopes_without_curl_at_every_pyramid_level():
+    """The fit's normal-map variable is a height field (texel units): its slopes are the
+    derivatives (p = -dh/du, q = -dh/dv, +v up the image), curl-free, and a pyramid step
+    keeps them (the height scales with the texels)."""
+    size, k, amp = 64, 3, 2.0
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    x, y = cols + 0.5, size - (rows + 0.5)  # texel units, y along v (up)
+    h = amp * np.sin(2 * np.pi * k * x / size) * np.cos(2 * np.pi * k * y / size)
+    w = 2 * np.pi * k / size
+    p_true = -amp * w * np.cos(w * x) * np.cos(w * y)
+    q_true = amp * w * np.sin(w * x) * np.sin(w * y)
+    pq = slopes(torch.as_tensor(h)[..., None]).numpy()
+    assert np.abs(pq[..., 0] - p_true).max() < 0.02 * np.abs(p_true).max()
+    assert np.abs(pq[..., 1] - q_true).max() < 0.02 * np.abs(q_true).max()
+    rng = np.random.default_rng(0)
+    p, q = np.moveaxis(slopes(torch.as_tensor(rng.normal(size=(32, 32, 1)))).numpy(), -1, 0)
+    dp_dv = (np.roll(p, 1, 0) - np.roll(p, -1, 0)) / 2  # central differences, v up
+    dq_du = (np.roll(q, -1, 1) - np.roll(q, 1, 1)) / 2
+    assert np.abs(dp_dv - dq_du).max() < 1e-12  # no curl: a height field's slopes
+    finer = slopes(pyramid(torch.as_tensor(h)[..., None], 2 * size, "normal")).numpy()
+    coarse_at_fine = pyramid(torch.as_tensor(pq), 2 * size).numpy()
+    assert np.abs(finer - coarse_at_fine)[4:-4, 4:-4].max() < 0.05 * np.abs(p_true).max()
+    # the encoded map is the normalized (p, q, 1)
+    enc = map_values("normal", torch.as_tensor(h)[..., None], None).numpy() * 2 - 1
+    n = np.stack([pq[..., 0], pq[..., 1], np.ones_like(h)], -1)
+    assert np.allclose(enc, n / np.linalg.norm(n, axis=-1, keepdims=True), atol=1e-6)
+
+
 def test_fill_unseen_grows_islands_and_defaults_the_rest():
     values = np.zeros((8, 8, 3), np.float32)
     seen = np.zeros((8, 8), bool)
@@ -127,6 +165,32 @@ def test_a_uniform_map_renders_exactly_as_its_scalar(uv_job):
     assert np.abs(path.render_image(0, m) - path.render_image(0, mapped)).max() < 1e-5
 
 
+def test_the_base_colour_stand_in_renders_a_map_as_the_raster_renderer_does(uv_job):
+    """texture_fit's fast path for a base colour map (S + D * b per pixel) gives the raster
+    renderer's own values and gradients, on a dielectric with every other lobe (sheen, coat,
+    specular tint); never used on a metal, whose Fresnel is not affine in base colour."""
+    from pbrfit.texture_fit import _AffineInBaseColor
+
+    scene = load_job(uv_job).scene
+    m = _material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.3, "coat_weight": 0.4,
+                   "sheen_weight": 0.3, "specular_tint": [0.9, 0.8, 0.7]})
+    raster = RasterRenderer(scene, SampleCounts(8, 2, 4, 2), max_loss_pixels=1 << 40)
+    raster.prepare(0)
+    stand_in = _AffineInBaseColor([raster], [0], m)
+    assert _AffineInBaseColor.applies(("base_color",), m)
+    assert not _AffineInBaseColor.applies(("base_color", "roughness"), m)
+    assert not _AffineInBaseColor.applies(("base_color",), dict(m, subsurface_weight=torch.tensor([0.5])))
+    assert not _AffineInBaseColor.applies(("base_color",), dict(m, metallic=torch.tensor([0.1])))
+    texels = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    q = raster.train_subsets[0]
+    want = raster.shade(0, dict(m, base_color=texels), q)
+    got = stand_in.shade(0, dict(m, base_color=texels), q)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    (g_want,) = torch.autograd.grad(want.sum(), texels)
+    (g_got,) = torch.autograd.grad(got.sum(), texels)
+    assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-6)
+
+
 def test_both_renderers_differentiate_through_a_map(uv_job):
     scene = load_job(uv_job).scene
     m = _material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4})
@@ -147,11 +211,11 @@ def test_a_flat_normal_map_changes_nothing_and_a_bumpy_one_has_finite_gradients(
         assert np.abs(renderer.render_image(0, m) - renderer.render_image(0, dict(m, normal=flat))).max() < 1e-5
         tilted = torch.tensor([0.7, 0.5, 0.9]).expand(4, 4, 3)
         assert np.abs(renderer.render_image(0, m) - renderer.render_image(0, dict(m, normal=tilted))).mean() > 1e-3
-        # the fit's variable: slopes, flat at 0, where normalizing has a kink
-        slopes = torch.zeros(4, 4, 2, requires_grad=True)
+        # the fit's variable: a height per texel, flat at 0, where normalizing has a kink
+        height = torch.zeros(4, 4, 1, requires_grad=True)
         renderer.prepare(0)
-        out = renderer.shade(0, dict(m, normal=map_values("normal", slopes, None)), renderer.train_subsets[0])
-        (g,) = torch.autograd.grad(out.sum(), slopes)
+        out = renderer.shade(0, dict(m, normal=map_values("normal", height, None)), renderer.train_subsets[0])
+        (g,) = torch.autograd.grad(out.sum(), height)
         assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
 
 

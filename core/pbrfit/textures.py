@@ -43,7 +43,7 @@ __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", 
            "has_maps", "pyramid", "splat", "total_variation", "texel_weights", "fill_unseen", "map_memory_bytes",
            "MAX_RESOLUTION", "initial_grid", "map_values",
            "NORMAL", "FLAT_NORMAL", "normal_rotation", "valid_reflection", "rotate", "unrotate",
-           "map_channels", "variable_channels", "normalized", "curl"]
+           "map_channels", "variable_channels", "normalized", "slopes"]
 
 #: the material dict's key of a tangent-space normal map (not a Principled parameter: the
 #: BSDF never sees it, the renderers turn the shading frame with it)
@@ -51,8 +51,7 @@ NORMAL = "normal"
 #: what can be fitted as maps: Principled parameters, and the normal map
 TEXTURE_MAPS = ("base_color", "roughness", "metallic", "specular_ior_level", "coat_weight", "coat_roughness", NORMAL)
 #: keys of a job's ``[textures]`` table
-TEXTURE_KEYS = ("maps", "resolution", "uv", "iterations", "tv_weight", "prior_weight", "learning_rate",
-                "integrability_weight")
+TEXTURE_KEYS = ("maps", "resolution", "uv", "iterations", "tv_weight", "prior_weight", "learning_rate")
 #: a flat normal map texel (tangent space (0, 0, 1), encoded)
 FLAT_NORMAL = (0.5, 0.5, 1.0)
 #: the largest map side allowed (texels)
@@ -77,8 +76,6 @@ class TextureSettings:
         prior_weight: weight of the pull toward the scalar fit, per texel, divided by
             1 + the number of train pixels that see the texel (a normal map: toward flat).
         learning_rate: Adam's step in the unconstrained space.
-        integrability_weight: weight of the normal map's curl (a normal map that comes from
-            a height field has none), per texel.
     """
 
     maps: tuple[str, ...]
@@ -88,7 +85,6 @@ class TextureSettings:
     tv_weight: float = 0.1
     prior_weight: float = 0.05
     learning_rate: float = 0.05
-    integrability_weight: float = 0.1
 
     def channels(self) -> int:
         return sum(map_channels(n) for n in self.maps)
@@ -143,7 +139,7 @@ def check_textures(table, where: str) -> TextureSettings:
         if isinstance(it, bool) or not isinstance(it, int) or not 1 <= it <= 100_000:
             raise InputError(f"{where} iterations: a whole number from 1 to 100000, got {it!r}")
         kw["iterations"] = it
-    for key in ("tv_weight", "prior_weight", "learning_rate", "integrability_weight"):
+    for key in ("tv_weight", "prior_weight", "learning_rate"):
         if key in table:
             v = table[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
@@ -281,12 +277,15 @@ def unrotate(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 # --- what the fit of maps needs ---------------------------------------------------------------
 
-def pyramid(grid: torch.Tensor, size: int) -> torch.Tensor:
-    """``grid`` (H, W, C) resampled bilinearly to (size, size, C) (texel centres aligned)."""
+def pyramid(grid: torch.Tensor, size: int, name: str | None = None) -> torch.Tensor:
+    """``grid`` (H, W, C) resampled bilinearly to (size, size, C) (texel centres aligned); a
+    normal map's height (``name`` :data:`NORMAL`, texel units) scaled with the texels, so
+    its slopes stay the same."""
     if grid.shape[0] == size and grid.shape[1] == size:
         return grid
     g = grid.permute(2, 0, 1)[None]
-    return F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    out = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    return out * (size / grid.shape[0]) if name == NORMAL else out
 
 
 def total_variation(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -348,38 +347,41 @@ def map_channels(name: str) -> int:
 
 
 def variable_channels(name: str) -> int:
-    """Channels of a map's unconstrained grid: the parameter's size; a normal map's two
-    slopes (p, q), its normal being normalize(p, q, 1)."""
-    return 2 if name == NORMAL else PARAMETERS[name].size
+    """Channels of a map's unconstrained grid: the parameter's size; a normal map's one
+    height per texel (:func:`slopes`)."""
+    return 1 if name == NORMAL else PARAMETERS[name].size
 
 
 def initial_grid(name: str, value, size: int, bounds: tuple[float, float] | None) -> torch.Tensor:
     """The unconstrained grid (size, size, C) of a map holding ``value`` everywhere (a
     normal map: flat, whatever ``value``)."""
     if name == NORMAL:
-        return torch.zeros(size, size, 2)
+        return torch.zeros(size, size, 1)
     v = torch.as_tensor(value, dtype=torch.float64).reshape(1, 1, PARAMETERS[name].size)
     return to_unconstrained(name, v, bounds).expand(size, size, -1).float().clone()
+
+
+def slopes(height: torch.Tensor) -> torch.Tensor:
+    """(H, W, 2) a normal map's slopes (p, q) = (-dh/du, -dh/dv) per texel, in texel units,
+    from its height field ``height`` (H, W, 1) (texel units, row 0 at the top, repeating as
+    the lookup does): central differences, so the normals are a height field's (no curl) and
+    the map has half the unknowns of free slopes. The texel's normal is normalize(p, q, 1)."""
+    h = height[..., 0]
+    p = -(torch.roll(h, -1, 1) - torch.roll(h, 1, 1)) / 2
+    q = (torch.roll(h, -1, 0) - torch.roll(h, 1, 0)) / 2  # row index grows as v falls
+    return torch.stack([p, q], -1)
 
 
 def map_values(name: str, grid: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
     """The map (H, W, C) in the parameter's units (a normal map: encoded colour, the
     tangent-space normal n as (n + 1) / 2) for an unconstrained ``grid``."""
     if name == NORMAL:
-        return 0.5 * (_unit(torch.cat([grid, torch.ones_like(grid[..., :1])], -1)) + 1.0)
+        s = slopes(grid)
+        return 0.5 * (_unit(torch.cat([s, torch.ones_like(s[..., :1])], -1)) + 1.0)
     return from_unconstrained(name, grid, bounds)
 
 
 def normalized(name: str, grid: torch.Tensor) -> torch.Tensor:
     """What the regularizers see of a grid: the parameter's [0, 1] range (the logistic of
-    the variable); a normal map's slopes as they are."""
-    return grid if name == NORMAL else torch.sigmoid(grid)
-
-
-def curl(slopes: torch.Tensor) -> torch.Tensor:
-    """Mean squared curl of a normal map's slopes (H, W, 2), row 0 at the top: zero for the
-    normals of a height field (p = -dh/du, q = -dh/dv)."""
-    p, q = slopes[..., 0], slopes[..., 1]
-    dp_dv = -(p[1:, :-1] - p[:-1, :-1])
-    dq_du = q[:-1, 1:] - q[:-1, :-1]
-    return ((dp_dv - dq_du) ** 2).mean()
+    the variable); a normal map's slopes (:func:`slopes`)."""
+    return slopes(grid) if name == NORMAL else torch.sigmoid(grid)
