@@ -42,6 +42,8 @@ For each case:
    white, as benchmark_fit.py does), pixels one pixel inside both alpha masks; mean and
    p95 over the pooled pixels, split by train and novel cameras, and the mean over 4x4
    blocks. The truth material through the same judge (another seed) is Cycles' noise floor.
+   The same judge again on the fit's ``material.usda`` as Blender's own USD importer reads it
+   (UsdPreviewSurface into a Principled BSDF, the maps as Image Texture nodes): *via USD*.
 4. Map errors over the texels the fit says it observed (``textures/<name>_observed.png``):
    PSNR of the base colour (linear values, peak 1), RMSE of roughness and metallic, the mean
    angle (degrees) between the fitted and the truth normals (the truth's decoded normals
@@ -54,7 +56,7 @@ For each case:
 Usage::
 
     python scripts/benchmark_textures.py [--out out/benchmark_textures] [--cases label_plastic,worn_metal,...]
-        [--resolution 128] [--iterations 160] [--cache DIR] [--publish]
+        [--resolution 128] [--iterations 160] [--cache DIR] [--publish] [--rejudge] [--references-only]
 
 Writes ``OUT/textures.json`` and ``OUT/textures.md`` (with ``--publish`` also copied to
 ``benchmarks/``). Rendering runs in subprocesses of this script (``--render REQUEST``);
@@ -253,13 +255,41 @@ def _write_back(part, textures: dict[str, str]) -> None:
     apply_material(part, {}, maps=maps)
 
 
+def _usd_material(part, usd_path: str) -> None:
+    """The fit's ``material.usda`` as a user's Blender reads it: Blender's own USD importer
+    (UsdPreviewSurface into a Principled BSDF, UsdUVTexture into Image Texture nodes), the
+    imported material on the part. The part's UV map takes the name the material's primvar
+    reader asks for (``st``), as a mesh imported from the same stage has it."""
+    import bpy
+
+    before = set(bpy.data.materials)
+    bpy.ops.wm.usd_import(filepath=usd_path, import_all_materials=True, import_meshes=False, import_cameras=False,
+                          import_lights=False, create_world_material=False)
+    mat = next(m for m in bpy.data.materials if m not in before and m.node_tree is not None
+               and any(n.bl_idname == "ShaderNodeBsdfPrincipled" for n in m.node_tree.nodes))
+    names = {n.uv_map for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeUVMap" and n.uv_map}
+    if len(names) == 1:
+        part.data.uv_layers.active.name = names.pop()
+    part.data.materials.clear()
+    part.data.materials.append(mat)
+
+
 def _render_worker(request: Path) -> int:
     """Render a cycles_reference spec whose truth material has texture maps: the benchmark's
-    own nodes (references), or the add-on's write-back (``"writeback": true``: the judge)."""
+    own nodes (references), the add-on's write-back (``"writeback": true``: the judge), or the
+    fit's material.usda through Blender's USD importer (``"writeback": "usd"``)."""
     import cycles_reference as cr
 
     req = json.loads(request.read_text())
-    if req.get("writeback"):
+    if req.get("writeback") == "usd":
+        bounding_sphere = cr._bounding_sphere
+
+        def imported(part):
+            _usd_material(part, req["textures"]["usd"])
+            return bounding_sphere(part)
+
+        cr._bounding_sphere = imported
+    elif req.get("writeback"):
         bounding_sphere = cr._bounding_sphere
 
         def wired(part):  # called once, right after the truth material is assigned to the part
@@ -287,9 +317,10 @@ def _hash(obj) -> str:
 
 
 def _render(spec: dict, textures: dict[str, str], key_extra: dict, folder: Path, label: str,
-            writeback: bool = False) -> tuple[Path, float]:
+            writeback: bool | str = False) -> tuple[Path, float]:
     """Render (or reuse) a textured case under ``folder``; returns its directory and seconds spent."""
-    key = _hash({"spec": spec, "textures": key_extra} | ({"wiring": "writeback"} if writeback else {}))
+    wiring = {"wiring": "usd"} if writeback == "usd" else {"wiring": "writeback"} if writeback else {}
+    key = _hash({"spec": spec, "textures": key_extra} | wiring)
     out = (folder / f"{label}-{key}").resolve()
     if (out / "job.toml").is_file() and (out / "truth.json").is_file():
         return out, 0.0
@@ -460,9 +491,10 @@ def _judge(render_dir: Path, ref_dir: Path) -> dict:
             "block4_mean": float(np.mean(blocks4)), "views": views}
 
 
-def _judge_render(material: dict, textures: dict[str, str], key_extra: dict, cache: Path, label: str, args):
+def _judge_render(material: dict, textures: dict[str, str], key_extra: dict, cache: Path, label: str, args,
+                  wiring: bool | str = True):
     spec = _spec(material, args, train=JUDGE_HDRIS[0], validate=JUDGE_HDRIS[1:], seed=JUDGE_SEED)
-    return _render(spec, textures, key_extra, cache / "judge", label, writeback=True)
+    return _render(spec, textures, key_extra, cache / "judge", label, writeback=wiring)
 
 
 # --- a case ----------------------------------------------------------------------------------
@@ -499,8 +531,13 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     case_out.mkdir(parents=True, exist_ok=True)
     job = case_out / "job.toml"
     maps = list(truth_maps)
-    _write_job(job, ref, maps, args)
-    fit = _run_fit(job, case_out / "fit", case["preset"], args)
+    previous = _previous_rows(out).get(name) if args.rejudge else None
+    if previous is not None and (case_out / "fit" / "material.json").is_file():
+        fit = {"command": previous["fit_command"], "wall_s": previous["fit_wall_s"],
+               "peak_rss_mib": previous["fit_peak_rss_mib"]}  # the fit as it ran; judged again
+    else:
+        _write_job(job, ref, maps, args)
+        fit = _run_fit(job, case_out / "fit", case["preset"], args)
     print(f"[{name}] fit: {fit['wall_s']:.0f} s, {fit['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
     fit_dir = case_out / "fit"
     doc = json.loads((fit_dir / "material.json").read_text())
@@ -510,8 +547,13 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     fit_render, _ = _judge_render(doc["parameters"], fitted_files, {m: _file_hash(p) for m, p in fitted_files.items()},
                                   cache, f"{name}-fit", args)
     floor_render, _ = _judge_render(case["material"], truth_files, truth_key, cache, f"{name}-truth", args)
+    usd = fit_dir / "material.usda"
+    usd_render, _ = _judge_render(doc["parameters"], {"usd": str(usd.resolve())},
+                                  {"usd": _file_hash(usd)} | {m: _file_hash(p) for m, p in fitted_files.items()},
+                                  cache, f"{name}-usd", args, wiring="usd")
     timings["judge_renders_s"] = time.monotonic() - t
     judged, floor = _judge(fit_render, ref), _judge(floor_render, ref)
+    judged_usd = _judge(usd_render, ref)
     print(f"[{name}] judged ΔE {judged['all']['mean']:.2f} (floor {floor['all']['mean']:.2f})", file=sys.stderr,
           flush=True)
 
@@ -520,7 +562,7 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     own = doc.get("metrics") or {}
     return {"case": name, "preset": case["preset"], "maps": maps, "map_resolution": args.resolution,
             "truth_map_resolution": TRUTH_RESOLUTION, "texture_iterations": args.iterations,
-            "judge": judged, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps),
+            "judge": judged, "judge_usd": judged_usd, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps),
             "scalar_errors": _param_errors(truth, doc["parameters"], scalars),
             "scalars_fitted": {n: doc["parameters"][n] for n in scalars},
             "fit_own_de2000": {s: (own.get(s) or {}).get("mean", {}).get("de2000_mean") for s in ("train", "validate")},
@@ -529,7 +571,20 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
             "timings": timings, "references": os.path.relpath(ref, out), "fit_dir": os.path.relpath(fit_dir, out)}
 
 
+def _previous_rows(out: Path) -> dict[str, dict]:
+    """The rows of ``OUT/textures.json`` from an earlier run, by case (``--rejudge``)."""
+    path = out / "textures.json"
+    if not path.is_file():
+        return {}
+    return {r["case"]: r for r in json.loads(path.read_text())["rows"] if "error" not in r}
+
+
 # --- the table -------------------------------------------------------------------------------
+
+def _usd_cell(row: dict) -> str:
+    u = row.get("judge_usd")
+    return "-" if u is None else f"{u['all']['mean']:.2f} / {u['all']['p95']:.2f} ({u['block4_mean']:.2f})"
+
 
 def write_table(rows: list[dict], out: Path, args) -> str:
     lines = [
@@ -539,7 +594,8 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         f"{args.samples} samples. Fit: `pbrfit fit --backend {args.backend} --iterations {args.scalar_iterations}`, "
         f"[textures] resolution {args.resolution}, {args.iterations} iterations; 4 train views under "
         f"{TRAIN_HDRI}, the fit's own validation: 2 novel cameras under {FIT_VALIDATE_HDRI}. Judge: the written "
-        f"material.json + textures/*.exr, wired by the Blender add-on's write-back (`apply_material`), "
+        f"material.json + textures/*.exr, wired by the Blender add-on's write-back (`apply_material`) "
+        f"(*via USD*: the fit's material.usda through Blender's USD importer instead), "
         f"re-rendered by Cycles (seed {JUDGE_SEED}) under "
         f"{' and '.join(JUDGE_HDRIS)} (never seen by the fit) from the 4 train cameras and the 2 novel ones "
         "(12 views); ΔE2000 over pixels one pixel inside both masks (radiance / HDRI white), pooled: mean / p95; "
@@ -549,12 +605,12 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         "base colour PSNR, roughness/metallic RMSE, normal: mean angle between the fitted and the truth normals "
         "(the truth's normals resampled, renormalized); [flat: the best flat map's error; normal: the flat map "
         "(0, 0, 1)'s]. Wall time and peak RSS: the `pbrfit fit` process.", "",
-        "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | floor ΔE mean / p95 (4x4) | "
+        "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | via USD | floor ΔE mean / p95 (4x4) | "
         "map error, observed texels [flat] | observed | scalar errors | fit's own ΔE train / val | wall s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['case']} | error: {r['error'][:300]} |" + " |" * 10)
+            lines.append(f"| {r['case']} | error: {r['error'][:300]} |" + " |" * 11)
             continue
         j, f = r["judge"], r["floor"]
         errs = []
@@ -572,7 +628,7 @@ def write_table(rows: list[dict], out: Path, args) -> str:
             f"| {r['case']} | {', '.join(r['maps'])} ({r['map_resolution']}²) | {j['all']['mean']:.2f} / "
             f"{j['all']['p95']:.2f} ({j['block4_mean']:.2f}) | {j['train_cameras']['mean']:.2f} / "
             f"{j['train_cameras']['p95']:.2f} | {j['novel_cameras']['mean']:.2f} / {j['novel_cameras']['p95']:.2f} | "
-            f"{f['all']['mean']:.2f} / {f['all']['p95']:.2f} ({f['block4_mean']:.2f}) | {'; '.join(errs)} | "
+            f"{_usd_cell(r)} | {f['all']['mean']:.2f} / {f['all']['p95']:.2f} ({f['block4_mean']:.2f}) | {'; '.join(errs)} | "
             f"{share:.0%} | {sc} | {own['train'] or float('nan'):.2f} / {own['validate'] or float('nan'):.2f} | "
             f"{r['fit_wall_s']:.0f} | {r['fit_peak_rss_mib']:.0f} |")
     text = "\n".join(lines) + "\n"
@@ -595,6 +651,9 @@ def main(argv=None) -> int:
     ap.add_argument("--render-resolution", type=int, default=128, help="Cycles image side, px")
     ap.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
     ap.add_argument("--publish", action="store_true", help="copy textures.md/json into benchmarks/")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="reuse the fits an earlier run left in OUT (their wall time and memory as recorded) and "
+                         "judge them again")
     ap.add_argument("--references-only", action="store_true",
                     help="render (or reuse) each case's references and noise floor into the cache, fit nothing")
     args = ap.parse_args(argv)
