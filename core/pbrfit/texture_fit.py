@@ -45,6 +45,7 @@ from .textures import (
     initial_grid,
     is_map,
     lookup,
+    lookup_filtered,
     map_values,
     normalized,
     pyramid,
@@ -55,7 +56,7 @@ from .textures import (
 )
 from .warm_start import grid_values as search_grid
 
-__all__ = ["MapResult", "fit_maps", "map_units"]
+__all__ = ["MapResult", "fit_maps", "map_units", "regularizer"]
 
 
 @dataclass
@@ -129,6 +130,11 @@ BASE_COLOR_PASSES = 2
 #: other maps use it fitted noise (Cycles-judged embossed panel: 4.41 ΔE2000 and 13.5 degrees
 #: from the truth at 1x, 4.13 and 11.8 at 10x, 3.92 and 10.7 at 50x; a flat map: 3.98, 9.8)
 NORMAL_REGULARIZATION = 50.0
+#: weight of metallic * (1 - metallic) per texel: real surfaces are metal or not, and where
+#: the photos cannot tell (a rough paint's weak highlight reads as a little metal under a
+#: smoother roughness: worn metal, paint at metallic 0.16 and roughness 0.33 for 0 and 0.6)
+#: this decides toward the nearer end; at the full resolution only
+METALLIC_EITHER_OR = 2.0
 #: a finer level is kept unless it makes the validation ΔE2000 worse by more than this share
 LEVEL_TOLERANCE = 0.01
 #: pixels of a view whose gradient is taken at once (bounds the autograd graph's memory):
@@ -173,7 +179,8 @@ class _AffineInBaseColor:
                 rows = torch.as_tensor(q, dtype=torch.long, device=s.device)
                 full_s[rows], full_d[rows] = s, d
                 self.terms[vi] = (full_s, full_d)
-                self.uv[vi] = self.base.prepare(vi).geometry.uv
+                geo = self.base.prepare(vi).geometry
+                self.uv[vi] = (geo.uv, geo.uv_footprint)
 
     @staticmethod
     def applies(maps: tuple[str, ...], material: dict) -> bool:
@@ -196,8 +203,26 @@ class _AffineInBaseColor:
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
         b = material["base_color"]
         if is_map(b):
-            b = lookup(b.to(s.device), self.uv[view_index][rows].to(s.device))
+            uv, footprint = self.uv[view_index]
+            b = b.to(s.device)
+            b = (lookup(b, uv[rows].to(s.device)) if footprint is None
+                 else lookup_filtered(b, uv[rows].to(s.device), footprint[rows].to(s.device)))
         return s[rows] + d[rows] * b.to(s.dtype)
+
+
+def regularizer(name: str, t: torch.Tensor, centre: torch.Tensor, prior_w: torch.Tensor, settings: TextureSettings,
+                full_resolution: bool = True) -> torch.Tensor:
+    """The regularizers of one map, from its texels ``t`` (H, W, C) as :func:`pbrfit.textures.
+    normalized` gives them: total variation, the pull toward ``centre`` (the scalar fit; a
+    normal map: flat) weighted per texel by ``prior_w`` (H, W, 1), both
+    :data:`NORMAL_REGULARIZATION` times stronger on a normal map's slopes, and on a metallic
+    map at ``full_resolution`` :data:`METALLIC_EITHER_OR` x metallic (1 - metallic) (coarser
+    levels' texels may straddle metal and paint)."""
+    scale = NORMAL_REGULARIZATION if name == NORMAL else 1.0
+    reg = scale * (settings.tv_weight * total_variation(t) + (prior_w * (t - centre) ** 2).sum(-1).mean())
+    if name == "metallic" and full_resolution:
+        reg = reg + METALLIC_EITHER_OR * (t * (1 - t)).mean()
+    return reg
 
 
 def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
@@ -323,12 +348,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             loss, de, grad = step_objective.loss_and_grad(layout.material, u)
             u = u.requires_grad_(True)
             with torch.enable_grad():
-                reg = 0.0
-                for n in settings.maps:
-                    t = normalized(n, layout.grid(u, n))
-                    scale = NORMAL_REGULARIZATION if n == NORMAL else 1.0
-                    reg = (reg + scale * settings.tv_weight * total_variation(t)
-                           + scale * (prior_w * (t - centre[n]) ** 2).sum(-1).mean())
+                reg = sum(regularizer(n, normalized(n, layout.grid(u, n)), centre[n], prior_w, settings,
+                                      full_resolution=size == settings.resolution) for n in settings.maps)
                 (g_reg,) = torch.autograd.grad(reg, u)
             u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
             opt.step()
