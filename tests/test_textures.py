@@ -27,13 +27,10 @@ from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.textures import (
-    PIXEL_FILTER_WIDTH,
     check_textures,
     fill_unseen,
     lookup,
-    lookup_filtered,
     map_values,
-    pixel_filter_offsets,
     pyramid,
     slopes,
     splat,
@@ -132,52 +129,6 @@ def test_a_normal_maps_height_gives_its_slopes_without_curl_at_every_pyramid_lev
     enc = map_values("normal", torch.as_tensor(h)[..., None], None).numpy() * 2 - 1
     n = np.stack([pq[..., 0], pq[..., 1], np.ones_like(h)], -1)
     assert np.allclose(enc, n / np.linalg.norm(n, axis=-1, keepdims=True), atol=1e-6)
-
-
-def test_filtered_lookups_keep_flat_and_linear_maps_and_soften_edges():
-    """Cycles' pixel filter as lookups see it: a symmetric window, so a constant or linear map
-    reads as at the pixel centre; a sharp edge softens over about the filter's width, and
-    the offsets follow the Blackman-Harris window Cycles spreads over 3 px."""
-    off = pixel_filter_offsets(PIXEL_FILTER_WIDTH, 4)
-    assert off.shape == (16, 2) and torch.allclose(off.mean(0), torch.zeros(2), atol=1e-6)
-    assert 0.3 < float(off[:, 0].std()) < 0.5 and float(off.abs().max()) < PIXEL_FILTER_WIDTH / 2
-    size = 64
-    ramp = torch.linspace(0.1, 0.9, size).reshape(1, size, 1).expand(size, size, 1).double().contiguous()
-    uv = torch.tensor([[0.4, 0.5], [0.6, 0.3]], dtype=torch.float64)
-    foot = torch.tensor([[[2.0 / size, 0.0], [0.0, -2.0 / size]]] * 2, dtype=torch.float64)  # 2 texels a pixel
-    assert torch.allclose(lookup_filtered(ramp, uv, foot), lookup(ramp, uv), atol=1e-9)
-    step = torch.zeros(size, size, 1, dtype=torch.float64)
-    step[:, size // 2:] = 1.0
-    xs = torch.linspace(0.44, 0.56, 25, dtype=torch.float64)
-    pts = torch.stack([xs, torch.full_like(xs, 0.5)], -1)
-    sharp = lookup(step, pts)[:, 0]
-    soft = lookup_filtered(step, pts, foot[:1].expand(len(xs), 2, 2))[:, 0]
-    assert (soft[0] < 0.05) and (soft[-1] > 0.95)  # far from the edge: as before
-    assert int(((soft > 0.05) & (soft < 0.95)).sum()) > int(((sharp > 0.05) & (sharp < 0.95)).sum())
-
-
-def test_the_gbuffers_uv_footprint_is_the_uv_change_between_neighbouring_pixels(uv_job):
-    """gbuffer.uv_footprint (ray differentials on the hit triangle's plane) against the UVs the
-    neighbouring pixels' own rays hit, away from seams and silhouettes."""
-    scene = load_job(uv_job).scene
-    raster = RasterRenderer(scene, SampleCounts(2, 1, 1, 1))
-    geo = raster.prepare(0).geometry
-    uv = np.full((geo.height * geo.width, 2), np.nan)
-    uv[geo.pixels] = geo.uv.numpy()
-    uv = uv.reshape(geo.height, geo.width, 2)
-    foot = np.full((geo.height * geo.width, 2, 2), np.nan)
-    foot[geo.pixels] = geo.uv_footprint.numpy()
-    foot = foot.reshape(geo.height, geo.width, 2, 2)
-    right = (uv[1:-1, 2:] - uv[1:-1, :-2]) / 2
-    down = (uv[2:, 1:-1] - uv[:-2, 1:-1]) / 2
-    ok = np.isfinite(right).all(-1) & np.isfinite(down).all(-1) & (np.abs(right).max(-1) < 0.2) \
-        & (np.abs(down).max(-1) < 0.2)
-    assert ok.sum() > 50
-    f = foot[1:-1, 1:-1]
-    scale = np.abs(f[ok]).max()
-    for k, neighbours in ((0, right), (1, down)):  # the mesh is faceted: neighbours may sit on other triangles
-        err = np.abs(f[..., k][ok] - neighbours[ok]).max(-1)
-        assert np.median(err) < 0.03 * scale and np.percentile(err, 90) < 0.1 * scale, (np.median(err), scale)
 
 
 def test_the_maps_regularizers_smooth_pull_to_the_prior_and_split_metal_from_paint():

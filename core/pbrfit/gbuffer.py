@@ -186,10 +186,6 @@ class ViewGeometry:
             has none.
         tbn: (P, 2, 3) float32 the UV tangent and bitangent in the local shading frame
             (:func:`tangent_basis`, for normal maps), or None without UVs.
-        uv_footprint: (P, 2, 2) float32 how the texture coordinates change across the pixel:
-            column 0 = d(u, v) per pixel to the right, column 1 = per pixel down
-            (:func:`uv_footprint`; texture lookups filter over it as Cycles' pixel filter
-            does, :func:`pbrfit.textures.resolve`), or None without UVs.
     """
 
     height: int
@@ -204,46 +200,6 @@ class ViewGeometry:
     mask_iou: float
     uv: torch.Tensor | None = None
     tbn: torch.Tensor | None = None
-    uv_footprint: torch.Tensor | None = None
-
-
-def uv_footprint(mesh: Mesh, camera: Camera, height: int, width: int, pixels: np.ndarray, triangle: np.ndarray
-                 ) -> np.ndarray:
-    """(P, 2, 2) the texture coordinates' derivatives across each covered pixel (column 0:
-    one pixel to the right, column 1: one pixel down): the rays through the pixel's right and
-    lower neighbours' centres met in the plane of the triangle the pixel's own ray hit, and
-    that triangle's UVs extended affinely there (a ray differential: no UV seam or silhouette
-    between the pixel and its neighbour can break it)."""
-    tri = mesh.triangles[triangle]
-    p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
-    t0, t1, t2 = (mesh.uvs[triangle, k] for k in range(3))
-    n = np.cross(p1 - p0, p2 - p0)
-    m = np.asarray(camera.world_from_camera, dtype=np.float64)
-    origin = m[:3, 3]
-    i, j = np.divmod(pixels, width)
-    e1, e2 = p1 - p0, p2 - p0
-    d00, d01, d11 = (e1 * e1).sum(-1), (e1 * e2).sum(-1), (e2 * e2).sum(-1)
-    det = np.where(np.abs(d00 * d11 - d01 * d01) > 1e-300, d00 * d11 - d01 * d01, 1e-300)
-
-    def uv_through(di: float, dj: float) -> np.ndarray:
-        x = ((j + 0.5 + dj) / width * 2 - 1) * camera.horizontal_aperture / 2 + camera.horizontal_aperture_offset
-        y = (1 - (i + 0.5 + di) / height * 2) * camera.vertical_aperture / 2 + camera.vertical_aperture_offset
-        d = np.stack([x, y, -np.full_like(x, camera.focal_length)], -1) @ m[:3, :3].T
-        den = (d * n).sum(-1)
-        t = ((p0 - origin) * n).sum(-1) / np.where(np.abs(den) > 1e-300, den, 1e-300)
-        q = origin + t[:, None] * d - p0
-        b1 = (d11 * (q * e1).sum(-1) - d01 * (q * e2).sum(-1)) / det
-        b2 = (d00 * (q * e2).sum(-1) - d01 * (q * e1).sum(-1)) / det
-        return (1 - b1 - b2)[:, None] * t0 + b1[:, None] * t1 + b2[:, None] * t2
-
-    centre = uv_through(0.0, 0.0)
-    # half a pixel each way (the footprint's middle), scaled to one pixel
-    du = uv_through(0.0, 0.5) - uv_through(0.0, -0.5)
-    dv = uv_through(0.5, 0.0) - uv_through(-0.5, 0.0)
-    out = np.stack([du, dv], -1)
-    bad = ~np.isfinite(out).all(axis=(1, 2)) | ~np.isfinite(centre).all(-1)
-    out[bad] = 0.0
-    return out.astype(np.float32)
 
 
 @dataclass
@@ -365,10 +321,8 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
         raise InputError(
             f"view '{view.name}': no pixel is covered by both the part and the mask{clipped} of "
             f"{view.image_path}; check the camera calibration, the mask and the photo's exposure")
-    footprint = None if surf.uv is None else uv_footprint(mesh, view.camera, h, w, pix, hits.triangle[pix])
     return ViewGeometry(h, w, pix, coverage, loss_pixels, position, ng,
                         torch.as_tensor(frame, dtype=torch.float32, device="cpu"),
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
-                        None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
-                        None if footprint is None else torch.as_tensor(footprint, device="cpu"))
+                        None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"))

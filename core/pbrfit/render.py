@@ -275,8 +275,7 @@ class RasterRenderer(SceneRenderer):
             sel = np.arange(len(geo.pixels))
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
-        material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1,
-                                         footprint=None if geo.uv_footprint is None else geo.uv_footprint[sel_t]))
+        material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1))
         normal = material.pop(textures.NORMAL, None)
         if normal is not None:  # a normal map turns each pixel's shading frame (textures.normal_rotation)
             r = textures.normal_rotation(normal[:, 0], geo.tbn[sel_t], wo[:, 0])

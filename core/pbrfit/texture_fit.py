@@ -45,7 +45,6 @@ from .textures import (
     initial_grid,
     is_map,
     lookup,
-    lookup_filtered,
     map_values,
     normalized,
     pyramid,
@@ -179,8 +178,7 @@ class _AffineInBaseColor:
                 rows = torch.as_tensor(q, dtype=torch.long, device=s.device)
                 full_s[rows], full_d[rows] = s, d
                 self.terms[vi] = (full_s, full_d)
-                geo = self.base.prepare(vi).geometry
-                self.uv[vi] = (geo.uv, geo.uv_footprint)
+                self.uv[vi] = self.base.prepare(vi).geometry.uv
 
     @staticmethod
     def applies(maps: tuple[str, ...], material: dict) -> bool:
@@ -203,10 +201,7 @@ class _AffineInBaseColor:
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
         b = material["base_color"]
         if is_map(b):
-            uv, footprint = self.uv[view_index]
-            b = b.to(s.device)
-            b = (lookup(b, uv[rows].to(s.device)) if footprint is None
-                 else lookup_filtered(b, uv[rows].to(s.device), footprint[rows].to(s.device)))
+            b = lookup(b.to(s.device), self.uv[view_index][rows].to(s.device))
         return s[rows] + d[rows] * b.to(s.dtype)
 
 

@@ -43,8 +43,7 @@ __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", 
            "has_maps", "pyramid", "splat", "total_variation", "texel_weights", "fill_unseen", "map_memory_bytes",
            "MAX_RESOLUTION", "initial_grid", "map_values",
            "NORMAL", "FLAT_NORMAL", "normal_rotation", "valid_reflection", "rotate", "unrotate",
-           "map_channels", "variable_channels", "normalized", "slopes", "lookup_filtered",
-           "pixel_filter_offsets", "PIXEL_FILTER_WIDTH"]
+           "map_channels", "variable_channels", "normalized", "slopes"]
 
 #: the material dict's key of a tangent-space normal map (not a Principled parameter: the
 #: BSDF never sees it, the renderers turn the shading frame with it)
@@ -188,54 +187,10 @@ def lookup(texels: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return top * (1 - fy) + bottom * fy
 
 
-#: Cycles' pixel filter (Blackman-Harris, Blender's default "1.5 px", which Cycles spreads
-#: over twice that) as a texture lookup sees it: the window's full width in pixels, and the
-#: taps per axis that sample it (its quantiles, equal weights). A texture edge in a Cycles
-#: render is this much softer than one ray through the pixel centre sees it.
-PIXEL_FILTER_WIDTH = 3.0
-PIXEL_FILTER_TAPS = 4
-
-
-def _blackman_harris_quantiles(width: float, taps: int) -> np.ndarray:
-    """Offsets (pixels) at the quantiles (k + 0.5) / taps of a Blackman-Harris window ``width`` wide."""
-    x = np.linspace(-width / 2, width / 2, 4001)
-    t = 2 * np.pi * (x / width + 0.5)
-    w = 0.35875 - 0.48829 * np.cos(t) + 0.14128 * np.cos(2 * t) - 0.01168 * np.cos(3 * t)
-    cdf = np.concatenate([[0.0], np.cumsum((w[1:] + w[:-1]) / 2)])
-    q = np.interp((np.arange(taps) + 0.5) / taps, cdf / cdf[-1], x)
-    return (q - q[::-1]) / 2  # exactly symmetric
-
-
-def pixel_filter_offsets(width: float, taps: int) -> torch.Tensor:
-    """(taps², 2) offsets in pixels (right, down) whose mean samples the separable pixel filter."""
-    q = torch.as_tensor(_blackman_harris_quantiles(width, taps), dtype=torch.float32)
-    return torch.stack(torch.meshgrid(q, q, indexing="xy"), -1).reshape(-1, 2)
-
-
-_OFFSETS: dict = {}
-
-
-def lookup_filtered(texels: torch.Tensor, uv: torch.Tensor, footprint: torch.Tensor) -> torch.Tensor:
-    """(N, C) the texels as a pixel sees them through Cycles' pixel filter: the mean of
-    :func:`lookup` at ``uv`` (N, 2) moved by the pixel's ``footprint`` (N, 2, 2), the UV change
-    per pixel right and down (:func:`pbrfit.gbuffer.uv_footprint`), times each tap's offset."""
-    key = (footprint.device, PIXEL_FILTER_WIDTH, PIXEL_FILTER_TAPS)
-    if key not in _OFFSETS:
-        _OFFSETS[key] = pixel_filter_offsets(PIXEL_FILTER_WIDTH, PIXEL_FILTER_TAPS).to(footprint.device)
-    off, dt = _OFFSETS[key], texels.dtype
-    taps = uv.to(dt)[:, None, :] + torch.einsum("nij,kj->nki", footprint.to(dt), off.to(dt))
-    n, k = taps.shape[:2]
-    return lookup(texels, taps.reshape(n * k, 2)).reshape(n, k, -1).mean(1)
-
-
-def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0, footprint: torch.Tensor | None = None
-            ) -> dict:
+def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0) -> dict:
     """``material`` with every map looked up at the shading points' ``uv`` (N, 2): a map
     becomes (N, *[1] * extra_dims, C), broadcastable against the renderer's per-point
-    directions (raster: (N, samples, 3), so ``extra_dims=1``). With the pixels' UV
-    ``footprint`` (N, 2, 2) the lookups are filtered as Cycles' pixel filter sees the texture
-    (:func:`lookup_filtered`; a pixel's shading is taken as even across it). Without maps,
-    ``material``."""
+    directions (raster: (N, samples, 3), so ``extra_dims=1``). Without maps, ``material``."""
     if not has_maps(material):
         return material
     if uv is None:
@@ -244,7 +199,7 @@ def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0, footpr
     out = {}
     for name, v in material.items():
         if is_map(v):
-            looked = lookup(v, uv) if footprint is None else lookup_filtered(v, uv, footprint)
+            looked = lookup(v, uv)
             out[name] = looked.reshape(looked.shape[0], *([1] * extra_dims), looked.shape[1])
         else:
             out[name] = v
