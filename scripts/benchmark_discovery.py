@@ -52,8 +52,9 @@ def structure(material: dict) -> list[str]:
     return [name for name, has in LAYERS.items() if has(material)]
 
 
-def run_case(finish: str, shape: str, args, cache: Path) -> dict:
-    from pbrfit.fit import FitOptions, fit_material
+def _case(finish: str, shape: str, args, cache: Path):
+    """(spec, reference case folder, the fit's scene, the judge's scene, the true material);
+    renders the references (Cycles) unless cached."""
     from pbrfit.job import load_job
     from pbrfit.params import default_material
 
@@ -63,10 +64,22 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
     # the fit validates under one other HDRI; the judge uses the two it never sees
     fit_views = [v for v in job.scene.views if v.split == "train" or FIT_VALIDATE_HDRI in str(v.image_path)]
     judge_views = [v for v in job.scene.views if v.split == "validate" and FIT_VALIDATE_HDRI not in str(v.image_path)]
-    fit_scene = replace(job.scene, views=fit_views)
-    judge_scene = replace(job.scene, views=judge_views)
     material, _, _ = FINISHES[finish]
-    truth = default_material() | material
+    return (spec, case_dir, replace(job.scene, views=fit_views), replace(job.scene, views=judge_views),
+            default_material() | material)
+
+
+def render_references(finish: str, shape: str, args, cache: Path) -> dict:
+    """The case's references and the truth's judge renders (both cached): what a later run
+    reuses, so that the fits can run apart from Cycles."""
+    spec, case_dir, _, judge_scene, truth = _case(finish, shape, args, cache)
+    return {"finish": finish, "shape": shape, "judge_truth": _cycles_judge(spec, truth, judge_scene, cache, case_dir)}
+
+
+def run_case(finish: str, shape: str, args, cache: Path) -> dict:
+    from pbrfit.fit import FitOptions, fit_material
+
+    spec, case_dir, fit_scene, judge_scene, truth = _case(finish, shape, args, cache)
     opts = FitOptions(seed=0)  # the default command: no preset, default backend and budget
     t0 = time.monotonic()
     result = fit_material(fit_scene, opts)
@@ -121,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="sphere,suzanne")
     ap.add_argument("--resolution", type=int, default=160)
     ap.add_argument("--samples", type=int, default=256, help="Cycles samples per pixel of the references")
+    ap.add_argument("--references-only", action="store_true",
+                    help="render (and cache) every case's references and the truth's judge renders, fit nothing")
     args = ap.parse_args(argv)
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"
@@ -130,6 +145,9 @@ def main(argv=None) -> int:
     for shape in args.shapes.split(","):
         for finish in args.cases.split(","):
             try:
+                if args.references_only:
+                    print(json.dumps(render_references(finish, shape, args, cache)), flush=True)
+                    continue
                 row = run_case(finish, shape, args, cache)
             except Exception as e:  # keep benchmarking the other cases; the table shows the failure
                 row = {"finish": finish, "shape": shape, "error": f"{type(e).__name__}: {e}"[:300]}

@@ -145,7 +145,10 @@ def _cycles_judge(spec: dict, material: dict, scene, cache: Path, ref_case: Path
     from pbrfit.images import read_image
 
     (cache / "judge").mkdir(parents=True, exist_ok=True)
-    case = _render(dict(spec, material=dict(material), seed=JUDGE_SEED), cache / "judge")
+    # only the views judged: their HDRIs (refs/<hdri>/<camera>.exr), no train views
+    judged = sorted({Path(v.image_path).parent.name for v in scene.views if v.split == "validate"})
+    case = _render(dict(spec, material=dict(material), seed=JUDGE_SEED, train_cameras=[],
+                        validate_hdris=[h for h in spec["validate_hdris"] if Path(str(h)).stem in judged]), cache / "judge")
     des = []
     for view in scene.views:
         if view.split != "validate":

@@ -30,7 +30,9 @@ Spec keys (a JSON object; unknown keys are an error):
   distance where the part's bounding sphere fills 1 / ``margin`` of the narrower field of view.
 * ``resolution``: ``[w, h]`` pixels (default ``[160, 160]``); ``samples`` (default 128);
   ``seed`` (default 0); ``margin`` (default 1.1).
-* ``validate_cameras``: camera indices rendered under the validation HDRIs (default all).
+* ``validate_cameras``: camera indices rendered under the validation HDRIs (default all);
+  ``train_cameras``: those rendered under the train HDRI (default all; ``[]`` renders only
+  the validation views, as a benchmark's judge of a fitted material needs).
 * ``lights``: Blender lamps besides the World (default none), each ``{"type": "SUN" | "POINT" |
   "SPOT" | "AREA", "energy": W (W/m^2 for a sun), "location": [x, y, z], "look_at": [x, y, z]}``
   (the lamp's -Z toward ``look_at``; default the origin), with ``"radius"`` (POINT and SPOT, m;
@@ -128,6 +130,7 @@ SPEC_DEFAULTS: dict[str, object] = {
     "seed": 0,
     "margin": 1.1,
     "validate_cameras": None,
+    "train_cameras": None,
     "lights": [],
     "props": [],
 }
@@ -166,6 +169,7 @@ class _Case:
     validate: list[str]
     cameras: list[_CameraSpec]
     validate_cameras: list[int]
+    train_cameras: list[int]
     resolution: tuple[int, int]
     samples: int
     seed: int
@@ -282,6 +286,11 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         vc = list(range(len(cameras)))
     if not isinstance(vc, list) or not all(isinstance(i, int) and 0 <= i < len(cameras) for i in vc):
         raise InputError(f"{src}: 'validate_cameras' must list camera indices 0..{len(cameras) - 1}, got {vc!r}")
+    tc = s["train_cameras"]
+    if tc is None:
+        tc = list(range(len(cameras)))
+    if not isinstance(tc, list) or not all(isinstance(i, int) and 0 <= i < len(cameras) for i in tc):
+        raise InputError(f"{src}: 'train_cameras' must list camera indices 0..{len(cameras) - 1}, got {tc!r}")
     res = s["resolution"]
     if (not isinstance(res, (list, tuple)) or len(res) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res)):
@@ -290,7 +299,7 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         raise InputError(f"{src}: 'out' must be a directory path")
     return _Case(
         shape=s["shape"], material=material, initial_material=initial, hdris=hdris, train=train,
-        validate=validate, cameras=cameras, validate_cameras=sorted(set(vc)),
+        validate=validate, cameras=cameras, validate_cameras=sorted(set(vc)), train_cameras=sorted(set(tc)),
         resolution=(int(res[0]), int(res[1])), samples=_number(s, "samples", src, int, 1),
         seed=_number(s, "seed", src, int, 0), margin=_number(s, "margin", src, float, 1.0),
         out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src), props=_props(s["props"], src))
@@ -796,7 +805,7 @@ def _run(case: _Case, staging: Path, progress) -> dict:
     _setup_render(case)
 
     sc = bpy.context.scene
-    jobs = [(case.train, i, "train") for i in range(len(cameras))]
+    jobs = [(case.train, i, "train") for i in case.train_cameras]
     jobs += [(h, i, "validate") for h in case.validate for i in case.validate_cameras]
     renders = []  # (hdri, camera index, split, relative image path)
     for hdri, i, split in jobs:

@@ -94,6 +94,7 @@ from .thinfilm import THICKNESS_CUTOFF, gather_rows, thin_film_dielectric, thin_
 
 __all__ = [
     "MU_MIN",
+    "FOOTPRINT",
     "principled_eval",
     "sample_specular",
     "pdf_specular",
@@ -106,6 +107,9 @@ __all__ = [
 ]
 
 MU_MIN = 1e-4
+#: a material dict's key, not a parameter: what the pixel filter adds to every GGX lobe's
+#: alpha^2 at a first hit, (...,1) (:mod:`pbrfit.pixel_filter`); absent: nothing
+FOOTPRINT = "pixel_footprint"
 _SHEEN_ROUGHNESS_MIN = 0.01
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 
@@ -131,7 +135,18 @@ def _material(m, ref: torch.Tensor) -> dict[str, torch.Tensor]:
         p[name] = p[name].clamp_min(0.0)
     for name in ("ior", "coat_ior", "thin_film_ior"):
         p[name] = p[name].clamp_min(1.0)
+    kernel = m.get(FOOTPRINT)
+    p[FOOTPRINT] = None if kernel is None else torch.as_tensor(kernel, dtype=ref.dtype, device=ref.device)
     return p
+
+
+def _coat_roughness(p: dict) -> torch.Tensor:
+    """The coat's roughness, widened by the pixel filter (:data:`FOOTPRINT`) where given:
+    its alpha is this squared."""
+    rc, kernel = p["coat_roughness"], p[FOOTPRINT]
+    if kernel is None:
+        return rc
+    return torch.sqrt(torch.sqrt(rc ** 4 + kernel))
 
 
 def _active(t: torch.Tensor, cutoff: float = 0.0) -> bool:
@@ -151,7 +166,7 @@ def _lift_view(wo: torch.Tensor) -> torch.Tensor:
 
 
 def _batch_ndim(p: dict[str, torch.Tensor]) -> int:
-    return max(t.dim() for t in p.values()) - 1
+    return max(t.dim() for t in p.values() if t is not None) - 1
 
 
 def _max_rgb(a: torch.Tensor) -> torch.Tensor:
@@ -332,7 +347,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
     # 2. coat
     coat_w = p["coat_weight"]
     if _active(coat_w):
-        rc, coat_ior = p["coat_roughness"], p["coat_ior"]
+        rc, coat_ior = _coat_roughness(p), p["coat_ior"]
         ac = soft_alpha(rc * rc)
         val, cos_h = ggx_reflection(wo, wi, ac, ac)
         ggx_c = _Ggx(rc, tables)
@@ -358,7 +373,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
             w = w * (1.0 + coat_w * (absorb - 1.0))
 
     # shared GGX geometry of the base lobes (metal and specular)
-    ax, ay, rough = principled_alphas(p["roughness"], p["anisotropic"])
+    ax, ay, rough = principled_alphas(p["roughness"], p["anisotropic"], p[FOOTPRINT])
     if _active(p["anisotropic"]):
         rot = p["anisotropic_rotation"]
         val, cos_h = ggx_reflection(to_aniso_frame(wo, rot), to_aniso_frame(wi, rot), ax, ay)
@@ -435,7 +450,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
 def _spec_frame(m, wo):
     p = _material(m, wo)
-    ax, ay, _ = principled_alphas(p["roughness"], p["anisotropic"])
+    ax, ay, _ = principled_alphas(p["roughness"], p["anisotropic"], p[FOOTPRINT])
     rot = p["anisotropic_rotation"] if _active(p["anisotropic"]) else None
     return _lift_view(wo), ax, ay, rot
 
@@ -480,7 +495,7 @@ def pdf_specular(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
 
 def _coat_alpha(m, wo):
     p = _material(m, wo)
-    a = soft_alpha(p["coat_roughness"] ** 2)
+    a = soft_alpha(_coat_roughness(p) ** 2)
     return _lift_view(wo), a
 
 

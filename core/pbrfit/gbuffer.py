@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import pixel_filter
 from .errors import InputError
 from .raycast import RayCaster
 from .scene import Camera, Mesh, View
@@ -186,6 +187,8 @@ class ViewGeometry:
             has none.
         tbn: (P, 2, 3) float32 the UV tangent and bitangent in the local shading frame
             (:func:`tangent_basis`, for normal maps), or None without UVs.
+        footprint: (P,) float32, what the pixel filter adds to a GGX alpha^2 at each pixel
+            (:func:`pbrfit.pixel_filter.footprint`); None: nothing.
     """
 
     height: int
@@ -200,6 +203,7 @@ class ViewGeometry:
     mask_iou: float
     uv: torch.Tensor | None = None
     tbn: torch.Tensor | None = None
+    footprint: torch.Tensor | None = None
 
 
 @dataclass
@@ -325,4 +329,5 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
                         torch.as_tensor(frame, dtype=torch.float32, device="cpu"),
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
-                        None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"))
+                        None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
+                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame[:, 2]), device="cpu"))

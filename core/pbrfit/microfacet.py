@@ -79,11 +79,15 @@ def soft_alpha(alpha: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(alpha * alpha + ALPHA_MIN * ALPHA_MIN)
 
 
-def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor):
+def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel: torch.Tensor | None = None):
     """Blender's GGX alphas from perceptual Roughness and Anisotropic, both in [0, 1].
 
     Cycles saturates each alpha to [0, 1] (``bsdf_microfacet_ggx_setup``), so alpha_x =
     min(r**2 / aspect, 1).
+
+    Args:
+        kernel: added to both alphas squared before they saturate: the pixel filter's
+            widening at a first hit (:mod:`pbrfit.pixel_filter`); None adds nothing.
 
     Returns:
         (alpha_x, alpha_y, rough): soft-clamped alphas, alpha_x along the rotated tangent, and
@@ -94,6 +98,11 @@ def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor):
     alpha = roughness * roughness
     aspect = torch.sqrt(1.0 - 0.9 * anisotropic)
     ax = alpha / aspect
+    if kernel is not None:
+        ax = torch.sqrt(ax * ax + kernel)
+        ay = torch.sqrt((alpha * aspect) ** 2 + kernel)
+        # the tables' coordinate (ax ay)^(1/4) of the widened alphas, ax saturated as Cycles does
+        return soft_alpha(ax.clamp(max=1.0)), soft_alpha(ay), torch.sqrt(torch.sqrt(ax.clamp(max=1.0) * ay))
     saturated = ax > 1.0
     # rough**4 = min(ax, 1) * ay = alpha**2 * min(1, aspect / alpha)
     ratio = torch.where(saturated, aspect / torch.where(saturated, alpha, torch.ones_like(alpha)),

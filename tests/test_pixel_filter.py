@@ -1,0 +1,131 @@
+"""The pixel filter's widening of the lobes at a first hit (pbrfit.pixel_filter).
+
+Oracles: analytic normal fields (a sphere seen along its axis, a crease), the BSDF with the
+equivalent roughness, and real Cycles: a sharp metal sphere under a checker environment, whose
+best-matching roughness in the raster renderer is the true one only with the filter modelled.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pbrfit import pixel_filter
+from pbrfit.bsdf import FOOTPRINT, pdf_coat, pdf_specular, principled_eval
+from pbrfit.params import default_material
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sphere_normals(size: int, radius: float):
+    """Orthographic view of a unit sphere of ``radius`` pixels centred in a size x size image."""
+    c = (size - 1) / 2
+    y, x = np.mgrid[0:size, 0:size]
+    px, py = (x - c) / radius, (y - c) / radius
+    r2 = px * px + py * py
+    coverage = r2 < 1
+    normals = np.stack([px, -py, np.sqrt(np.clip(1 - r2, 0, None))], -1)
+    pixels = np.nonzero(coverage.reshape(-1))[0]
+    return coverage, pixels, normals.reshape(-1, 3)[pixels]
+
+
+def test_footprint_of_a_sphere_is_the_filter_variance_times_its_curvature():
+    size, radius = 101, 40.0
+    coverage, pixels, normals = _sphere_normals(size, radius)
+    k = pixel_filter.footprint(coverage, pixels, normals)
+    centre = np.nonzero(pixels == (size // 2) * size + size // 2)[0][0]
+    # at the centre the normal turns 1/radius per pixel along both axes
+    expected = pixel_filter.FILTER_VARIANCE * 2 / radius ** 2
+    assert k[centre] == pytest.approx(expected, rel=0.01)
+    # it grows toward the silhouette (the normal turns faster per pixel there) and is capped
+    row = k.reshape(-1)[np.nonzero((pixels // size) == size // 2)[0]]
+    assert row[len(row) // 2] < row[len(row) // 4] < row[2]
+    assert k.max() <= pixel_filter.KERNEL_MAX
+
+
+def test_footprint_is_zero_on_flat_faces_either_side_of_a_crease():
+    h, w = 20, 20
+    coverage = np.ones((h, w), bool)
+    normals = np.zeros((h, w, 3))
+    normals[:, :10] = [0.0, 0.0, 1.0]
+    normals[:, 10:] = [np.sin(0.8), 0.0, np.cos(0.8)]  # a 46-degree crease between columns 9 and 10
+    pixels = np.arange(h * w)
+    k = pixel_filter.footprint(coverage, pixels, normals.reshape(-1, 3))
+    assert np.all(k == 0)
+
+
+def test_bsdf_footprint_equals_the_widened_roughness():
+    torch.manual_seed(0)
+    wo = torch.nn.functional.normalize(torch.tensor([[0.3, -0.2, 0.9]]), dim=-1).expand(64, 3)
+    wi = torch.nn.functional.normalize(torch.randn(64, 3) * 0.15 + torch.tensor([-0.3, 0.2, 0.9]), dim=-1)
+    kernel = torch.tensor([[2e-3]])
+    for extra in ({"roughness": 0.05}, {"roughness": 0.1, "metallic": 1.0},
+                  {"roughness": 0.5, "coat_weight": 1.0, "coat_roughness": 0.04}):
+        m = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (default_material() | extra).items()
+             if not isinstance(v, str)}
+        widened = dict(m)
+        for name in ("roughness", "coat_roughness"):
+            widened[name] = torch.sqrt(torch.sqrt(m[name] ** 4 + kernel[0]))
+        filtered = dict(m, **{FOOTPRINT: kernel})
+        assert torch.allclose(principled_eval(filtered, wo, wi), principled_eval(widened, wo, wi), rtol=1e-4, atol=1e-6)
+        assert torch.allclose(pdf_specular(filtered, wo, wi), pdf_specular(widened, wo, wi), rtol=1e-4)
+        assert torch.allclose(pdf_coat(filtered, wo, wi), pdf_coat(widened, wo, wi), rtol=1e-4)
+        # and it is sharper without the filter: the lobe's peak is higher
+        assert principled_eval(m, wo, wi).max() > principled_eval(filtered, wo, wi).max()
+
+
+@pytest.fixture(scope="module")
+def mirror_sphere(tmp_path_factory):
+    """A 0.1-rough metal sphere under a checker environment, rendered by Cycles at 64 px
+    (radius about 27 px: the filter spreads each pixel over ~1.7 degrees of normals, as wide
+    as the lobe)."""
+    from pbrfit.images import write_exr
+
+    d = tmp_path_factory.mktemp("pixel_filter")
+    v, u = np.mgrid[0:256, 0:512]
+    checker = np.where(((u // 16) + (v // 16)) % 2 == 0, 2.0, 0.1).astype(np.float32)
+    write_exr(d / "checker.exr", np.repeat(checker[..., None], 3, -1))
+    spec = {"shape": "sphere", "material": {"base_color": [0.9, 0.9, 0.9], "metallic": 1.0, "roughness": 0.1},
+            "train_hdri": str(d / "checker.exr"), "cameras": 1, "resolution": [64, 64], "samples": 256,
+            "out": str(d / "case")}
+    (d / "spec.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "cycles_reference.py"), str(d / "spec.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return d / "case"
+
+
+@pytest.mark.cycles
+def test_only_the_filtered_render_finds_cycles_roughness(mirror_sphere, monkeypatch):
+    from pbrfit.job import load_job
+    from pbrfit.render import RasterRenderer, SampleCounts
+
+    job = load_job(mirror_sphere / "job.toml")
+    view = job.scene.views[0]
+    inside = (view.mask > 0.99).reshape(-1)
+    truth = json.loads((mirror_sphere / "truth.json").read_text())["material"]
+    grid = [0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25]
+
+    def best_roughness():
+        r = RasterRenderer(job.scene, SampleCounts(32, 0, 128, 0), seed=0)
+        errors = []
+        for rough in grid:
+            m = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (default_material() | truth).items()
+                 if not isinstance(v, str)}
+            m["roughness"] = torch.tensor(rough)
+            img = r.render_image(0, m).reshape(-1, 3)[inside]
+            errors.append(float(np.mean((img - view.image.reshape(-1, 3)[inside]) ** 2)))
+        return grid[int(np.argmin(errors))], errors
+
+    filtered, errors_filtered = best_roughness()
+    monkeypatch.setattr(pixel_filter, "footprint", lambda coverage, pixels, normals: np.zeros(len(pixels), np.float32))
+    centre_only, errors_centre = best_roughness()
+    assert abs(filtered - 0.1) <= 0.021, (filtered, errors_filtered)
+    assert centre_only >= 0.14, (centre_only, errors_centre)  # the blur read as roughness
+    assert min(errors_filtered) < 0.5 * min(errors_centre)
