@@ -78,6 +78,7 @@ def render_references(finish: str, shape: str, args, cache: Path) -> dict:
 
 def run_case(finish: str, shape: str, args, cache: Path) -> dict:
     from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.layers import LAYER_OF
 
     spec, case_dir, fit_scene, judge_scene, truth = _case(finish, shape, args, cache)
     opts = FitOptions(seed=0)  # the default command: no preset, default backend and budget
@@ -85,7 +86,9 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
     result = fit_material(fit_scene, opts)
     wall = time.monotonic() - t0
     tolerances = result.identifiability
-    determined = [n for n in result.fitted if (tolerances.get(n) or {}).get("determined")]
+    # a parameter of a layer the truth does not have (a coat's roughness under no coat) has no true value
+    determined = [n for n in result.fitted if (tolerances.get(n) or {}).get("determined")
+                  and truth.get(LAYER_OF.get(n), 1.0) > 0]
     undetermined = [n for n in result.fitted if n in tolerances and not tolerances[n]["determined"]]
     true_structure, found = structure(truth), structure(result.material)
     return {"finish": finish, "shape": shape, "wall_time_s": wall, "stopped": result.stopped,

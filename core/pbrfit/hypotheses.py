@@ -30,7 +30,8 @@ from .layers import LAYER_GAIN
 from .params import ParameterSpace, default_material
 from .warm_start import GRID_EDGE, warm_start
 
-__all__ = ["FILM_PROFILE_POINTS", "FILM_BRANCHES", "HYPOTHESIS_EVALUATIONS", "alternatives", "coat_takes_highlight",
+__all__ = ["FILM_PROFILE_POINTS", "FILM_BRANCHES", "HYPOTHESIS_EVALUATIONS", "COAT_ROUGHNESS_SHARES", "alternatives",
+           "coat_takes_highlight",
            "film_branches", "structure_summary"]
 
 #: thickness samples of the film profile over its whole range (about 25 nm apart on 0..1500 nm:
@@ -40,6 +41,11 @@ FILM_PROFILE_POINTS = 61
 FILM_BRANCHES = 2
 #: objective evaluations (with gradient) of each hypothesis' short fit
 HYPOTHESIS_EVALUATIONS = 12
+#: the coat hypothesis' candidates for the coat's roughness, as shares of the base roughness it
+#: starts from: the gloss stage's base highlight is the coat's blurred by the base lobe beneath
+#: (Suzanne's 0.05 coat: the base took 0.28, and 12 evaluations of L-BFGS from there reached
+#: only 0.14)
+COAT_ROUGHNESS_SHARES = (1.0, 0.7, 0.5, 0.35, 0.25)
 
 LossOf = Callable[[ParameterSpace, object], float]
 
@@ -63,9 +69,10 @@ def coat_takes_highlight(space: ParameterSpace, values: dict, fitted: list[str],
                          objective=None) -> dict | None:
     """The coat at full weight with the base's roughness (the highlight the gloss stage gave
     the base), the base's specular level back to its default, then the base's roughness and
-    colour searched again (:func:`pbrfit.warm_start.warm_start`). None when the coat, its
-    roughness or the base roughness is not fitted, or the coat already carries a sharper
-    highlight than the base."""
+    colour searched again (:func:`pbrfit.warm_start.warm_start`), the coat's roughness at or
+    below where it started (:data:`COAT_ROUGHNESS_SHARES`), and the base's roughness once
+    more. None when the coat, its roughness or the base roughness is not fitted, or the coat
+    already carries a sharper highlight than the base."""
     if not {"coat_weight", "coat_roughness", "roughness"} <= set(fitted):
         return None
     coat_lo, coat_hi = space.bounds_of("coat_weight")
@@ -73,7 +80,14 @@ def coat_takes_highlight(space: ParameterSpace, values: dict, fitted: list[str],
         return None
     start = _specular_level_reset(dict(values, coat_weight=coat_hi, coat_roughness=values["roughness"]), fitted)
     search = [n for n in ("base_color", "roughness") if n in fitted]
-    return warm_start(space, start, search, loss_of, objective)
+    start = warm_start(space, start, search, loss_of, objective)
+    lo = space.bounds_of("coat_roughness")[0]
+    candidates = [max(lo, share * start["coat_roughness"]) for share in COAT_ROUGHNESS_SHARES]
+    losses = [_loss(loss_of, dict(start, coat_roughness=c)) for c in candidates]
+    best = int(np.argmin(losses))  # the first (the start) wins ties
+    if best == 0:
+        return start
+    return warm_start(space, dict(start, coat_roughness=candidates[best]), ["roughness"], loss_of, objective)
 
 
 def film_branches(space: ParameterSpace, values: dict, fitted: list[str], loss_of: LossOf,
