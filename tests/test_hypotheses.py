@@ -168,11 +168,38 @@ def test_a_layer_that_does_nothing_is_pruned_even_when_the_refit_lands_worse():
     def loss(s, u):  # the coat changes nothing; the roughness is best where it is
         return 1.0 + (s.values(u)["roughness"] - 0.4) ** 2
 
-    def bad_refit(v):  # a re-fit whose grid search moved the roughness away
+    def bad_refit(v, hold=()):  # a re-fit whose grid search moved the roughness away
         return dict(v, roughness=0.8)
 
     kept, pruned = prune_layers(space, values, loss, refit=bad_refit)
     assert pruned == ["coat_weight"] and kept["coat_weight"] == 0.0 and kept["roughness"] == 0.4
+
+
+def test_parameters_move_to_their_simplest_value_where_the_rest_pays_as_well():
+    from pbrfit.layers import SIMPLEST, prune_layers
+
+    assert SIMPLEST["metallic"] == (0.0, 1.0) and SIMPLEST["specular_ior_level"] == (0.5,)
+    names = ["roughness", "metallic", "specular_ior_level"]
+    space = ParameterSpace(default_material(), names)
+
+    def loss(s, u):  # a rough plastic's trade: roughness - 0.6 pays for level - 0.5 (a flat valley)
+        v = s.values(u)
+        return 1.0 + 50.0 * ((v["roughness"] - 0.6) - 0.25 * (v["specular_ior_level"] - 0.5)) ** 2
+
+    def refit(v, hold=()):  # the roughness found again for the held level
+        assert "specular_ior_level" in hold or "metallic" in hold
+        return dict(v, roughness=0.6 + 0.25 * (v["specular_ior_level"] - 0.5))
+
+    values = dict(default_material(), roughness=0.72, metallic=0.98, specular_ior_level=0.98)
+    kept, pruned = prune_layers(space, values, loss, refit=refit)
+    assert pruned == ["metallic", "specular_ior_level"]
+    assert kept["metallic"] == 1.0 and kept["specular_ior_level"] == 0.5 and kept["roughness"] == pytest.approx(0.6)
+
+    def metal_pays(s, u):  # a half-metal the photos do show: 0 and 1 are both clearly worse
+        return 1.0 + (s.values(u)["metallic"] - 0.5) ** 2
+    values = dict(default_material(), metallic=0.5, specular_ior_level=0.5)
+    kept, pruned = prune_layers(space, values, metal_pays, refit=lambda v, hold=(): v)
+    assert pruned == [] and kept["metallic"] == 0.5
 
 
 def test_structures_are_decided_by_the_path_tracer_on_a_part_that_shades_itself(tmp_path):

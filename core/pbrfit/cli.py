@@ -173,12 +173,15 @@ def _cmd_fit(args, run, started: float, reporter) -> int:
                                           f"({100 * e['observed_share']:.0f}% of texels seen) -> {e['file']}"
                                           for name, e in maps.items()))
     structure = doc.get("structure")
-    if structure and (structure.get("chosen") not in (None, "warm start") or structure.get("pruned")):
+    if structure and (structure.get("chosen") not in (None, "warm start") or structure.get("pruned")
+                      or structure.get("simplified")):
         lines.append("structure: " + "; ".join(
             ([f"chose '{structure['chosen']}' over the ordinary warm start"]
              if structure.get("chosen") not in (None, "warm start") else [])
             + ([f"switched off {', '.join(structure['pruned'])} (did not pay for itself)"]
-               if structure.get("pruned") else [])) + " (report: Structure)")
+               if structure.get("pruned") else [])
+            + ([f"set {', '.join(f'{n} {v:g}' for n, v in structure['simplified'].items())} (simplest value)"]
+               if structure.get("simplified") else [])) + " (report: Structure)")
     calibration = doc.get("calibration")
     if calibration:
         from .calibration import describe_delta

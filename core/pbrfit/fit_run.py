@@ -787,15 +787,18 @@ class FitRun:
         start = self.evaluations
         self.values, pruned = prune_layers(self.space, self.values, self.pruning_criteria, refit=self.refit_without)
         if pruned:
+            simplified = {n: self.values[n] for n in pruned if n not in LAYER_SWITCHES}
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
-                                  "warm_started": [], "structure_estimator": self.structure_estimator()})
+                                  "warm_started": [], "structure_estimator": self.structure_estimator(),
+                                  "simplified": simplified})
         self.leave()
 
-    def refit_without(self, values: dict) -> dict:
-        """``values`` (a layer just switched off) with the parameters still in use re-fitted:
+    def refit_without(self, values: dict, hold: tuple = ()) -> dict:
+        """``values`` (a layer just switched off, or a parameter moved to its simplest value:
+        ``hold``, not re-fitted) with the parameters still in use re-fitted:
         1-D searches of the base's scalars (a false coat often hides a wrong base roughness),
         base colour in closed form, then :data:`REFINE_EVALUATIONS` of L-BFGS."""
-        keep = parameters_in_use(self.space, values)
+        keep = [n for n in parameters_in_use(self.space, values) if n not in hold]
         if not keep or self.out_of_time():
             return values
         base = [n for n in ("base_color", "roughness", "metallic", "specular_ior_level") if n in keep]

@@ -131,17 +131,21 @@ def alternatives(space: ParameterSpace, values: dict, fitted: list[str], loss_of
 
 def structure_summary(schedule: list[dict]) -> dict | None:
     """What material.json and the report say about the structure search, from a fit's
-    schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "rule"}``;
-    None when the fit tried no other structure and pruned no layer."""
+    schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "simplified",
+    "rule"}`` (``pruned``: the layers switched off; ``simplified``: {parameter: value} moved to
+    their simplest value, :data:`pbrfit.layers.SIMPLEST`); None when the fit tried no other
+    structure and pruned nothing."""
     stage = next((s for s in schedule if s.get("hypotheses")), {})
     tried = stage.get("hypotheses", [])
     estimator = next((s["structure_estimator"] for s in schedule if s.get("structure_estimator")), "raster")
     by = {"path": "the path tracer's (the part shades itself)"}.get(estimator, "the raster renderer's")
-    pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", [])]
-    if not tried and not pruned:
+    simplified = {n: v for s in schedule if s.get("stage") == "prune" for n, v in s.get("simplified", {}).items()}
+    pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", []) if n not in simplified]
+    if not tried and not pruned and not simplified:
         return None
     return {"tried": tried, "chosen": next((t["hypothesis"] for t in tried if t["chosen"]), None),
-            "pruned": pruned,
+            "pruned": pruned, "simplified": simplified,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
                      f"error ({by}) by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and "
-                     f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more")}
+                     f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more; so is a "
+                     f"metallic between 0 and 1 and a specular level other than 0.5")}

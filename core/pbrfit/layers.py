@@ -6,7 +6,11 @@ parameters free, a fit can explain noise or unmodelled transport with a little a
 or sheen, or reach a look by the wrong structure (a rough base under a false coat for a
 glossy plastic); :func:`prune_layers` switches each fitted layer off in turn, re-fits what the
 layer may have been compensating for, and keeps it off when the train loss rises by less than
-:data:`PRUNE_TOLERANCE`: each layer must buy a clear improvement.
+:data:`PRUNE_TOLERANCE`: each layer must buy a clear improvement. Parameters with a simplest
+value (:data:`SIMPLEST`: a part is metal or not; Blender's default specular level) are then
+moved there under the same rule: where the photos do not tell a 0.98 metallic from 1, or a
+specular level of 0.98 with roughness 0.72 from 0.5 with 0.6 (both seen on the benchmark), the
+simpler explanation is the one reported.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Callable
 
 from .params import ParameterSpace
 
-__all__ = ["LAYER_SWITCHES", "LAYER_OF", "LAYER_GAIN", "PRUNE_TOLERANCE", "parameters_in_use", "prune_layers"]
+__all__ = ["LAYER_SWITCHES", "LAYER_OF", "LAYER_GAIN", "PRUNE_TOLERANCE", "SIMPLEST", "parameters_in_use",
+           "prune_layers"]
 
 #: parameters that switch a whole layer or effect on; their lower bound means "not there"
 LAYER_SWITCHES = ("anisotropic", "coat_weight", "sheen_weight", "thin_film_thickness", "subsurface_weight",
@@ -29,6 +34,8 @@ LAYER_OF = {"anisotropic_rotation": "anisotropic", "coat_roughness": "coat_weigh
 #: raises the loss by less, and another structure (:mod:`pbrfit.hypotheses`) must lower it by more
 LAYER_GAIN = 0.02
 PRUNE_TOLERANCE = LAYER_GAIN
+#: parameters with simplest values (the nearest is tried), pruned as layers are, after them
+SIMPLEST = {"metallic": (0.0, 1.0), "specular_ior_level": (0.5,)}
 
 LossOf = Callable[[ParameterSpace, object], float]
 
@@ -44,8 +51,9 @@ def parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
 
 
 def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
-                 refit: Callable[[dict], dict] | None = None) -> tuple[dict, list[str]]:
-    """Switch off the fitted layers that do not pay for themselves.
+                 refit: Callable[..., dict] | None = None) -> tuple[dict, list[str]]:
+    """Switch off the fitted layers that do not pay for themselves, then move the parameters
+    with a simplest value (:data:`SIMPLEST`) there where the rest does not pay for itself.
 
     Args:
         space: the fit's parameter space (which parameters were fitted, their bounds).
@@ -53,11 +61,13 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         loss_of: ``loss_of(space, u)``, the train loss of a material (a fixed space and its
             initial vector), or a tuple of such criteria: a layer is then dropped when *any*
             of them rises by less than the tolerance (it must pay for itself on every one).
-        refit: ``refit(values) -> values``: re-fits the parameters still in use once a layer
-            is off (what the layer was compensating for); without it they stay as they are.
+        refit: ``refit(values, hold=()) -> values``: re-fits the parameters still in use
+            once a layer is off (what the layer was compensating for), except those in
+            ``hold``; without it they stay as they are.
 
     Returns:
-        (the values with the unneeded layers off, the switches turned off).
+        (the values with the unneeded layers off, the switches turned off and the parameters
+        moved to their simplest value).
     """
     def loss(vals: dict) -> tuple[float, ...]:
         s = ParameterSpace(vals, [])
@@ -67,13 +77,24 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
     values = dict(values)
     pruned = []
     current = loss(values)
-    for n in LAYER_SWITCHES:
-        if n not in space.fit or values[n] <= space.bounds_of(n)[0]:
+    trials = [(n, space.bounds_of(n)[0]) for n in LAYER_SWITCHES]
+    trials += [(n, None) for n in SIMPLEST]
+    for n, simplest in trials:
+        if n not in space.fit:
             continue
-        plain = dict(values, **{n: space.bounds_of(n)[0]})
-        # the layer switched off with the rest re-fitted, else as it is: a re-fit's grid searches
-        # can land worse than where the rest already was (a 0.02 coat on gold survived that way)
-        for trial in ([refit(plain)] if refit is not None else []) + [plain]:
+        if simplest is None:  # the nearest simplest value within the bounds
+            if n not in parameters_in_use(space, values):
+                continue
+            lo, hi = space.bounds_of(n)
+            simplest = min((min(max(v, lo), hi) for v in SIMPLEST[n]), key=lambda v: abs(v - values[n]))
+        elif values[n] <= simplest:
+            continue
+        if values[n] == simplest:
+            continue
+        plain = dict(values, **{n: simplest})
+        # the rest re-fitted, else as it is: a re-fit's grid searches can land worse than where
+        # the rest already was (a 0.02 coat on gold survived that way)
+        for trial in ([refit(plain, hold=(n,))] if refit is not None else []) + [plain]:
             trial_loss = loss(trial)
             if any(t <= c * (1 + PRUNE_TOLERANCE) for t, c in zip(trial_loss, current)):
                 values, current = trial, tuple(min(c, t) for c, t in zip(current, trial_loss))

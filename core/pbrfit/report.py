@@ -453,6 +453,10 @@ def _structure(data: Mapping) -> str:
     pruned = st.get("pruned") or []
     pruned_text = (f'<p>Layers switched off as not paying for themselves: {_e(", ".join(pruned))}.</p>'
                    if pruned else "")
+    simplified = st.get("simplified") or {}
+    if simplified:
+        pruned_text += ("<p>Set to their simplest value, as the photos do not ask for another: "
+                        + _e(", ".join(f"{n} {v:g}" for n, v in simplified.items())) + ".</p>")
     return (f'<section id="structure"><h2>Structure</h2>{table}{pruned_text}'
             f'<p class="muted">{_e(st.get("rule", ""))}</p></section>')
 
