@@ -79,6 +79,7 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
     current = loss(values)
     trials = [(n, space.bounds_of(n)[0]) for n in LAYER_SWITCHES]
     trials += [(n, None) for n in SIMPLEST]
+    held: list[str] = []  # what is already simplified stays so while the rest is re-fitted
     for n, simplest in trials:
         if n not in space.fit:
             continue
@@ -94,10 +95,11 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         plain = dict(values, **{n: simplest})
         # the rest re-fitted, else as it is: a re-fit's grid searches can land worse than where
         # the rest already was (a 0.02 coat on gold survived that way)
-        for trial in ([refit(plain, hold=(n,))] if refit is not None else []) + [plain]:
+        for trial in ([refit(plain, hold=(n, *held))] if refit is not None else []) + [plain]:
             trial_loss = loss(trial)
             if any(t <= c * (1 + PRUNE_TOLERANCE) for t, c in zip(trial_loss, current)):
                 values, current = trial, tuple(min(c, t) for c, t in zip(current, trial_loss))
                 pruned.append(n)
+                held.append(n)
                 break
     return values, pruned
