@@ -196,6 +196,11 @@ def test_parameters_move_to_their_simplest_value_where_the_rest_pays_as_well():
     assert pruned == ["metallic", "specular_ior_level"]
     assert kept["metallic"] == 1.0 and kept["specular_ior_level"] == 0.5 and kept["roughness"] == pytest.approx(0.6)
 
+    # a metal already at 1 stays there while the level's trial re-fits the rest
+    values = dict(default_material(), roughness=0.72, metallic=1.0, specular_ior_level=0.98)
+    kept, pruned = prune_layers(space, values, loss, refit=refit)
+    assert pruned == ["specular_ior_level"] and kept["metallic"] == 1.0
+
     def metal_pays(s, u):  # a half-metal the photos do show: 0 and 1 are both clearly worse
         return 1.0 + (s.values(u)["metallic"] - 0.5) ** 2
     values = dict(default_material(), metallic=0.5, specular_ior_level=0.5)

@@ -91,6 +91,7 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         elif values[n] <= simplest:
             continue
         if values[n] == simplest:
+            held.append(n)  # already simplest: a re-fit for another trial must not move it
             continue
         plain = dict(values, **{n: simplest})
         # the rest re-fitted, else as it is: a re-fit's grid searches can land worse than where
