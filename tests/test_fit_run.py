@@ -78,10 +78,6 @@ def test_the_grid_starts_inside_the_bounds():
     metal = grid_values("metallic", lo, hi)
     assert metal[0] == pytest.approx(GRID_EDGE) and metal[-1] == pytest.approx(1 - GRID_EDGE)
     assert metal[2] == pytest.approx(0.5)
-    # a layer's weight is not offered as a trace of the layer: off (the start) or clearly on
-    coat = grid_values("coat_weight", lo, hi)
-    assert coat[0] == pytest.approx(metal[1]) and coat[-1] == pytest.approx(1 - GRID_EDGE)
-    assert len(coat) == len(metal) - 1
 
 
 def test_base_colour_warm_start_is_the_least_squares_solution(case):

@@ -25,15 +25,13 @@ import torch
 
 from .params import PARAMETERS, STAGES, ParameterSpace
 
-__all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "ROUGHNESS_GRID", "ROUGHNESS_LOW", "LAYER_WEIGHTS", "STAGE_SHARES",
+__all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "ROUGHNESS_GRID", "ROUGHNESS_LOW", "STAGE_SHARES",
            "stage_plan", "warm_start", "base_color_least_squares", "grid_values"]
 
 #: grid points of the 1-D search for parameters whose objective has many local minima
 FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
 #: grid points for every other scalar
 COARSE_GRID = 5
-#: layers' weights: their search does not try a trace of the layer (see grid_values)
-LAYER_WEIGHTS = ("coat_weight", "sheen_weight", "subsurface_weight", "transmission_weight", "anisotropic")
 #: candidates of a roughness (evenly spaced in roughness, not in GGX alpha: see grid_values)
 ROUGHNESS_GRID = 7
 #: where the grid's end points sit inside the bounds, as a fraction of the (unit) range
@@ -94,9 +92,7 @@ def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> 
 
 def grid_values(name: str, lo: float, hi: float) -> list[float]:
     """The 1-D search's candidates for parameter ``name`` within [lo, hi]: evenly spaced in
-    its unit, end points :data:`GRID_EDGE` inside the bounds, except a layer's weight
-    (:data:`LAYER_WEIGHTS`), whose lowest candidate would be a trace of a layer (a 0.02 coat
-    on gold, picked by the estimator's noise and kept by it). Roughnesses get
+    its unit, end points :data:`GRID_EDGE` inside the bounds. Roughnesses get
     :data:`ROUGHNESS_GRID` points evenly spaced in roughness from :data:`ROUGHNESS_LOW` of the
     range: five evenly spaced in GGX alpha (0.14, 0.5, 0.71, 0.87, 0.99) left a plateau between
     0.14 and 0.5 where L-BFGS stalled (a roughness of 0.3 was fitted as 0.14), and a candidate
@@ -107,8 +103,6 @@ def grid_values(name: str, lo: float, hi: float) -> list[float]:
     t[0], t[-1] = ROUGHNESS_LOW if roughness else GRID_EDGE, 1.0 - GRID_EDGE
     if roughness:
         t = np.linspace(t[0], t[-1], len(t))
-    if name in LAYER_WEIGHTS:
-        t = t[1:]
     return [float(v) for v in lo + (hi - lo) * t]
 
 
