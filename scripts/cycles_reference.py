@@ -281,16 +281,16 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
             validate.append(name)
 
     cameras = _cameras(s["cameras"], src)
-    vc = s["validate_cameras"]
-    if vc is None:
-        vc = list(range(len(cameras)))
-    if not isinstance(vc, list) or not all(isinstance(i, int) and 0 <= i < len(cameras) for i in vc):
-        raise InputError(f"{src}: 'validate_cameras' must list camera indices 0..{len(cameras) - 1}, got {vc!r}")
-    tc = s["train_cameras"]
-    if tc is None:
-        tc = list(range(len(cameras)))
-    if not isinstance(tc, list) or not all(isinstance(i, int) and 0 <= i < len(cameras) for i in tc):
-        raise InputError(f"{src}: 'train_cameras' must list camera indices 0..{len(cameras) - 1}, got {tc!r}")
+
+    def indices(key):  # a list of camera indices, default all
+        v = s[key]
+        if v is None:
+            return list(range(len(cameras)))
+        if not isinstance(v, list) or not all(isinstance(i, int) and 0 <= i < len(cameras) for i in v):
+            raise InputError(f"{src}: '{key}' must list camera indices 0..{len(cameras) - 1}, got {v!r}")
+        return v
+
+    vc, tc = indices("validate_cameras"), indices("train_cameras")
     res = s["resolution"]
     if (not isinstance(res, (list, tuple)) or len(res) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in res)):

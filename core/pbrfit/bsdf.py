@@ -88,6 +88,7 @@ from .microfacet import (
     soft_alpha,
     to_aniso_frame,
     vndf_reflection_pdf,
+    widened,
 )
 from .params import PARAMETERS
 from .thinfilm import THICKNESS_CUTOFF, gather_rows, thin_film_dielectric, thin_film_f82
@@ -144,9 +145,7 @@ def _coat_roughness(p: dict) -> torch.Tensor:
     """The coat's roughness, widened by the pixel filter (:data:`FOOTPRINT`) where given:
     its alpha is this squared."""
     rc, kernel = p["coat_roughness"], p[FOOTPRINT]
-    if kernel is None:
-        return rc
-    return torch.sqrt(torch.sqrt(rc ** 4 + kernel))
+    return rc if kernel is None else torch.sqrt(widened(rc * rc, kernel))
 
 
 def _active(t: torch.Tensor, cutoff: float = 0.0) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "safe_sqrt",
     "soft_alpha",
     "principled_alphas",
+    "widened",
     "to_aniso_frame",
     "from_aniso_frame",
     "ggx_D",
@@ -79,6 +80,12 @@ def soft_alpha(alpha: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(alpha * alpha + ALPHA_MIN * ALPHA_MIN)
 
 
+def widened(alpha: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """A GGX alpha whose square gains ``kernel``: the pixel filter's widening of a lobe at a
+    first hit (:mod:`pbrfit.pixel_filter`)."""
+    return torch.sqrt(alpha * alpha + kernel)
+
+
 def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel: torch.Tensor | None = None):
     """Blender's GGX alphas from perceptual Roughness and Anisotropic, both in [0, 1].
 
@@ -99,8 +106,7 @@ def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel
     aspect = torch.sqrt(1.0 - 0.9 * anisotropic)
     ax = alpha / aspect
     if kernel is not None:
-        ax = torch.sqrt(ax * ax + kernel)
-        ay = torch.sqrt((alpha * aspect) ** 2 + kernel)
+        ax, ay = widened(ax, kernel), widened(alpha * aspect, kernel)
         # the tables' coordinate (ax ay)^(1/4) of the widened alphas, ax saturated as Cycles does
         return soft_alpha(ax.clamp(max=1.0)), soft_alpha(ay), torch.sqrt(torch.sqrt(ax.clamp(max=1.0) * ay))
     saturated = ax > 1.0

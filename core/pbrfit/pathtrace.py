@@ -216,7 +216,7 @@ class _Vertices:
     ancestor: torch.Tensor    # (V,) bool: the path bounced diffusely before (no more walks)
     uv: torch.Tensor          # (V, 2) texture coordinates (zeros where the mesh has none)
     tbn: torch.Tensor         # (V, 2, 3) UV tangent and bitangent in the local frame (normal maps)
-    footprint: torch.Tensor   # (V,) the pixel filter's widening of the lobes at a first hit, else 0
+    footprint: torch.Tensor | None  # (V,) the pixel filter's widening of the lobes; None past the first hit
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -224,6 +224,8 @@ class _Vertices:
     @staticmethod
     def concat(parts: list[_Vertices]) -> _Vertices:
         def join(values):
+            if values[0] is None:  # footprint: only first hits have one, and they are never joined
+                return None
             return np.concatenate(values) if isinstance(values[0], np.ndarray) else torch.cat(values)
         return _Vertices(*(join([getattr(p, f.name) for p in parts]) for f in fields(_Vertices)))
 
@@ -312,7 +314,7 @@ class _Trace:
             ancestor=torch.zeros(n, dtype=torch.bool, device=dev),
             uv=geo.uv[rows_t] if geo.uv is not None else torch.zeros(n, 2, device=dev),
             tbn=geo.tbn[rows_t] if geo.tbn is not None else torch.zeros(n, 2, 3, device=dev),
-            footprint=geo.footprint[rows_t] if geo.footprint is not None else torch.zeros(n, device=dev))
+            footprint=geo.footprint[rows_t] if geo.footprint is not None else None)
 
     def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
         """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
@@ -451,7 +453,7 @@ class _Trace:
                 else torch.zeros(len(hit), 2, device=dev)),
             tbn=(torch.as_tensor(surf.tbn, dtype=torch.float32, device=dev) if surf.tbn is not None
                  else torch.zeros(len(hit), 2, 3, device=dev)),
-            footprint=torch.zeros(len(hit), device=dev))]
+            footprint=None)]
         if branches is not None:
             exits, n = branches.exits, len(branches.slots)
             parts.append(_Vertices(
@@ -459,7 +461,7 @@ class _Trace:
                 wo=exits.wo, lambert=torch.ones(n, dtype=torch.bool, device=dev),
                 beta=v.beta[branches.parent] * self._keep_grad(exits.weight),
                 ancestor=torch.ones(n, dtype=torch.bool, device=dev), uv=torch.zeros(n, 2, device=dev),
-                tbn=torch.zeros(n, 2, 3, device=dev), footprint=torch.zeros(n, device=dev)))
+                tbn=torch.zeros(n, 2, 3, device=dev), footprint=None))
         return _Vertices.concat(parts)
 
     # --- the vertex's BSDF and the PRB terms ------------------------------------------------
@@ -503,8 +505,8 @@ class _Trace:
         """``material`` at the vertices ``idx`` (all if None), its maps looked up at their UVs,
         and the rotation into the shading frame of its normal map there (None without one); at
         first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`)."""
-        footprint = v.footprint if idx is None else v.footprint[idx]
-        if bool((footprint > 0).any()):
+        if v.footprint is not None:
+            footprint = v.footprint if idx is None else v.footprint[idx]
             material = dict(material, **{bsdf.FOOTPRINT: footprint[:, None]})
         if not self.textured:
             return material, None
