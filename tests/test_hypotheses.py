@@ -36,8 +36,14 @@ def test_film_branches_start_at_the_other_deepest_minima():
     starts = hypotheses.film_branches(space, current, ["thin_film_thickness"], loss_of)
     assert len(starts) == hypotheses.FILM_BRANCHES
     step = 1500.0 * (1 - 2 * 0.02) / (hypotheses.FILM_PROFILE_POINTS - 1)
-    # the deepest others first, the current branch's own well left out
-    assert all(abs(s["thin_film_thickness"] - at) <= step for s, at in zip(starts, (350.0, 1200.0)))
+    # the deepest others first, the current branch's own well left out, each placed between the
+    # profile's samples (a parabola through the minimum and its neighbours)
+    assert all(abs(s["thin_film_thickness"] - at) <= 0.25 * step for s, at in zip(starts, (350.0, 1200.0)))
+    # what the gloss stage used to mimic the film starts at its simplest again
+    mimic = dict(current, metallic=0.26, specular_ior_level=0.1)
+    fitted = ["metallic", "specular_ior_level", "thin_film_thickness"]
+    assert all(s["metallic"] == 0.0 and s["specular_ior_level"] == 0.5
+               for s in hypotheses.film_branches(space, mimic, fitted, loss_of))
     # no film fitted, or the warm start left it off: nothing to try
     assert hypotheses.film_branches(space, current, ["roughness"], loss_of) == []
     assert hypotheses.film_branches(space, default_material(), ["thin_film_thickness"], loss_of) == []
