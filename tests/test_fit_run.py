@@ -103,9 +103,10 @@ def test_checkpoint_keeps_the_best_and_counts_checks_without_improvement():
     assert c.offer(1.0, {"a": 5}) and c.bad_checks == 0 and not c.stalled(1)
 
 
-def test_spp_schedule_doubles_to_the_most_then_stops():
-    s = SppSchedule(4, 20)
-    assert [s.on_stall() and s.spp for _ in range(4)] == [8, 16, 20, False]
+def test_spp_schedule_doubles_the_paths_and_halves_the_step_to_the_most_then_stops():
+    s = SppSchedule(4, 20, 0.02)
+    assert [s.on_stall() and (s.spp, s.learning_rate) for _ in range(4)] == [(8, 0.01), (16, 0.005), (20, 0.0025),
+                                                                              False]
 
 
 def test_early_stopping_returns_the_best_material_on_validation(case):

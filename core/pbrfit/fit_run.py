@@ -181,17 +181,23 @@ class Checkpoint:
 
 
 class SppSchedule:
-    """Paths per pixel of the path refinement: from ``start``, doubled each time the checks
-    stall, up to ``most``; stalling at ``most`` ends the refinement."""
+    """Paths per pixel and Adam's step of the path refinement: from ``start`` paths and
+    ``learning_rate``, the paths doubled and the step halved each time the checks stall, up to
+    ``most`` paths; stalling at ``most`` ends the refinement. (Adam moves every parameter by
+    about its step whatever the gradient's size, so noise alone carries a sensitive parameter
+    away: 0.02 in the unconstrained space is ~30 nm of a 450 nm thin film, and the iridescent
+    finish's checks on Suzanne rose from 2.66 to 3.45 in five iterations and never came back.)"""
 
-    def __init__(self, start: int, most: int):
-        self.start, self.most, self.spp = start, most, start
+    def __init__(self, start: int, most: int, learning_rate: float = 0.02):
+        self.start, self.most, self.spp, self.learning_rate = start, most, start, learning_rate
 
     def on_stall(self) -> bool:
-        """Double the paths per pixel; False when they are at the most already (stop)."""
+        """Double the paths per pixel and halve the step; False when the paths are at the
+        most already (stop)."""
         if self.spp >= self.most:
             return False
         self.spp = min(2 * self.spp, self.most)
+        self.learning_rate *= 0.5
         return True
 
 
@@ -811,8 +817,9 @@ class FitRun:
 
     def path_refinement(self) -> None:
         """Adam on path-replay gradients from the current material, fresh paths every
-        iteration, paths per pixel rising when the checks stall (:class:`SppSchedule`); the
-        best material on the checks (fixed paths) is kept (:class:`Checkpoint`)."""
+        iteration; when the checks stall, more paths per pixel and a smaller step
+        (:class:`SppSchedule`) from the best material so far on the checks (fixed paths), which
+        is the one kept (:class:`Checkpoint`)."""
         o = self.options
         self.enter("path")
         renderer = self.renderers.path_fit()
@@ -869,12 +876,12 @@ class FitRun:
         checks = [first]
         best = Checkpoint(values, first)
         converged = False
-        spp = SppSchedule(o.path_spp, o.path_max_spp)
+        spp = SppSchedule(o.path_spp, o.path_max_spp, o.path_learning_rate)
         start = self.evaluations
         if names:
             space = ParameterSpace(values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
-            opt = torch.optim.Adam([u], lr=o.path_learning_rate)
+            opt = torch.optim.Adam([u], lr=spp.learning_rate)
             while self.evaluations - start < o.path_iterations and not self.out_of_time():
                 for _ in range(min(o.check_every, o.path_iterations - (self.evaluations - start))):
                     self.check_cancel()
@@ -893,6 +900,9 @@ class FitRun:
                         converged = True  # stalled at the most paths per pixel
                         break
                     renderer.settings = PathSettings(spp.spp, o.path_depth)
+                    space = ParameterSpace(best.values, names, o.bounds)
+                    u = space.initial_vector().clone().requires_grad_(True)
+                    opt = torch.optim.Adam([u], lr=spp.learning_rate)
                     best.bad_checks = 0
         self.schedule.append({"stage": "path", "parameters": names, "iterations": self.evaluations - start,
                               "warm_started": warm, "spp": [spp.start, spp.spp], "check": [first, best.best],
