@@ -2,6 +2,7 @@
 gradients are the gradients of its own estimator, runs reproduce, and subsurface light
 really travels under the surface."""
 
+import numpy as np
 import pytest
 import torch
 from synthetic import render_references, write_job
@@ -108,7 +109,8 @@ def test_subsurface_light_travels_under_the_surface(sphere):
     """With a long mean free path, light entering the lit side comes out on the shadowed
     side: the random walk lowers the contrast between the sun-facing and the shadowed pixels."""
     base = {"base_color": [0.8, 0.8, 0.8], "roughness": 0.5}
-    sss = dict(base, subsurface_weight=1.0, subsurface_radius=[1.0, 1.0, 1.0], subsurface_scale=0.5)
+    # mean free path 0.5 (Cycles' radius x scale / 4 pi)
+    sss = dict(base, subsurface_weight=1.0, subsurface_radius=[1.0, 1.0, 1.0], subsurface_scale=2 * np.pi)
     r = PathRenderer(sphere, PathSettings(spp=64, max_depth=3), seed=0)
     q = r.prepare(0).geometry.loss_pixels
     lam = r.shade(0, _material(base), q).detach()
@@ -124,7 +126,7 @@ def test_subsurface_light_travels_under_the_surface(sphere):
     sigma_t, alpha, _ = SubsurfaceWalk.coefficients({"base_color": torch.tensor([0.2, 0.5, 0.8]),
                                                       "subsurface_radius": torch.tensor([1.0, 1.0, 1.0]),
                                                       "subsurface_scale": torch.tensor([0.1])})
-    assert torch.allclose(sigma_t, torch.full((3,), 10.0))
+    assert torch.allclose(sigma_t, torch.full((3,), 40 * np.pi))  # 1 / (0.1 / (4 pi))
     assert bool((alpha[1:] > alpha[:-1]).all()) and float(alpha.max()) < 1.0
 
 

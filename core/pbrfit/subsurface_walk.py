@@ -1,8 +1,9 @@
 """Random-walk subsurface scattering for the path backend (:mod:`pbrfit.pathtrace`).
 
 Built as Cycles' "Random Walk" BSSRDF (Blender 4/5); :class:`SubsurfaceWalk` says how and
-where it differs. Units: world (scene) units for distances, so the mean free path is
-``subsurface_radius * subsurface_scale`` per channel; colours linear Rec.709.
+where it differs. Units: world (scene) units for distances; the mean free path is
+``subsurface_radius * subsurface_scale / (4 pi)`` per channel, as in Cycles
+(:data:`RADIUS_TO_MEAN_FREE_PATH`); colours linear Rec.709.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ __all__ = ["Exits", "SubsurfaceWalk"]
 _ALBEDO_FIT = (1.8260523782, 4.98511194385 + 0.127355959438, 1.09686102424,
                0.496310210422, 4.23190299701 + 0.00310603949088, 2.40602999408)
 _MIN_ALPHA = 0.2
+#: Cycles' mean free path is ``subsurface_radius * subsurface_scale / (4 pi)``:
+#: ``bssrdf_setup_radius`` scales the radius by ``0.25 / pi`` for Random Walk (and Burley) "so
+#: it gives similar looking result to older Cubic, Gaussian and Burley models". Without it the
+#: wax on Suzanne rendered its red 0.81x Cycles' on the lit side and 1.25x on the shadowed side
+#: (light carried 12.6x too far: through the ears and away).
+RADIUS_TO_MEAN_FREE_PATH = 0.25 / np.pi
+#: how deep the walks start under the surface, as a share of the shortest mean free path, and
+#: its floor, as a share of the ray caster's epsilon (float32 origins; a start at the caster's
+#: epsilon, 0.4 of the wax's blue mean free path, darkened its blue by 15%)
+ENTRY_DEPTH_SHARE = 0.01
+ENTRY_DEPTH_FLOOR = 0.05
 
 
 def _tensor(v) -> torch.Tensor:
@@ -53,7 +65,8 @@ class SubsurfaceWalk:
     Principled IOR, sampled from the visible normals of the view direction; either way only
     the direction is sampled (no Fresnel or BSDF weight). Inside: a homogeneous isotropic
     medium with per-channel extinction ``sigma_t = 1 / (subsurface_radius *
-    subsurface_scale)`` (world units) and single-scattering albedo inverted from Base Color
+    subsurface_scale * RADIUS_TO_MEAN_FREE_PATH)`` (world units; Cycles' 1/(4 pi)) and
+    single-scattering albedo inverted from Base Color
     with Cycles' fit (so a thick slab reflects about Base Color; a low albedo is raised to
     0.2 with the throughput lowered to match). Exit: where the walk crosses the surface,
     through a unit-albedo Lambertian BSDF. The closure's weight is ``subsurface_weight *
@@ -89,7 +102,7 @@ class SubsurfaceWalk:
         base = _tensor(m["base_color"]).clamp(1e-4, 1.0)
         radius = torch.as_tensor(m.get("subsurface_radius", [1.0, 0.2, 0.1]), device=base.device)
         scale = torch.as_tensor(m.get("subsurface_scale", 0.05), device=base.device)
-        sigma_t = 1.0 / (radius * scale).clamp_min(1e-8)
+        sigma_t = 1.0 / (RADIUS_TO_MEAN_FREE_PATH * radius * scale).clamp_min(1e-8)
         a, b, c, d, e, f = _ALBEDO_FIT
         blend = base ** 0.25
         alpha = ((1 - blend) * a * torch.atan(b * base) ** c + blend * d * torch.atan(e * base) ** f).clamp(0, 0.999999)
@@ -140,7 +153,9 @@ class SubsurfaceWalk:
         # one analog walk per entry and channel
         walker_entry = torch.as_tensor(np.repeat(ok, 3), device=cpu)
         channel = torch.arange(3, device=cpu).repeat(len(ok))
-        x = np.repeat(position[ok] - normal_geo[ok] * caster.epsilon, 3, axis=0)
+        depth = min(caster.epsilon,
+                    max(ENTRY_DEPTH_SHARE / float(sigma_fixed.max()), ENTRY_DEPTH_FLOOR * caster.epsilon))
+        x = np.repeat(position[ok] - normal_geo[ok] * depth, 3, axis=0)
         d = np.repeat(d_in[ok], 3, axis=0)
         sig = sigma_t[channel]
         sig_fixed = sigma_fixed[channel].double().numpy()
