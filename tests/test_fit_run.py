@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from synthetic import render_references, write_job
 
 from pbrfit.fit import FitOptions
@@ -91,6 +92,28 @@ def test_base_colour_warm_start_is_the_least_squares_solution(case):
     colour = base_color_least_squares(objective, dict(default_material(), roughness=TRUTH["roughness"]), space)
     assert np.allclose(colour, TRUTH["base_color"], atol=0.02), colour
 
+
+
+def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
+    """The path tracer's interreflections make radiance non-affine in the base colour: the
+    secant step from near the answer lands nearer than the global affine model of 0 and 1."""
+    from types import SimpleNamespace
+
+    from pbrfit.warm_start import base_color_least_squares
+
+    def shade(vi, m, subset):  # a radiance of c + 0.6 c^2 (light that bounced on the part twice)
+        c = m["base_color"].detach().double().reshape(1, 3)
+        return (c + 0.6 * c * c).expand(len(subset), 3)
+
+    truth = torch.tensor([0.5, 0.3, 0.1], dtype=torch.float64)
+    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(4)}),
+                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)},
+                                refs={0: (truth + 0.6 * truth * truth).expand(4, 3)})
+    space = ParameterSpace(default_material(), ["base_color"])
+    near = dict(default_material(), base_color=[0.45, 0.27, 0.09])
+    global_error = np.abs(np.subtract(base_color_least_squares(objective, near, space), truth)).max()
+    local_error = np.abs(np.subtract(base_color_least_squares(objective, near, space, local=True), truth)).max()
+    assert local_error < 0.005 < 0.05 < global_error, (local_error, global_error)
 
 # --- checkpoint, early stopping, spp schedule ------------------------------------------------------
 

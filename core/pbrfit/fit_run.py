@@ -32,11 +32,11 @@ from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error
-from .params import PARAMETERS, ParameterSpace, normalize_material
+from .params import PARAMETERS, SUBSURFACE_PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
 from .time_budget import TimeBudget
-from .warm_start import stage_plan, warm_start
+from .warm_start import base_color_least_squares, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
            "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "lbfgs"]
@@ -266,7 +266,14 @@ class FitRun:
         self.maps: dict = {}
         self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
-        self.space = ParameterSpace(self.initial, options.parameters, options.bounds)
+        fit = list(options.parameters)
+        self.setup_notes: list[dict] = []
+        if options.textures is not None and any(n in SUBSURFACE_PARAMETERS for n in fit):
+            fit = [n for n in fit if n not in SUBSURFACE_PARAMETERS]
+            self.setup_notes.append({"severity": "note", "about": "subsurface",
+                                     "message": "subsurface is not fitted together with texture maps (the maps are "
+                                                "fitted by the raster renderer, which renders it as diffuse)"})
+        self.space = ParameterSpace(self.initial, fit, options.bounds)
         self.raster_plan = (stage_plan(self.space.fit, options.staged, max(options.iterations, 0))
                             if options.backend != "path" else [])
         self.plan = ProgressPlan(
@@ -816,10 +823,10 @@ class FitRun:
         return dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
 
     def path_refinement(self) -> None:
-        """Adam on path-replay gradients from the current material, fresh paths every
-        iteration; when the checks stall, more paths per pixel and a smaller step
-        (:class:`SppSchedule`) from the best material so far on the checks (fixed paths), which
-        is the one kept (:class:`Checkpoint`)."""
+        """The base colour re-solved on the check's paths (kept when the check improves), then
+        Adam on path-replay gradients, fresh paths every iteration; when the checks stall, more
+        paths per pixel and a smaller step (:class:`SppSchedule`) from the best material so far
+        on the checks (fixed paths), which is the one kept (:class:`Checkpoint`)."""
         o = self.options
         self.enter("path")
         renderer = self.renderers.path_fit()
@@ -830,16 +837,22 @@ class FitRun:
         # validation views when there are any, else the train views
         check_renderer = self.renderers.path_check()
         checker = Objective(check_renderer, self.val or self.train, {"de2000": 1.0}, self.check_cancel, o.threads)
+        train_checker = Objective(check_renderer, self.train, {"de2000": 1.0}, self.check_cancel, o.threads)
+        started = dict(self.values)  # the raster result (auto) or the initial material (path)
+        started_at = time.monotonic()
+        warm, trial = [], {}
+        values = self.values
+        if "subsurface_weight" in self.space.fit and not self.out_of_time():
+            values, trial = self.choose_subsurface(values, train_checker)
+            warm = ["subsurface_weight"]
         # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
-        # high: with them, checks use the unbiased relative error instead of ΔE2000.
-        noisy = "subsurface_weight" in self.space.fit
-        # what progress reports as train ΔE2000: with subsurface, the train views on the check's
-        # fixed paths; else the check itself when it is on the train views, and nothing when
-        # it is on validation (the iterations' own 4-spp renders would read several units
-        # high from noise alone, and a second check of the train views costs as much as the
-        # check: the final metrics measure them)
-        train_checker = (Objective(check_renderer, self.train, {"de2000": 1.0}, self.check_cancel, o.threads)
-                         if noisy else None)
+        # high: with them, checks use the unbiased relative error instead of ΔE2000, and what
+        # progress reports as train ΔE2000 is the train views on the check's fixed paths; else
+        # the check itself when it is on the train views, and nothing when it is on validation
+        # (the iterations' own 4-spp renders would read several units high from noise alone,
+        # and a second check of the train views costs as much as the check: the final metrics
+        # measure them)
+        noisy = values["subsurface_weight"] > self.space.bounds_of("subsurface_weight")[0]
 
         def check(vals: dict) -> tuple[float, float]:
             """(the check's value, lower is better; train ΔE2000 to report)."""
@@ -847,32 +860,25 @@ class FitRun:
             m = space0.material(space0.initial_vector())
             if noisy:
                 value = unbiased_relative_error(checker, m)
-            else:
                 with torch.no_grad():
-                    value = checker(m)[1]
-                if self.val:
-                    self.last_val = value
-            if train_checker is None:  # the check was ΔE2000 on the train views, or on validation
-                return value, (math.nan if self.val else value)
+                    return value, train_checker(m)[1]
             with torch.no_grad():
-                return value, train_checker(m)[1]
+                value = checker(m)[1]
+            if self.val:
+                self.last_val = value
+            return value, (math.nan if self.val else value)
 
-        started = dict(self.values)  # the raster result (auto) or the initial material (path)
-        started_at = time.monotonic()
-        warm = []
-        values = self.values
-        if noisy:
-            # the raster backend renders subsurface as diffuse (and prunes it): its weight is
-            # chosen here, by path-traced train error on fixed paths
-            lo, hi = self.space.bounds_of("subsurface_weight")
-            losses = {}
-            for w in sorted({lo, 0.5 * (lo + hi), hi}):
-                trial = ParameterSpace(dict(values, subsurface_weight=w), [])
-                losses[w] = unbiased_relative_error(train_checker, trial.material(trial.initial_vector()))
-            values = dict(values, subsurface_weight=min(losses, key=losses.get))
-            warm = ["subsurface_weight"]
         names = parameters_in_use(self.space, values)
         first, shown_de = check(values)
+        if "base_color" in names and not self.out_of_time():
+            # the raster result's colour made up for what the raster renderer lacks
+            # (interreflection, the walks): one local least-squares step on the check's paths
+            recoloured = dict(values, base_color=base_color_least_squares(train_checker, values, self.space,
+                                                                          local=True))
+            score, shown = check(recoloured)
+            if score < first:
+                values, first, shown_de = recoloured, score, shown
+                warm.append("base_color")
         checks = [first]
         best = Checkpoint(values, first)
         converged = False
@@ -906,13 +912,38 @@ class FitRun:
                     best.bad_checks = 0
         self.schedule.append({"stage": "path", "parameters": names, "iterations": self.evaluations - start,
                               "warm_started": warm, "spp": [spp.start, spp.spp], "check": [first, best.best],
-                              "checks": checks,
+                              "checks": checks, **({"subsurface_trial": trial} if trial else {}),
                               "check_metric": "relative_error" if noisy else "de2000",
                               "seconds": time.monotonic() - started_at, "start": started})
         self.values = best.values
         if names and not self.out_of_time():
             self.stopped = "converged" if converged else "iterations"
         self.leave()
+
+    def choose_subsurface(self, values: dict, train_checker: Objective) -> tuple[dict, dict]:
+        """``(values with the subsurface weight chosen, {weight: error})``: the raster renderer
+        shades subsurface as diffuse (and pruning switches it off), so its weight is chosen
+        here from off, half and full by the path tracer's unbiased train error on fixed paths
+        (:func:`pbrfit.objective.unbiased_relative_error`), each with the base colour re-solved
+        for it (walks change the colour that renders a given radiance), and kept on, as every
+        layer, only when it lowers that error by :data:`pbrfit.layers.LAYER_GAIN`. Not under a
+        metal (``metallic`` >= 0.5), which hides it."""
+        lo, hi = self.space.bounds_of("subsurface_weight")
+        off = dict(values, subsurface_weight=lo)
+        if values["metallic"] >= 0.5:
+            return off, {}
+        errors, trials = {}, {}
+        for w in (lo, 0.5 * (lo + hi), hi):
+            trial = dict(values, subsurface_weight=w)
+            if w > lo and "base_color" in self.space.fit:
+                trial["base_color"] = base_color_least_squares(train_checker, trial, self.space, local=True)
+            space = ParameterSpace(trial, [])
+            errors[w] = unbiased_relative_error(train_checker, space.material(space.initial_vector()))
+            trials[w] = trial
+        best = min(errors, key=errors.get)
+        if errors[best] > errors[lo] * (1 - LAYER_GAIN):
+            best = lo
+        return (off if best == lo else trials[best]), {f"{w:g}": e for w, e in errors.items()}
 
     def texture_maps(self) -> None:
         """Fit the texture maps from the scalar result (:mod:`pbrfit.texture_fit`)."""
@@ -955,7 +986,7 @@ class FitRun:
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes()
-                 + self.calibration_notes())
+                 + self.setup_notes + self.calibration_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
                          list(self.texture_log),

@@ -61,30 +61,43 @@ def stage_plan(fit: list[str], staged: bool, iterations: int) -> list[tuple[str,
     return [(name, names, max(1, round(iterations * sh / total_share))) for name, names, sh in stages]
 
 
-def base_color_least_squares(objective, values: dict, space: ParameterSpace) -> list[float]:
+#: the local model's second probe, as a share of the current base colour
+LOCAL_PROBE = 0.9
+
+
+def base_color_least_squares(objective, values: dict, space: ParameterSpace, local: bool = False) -> list[float]:
     """Base colour minimizing the squared error of the train pixels, in closed form.
 
-    The Principled model is affine in ``base_color`` per channel whatever the other
-    parameters (diffuse and subsurface scale with it, the metal Fresnel is affine in F0,
-    specular, sheen and coat do not depend on it), so two renders, with base colour 0 and
-    1, give each pixel's radiance as ``A * base_color + B``.
+    The raster renderer's Principled model is affine in ``base_color`` per channel whatever
+    the other parameters (diffuse and subsurface scale with it, the metal Fresnel is affine
+    in F0, specular, sheen and coat do not depend on it), so two renders, with base colour 0
+    and 1, give each pixel's radiance as ``A * base_color + B``. ``local``: the two renders
+    at the current colour and :data:`LOCAL_PROBE` of it (one secant step), for the path
+    tracer, whose interreflections and subsurface walks are not affine in it (on fixed paths,
+    so both renders share their noise).
 
     Args:
         objective: an :class:`pbrfit.objective.Objective` (its renderer, views, references).
     """
     lo, hi = space.bounds_of("base_color")
+    if local:
+        probes = [[max(float(c), 1e-3) for c in values["base_color"]]]
+        probes.append([LOCAL_PROBE * c for c in probes[0]])
+    else:
+        probes = [[0.0] * 3, [1.0] * 3]
     num = torch.zeros(3, dtype=torch.float64)
     den = torch.zeros(3, dtype=torch.float64)
-    renders = {}
-    for c in (0.0, 1.0):
-        s = ParameterSpace(dict(values, base_color=[c, c, c]), [])
+    renders = []
+    for c in probes:
+        s = ParameterSpace(dict(values, base_color=c), [])
         with torch.no_grad():
             m = s.material(s.initial_vector())
-            renders[c] = {vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double().cpu()
-                          for vi in objective.view_ids}
+            renders.append({vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double().cpu()
+                            for vi in objective.view_ids})
+    c0, c1 = (torch.tensor(c, dtype=torch.float64) for c in probes)
     for vi in objective.view_ids:  # in white-normalized radiance, like the losses
-        a = (renders[1.0][vi] - renders[0.0][vi]) / objective.whites[vi]
-        b = renders[0.0][vi] / objective.whites[vi]
+        a = (renders[1][vi] - renders[0][vi]) / (c1 - c0) / objective.whites[vi]
+        b = renders[0][vi] / objective.whites[vi] - a * c0
         num += (a * (objective.refs[vi].double().cpu() - b)).sum(0)
         den += (a * a).sum(0)
     return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
