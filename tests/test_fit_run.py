@@ -115,6 +115,43 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
     local_error = np.abs(np.subtract(base_color_least_squares(objective, near, space, local=True), truth)).max()
     assert local_error < 0.005 < 0.05 < global_error, (local_error, global_error)
 
+
+def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
+    """The raster result has subsurface off (the raster renderer cannot see it); the path
+    refinement's trial switches it on for a wax, with the base colour re-solved on the walks."""
+    from pbrfit.objective import Objective
+
+    truth = {"base_color": [0.8, 0.6, 0.4], "roughness": 0.4, "subsurface_weight": 1.0, "subsurface_scale": 1.0}
+    job = write_job(tmp_path, size=20, cameras=2)
+    render_references(job, truth, seed=3, path_spp=32)
+    params = ["base_color", "roughness", "subsurface_weight", "subsurface_scale"]
+    run = FitRun(load_job(job).scene, FitOptions(samples=FAST, parameters=params), None, None)
+    train = Objective(run.renderers.path_check(), run.train, {"de2000": 1.0}, run.check_cancel, 1)
+    raster_result = dict(default_material(), base_color=[0.7, 0.5, 0.3], roughness=0.4, subsurface_weight=0.0,
+                         subsurface_scale=1.0)
+    values, errors = run.choose_subsurface(raster_result, train)
+    assert values["subsurface_weight"] == 1.0 and set(errors) == {"0", "0.5", "1"}, errors
+    assert np.abs(np.subtract(values["base_color"], truth["base_color"])).max() < 0.05, values["base_color"]
+    # not under a metal, which hides it: nothing tried
+    metal = dict(raster_result, metallic=1.0)
+    assert run.choose_subsurface(metal, train) == (metal, {})
+
+
+@pytest.mark.parametrize("errors, chosen", [((1.0, 0.99, 0.985), 0.0), ((1.0, 0.97, 0.99), 0.5),
+                                            ((1.0, 0.9, 0.8), 1.0)])
+def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, errors, chosen):
+    """On only when the walks lower the error by the layer gain (2%), as every layer must."""
+    from pbrfit import fit_run
+
+    by_weight = dict(zip((0.0, 0.5, 1.0), errors))
+    monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by_weight[float(m["subsurface_weight"])])
+    monkeypatch.setattr(fit_run, "base_color_least_squares", lambda obj, values, space, local: values["base_color"])
+    params = ["base_color", "subsurface_weight"]
+    run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
+    values, _ = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), None)
+    assert values["subsurface_weight"] == chosen
+
+
 # --- checkpoint, early stopping, spp schedule ------------------------------------------------------
 
 def test_checkpoint_keeps_the_best_and_counts_checks_without_improvement():

@@ -935,7 +935,7 @@ class FitRun:
         errors, trials = {}, {}
         for w in (lo, 0.5 * (lo + hi), hi):
             trial = dict(values, subsurface_weight=w)
-            if w > lo and "base_color" in self.space.fit:
+            if "base_color" in self.space.fit:
                 trial["base_color"] = base_color_least_squares(train_checker, trial, self.space, local=True)
             space = ParameterSpace(trial, [])
             errors[w] = unbiased_relative_error(train_checker, space.material(space.initial_vector()))
