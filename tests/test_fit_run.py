@@ -137,19 +137,23 @@ def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     assert run.choose_subsurface(metal, train) == (metal, {})
 
 
-@pytest.mark.parametrize("errors, chosen", [((1.0, 0.99, 0.985), 0.0), ((1.0, 0.97, 0.99), 0.5),
-                                            ((1.0, 0.9, 0.8), 1.0)])
-def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, errors, chosen):
-    """On only when the walks lower the error by the layer gain (2%), as every layer must."""
+@pytest.mark.parametrize("train, validate, chosen", [
+    ((1.0, 0.99, 0.985), None, 0.0), ((1.0, 0.97, 0.99), None, 0.5), ((1.0, 0.9, 0.8), None, 1.0),
+    ((1.0, 0.9, 0.8), (1.0, 0.97, 1.1), 0.5), ((1.0, 0.9, 0.8), (1.0, 1.05, 1.2), 0.0)])
+def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, validate, chosen):
+    """On only when the walks lower the train error, and the validation error when there are
+    validation views, by the layer gain (2%), as every layer must."""
     from pbrfit import fit_run
 
-    by_weight = dict(zip((0.0, 0.5, 1.0), errors))
-    monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by_weight[float(m["subsurface_weight"])])
+    by = {"train": dict(zip((0.0, 0.5, 1.0), train)), "validate": dict(zip((0.0, 0.5, 1.0), validate or train))}
+    monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by[obj][float(m["subsurface_weight"])])
     monkeypatch.setattr(fit_run, "base_color_least_squares", lambda obj, values, space, local: values["base_color"])
     params = ["base_color", "subsurface_weight"]
     run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
-    values, _ = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), None)
+    values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), "train",
+                                           "validate" if validate else None)
     assert values["subsurface_weight"] == chosen
+    assert all(("validate" in e) == bool(validate) for e in errors.values())
 
 
 # --- checkpoint, early stopping, spp schedule ------------------------------------------------------

@@ -843,7 +843,7 @@ class FitRun:
         warm, trial = [], {}
         values = self.values
         if "subsurface_weight" in self.space.fit and not self.out_of_time():
-            values, trial = self.choose_subsurface(values, train_checker)
+            values, trial = self.choose_subsurface(values, train_checker, checker if self.val else None)
             warm = ["subsurface_weight"]
         # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
         # high: with them, checks use the unbiased relative error instead of ΔE2000, and what
@@ -920,13 +920,18 @@ class FitRun:
             self.stopped = "converged" if converged else "iterations"
         self.leave()
 
-    def choose_subsurface(self, values: dict, train_checker: Objective) -> tuple[dict, dict]:
-        """``(values with the subsurface weight chosen, {weight: error})``: the raster renderer
-        shades subsurface as diffuse (and pruning switches it off), so its weight is chosen
-        here from off, half and full by the path tracer's unbiased train error on fixed paths
-        (:func:`pbrfit.objective.unbiased_relative_error`), each with the base colour re-solved
-        for it (walks change the colour that renders a given radiance), and kept on, as every
-        layer, only when it lowers that error by :data:`pbrfit.layers.LAYER_GAIN`. Not under a
+    def choose_subsurface(self, values: dict, train_checker: Objective,
+                          val_checker: Objective | None = None) -> tuple[dict, dict]:
+        """``(values with the subsurface weight chosen, {weight: {"train", "validate"}
+        errors})``: the raster renderer shades subsurface as diffuse (and pruning switches it
+        off), so its weight is chosen here from off, half and full by the path tracer's
+        unbiased error on fixed paths (:func:`pbrfit.objective.unbiased_relative_error`), each
+        with the base colour re-solved for it on the train views (walks change the colour that
+        renders a given radiance). As every layer, it stays on only when it buys a clear
+        improvement: the train error and, when the job has validation views, theirs must both
+        drop by :data:`pbrfit.layers.LAYER_GAIN` (on the train views alone, walks over a
+        clear-coated paint on Suzanne read better than none and the paint came out +1.2 ΔE2000
+        over Cycles' floor; under another light the same walks read 23% worse). Not under a
         metal (``metallic`` >= 0.5), which hides it."""
         lo, hi = self.space.bounds_of("subsurface_weight")
         off = dict(values, subsurface_weight=lo)
@@ -938,11 +943,17 @@ class FitRun:
             if "base_color" in self.space.fit:
                 trial["base_color"] = base_color_least_squares(train_checker, trial, self.space, local=True)
             space = ParameterSpace(trial, [])
-            errors[w] = unbiased_relative_error(train_checker, space.material(space.initial_vector()))
+            m = space.material(space.initial_vector())
+            errors[w] = {"train": unbiased_relative_error(train_checker, m)}
+            if val_checker is not None:
+                errors[w]["validate"] = unbiased_relative_error(val_checker, m)
             trials[w] = trial
-        best = min(errors, key=errors.get)
-        if errors[best] > errors[lo] * (1 - LAYER_GAIN):
-            best = lo
+
+        def pays(w):
+            return all(errors[w][k] < errors[lo][k] * (1 - LAYER_GAIN) for k in errors[lo])
+
+        paying = [w for w in errors if w > lo and pays(w)]
+        best = min(paying, key=lambda w: errors[w]["train"], default=lo)
         return (off if best == lo else trials[best]), {f"{w:g}": e for w, e in errors.items()}
 
     def texture_maps(self) -> None:
