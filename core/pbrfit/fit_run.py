@@ -32,7 +32,7 @@ from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error
-from .params import PARAMETERS, SUBSURFACE_PARAMETERS, ParameterSpace, normalize_material
+from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
 from .time_budget import TimeBudget
@@ -266,14 +266,7 @@ class FitRun:
         self.maps: dict = {}
         self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
-        fit = list(options.parameters)
-        self.setup_notes: list[dict] = []
-        if options.textures is not None and any(n in SUBSURFACE_PARAMETERS for n in fit):
-            fit = [n for n in fit if n not in SUBSURFACE_PARAMETERS]
-            self.setup_notes.append({"severity": "note", "about": "subsurface",
-                                     "message": "subsurface is not fitted together with texture maps (the maps are "
-                                                "fitted by the raster renderer, which renders it as diffuse)"})
-        self.space = ParameterSpace(self.initial, fit, options.bounds)
+        self.space = ParameterSpace(self.initial, options.parameters, options.bounds)
         self.raster_plan = (stage_plan(self.space.fit, options.staged, max(options.iterations, 0))
                             if options.backend != "path" else [])
         self.plan = ProgressPlan(
@@ -997,7 +990,7 @@ class FitRun:
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes()
-                 + self.setup_notes + self.calibration_notes())
+                 + self.calibration_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
                          list(self.texture_log),

@@ -450,6 +450,9 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
 
         if not isinstance(opts.textures, TextureSettings):
             raise InputError(f"textures: expected pbrfit.textures.TextureSettings, got {opts.textures!r}")
+        if "subsurface_weight" in opts.parameters:
+            raise InputError(f"{label('parameters')}: subsurface cannot be fitted together with texture maps yet; "
+                             "freeze subsurface_weight or remove [textures]")
 
 
 # --- the command line's fit options (pbrfit fit, scripts/blender_fit.py) -----------------

@@ -34,7 +34,6 @@ __all__ = [
     "STAGES",
     "PRESETS",
     "DEFAULT_FIT",
-    "SUBSURFACE_PARAMETERS",
     "default_material",
     "normalize_material",
     "check_material_ranges",
@@ -115,11 +114,8 @@ STAGES: dict[int, str] = {1: "colour", 2: "gloss", 3: "layers"}
 DEFAULT_FIT: tuple[str, ...] = (
     "base_color", "metallic", "roughness", "specular_ior_level", "anisotropic",
     "anisotropic_rotation", "coat_weight", "coat_roughness", "sheen_weight",
-    "sheen_roughness", "sheen_tint", "thin_film_thickness", "subsurface_weight", "subsurface_scale",
+    "sheen_roughness", "sheen_tint", "thin_film_thickness",
 )
-#: the parameters only the path tracer renders (the raster renderer shades subsurface as
-#: diffuse): left out of the fit when texture maps are fitted, which only the raster renderer does
-SUBSURFACE_PARAMETERS: tuple[str, ...] = ("subsurface_weight", "subsurface_radius", "subsurface_scale")
 
 #: Named parameter sets for common finishes (``[fit] preset = "..."`` in a job file).
 PRESETS: dict[str, tuple[str, ...]] = {
