@@ -237,3 +237,21 @@ def test_structures_are_decided_by_the_path_tracer_on_a_part_that_shades_itself(
     assert np.isfinite(two.structure_error(space, space.initial_vector()))
     raster_only = FitRun(lobes, dataclasses.replace(options, backend="raster"))
     assert raster_only.structure_estimator() == "raster"
+
+
+def test_each_layer_is_judged_against_the_material_kept_after_the_last_prune():
+    from pbrfit.layers import prune_layers
+
+    space = ParameterSpace(default_material(), ["base_color", "coat_weight", "thin_film_thickness"])
+    values = dict(default_material(), coat_weight=0.5, thin_film_thickness=1470.0)
+
+    def criteria(s, u):
+        # the coat is dropped on the second criterion although the first rises 10%; from there,
+        # the film buys nothing on the first (1%) and pays only on the second
+        v = s.values(u)
+        coat, film = v["coat_weight"] > 0, v["thin_film_thickness"] > 0
+        return (1.0 + 0.1 * (not coat) + 0.011 * (not film), 1.0 - 0.005 * coat - 0.05 * film)
+
+    kept, pruned = prune_layers(space, values, criteria)
+    assert pruned == ["coat_weight", "thin_film_thickness"]
+    assert kept["coat_weight"] == 0.0 and kept["thin_film_thickness"] == 0.0
