@@ -77,6 +77,7 @@ def render_references(finish: str, shape: str, args, cache: Path) -> dict:
 
 
 def run_case(finish: str, shape: str, args, cache: Path) -> dict:
+    from pbrfit import hypotheses
     from pbrfit.fit import FitOptions, fit_material
     from pbrfit.layers import LAYER_OF
 
@@ -101,7 +102,13 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
             "errors_determined": _param_errors(truth, result.material, determined),
             "undetermined": undetermined,
             "warnings": [n["message"] for n in result.notes if n.get("about") == "fit"],
-            "material": result.material, "timings": result.timings}
+            "material": result.material, "timings": result.timings,
+            # what a later diagnosis needs without a rerun: the structure search and the
+            # path refinement's start, checks and warm starts
+            "structure_search": hypotheses.structure_summary(result.schedule),
+            "path_stage": {k: v for s in result.schedule if s.get("stage") == "path" for k, v in s.items()
+                           if k in ("iterations", "warm_started", "spp", "check", "checks", "check_metric",
+                                    "start", "subsurface_trial")}}
 
 
 def write_table(rows: list[dict], out: Path, args) -> str:

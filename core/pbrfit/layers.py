@@ -6,7 +6,8 @@ parameters free, a fit can explain noise or unmodelled transport with a little a
 or sheen, or reach a look by the wrong structure (a rough base under a false coat for a
 glossy plastic); :func:`prune_layers` switches each fitted layer off in turn, re-fits what the
 layer may have been compensating for, and keeps it off when the train loss rises by less than
-:data:`PRUNE_TOLERANCE`: each layer must buy a clear improvement. Parameters with a simplest
+:data:`PRUNE_TOLERANCE` over the material as kept so far (the layers before it already
+dropped): each layer must buy a clear improvement. Parameters with a simplest
 value (:data:`SIMPLEST`: a part is metal or not; Blender's default specular level) are then
 moved there under the same rule: where the photos do not tell a 0.98 metallic from 1, or a
 specular level of 0.98 with roughness 0.72 from 0.5 with 0.6 (both seen on the benchmark), the
