@@ -116,6 +116,35 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
     assert local_error < 0.005 < 0.05 < global_error, (local_error, global_error)
 
 
+def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
+    """Monte Carlo noise in the renders (shared by both probes: fixed paths) inflates the
+    least-squares denominator sum(A * A) by its variance; the local step must still return the
+    colour whose expected render matches the references (at the truth: the truth)."""
+    from types import SimpleNamespace
+
+    from pbrfit.warm_start import base_color_least_squares
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = 20000
+    shading = 0.2 + torch.rand(pixels, 1, generator=generator, dtype=torch.float64)  # the part's light
+    paths = 1.0 + 0.4 * torch.randn(pixels, 1, generator=generator, dtype=torch.float64)  # 40% noise per pixel
+    truth = torch.tensor([0.9, 0.7, 0.3], dtype=torch.float64)
+    reference = truth * shading * (1.0 + 0.1 * torch.randn(pixels, 3, generator=generator, dtype=torch.float64))
+
+    def shade(vi, m, subset):  # a metal's highlight: radiance proportional to the colour, noisy
+        return m["base_color"].detach().double().reshape(1, 3) * shading * paths
+
+    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(pixels)}),
+                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)}, refs={0: reference})
+    space = ParameterSpace(default_material(), ["base_color"])
+    at_truth = dict(default_material(), base_color=truth.tolist())
+    local = np.array(base_color_least_squares(objective, at_truth, space, local=True))
+    assert np.abs(local / truth.numpy() - 1.0).max() < 0.01, local
+    # what least squares on these renders reads: dark by about the noise's variance share (1 / 1.16)
+    global_ = np.array(base_color_least_squares(objective, at_truth, space))
+    assert (global_ / truth.numpy()).max() < 0.9, global_
+
+
 def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     """The raster result has subsurface off (the raster renderer cannot see it); the path
     refinement's trial switches it on for a wax, with the base colour re-solved on the walks."""

@@ -66,15 +66,22 @@ LOCAL_PROBE = 0.9
 
 
 def base_color_least_squares(objective, values: dict, space: ParameterSpace, local: bool = False) -> list[float]:
-    """Base colour minimizing the squared error of the train pixels, in closed form.
+    """Base colour matching the train pixels, in closed form.
 
     The raster renderer's Principled model is affine in ``base_color`` per channel whatever
     the other parameters (diffuse and subsurface scale with it, the metal Fresnel is affine
     in F0, specular, sheen and coat do not depend on it), so two renders, with base colour 0
-    and 1, give each pixel's radiance as ``A * base_color + B``. ``local``: the two renders
-    at the current colour and :data:`LOCAL_PROBE` of it (one secant step), for the path
-    tracer, whose interreflections and subsurface walks are not affine in it (on fixed paths,
-    so both renders share their noise).
+    and 1, give each pixel's radiance as ``A * base_color + B``, and the colour minimizing the
+    squared error is ``sum(A * (ref - B)) / sum(A * A)``.
+
+    ``local``: for the path tracer, whose interreflections and subsurface walks are not affine
+    in the colour, the two renders are at the current colour and :data:`LOCAL_PROBE` of it
+    (one secant step, on fixed paths, so both renders share their noise), and the colour is
+    the ratio ``sum(ref - B) / sum(A)``, whose expectation is right: a Monte Carlo ``A``
+    inflates ``sum(A * A)`` by its variance, and the least-squares colour is dark by that
+    share (errors in the variables). Measured at the true material on the check's paths
+    (64 spp): least squares reads gold on Suzanne 12% dark and brushed aluminium 6% (sphere
+    4%), the ratio 3% and 2% (0.8%), and the dielectrics within 0.003 against 0.009.
 
     Args:
         objective: an :class:`pbrfit.objective.Objective` (its renderer, views, references).
@@ -98,9 +105,12 @@ def base_color_least_squares(objective, values: dict, space: ParameterSpace, loc
     for vi in objective.view_ids:  # in white-normalized radiance, like the losses
         a = (renders[1][vi] - renders[0][vi]) / (c1 - c0) / objective.whites[vi]
         b = renders[0][vi] / objective.whites[vi] - a * c0
-        num += (a * (objective.refs[vi].double().cpu() - b)).sum(0)
-        den += (a * a).sum(0)
-    return (num / den.clamp_min(1e-30)).clamp(lo, hi).tolist()
+        residual = objective.refs[vi].double().cpu() - b
+        num += (residual if local else a * residual).sum(0)
+        den += (a if local else a * a).sum(0)
+    current = torch.tensor([float(c) for c in values["base_color"]], dtype=torch.float64)
+    colour = torch.where(den > 1e-30, num / den.clamp_min(1e-30), current)
+    return colour.clamp(lo, hi).tolist()
 
 
 def grid_values(name: str, lo: float, hi: float) -> list[float]:
