@@ -30,6 +30,8 @@ Spec keys (a JSON object; unknown keys are an error):
   distance where the part's bounding sphere fills 1 / ``margin`` of the narrower field of view.
 * ``resolution``: ``[w, h]`` pixels (default ``[160, 160]``); ``samples`` (default 128);
   ``seed`` (default 0); ``margin`` (default 1.1).
+* ``max_bounces``: Cycles' limit on bounces (default Blender's, 12); 0 renders direct light
+  only, to compare a renderer's direct lighting alone (``scripts/diagnose_pixel_filter.py``).
 * ``validate_cameras``: camera indices rendered under the validation HDRIs (default all);
   ``train_cameras``: those rendered under the train HDRI (default all; ``[]`` renders only
   the validation views, as a benchmark's judge of a fitted material needs).
@@ -129,6 +131,7 @@ SPEC_DEFAULTS: dict[str, object] = {
     "samples": 128,
     "seed": 0,
     "margin": 1.1,
+    "max_bounces": None,
     "validate_cameras": None,
     "train_cameras": None,
     "lights": [],
@@ -177,6 +180,7 @@ class _Case:
     out: Path
     lights: list = None
     props: list = None
+    max_bounces: int | None = None  # None: Blender's default
 
 
 def _number(spec: Mapping, key: str, src: str, kind=float, minimum=None):
@@ -302,7 +306,8 @@ def _parse(spec: Mapping, base_dir: Path, src: str) -> _Case:
         validate=validate, cameras=cameras, validate_cameras=sorted(set(vc)), train_cameras=sorted(set(tc)),
         resolution=(int(res[0]), int(res[1])), samples=_number(s, "samples", src, int, 1),
         seed=_number(s, "seed", src, int, 0), margin=_number(s, "margin", src, float, 1.0),
-        out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src), props=_props(s["props"], src))
+        out=(base_dir / s["out"]).resolve(), lights=_lights(s["lights"], src), props=_props(s["props"], src),
+        max_bounces=None if s["max_bounces"] is None else _number(s, "max_bounces", src, int, 0))
 
 
 def _props(value: object, src: str) -> list[dict]:
@@ -612,6 +617,8 @@ def _setup_render(case: _Case) -> None:
     cy.blur_glossy = 0.0           # "Filter Glossy"
     cy.sample_clamp_direct = 0.0
     cy.sample_clamp_indirect = 0.0
+    if case.max_bounces is not None:
+        cy.max_bounces = case.max_bounces
     cy.film_exposure = 1.0
     r.film_transparent = True
     r.resolution_x, r.resolution_y = case.resolution

@@ -192,6 +192,9 @@ def test_bad_spec_is_an_input_error(cycles_reference, tmp_path):
     with pytest.raises(InputError, match="rough"):
         cycles_reference.render_case({"shape": "sphere", "material": {"rough": 1}, "train_hdri": "forest",
                                       "out": "x"}, base_dir=tmp_path)
+    with pytest.raises(InputError, match="'max_bounces' must be at least 0"):
+        cycles_reference.render_case({"shape": "sphere", "material": {}, "train_hdri": "forest", "out": "x",
+                                      "max_bounces": -1}, base_dir=tmp_path)
     assert not (tmp_path / "x").exists()
 
 
