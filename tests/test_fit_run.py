@@ -83,13 +83,13 @@ def test_the_grid_starts_inside_the_bounds():
 
 def test_base_colour_warm_start_is_the_least_squares_solution(case):
     from pbrfit.objective import Objective
-    from pbrfit.warm_start import base_color_least_squares
+    from pbrfit.warm_start import solve_base_color
 
     job = load_job(case)
     renderer = Renderers(job.scene, FitOptions(samples=FAST)).raster_fit()
     objective = Objective(renderer, [0, 1, 2], {"l2": 1.0})
     space = ParameterSpace(default_material(), ["base_color"])
-    colour = base_color_least_squares(objective, dict(default_material(), roughness=TRUTH["roughness"]), space)
+    colour = solve_base_color(objective, dict(default_material(), roughness=TRUTH["roughness"]), space)
     assert np.allclose(colour, TRUTH["base_color"], atol=0.02), colour
 
 
@@ -99,7 +99,7 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
     secant step from near the answer lands nearer than the global affine model of 0 and 1."""
     from types import SimpleNamespace
 
-    from pbrfit.warm_start import base_color_least_squares
+    from pbrfit.warm_start import solve_base_color
 
     def shade(vi, m, subset):  # a radiance of c + 0.6 c^2 (light that bounced on the part twice)
         c = m["base_color"].detach().double().reshape(1, 3)
@@ -111,8 +111,8 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
                                 refs={0: (truth + 0.6 * truth * truth).expand(4, 3)})
     space = ParameterSpace(default_material(), ["base_color"])
     near = dict(default_material(), base_color=[0.45, 0.27, 0.09])
-    global_error = np.abs(np.subtract(base_color_least_squares(objective, near, space), truth)).max()
-    local_error = np.abs(np.subtract(base_color_least_squares(objective, near, space, local=True), truth)).max()
+    global_error = np.abs(np.subtract(solve_base_color(objective, near, space), truth)).max()
+    local_error = np.abs(np.subtract(solve_base_color(objective, near, space, local=True), truth)).max()
     assert local_error < 0.005 < 0.05 < global_error, (local_error, global_error)
 
 
@@ -122,7 +122,7 @@ def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     colour whose expected render matches the references (at the truth: the truth)."""
     from types import SimpleNamespace
 
-    from pbrfit.warm_start import base_color_least_squares
+    from pbrfit.warm_start import solve_base_color
 
     generator = torch.Generator().manual_seed(0)
     pixels = 20000
@@ -138,10 +138,10 @@ def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
                                 view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)}, refs={0: reference})
     space = ParameterSpace(default_material(), ["base_color"])
     at_truth = dict(default_material(), base_color=truth.tolist())
-    local = np.array(base_color_least_squares(objective, at_truth, space, local=True))
+    local = np.array(solve_base_color(objective, at_truth, space, local=True))
     assert np.abs(local / truth.numpy() - 1.0).max() < 0.01, local
     # what least squares on these renders reads: dark by about the noise's variance share (1 / 1.16)
-    global_ = np.array(base_color_least_squares(objective, at_truth, space))
+    global_ = np.array(solve_base_color(objective, at_truth, space))
     assert (global_ / truth.numpy()).max() < 0.9, global_
 
 
@@ -176,7 +176,7 @@ def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, valid
 
     by = {"train": dict(zip((0.0, 0.5, 1.0), train)), "validate": dict(zip((0.0, 0.5, 1.0), validate or train))}
     monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by[obj][float(m["subsurface_weight"])])
-    monkeypatch.setattr(fit_run, "base_color_least_squares", lambda obj, values, space, local: values["base_color"])
+    monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local: values["base_color"])
     params = ["base_color", "subsurface_weight"]
     run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
     values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), "train",

@@ -36,7 +36,7 @@ from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
 from .time_budget import TimeBudget
-from .warm_start import base_color_least_squares, stage_plan, warm_start
+from .warm_start import solve_base_color, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
            "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "lbfgs"]
@@ -866,9 +866,8 @@ class FitRun:
         first, shown_de = check(values)
         if "base_color" in names and not self.out_of_time():
             # the raster result's colour made up for what the raster renderer lacks
-            # (interreflection, the walks): one local least-squares step on the check's paths
-            recoloured = dict(values, base_color=base_color_least_squares(train_checker, values, self.space,
-                                                                          local=True))
+            # (interreflection, the walks): one local secant step on the check's paths
+            recoloured = dict(values, base_color=solve_base_color(train_checker, values, self.space, local=True))
             score, shown = check(recoloured)
             if score < first:
                 values, first, shown_de = recoloured, score, shown
@@ -936,7 +935,7 @@ class FitRun:
         for w in (lo, 0.5 * (lo + hi), hi):
             trial = dict(values, subsurface_weight=w)
             if "base_color" in self.space.fit:
-                trial["base_color"] = base_color_least_squares(train_checker, trial, self.space, local=True)
+                trial["base_color"] = solve_base_color(train_checker, trial, self.space, local=True)
             space = ParameterSpace(trial, [])
             m = space.material(space.initial_vector())
             errors[w] = {"train": unbiased_relative_error(train_checker, m)}

@@ -26,7 +26,7 @@ import torch
 from .params import PARAMETERS, STAGES, ParameterSpace
 
 __all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "ROUGHNESS_GRID", "ROUGHNESS_LOW", "STAGE_SHARES",
-           "stage_plan", "warm_start", "base_color_least_squares", "grid_values"]
+           "stage_plan", "warm_start", "solve_base_color", "grid_values"]
 
 #: grid points of the 1-D search for parameters whose objective has many local minima
 FINE_GRID = {"thin_film_thickness": 31, "anisotropic_rotation": 9}
@@ -65,7 +65,7 @@ def stage_plan(fit: list[str], staged: bool, iterations: int) -> list[tuple[str,
 LOCAL_PROBE = 0.9
 
 
-def base_color_least_squares(objective, values: dict, space: ParameterSpace, local: bool = False) -> list[float]:
+def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool = False) -> list[float]:
     """Base colour matching the train pixels, in closed form.
 
     The raster renderer's Principled model is affine in ``base_color`` per channel whatever
@@ -141,7 +141,7 @@ def warm_start(space: ParameterSpace, values: dict, names: list[str],
     """
     values = dict(values)
     if "base_color" in names and objective is not None:
-        values["base_color"] = base_color_least_squares(objective, values, space)
+        values["base_color"] = solve_base_color(objective, values, space)
     for n in names:
         spec = PARAMETERS[n]
         if spec.size != 1:
