@@ -348,7 +348,10 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
     if _active(coat_w):
         rc, coat_ior = _coat_roughness(p), p["coat_ior"]
         ac = soft_alpha(rc * rc)
-        val, cos_h = ggx_reflection(wo, wi, ac, ac)
+        own = None
+        if p[FOOTPRINT] is not None:  # the filter widens the core only (microfacet.filtered_ggx_D)
+            own = (soft_alpha(p["coat_roughness"] ** 2),) * 2
+        val, cos_h = ggx_reflection(wo, wi, ac, ac, own)
         ggx_c = _Ggx(rc, tables)
         fss = fresnel_dielectric_Fss(coat_ior)
         single = fresnel_dielectric(cos_h, coat_ior) * val
@@ -373,11 +376,14 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
     # shared GGX geometry of the base lobes (metal and specular)
     ax, ay, rough = principled_alphas(p["roughness"], p["anisotropic"], p[FOOTPRINT])
+    own = None
+    if p[FOOTPRINT] is not None:  # the filter widens the core only (microfacet.filtered_ggx_D)
+        own = principled_alphas(p["roughness"], p["anisotropic"])[:2]
     if _active(p["anisotropic"]):
         rot = p["anisotropic_rotation"]
-        val, cos_h = ggx_reflection(to_aniso_frame(wo, rot), to_aniso_frame(wi, rot), ax, ay)
+        val, cos_h = ggx_reflection(to_aniso_frame(wo, rot), to_aniso_frame(wi, rot), ax, ay, own)
     else:
-        val, cos_h = ggx_reflection(wo, wi, ax, ay)
+        val, cos_h = ggx_reflection(wo, wi, ax, ay, own)
     ggx = _Ggx(rough, tables)
     thick = p["thin_film_thickness"]
     film = _active(thick, THICKNESS_CUTOFF)
