@@ -35,20 +35,23 @@ DIM = 0.2
 BRIGHT = 1.0
 
 
-def compare(finish: str, shape: str, scales: list[float], spp: int, cache: Path) -> list[dict]:
+def compare(finish: str, shape: str, scales: list[float], spp: int, cache: Path, bounces: int | None = 0) -> list[dict]:
     """Rows ``{"scale", "view", "all", "dim", "bright"}``: mean ours / Cycles per pixel group."""
     from pbrfit.job import load_job
     from pbrfit.params import ParameterSpace, default_material
     from pbrfit.pathtrace import PathRenderer, PathSettings
 
-    spec = dict(_spec(finish, shape, cache, 160, 256), max_bounces=0)
+    spec = _spec(finish, shape, cache, 160, 256)
+    if bounces is not None:
+        spec["max_bounces"] = bounces
     spec["validate_hdris"] = []
     job = load_job(_render(spec, cache) / "job.toml")
     scene = replace(job.scene, views=[v for v in job.scene.views if v.split == "train"])
     truth = default_material() | FINISHES[finish][0]
     space = ParameterSpace(truth, [])
     material = space.material(space.initial_vector())
-    renderer = PathRenderer(scene, PathSettings(spp, 1), 5, 1 << 40)
+    renderer = PathRenderer(scene, PathSettings(spp, 1 + bounces) if bounces is not None else PathSettings(spp),
+                            5, 1 << 40)
     rows = []
     for vi in range(len(scene.views)):
         geo = renderer.prepare(vi).geometry
@@ -76,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", default="0,0.25,0.5,1", help="multipliers of the widening, comma-separated")
     ap.add_argument("--spp", type=int, default=256, help="our paths per pixel")
     ap.add_argument("--cache", default="benchmarks/cache", help="reference cache (shared with benchmark_fit)")
+    ap.add_argument("--bounces", default="0", help="bounces after the first hit, both renderers (0: direct light "
+                    "only); 'all': the fit's references as they are (Cycles' 12) against our default depth")
     args = ap.parse_args(argv)
     scales = [float(s) for s in args.scales.split(",")]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    rows = compare(args.finish, args.shape, scales, args.spp, cache)
-    print(f"{args.finish} on {args.shape}, direct light: ours / Cycles per view (dim: reference under {DIM} "
+    bounces = None if args.bounces == "all" else int(args.bounces)
+    rows = compare(args.finish, args.shape, scales, args.spp, cache, bounces)
+    light = "direct light" if bounces == 0 else f"{args.bounces} bounces"
+    print(f"{args.finish} on {args.shape}, {light}: ours / Cycles per view (dim: reference under {DIM} "
           f"of white, bright: over {BRIGHT})")
     print("scale  view    all    dim  bright")
     for r in rows:

@@ -23,6 +23,14 @@ from pbrfit.params import default_material
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _frames(normals: np.ndarray) -> np.ndarray:
+    """(P, 3, 3) shading frames, rows tangent, bitangent, normal: the tangent the world x made
+    perpendicular to the normal."""
+    tangent = np.array([1.0, 0.0, 0.0]) - normals[:, :1] * normals
+    tangent /= np.linalg.norm(tangent, axis=-1, keepdims=True)
+    return np.stack([tangent, np.cross(normals, tangent), normals], 1)
+
+
 def _sphere_normals(size: int, radius: float):
     """Orthographic view of a unit sphere of ``radius`` pixels centred in a size x size image."""
     c = (size - 1) / 2
@@ -38,15 +46,43 @@ def _sphere_normals(size: int, radius: float):
 def test_footprint_of_a_sphere_is_the_filter_variance_times_its_curvature():
     size, radius = 101, 40.0
     coverage, pixels, normals = _sphere_normals(size, radius)
-    k = pixel_filter.footprint(coverage, pixels, normals)
+    k = pixel_filter.footprint(coverage, pixels, _frames(normals))
     centre = np.nonzero(pixels == (size // 2) * size + size // 2)[0][0]
-    # at the centre the normal turns 1/radius per pixel along both axes
-    expected = pixel_filter.FILTER_VARIANCE * 2 / radius ** 2
-    assert k[centre] == pytest.approx(expected, rel=0.01)
-    # it grows toward the silhouette (the normal turns faster per pixel there) and is capped
-    row = k.reshape(-1)[np.nonzero((pixels // size) == size // 2)[0]]
-    assert row[len(row) // 2] < row[len(row) // 4] < row[2]
-    assert k.max() <= pixel_filter.KERNEL_MAX
+    # at the centre the normal turns 1/radius per pixel along both axes: K = 2 v / radius^2 I
+    expected = 2 * pixel_filter.FILTER_VARIANCE / radius ** 2
+    assert k[centre] == pytest.approx([expected, 0.0, expected], rel=0.01, abs=1e-9)
+    # toward the silhouette the normal turns faster per pixel, along the radius only: on the
+    # horizontal through the centre K grows along x (the tangent) and stays ~the centre's along y
+    row = k[np.nonzero((pixels // size) == size // 2)[0]]
+    mid = len(row) // 2
+    assert row[mid, 0] < row[mid // 2, 0] < row[2, 0]
+    assert row[2, 0] > 5 * row[2, 2] and row[2, 2] == pytest.approx(expected, rel=0.05)
+    assert np.abs(row[:, 1]).max() < 1e-3 * row[:, 0].max()
+    assert k[:, [0, 2]].max() <= pixel_filter.KERNEL_MAX + 1e-6
+
+
+def test_footprint_of_a_cylinder_widens_across_its_axis_only():
+    """A cylinder seen side on, axis along the image's y: the normal turns along x only, so the
+    lobe widens along the tangent that crosses the axis, whichever way the frame is turned."""
+    h, w, radius = 30, 61, 25.0
+    xs = (np.arange(w) - (w - 1) / 2) / radius
+    coverage = np.repeat((np.abs(xs) < 0.9)[None], h, 0)
+    normals = np.zeros((h, w, 3))
+    normals[..., 0], normals[..., 2] = xs, np.sqrt(np.clip(1 - xs * xs, 0, None))
+    pixels = np.nonzero(coverage.reshape(-1))[0]
+    n = normals.reshape(-1, 3)[pixels]
+    frame = _frames(n)
+    turn = np.deg2rad(30.0)  # tangents turned 30 degrees about the normal
+    t, b = frame[:, 0], frame[:, 1]
+    frame = np.stack([np.cos(turn) * t + np.sin(turn) * b, -np.sin(turn) * t + np.cos(turn) * b, n], 1)
+    k = pixel_filter.footprint(coverage, pixels, frame)
+    centre = np.nonzero(pixels == (h // 2) * w + w // 2)[0][0]
+    m = np.array([[k[centre, 0], k[centre, 1]], [k[centre, 1], k[centre, 2]]])
+    values, vectors = np.linalg.eigh(m)
+    assert values[1] == pytest.approx(2 * pixel_filter.FILTER_VARIANCE / radius ** 2, rel=0.01)
+    assert values[0] < 1e-6 * values[1]
+    # the major axis is the frame's x turned back by 30 degrees: the direction across the axis
+    assert abs(vectors[:, 1] @ [np.cos(turn), -np.sin(turn)]) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_footprint_is_zero_on_flat_faces_either_side_of_a_crease():
@@ -56,7 +92,7 @@ def test_footprint_is_zero_on_flat_faces_either_side_of_a_crease():
     normals[:, :10] = [0.0, 0.0, 1.0]
     normals[:, 10:] = [np.sin(0.8), 0.0, np.cos(0.8)]  # a 46-degree crease between columns 9 and 10
     pixels = np.arange(h * w)
-    k = pixel_filter.footprint(coverage, pixels, normals.reshape(-1, 3))
+    k = pixel_filter.footprint(coverage, pixels, _frames(normals.reshape(-1, 3)))
     assert np.all(k == 0)
 
 
@@ -69,14 +105,14 @@ def test_bsdf_footprint_widens_the_lobes_core_and_keeps_their_tails():
     wo = torch.nn.functional.normalize(torch.tensor([[0.3, -0.2, 0.9]]), dim=-1)
     mirror = wo * torch.tensor([-1.0, -1.0, 1.0])
     far = torch.nn.functional.normalize(torch.tensor([[0.5, 0.4, 0.6]]), dim=-1)  # ~45 degrees off the mirror
-    kernel = torch.tensor([[2e-3]])
+    kernel = torch.tensor([[2e-3, 0.0, 2e-3]])  # the same on both axes
     for extra in ({"roughness": 0.05}, {"roughness": 0.1, "metallic": 1.0},
                   {"roughness": 0.25, "metallic": 1.0, "anisotropic": 0.6, "anisotropic_rotation": 0.1},
                   {"roughness": 0.5, "coat_weight": 1.0, "coat_roughness": 0.04}):
         m = _material(extra)
         widened = dict(m)
         for name in ("roughness", "coat_roughness"):
-            widened[name] = torch.sqrt(torch.sqrt(m[name] ** 4 + kernel[0]))
+            widened[name] = torch.sqrt(torch.sqrt(m[name] ** 4 + kernel[0, 0]))
         if "anisotropic" in extra:  # the widened material: both alphas gain the kernel
             aspect = np.sqrt(1 - 0.9 * extra["anisotropic"])
             ax2, ay2 = (extra["roughness"] ** 2 / aspect) ** 2 + 2e-3, (extra["roughness"] ** 2 * aspect) ** 2 + 2e-3
@@ -95,6 +131,43 @@ def test_bsdf_footprint_widens_the_lobes_core_and_keeps_their_tails():
             own, filt, wide = (principled_eval(x, wo, far) for x in (m, filtered, widened))
             assert torch.allclose(filt, own, rtol=0.08), (extra, filt, own)  # masking: the widened lobe's
             assert (wide > 1.1 * own).all(), (extra, wide, own)
+
+
+def test_a_one_directional_footprint_widens_the_lobe_across_the_fold_only():
+    """K = k u u^T (the normal turns along u only): the lobe is Blender's anisotropic GGX with
+    alpha_x^2 = alpha^2 + k along u and alpha_y = alpha, in sampling and at its peak."""
+    wo = torch.nn.functional.normalize(torch.tensor([[0.3, -0.2, 0.9], [-0.5, 0.1, 0.8]]), dim=-1)
+    mirror = wo * torch.tensor([-1.0, -1.0, 1.0])
+    torch.manual_seed(1)
+    wi = torch.nn.functional.normalize(torch.randn(2, 3) * 0.3 + mirror, dim=-1)
+    k, angle = 3e-3, np.deg2rad(30.0)
+    u = np.array([np.cos(angle), np.sin(angle)])
+    kernel = torch.tensor([[k * u[0] * u[0], k * u[0] * u[1], k * u[1] * u[1]]], dtype=torch.float32)
+    for extra in ({"roughness": 0.2, "metallic": 1.0}, {"roughness": 0.3, "coat_weight": 1.0, "coat_roughness": 0.1}):
+        m = _material(extra)
+        filtered = dict(m, **{FOOTPRINT: kernel})
+        name = "coat_roughness" if "coat_weight" in extra else "roughness"
+        alpha2 = extra[name] ** 4
+        ax, ay = np.sqrt(alpha2 + k), np.sqrt(alpha2)
+        aniso = {"roughness": torch.tensor((ax * ay) ** 0.25), "anisotropic": torch.tensor((1 - ay / ax) / 0.9),
+                 "anisotropic_rotation": torch.tensor(angle / (2 * np.pi))}
+        if name == "roughness":
+            assert torch.allclose(pdf_specular(filtered, wo, wi), pdf_specular(m | aniso, wo, wi), rtol=1e-3)
+            assert torch.allclose(principled_eval(filtered, wo, mirror), principled_eval(m | aniso, wo, mirror),
+                                  rtol=2e-3)
+        else:  # the coat has no anisotropy of its own: its sampling matches the base's widened the same way
+            base = m | aniso | {"roughness": aniso["roughness"]}
+            assert torch.allclose(pdf_coat(filtered, wo, wi), pdf_specular(base, wo, wi), rtol=1e-3)
+        # across the fold the lobe is as sharp as the material's own: it falls off faster there
+        # than the isotropic widening by K's trace (the model before), relative to its peak
+        iso = dict(m, **{FOOTPRINT: torch.tensor([[k / 2, 0.0, k / 2]])})
+        along = torch.tensor([[-np.sin(angle), np.cos(angle)]], dtype=torch.float32)
+        off = torch.nn.functional.normalize(torch.cat([0.15 * along, torch.ones(1, 1)], -1), dim=-1)
+        view, peak = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+        pdf = pdf_specular if name == "roughness" else pdf_coat
+
+        falloff = [float(pdf(x, view, off) / pdf(x, view, peak)) for x in (filtered, iso)]
+        assert falloff[0] < 0.8 * falloff[1], falloff
 
 
 def test_filtered_lobe_matches_the_ggx_averaged_over_the_pixels_normals():
@@ -169,7 +242,8 @@ def test_only_the_filtered_render_finds_cycles_roughness(mirror_sphere, monkeypa
         return grid[int(np.argmin(errors))], errors
 
     filtered, errors_filtered = best_roughness()
-    monkeypatch.setattr(pixel_filter, "footprint", lambda coverage, pixels, normals: np.zeros(len(pixels), np.float32))
+    monkeypatch.setattr(pixel_filter, "footprint",
+                        lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
     centre_only, errors_centre = best_roughness()
     assert abs(filtered - 0.1) <= 0.021, (filtered, errors_filtered)
     assert centre_only >= 0.14, (centre_only, errors_centre)  # the blur read as roughness

@@ -74,21 +74,22 @@ from .microfacet import (
     F0_from_ior,
     dot,
     f82_tint_B,
+    filtered_lobe,
     fresnel_dielectric,
     fresnel_dielectric_Fss,
     fresnel_f82,
     fresnel_f82_Fss,
     fresnel_generalized_schlick,
-    from_aniso_frame,
+    from_frame,
     ggx_reflection,
     ior_from_sqrt_F0,
     principled_alphas,
+    rotation_axes,
     safe_sqrt,
     sample_vndf,
     soft_alpha,
-    to_aniso_frame,
+    to_frame,
     vndf_reflection_pdf,
-    widened,
 )
 from .params import PARAMETERS
 from .thinfilm import THICKNESS_CUTOFF, gather_rows, thin_film_dielectric, thin_film_f82
@@ -109,7 +110,8 @@ __all__ = [
 
 MU_MIN = 1e-4
 #: a material dict's key, not a parameter: what the pixel filter adds to every GGX lobe's
-#: alpha^2 at a first hit, (...,1) (:mod:`pbrfit.pixel_filter`); absent: nothing
+#: alpha^2 matrix at a first hit, (..., 3) = (kxx, kxy, kyy) in the local frame
+#: (:mod:`pbrfit.pixel_filter`); absent: nothing
 FOOTPRINT = "pixel_footprint"
 _SHEEN_ROUGHNESS_MIN = 0.01
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
@@ -141,11 +143,32 @@ def _material(m, ref: torch.Tensor) -> dict[str, torch.Tensor]:
     return p
 
 
-def _coat_roughness(p: dict) -> torch.Tensor:
-    """The coat's roughness, widened by the pixel filter (:data:`FOOTPRINT`) where given:
-    its alpha is this squared."""
-    rc, kernel = p["coat_roughness"], p[FOOTPRINT]
-    return rc if kernel is None else torch.sqrt(widened(rc * rc, kernel))
+def _lobe(own_x, own_y, axes, kernel, rough):
+    """A GGX lobe ``(ax, ay, axes, rough, own)`` as :func:`ggx_reflection` and the samplers
+    take it: alphas along ``axes`` ((cos, sin) from the local x, None: the local frame), the
+    tables' coordinate, and the material's own lobe where the pixel filter widened it at a first
+    hit (``kernel``, :data:`FOOTPRINT`; None: not widened, ``own`` None)."""
+    if kernel is None:
+        return own_x, own_y, axes, rough, None
+    ax, ay, widened_axes, widened_rough = filtered_lobe(own_x, own_y, axes, kernel)
+    relative = None  # the own lobe's axes seen from the widened lobe's
+    if axes is not None:
+        (c, s), (cw, sw) = axes, widened_axes
+        relative = (c * cw + s * sw, s * cw - c * sw)
+    return ax, ay, widened_axes, widened_rough, (own_x, own_y, relative)
+
+
+def _base_lobe(p: dict):
+    """The base GGX lobe (metal and specular), see :func:`_lobe`."""
+    ax, ay, rough = principled_alphas(p["roughness"], p["anisotropic"])
+    axes = rotation_axes(p["anisotropic_rotation"]) if _active(p["anisotropic"]) else None
+    return _lobe(ax, ay, axes, p[FOOTPRINT], rough)
+
+
+def _coat_lobe(p: dict):
+    """The coat's isotropic GGX lobe, see :func:`_lobe`."""
+    a = soft_alpha(p["coat_roughness"] ** 2)
+    return _lobe(a, a, None, p[FOOTPRINT], p["coat_roughness"])
 
 
 def _active(t: torch.Tensor, cutoff: float = 0.0) -> bool:
@@ -346,12 +369,9 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
     # 2. coat
     coat_w = p["coat_weight"]
     if _active(coat_w):
-        rc, coat_ior = _coat_roughness(p), p["coat_ior"]
-        ac = soft_alpha(rc * rc)
-        own = None
-        if p[FOOTPRINT] is not None:  # the filter widens the core only (microfacet.filtered_ggx_D)
-            own = (soft_alpha(p["coat_roughness"] ** 2),) * 2
-        val, cos_h = ggx_reflection(wo, wi, ac, ac, own)
+        acx, acy, axes, rc, own = _coat_lobe(p)
+        val, cos_h = ggx_reflection(to_frame(wo, axes), to_frame(wi, axes), acx, acy, own)
+        coat_ior = p["coat_ior"]
         ggx_c = _Ggx(rc, tables)
         fss = fresnel_dielectric_Fss(coat_ior)
         single = fresnel_dielectric(cos_h, coat_ior) * val
@@ -375,15 +395,8 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
             w = w * (1.0 + coat_w * (absorb - 1.0))
 
     # shared GGX geometry of the base lobes (metal and specular)
-    ax, ay, rough = principled_alphas(p["roughness"], p["anisotropic"], p[FOOTPRINT])
-    own = None
-    if p[FOOTPRINT] is not None:  # the filter widens the core only (microfacet.filtered_ggx_D)
-        own = principled_alphas(p["roughness"], p["anisotropic"])[:2]
-    if _active(p["anisotropic"]):
-        rot = p["anisotropic_rotation"]
-        val, cos_h = ggx_reflection(to_aniso_frame(wo, rot), to_aniso_frame(wi, rot), ax, ay, own)
-    else:
-        val, cos_h = ggx_reflection(wo, wi, ax, ay, own)
+    ax, ay, axes, rough, own = _base_lobe(p)
+    val, cos_h = ggx_reflection(to_frame(wo, axes), to_frame(wi, axes), ax, ay, own)
     ggx = _Ggx(rough, tables)
     thick = p["thin_film_thickness"]
     film = _active(thick, THICKNESS_CUTOFF)
@@ -454,25 +467,20 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
 
 def _spec_frame(m, wo):
-    p = _material(m, wo)
-    ax, ay, _ = principled_alphas(p["roughness"], p["anisotropic"], p[FOOTPRINT])
-    rot = p["anisotropic_rotation"] if _active(p["anisotropic"]) else None
-    return _lift_view(wo), ax, ay, rot
+    ax, ay, axes, _, _ = _base_lobe(_material(m, wo))
+    return _lift_view(wo), ax, ay, axes
 
 
-def _sample(wo, ax, ay, rot, u):
-    wo_l = to_aniso_frame(wo, rot) if rot is not None else wo
+def _sample(wo, ax, ay, axes, u):
+    wo_l = to_frame(wo, axes)
     h = sample_vndf(wo_l, ax, ay, u)
     wi_l = 2.0 * dot(wo_l, h) * h - wo_l
     pdf = vndf_reflection_pdf(wo_l, wi_l, ax, ay)
-    wi = from_aniso_frame(wi_l, rot) if rot is not None else wi_l
-    return wi, pdf.squeeze(-1)
+    return from_frame(wi_l, axes), pdf.squeeze(-1)
 
 
-def _pdf(wo, wi, ax, ay, rot):
-    if rot is not None:
-        wo, wi = to_aniso_frame(wo, rot), to_aniso_frame(wi, rot)
-    return vndf_reflection_pdf(wo, wi, ax, ay).squeeze(-1)
+def _pdf(wo, wi, ax, ay, axes):
+    return vndf_reflection_pdf(to_frame(wo, axes), to_frame(wi, axes), ax, ay).squeeze(-1)
 
 
 def sample_specular(m: dict, wo: torch.Tensor, u: torch.Tensor):
@@ -488,32 +496,30 @@ def sample_specular(m: dict, wo: torch.Tensor, u: torch.Tensor):
         zero); pdf (...) solid-angle density of wi. Both differentiable w.r.t. the roughness
         parameters through the sampling map.
     """
-    wo, ax, ay, rot = _spec_frame(m, wo)
-    return _sample(wo, ax, ay, rot, u)
+    return _sample(*_spec_frame(m, wo), u)
 
 
 def pdf_specular(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     """Solid-angle density with which :func:`sample_specular` produces ``wi``, shape (...)."""
-    wo, ax, ay, rot = _spec_frame(m, wo)
-    return _pdf(wo, wi, ax, ay, rot)
+    wo, ax, ay, axes = _spec_frame(m, wo)
+    return _pdf(wo, wi, ax, ay, axes)
 
 
-def _coat_alpha(m, wo):
-    p = _material(m, wo)
-    a = soft_alpha(_coat_roughness(p) ** 2)
-    return _lift_view(wo), a
+def _coat_frame(m, wo):
+    ax, ay, axes, _, _ = _coat_lobe(_material(m, wo))
+    return _lift_view(wo), ax, ay, axes
 
 
 def sample_coat(m: dict, wo: torch.Tensor, u: torch.Tensor):
-    """Sample the coat's isotropic GGX lobe; same conventions as :func:`sample_specular`."""
-    wo, a = _coat_alpha(m, wo)
-    return _sample(wo, a, a, None, u)
+    """Sample the coat's GGX lobe (isotropic but where the pixel filter widens it); same
+    conventions as :func:`sample_specular`."""
+    return _sample(*_coat_frame(m, wo), u)
 
 
 def pdf_coat(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     """Solid-angle density of :func:`sample_coat`, shape (...)."""
-    wo, a = _coat_alpha(m, wo)
-    return _pdf(wo, wi, a, a, None)
+    wo, ax, ay, axes = _coat_frame(m, wo)
+    return _pdf(wo, wi, ax, ay, axes)
 
 
 # --- one-sample lobe selection (the path backend) -------------------------------------------

@@ -187,8 +187,9 @@ class ViewGeometry:
             has none.
         tbn: (P, 2, 3) float32 the UV tangent and bitangent in the local shading frame
             (:func:`tangent_basis`, for normal maps), or None without UVs.
-        footprint: (P,) float32, what the pixel filter adds to a GGX alpha^2 at each pixel
-            (:func:`pbrfit.pixel_filter.footprint`); None: nothing.
+        footprint: (P, 3) float32, what the pixel filter adds to a GGX lobe's alpha^2 matrix at
+            each pixel, in the frame's tangent axes (:func:`pbrfit.pixel_filter.footprint`);
+            None: nothing.
     """
 
     height: int
@@ -330,4 +331,4 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
                         None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
-                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame[:, 2]), device="cpu"))
+                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"))

@@ -37,9 +37,10 @@ __all__ = [
     "safe_sqrt",
     "soft_alpha",
     "principled_alphas",
-    "widened",
-    "to_aniso_frame",
-    "from_aniso_frame",
+    "filtered_lobe",
+    "rotation_axes",
+    "to_frame",
+    "from_frame",
     "ggx_D",
     "filtered_ggx_D",
     "ggx_lambda",
@@ -81,21 +82,11 @@ def soft_alpha(alpha: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(alpha * alpha + ALPHA_MIN * ALPHA_MIN)
 
 
-def widened(alpha: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """A GGX alpha whose square gains ``kernel``: the pixel filter's widening of a lobe at a
-    first hit (:mod:`pbrfit.pixel_filter`)."""
-    return torch.sqrt(alpha * alpha + kernel)
-
-
-def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel: torch.Tensor | None = None):
+def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor):
     """Blender's GGX alphas from perceptual Roughness and Anisotropic, both in [0, 1].
 
     Cycles saturates each alpha to [0, 1] (``bsdf_microfacet_ggx_setup``), so alpha_x =
     min(r**2 / aspect, 1).
-
-    Args:
-        kernel: added to both alphas squared before they saturate: the pixel filter's
-            widening at a first hit (:mod:`pbrfit.pixel_filter`); None adds nothing.
 
     Returns:
         (alpha_x, alpha_y, rough): soft-clamped alphas, alpha_x along the rotated tangent, and
@@ -106,10 +97,6 @@ def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel
     alpha = roughness * roughness
     aspect = torch.sqrt(1.0 - 0.9 * anisotropic)
     ax = alpha / aspect
-    if kernel is not None:
-        ax, ay = widened(ax, kernel), widened(alpha * aspect, kernel)
-        # the tables' coordinate (ax ay)^(1/4) of the widened alphas, ax saturated as Cycles does
-        return soft_alpha(ax.clamp(max=1.0)), soft_alpha(ay), torch.sqrt(torch.sqrt(ax.clamp(max=1.0) * ay))
     saturated = ax > 1.0
     # rough**4 = min(ax, 1) * ay = alpha**2 * min(1, aspect / alpha)
     ratio = torch.where(saturated, aspect / torch.where(saturated, alpha, torch.ones_like(alpha)),
@@ -118,22 +105,69 @@ def principled_alphas(roughness: torch.Tensor, anisotropic: torch.Tensor, kernel
     return soft_alpha(ax.clamp(max=1.0)), soft_alpha(alpha * aspect), rough
 
 
-def _rotation(rotation: torch.Tensor):
+def filtered_lobe(ax: torch.Tensor, ay: torch.Tensor, axes, kernel: torch.Tensor):
+    """A GGX lobe widened by the pixel filter at a first hit (:mod:`pbrfit.pixel_filter`).
+
+    The lobe's slopes have (Beckmann-equivalent) covariance ``M / 2`` with ``M = R diag(ax^2,
+    ay^2) R^T`` in the local frame; the filter's spread of normals adds ``kernel / 2``. The
+    sum's principal axes are the widened lobe's frame and the roots of its eigenvalues its
+    alphas (saturated to 1 as Cycles saturates alphas): a fold widens the lobe across the fold
+    only.
+
+    Args:
+        ax, ay: the lobe's own alphas (..., 1) along ``axes``.
+        axes: (cos, sin) of the angle of the lobe's x axis from the local x, or None (the
+            local frame: an isotropic lobe, or one not rotated).
+        kernel: (..., 3) ``(kxx, kxy, kyy)``, what the filter adds to the alpha^2 matrix in the
+            local frame (:func:`pbrfit.pixel_filter.footprint`).
+
+    Returns:
+        ``(ax', ay', (cos', sin'), rough)``: the widened alphas along their frame (same
+        conventions) and ``rough = (ax' ay') ** 0.25``, the coordinate of the albedo tables.
+    """
+    a2, b2 = ax * ax, ay * ay
+    kxx, kxy, kyy = kernel[..., 0:1], kernel[..., 1:2], kernel[..., 2:3]
+    if axes is None:
+        mxx, mxy, myy = a2 + kxx, kxy, b2 + kyy
+    else:
+        c, s = axes
+        mxx = c * c * a2 + s * s * b2 + kxx
+        myy = s * s * a2 + c * c * b2 + kyy
+        mxy = c * s * (a2 - b2) + kxy
+    half, mean = 0.5 * (mxx - myy), 0.5 * (mxx + myy)
+    # the eigenvalues' half gap, kept off zero (relative 1e-5) so that the axes' gradient stays
+    # finite where the sum is isotropic (there the axes do not change the lobe)
+    d = torch.sqrt(half * half + mxy * mxy + (1e-5 * mean) ** 2)
+    major, minor = mean + d, (mean - d).clamp_min(ALPHA_MIN * ALPHA_MIN)
+    # the major axis, from whichever row of (M - major I) is not degenerate
+    vx = torch.where(half >= 0, half + d, mxy)
+    vy = torch.where(half >= 0, mxy, d - half)
+    norm = torch.rsqrt((vx * vx + vy * vy).clamp_min(1e-30))
+    ax_w, ay_w = torch.sqrt(major).clamp(max=1.0), torch.sqrt(minor).clamp(max=1.0)
+    return ax_w, ay_w, (vx * norm, vy * norm), torch.sqrt(torch.sqrt(ax_w * ay_w))
+
+
+def rotation_axes(rotation: torch.Tensor):
+    """(cos, sin) of ``rotation`` turns, the axes argument of :func:`to_frame`."""
     theta = (2.0 * math.pi) * rotation
     return torch.cos(theta), torch.sin(theta)
 
 
-def to_aniso_frame(v: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Local-frame vector -> the anisotropy frame (x along the tangent rotated by
-    ``rotation`` turns counter-clockwise about +z)."""
-    c, s = _rotation(rotation)
+def to_frame(v: torch.Tensor, axes) -> torch.Tensor:
+    """Local-frame vector -> the frame whose x axis is at angle (cos, sin) = ``axes`` from the
+    local x, counter-clockwise about +z (None: unchanged)."""
+    if axes is None:
+        return v
+    c, s = axes
     x, y, z = v[..., 0:1], v[..., 1:2], v[..., 2:3]
     return torch.cat(torch.broadcast_tensors(c * x + s * y, c * y - s * x, z), -1)
 
 
-def from_aniso_frame(v: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_aniso_frame`."""
-    c, s = _rotation(rotation)
+def from_frame(v: torch.Tensor, axes) -> torch.Tensor:
+    """Inverse of :func:`to_frame`."""
+    if axes is None:
+        return v
+    c, s = axes
     x, y, z = v[..., 0:1], v[..., 1:2], v[..., 2:3]
     return torch.cat(torch.broadcast_tensors(c * x - s * y, s * x + c * y, z), -1)
 
@@ -153,7 +187,7 @@ _CORE_ALPHA2 = 3.0
 
 
 def filtered_ggx_D(h: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor,
-                   ax_own: torch.Tensor, ay_own: torch.Tensor) -> torch.Tensor:
+                   ax_own: torch.Tensor, ay_own: torch.Tensor, own_axes=None) -> torch.Tensor:
     """D(h) of a GGX lobe seen through the pixel filter (:mod:`pbrfit.pixel_filter`), aniso frame.
 
     Averaging a GGX lobe over the pixel's spread of normals (a Gaussian in slope space) widens
@@ -171,11 +205,14 @@ def filtered_ggx_D(h: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor,
     is unchanged.
 
     Args:
-        ax, ay: the widened alphas; ax_own, ay_own: the material's own (unfiltered).
+        h: the half vector in the widened lobe's frame (:func:`filtered_lobe`).
+        ax, ay: the widened alphas; ax_own, ay_own: the material's own (unfiltered), along
+            ``own_axes`` ((cos, sin) of their angle from the widened frame's x; None: the same).
     """
     hz = h[..., 2:3]
     hx2, hy2 = h[..., 0:1] ** 2, h[..., 1:2] ** 2
-    q_own = hx2 / (ax_own * ax_own) + hy2 / (ay_own * ay_own)
+    h_own = to_frame(h, own_axes)
+    q_own = h_own[..., 0:1] ** 2 / (ax_own * ax_own) + h_own[..., 1:2] ** 2 / (ay_own * ay_own)
     q = hx2 / (ax * ax) + hy2 / (ay * ay)
     tiny = 1e-12 * (hx2 + hy2 + hz * hz)
     ratio = (q + tiny) / (q_own + tiny)
@@ -200,15 +237,15 @@ def ggx_G1(v: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor) -> torch.Tensor:
 
 
 def ggx_reflection(wo: torch.Tensor, wi: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor,
-                   own: tuple[torch.Tensor, torch.Tensor] | None = None):
+                   own: tuple | None = None):
     """Fresnel-free GGX reflection in the aniso frame.
 
     Args:
         wo: view direction, wo.z > 0 required (callers clamp it).
         wi: light direction.
         own: None for a plain GGX lobe; at a first hit whose alphas the pixel filter widened
-            to (ax, ay), the material's own alphas, whose tails the lobe keeps
-            (:func:`filtered_ggx_D`). Masking stays the widened GGX's, and so does sampling
+            to (ax, ay), ``(ax_own, ay_own, own_axes)`` of the material's own lobe, whose tails
+            the lobe keeps (:func:`filtered_ggx_D`). Masking stays the widened GGX's, and so does sampling
             (:func:`sample_vndf`).
     Returns:
         (value, cos_hi): value = D * G2 / (4 * wo.z) = f * max(wi.z, 0) without Fresnel (zero

@@ -216,7 +216,7 @@ class _Vertices:
     ancestor: torch.Tensor    # (V,) bool: the path bounced diffusely before (no more walks)
     uv: torch.Tensor          # (V, 2) texture coordinates (zeros where the mesh has none)
     tbn: torch.Tensor         # (V, 2, 3) UV tangent and bitangent in the local frame (normal maps)
-    footprint: torch.Tensor | None  # (V,) the pixel filter's widening of the lobes; None past the first hit
+    footprint: torch.Tensor | None  # (V, 3) the pixel filter's widening of the lobes; None past the first hit
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -507,7 +507,7 @@ class _Trace:
         first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`)."""
         if v.footprint is not None:
             footprint = v.footprint if idx is None else v.footprint[idx]
-            material = dict(material, **{bsdf.FOOTPRINT: footprint[:, None]})
+            material = dict(material, **{bsdf.FOOTPRINT: footprint})
         if not self.textured:
             return material, None
         m = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx]))

@@ -13,15 +13,21 @@ clear coat of roughness 0.05 fitted 0.09 on a sphere and 0.15 on Suzanne, a glos
 Both renderers shade pixel centres, so they model the filter as real-time renderers
 antialias highlights (Kaplanyan, Hill, Patney & Lefohn 2016; Tokuyoshi & Kaplanyan 2019):
 over the filter, the shading normal's slope moves with covariance ``v J J^T`` (J its change
-per pixel, v the filter's variance per axis); a GGX lobe is close to a Beckmann lobe, whose
-slopes have variance alpha^2 / 2 per axis, so convolving adds the covariance's trace to
-alpha^2::
+per pixel projected on the tangent plane, 2x2; v the filter's variance per axis); a GGX lobe's
+core is close to a Beckmann lobe, whose slopes have covariance ``A / 2`` (A the alpha^2 matrix,
+``diag(alpha_x^2, alpha_y^2)`` in the lobe's axes), so convolving adds ``2 v J J^T`` to A::
 
-    alpha^2 -> alpha^2 + min(v * (|dn/dx|^2 + |dn/dy|^2), KERNEL_MAX)
+    A -> A + K,   K = 2 v J J^T  (each eigenvalue capped at KERNEL_MAX)
 
-(:func:`pbrfit.microfacet.principled_alphas`, the coat in :mod:`pbrfit.bsdf`), at the first
-hit only: the G-buffer's pixels. On a sphere filling 140 px this adds 7e-5 to alpha^2, which
-turns a coat roughness of 0.05 into 0.093, where the fit without it landed (0.09-0.094).
+whose principal axes and eigenvalues are the widened lobe's axes and alphas^2
+(:func:`pbrfit.microfacet.filtered_lobe`; the base lobes and the coat in :mod:`pbrfit.bsdf`),
+at the first hit only: the G-buffer's pixels. The lobe keeps its own far tails, which the
+average over normals leaves as they were (:func:`pbrfit.microfacet.filtered_ggx_D`). Where the
+normal turns along one image direction only (a fold, a cylinder seen side on) K has one axis and
+the lobe widens across the fold alone: an isotropic widening by K's trace, used before session
+15, blurred along the fold as much and read a 0.05 coat on Suzanne as rough. On a sphere
+filling 140 px K is 7e-5 on both axes, which turns a coat roughness of 0.05 into 0.093, where
+the fit without the model landed (0.09-0.094).
 Derivatives are finite differences of the G-buffer's shading normals between neighbouring
 pixels, central where both neighbours lie on the same smooth surface, one-sided where one
 does, zero where neither does (a crease or an occlusion edge is not curvature).
@@ -66,23 +72,32 @@ def _derivative(normals: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray
                     np.where(ok_f[..., None], forward, np.where(ok_b[..., None], backward, 0.0)))
 
 
-def footprint(coverage: np.ndarray, pixels: np.ndarray, shading_normal: np.ndarray,
+def footprint(coverage: np.ndarray, pixels: np.ndarray, frame: np.ndarray,
               filter_variance: float = FILTER_VARIANCE) -> np.ndarray:
-    """What the pixel filter adds to a GGX alpha^2 at each covered pixel.
+    """What the pixel filter adds to a GGX lobe's alpha^2 matrix at each covered pixel.
 
     Args:
         coverage: (H, W) bool, pixels whose centre ray hits the part.
         pixels: (P,) flat indices of those pixels into the H*W image.
-        shading_normal: (P, 3) unit shading normals (world) at their centres.
+        frame: (P, 3, 3) each pixel's shading frame at its centre, rows tangent, bitangent and
+            unit shading normal (world).
         filter_variance: the pixel filter's variance per axis, pixels^2.
 
     Returns:
-        (P,) float32, ``min(filter_variance * (|dn/dx|^2 + |dn/dy|^2), KERNEL_MAX)``.
+        (P, 3) float32 ``(kxx, kxy, kyy)``: ``K = 2 v J J^T`` in the frame's tangent and
+        bitangent axes, J the normal's change per image pixel (2x2), each eigenvalue capped at
+        :data:`KERNEL_MAX`. Its trace is ``2 v (|dn/dx|^2 + |dn/dy|^2)``.
     """
     h, w = coverage.shape
     normals = np.zeros((h * w, 3), np.float64)
-    normals[pixels] = shading_normal
+    normals[pixels] = frame[:, 2]
     normals = normals.reshape(h, w, 3)
-    dx, dy = _derivative(normals, coverage, 1), _derivative(normals, coverage, 0)
-    kernel = filter_variance * ((dx * dx).sum(-1) + (dy * dy).sum(-1))
-    return np.minimum(kernel.reshape(-1)[pixels], KERNEL_MAX).astype(np.float32)
+    dx = _derivative(normals, coverage, 1).reshape(-1, 3)[pixels]
+    dy = _derivative(normals, coverage, 0).reshape(-1, 3)[pixels]
+    tangents = np.asarray(frame[:, :2], np.float64)  # (P, 2, 3)
+    jac = np.stack([np.einsum("pij,pj->pi", tangents, dx), np.einsum("pij,pj->pi", tangents, dy)], -1)  # (P, 2, 2)
+    k = 2.0 * filter_variance * np.einsum("pik,pjk->pij", jac, jac)
+    eigenvalues, eigenvectors = np.linalg.eigh(k)
+    capped = np.minimum(eigenvalues, KERNEL_MAX)
+    k = np.einsum("pik,pk,pjk->pij", eigenvectors, capped, eigenvectors)
+    return np.stack([k[:, 0, 0], k[:, 0, 1], k[:, 1, 1]], -1).astype(np.float32)

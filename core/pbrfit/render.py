@@ -277,7 +277,7 @@ class RasterRenderer(SceneRenderer):
         wo = geo.wo[sel_t][:, None, :]
         material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1))
         if geo.footprint is not None:  # the pixel filter's widening of the lobes (pbrfit.pixel_filter)
-            material[bsdf.FOOTPRINT] = geo.footprint[sel_t][:, None, None]
+            material[bsdf.FOOTPRINT] = geo.footprint[sel_t][:, None, :]
         normal = material.pop(textures.NORMAL, None)
         if normal is not None:  # a normal map turns each pixel's shading frame (textures.normal_rotation)
             r = textures.normal_rotation(normal[:, 0], geo.tbn[sel_t], wo[:, 0])
