@@ -7,13 +7,17 @@ filter's widening of the lobes (:mod:`pbrfit.pixel_filter`) multiplied by each `
 value, and prints per train view the mean of ours / Cycles over the loss pixels: all of them,
 those the reference reads dim (luminance under ``DIM`` of white) and those it reads bright (over
 ``BRIGHT``). Interreflection is out of both renders, so what differs is the first hit's shading:
-on a part whose normals turn quickly, mostly the widening.
+on a part whose normals turn quickly, mostly the widening. ``--bounces N`` lets both renderers
+bounce N times after the first hit, ``--bounces all`` compares the fit's own references (Cycles'
+12 bounces) with our default depth.
 
     python scripts/diagnose_pixel_filter.py --finish gold --shape suzanne [--scales 0,0.25,0.5,1]
-        [--spp 256] [--cache DIR]
+        [--spp 256] [--cache DIR] [--bounces 0|N|all]
 
-Measured with it (session 14, BENCHMARKS.md): on Suzanne the full widening reads the dim pixels
-2-15% bright, a quarter of it within 0.5%.
+Measured with it (BENCHMARKS.md): in session 14, on Suzanne, the isotropic widened GGX read the
+dim pixels 2-15% bright (a quarter of the widening within 0.5%); in session 15, with the lobe's own
+tails kept and the widening along the spread's principal axes, gold's and brushed aluminium's
+within 0.3-2.7% at the full widening, with all bounces gold 0.6-1.4% dark overall.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ from benchmark_fit import FINISHES, _render, _spec
 DIM = 0.2
 #: and over which as bright
 BRIGHT = 1.0
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean, or None for no value (a view with no dim or no bright pixel)."""
+    return float(values.mean()) if len(values) else None
+
+
+def _cell(value: float | None, width: int) -> str:
+    return f"{value:{width}.3f}" if value is not None else "-".rjust(width)
 
 
 def compare(finish: str, shape: str, scales: list[float], spp: int, cache: Path, bounces: int | None = 0) -> list[dict]:
@@ -66,8 +79,7 @@ def compare(finish: str, shape: str, scales: list[float], spp: int, cache: Path,
                 ours = renderer.shade(vi, material, pixels).double().cpu().numpy() / white
             ratio = ours.mean(-1) / np.maximum(luminance, 1e-6)
             rows.append({"scale": scale, "view": vi, "all": float(ratio.mean()),
-                         "dim": float(ratio[luminance < DIM].mean()),
-                         "bright": float(ratio[luminance > BRIGHT].mean())})
+                         "dim": _mean(ratio[luminance < DIM]), "bright": _mean(ratio[luminance > BRIGHT])})
         geo.footprint = widening
     return rows
 
@@ -92,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
           f"of white, bright: over {BRIGHT})")
     print("scale  view    all    dim  bright")
     for r in rows:
-        print(f"{r['scale']:5.2f} {r['view']:5d} {r['all']:6.3f} {r['dim']:6.3f} {r['bright']:7.3f}")
+        print(f"{r['scale']:5.2f} {r['view']:5d} {r['all']:6.3f} {_cell(r['dim'], 6)} {_cell(r['bright'], 7)}")
     return 0
 
 
