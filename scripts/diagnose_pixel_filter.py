@@ -17,7 +17,7 @@ bounce N times after the first hit, ``--bounces all`` compares the fit's own ref
 Measured with it (BENCHMARKS.md): in session 14, on Suzanne, the isotropic widened GGX read the
 dim pixels 2-15% bright (a quarter of the widening within 0.5%); in session 15, with the lobe's own
 tails kept and the widening along the spread's principal axes, gold's and brushed aluminium's
-within 0.3-2.7% at the full widening, with all bounces gold 0.6-1.4% dark overall.
+within 2.7% at the full widening, with all bounces gold 0.4-1.4% dark overall.
 """
 
 from __future__ import annotations
