@@ -145,6 +145,68 @@ def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     assert (global_ / truth.numpy()).max() < 0.9, global_
 
 
+def test_the_local_colour_step_matches_what_a_viewer_sees_not_a_few_glints():
+    """A hundredth of the pixels (the sun's glints on a metal) carry most of the radiance, and
+    the renders' fixed paths read them 10% bright: the ratio of sums follows the glints and
+    reads the colour dark; the ΔE2000 match weighs every pixel as the checks do and reads the
+    truth."""
+    from types import SimpleNamespace
+
+    from pbrfit.warm_start import solve_base_color
+
+    generator = torch.Generator().manual_seed(1)
+    pixels = 10000
+    shading = 0.2 + 0.8 * torch.rand(pixels, 1, generator=generator, dtype=torch.float64)
+    glints = torch.zeros(pixels, 1, dtype=torch.float64)
+    glints[::100] = 1.0
+    truth = torch.tensor([0.95, 0.75, 0.35], dtype=torch.float64)
+    reference = truth * (shading + 60.0 * glints)
+    paths = 1.0 + 0.1 * glints  # where the glints land on the fixed paths: 10% bright
+
+    def shade(vi, m, subset):
+        return m["base_color"].detach().double().reshape(1, 3) * (shading + 60.0 * glints) * paths
+
+    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(pixels)}),
+                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)}, refs={0: reference})
+    space = ParameterSpace(default_material(), ["base_color"])
+    at_truth = dict(default_material(), base_color=truth.tolist())
+    ratio = np.array(solve_base_color(objective, at_truth, space, local=True, match="ratio"))
+    perceptual = np.array(solve_base_color(objective, at_truth, space, local=True))
+    assert (ratio / truth.numpy()).max() < 0.97, ratio
+    assert np.abs(perceptual / truth.numpy() - 1.0).max() < 0.003, perceptual
+    with pytest.raises(ValueError, match="match"):
+        solve_base_color(objective, at_truth, space, local=True, match="l2")
+
+
+def test_the_roughness_step_keeps_a_better_roughness_and_only_a_better_one(monkeypatch):
+    """The path stage's roughness search on fixed paths: candidates around the current
+    roughness, the colour re-solved for each; it follows a check that falls toward 0.25 past
+    the first round's farthest step, and returns the start unchanged when nothing beats it."""
+    from pbrfit import fit_run
+
+    run = fit_run.FitRun.__new__(fit_run.FitRun)
+    run.space = ParameterSpace(default_material(), ["base_color", "roughness"])
+    run.out_of_time = lambda: False
+    run.check_cancel = lambda: None
+    solved = []
+
+    def colour(objective, values, space, local=False, match="de2000"):
+        solved.append(values["roughness"])
+        return [0.5, 0.5, 0.5]
+
+    monkeypatch.setattr(fit_run, "solve_base_color", colour)
+    start = dict(default_material(), roughness=0.5)
+
+    def check(values):
+        return abs(values["roughness"] - 0.25) + 1.0, 2.0
+
+    values, score, _ = run.roughness_step(start, check(start)[0], check, None)
+    assert values["roughness"] == pytest.approx(0.5 * 0.8 * 0.8) and values["base_color"] == [0.5, 0.5, 0.5]
+    assert score == pytest.approx(1.07) and len(solved) == 8
+    flat = run.roughness_step(start, 1.0, lambda v: (1.0, 2.0), None)
+    assert flat[0] is start and flat[1] == 1.0
+
+
 def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     """The raster result has subsurface off (the raster renderer cannot see it); the path
     refinement's trial switches it on for a wax, with the base colour re-solved on the walks."""
@@ -176,7 +238,7 @@ def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, valid
 
     by = {"train": dict(zip((0.0, 0.5, 1.0), train)), "validate": dict(zip((0.0, 0.5, 1.0), validate or train))}
     monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by[obj][float(m["subsurface_weight"])])
-    monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local: values["base_color"])
+    monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local, match: values["base_color"])
     params = ["base_color", "subsurface_weight"]
     run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
     values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), "train",
