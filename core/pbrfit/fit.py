@@ -32,7 +32,10 @@ Backends (``FitOptions.backend``):
   time validation ΔE2000 (path traced, fixed paths) stops improving, up to
   ``path_max_spp``; the refinement ends there, at its iteration budget or at the time
   budget, and keeps the best material seen on validation (the raster result if the
-  refinement never beats it). With subsurface among the fitted parameters, its weight is
+  refinement never beats it). Before Adam, local steps on the checks' fixed paths: the base
+  colour (matched in ΔE2000 through a secant model) and the base roughness (a few multiples
+  of it), each kept only when the check improves; after Adam, the colour step again
+  (``FitRun.path_refinement``). With subsurface among the fitted parameters, its weight is
   first chosen from {0, 0.5, 1} (the raster fit cannot see it) and the checks use an
   unbiased relative error (two independent renders) instead of ΔE2000, which would
   penalize the walks' noise.
