@@ -191,6 +191,7 @@ def test_the_roughness_step_keeps_a_better_roughness_and_only_a_better_one(monke
     solved = []
 
     def colour(objective, values, space, local=False, match="de2000"):
+        assert local and match == "de2000"  # the colour the checks would pick, as the colour step's
         solved.append(values["roughness"])
         return [0.5, 0.5, 0.5]
 

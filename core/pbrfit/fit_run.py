@@ -966,8 +966,7 @@ class FitRun:
                     continue
                 trial = dict(centre, roughness=r)
                 if "base_color" in self.space.fit:
-                    trial["base_color"] = solve_base_color(train_checker, trial, self.space, local=True,
-                                                       match="ratio")
+                    trial["base_color"] = solve_base_color(train_checker, trial, self.space, local=True)
                 self.check_cancel()
                 value, shown = check(trial)
                 tried.append((value, factor, trial, shown))
