@@ -965,10 +965,11 @@ class FitRun:
                 if abs(r - float(centre["roughness"])) < 1e-4:
                     continue
                 trial = dict(centre, roughness=r)
-                if "base_color" in self.space.fit:
-                    trial["base_color"] = solve_base_color(train_checker, trial, self.space, local=True)
                 self.check_cancel()
-                value, shown = check(trial)
+                if "base_color" in self.space.fit:
+                    trial, value, shown = self.colour_step(trial, check, train_checker)
+                else:
+                    value, shown = check(trial)
                 tried.append((value, factor, trial, shown))
             if not tried:
                 break

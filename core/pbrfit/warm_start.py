@@ -113,53 +113,51 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
             renders.append({vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double().cpu()
                             for vi in objective.view_ids})
     c0, c1 = (torch.tensor(c, dtype=torch.float64) for c in probes)
+    models = []  # per view (A, B, reference), in white-normalized radiance, like the losses
+    for vi in objective.view_ids:
+        a = (renders[1][vi] - renders[0][vi]) / (c1 - c0) / objective.whites[vi]
+        models.append((a, renders[0][vi] / objective.whites[vi] - a * c0, objective.refs[vi].double().cpu()))
     num = torch.zeros(3, dtype=torch.float64)
     den = torch.zeros(3, dtype=torch.float64)
-    for vi in objective.view_ids:  # in white-normalized radiance, like the losses
-        a = (renders[1][vi] - renders[0][vi]) / (c1 - c0) / objective.whites[vi]
-        b = renders[0][vi] / objective.whites[vi] - a * c0
-        residual = objective.refs[vi].double().cpu() - b
-        num += (residual if local else a * residual).sum(0)
+    for a, b, ref in models:
+        num += (ref - b if local else a * (ref - b)).sum(0)
         den += (a if local else a * a).sum(0)
     current = torch.tensor([float(c) for c in values["base_color"]], dtype=torch.float64)
     colour = torch.where(den > 1e-30, num / den.clamp_min(1e-30), current).clamp(lo, hi)
     if local and match == "de2000":
-        colour = _perceptual_colour(objective, renders, (c0, c1), colour, (lo, hi))
+        colour = _perceptual_colour(models, colour, (lo, hi))
     return colour.clamp(lo, hi).tolist()
 
 
-def _perceptual_colour(objective, renders: list[dict], probes: tuple, start: torch.Tensor, bounds: tuple
-                       ) -> torch.Tensor:
-    """The colour, within ``bounds``, whose per-pixel affine model through the two probe renders
-    has the least mean ΔE2000 against the references over the objective's views (each view's
-    mean, averaged as the checks average them); from ``start``, :data:`PERCEPTUAL_STEPS` of
-    L-BFGS on the colour in logit space (the bounds are never crossed)."""
+def _perceptual_colour(models: list[tuple], start: torch.Tensor, bounds: tuple) -> torch.Tensor:
+    """The colour, within ``bounds``, whose per-pixel affine models ``(A, B, reference)`` (one
+    per view) have the least mean ΔE2000 against the references (each view's mean, averaged
+    as the checks average them); from ``start``, :data:`PERCEPTUAL_STEPS` of L-BFGS on the
+    colour in logit space (the bounds are never crossed). ``start`` when it does not improve."""
     from .losses import de2000
 
     lo, hi = (float(b) for b in bounds)
-    c0, c1 = probes
-    models = []
-    for vi in objective.view_ids:
-        a = (renders[1][vi] - renders[0][vi]) / (c1 - c0) / objective.whites[vi]
-        models.append((a, renders[0][vi] / objective.whites[vi] - a * c0, objective.refs[vi].double().cpu()))
     span = hi - lo
+
+    def mean_de(colour: torch.Tensor) -> torch.Tensor:
+        return sum(de2000((a * colour + b).clamp_min(0.0), ref) for a, b, ref in models) / len(models)
+
     t = ((start - lo) / span).clamp(1e-4, 1 - 1e-4)
     z = torch.log(t / (1 - t)).requires_grad_(True)
     opt = torch.optim.LBFGS([z], lr=1.0, max_iter=PERCEPTUAL_STEPS, line_search_fn="strong_wolfe")
 
-    def mean_de():
+    def closure():
         opt.zero_grad()
-        colour = lo + span * torch.sigmoid(z)
-        value = sum(de2000((a * colour + b).clamp_min(0.0), ref) for a, b, ref in models) / len(models)
+        value = mean_de(lo + span * torch.sigmoid(z))
         value.backward()
         return value
 
     with torch.no_grad():
-        before = float(sum(de2000((a * start + b).clamp_min(0.0), ref) for a, b, ref in models))
-    opt.step(mean_de)
+        before = float(mean_de(start))
+    opt.step(closure)
     with torch.no_grad():
         colour = lo + span * torch.sigmoid(z)
-        after = float(sum(de2000((a * colour + b).clamp_min(0.0), ref) for a, b, ref in models))
+        after = float(mean_de(colour))
     return colour.detach() if after < before else start
 
 
