@@ -214,38 +214,66 @@ def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     from pbrfit.objective import Objective
 
     truth = {"base_color": [0.8, 0.6, 0.4], "roughness": 0.4, "subsurface_weight": 1.0, "subsurface_scale": 1.0}
-    job = write_job(tmp_path, size=20, cameras=2)
+    job = write_job(tmp_path, size=32, cameras=2)
     render_references(job, truth, seed=3, path_spp=32)
     params = ["base_color", "roughness", "subsurface_weight", "subsurface_scale"]
     run = FitRun(load_job(job).scene, FitOptions(samples=FAST, parameters=params), None, None)
     train = Objective(run.renderers.path_check(), run.train, {"de2000": 1.0}, run.check_cancel, 1)
+    trial = Objective(run.renderers.subsurface_trial(), run.train, {"de2000": 1.0}, run.check_cancel, 1)
     raster_result = dict(default_material(), base_color=[0.7, 0.5, 0.3], roughness=0.4, subsurface_weight=0.0,
                          subsurface_scale=1.0)
-    values, errors = run.choose_subsurface(raster_result, train)
-    assert values["subsurface_weight"] == 1.0 and set(errors) == {"0", "0.5", "1"}, errors
+    values, errors = run.choose_subsurface(raster_result, train, trial)
+    assert values["subsurface_weight"] == 1.0 and set(errors) == {"0", "1"}, errors
+    assert errors["1"]["margin"] >= 2.0 and errors["1"]["train"] < errors["0"]["train"], errors
     assert np.abs(np.subtract(values["base_color"], truth["base_color"])).max() < 0.05, values["base_color"]
     # not under a metal, which hides it: nothing tried
     metal = dict(raster_result, metallic=1.0)
-    assert run.choose_subsurface(metal, train) == (metal, {})
+    assert run.choose_subsurface(metal, train, trial) == (metal, {})
+
+
+def _blocks(mean: float, spread: float, n: int = 32, seed: int = 0) -> list[torch.Tensor]:
+    """Per-block error terms of one view: ``n`` blocks around ``mean``, a spread of ``spread``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g)
+    x = (x - x.mean()) / x.std()
+    return [(mean + spread * x)[:, None].expand(n, 3)]
 
 
 @pytest.mark.parametrize("train, validate, chosen", [
-    ((1.0, 0.99, 0.985), None, 0.0), ((1.0, 0.97, 0.99), None, 0.5), ((1.0, 0.9, 0.8), None, 1.0),
-    ((1.0, 0.9, 0.8), (1.0, 0.97, 1.1), 0.5), ((1.0, 0.9, 0.8), (1.0, 1.05, 1.2), 0.0)])
+    ((1.0, 0.99, 0.01), None, 0.0),  # consistent but under the layer gain
+    ((1.0, 0.8, 0.01), None, 1.0),  # clear
+    ((1.0, 0.8, 1.5), None, 0.0),  # 20% better on average, within the noise (0.75 standard errors)
+    ((1.0, 0.8, 0.01), (1.0, 1.05, 0.01), 0.0),  # worse on the validation views
+    ((1.0, 0.9, 0.32), (1.0, 0.9, 0.32), 1.0),  # 1.77 standard errors each, 2.5 together
+    ((1.0, 0.9, 0.5), (1.0, 0.9, 0.5), 0.0)])  # 1.13 each, 1.6 together
 def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, validate, chosen):
     """On only when the walks lower the train error, and the validation error when there are
-    validation views, by the layer gain (2%), as every layer must."""
+    validation views, by the layer gain (2%) and by two standard errors of the blocks' paired
+    differences (the views' margins combined)."""
     from pbrfit import fit_run
 
-    by = {"train": dict(zip((0.0, 0.5, 1.0), train)), "validate": dict(zip((0.0, 0.5, 1.0), validate or train))}
-    monkeypatch.setattr(fit_run, "unbiased_relative_error", lambda obj, m: by[obj][float(m["subsurface_weight"])])
+    def terms(off, on, spread):
+        return {0.0: _blocks(off, 0.0), 1.0: _blocks(on, spread)}
+
+    by = {"train": terms(*train), "validate": terms(*(validate or train))}
+    monkeypatch.setattr(fit_run, "unbiased_relative_errors", lambda obj, m: by[obj][float(m["subsurface_weight"])])
     monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local, match: values["base_color"])
     params = ["base_color", "subsurface_weight"]
     run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
-    values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), "train",
+    values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), None, "train",
                                            "validate" if validate else None)
-    assert values["subsurface_weight"] == chosen
+    assert values["subsurface_weight"] == chosen, errors
     assert all(("validate" in e) == bool(validate) for e in errors.values())
+
+
+def test_paired_margin_counts_standard_errors_of_the_differences():
+    from pbrfit.fit_run import _paired_margin
+
+    before = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    d = torch.tensor([0.1, 0.3, 0.1, 0.3])
+    assert _paired_margin(before, before - d) == pytest.approx(0.2 / (float(d.std()) / 2))
+    assert _paired_margin(before, before + 0.5) == -math.inf  # worse on every block alike
+    assert _paired_margin(before[:1], before[:1] - 1) == 0.0  # one block tells nothing
 
 
 # --- checkpoint, early stopping, spp schedule ------------------------------------------------------
@@ -351,6 +379,16 @@ def test_time_budget_cuts_path_traced_metrics_to_fewer_paths(case):
     expected = max(MIN_METRICS_SPP, int(renderers.metrics_spp() * 2.0 / 8.0))
     assert r.settings.spp == expected < renderers.metrics_spp()
     assert f"{expected} paths per pixel instead of {renderers.metrics_spp()}" in budget.degraded
+
+
+def test_metrics_take_half_the_paths_only_for_a_material_that_walks(case):
+    """Subsurface is among the default parameters; only a result with it on renders walks
+    (~20x a surface path), so only then do the final metrics take half the paths."""
+    renderers = Renderers(load_job(case).scene, FitOptions(backend="auto", samples=FAST))
+    full = renderers.metrics_spp()
+    assert renderers.metrics_spp(dict(default_material(), subsurface_weight=0.0)) == full
+    assert renderers.metrics_spp(dict(default_material(), subsurface_weight=0.5)) == full // 2
+    assert renderers.metrics(material=dict(default_material(), subsurface_weight=1.0)).settings.spp == full // 2
 
 
 # --- progress -----------------------------------------------------------------------------------------

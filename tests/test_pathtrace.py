@@ -105,6 +105,40 @@ def test_seed_schedule_reproduces_and_decorrelates(sphere):
     assert a.seeds(0) != b.seeds(0)
 
 
+def test_block_subsets_are_whole_blocks_and_errors_compare_their_means(sphere):
+    """A renderer with ``block`` picks whole blocks of loss pixels, at most max_loss_pixels of
+    them; the unbiased error then has one term per block, of the blocks' mean radiances, and
+    the references' noise in a block mean is smaller than in its pixels."""
+    from pbrfit.objective import Objective, unbiased_relative_errors
+    from pbrfit.scene_renderer import pixel_blocks
+
+    r = PathRenderer(sphere, PathSettings(4, 2), seed=3, max_loss_pixels=128, block=4)
+    geo = r.prepare(0).geometry
+    q = r.train_subsets[0]
+    blocks, counts = np.unique(pixel_blocks(geo, q, 4), return_counts=True)
+    assert len(q) == 128 and (counts == 16).all() and len(blocks) == 8
+    assert set(q) <= set(geo.loss_pixels)
+    y, x = geo.pixels[q] // geo.width, geo.pixels[q] % geo.width
+    assert all(len(set(zip(y[k] // 4, x[k] // 4))) == 1 for k in np.split(np.argsort(pixel_blocks(geo, q, 4)), 8))
+    obj = Objective(r, [0], {"de2000": 1.0})
+    truth = _material({"base_color": [0.5, 0.5, 0.5]})
+    (terms,) = unbiased_relative_errors(obj, truth)
+    assert terms.shape == (8, 3)
+    # by hand: two path sets' block means against the references' block means
+    white = obj.whites[0]
+    means = []
+    r.iteration = 0
+    a = r.shade(0, truth, q).numpy() / white
+    r.iteration = 1
+    b = r.shade(0, truth, q).numpy() / white
+    ref = obj.refs[0].numpy()
+    order = np.argsort(pixel_blocks(geo, q, 4), kind="stable")
+    for x in (a, b, ref):
+        means.append(x[order].reshape(8, 16, 3).mean(1))
+    expected = (means[0] - means[2]) * (means[1] - means[2]) / (means[2] ** 2 + 0.05 ** 2)
+    np.testing.assert_allclose(terms.numpy(), expected, rtol=1e-4, atol=1e-7)
+
+
 def test_subsurface_light_travels_under_the_surface(sphere):
     """With a long mean free path, light entering the lit side comes out on the shadowed
     side: the random walk lowers the contrast between the sun-facing and the shadowed pixels."""

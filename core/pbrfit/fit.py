@@ -35,10 +35,10 @@ Backends (``FitOptions.backend``):
   refinement never beats it). Before Adam, local steps on the checks' fixed paths: the base
   colour (matched in ΔE2000 through a secant model) and the base roughness (a few multiples
   of it), each kept only when the check improves; after Adam, the colour step again
-  (``FitRun.path_refinement``). With subsurface among the fitted parameters, its weight is
-  first chosen from {0, 0.5, 1} (the raster fit cannot see it) and the checks use an
-  unbiased relative error (two independent renders) instead of ΔE2000, which would
-  penalize the walks' noise.
+  (``FitRun.path_refinement``). With subsurface among the fitted parameters (the default's), it is
+  first switched on or off by a trial on block means (the raster fit cannot see it) and,
+  when on, the checks use an unbiased relative error (two independent renders) instead of
+  ΔE2000, which would penalize the walks' noise.
 * ``path``: only the path-traced refinement, from the job's initial material (to polish a
   material fitted before, or one set by hand).
 
@@ -119,5 +119,6 @@ def evaluate_material(scene: FitScene, material: dict, options: FitOptions | Non
             raise FitCancelled("cancelled; nothing was written")
 
     with compute_settings(options.threads):
-        return evaluate_views(Renderers(scene, options).metrics(), normalize_material(material), check=check,
+        material = normalize_material(material)
+        return evaluate_views(Renderers(scene, options).metrics(material=material), material, check=check,
                               workers=options.threads, maps=maps)

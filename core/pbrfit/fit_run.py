@@ -31,7 +31,7 @@ from .color import luminance
 from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
-from .objective import Objective, unbiased_relative_error
+from .objective import Objective, unbiased_relative_error, unbiased_relative_errors
 from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
@@ -39,7 +39,7 @@ from .time_budget import TimeBudget
 from .warm_start import solve_base_color, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
-           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "lbfgs"]
+           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "SUBSURFACE_SIGNIFICANCE", "lbfgs"]
 
 #: objective evaluations of the re-fit after a layer is switched off (per layer tried)
 REFINE_EVALUATIONS = 10
@@ -49,6 +49,9 @@ MIN_IMPROVEMENT = 1e-3
 #: current roughness, and how many rounds it may go on past the farthest
 ROUGHNESS_STEPS = (0.8, 0.9, 1.1, 1.25)
 ROUGHNESS_ROUNDS = 2
+#: the subsurface trial (FitRun.choose_subsurface): the walks must be better than no walks by this
+#: many standard errors of the blocks' paired differences (train and validation views combined)
+SUBSURFACE_SIGNIFICANCE = 2.0
 #: a known object's pixel measures the capture only when at most this share of its sample directions
 #: is blocked (RasterRenderer.blocked_share): beyond, light reflected by the part reaches it unrendered
 KNOWN_CLEAR = 0.02
@@ -151,6 +154,17 @@ JOINT_EVALUATIONS = 10
 #: base colour: measured on the calibration benchmark's gold without its ball, judged 2.95 with
 #: them free against 1.71 held)
 JOINT_NEEDS_REFERENCE = ("environment_exposure", "white_balance", "light_intensity", "light_color")
+
+
+def _paired_margin(before: torch.Tensor, after: torch.Tensor) -> float:
+    """How many standard errors ``after``'s mean lies below ``before``'s, for per-block terms of
+    the same blocks (paired: what the blocks share, their references' noise and which blocks
+    were drawn, cancels); +inf where every difference is the same."""
+    d = (before - after).double()
+    if len(d) < 2:
+        return 0.0
+    se = float(d.std()) / math.sqrt(len(d))
+    return float(d.mean()) / se if se > 0 else math.copysign(math.inf, float(d.mean()))
 
 
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
@@ -841,7 +855,10 @@ class FitRun:
         warm, trial = [], {}
         values = self.values
         if "subsurface_weight" in self.space.fit and not self.out_of_time():
-            values, trial = self.choose_subsurface(values, train_checker, checker if self.val else None)
+            trial_renderer = self.renderers.subsurface_trial()
+            trial_objectives = [Objective(trial_renderer, views, {"de2000": 1.0}, self.check_cancel, o.threads)
+                                for views in (self.train, self.val) if views]
+            values, trial = self.choose_subsurface(values, train_checker, *trial_objectives)
             warm = ["subsurface_weight"]
         # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
         # high: with them, checks use the unbiased relative error instead of ΔE2000, and what
@@ -981,43 +998,49 @@ class FitRun:
                 break
         return best, best_score, best_shown
 
-    def choose_subsurface(self, values: dict, train_checker: Objective,
-                          val_checker: Objective | None = None) -> tuple[dict, dict]:
-        """``(values with the subsurface weight chosen, {weight: {"train", "validate"}
-        errors})``: the raster renderer shades subsurface as diffuse (and pruning switches it
-        off), so its weight is chosen here from off, half and full by the path tracer's
-        unbiased error on fixed paths (:func:`pbrfit.objective.unbiased_relative_error`), each
-        with the base colour re-solved for it on the train views (walks change the colour that
-        renders a given radiance). As every layer, it stays on only when it buys a clear
-        improvement: the train error and, when the job has validation views, theirs must both
-        drop by :data:`pbrfit.layers.LAYER_GAIN` (at the true clear-coated paint on Suzanne,
-        walks read 7% worse on train and 23% worse on validation; the wax's 18% and 35% better).
-        This rule still let a false subsurface onto that paint from its raster result (+1.2
-        ΔE2000 over Cycles' floor), which is why the default parameters leave subsurface out.
-        Not under a metal (``metallic`` >= 0.5), which hides it."""
+    def choose_subsurface(self, values: dict, train_checker: Objective, train_trial: Objective,
+                          val_trial: Objective | None = None) -> tuple[dict, dict]:
+        """``(values with subsurface on or off, {weight: {"train", "validate"}: its error; for
+        full weight also "margin": how many standard errors it is better than off})``: the
+        raster renderer shades subsurface as diffuse (and pruning switches it off), so it is
+        switched on here, at full weight (the path refinement then fits its weight and scale),
+        when the path tracer's unbiased error of block means on fixed paths says so
+        (:func:`pbrfit.objective.unbiased_relative_errors` of ``train_trial`` and ``val_trial``,
+        :meth:`pbrfit.renderers.Renderers.subsurface_trial`), each weight with the base colour
+        re-solved for it on ``train_checker``'s paths (walks change the colour that renders a
+        given radiance). Not under a metal (``metallic`` >= 0.5), which hides it.
+
+        As every layer, subsurface must buy a clear improvement: the error must drop by
+        :data:`pbrfit.layers.LAYER_GAIN` on the train views and, when the job has them, on the
+        validation views, and the drop must be :data:`SUBSURFACE_SIGNIFICANCE` standard errors
+        of the blocks' paired differences (the views' margins combined, Stouffer's z). Why: in
+        single pixels the references' own noise (8 ΔE2000 for a wax at 256 samples) drowned
+        the walks' gain (1% for the wax sphere); in block means the renderer's own noise took
+        over: at a glossy plastic's truth on Suzanne, three independent path sets read the
+        walks 39% better to 28% worse (its highlights), and the means alone put a false
+        subsurface on it."""
         lo, hi = self.space.bounds_of("subsurface_weight")
         off = dict(values, subsurface_weight=lo)
         if values["metallic"] >= 0.5:
             return off, {}
-        errors, trials = {}, {}
-        for w in (lo, 0.5 * (lo + hi), hi):
+        objectives = {"train": train_trial, **({"validate": val_trial} if val_trial is not None else {})}
+        terms, trials = {}, {}
+        for w in (lo, hi):
             trial = dict(values, subsurface_weight=w)
             if "base_color" in self.space.fit:
                 trial["base_color"] = solve_base_color(train_checker, trial, self.space, local=True,
                                                        match="ratio")
             space = ParameterSpace(trial, [])
             m = space.material(space.initial_vector())
-            errors[w] = {"train": unbiased_relative_error(train_checker, m)}
-            if val_checker is not None:
-                errors[w]["validate"] = unbiased_relative_error(val_checker, m)
+            terms[w] = {k: torch.cat([e.mean(1) for e in unbiased_relative_errors(obj, m)])
+                        for k, obj in objectives.items()}
             trials[w] = trial
-
-        def pays(w):
-            return all(errors[w][k] < errors[lo][k] * (1 - LAYER_GAIN) for k in errors[lo])
-
-        paying = [w for w in errors if w > lo and pays(w)]
-        best = min(paying, key=lambda w: errors[w]["train"], default=lo)
-        return (off if best == lo else trials[best]), {f"{w:g}": e for w, e in errors.items()}
+        errors = {w: {k: float(t.mean()) for k, t in by.items()} for w, by in terms.items()}
+        margins = [_paired_margin(terms[lo][k], terms[hi][k]) for k in objectives]
+        errors[hi]["margin"] = sum(margins) / math.sqrt(len(margins))
+        pays = (all(errors[hi][k] < errors[lo][k] * (1 - LAYER_GAIN) for k in objectives)
+                and errors[hi]["margin"] >= SUBSURFACE_SIGNIFICANCE)
+        return (trials[hi] if pays else off), {f"{w:g}": e for w, e in errors.items()}
 
     def texture_maps(self) -> None:
         """Fit the texture maps from the scalar result (:mod:`pbrfit.texture_fit`)."""
@@ -1046,7 +1069,7 @@ class FitRun:
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
         self.check_cancel()
         self.clock.fit_ended()
-        renderer = self.clock.metrics_renderer(self.raster)
+        renderer = self.clock.metrics_renderer(self.raster, final)
 
         def each_view():
             self.units_done += 1

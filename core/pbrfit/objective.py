@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import losses as L
 from .parallel import map_ordered
+from .scene_renderer import pixel_blocks
 
-__all__ = ["Objective", "unbiased_relative_error"]
+__all__ = ["Objective", "unbiased_relative_error", "unbiased_relative_errors"]
 
 
 class Objective:
@@ -181,11 +183,25 @@ class Objective:
 
 def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0.05, twin=None) -> float:
     """An unbiased estimate of the relative squared error ``(E[render] - ref)**2 / (ref**2 +
-    eps**2)`` of ``objective``'s renderer on its loss pixels: the product of two independent
-    renders' errors (their noise has zero mean and does not correlate), so a noisier material
-    is not penalized for its noise, nor a less noisy one favoured (the raster estimator samples
-    a coat's lobe on top of the base's: a false coat over a rough base renders a glossy
-    plastic's highlight with less noise, and read 10% better than the truth in its own loss).
+    eps**2)`` of ``objective``'s renderer on its loss pixels, the mean over its views of
+    :func:`unbiased_relative_errors`: the product of two independent renders' errors (their
+    noise has zero mean and does not correlate), so a noisier material is not penalized for its
+    noise, nor a less noisy one favoured (the raster estimator samples a coat's lobe on top of
+    the base's: a false coat over a rough base renders a glossy plastic's highlight with less
+    noise, and read 10% better than the truth in its own loss)."""
+    per_view = unbiased_relative_errors(objective, material, eps, twin)
+    return sum(float(e.mean()) for e in per_view) / max(len(per_view), 1)
+
+
+def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 0.05, twin=None
+                             ) -> list[torch.Tensor]:
+    """Per view, the (N, 3) terms of :func:`unbiased_relative_error`: one per loss pixel, or,
+    with a renderer whose loss pixels are whole blocks (``renderer.block`` > 1,
+    :class:`pbrfit.scene_renderer.SceneRenderer`), one per block, the error of the block's mean
+    radiance: the references' own noise, which adds the same amount to every material's error
+    and so hides what a smooth change of the shading buys, shrinks with the number of pixels
+    averaged (a 4x4 block: 16x). Each term is unbiased but noisy; their spread tells how sure
+    a comparison of two materials on the same pixels is.
 
     Args:
         twin: a renderer on the same loss pixels with independent samples
@@ -193,8 +209,9 @@ def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0
             path renderer, whose first two iterations' paths (fixed) are used.
     """
     r = objective.renderer
+    block = getattr(r, "block", 1)
     saved = getattr(r, "iteration", None)
-    total = 0.0
+    out = []
     try:
         with torch.no_grad():
             for vi in objective.view_ids:
@@ -208,8 +225,20 @@ def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0
                     b = r.shade(vi, material, q) / objective.whites[vi]
                 else:
                     b = twin.shade(vi, material, q).to(a.device) / objective.whites[vi]
-                total += float(((a - ref) * (b - ref) / (ref * ref + eps * eps)).mean())
+                if block > 1:
+                    a, b, ref = (_block_means(x, r.prepare(vi).geometry, q, block) for x in (a, b, ref))
+                out.append((a - ref) * (b - ref) / (ref * ref + eps * eps))
     finally:
         if twin is None:
             r.iteration = saved
-    return total / max(len(objective.view_ids), 1)
+    return out
+
+
+def _block_means(values: torch.Tensor, geo, rows, block: int) -> torch.Tensor:
+    """(B, 3) means of ``values`` (one row per covered pixel ``rows`` of ``geo``) over the
+    ``block`` x ``block`` image blocks they fall in (:func:`pbrfit.scene_renderer.pixel_blocks`)."""
+    _, inverse, counts = np.unique(pixel_blocks(geo, rows, block), return_inverse=True, return_counts=True)
+    index = torch.as_tensor(inverse, device=values.device)
+    sums = torch.zeros(len(counts), values.shape[1], dtype=values.dtype, device=values.device).index_add_(0, index,
+                                                                                                          values)
+    return sums / torch.as_tensor(counts, dtype=values.dtype, device=values.device)[:, None]

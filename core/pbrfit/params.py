@@ -110,11 +110,14 @@ STAGES: dict[int, str] = {1: "colour", 2: "gloss", 3: "layers"}
 
 #: Parameters fitted when the user names none: what a photo under fixed geometry can
 #: tell apart. ``ior`` is left out because with reflection only it is redundant with
-#: ``specular_ior_level``; ``transmission_weight`` needs the path backend.
+#: ``specular_ior_level``; ``transmission_weight`` needs the path backend. Subsurface is
+#: decided by the path refinement's trial (:meth:`pbrfit.fit_run.FitRun.choose_subsurface`;
+#: the raster backend cannot see it), its radius left at Blender's default (the scale sets
+#: how far light travels; the radius only its colour, which the base colour trades with).
 DEFAULT_FIT: tuple[str, ...] = (
     "base_color", "metallic", "roughness", "specular_ior_level", "anisotropic",
     "anisotropic_rotation", "coat_weight", "coat_roughness", "sheen_weight",
-    "sheen_roughness", "sheen_tint", "thin_film_thickness",
+    "sheen_roughness", "sheen_tint", "thin_film_thickness", "subsurface_weight", "subsurface_scale",
 )
 
 #: Named parameter sets for common finishes (``[fit] preset = "..."`` in a job file).

@@ -124,8 +124,8 @@ class PathRenderer(SceneRenderer):
     image_chunk = 2048
 
     def __init__(self, scene: FitScene, settings: PathSettings = PathSettings(), seed: int = 0,
-                 max_loss_pixels: int = 4096, device: str = "cpu"):
-        super().__init__(scene, seed, max_loss_pixels, device)
+                 max_loss_pixels: int = 4096, device: str = "cpu", block: int = 1):
+        super().__init__(scene, seed, max_loss_pixels, device, block=block)
         self.settings = settings
         self.iteration = 0
         self._prepared: dict[int, _PreparedView] = {}

@@ -13,7 +13,8 @@ from __future__ import annotations
 from .pathtrace import PathRenderer, PathSettings
 from .render import RasterRenderer, SampleCounts
 
-__all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS", "TEXTURE_SAMPLES"]
+__all__ = ["Renderers", "PATH_CHECK_SPP", "PATH_CHECK_PIXELS", "TEXTURE_SAMPLES", "SUBSURFACE_TRIAL_PIXELS",
+           "SUBSURFACE_TRIAL_BLOCK", "SUBSURFACE_TRIAL_SPP"]
 
 #: samples per pixel of the texture maps' fit (:mod:`pbrfit.texture_fit`): it shades every
 #: covered pixel of every train view at each step, so fewer than the scalar fit's; half
@@ -23,6 +24,16 @@ TEXTURE_SAMPLES = SampleCounts(32, 8, 16, 8)
 #: paths per pixel and pixels per view of the path refinement's checks (fixed paths: many
 #: per pixel on few pixels, as ΔE2000 of noisy pixels reads high)
 PATH_CHECK_SPP, PATH_CHECK_PIXELS = 64, 256
+
+#: the subsurface trial's renderer (:meth:`pbrfit.fit_run.FitRun.choose_subsurface`): pixels
+#: per view, taken as whole blocks of this side (32 per view), and paths per pixel: it compares
+#: block means, in which the references' noise is 16x smaller than in single pixels (a wax's
+#: references at 256 samples read 8 ΔE2000 from their own noise, which hid what its walks buy).
+#: Its own noise then matters: 64 blocks per view at 16 paths per pixel read a glossy plastic's
+#: error anywhere within +-25% (three path sets), 16 at 64 within +-4% (the error of two
+#: renders' product falls with the square of the paths); 16 blocks per view left the wax on
+#: Suzanne's 29% gain on its two validation views at 1.3 standard errors
+SUBSURFACE_TRIAL_PIXELS, SUBSURFACE_TRIAL_BLOCK, SUBSURFACE_TRIAL_SPP = 512, 4, 64
 
 
 class Renderers:
@@ -87,23 +98,34 @@ class Renderers:
         return PathRenderer(self.scene, PathSettings(PATH_CHECK_SPP, o.path_depth), self.judge_seed,
                             PATH_CHECK_PIXELS, o.device)
 
-    def metrics_spp(self) -> int:
-        """Paths per pixel of the final metrics: twice the refinement's most, at least 64;
-        half that with subsurface (a random walk costs ~20x a surface path)."""
+    def subsurface_trial(self) -> PathRenderer:
+        """The subsurface trial's renderer: fixed paths, :data:`SUBSURFACE_TRIAL_SPP` on
+        :data:`SUBSURFACE_TRIAL_PIXELS` pixels per view in whole blocks of
+        :data:`SUBSURFACE_TRIAL_BLOCK` x :data:`SUBSURFACE_TRIAL_BLOCK` pixels."""
+        o = self.options
+        return PathRenderer(self.scene, PathSettings(SUBSURFACE_TRIAL_SPP, o.path_depth), self.judge_seed,
+                            SUBSURFACE_TRIAL_PIXELS, o.device, block=SUBSURFACE_TRIAL_BLOCK)
+
+    def metrics_spp(self, material: dict | None = None) -> int:
+        """Paths per pixel of the final metrics of ``material`` (default: the scene's initial
+        material): twice the refinement's most, at least 64; half that when its subsurface is
+        on (a random walk costs ~20x a surface path)."""
         o = self.options
         spp = max(64, 2 * o.path_max_spp)
-        if "subsurface_weight" in o.parameters or (self.scene.initial_material or {}).get("subsurface_weight"):
+        material = self.scene.initial_material if material is None else material
+        if (material or {}).get("subsurface_weight", 0.0) > 0.0:
             spp //= 2
         return spp
 
-    def metrics(self, spp: int | None = None):
-        """The final metrics' and report images' renderer: the fit's own backend (path traced
-        for auto and path) with more samples than the fit used. ``spp`` overrides the paths
-        per pixel (a time budget cuts them)."""
+    def metrics(self, spp: int | None = None, material: dict | None = None):
+        """The final metrics' and report images' renderer of ``material`` (default: the
+        scene's initial material): the fit's own backend (path traced for auto and path) with
+        more samples than the fit used (:meth:`metrics_spp`). ``spp`` overrides the paths per
+        pixel (a time budget cuts them)."""
         o = self.options
         if o.backend == "raster":
             s = o.samples
             return RasterRenderer(self.scene, SampleCounts(2 * s.light, 2 * s.cosine, 2 * s.specular, 2 * s.coat),
                                   self.judge_seed, o.max_loss_pixels, o.device)
-        return PathRenderer(self.scene, PathSettings(spp or self.metrics_spp(), o.path_depth), self.judge_seed,
+        return PathRenderer(self.scene, PathSettings(spp or self.metrics_spp(material), o.path_depth), self.judge_seed,
                             o.max_loss_pixels, o.device)

@@ -32,7 +32,7 @@ from .lights import lights_white
 from .raycast import RayCaster
 from .scene import FitScene, merge_meshes
 
-__all__ = ["SceneRenderer", "flush_subnormals"]
+__all__ = ["SceneRenderer", "flush_subnormals", "pixel_blocks"]
 
 _FLUSH = threading.local()  # per thread: depth of nested flush_subnormals
 
@@ -61,12 +61,24 @@ def flush_subnormals():
             torch.set_flush_denormal(False)
 
 
+def pixel_blocks(geo: ViewGeometry, rows: np.ndarray, block: int) -> np.ndarray:
+    """For each of the covered pixels ``rows`` (indices into ``geo.pixels``), the index of the
+    ``block`` x ``block`` image block it lies in (row-major over the image's blocks)."""
+    flat = geo.pixels[rows]
+    y, x = flat // geo.width, flat % geo.width
+    return (y // block) * -(-geo.width // block) + x // block
+
+
 class SceneRenderer:
     """What every renderer of a fit scene shares: the scene, its ray caster, one
     :class:`EnvironmentMap` per distinct environment, and the per-view train subsets."""
 
-    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str, yaw_spread: float = 0.0):
+    def __init__(self, scene: FitScene, seed: int, max_loss_pixels: int, device: str, yaw_spread: float = 0.0,
+                 block: int = 1):
         self.scene = scene
+        #: side in pixels of the square blocks the train subsets are made of (1: single pixels);
+        #: :func:`pbrfit.objective.unbiased_relative_error` compares block means
+        self.block = block
         self.yaw_spread = yaw_spread  # EnvironmentMap(yaw_spread=): a calibration's renderer
         self.seed = seed
         self.max_loss_pixels = max_loss_pixels
@@ -115,8 +127,18 @@ class SceneRenderer:
                                    footprint=None if geo.footprint is None else geo.footprint.to(self.device))
 
     def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
-        """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted)."""
+        """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted); with
+        :attr:`block` > 1, the pixels of random whole blocks (:func:`pixel_blocks`) all of whose
+        pixels are loss pixels."""
         q = geo.loss_pixels
+        if self.block > 1:
+            blocks = pixel_blocks(geo, q, self.block)
+            counts = np.bincount(blocks)
+            whole = np.flatnonzero(counts == self.block * self.block)
+            keep = self.max_loss_pixels // (self.block * self.block)
+            if len(whole) > keep:
+                whole = whole[torch.randperm(len(whole), generator=generator, device="cpu")[:keep].numpy()]
+            return q[np.isin(blocks, whole)]
         if len(q) > self.max_loss_pixels:
             q = np.sort(q[torch.randperm(len(q), generator=generator, device="cpu")[: self.max_loss_pixels].numpy()])
         return q

@@ -98,19 +98,25 @@ class TimeBudget:
     def fit_ended(self) -> None:
         self.fit_end = self.clock()
 
-    def metrics_renderer(self, fit_renderer):
-        """The final metrics' renderer within what is left of the budget."""
+    def metrics_renderer(self, fit_renderer, material: dict | None = None):
+        """The final metrics' renderer of ``material`` (:meth:`pbrfit.renderers.Renderers.
+        metrics`) within what is left of the budget."""
         options = self.renderers.options
         if self.seconds is None:
-            return self.renderers.metrics()
+            return self.renderers.metrics(material=material)
+        if self._probe is not None and material is not None:
+            # the probe was made for the initial material: fewer paths where the result walks
+            full = self.renderers.metrics_spp(material)
+            if full < self._probe.settings.spp:
+                self._probe.settings = PathSettings(full, options.path_depth)
         left = self.t0 + (1 - WRITE_SHARE) * self.seconds - self.clock()
         if left >= self.estimate:
-            return self._probe or self.renderers.metrics()
+            return self._probe or self.renderers.metrics(material=material)
         if options.backend == "raster":
             self.degraded = ("the final metrics reuse the fit's own samples (not twice as many, with other "
                              "seeds) to stay within the time budget")
             return fit_renderer
-        full = self.renderers.metrics_spp()
+        full = self.renderers.metrics_spp(material)
         spp = max(MIN_METRICS_SPP, int(full * max(left, 0.0) / max(self.estimate, 1e-9)))
         if spp >= full:
             return self._probe
