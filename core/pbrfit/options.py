@@ -450,7 +450,7 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
 
         if not isinstance(opts.textures, TextureSettings):
             raise InputError(f"textures: expected pbrfit.textures.TextureSettings, got {opts.textures!r}")
-        if "subsurface_weight" in opts.parameters:
+        if "subsurface_weight" in opts.parameters and list(opts.parameters) != list(DEFAULT_FIT):
             raise InputError(f"{label('parameters')}: subsurface cannot be fitted together with texture maps yet; "
                              "freeze subsurface_weight or remove [textures]")
 
