@@ -29,10 +29,11 @@ import torch
 from . import calibration, faults, fit_health, hypotheses, identifiability, texture_fit, textures
 from .color import luminance
 from .errors import FitCancelled, InputError
-from .layers import LAYER_GAIN, LAYER_OF, LAYER_SWITCHES, parameters_in_use, prune_layers
+from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error, unbiased_relative_errors
-from .params import DEFAULT_FIT, PARAMETERS, ParameterSpace, normalize_material
+from .options import fitted_parameters
+from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
 from .time_budget import TimeBudget
@@ -285,11 +286,7 @@ class FitRun:
         self.maps: dict = {}
         self.texture_log: list = []
         self.initial = normalize_material(scene.initial_material or {}, source="initial material")
-        fitted = list(options.parameters)
-        if options.textures is not None and fitted == list(DEFAULT_FIT):
-            # the default adapts: subsurface cannot be fitted with texture maps yet
-            fitted = [n for n in fitted if LAYER_OF.get(n, n) != "subsurface_weight"]
-        self.space = ParameterSpace(self.initial, fitted, options.bounds)
+        self.space = ParameterSpace(self.initial, fitted_parameters(options), options.bounds)
         self.raster_plan = (stage_plan(self.space.fit, options.staged, max(options.iterations, 0))
                             if options.backend != "path" else [])
         self.plan = ProgressPlan(

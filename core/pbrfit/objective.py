@@ -226,7 +226,8 @@ def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 
                 else:
                     b = twin.shade(vi, material, q).to(a.device) / objective.whites[vi]
                 if block > 1:
-                    a, b, ref = (_block_means(x, r.prepare(vi).geometry, q, block) for x in (a, b, ref))
+                    mean = _block_means(r.prepare(vi).geometry, q, block)
+                    a, b, ref = mean(a), mean(b), mean(ref)
                 out.append((a - ref) * (b - ref) / (ref * ref + eps * eps))
     finally:
         if twin is None:
@@ -234,11 +235,16 @@ def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 
     return out
 
 
-def _block_means(values: torch.Tensor, geo, rows, block: int) -> torch.Tensor:
-    """(B, 3) means of ``values`` (one row per covered pixel ``rows`` of ``geo``) over the
-    ``block`` x ``block`` image blocks they fall in (:func:`pbrfit.scene_renderer.pixel_blocks`)."""
+def _block_means(geo, rows, block: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function taking ``values`` (one row per covered pixel ``rows`` of ``geo``) to their
+    (B, C) means over the ``block`` x ``block`` image blocks the pixels fall in
+    (:func:`pbrfit.scene_renderer.pixel_blocks`); the grouping is found once."""
     _, inverse, counts = np.unique(pixel_blocks(geo, rows, block), return_inverse=True, return_counts=True)
-    index = torch.as_tensor(inverse, device=values.device)
-    sums = torch.zeros(len(counts), values.shape[1], dtype=values.dtype, device=values.device).index_add_(0, index,
-                                                                                                          values)
-    return sums / torch.as_tensor(counts, dtype=values.dtype, device=values.device)[:, None]
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(inverse, device=values.device)
+        sums = torch.zeros(len(counts), values.shape[1], dtype=values.dtype, device=values.device)
+        return sums.index_add_(0, index, values) / torch.as_tensor(counts, dtype=values.dtype,
+                                                                   device=values.device)[:, None]
+
+    return mean

@@ -52,7 +52,7 @@ from .params import DEFAULT_FIT, PARAMETERS, PRESETS
 from .render import SampleCounts
 
 __all__ = ["FitOptions", "DEFAULT_LOSS", "BACKENDS", "add_fit_arguments", "fit_overrides", "OPTION_NAMES", "JOB_KEYS",
-           "CLI_LABELS", "check_table", "resolve", "validate_fit_options",
+           "CLI_LABELS", "check_table", "resolve", "validate_fit_options", "fitted_parameters",
            "sample_counts", "parse_loss", "parse_names", "resolve_device", "SEED_MAX"]
 
 #: default objective: perceptual colour difference plus an L1 term on white-normalized
@@ -404,6 +404,16 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
     return opts
 
 
+def fitted_parameters(opts) -> list[str]:
+    """The parameters a run with ``opts`` fits: ``opts.parameters``, except that the default
+    list leaves subsurface out when texture maps are fitted (they cannot be fitted together
+    yet; a subsurface named by the user is refused by :func:`validate_fit_options`)."""
+    names = list(opts.parameters)
+    if opts.textures is not None and names == list(DEFAULT_FIT):
+        names = [n for n in names if n not in ("subsurface_weight", "subsurface_scale", "subsurface_radius")]
+    return names
+
+
 def validate_fit_options(opts, label: Label = host_label) -> None:
     """Check a :class:`FitOptions` with the rules above (for options built in code).
 
@@ -450,7 +460,7 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
 
         if not isinstance(opts.textures, TextureSettings):
             raise InputError(f"textures: expected pbrfit.textures.TextureSettings, got {opts.textures!r}")
-        if "subsurface_weight" in opts.parameters and list(opts.parameters) != list(DEFAULT_FIT):
+        if "subsurface_weight" in fitted_parameters(opts):
             raise InputError(f"{label('parameters')}: subsurface cannot be fitted together with texture maps yet; "
                              "freeze subsurface_weight or remove [textures]")
 
