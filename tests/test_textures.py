@@ -336,6 +336,25 @@ def test_a_mesh_without_uvs_or_a_missing_primvar_is_one_clear_line(tmp_path):
     assert "no primvar 'UVMap2'" in r.stderr and "st" in r.stderr
 
 
+def test_subsurface_is_left_out_of_the_default_with_maps_and_refused_when_named(tmp_path):
+    from pbrfit.options import FitOptions, fitted_parameters
+    from pbrfit.params import DEFAULT_FIT
+    from pbrfit.textures import TextureSettings
+
+    with_maps = FitOptions(textures=TextureSettings(maps=("base_color",)))
+    assert "subsurface_weight" in DEFAULT_FIT
+    assert not {"subsurface_weight", "subsurface_scale"} & set(fitted_parameters(with_maps))
+    assert set(fitted_parameters(with_maps)) == set(DEFAULT_FIT) - {"subsurface_weight", "subsurface_scale"}
+    job = synthetic.write_job(tmp_path / "job", size=16, uvs=True, extra='[textures]\nmaps = ["base_color"]')
+    before = sorted(p.name for p in (tmp_path / "job").rglob("*"))
+    out = tmp_path / "out"
+    r = _run(["fit", str(job), "--out", str(out), "--fit", "roughness,subsurface_weight"], tmp_path)
+    assert r.returncode == 2 and not out.exists(), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "subsurface cannot be fitted together with texture maps" in r.stderr and "--fit" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "job").rglob("*")) == before
+
+
 # --- exporters ----------------------------------------------------------------------------------
 
 _TEXTURES = {

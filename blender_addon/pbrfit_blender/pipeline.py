@@ -81,10 +81,8 @@ def fit_options(settings=None, **overrides):
     values.update(given)
     if "parameters" in values and not values["parameters"]:
         raise InputError("no parameter is selected to fit; choose a preset or tick some parameters")
-    options = resolve(None, values, override_labels=lambda name: f"pbrfit panel: {PANEL_LABELS.get(name, name)}")
-    options.textures = textures
-    options.validate()
-    return options
+    return resolve(None, values, override_labels=lambda name: f"pbrfit panel: {PANEL_LABELS.get(name, name)}",
+                   textures=textures)
 
 
 def check_texture_folder(folder) -> None:

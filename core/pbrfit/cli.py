@@ -93,12 +93,8 @@ def _reporter(args):
 def _resolve(job, overrides: dict):
     from .options import cli_label, resolve, table_label
 
-    opts = resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
-                   override_labels=cli_label)
-    opts.textures = job.textures
-    opts.calibrate = job.calibrate
-    opts.validate()
-    return opts
+    return resolve(job.fit_options, overrides, table_labels=table_label(f"job {job.job_path}"),
+                   override_labels=cli_label, textures=job.textures, calibrate=job.calibrate)
 
 
 def _image_pixels(scene) -> int:

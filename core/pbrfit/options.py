@@ -352,16 +352,21 @@ def resolve_device(name: str | None, label: str = "--device") -> str:
 
 
 def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
-            table_labels: Label = host_label, override_labels: Label = host_label):
+            table_labels: Label = host_label, override_labels: Label = host_label,
+            textures=None, calibrate=None):
     """A validated :class:`FitOptions` from a ``[fit]`` table and overrides.
+
+    ``textures`` (a checked :class:`pbrfit.textures.TextureSettings`) and ``calibrate``
+    (:class:`pbrfit.calibration.CalibrateSettings`) come from their own tables; they are
+    given here so that a conflict with the parameters is named where the user chose them.
 
     Overrides win over the table, except ``freeze``, whose lists are joined; a preset or
     parameter list in the overrides replaces the table's choice. Both dicts are checked
     with :func:`check_value` (already-checked values pass unchanged).
 
     Raises:
-        InputError: a bad value (named by its label), nothing left to fit, or
-            path_max_spp below path_spp.
+        InputError: a bad value (named by its label), nothing left to fit,
+            path_max_spp below path_spp, or subsurface named together with texture maps.
     """
     base = {k: check_value(k, v, table_labels(k)) for k, v in (table or {}).items() if v is not None}
     over = {k: check_value(k, v, override_labels(k)) for k, v in (overrides or {}).items() if v is not None}
@@ -400,6 +405,10 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
         opts.path_max_spp = opts.path_spp  # only the start was raised: the ceiling follows it
     device_label = override_labels("device") if "device" in over else table_labels("device")
     opts.device = resolve_device(merged.get("device"), device_label)
+    opts.textures, opts.calibrate = textures, calibrate
+    if textures is not None and "subsurface_weight" in fitted_parameters(opts):
+        raise InputError(f"{params_label}: subsurface cannot be fitted together with texture maps yet; "
+                         "leave subsurface out (or freeze subsurface_weight) or remove the texture maps")
     validate_fit_options(opts)
     return opts
 

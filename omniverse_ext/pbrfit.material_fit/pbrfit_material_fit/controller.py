@@ -210,12 +210,11 @@ def make_options(preset: str = "default", *, iterations: int = 60, samples: int 
     """
     overrides = {"preset": None if preset == "default" else preset, "iterations": iterations, "samples": samples,
                  "seed": seed, "device": device, "time_budget": time_budget, "backend": backend}
-    options = resolve(None, overrides, override_labels=lambda name: f"Material Fit window: {name}")
+    textures = None
     if maps:
-        options.textures = check_textures({"maps": list(maps), "resolution": map_resolution},
-                                          "Material Fit window: texture maps")
-        options.validate()
-    return options
+        textures = check_textures({"maps": list(maps), "resolution": map_resolution},
+                                  "Material Fit window: texture maps")
+    return resolve(None, overrides, override_labels=lambda name: f"Material Fit window: {name}", textures=textures)
 
 
 def _root_dir(stage: Usd.Stage) -> Path:
