@@ -348,19 +348,23 @@ def _q(s) -> str:
 
 
 def _write_job(path: Path, ref: Path, maps: list[str], args) -> None:
-    """The fit's job: the 4 train cameras under the train HDRI, the 2 novel ones under city."""
+    """The fit's job: the 4 train cameras under the train HDRI (and under each of
+    ``--extra-train-hdris``), the 2 novel ones under city."""
     import tomllib
 
     ref_job = tomllib.loads((ref / "job.toml").read_text())
     views = []
     for v in ref_job["views"]:
         hdri, cam = Path(v["image"]).parts[-2], Path(v["image"]).stem
-        train = hdri == TRAIN_HDRI and cam in {c["name"] for c in TRAIN_CAMERAS}
+        extra = hdri in args.extra_train_hdris and cam in {c["name"] for c in TRAIN_CAMERAS}
+        train = (hdri == TRAIN_HDRI and cam in {c["name"] for c in TRAIN_CAMERAS}) or extra
         val = hdri == FIT_VALIDATE_HDRI and cam in {c["name"] for c in NOVEL_CAMERAS}
         if train or val:
             view = {"camera": v["camera"], "image": str(ref / v["image"])}
+            if val or extra:
+                view["environment"] = str(ref / v["environment"])
             if val:
-                view.update(environment=str(ref / v["environment"]), split="validate")
+                view["split"] = "validate"
             views.append(view)
     lines = ["# written by scripts/benchmark_textures.py", f"scene = {_q(ref / 'scene.usda')}",
              f"target = {_q(ref_job['target'])}", "", "[textures]",
@@ -593,11 +597,11 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         f"tilt {MAX_TILT_DEG:.0f}°); references: Cycles CPU, {args.render_resolution}x{args.render_resolution} px, "
         f"{args.samples} samples. Fit: `pbrfit fit --backend {args.backend} --iterations {args.scalar_iterations}`, "
         f"[textures] resolution {args.resolution}, {args.iterations} iterations; 4 train views under "
-        f"{TRAIN_HDRI}, the fit's own validation: 2 novel cameras under {FIT_VALIDATE_HDRI}. Judge: the written "
+        f"{' and under '.join([TRAIN_HDRI, *args.extra_train_hdris])}, the fit's own validation: 2 novel cameras under {FIT_VALIDATE_HDRI}. Judge: the written "
         f"material.json + textures/*.exr, wired by the Blender add-on's write-back (`apply_material`) "
         f"(*via USD*: the fit's material.usda through Blender's USD importer instead), "
         f"re-rendered by Cycles (seed {JUDGE_SEED}) under "
-        f"{' and '.join(JUDGE_HDRIS)} (never seen by the fit) from the 4 train cameras and the 2 novel ones "
+        f"{' and '.join(JUDGE_HDRIS)} ({'never seen by the fit' if not set(args.extra_train_hdris) & set(JUDGE_HDRIS) else 'NOT unseen: also trained on'}) from the 4 train cameras and the 2 novel ones "
         "(12 views); ΔE2000 over pixels one pixel inside both masks (radiance / HDRI white), pooled: mean / p95; "
         "(4x4: mean over 4x4-pixel block means). *floor*: the truth material through the same judge (Cycles' own "
         "noise). Map errors over the texels the fit marks observed, truth "
@@ -650,6 +654,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="raster", choices=["raster", "auto"])
     ap.add_argument("--render-resolution", type=int, default=128, help="Cycles image side, px")
     ap.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
+    ap.add_argument("--extra-train-hdris", default="",
+                    help="train the 4 train cameras under these HDRIs too (comma-separated, from city, courtyard, "
+                         "sunset; a judge HDRI named here is no longer unseen): how much a second lighting buys")
     ap.add_argument("--publish", action="store_true", help="copy textures.md/json into benchmarks/")
     ap.add_argument("--rejudge", action="store_true",
                     help="reuse the fits an earlier run left in OUT (their wall time and memory as recorded) and "
@@ -657,6 +664,10 @@ def main(argv=None) -> int:
     ap.add_argument("--references-only", action="store_true",
                     help="render (or reuse) each case's references and noise floor into the cache, fit nothing")
     args = ap.parse_args(argv)
+    args.extra_train_hdris = [h for h in args.extra_train_hdris.split(",") if h]
+    for h in args.extra_train_hdris:
+        if h not in (FIT_VALIDATE_HDRI, *JUDGE_HDRIS):
+            ap.error(f"--extra-train-hdris: {h!r} is not one of {FIT_VALIDATE_HDRI}, {', '.join(JUDGE_HDRIS)}")
     out = Path(args.out).resolve()
     cache = Path(args.cache).resolve() if args.cache else out / "cache"
     out.mkdir(parents=True, exist_ok=True)

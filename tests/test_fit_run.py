@@ -12,7 +12,7 @@ import torch
 from synthetic import render_references, write_job
 
 from pbrfit.fit import FitOptions
-from pbrfit.fit_run import Checkpoint, FitRun, ProgressPlan, SppSchedule
+from pbrfit.fit_run import MIN_RELATIVE_IMPROVEMENT, Checkpoint, FitRun, ProgressPlan, SppSchedule
 from pbrfit.job import load_job
 from pbrfit.params import ParameterSpace, default_material
 from pbrfit.render import SampleCounts
@@ -285,6 +285,14 @@ def test_checkpoint_keeps_the_best_and_counts_checks_without_improvement():
     assert not c.offer(3.0, {"a": 3}) and c.values == {"a": 1} and c.bad_checks == 2
     assert not c.stalled(3) and not c.offer(2.5, {"a": 4}) and c.stalled(3)
     assert c.offer(1.0, {"a": 5}) and c.bad_checks == 0 and not c.stalled(1)
+
+
+def test_checkpoint_margin_is_in_the_checks_units():
+    # relative errors (subsurface on) are ~0.006: the ΔE2000 margin would refuse a 13% better check
+    assert not Checkpoint({"a": 0}, 0.00657).offer(0.00570, {"a": 1})
+    c = Checkpoint({"a": 0}, 0.00657, MIN_RELATIVE_IMPROVEMENT * 0.00657)
+    assert c.offer(0.00570, {"a": 1}) and c.values == {"a": 1}
+    assert not c.offer(0.00570 - 1e-7, {"a": 2}) and c.values == {"a": 1}  # within 0.1% of the scale
 
 
 def test_spp_schedule_doubles_the_paths_and_halves_the_step_to_the_most_then_stops():

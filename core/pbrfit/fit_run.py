@@ -40,12 +40,16 @@ from .time_budget import TimeBudget
 from .warm_start import solve_base_color, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
-           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "SUBSURFACE_SIGNIFICANCE", "lbfgs"]
+           "REFINE_EVALUATIONS", "MIN_IMPROVEMENT", "MIN_RELATIVE_IMPROVEMENT", "SUBSURFACE_SIGNIFICANCE", "lbfgs"]
 
 #: objective evaluations of the re-fit after a layer is switched off (per layer tried)
 REFINE_EVALUATIONS = 10
-#: a check must beat the best by more than this (ΔE2000, or relative error) to count
+#: a check in ΔE2000 must beat the best by more than this to count
 MIN_IMPROVEMENT = 1e-3
+#: a check in relative error (subsurface on) must beat the best by more than this share of
+#: the path stage's first check: relative errors are ~0.005, so the absolute margin above
+#: refused every Adam step of the wax (its checks fell 0.0066 -> 0.0057 and were discarded)
+MIN_RELATIVE_IMPROVEMENT = 1e-3
 #: the path stage's roughness search (FitRun.roughness_step): candidates as multiples of the
 #: current roughness, and how many rounds it may go on past the farthest
 ROUGHNESS_STEPS = (0.8, 0.9, 1.1, 1.25)
@@ -181,14 +185,16 @@ class Checkpoint:
 
     Args:
         values: the material to keep until a check beats it.
+        best: its check, if measured.
+        margin: how much lower a check must be to count (in the check's units).
     """
 
-    def __init__(self, values: dict, best: float = math.inf):
-        self.best, self.values, self.bad_checks = best, dict(values), 0
+    def __init__(self, values: dict, best: float = math.inf, margin: float = MIN_IMPROVEMENT):
+        self.best, self.values, self.bad_checks, self.margin = best, dict(values), 0, margin
 
     def offer(self, score: float, values: dict) -> bool:
-        """Keep ``values`` if ``score`` beats the best by :data:`MIN_IMPROVEMENT`; True if kept."""
-        if score < self.best - MIN_IMPROVEMENT:
+        """Keep ``values`` if ``score`` beats the best by the margin; True if kept."""
+        if score < self.best - self.margin:
             self.best, self.values, self.bad_checks = score, dict(values), 0
             return True
         self.bad_checks += 1
@@ -886,6 +892,7 @@ class FitRun:
 
         names = parameters_in_use(self.space, values)
         first, shown_de = check(values)
+        margin = MIN_RELATIVE_IMPROVEMENT * abs(first) if noisy else MIN_IMPROVEMENT
         if "base_color" in names and not self.out_of_time():
             # the raster result's colour made up for what the raster renderer lacks
             # (interreflection, the walks): one local secant step on the check's paths
@@ -894,12 +901,12 @@ class FitRun:
                 values, first, shown_de = recoloured, score, shown
                 warm.append("base_color")
         if "roughness" in names and not self.out_of_time():
-            stepped, score, shown = self.roughness_step(values, first, check, train_checker)
+            stepped, score, shown = self.roughness_step(values, first, check, train_checker, margin)
             if stepped is not values:
                 values, first, shown_de = stepped, score, shown
                 warm.append("roughness")
         checks = [first]
-        best = Checkpoint(values, first)
+        best = Checkpoint(values, first, margin)
         converged = False
         spp = SppSchedule(o.path_spp, o.path_max_spp, o.path_learning_rate)
         start = self.evaluations
@@ -957,12 +964,12 @@ class FitRun:
         return recoloured, score, shown
 
     def roughness_step(self, values: dict, score: float, check: Callable[[dict], tuple[float, float]],
-                       train_checker: Objective) -> tuple[dict, float, float]:
+                       train_checker: Objective, margin: float = MIN_IMPROVEMENT) -> tuple[dict, float, float]:
         """``(values, check, train ΔE2000)`` after a search of the base roughness on the check's
         fixed paths: each of :data:`ROUGHNESS_STEPS` times the current roughness, with the base
         colour re-solved for it on the train views (roughness and colour trade in the
         highlights' level), is checked, and the best is kept only when it beats ``score`` by
-        :data:`MIN_IMPROVEMENT`; while the best is the farthest step, the search goes on that
+        ``margin`` (in the check's units); while the best is the farthest step, the search goes on that
         way (at most :data:`ROUGHNESS_ROUNDS` rounds). ``values`` itself is returned when
         nothing beats it.
 
@@ -992,7 +999,7 @@ class FitRun:
             if not tried:
                 break
             value, factor, trial, shown = min(tried, key=lambda t: t[0])
-            if value >= best_score - MIN_IMPROVEMENT:
+            if value >= best_score - margin:
                 break
             best, best_score, best_shown, centre = trial, value, shown, trial
             if factor not in (min(ROUGHNESS_STEPS), max(ROUGHNESS_STEPS)):
