@@ -353,12 +353,13 @@ def _write_job(path: Path, ref: Path, maps: list[str], args) -> None:
     import tomllib
 
     ref_job = tomllib.loads((ref / "job.toml").read_text())
+    train_cams, novel_cams = {c["name"] for c in TRAIN_CAMERAS}, {c["name"] for c in NOVEL_CAMERAS}
     views = []
     for v in ref_job["views"]:
         hdri, cam = Path(v["image"]).parts[-2], Path(v["image"]).stem
-        extra = hdri in args.extra_train_hdris and cam in {c["name"] for c in TRAIN_CAMERAS}
-        train = (hdri == TRAIN_HDRI and cam in {c["name"] for c in TRAIN_CAMERAS}) or extra
-        val = hdri == FIT_VALIDATE_HDRI and cam in {c["name"] for c in NOVEL_CAMERAS}
+        extra = hdri in args.extra_train_hdris and cam in train_cams
+        train = (hdri == TRAIN_HDRI and cam in train_cams) or extra
+        val = hdri == FIT_VALIDATE_HDRI and cam in novel_cams
         if train or val:
             view = {"camera": v["camera"], "image": str(ref / v["image"])}
             if val or extra:
@@ -591,17 +592,20 @@ def _usd_cell(row: dict) -> str:
 
 
 def write_table(rows: list[dict], out: Path, args) -> str:
+    judged_seen = bool(set(args.extra_train_hdris) & set(JUDGE_HDRIS))
     lines = [
         f"Machine: {describe_machine()}. Sphere (UV 64x32), truth maps {TRUTH_RESOLUTION}x{TRUTH_RESOLUTION} in "
         f"Cycles Image Texture nodes (normal maps: tangent space on the UV map through a Normal Map node, steepest "
         f"tilt {MAX_TILT_DEG:.0f}°); references: Cycles CPU, {args.render_resolution}x{args.render_resolution} px, "
         f"{args.samples} samples. Fit: `pbrfit fit --backend {args.backend} --iterations {args.scalar_iterations}`, "
         f"[textures] resolution {args.resolution}, {args.iterations} iterations; 4 train views under "
-        f"{' and under '.join([TRAIN_HDRI, *args.extra_train_hdris])}, the fit's own validation: 2 novel cameras under {FIT_VALIDATE_HDRI}. Judge: the written "
+        f"{' and under '.join([TRAIN_HDRI, *args.extra_train_hdris])}, the fit's own validation: 2 novel cameras "
+        f"under {FIT_VALIDATE_HDRI}. Judge: the written "
         f"material.json + textures/*.exr, wired by the Blender add-on's write-back (`apply_material`) "
         f"(*via USD*: the fit's material.usda through Blender's USD importer instead), "
         f"re-rendered by Cycles (seed {JUDGE_SEED}) under "
-        f"{' and '.join(JUDGE_HDRIS)} ({'never seen by the fit' if not set(args.extra_train_hdris) & set(JUDGE_HDRIS) else 'NOT unseen: also trained on'}) from the 4 train cameras and the 2 novel ones "
+        f"{' and '.join(JUDGE_HDRIS)} ({'NOT unseen: also trained on' if judged_seen else 'never seen by the fit'}) "
+        "from the 4 train cameras and the 2 novel ones "
         "(12 views); ΔE2000 over pixels one pixel inside both masks (radiance / HDRI white), pooled: mean / p95; "
         "(4x4: mean over 4x4-pixel block means). *floor*: the truth material through the same judge (Cycles' own "
         "noise). Map errors over the texels the fit marks observed, truth "

@@ -406,9 +406,7 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
     device_label = override_labels("device") if "device" in over else table_labels("device")
     opts.device = resolve_device(merged.get("device"), device_label)
     opts.textures, opts.calibrate = textures, calibrate
-    if textures is not None and "subsurface_weight" in fitted_parameters(opts):
-        raise InputError(f"{params_label}: subsurface cannot be fitted together with texture maps yet; "
-                         "leave subsurface out (or freeze subsurface_weight) or remove the texture maps")
+    _check_maps_without_subsurface(opts, params_label)
     validate_fit_options(opts)
     return opts
 
@@ -416,11 +414,18 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
 def fitted_parameters(opts) -> list[str]:
     """The parameters a run with ``opts`` fits: ``opts.parameters``, except that the default
     list leaves subsurface out when texture maps are fitted (they cannot be fitted together
-    yet; a subsurface named by the user is refused by :func:`validate_fit_options`)."""
+    yet; a subsurface named by the user is refused by :func:`_check_maps_without_subsurface`)."""
     names = list(opts.parameters)
     if opts.textures is not None and names == list(DEFAULT_FIT):
         names = [n for n in names if n not in ("subsurface_weight", "subsurface_scale", "subsurface_radius")]
     return names
+
+
+def _check_maps_without_subsurface(opts, parameters_label: str) -> None:
+    """Refuse subsurface fitted together with texture maps, naming where the parameters were chosen."""
+    if opts.textures is not None and "subsurface_weight" in fitted_parameters(opts):
+        raise InputError(f"{parameters_label}: subsurface cannot be fitted together with texture maps yet; "
+                         "leave subsurface out (or freeze subsurface_weight) or remove the texture maps")
 
 
 def validate_fit_options(opts, label: Label = host_label) -> None:
@@ -469,9 +474,7 @@ def validate_fit_options(opts, label: Label = host_label) -> None:
 
         if not isinstance(opts.textures, TextureSettings):
             raise InputError(f"textures: expected pbrfit.textures.TextureSettings, got {opts.textures!r}")
-        if "subsurface_weight" in fitted_parameters(opts):
-            raise InputError(f"{label('parameters')}: subsurface cannot be fitted together with texture maps yet; "
-                             "freeze subsurface_weight or remove [textures]")
+        _check_maps_without_subsurface(opts, label("parameters"))
 
 
 # --- the command line's fit options (pbrfit fit, scripts/blender_fit.py) -----------------
