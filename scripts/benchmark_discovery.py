@@ -100,11 +100,12 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
             "structure_true": true_structure, "structure_found": found,
             "structure_correct": sorted(true_structure) == sorted(found),
             "errors_determined": _param_errors(truth, result.material, determined),
-            # subsurface is not analysed for identifiability (the raster renderer does not walk):
-            # its errors are shown apart, when the truth has it
+            # the subsurface weight is not analysed for identifiability (the raster renderer does
+            # not walk; the scale is, by the path stage's search): its errors are shown apart,
+            # when the truth has it and the analysis did not place them among the determined
             "errors_subsurface": _param_errors(truth, result.material, [
                 n for n in ("subsurface_weight", "subsurface_scale") if n in result.fitted
-                and truth.get("subsurface_weight", 0.0) > 0]),
+                and n not in determined and truth.get("subsurface_weight", 0.0) > 0]),
             "undetermined": undetermined,
             "warnings": [n["message"] for n in result.notes if n.get("about") == "fit"],
             "material": result.material, "timings": result.timings,
@@ -130,7 +131,8 @@ def write_table(rows: list[dict], out: Path, args) -> str:
             continue
         t, f = r["judge_truth"], r["judge_fit"]
         errs = ", ".join(f"{k} {v:.3g}" for k, v in r["errors_determined"].items())
-        errs += "".join(f", {k} {v:.3g} (not analysed)" for k, v in r.get("errors_subsurface", {}).items())
+        errs += "".join(f", {k} {v:.3g} ({'not determined' if k in r.get('undetermined', []) else 'not analysed'})"
+                        for k, v in r.get("errors_subsurface", {}).items())
         warn = "; ".join(w.split(":")[0] for w in r["warnings"]) or "-"
         lines.append(
             f"| {r['finish']} | {r['shape']} | {t['pixel']:.2f} ({t['block4']:.2f}) | {f['pixel']:.2f} "

@@ -222,13 +222,14 @@ def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     trial = Objective(run.renderers.subsurface_trial(), run.train, {"de2000": 1.0}, run.check_cancel, 1)
     raster_result = dict(default_material(), base_color=[0.7, 0.5, 0.3], roughness=0.4, subsurface_weight=0.0,
                          subsurface_scale=1.0)
-    values, errors = run.choose_subsurface(raster_result, train, trial)
+    values, errors, terms = run.choose_subsurface(raster_result, train, trial)
     assert values["subsurface_weight"] == 1.0 and set(errors) == {"0", "1"}, errors
+    assert set(terms) == {"train"} and len(terms["train"]) > 8, terms  # the chosen material's blocks
     assert errors["1"]["margin"] >= 2.0 and errors["1"]["train"] < errors["0"]["train"], errors
     assert np.abs(np.subtract(values["base_color"], truth["base_color"])).max() < 0.05, values["base_color"]
     # not under a metal, which hides it: nothing tried
     metal = dict(raster_result, metallic=1.0)
-    assert run.choose_subsurface(metal, train, trial) == (metal, {})
+    assert run.choose_subsurface(metal, train, trial) == (metal, {}, {})
 
 
 def _blocks(mean: float, spread: float, n: int = 32, seed: int = 0) -> list[torch.Tensor]:
@@ -260,10 +261,43 @@ def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, valid
     monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local, match: values["base_color"])
     params = ["base_color", "subsurface_weight"]
     run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
-    values, errors = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), None, "train",
-                                           "validate" if validate else None)
+    values, errors, _ = run.choose_subsurface(dict(default_material(), subsurface_weight=0.0), None, "train",
+                                              "validate" if validate else None)
     assert values["subsurface_weight"] == chosen, errors
     assert all(("validate" in e) == bool(validate) for e in errors.values())
+
+
+@pytest.mark.parametrize("errors, start, found, determined", [
+    (lambda s: 1.0 + 4.0 * math.log2(s / 0.1) ** 2, 0.05, 0.1, True),  # clear minimum at 0.1, one step away
+    (lambda s: 1.0 + 4.0 * math.log2(s / 0.4) ** 2, 0.05, 0.4, True),  # three steps of 2
+    (lambda s: 1.0, 0.05, 0.05, False)])  # the photos cannot tell: stays, flagged
+def test_subsurface_scale_is_searched_on_the_blocks_and_flagged_when_the_photos_cannot_tell(
+        case, monkeypatch, errors, start, found, determined):
+    """Factors of 2 while a neighbour reads better by two standard errors of the paired block
+    differences, then factors of sqrt(2); determined only when both factor-2 neighbours of the
+    result read significantly worse, and then the finding is not raised."""
+    from pbrfit import fit_run, identifiability
+
+    def terms(obj, m):  # per-block errors: a smooth function of the scale plus the same noise pattern
+        return _blocks(errors(float(m["subsurface_scale"])), 0.05, seed=0 if obj == "train" else 1)
+
+    monkeypatch.setattr(fit_run, "unbiased_relative_errors", terms)
+    monkeypatch.setattr(fit_run, "solve_base_color", lambda obj, values, space, local, match: values["base_color"])
+    params = ["base_color", "subsurface_weight", "subsurface_scale"]
+    run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params), None, None)
+    values = dict(default_material(), subsurface_weight=1.0, subsurface_scale=start)
+    start_terms = fit_run._block_terms({"train": "train", "validate": "validate"}, values)
+    out, record = run.subsurface_scale_search(values, start_terms, None, "train", "validate")
+    assert out["subsurface_scale"] == pytest.approx(found) and record["determined"] == determined, record
+    tolerance = run.path_tolerances["subsurface_scale"]
+    assert tolerance["determined"] == determined
+    notes = identifiability.findings(run.path_tolerances)
+    assert bool(notes) != determined and all("not determined by these photos" in n["message"] for n in notes)
+    scales = [t["scale"] for t in record["tried"]]
+    if determined:  # the sqrt(2) round was tried around the result
+        assert any(s == pytest.approx(found * math.sqrt(2)) for s in scales), scales
+    else:  # no finer round where the factor 2 is already not told apart
+        assert sorted(scales) == pytest.approx([start / 2, start * 2]), scales
 
 
 def test_paired_margin_counts_standard_errors_of_the_differences():
@@ -274,6 +308,7 @@ def test_paired_margin_counts_standard_errors_of_the_differences():
     assert _paired_margin(before, before - d) == pytest.approx(0.2 / (float(d.std()) / 2))
     assert _paired_margin(before, before + 0.5) == -math.inf  # worse on every block alike
     assert _paired_margin(before[:1], before[:1] - 1) == 0.0  # one block tells nothing
+    assert _paired_margin(before, before.clone()) == 0.0  # no difference at all: no margin either way
 
 
 # --- checkpoint, early stopping, spp schedule ------------------------------------------------------

@@ -44,7 +44,8 @@ UNDETERMINED_SHARE = 0.1
 #: forward-difference step, as a share of the parameter's range
 STEP_SHARE = 0.01
 #: parameters the raster renderer does not render as the path tracer does (subsurface is a
-#: diffuse share there, transmission is not rendered): left out of the analysis
+#: diffuse share there, transmission is not rendered): left out of the analysis (the path
+#: refinement's scale search measures the subsurface scale's, :meth:`pbrfit.fit_run.FitRun.subsurface_scale_search`)
 NOT_ANALYSED = ("subsurface_weight", "subsurface_radius", "subsurface_scale", "transmission_weight")
 
 
@@ -143,6 +144,13 @@ def findings(result: dict) -> list[dict]:
     notes = []
     for name, e in result.items():
         if e["determined"]:
+            continue
+        if e.get("method") == "path search":  # FitRun.subsurface_scale_search
+            notes.append({"about": name, "severity": "warning",
+                          "message": "not determined by these photos: half or twice its value, with the base colour "
+                                     "re-solved, renders as well within the path tracer's noise; treat its value "
+                                     "with care, or add views of thin parts and shadow edges, or set it and freeze it "
+                                     "(--freeze)"})
             continue
         tol = "any value in its range" if not math.isfinite(e["tolerance"]) else f"±{e['tolerance']:.2g}"
         trade = (f", trading against {e['trades_with']} (correlation {e['correlation']:+.2f})"
