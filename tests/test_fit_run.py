@@ -232,6 +232,35 @@ def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     assert run.choose_subsurface(metal, train, trial) == (metal, {}, {})
 
 
+def test_a_wax_refinement_checks_on_blocks_and_searches_its_scale_instead_of_stepping_it(tmp_path):
+    """With subsurface on (here the user's: weight 1 in the initial material, frozen), the path
+    refinement's checks are relative errors of the trial's block means, the scale is searched
+    (its tolerance reported, a finding when the photos cannot tell it) and left out of Adam's
+    steps."""
+    from dataclasses import replace
+
+    from pbrfit.fit import fit_material
+
+    truth = {"base_color": [0.8, 0.6, 0.4], "roughness": 0.4, "subsurface_weight": 1.0, "subsurface_scale": 1.0}
+    job = write_job(tmp_path, size=32, cameras=2)
+    render_references(job, truth, seed=3, path_spp=32)
+    scene = load_job(job).scene
+    scene = replace(scene, initial_material=dict(scene.initial_material or {}, subsurface_weight=1.0,
+                                                 subsurface_scale=0.5))
+    params = ["base_color", "roughness", "subsurface_scale"]
+    opts = FitOptions(samples=FAST, parameters=params, iterations=20, path_iterations=4, check_every=2, seed=0)
+    result = fit_material(scene, opts)
+    path = next(s for s in result.schedule if s["stage"] == "path")
+    search = path["subsurface_trial"]["scale_search"]
+    assert path["check_metric"] == "relative_error" and "subsurface_scale" not in path["parameters"], path
+    assert result.material["subsurface_scale"] == pytest.approx(search["found"]), search
+    assert search["start"] == pytest.approx(0.5) and search["tried"], search
+    entry = result.identifiability["subsurface_scale"]
+    assert entry["method"] == "path search" and entry["determined"] == search["determined"], entry
+    flagged = any(n.get("about") == "subsurface_scale" for n in result.notes)
+    assert flagged != search["determined"], result.notes
+
+
 def _blocks(mean: float, spread: float, n: int = 32, seed: int = 0) -> list[torch.Tensor]:
     """Per-block error terms of one view: ``n`` blocks around ``mean``, a spread of ``spread``."""
     g = torch.Generator().manual_seed(seed)

@@ -178,7 +178,7 @@ def _paired_margin(before: torch.Tensor, after: torch.Tensor) -> float:
     return math.copysign(math.inf, float(d.mean())) if float(d.mean()) != 0 else 0.0
 
 
-def _trial_objectives(train: Objective, val: Objective | None) -> dict:
+def _trial_objectives(train: Objective, val: Objective | None = None) -> dict:
     """{"train": train, "validate": val (when the job has validation views)}."""
     return {"train": train, **({"validate": val} if val is not None else {})}
 
@@ -888,7 +888,7 @@ class FitRun:
         train_checker = Objective(check_renderer, self.train, {"de2000": 1.0}, self.check_cancel, o.threads)
         started = dict(self.values)  # the raster result (auto) or the initial material (path)
         started_at = time.monotonic()
-        warm, trial = [], {}
+        warm, trial, trial_objectives, terms = [], {}, [], {}
         values = self.values
         if "subsurface_weight" in self.space.fit and not self.out_of_time():
             trial_renderer = self.renderers.subsurface_trial()
@@ -896,25 +896,36 @@ class FitRun:
                                 for views in (self.train, self.val) if views]
             values, trial, terms = self.choose_subsurface(values, train_checker, *trial_objectives)
             warm = ["subsurface_weight"]
-            if terms and "subsurface_scale" in self.space.fit and not self.out_of_time():
-                values, trial["scale_search"] = self.subsurface_scale_search(values, terms, train_checker,
-                                                                             *trial_objectives)
-                warm.append("subsurface_scale")
         # Subsurface walks are far noisier than surface paths, and ΔE2000 of noisy pixels reads
-        # high: with them, checks use the unbiased relative error instead of ΔE2000, and what
-        # progress reports as train ΔE2000 is the train views on the check's fixed paths; else
-        # the check itself when it is on the train views, and nothing when it is on validation
-        # (the iterations' own 4-spp renders would read several units high from noise alone,
-        # and a second check of the train views costs as much as the check: the final metrics
-        # measure them)
+        # high: with them, checks use the unbiased relative error of the trial's 4x4-pixel
+        # block means instead of ΔE2000 (in single pixels the references' own noise, 8 ΔE2000
+        # for a wax, weighed by 1 / ref**2 of the noisy reference, let a check 1% better carry
+        # the wax on Suzanne's red from 0.93 to 1.0), the colour steps solve for the ratio the
+        # trial uses (:func:`pbrfit.warm_start.solve_base_color`), and what progress reports as
+        # train ΔE2000 is the train views on the check's fixed paths; else the check itself
+        # when it is on the train views, and nothing when it is on validation (the iterations'
+        # own 4-spp renders would read several units high from noise alone, and a second check
+        # of the train views costs as much as the check: the final metrics measure them)
         noisy = values["subsurface_weight"] > self.space.bounds_of("subsurface_weight")[0]
+        if noisy and not trial_objectives:  # subsurface on in the initial material, its weight frozen
+            trial_renderer = self.renderers.subsurface_trial()
+            trial_objectives = [Objective(trial_renderer, views, {"de2000": 1.0}, self.check_cancel, o.threads)
+                                for views in (self.train, self.val) if views]
+        if noisy and "subsurface_scale" in self.space.fit and not self.out_of_time():
+            terms = terms or _block_terms(_trial_objectives(*trial_objectives), values)
+            values, trial["scale_search"] = self.subsurface_scale_search(values, terms, train_checker,
+                                                                         *trial_objectives)
+            warm.append("subsurface_scale")
+        # the validation views' blocks when the job has them, else the train views'
+        block_checker = trial_objectives[-1] if noisy else None
+        match = "ratio" if noisy else "de2000"
 
         def check(vals: dict) -> tuple[float, float]:
             """(the check's value, lower is better; train ΔE2000 to report)."""
             space0 = ParameterSpace(vals, [])
             m = space0.material(space0.initial_vector())
             if noisy:
-                value = unbiased_relative_error(checker, m)
+                value = unbiased_relative_error(block_checker, m)
                 with torch.no_grad():
                     return value, train_checker(m)[1]
             with torch.no_grad():
@@ -932,12 +943,12 @@ class FitRun:
         if "base_color" in names and not self.out_of_time():
             # the raster result's colour made up for what the raster renderer lacks
             # (interreflection, the walks): one local secant step on the check's paths
-            recoloured, score, shown = self.colour_step(values, check, train_checker)
+            recoloured, score, shown = self.colour_step(values, check, train_checker, match)
             if score < first:
                 values, first, shown_de = recoloured, score, shown
                 warm.append("base_color")
         if "roughness" in names and not self.out_of_time():
-            stepped, score, shown = self.roughness_step(values, first, check, train_checker, margin)
+            stepped, score, shown = self.roughness_step(values, first, check, train_checker, margin, match)
             if stepped is not values:
                 values, first, shown_de = stepped, score, shown
                 warm.append("roughness")
@@ -976,7 +987,7 @@ class FitRun:
         if "base_color" in names and best.best < first and not self.out_of_time():
             # Adam's relative L2 on noisy references drifts the colour dark (each pixel's error
             # is divided by the reference's own noisy value): the same colour step on its result
-            recoloured, score, _ = self.colour_step(best.values, check, train_checker)
+            recoloured, score, _ = self.colour_step(best.values, check, train_checker, match)
             checks.append(score)
             if best.offer(score, recoloured):
                 polished.append("base_color")
@@ -991,16 +1002,17 @@ class FitRun:
             self.stopped = "converged" if converged else "iterations"
         self.leave()
 
-    def colour_step(self, values: dict, check: Callable[[dict], tuple[float, float]], train_checker: Objective
-                    ) -> tuple[dict, float, float]:
+    def colour_step(self, values: dict, check: Callable[[dict], tuple[float, float]], train_checker: Objective,
+                    match: str = "de2000") -> tuple[dict, float, float]:
         """``(values with the base colour re-solved on the train views' check paths, its check,
-        train ΔE2000)``: :func:`pbrfit.warm_start.solve_base_color`, local."""
-        recoloured = dict(values, base_color=solve_base_color(train_checker, values, self.space, local=True))
+        train ΔE2000)``: :func:`pbrfit.warm_start.solve_base_color`, local, ``match`` as there."""
+        recoloured = self._recoloured(values, train_checker, match)
         score, shown = check(recoloured)
         return recoloured, score, shown
 
     def roughness_step(self, values: dict, score: float, check: Callable[[dict], tuple[float, float]],
-                       train_checker: Objective, margin: float = MIN_IMPROVEMENT) -> tuple[dict, float, float]:
+                       train_checker: Objective, margin: float = MIN_IMPROVEMENT, match: str = "de2000"
+                       ) -> tuple[dict, float, float]:
         """``(values, check, train ΔE2000)`` after a search of the base roughness on the check's
         fixed paths: each of :data:`ROUGHNESS_STEPS` times the current roughness, with the base
         colour re-solved for it on the train views (roughness and colour trade in the
@@ -1028,7 +1040,7 @@ class FitRun:
                 trial = dict(centre, roughness=r)
                 self.check_cancel()
                 if "base_color" in self.space.fit:
-                    trial, value, shown = self.colour_step(trial, check, train_checker)
+                    trial, value, shown = self.colour_step(trial, check, train_checker, match)
                 else:
                     value, shown = check(trial)
                 tried.append((value, factor, trial, shown))
@@ -1153,12 +1165,12 @@ class FitRun:
         return centre, {"start": float(values["subsurface_scale"]), "factor_2": found, "found": scale,
                         "determined": bool(determined), "tried": tried}
 
-    def _recoloured(self, values: dict, train_checker: Objective) -> dict:
-        """``values`` with the base colour re-solved on ``train_checker``'s paths (the ratio,
-        :func:`pbrfit.warm_start.solve_base_color`) when it is fitted."""
+    def _recoloured(self, values: dict, train_checker: Objective, match: str = "ratio") -> dict:
+        """``values`` with the base colour re-solved on ``train_checker``'s paths
+        (:func:`pbrfit.warm_start.solve_base_color`, local, ``match`` as there) when it is fitted."""
         if "base_color" not in self.space.fit:
             return values
-        return dict(values, base_color=solve_base_color(train_checker, values, self.space, local=True, match="ratio"))
+        return dict(values, base_color=solve_base_color(train_checker, values, self.space, local=True, match=match))
 
     def texture_maps(self) -> None:
         """Fit the texture maps from the scalar result (:mod:`pbrfit.texture_fit`)."""
