@@ -3,7 +3,7 @@
 * Suzanne (self-occluding) in grey rough plastic under a sky with a sun: the path backend
   matches Cycles' mean radiance where the raster backend, without interreflection, is darker.
 * A wax sphere (random-walk subsurface) lit from above, with a short mean free path and with
-  a red one around a tenth of the sphere's radius: mean radiance per channel within 3 % (7 %)
+  a red one around a tenth of the sphere's radius: mean radiance per channel within 2 % (5 %)
   of Cycles' Random Walk, and the contrast between the lit and the shadowed side, which tells
   how far light travels under the surface, within 5 % (Cycles' mean free path is radius x
   scale / 4 pi; with radius x scale the long case's red contrast was 17 % low).
@@ -51,9 +51,11 @@ def suzanne(tmp_path_factory):
 
 
 #: subsurface scale of the wax sphere -> tolerance of its mean radiance per channel against
-#: Cycles' (the long mean free path's blue reads ~6 % bright: the walks differ, see
-#: pbrfit.subsurface_walk; with the mean free path 4 pi too long its red read 0.87, its blue 1.19)
-MEAN_TOLERANCE = {"short": 0.03, "long": 0.07}
+#: Cycles' (measured 1.014, 1.009, 0.988 and 1.008, 1.011, 1.037; the long mean free path's blue
+#: reads ~4 % bright, a difference not yet found). Regressions they catch: a refracted entry of
+#: GGX alpha 1 instead of roughness^2 read 1.011, 1.031, 1.058 on the long one; the mean free path
+#: 4 pi too long read red 0.87, blue 1.19
+MEAN_TOLERANCE = {"short": 0.02, "long": 0.05}
 
 
 @pytest.fixture(scope="module", params=[0.02, 1.0], ids=list(MEAN_TOLERANCE))

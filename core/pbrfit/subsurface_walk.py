@@ -37,6 +37,10 @@ RADIUS_TO_MEAN_FREE_PATH = 0.25 / np.pi
 #: epsilon, 0.4 of the wax's blue mean free path, darkened its blue by 15%)
 ENTRY_DEPTH_SHARE = 0.01
 ENTRY_DEPTH_FLOOR = 0.05
+#: the refracted entry's GGX alpha is the Principled roughness squared (``bssrdf->alpha =
+#: sqr(roughness)`` in Cycles' Principled closure; its "fixed roughness of 1.0" comment is
+#: stale): floored so a mirror-smooth part still samples a finite lobe
+ENTRY_MIN_ALPHA = 1e-4
 
 
 def _tensor(v) -> torch.Tensor:
@@ -61,7 +65,7 @@ class SubsurfaceWalk:
     """Random-walk subsurface scattering, built as Cycles' "Random Walk" BSSRDF (Blender 4/5).
 
     Entry (as Cycles): half of the walks enter along a cosine-distributed direction into the
-    part, the other half by refraction through a GGX interface of roughness 1 and the
+    part, the other half by refraction through a GGX interface of alpha roughness^2 and the
     Principled IOR, sampled from the visible normals of the view direction; either way only
     the direction is sampled (no Fresnel or BSDF weight). Inside: a homogeneous isotropic
     medium with per-channel extinction ``sigma_t = 1 / (subsurface_radius *
@@ -115,14 +119,16 @@ class SubsurfaceWalk:
 
     @staticmethod
     def _entry(m_fixed: dict, frame: torch.Tensor, wo: torch.Tensor, u: torch.Tensor) -> np.ndarray:
-        """World directions into the part: cosine or rough (alpha 1) refraction, 50/50."""
+        """World directions into the part: cosine or rough refraction (GGX alpha = roughness^2,
+        the Principled IOR), 50/50, as Cycles' ``subsurface_entry_bounce`` for Random Walk."""
         down = bsdf.cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
         down = down * down.new_tensor([1.0, 1.0, -1.0])
         ior = torch.as_tensor(m_fixed.get("ior", 1.5), device=wo.device).clamp(1.01, 3.8).reshape(-1)[0]
+        roughness = torch.as_tensor(m_fixed.get("roughness", 0.5), device=wo.device).reshape(-1)[0]
         view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
         view = view / view.norm(dim=-1, keepdim=True)
-        one = torch.ones(1, device=wo.device)
-        h = sample_vndf(view, one, one, torch.stack([(2 * u[:, 0] - 1).clamp(0, 1 - 1e-7), u[:, 1]], -1))
+        a = (roughness * roughness).clamp(ENTRY_MIN_ALPHA, 1.0).reshape(1)
+        h = sample_vndf(view, a, a, torch.stack([(2 * u[:, 0] - 1).clamp(0, 1 - 1e-7), u[:, 1]], -1))
         cos_hi = (h * view).sum(-1, keepdim=True)
         eta = 1.0 / ior
         k = torch.sqrt((1 - eta * eta * (1 - cos_hi * cos_hi)).clamp_min(1e-14))
