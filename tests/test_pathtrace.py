@@ -164,6 +164,31 @@ def test_subsurface_light_travels_under_the_surface(sphere):
     assert bool((alpha[1:] > alpha[:-1]).all()) and float(alpha.max()) < 1.0
 
 
+def test_walks_enter_by_refraction_as_cycles_random_walk():
+    """Every walk enters by refraction through the GGX interface (Cycles' Random Walk; the 50 %
+    cosine entry is Random Walk (Skin)'s): on a near-smooth part seen at 60 degrees all walks
+    take Snell's direction, with the IOR that Specular IOR Level sets, as Cycles' eta."""
+    from pbrfit.microfacet import F0_from_ior, ior_from_sqrt_F0
+
+    n = 4096
+    frame = torch.eye(3).expand(n, 3, 3)
+    theta = np.radians(60.0)
+    wo = torch.tensor([np.sin(theta), 0.0, np.cos(theta)], dtype=torch.float32).expand(n, 3)
+    u = torch.rand(n, 2, generator=torch.Generator().manual_seed(0))
+    for level, ior in ((0.5, 1.5), (0.8, float(ior_from_sqrt_F0(F0_from_ior(torch.tensor(1.5)).mul(1.6).sqrt())))):
+        m = {"ior": torch.tensor(1.5), "roughness": torch.tensor(0.0), "specular_ior_level": torch.tensor(level)}
+        d = SubsurfaceWalk._entry(m, frame, wo, u)
+        assert (d[:, 2] < 0).all()
+        sin_t = np.sin(theta) / ior
+        expected = np.array([-sin_t, 0.0, -np.sqrt(1 - sin_t ** 2)])
+        dev = np.linalg.norm(d - expected, axis=-1)  # GGX's tails at alpha 1e-4: a few 1e-3
+        assert np.median(dev) < 1e-4 and dev.max() < 0.01, (level, np.median(dev), dev.max())
+    # a rough interface spreads the walks around that direction, still into the part
+    m = {"ior": torch.tensor(1.5), "roughness": torch.tensor(0.6)}
+    d = SubsurfaceWalk._entry(m, frame, wo, u)
+    assert (d[:, 2] < 0).all() and d[:, 0].std() > 0.05
+
+
 def test_subsurface_parameters_get_gradients(sphere):
     names = ["subsurface_weight", "subsurface_scale", "subsurface_radius"]
     values = normalize_material({"base_color": [0.8, 0.7, 0.6], "subsurface_weight": 0.8,

@@ -15,7 +15,7 @@ import torch
 
 from . import bsdf
 from .gbuffer import surface_points
-from .microfacet import sample_vndf
+from .microfacet import F0_from_ior, ior_from_sqrt_F0, sample_vndf
 from .scene_renderer import SceneRenderer
 
 __all__ = ["Exits", "SubsurfaceWalk"]
@@ -32,14 +32,16 @@ _MIN_ALPHA = 0.2
 #: wax on Suzanne rendered its red 0.81x Cycles' on the lit side and 1.25x on the shadowed side
 #: (light carried 12.6x too far: through the ears and away).
 RADIUS_TO_MEAN_FREE_PATH = 0.25 / np.pi
-#: how deep the walks start under the surface, as a share of the shortest mean free path, and
-#: its floor, as a share of the ray caster's epsilon (float32 origins; a start at the caster's
-#: epsilon, 0.4 of the wax's blue mean free path, darkened its blue by 15%)
+#: how deep the walks start under the surface (Cycles starts them on it, the entry triangle
+#: excluded from the first query): a share of the shortest mean free path, floored at a few
+#: float32 steps of the part's largest coordinate (the ray caster's origins are float32) and
+#: capped at the caster's epsilon. A floor of 0.05 epsilon (11 % of the short wax's blue mean
+#: free path) read that blue 5 % dark against Cycles; a start at the epsilon itself, 15 %.
 ENTRY_DEPTH_SHARE = 0.01
-ENTRY_DEPTH_FLOOR = 0.05
+ENTRY_DEPTH_ULPS = 16
 #: the refracted entry's GGX alpha is the Principled roughness squared (``bssrdf->alpha =
-#: sqr(roughness)`` in Cycles' Principled closure; its "fixed roughness of 1.0" comment is
-#: stale): floored so a mirror-smooth part still samples a finite lobe
+#: sqr(roughness)`` in Cycles' Principled closure; the fixed alpha 1 is Random Walk (Skin)'s):
+#: floored so a mirror-smooth part still samples a finite lobe
 ENTRY_MIN_ALPHA = 1e-4
 
 
@@ -64,10 +66,12 @@ class Exits:
 class SubsurfaceWalk:
     """Random-walk subsurface scattering, built as Cycles' "Random Walk" BSSRDF (Blender 4/5).
 
-    Entry (as Cycles): half of the walks enter along a cosine-distributed direction into the
-    part, the other half by refraction through a GGX interface of alpha roughness^2 and the
-    Principled IOR, sampled from the visible normals of the view direction; either way only
-    the direction is sampled (no Fresnel or BSDF weight). Inside: a homogeneous isotropic
+    Entry (as Cycles' Random Walk in Blender 5.0, ``subsurface_entry_bounce``): refraction
+    through a GGX interface of alpha roughness^2 and the Principled IOR (after Specular IOR
+    Level), sampled from the visible normals of the view direction; only the direction is
+    sampled (no Fresnel or BSDF weight). The 50 % cosine entry and alpha 1 in that function
+    are Random Walk (Skin)'s; a cosine half here read the long-mean-free-path wax's blue 3.4 %
+    bright against Cycles. Inside: a homogeneous isotropic
     medium with per-channel extinction ``sigma_t = 1 / (subsurface_radius *
     subsurface_scale * RADIUS_TO_MEAN_FREE_PATH)`` (world units; Cycles' 1/(4 pi)) and
     single-scattering albedo inverted from Base Color
@@ -118,22 +122,33 @@ class SubsurfaceWalk:
         return sigma_t, alpha, scale_thr
 
     @staticmethod
+    def depth_floor(mesh) -> float:
+        """The shallowest start under the surface that float32 origins keep below it:
+        :data:`ENTRY_DEPTH_ULPS` float32 steps at the part's largest coordinate."""
+        largest = np.float32(np.abs(mesh.positions).max())
+        return float(ENTRY_DEPTH_ULPS * np.spacing(largest))
+
+    @staticmethod
     def _entry(m_fixed: dict, frame: torch.Tensor, wo: torch.Tensor, u: torch.Tensor) -> np.ndarray:
-        """World directions into the part: cosine or rough refraction (GGX alpha = roughness^2,
-        the Principled IOR), 50/50, as Cycles' ``subsurface_entry_bounce`` for Random Walk."""
-        down = bsdf.cosine_hemisphere(torch.stack([(2 * u[:, 0]) % 1.0, u[:, 1]], -1))
-        down = down * down.new_tensor([1.0, 1.0, -1.0])
-        ior = torch.as_tensor(m_fixed.get("ior", 1.5), device=wo.device).clamp(1.01, 3.8).reshape(-1)[0]
+        """World directions into the part: refraction through a GGX interface of alpha
+        roughness^2 and the Principled IOR (adjusted by Specular IOR Level, as Cycles' ``eta``),
+        from the visible normals of the view direction, as Cycles' ``subsurface_entry_bounce``
+        for Random Walk (its 50 % cosine entry and alpha 1 are Random Walk (Skin)'s)."""
+        ior = torch.as_tensor(m_fixed.get("ior", 1.5), device=wo.device).reshape(-1)[0]
+        level = torch.as_tensor(m_fixed.get("specular_ior_level", 0.5), device=wo.device).reshape(-1)[0]
+        if float(level) != 0.5:  # Cycles: eta = ior_from_F0(2 level F0(ior))
+            f0 = (F0_from_ior(ior) * 2.0 * level).clamp_min(0.0)
+            ior = ior_from_sqrt_F0(f0.sqrt())
+        ior = ior.clamp(1.01, 3.8)
         roughness = torch.as_tensor(m_fixed.get("roughness", 0.5), device=wo.device).reshape(-1)[0]
         view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
         view = view / view.norm(dim=-1, keepdim=True)
         a = (roughness * roughness).clamp(ENTRY_MIN_ALPHA, 1.0).reshape(1)
-        h = sample_vndf(view, a, a, torch.stack([(2 * u[:, 0] - 1).clamp(0, 1 - 1e-7), u[:, 1]], -1))
+        h = sample_vndf(view, a, a, torch.stack([u[:, 0].clamp(0, 1 - 1e-7), u[:, 1]], -1))
         cos_hi = (h * view).sum(-1, keepdim=True)
         eta = 1.0 / ior
         k = torch.sqrt((1 - eta * eta * (1 - cos_hi * cos_hi)).clamp_min(1e-14))
-        refr = -eta * view + (eta * cos_hi - k) * h
-        local = torch.where((u[:, 0] < 0.5)[:, None], down, refr)
+        local = -eta * view + (eta * cos_hi - k) * h
         d = torch.einsum("pij,pi->pj", frame, local)
         return (d / d.norm(dim=-1, keepdim=True)).double().cpu().numpy()
 
@@ -161,8 +176,7 @@ class SubsurfaceWalk:
         # one analog walk per entry and channel
         walker_entry = torch.as_tensor(np.repeat(ok, 3), device=cpu)
         channel = torch.arange(3, device=cpu).repeat(len(ok))
-        depth = min(caster.epsilon,
-                    max(ENTRY_DEPTH_SHARE / float(sigma_fixed.max()), ENTRY_DEPTH_FLOOR * caster.epsilon))
+        depth = min(caster.epsilon, max(ENTRY_DEPTH_SHARE / float(sigma_fixed.max()), self.depth_floor(mesh)))
         x = np.repeat(position[ok] - normal_geo[ok] * depth, 3, axis=0)
         d = np.repeat(d_in[ok], 3, axis=0)
         sig = sigma_t[channel]
