@@ -108,7 +108,7 @@ from pbrfit.params import PARAMETERS, normalize_material
 
 # The Principled socket table lives in the Blender add-on (its one copy); re-exported here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "blender_addon"))
-from pbrfit_blender.sockets import SOCKETS
+from pbrfit_blender.sockets import MODEL_SETTINGS, SOCKETS
 
 __all__ = [
     "SOCKETS",
@@ -519,8 +519,8 @@ def _set_principled(node, values: Mapping[str, object]) -> None:
         if PARAMETERS[name].size == 3:
             value = list(value) + ([1.0] if len(socket.default_value) == 4 else [])
         socket.default_value = value
-    node.subsurface_method = "RANDOM_WALK"
-    node.distribution = "MULTI_GGX"
+    for setting, value in MODEL_SETTINGS.items():
+        setattr(node, setting, value)
 
 
 def _new_material(name: str, values: Mapping[str, object]):

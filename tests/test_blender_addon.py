@@ -235,6 +235,37 @@ def test_writeback_restore_and_shared_material():
     assert abs(r["other_rough"] - 0.4) < 1e-6 and abs(r["copy_rough"] - 0.9) < 1e-6
 
 
+def test_writeback_switches_the_node_to_what_pbrfit_models_and_restore_switches_back():
+    """A user's Principled BSDF on GGX with Random Walk (Skin): the fitted values are written
+    under Multiscatter GGX and Random Walk (what pbrfit renders), each switch is reported, and
+    Restore Previous puts the user's settings back. Without subsurface the method is left."""
+    r = _blender("""
+        part, cams = S.build({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4})
+        from pbrfit_blender.extract import find_principled
+        from pbrfit_blender.writeback import apply_material, restore_previous
+        node = find_principled(part.active_material)
+        node.distribution, node.subsurface_method = "GGX", "RANDOM_WALK_SKIN"
+        plain = []
+        apply_material(part, {"roughness": 0.3}, notes=plain)
+        after_plain = [node.distribution, node.subsurface_method]
+        restore_previous(part)
+        restored_plain = [node.distribution, node.subsurface_method]
+        wax = []
+        apply_material(part, {"subsurface_weight": 1.0, "subsurface_scale": 0.1}, notes=wax)
+        after_wax = [node.distribution, node.subsurface_method]
+        restore_previous(part)
+        out(plain=plain, after_plain=after_plain, restored_plain=restored_plain, wax=wax, after_wax=after_wax,
+            restored=[node.distribution, node.subsurface_method],
+            weight=node.inputs["Subsurface Weight"].default_value)
+    """)
+    assert r["after_plain"] == ["MULTI_GGX", "RANDOM_WALK_SKIN"] and len(r["plain"]) == 1
+    assert "Distribution set from GGX to Multiscatter GGX" in r["plain"][0]
+    assert r["restored_plain"] == ["GGX", "RANDOM_WALK_SKIN"]
+    assert r["after_wax"] == ["MULTI_GGX", "RANDOM_WALK"] and len(r["wax"]) == 2
+    assert "Subsurface Method set from Random Walk (Skin) to Random Walk" in r["wax"][1]
+    assert r["restored"] == ["GGX", "RANDOM_WALK_SKIN"] and r["weight"] == 0.0
+
+
 def test_texture_maps_write_back_render_in_cycles_and_restore(tmp_path):
     """Fitted maps become Image Texture nodes on the mesh's UV map: a map red in its top half
     and blue in its bottom half renders red above and blue below the sphere's equator in

@@ -133,6 +133,12 @@ def _draw_findings(layout, settings) -> None:
             row.alert = f.severity == "error"
             row.label(text=f"{f.subject}: {f.message}" if f.subject else f.message,
                       icon=_SEVERITY_ICON.get(f.severity, "INFO"))
+    written = [f for f in settings.findings if f.kind == "written"]
+    if written:
+        box = layout.box()
+        box.label(text="Also changed in the material")
+        for f in written:
+            box.label(text=f"{f.subject}: {f.message}", icon="NODETREE")
     drops = [f for f in settings.findings if f.kind == "export"]
     if drops:
         box = layout.box()

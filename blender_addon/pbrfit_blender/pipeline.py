@@ -193,9 +193,10 @@ def write_outputs(out_dir, result, extraction: Extraction, options, *, publish: 
     return doc, out
 
 
-def publish_findings(context, result, options) -> None:
+def publish_findings(context, result, options, written=()) -> None:
     """The plausibility findings and what each export format drops, for the panel
-    (``scene.pbrfit.findings``; the same list as material.json and report.html)."""
+    (``scene.pbrfit.findings``; the same list as material.json and report.html), and
+    ``written``: what the write-back changed besides the values (node settings switched)."""
     from pbrfit.material_mapping import export_losses
     from pbrfit.plausibility import findings
 
@@ -211,6 +212,9 @@ def publish_findings(context, result, options) -> None:
             item = settings.findings.add()
             item.kind, item.severity, item.subject = "export", "note", target
             item.message = line.removeprefix(f"{target}: ")
+    for line in written:
+        item = settings.findings.add()
+        item.kind, item.severity, item.subject, item.message = "written", "note", "Principled BSDF", line
 
 
 def finish(context, obj, result, extraction: Extraction, options, *, copy_if_shared: bool = False,
@@ -219,17 +223,18 @@ def finish(context, obj, result, extraction: Extraction, options, *, copy_if_sha
     image textures, packed or saved in ``texture_folder``), publish the outputs, show the
     images and findings. A failure staging the outputs leaves the material as it was."""
     doc, out = write_outputs(out_dir, result, extraction, options, publish=False) if out_dir else (None, None)
+    switched = []
     try:
         material = apply_material(obj, result.material, copy_if_shared=copy_if_shared,
                                   message=f"pbrfit: fit {obj.name}", maps=getattr(result, "textures", None),
-                                  texture_folder=texture_folder)
+                                  texture_folder=texture_folder, notes=switched)
         if out is not None:
             out.publish(last=("material.json",))
     finally:
         if out is not None:
             out.discard()  # a no-op after publishing
     publish_images(context, result)
-    publish_findings(context, result, options)
+    publish_findings(context, result, options, switched)
     return FitOutcome(result, extraction, material, doc)
 
 

@@ -94,7 +94,7 @@ class PBRFIT_Finding(bpy.types.PropertyGroup):
     """Something the last fit wants the user to check: a plausibility finding, a note about
     the run, or what an export format drops of the material."""
 
-    kind: StringProperty(name="Kind", description="finding or export")
+    kind: StringProperty(name="Kind", description="finding, export or written")
     severity: StringProperty(name="Severity", description="error, warning or note")
     subject: StringProperty(name="About", description="the parameter, or the export format")
     message: StringProperty(name="Message")

@@ -12,10 +12,15 @@ names (beside the .blend). A socket already linked to a node pbrfit did not make
 rewired: :func:`check_maps_writable` refuses before the fit starts. Nodes pbrfit made are
 named ``pbrfit map <parameter>`` (and ``pbrfit uv``) and replaced by the next write.
 
+The node's Distribution is set to Multiscatter GGX, and its Subsurface Method to Random Walk
+when the written material has subsurface, which is what pbrfit's renderers model
+(:data:`pbrfit_blender.sockets.MODEL_SETTINGS`): the fitted values render as fitted only
+under them. Each switch is reported (``notes``) and undone with the values.
+
 Before a write the current values are stored as JSON in the material's custom property
 ``pbrfit_previous`` (``{"values": {canonical name: value}, "maps": {parameter: image
-name}}``), so :func:`restore_previous` can put them back (unlinking and removing the map
-nodes, or re-creating them); the write is then pushed as one undo step
+name}, "settings": {node setting: enum identifier}}``), so :func:`restore_previous` can put
+them back (unlinking and removing the map nodes, or re-creating them); the write is then pushed as one undo step
 (``bpy.ops.ed.undo_push``), so Ctrl+Z undoes it too in a UI session.
 
 A material used by other objects is never changed behind the user's back: the caller
@@ -33,7 +38,7 @@ from pbrfit.errors import InputError
 from pbrfit.params import PARAMETERS, normalize_material
 
 from .extract import find_principled, read_principled
-from .sockets import SOCKETS
+from .sockets import MODEL_SETTING_LABELS, MODEL_SETTINGS, SOCKETS
 
 __all__ = ["PREVIOUS_KEY", "material_users", "shared_with", "apply_material", "restore_previous", "set_principled",
            "check_maps_writable", "MAP_NODE", "UV_NODE"]
@@ -204,9 +209,30 @@ def _target_material(obj, copy_if_shared: bool):
     return mat, node
 
 
+def _node_settings(node) -> dict[str, str]:
+    return {k: getattr(node, k) for k in MODEL_SETTINGS}
+
+
+def _set_model_settings(node, notes: list | None) -> None:
+    """Switch ``node`` to the settings pbrfit models (the subsurface method only where the
+    node has subsurface), appending a line per switch to ``notes``."""
+    for setting, value in MODEL_SETTINGS.items():
+        if setting == "subsurface_method" and node.inputs[SOCKETS["subsurface_weight"]].default_value <= 0 \
+                and not node.inputs[SOCKETS["subsurface_weight"]].is_linked:
+            continue
+        old = getattr(node, setting)
+        if old == value:
+            continue
+        setattr(node, setting, value)
+        if notes is not None:
+            label = MODEL_SETTING_LABELS.get
+            notes.append(f"{label(setting, setting)} set from {label(old, old)} to {label(value, value)}, "
+                         "what pbrfit fits; Restore Previous puts it back")
+
+
 def apply_material(obj, values: dict, *, copy_if_shared: bool = False,
                    message: str = "pbrfit: apply fitted material", maps: dict | None = None,
-                   texture_folder=None):
+                   texture_folder=None, notes: list | None = None):
     """Write canonical ``values`` (and fitted ``maps``) into ``obj``'s active material as
     one undo step.
 
@@ -218,6 +244,8 @@ def apply_material(obj, values: dict, *, copy_if_shared: bool = False,
         maps: {parameter: :class:`pbrfit.texture_fit.MapResult`} to link as image textures.
         texture_folder: save the maps' images there (``//`` = beside the .blend) instead of
             packing them into the .blend.
+        notes: a list to which a line is appended for each node setting switched to what
+            pbrfit models (Distribution, Subsurface Method).
 
     Returns:
         The material written (a new copy when one was made).
@@ -231,9 +259,10 @@ def apply_material(obj, values: dict, *, copy_if_shared: bool = False,
     mat, node = _target_material(obj, copy_if_shared)
     previous_maps = _remove_map_nodes(mat)
     mat[PREVIOUS_KEY] = json.dumps({"values": read_principled(node), "maps": previous_maps,
-                                    "uv": _uv_of(obj)})
+                                    "uv": _uv_of(obj), "settings": _node_settings(node)})
     images = {n: _map_image(obj, n, m.texels, texture_folder) for n, m in maps.items()}
     set_principled(node, values)
+    _set_model_settings(node, notes)
     _link_maps(mat, node, images, next((m.uv for m in maps.values()), None))
     mat.update_tag()
     _undo_push(message)
@@ -261,8 +290,11 @@ def restore_previous(obj, *, message: str = "pbrfit: restore previous material")
     if "values" not in previous:  # written before maps existed: the values alone
         previous = {"values": previous, "maps": {}}
     removed = _remove_map_nodes(mat)
-    mat[PREVIOUS_KEY] = json.dumps({"values": read_principled(node), "maps": removed, "uv": _uv_of(obj)})
+    mat[PREVIOUS_KEY] = json.dumps({"values": read_principled(node), "maps": removed, "uv": _uv_of(obj),
+                                    "settings": _node_settings(node)})
     set_principled(node, previous["values"])
+    for setting, value in previous.get("settings", {}).items():
+        setattr(node, setting, value)
     images = {n: bpy.data.images[i] for n, i in previous.get("maps", {}).items() if i in bpy.data.images}
     _link_maps(mat, node, images, previous.get("uv"))
     mat.update_tag()
