@@ -189,6 +189,12 @@ def test_a_uniform_map_renders_exactly_as_its_scalar(uv_job):
     assert np.abs(raster.render_image(0, m) - raster.render_image(0, mapped)).max() < 1e-5
     path = PathRenderer(scene, PathSettings(2, 3))
     assert np.abs(path.render_image(0, m) - path.render_image(0, mapped)).max() < 1e-5
+    # with subsurface the walks read the maps at their entry points (a wax with a printed label)
+    wax = _material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.3, "subsurface_weight": 1.0,
+                     "subsurface_scale": 0.1, "specular_ior_level": 0.7})
+    wax_mapped = dict(wax, base_color=wax["base_color"].reshape(1, 1, 3).expand(4, 8, 3).clone(),
+                      specular_ior_level=wax["specular_ior_level"].reshape(1, 1, 1).expand(4, 4, 1).clone())
+    assert np.abs(path.render_image(0, wax) - path.render_image(0, wax_mapped)).max() < 1e-5
 
 
 def test_the_base_colour_stand_in_renders_a_map_as_the_raster_renderer_does(uv_job):

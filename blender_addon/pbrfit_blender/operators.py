@@ -305,7 +305,11 @@ class PBRFIT_OT_restore(bpy.types.Operator):
         except PbrfitError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        context.scene.pbrfit.status = f"restored the previous values of '{mat.name}'"
+        settings = context.scene.pbrfit
+        settings.status = f"restored the previous values of '{mat.name}'"
+        for i in reversed(range(len(settings.findings))):  # what the write changed is undone
+            if settings.findings[i].kind == "written":
+                settings.findings.remove(i)
         return {"FINISHED"}
 
 

@@ -294,7 +294,8 @@ def restore_previous(obj, *, message: str = "pbrfit: restore previous material")
                                     "settings": _node_settings(node)})
     set_principled(node, previous["values"])
     for setting, value in previous.get("settings", {}).items():
-        setattr(node, setting, value)
+        if setting in MODEL_SETTINGS and value in node.bl_rna.properties[setting].enum_items.keys():
+            setattr(node, setting, value)  # (a hand-edited property's unknown value is skipped)
     images = {n: bpy.data.images[i] for n, i in previous.get("maps", {}).items() if i in bpy.data.images}
     _link_maps(mat, node, images, previous.get("uv"))
     mat.update_tag()

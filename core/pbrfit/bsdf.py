@@ -82,12 +82,12 @@ from .microfacet import (
     fresnel_generalized_schlick,
     from_frame,
     ggx_reflection,
-    ior_from_sqrt_F0,
     principled_alphas,
     rotation_axes,
     safe_sqrt,
     sample_vndf,
     soft_alpha,
+    specular_eta,
     to_frame,
     vndf_reflection_pdf,
 )
@@ -417,8 +417,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
     # 4./5. specular (also standing in for the transmission lobe's reflection)
     ior, level, spec_tint = p["ior"], p["specular_ior_level"], p["specular_tint"]
-    sqrt_f0 = ((ior - 1.0) / (ior + 1.0)) * safe_sqrt(2.0 * level)
-    eta = ior_from_sqrt_F0(sqrt_f0)
+    eta = specular_eta(ior, level)
     f0s = (F0_from_ior(ior) * 2.0 * level * spec_tint).clamp(0.0, 1.0)
     f0_real = F0_from_ior(eta)
 

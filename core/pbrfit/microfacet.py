@@ -320,6 +320,13 @@ def ior_from_sqrt_F0(sqrt_f0: torch.Tensor) -> torch.Tensor:
     return (1.0 + s) / (1.0 - s)
 
 
+def specular_eta(ior: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """The IOR Cycles' Principled BSDF gives its dielectric specular lobe and its subsurface
+    entry: ``ior_from_F0(2 * level * F0(ior))`` ("Apply IOR adjustment" in ``svm/closure.h``;
+    level 0.5 leaves ``ior``). For ior >= 1, pbrfit's IOR bounds (Cycles inverts it below 1)."""
+    return ior_from_sqrt_F0(((ior - 1.0) / (ior + 1.0)) * safe_sqrt(2.0 * level))
+
+
 def fresnel_dielectric(cos_i: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     """Unpolarized Fresnel reflectance from the outside of a dielectric with relative IOR
     eta >= 1 (no total internal reflection)."""

@@ -381,7 +381,11 @@ class _Trace:
             return None
         w_idx = torch.nonzero(walking)[:, 0]
         w_np = w_idx.cpu().numpy()
-        exits = self.walk.run(self.renderer, self.material, self.m_fixed, v.position[w_np],
+        # the material at the entry points (maps looked up there); the entry uses the surface's
+        # frame, not a normal map's
+        material, _ = self._at(self.material, v, w_idx)
+        m_fixed, _ = self._at(self.m_fixed, v, w_idx)
+        exits = self.walk.run(self.renderer, material, m_fixed, v.position[w_np],
                               v.normal_geo[w_np], v.frame[w_idx], v.wo[w_idx], u[w_idx][:, [0, 3]],
                               _mix_seed(self.seed, depth, 11))
         if exits is None:

@@ -15,7 +15,7 @@ import torch
 
 from . import bsdf
 from .gbuffer import surface_points
-from .microfacet import F0_from_ior, ior_from_sqrt_F0, sample_vndf
+from .microfacet import sample_vndf, specular_eta
 from .scene_renderer import SceneRenderer
 
 __all__ = ["Exits", "SubsurfaceWalk"]
@@ -34,9 +34,10 @@ _MIN_ALPHA = 0.2
 RADIUS_TO_MEAN_FREE_PATH = 0.25 / np.pi
 #: how deep the walks start under the surface (Cycles starts them on it, the entry triangle
 #: excluded from the first query): a share of the shortest mean free path, floored at a few
-#: float32 steps of the part's largest coordinate (the ray caster's origins are float32) and
-#: capped at the caster's epsilon. A floor of 0.05 epsilon (11 % of the short wax's blue mean
-#: free path) read that blue 5 % dark against Cycles; a start at the epsilon itself, 15 %.
+#: float32 steps of the part's largest coordinate (the ray caster's origins are float32; this
+#: floor wins) and otherwise capped at the caster's epsilon. A floor of 0.05 epsilon (11 % of
+#: the short wax's blue mean free path) read that blue 5 % dark against Cycles; a start at the
+#: epsilon itself, 15 %.
 ENTRY_DEPTH_SHARE = 0.01
 ENTRY_DEPTH_ULPS = 16
 #: the refracted entry's GGX alpha is the Principled roughness squared (``bssrdf->alpha =
@@ -48,6 +49,13 @@ ENTRY_MIN_ALPHA = 1e-4
 def _tensor(v) -> torch.Tensor:
     """``v`` itself when a tensor (on its device), else a CPU tensor of it."""
     return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, device="cpu")
+
+
+def _per_point(v, n: int, device) -> torch.Tensor:
+    """A scalar parameter as (n, 1): one value broadcast, or the n values of a map looked up
+    at the walks' entry points."""
+    t = torch.as_tensor(v, device=device).reshape(-1, 1)
+    return t.expand(n, 1) if len(t) == 1 else t
 
 
 @dataclass
@@ -134,16 +142,14 @@ class SubsurfaceWalk:
         roughness^2 and the Principled IOR (adjusted by Specular IOR Level, as Cycles' ``eta``),
         from the visible normals of the view direction, as Cycles' ``subsurface_entry_bounce``
         for Random Walk (its 50 % cosine entry and alpha 1 are Random Walk (Skin)'s)."""
-        ior = torch.as_tensor(m_fixed.get("ior", 1.5), device=wo.device).reshape(-1)[0]
-        level = torch.as_tensor(m_fixed.get("specular_ior_level", 0.5), device=wo.device).reshape(-1)[0]
-        if float(level) != 0.5:  # Cycles: eta = ior_from_F0(2 level F0(ior))
-            f0 = (F0_from_ior(ior) * 2.0 * level).clamp_min(0.0)
-            ior = ior_from_sqrt_F0(f0.sqrt())
-        ior = ior.clamp(1.01, 3.8)
-        roughness = torch.as_tensor(m_fixed.get("roughness", 0.5), device=wo.device).reshape(-1)[0]
+        n = len(wo)
+        ior = _per_point(m_fixed.get("ior", 1.5), n, wo.device)
+        level = _per_point(m_fixed.get("specular_ior_level", 0.5), n, wo.device)
+        ior = specular_eta(ior, level).clamp(1.01, 3.8)  # bssrdf_setup's clamp
+        roughness = _per_point(m_fixed.get("roughness", 0.5), n, wo.device)
         view = torch.cat([wo[:, :2], wo[:, 2:3].clamp_min(1e-4)], -1)
         view = view / view.norm(dim=-1, keepdim=True)
-        a = (roughness * roughness).clamp(ENTRY_MIN_ALPHA, 1.0).reshape(1)
+        a = (roughness * roughness).clamp(ENTRY_MIN_ALPHA, 1.0)
         h = sample_vndf(view, a, a, torch.stack([u[:, 0].clamp(0, 1 - 1e-7), u[:, 1]], -1))
         cos_hi = (h * view).sum(-1, keepdim=True)
         eta = 1.0 / ior
@@ -168,20 +174,21 @@ class SubsurfaceWalk:
         n = len(position)
         closure = bsdf.principled_eval(material, wo, wo, subsurface_transport=True)[1]
         base = material["base_color"].clamp(1e-4, 1.0)
-        sigma_t, alpha, scale_thr = self.coefficients(material)
+        # per entry point and channel (a map's values differ between points)
+        sigma_t, alpha, scale_thr = (c.expand(n, 3) for c in self.coefficients(material))
         sigma_fixed = sigma_t.detach()
-        start = (closure / base) * scale_thr * torch.ones(n, 3, device=cpu)  # (n, 3) F at entry
+        start = (closure / base) * scale_thr  # (n, 3) F at entry
         d_in = self._entry(m_fixed, frame, wo, u_entry)
         ok = np.nonzero((normal_geo * d_in).sum(-1) < 0)[0]
         # one analog walk per entry and channel
         walker_entry = torch.as_tensor(np.repeat(ok, 3), device=cpu)
         channel = torch.arange(3, device=cpu).repeat(len(ok))
-        depth = min(caster.epsilon, max(ENTRY_DEPTH_SHARE / float(sigma_fixed.max()), self.depth_floor(mesh)))
+        depth = max(min(caster.epsilon, ENTRY_DEPTH_SHARE / float(sigma_fixed.max())), self.depth_floor(mesh))
         x = np.repeat(position[ok] - normal_geo[ok] * depth, 3, axis=0)
         d = np.repeat(d_in[ok], 3, axis=0)
-        sig = sigma_t[channel]
-        sig_fixed = sigma_fixed[channel].double().numpy()
-        alb = alpha[channel]
+        sig = sigma_t[walker_entry, channel]
+        sig_fixed = sigma_fixed[walker_entry, channel].double().numpy()
+        alb = alpha[walker_entry, channel]
         thr = start[walker_entry, channel]
         gen = torch.Generator(device=cpu).manual_seed(seed)
         exited = []
