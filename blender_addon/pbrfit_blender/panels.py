@@ -123,7 +123,8 @@ _SEVERITY_ICON = {"error": "ERROR", "warning": "ERROR", "note": "INFO"}
 
 
 def _draw_findings(layout, settings) -> None:
-    """The last fit's plausibility findings, and what each export format drops."""
+    """The last fit's plausibility findings, what its write-back changed besides the values,
+    and what each export format drops."""
     found = [f for f in settings.findings if f.kind == "finding"]
     if found:
         box = layout.box()
@@ -133,18 +134,14 @@ def _draw_findings(layout, settings) -> None:
             row.alert = f.severity == "error"
             row.label(text=f"{f.subject}: {f.message}" if f.subject else f.message,
                       icon=_SEVERITY_ICON.get(f.severity, "INFO"))
-    written = [f for f in settings.findings if f.kind == "written"]
-    if written:
-        box = layout.box()
-        box.label(text="Also changed in the material")
-        for f in written:
-            box.label(text=f"{f.subject}: {f.message}", icon="NODETREE")
-    drops = [f for f in settings.findings if f.kind == "export"]
-    if drops:
-        box = layout.box()
-        box.label(text="What the exported formats drop or approximate")
-        for f in drops:
-            box.label(text=f"{f.subject}: {f.message}", icon="EXPORT")
+    for kind, title, icon in (("written", "Also changed in the material", "NODETREE"),
+                              ("export", "What the exported formats drop or approximate", "EXPORT")):
+        items = [f for f in settings.findings if f.kind == kind]
+        if items:
+            box = layout.box()
+            box.label(text=title)
+            for f in items:
+                box.label(text=f"{f.subject}: {f.message}", icon=icon)
 
 
 class PBRFIT_PT_material(bpy.types.Panel):
