@@ -101,7 +101,11 @@ class SubsurfaceWalk:
 
     Gradients: detached sampling; each free flight contributes ``sigma_s T(t) / detach(...)``
     or ``T(t) / detach(T(t))`` at the exit, so radius, scale and base colour get gradients
-    through the transport itself.
+    through the transport itself. In a homogeneous medium their product depends only on the
+    walk's scattering count and total distance, so the steps track those two numbers and the
+    weight is formed once per exit (the same values and gradients as the per-step product; a
+    per-step autograd product made a wax render with its gradient 3.3x slower:
+    scripts/benchmark_walk_speed.py).
     """
 
     max_steps = 256
@@ -180,52 +184,54 @@ class SubsurfaceWalk:
         start = (closure / base) * scale_thr  # (n, 3) F at entry
         d_in = self._entry(m_fixed, frame, wo, u_entry)
         ok = np.nonzero((normal_geo * d_in).sum(-1) < 0)[0]
-        # one analog walk per entry and channel
-        walker_entry = torch.as_tensor(np.repeat(ok, 3), device=cpu)
-        channel = torch.arange(3, device=cpu).repeat(len(ok))
+        # one analog walk per entry and channel; the walk's weight is a closed form of how many
+        # times it scattered (k) and how far it went (distance), both tracked as plain arrays:
+        # start * alpha^k * (sigma_t / detach(sigma_t))^k * exp(-(sigma_t - detach(sigma_t)) distance),
+        # the product of the per-flight factors sigma_s T / detach(sigma_t T) (scatter) and
+        # T / detach(T) (exit), without an autograd node per step
+        walker = np.repeat(ok, 3)
+        channel = np.tile(np.arange(3), len(ok))
         depth = max(min(caster.epsilon, ENTRY_DEPTH_SHARE / float(sigma_fixed.max())), self.depth_floor(mesh))
         x = np.repeat(position[ok] - normal_geo[ok] * depth, 3, axis=0)
         d = np.repeat(d_in[ok], 3, axis=0)
-        sig = sigma_t[walker_entry, channel]
-        sig_fixed = sigma_fixed[walker_entry, channel].double().numpy()
-        alb = alpha[walker_entry, channel]
-        thr = start[walker_entry, channel]
+        sig_fixed = sigma_fixed.double().numpy()[walker, channel]
+        scatters = np.zeros(len(walker), np.int64)
+        travelled = np.zeros(len(walker))
         gen = torch.Generator(device=cpu).manual_seed(seed)
         exited = []
         for _ in range(self.max_steps):
-            if len(walker_entry) == 0:
+            if len(walker) == 0:
                 break
-            r = torch.rand(len(walker_entry), 3, generator=gen, dtype=torch.float64, device=cpu)
-            t = -np.log1p(-r[:, 0].numpy()) / sig_fixed
+            r = torch.rand(len(walker), 3, generator=gen, dtype=torch.float64, device=cpu).numpy()
+            t = -np.log1p(-r[:, 0]) / sig_fixed
             hits = caster.intersect(x, d)
             leave = hits.hit & (hits.t < t)
-            dist = torch.as_tensor(np.where(leave, hits.t, t), dtype=torch.float32, device=cpu)
-            trans = torch.exp(-sig * dist)
-            leave_t = torch.as_tensor(leave, device=cpu)
-            # exit: T / detach(T); scatter: sigma_s T / detach(sigma_t T) = alpha at the sample
-            factor = torch.where(leave_t, trans / trans.detach(), alb * sig * trans / (sig * trans).detach())
-            thr = thr * factor
+            dist = np.where(leave, hits.t, t)
+            travelled += dist
             if leave.any():
                 li = np.nonzero(leave)[0]
-                li_t = torch.as_tensor(li, device=cpu)
-                surf = surface_points(mesh, hits.triangle[li], hits.barycentric[li], d[li])
-                weight = torch.zeros(len(li), 3, device=cpu).index_put((torch.arange(len(li), device=cpu),
-                                                                        channel[li_t]), thr[li_t])
-                exited.append((walker_entry[li_t], weight, surf))
+                exited.append((walker[li], channel[li], scatters[li], travelled[li], hits.triangle[li],
+                               hits.barycentric[li], d[li]))
             stay = np.nonzero(~leave)[0]
-            st = torch.as_tensor(stay, device=cpu)
-            x = x[stay] + d[stay] * dist.numpy()[stay, None].astype(np.float64)
-            z = 1 - 2 * r[st, 1].numpy()  # isotropic phase function
-            phi = 2 * np.pi * r[st, 2].numpy()
+            x = x[stay] + d[stay] * dist[stay, None]
+            z = 1 - 2 * r[stay, 1]  # isotropic phase function
+            phi = 2 * np.pi * r[stay, 2]
             s_ = np.sqrt(np.maximum(0.0, 1 - z * z))
             d = np.stack([s_ * np.cos(phi), s_ * np.sin(phi), z], -1)
-            walker_entry, channel = walker_entry[st], channel[st]
-            sig, sig_fixed, alb, thr = sig[st], sig_fixed[stay], alb[st], thr[st]
+            walker, channel, sig_fixed = walker[stay], channel[stay], sig_fixed[stay]
+            scatters, travelled = scatters[stay] + 1, travelled[stay]
         if not exited:
             return None
-        path = torch.cat([e[0] for e in exited])
-        return Exits(path.to(device), torch.cat([e[1] for e in exited]).to(device),
-                     np.concatenate([e[2].position for e in exited]),
-                     np.concatenate([e[2].normal_geo for e in exited]),
-                     torch.as_tensor(np.concatenate([e[2].frame for e in exited]), dtype=torch.float32, device=device),
-                     torch.tensor([[0.0, 0.0, 1.0]], device=device).expand(len(path), 3))
+        entry = torch.as_tensor(np.concatenate([e[0] for e in exited]), device=cpu)
+        ch = torch.as_tensor(np.concatenate([e[1] for e in exited]), device=cpu)
+        k = torch.as_tensor(np.concatenate([e[2] for e in exited]), dtype=torch.float32, device=cpu)
+        dist = torch.as_tensor(np.concatenate([e[3] for e in exited]), dtype=torch.float32, device=cpu)
+        sig = sigma_t[entry, ch]
+        thr = (start[entry, ch] * alpha[entry, ch] ** k * (sig / sig.detach()) ** k
+               * torch.exp(-(sig - sig.detach()) * dist))
+        weight = torch.zeros(len(entry), 3, device=cpu).index_put((torch.arange(len(entry), device=cpu), ch), thr)
+        # the exit points' geometry once for all steps (per step it cost as much as the ray queries)
+        surf = surface_points(mesh, *(np.concatenate([e[i] for e in exited]) for i in (4, 5, 6)))
+        return Exits(entry.to(device), weight.to(device), surf.position, surf.normal_geo,
+                     torch.as_tensor(surf.frame, dtype=torch.float32, device=device),
+                     torch.tensor([[0.0, 0.0, 1.0]], device=device).expand(len(entry), 3))
