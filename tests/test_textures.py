@@ -497,3 +497,40 @@ def test_usd_write_back_writes_maps_beside_the_edit_layer_and_undo_removes_them(
     undo(stage, record)
     assert not resolved.exists() and not layer.exists()
     assert (tmp_path / "scene.usda").read_text() == before  # the user's root file is untouched
+
+
+def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_path):
+    """A metal sphere (roughness 0.2) with one half painted (metallic 0, roughness 0.6), seen
+    by raster references: from the scalar start (all metal) the per-texel search moves the
+    painted texels to a dielectric of high roughness and leaves the metal metal; Adam from the
+    same start, on its own, kept paint as metal (worn metal benchmark, synthetic and Cycles)."""
+    from pbrfit.objective import Objective
+    from pbrfit.texture_fit import _Layout, _texel_search
+    from pbrfit.textures import initial_grid, texel_weights
+
+    res = 8
+    paint = np.zeros((res, res), bool)
+    paint[:, : res // 2] = True  # u < 0.5
+    maps = {"metallic": np.where(paint, 0.0, 1.0)[..., None].astype(np.float32),
+            "roughness": np.where(paint, 0.6, 0.2)[..., None].astype(np.float32)}
+    job = synthetic.write_job(tmp_path / "worn", uvs=True, size=48, cameras=4)
+    synthetic.render_references(job, {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
+                                maps=maps)
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), max_loss_pixels=1 << 40)
+    views = list(range(len(scene.views)))
+    objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
+    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.3})
+    space = ParameterSpace(values, [])
+    bounds = {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)}
+    layout = _Layout(space, ("roughness", "metallic"), res, bounds)
+    u = layout.pack(space.initial_vector(), {n: initial_grid(n, values[n], res, bounds[n]) for n in bounds})
+    found = layout.material(_texel_search(objective, layout, u, uvs))
+    seen = texel_weights(uvs, res).numpy() >= 16
+    metallic, roughness = found["metallic"][..., 0].numpy(), found["roughness"][..., 0].numpy()
+    assert (seen & paint).sum() > 8 and (seen & ~paint).sum() > 8
+    assert np.median(metallic[seen & paint]) < 0.2, metallic
+    assert np.median(roughness[seen & paint]) > 0.45, roughness
+    assert np.median(metallic[seen & ~paint]) > 0.8, metallic
+    assert abs(np.median(roughness[seen & ~paint]) - 0.25) < 0.1, roughness
