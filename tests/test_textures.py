@@ -534,3 +534,18 @@ def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_p
     assert np.median(roughness[seen & paint]) > 0.45, roughness
     assert np.median(metallic[seen & ~paint]) > 0.8, metallic
     assert abs(np.median(roughness[seen & ~paint]) - 0.25) < 0.1, roughness
+    # a cancel reaches the search between its renders (it renders the views ~50 times a level)
+    class Cancelled(Exception):
+        pass
+
+    checks = []
+
+    def cancel():
+        checks.append(1)
+        if len(checks) > 2:
+            raise Cancelled
+
+    objective.check = cancel
+    with pytest.raises(Cancelled):
+        _texel_search(objective, layout, u, uvs)
+    assert len(checks) == 3

@@ -301,6 +301,8 @@ def _texel_losses(objective: Objective, material: dict, uvs: list, size: int, we
     l1 = objective.loss.get("l1", 0.0)
     per_pixel = []
     for vi in objective.view_ids:
+        if objective.check is not None:
+            objective.check()  # a cancel stops the search between renders
         q = objective.renderer.train_subsets[vi]
         pred = objective.renderer.shade(vi, material, q) / objective.whites[vi]
         ref = objective.refs[vi]
