@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -318,7 +319,8 @@ def _window_sum(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(padded, SEARCH_WINDOW, stride=1)[0, 0] * SEARCH_WINDOW ** 2
 
 
-def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list) -> torch.Tensor:
+def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
+                  tick: Callable[[], None] | None = None) -> torch.Tensor:
     """``u`` with each scalar map other than the base colour (roughness, metallic, ...) moved,
     texel by texel, where the photos clearly prefer another value: a global step where Adam's
     is local. A worn-metal fit's paint, started from the scalar fit (all metal), stayed a
@@ -332,7 +334,8 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     seen by at least :data:`SEARCH_MIN_WEIGHT` pixels moves when its best beats its current
     loss by :data:`SEARCH_MARGIN`; map after map, :data:`SEARCH_ROUNDS` times. Levels with fewer
     than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped. Costs about 50 renders of the
-    train views per searched level (render cost does not depend on the map's size)."""
+    train views per searched level (render cost does not depend on the map's size); ``tick``
+    is called after each map's grid (progress)."""
     searched = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
     if not searched:
         return u
@@ -357,6 +360,8 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
                 losses = torch.stack([losses_at(v.reshape(1, 1, 1)) for v in grid])
                 best_loss, k = losses.min(0)
                 best = grid[k][..., None]
+                if tick is not None:
+                    tick()
                 # then each texel's own bracket, halved each time: best - h, best, best + h
                 h = float(grid[1] - grid[0]) / 2
                 edge = 1e-3 * (hi - lo)
@@ -372,6 +377,12 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
                 new = torch.where(move, best, m[n]).double()
                 u[layout.slices[n]] = to_unconstrained(n, new, layout.bounds[n]).float().reshape(-1)
     return u
+
+
+def _still_working(run, stage: str) -> None:
+    """A progress event during work that records no evaluation: the last loss, a new time."""
+    last = run.history[-1] if run.history else {"loss": float("nan"), "train_de2000": float("nan")}
+    run.report("fit", stage, last["loss"], last["train_de2000"])
 
 
 def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
@@ -420,7 +431,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # maps' renderer has, were measured to prefer a rougher base)
         u = _scalar_search(run.train_obj, layout, u)
         run.check_cancel()
-        u = _texel_search(objective, layout, u, uvs)
+        u = _texel_search(objective, layout, u, uvs, tick=lambda: _still_working(run, "textures (texel search)"))
         k = space.dim
         fast = None
         if _AffineInBaseColor.applies(settings.maps, layout.material(u)):
