@@ -521,19 +521,29 @@ def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_p
     views = list(range(len(scene.views)))
     objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
     uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
-    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.3})
+    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.45})
     space = ParameterSpace(values, [])
     bounds = {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)}
     layout = _Layout(space, ("roughness", "metallic"), res, bounds)
-    u = layout.pack(space.initial_vector(), {n: initial_grid(n, values[n], res, bounds[n]) for n in bounds})
-    found = layout.material(_texel_search(objective, layout, u, uvs))
-    seen = texel_weights(uvs, res).numpy() >= 16
+    grids = {n: initial_grid(n, values[n], res, bounds[n]) for n in bounds}
+    weight = texel_weights(uvs, res).numpy()
+    unseen = torch.as_tensor(weight < 1.0)
+    assert bool(unseen.any())  # the poles
+    grids["roughness"][unseen] = -9.0  # beyond what a value can round-trip to: must stay as it is
+    u = layout.pack(space.initial_vector(), grids)
+    searched = _texel_search(objective, layout, u, uvs)
+    assert bool((layout.grid(searched, "roughness")[unseen] == -9.0).all())
+    found = layout.material(searched)
+    seen = weight >= 16
     metallic, roughness = found["metallic"][..., 0].numpy(), found["roughness"][..., 0].numpy()
     assert (seen & paint).sum() > 8 and (seen & ~paint).sum() > 8
     assert np.median(metallic[seen & paint]) < 0.2, metallic
-    assert np.median(roughness[seen & paint]) > 0.45, roughness
+    assert np.median(roughness[seen & paint]) > 0.44, roughness  # not pulled toward the metal (from 0.45)
     assert np.median(metallic[seen & ~paint]) > 0.8, metallic
-    assert abs(np.median(roughness[seen & ~paint]) - 0.25) < 0.1, roughness
+    assert abs(np.median(roughness[seen & ~paint]) - 0.2) < 0.06, roughness  # moved from 0.45
+    # a loss the search has no per-pixel form of: it leaves the maps to Adam
+    other = Objective(renderer, views, {"relative_l2": 1.0})
+    assert torch.equal(_texel_search(other, layout, u, uvs), u)
     # a cancel reaches the search between its renders (it renders the views ~50 times a level)
     class Cancelled(Exception):
         pass

@@ -38,7 +38,7 @@ import torch
 
 from .layers import parameters_in_use
 from .objective import Objective
-from .params import PARAMETERS, ParameterSpace, to_unconstrained
+from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
 from .textures import (
     FLAT_NORMAL,
     NORMAL,
@@ -159,6 +159,8 @@ SEARCH_WINDOW = 3
 SEARCH_MARGIN = 0.25
 SEARCH_MIN_WEIGHT = 1.0
 SEARCH_MIN_PIXELS = 16.0
+#: the loss terms the search has per-pixel forms of (with others in the loss it is skipped)
+SEARCHABLE_LOSSES = {"de2000", "l1"}
 
 
 class _AffineInBaseColor:
@@ -291,15 +293,15 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor) -> to
 
 
 def _texel_losses(objective: Objective, material: dict, uvs: list, size: int, weight: torch.Tensor) -> torch.Tensor:
-    """(size, size) the objective's per-pixel loss (ΔE2000 + the L1 term's weight x the mean
-    absolute difference) of ``material`` over every train pixel, averaged onto each texel's
+    """(size, size) the objective's per-pixel loss (its weights x ΔE2000 and the mean absolute
+    difference, :data:`SEARCHABLE_LOSSES`) of ``material`` over every train pixel, averaged onto each texel's
     :data:`SEARCH_WINDOW` neighbourhood with the pixels' bilinear weights (``weight``, the
     window's sums of :func:`pbrfit.textures.texel_weights`): one texel's few pixels are too
     noisy to choose by (a glossy metal's texels away from its highlights read smoother than
     the truth), as a stereo matcher aggregates its costs over a window."""
     from . import losses as L
 
-    l1 = objective.loss.get("l1", 0.0)
+    de, l1 = objective.loss.get("de2000", 0.0), objective.loss.get("l1", 0.0)
     per_pixel = []
     for vi in objective.view_ids:
         if objective.check is not None:
@@ -307,7 +309,7 @@ def _texel_losses(objective: Objective, material: dict, uvs: list, size: int, we
         q = objective.renderer.train_subsets[vi]
         pred = objective.renderer.shade(vi, material, q) / objective.whites[vi]
         ref = objective.refs[vi]
-        per_pixel.append((L.de2000_map(pred[None], ref[None])[0] + l1 * (pred - ref).abs().mean(-1))[:, None])
+        per_pixel.append((de * L.de2000_map(pred[None], ref[None])[0] + l1 * (pred - ref).abs().mean(-1))[:, None])
     return _window_sum(splat(uvs, per_pixel, size)[..., 0].float()) / weight.clamp_min(1e-6)
 
 
@@ -320,7 +322,8 @@ def _window_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
-                  tick: Callable[[], None] | None = None) -> torch.Tensor:
+                  tick: Callable[[], None] | None = None,
+                  out_of_time: Callable[[], bool] | None = None) -> torch.Tensor:
     """``u`` with each scalar map other than the base colour (roughness, metallic, ...) moved,
     texel by texel, where the photos clearly prefer another value: a global step where Adam's
     is local. A worn-metal fit's paint, started from the scalar fit (all metal), stayed a
@@ -335,9 +338,11 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     loss by :data:`SEARCH_MARGIN`; map after map, :data:`SEARCH_ROUNDS` times. Levels with fewer
     than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped. Costs about 50 renders of the
     train views per searched level (render cost does not depend on the map's size); ``tick``
-    is called after each map's grid (progress)."""
+    is called after each map's grid (progress); ``out_of_time`` ends the search between maps.
+    Only for losses made of :data:`SEARCHABLE_LOSSES` (per-pixel forms of the others are not
+    written); texels that do not move keep their variables exactly."""
     searched = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
-    if not searched:
+    if not searched or not set(objective.loss) <= SEARCHABLE_LOSSES:
         return u
     size = layout.size
     pixels = texel_weights(uvs, size)
@@ -349,14 +354,19 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     with torch.no_grad():
         for _ in range(SEARCH_ROUNDS):
             for n in searched:
+                if out_of_time is not None and out_of_time():
+                    return u
                 m = layout.material(u)
                 lo, hi = layout.bounds[n]
+
+                def representable(value, n=n, bounds=(lo, hi)):  # what the variable can hold
+                    return from_unconstrained(n, to_unconstrained(n, value.double(), bounds), bounds).float()
 
                 def losses_at(value, m=m, n=n):
                     return _texel_losses(objective, dict(m, **{n: value.expand_as(m[n]).float()}), uvs, size, weight)
 
                 current = losses_at(m[n])
-                grid = torch.tensor(search_grid(n, lo, hi), dtype=torch.float32)
+                grid = representable(torch.tensor(search_grid(n, lo, hi)))
                 losses = torch.stack([losses_at(v.reshape(1, 1, 1)) for v in grid])
                 best_loss, k = losses.min(0)
                 best = grid[k][..., None]
@@ -364,18 +374,17 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
                     tick()
                 # then each texel's own bracket, halved each time: best - h, best, best + h
                 h = float(grid[1] - grid[0]) / 2
-                edge = 1e-3 * (hi - lo)
                 for _ in range(SEARCH_REFINEMENTS):
                     for trial in (best - h, best + h):
-                        trial = trial.clamp(lo + edge, hi - edge)
+                        trial = representable(trial.clamp(lo, hi))
                         loss = losses_at(trial)
                         better = loss < best_loss
                         best_loss = torch.where(better, loss, best_loss)
                         best = torch.where(better[..., None], trial, best)
                     h /= 2
                 move = seen & (best_loss < current * (1 - SEARCH_MARGIN))[..., None]
-                new = torch.where(move, best, m[n]).double()
-                u[layout.slices[n]] = to_unconstrained(n, new, layout.bounds[n]).float().reshape(-1)
+                moved = to_unconstrained(n, best.double(), (lo, hi)).float()
+                u[layout.slices[n]] = torch.where(move, moved, layout.grid(u, n)).reshape(-1)
     return u
 
 
@@ -431,7 +440,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # maps' renderer has, were measured to prefer a rougher base)
         u = _scalar_search(run.train_obj, layout, u)
         run.check_cancel()
-        u = _texel_search(objective, layout, u, uvs, tick=lambda: _still_working(run, "textures (texel search)"))
+        u = _texel_search(objective, layout, u, uvs, tick=lambda: _still_working(run, "textures (texel search)"),
+                          out_of_time=run.out_of_time)
         k = space.dim
         fast = None
         if _AffineInBaseColor.applies(settings.maps, layout.material(u)):
