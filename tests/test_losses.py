@@ -10,7 +10,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pbrfit.color import delta_e2000_linear
-from pbrfit.losses import LOSSES, de2000_map, image_metrics, l1, l2, ssim, ssim_map
+from pbrfit.losses import LOSSES, PIXEL_LOSSES, de2000_map, image_metrics, l1, l2, loss_map, ssim, ssim_map
 
 NAMES = ["l1", "l2", "charbonnier", "huber", "de2000", "ssim"]
 
@@ -184,3 +184,30 @@ def test_bad_shapes_raise():
         l1(pred, ref, torch.ones(3, 3))
     assert float(l1(pred, ref, torch.ones(pred.shape[:2] + (1,), dtype=torch.float64))) == \
         pytest.approx(float(l1(pred, ref)))
+
+
+@pytest.mark.parametrize("name", sorted(PIXEL_LOSSES))
+def test_each_pixelwise_loss_is_the_weighted_mean_of_its_map(name):
+    """What a per-texel search pools (``loss_map``) is what the fit minimizes, pixel lists
+    and images alike, with a mask and a white."""
+    pred, ref = _images()
+    mask = torch.rand(pred.shape[:2], generator=torch.Generator().manual_seed(3), dtype=pred.dtype)
+    per_pixel = loss_map(name, pred, ref, white=1.7)
+    assert per_pixel.shape == pred.shape[:2]
+    expected = (mask * per_pixel).sum() / mask.sum()
+    assert torch.allclose(LOSSES[name](pred, ref, mask, white=1.7), expected, rtol=1e-12)
+    flat = loss_map(name, pred.reshape(-1, 3), ref.reshape(-1, 3), white=1.7)
+    assert torch.allclose(flat, per_pixel.reshape(-1), rtol=1e-12)
+
+
+def test_loss_map_values_and_ssim_has_none():
+    pred, ref = torch.tensor([[0.5, 0.2, 0.1]], dtype=torch.float64), torch.tensor([[0.3, 0.2, 0.4]],
+                                                                                    dtype=torch.float64)
+    d = pred - ref
+    assert float(loss_map("relative_l2", pred, ref)[0]) == pytest.approx(
+        float((d ** 2 / (ref ** 2 + 0.05 ** 2)).mean()))
+    assert float(loss_map("l1", pred * 2, ref * 2, white=2.0)[0]) == pytest.approx(float(d.abs().mean()))
+    assert float(loss_map("de2000", pred, ref)[0]) == pytest.approx(float(delta_e2000_linear(pred, ref)[0]))
+    assert "ssim" not in PIXEL_LOSSES
+    with pytest.raises(ValueError, match="ssim"):
+        loss_map("ssim", pred, ref)

@@ -16,7 +16,9 @@ proportion to their radiance in l1/l2/charbonnier/huber/ssim; use ``de2000`` or
 that normalized scale.
 
 ``LOSSES`` maps names to ``callable(pred, ref, mask=None, **kw) -> scalar tensor``; lower is
-better, and every entry is 0 for identical images ("ssim" is ``1 - SSIM``).
+better, and every entry is 0 for identical images ("ssim" is ``1 - SSIM``). The pixelwise
+ones (:data:`PIXEL_LOSSES`: all but SSIM) are the mean of :func:`loss_map`, their per-pixel
+value, which a search that decides per texel or per region pools as it needs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "ssim_map",
     "ssim_loss",
     "LOSSES",
+    "PIXEL_LOSSES",
+    "loss_map",
     "Metrics",
     "de2000_map",
     "image_metrics",
@@ -74,18 +78,59 @@ def _scaled(pred, ref, white):
     return pred / w, ref / w
 
 
+def _l1(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return (p - r).abs().mean(-1)
+
+
+def _l2(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return ((p - r) ** 2).mean(-1)
+
+
+def _relative_l2(p: torch.Tensor, r: torch.Tensor, eps: float = 0.05) -> torch.Tensor:
+    return ((p - r) ** 2 / (r * r + eps * eps)).mean(-1)
+
+
+def _charbonnier(p: torch.Tensor, r: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    d = p - r
+    return (torch.sqrt(d * d + eps * eps) - eps).mean(-1)
+
+
+def _huber(p: torch.Tensor, r: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+    return F.huber_loss(p, r, reduction="none", delta=delta).mean(-1)
+
+
+def _de2000(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return delta_e2000_linear(p, r, 1.0)
+
+
+#: the per-pixel value of each pixelwise loss, on ``rgb / white``: (..., 3) -> (...)
+_PER_PIXEL: dict[str, Callable[..., torch.Tensor]] = {
+    "l1": _l1, "l2": _l2, "relative_l2": _relative_l2, "charbonnier": _charbonnier, "huber": _huber,
+    "de2000": _de2000,
+}
+#: the losses that are a mean of a per-pixel value (:func:`loss_map`): every loss but SSIM
+PIXEL_LOSSES = frozenset(_PER_PIXEL)
+
+
+def loss_map(name: str, pred: torch.Tensor, ref: torch.Tensor, *, white=1.0, **kw) -> torch.Tensor:
+    """The per-pixel value of the loss ``name`` (one of :data:`PIXEL_LOSSES`): (N,) for pixel
+    lists, (H, W) for images; its (masked) mean is ``LOSSES[name]``. Differentiable; ``kw``
+    are the loss's own options (``eps``, ``delta``)."""
+    if name not in _PER_PIXEL:
+        raise ValueError(f"loss {name!r} has no per-pixel form; those with one: {', '.join(sorted(_PER_PIXEL))}")
+    _weights(pred, ref, None)
+    p, r = _scaled(pred, ref, white)
+    return _PER_PIXEL[name](p, r, **kw)
+
+
 def l1(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0) -> torch.Tensor:
     """Mean absolute difference of ``rgb / white``."""
-    w = _weights(pred, ref, mask)
-    p, r = _scaled(pred, ref, white)
-    return _masked_mean((p - r).abs().mean(-1), w)
+    return _masked_mean(loss_map("l1", pred, ref, white=white), _weights(pred, ref, mask))
 
 
 def l2(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0) -> torch.Tensor:
     """Mean squared difference of ``rgb / white``."""
-    w = _weights(pred, ref, mask)
-    p, r = _scaled(pred, ref, white)
-    return _masked_mean(((p - r) ** 2).mean(-1), w)
+    return _masked_mean(loss_map("l2", pred, ref, white=white), _weights(pred, ref, mask))
 
 
 def relative_l2(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0, eps: float = 0.05) -> torch.Tensor:
@@ -97,32 +142,24 @@ def relative_l2(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0, 
     (the path backend's decorrelated seeds) the gradient is unbiased. ΔE2000, L1 and the
     robust losses are not quadratic: under noise they prefer smoother (rougher) materials.
     """
-    w = _weights(pred, ref, mask)
-    p, r = _scaled(pred, ref, white)
-    return _masked_mean(((p - r) ** 2 / (r * r + eps * eps)).mean(-1), w)
+    return _masked_mean(loss_map("relative_l2", pred, ref, white=white, eps=eps), _weights(pred, ref, mask))
 
 
 def charbonnier(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0,
                 eps: float = 1e-3) -> torch.Tensor:
     """Mean of ``sqrt(d**2 + eps**2) - eps`` with ``d`` the difference of ``rgb / white``."""
-    w = _weights(pred, ref, mask)
-    p, r = _scaled(pred, ref, white)
-    d = p - r
-    return _masked_mean((torch.sqrt(d * d + eps * eps) - eps).mean(-1), w)
+    return _masked_mean(loss_map("charbonnier", pred, ref, white=white, eps=eps), _weights(pred, ref, mask))
 
 
 def huber(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0,
           delta: float = 0.1) -> torch.Tensor:
     """Mean Huber loss of ``rgb / white``: ``d**2 / 2`` below ``delta``, ``delta (|d| - delta/2)`` above."""
-    w = _weights(pred, ref, mask)
-    p, r = _scaled(pred, ref, white)
-    return _masked_mean(F.huber_loss(p, r, reduction="none", delta=delta).mean(-1), w)
+    return _masked_mean(loss_map("huber", pred, ref, white=white, delta=delta), _weights(pred, ref, mask))
 
 
 def de2000(pred: torch.Tensor, ref: torch.Tensor, mask=None, *, white=1.0) -> torch.Tensor:
     """Mean CIEDE2000 (CIELAB units) over masked pixels; see :func:`pbrfit.color.delta_e2000_linear`."""
-    w = _weights(pred, ref, mask)
-    return _masked_mean(delta_e2000_linear(pred, ref, white), w)
+    return _masked_mean(loss_map("de2000", pred, ref, white=white), _weights(pred, ref, mask))
 
 
 # --- SSIM ------------------------------------------------------------------------------------
@@ -215,10 +252,8 @@ def _tensor(x) -> torch.Tensor:
 
 
 def de2000_map(pred, ref, white=1.0) -> torch.Tensor:
-    """CIEDE2000 per pixel of two (H, W, 3) linear images: (H, W) (differentiable)."""
-    pred, ref = _tensor(pred), _tensor(ref)
-    _weights(pred, ref, None)
-    return delta_e2000_linear(pred, ref, white)
+    """CIEDE2000 per pixel of two (H, W, 3) linear images (torch or numpy): (H, W) (differentiable)."""
+    return loss_map("de2000", _tensor(pred), _tensor(ref), white=white)
 
 
 def image_metrics(pred, ref, mask=None, white=1.0) -> Metrics:

@@ -28,7 +28,8 @@ class Objective:
         renderer: a raster or path renderer (``prepare``, ``shade``, ``train_subsets``).
         view_ids: the views measured.
         loss: {loss name: weight} (:data:`pbrfit.losses.LOSSES`); SSIM, an image metric,
-            is left out of a per-pixel objective.
+            is left out of a per-pixel objective (the others are
+            :data:`pbrfit.losses.PIXEL_LOSSES`).
         check: called before each view is prepared (ray casting it takes a while) and
             rendered: it raises to cancel.
         workers: views rendered at once (:mod:`pbrfit.parallel`); the result does not
@@ -72,13 +73,23 @@ class Objective:
         pred = (self.renderer.shade(vi, material, q) if calibration is None
                 else self.renderer.shade(vi, material, q, calibration=calibration)) / self.whites[vi]
         ref = self.refs[vi][rows]
-        terms = {name: L.LOSSES[name](pred, ref) for name in self.loss}
+        terms = {name: L.loss_map(name, pred, ref).mean() for name in self.loss}
         if "de2000" in terms:
             de = terms["de2000"].detach()
         else:
             with torch.no_grad():
                 de = L.de2000(pred, ref)
         return sum(w * terms[name] for name, w in self.loss.items()), float(de)
+
+    def pixel_losses(self, vi: int, material: dict) -> torch.Tensor:
+        """(N,) the weighted loss of each of view ``vi``'s loss pixels (whose mean is the view's
+        loss), no gradient: for searches that decide per texel or region."""
+        if self.check is not None:
+            self.check()
+        with torch.no_grad():
+            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
+            ref = self.refs[vi]
+            return sum(w * L.loss_map(name, pred, ref) for name, w in self.loss.items())
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
         """(the loss, differentiable; the mean ΔE2000 of the views, a float). With gradients

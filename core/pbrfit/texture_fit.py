@@ -159,8 +159,6 @@ SEARCH_WINDOW = 3
 SEARCH_MARGIN = 0.25
 SEARCH_MIN_WEIGHT = 1.0
 SEARCH_MIN_PIXELS = 16.0
-#: the loss terms the search has per-pixel forms of (with others in the loss it is skipped)
-SEARCHABLE_LOSSES = {"de2000", "l1"}
 
 
 class _AffineInBaseColor:
@@ -293,23 +291,13 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor) -> to
 
 
 def _texel_losses(objective: Objective, material: dict, uvs: list, size: int, weight: torch.Tensor) -> torch.Tensor:
-    """(size, size) the objective's per-pixel loss (its weights x ΔE2000 and the mean absolute
-    difference, :data:`SEARCHABLE_LOSSES`) of ``material`` over every train pixel, averaged onto each texel's
+    """(size, size) the objective's per-pixel loss (:meth:`pbrfit.objective.Objective.
+    pixel_losses`) of ``material`` over every train pixel, averaged onto each texel's
     :data:`SEARCH_WINDOW` neighbourhood with the pixels' bilinear weights (``weight``, the
     window's sums of :func:`pbrfit.textures.texel_weights`): one texel's few pixels are too
     noisy to choose by (a glossy metal's texels away from its highlights read smoother than
     the truth), as a stereo matcher aggregates its costs over a window."""
-    from . import losses as L
-
-    de, l1 = objective.loss.get("de2000", 0.0), objective.loss.get("l1", 0.0)
-    per_pixel = []
-    for vi in objective.view_ids:
-        if objective.check is not None:
-            objective.check()  # a cancel stops the search between renders
-        q = objective.renderer.train_subsets[vi]
-        pred = objective.renderer.shade(vi, material, q) / objective.whites[vi]
-        ref = objective.refs[vi]
-        per_pixel.append((de * L.de2000_map(pred[None], ref[None])[0] + l1 * (pred - ref).abs().mean(-1))[:, None])
+    per_pixel = [objective.pixel_losses(vi, material)[:, None] for vi in objective.view_ids]
     return _window_sum(splat(uvs, per_pixel, size)[..., 0].float()) / weight.clamp_min(1e-6)
 
 
@@ -339,10 +327,9 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped. Costs about 50 renders of the
     train views per searched level (render cost does not depend on the map's size); ``tick``
     is called after each map's grid (progress); ``out_of_time`` ends the search between maps.
-    Only for losses made of :data:`SEARCHABLE_LOSSES` (per-pixel forms of the others are not
-    written); texels that do not move keep their variables exactly."""
+    Texels that do not move keep their variables exactly."""
     searched = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
-    if not searched or not set(objective.loss) <= SEARCHABLE_LOSSES:
+    if not searched:
         return u
     size = layout.size
     pixels = texel_weights(uvs, size)
