@@ -130,7 +130,8 @@ class FitResult:
             unseen) and what it trades against (:func:`pbrfit.identifiability.analyse`).
         textures: {parameter: :class:`pbrfit.texture_fit.MapResult`} of the fitted maps (the
             parameter's value in ``material`` is the map's mean over its observed texels).
-        texture_log: the pyramid's levels as run: {resolution, steps, validate_de2000, seconds}.
+        texture_log: the pyramid's levels as run: {resolution, steps, validate_de2000, seconds;
+            search: the palette search's materials and texels moved, where it ran}.
         exposures: {view name: stops} of the views with ``exposure = "auto"``: the photo is
             2^stops times the render of the fitted material.
         calibration: the capture's corrections with ``[calibrate]`` (:mod:`pbrfit.calibration`):

@@ -81,14 +81,15 @@ class Objective:
                 de = L.de2000(pred, ref)
         return sum(w * terms[name] for name, w in self.loss.items()), float(de)
 
-    def pixel_losses(self, vi: int, material: dict) -> torch.Tensor:
-        """(N,) the weighted loss of each of view ``vi``'s loss pixels (whose mean is the view's
-        loss), no gradient: for searches that decide per texel or region."""
+    def pixel_losses(self, vi: int, material: dict, rows=slice(None)) -> torch.Tensor:
+        """(N,) the weighted loss of each of view ``vi``'s loss pixels ``rows`` (indices into
+        them; all by default, whose mean is the view's loss), no gradient: for searches that
+        decide per texel or region."""
         if self.check is not None:
             self.check()
         with torch.no_grad():
-            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi]) / self.whites[vi]
-            ref = self.refs[vi]
+            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi][rows]) / self.whites[vi]
+            ref = self.refs[vi][rows]
             return sum(w * L.loss_map(name, pred, ref) for name, w in self.loss.items())
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:

@@ -12,8 +12,9 @@ in use together:
 * **Coarse to fine**: the maps are fitted at 1/8, 1/4, 1/2 and the full resolution in turn,
   each level starting from the last one upsampled: the base colour by per-texel least
   squares, the scalars still fitted by a 1-D search on the fit's own renderer, the other
-  scalar maps (roughness, metallic, ...) by a per-texel search on the coarse levels
-  (:func:`_texel_search`), then ``iterations / levels`` Adam steps on the maps with a cosine-decaying step. After each
+  scalar maps (roughness, metallic, ...) by a search for the few materials the photos need
+  and each texel's among them on the coarse levels (:func:`_texel_search`), then
+  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step. After each
   level the validation views (when the job has them) are measured on every pixel; a level
   that makes them worse by more than :data:`LEVEL_TOLERANCE` ends the climb and the best
   level's maps are kept (upsampled to the full resolution). The scalars are re-fitted by
@@ -146,19 +147,26 @@ GRADIENT_CHUNK = 8192
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
 SAMPLE_SETS = 3
-#: the per-texel search (:func:`_texel_search`): rounds over the maps; halvings of each
-#: texel's bracket after the grid; the window (texels a side) its losses are pooled over; the
-#: share by which a texel's best must beat its current loss to move (weakly seen texels' small
-#: preferences are biased: a glossy metal's texels away from its highlights read smoother,
-#: 0.13 for 0.2 on the synthetic worn metal with no margin); how much the train pixels must see
-#: a texel for it to move; the median pixels per seen texel below which a (finer) level is
-#: left to Adam
-SEARCH_ROUNDS = 2
+#: the palette search (:func:`_texel_search`): the most joint candidates its grid renders
+#: (each map's grid thinned until their product fits); the most materials in the palette and
+#: the share of the total loss a further one must save to join (a worn metal's paint is one
+#: material, where each texel on its own took metal or paint, a rough metal under a uniform
+#: sky being as good); halvings of each palette material's bracket after the grid; the window
+#: (texels a side) each texel's losses are pooled over; the share by which a texel's palette
+#: material must beat its current loss for the texel to take it; how much the train pixels
+#: must see a texel for it to move; the median pixels per seen texel below which a (finer)
+#: level is left to Adam
+SEARCH_CANDIDATES = 40
+PALETTE_SIZE = 4
+PALETTE_GAIN = 0.1
 SEARCH_REFINEMENTS = 3
 SEARCH_WINDOW = 3
 SEARCH_MARGIN = 0.25
 SEARCH_MIN_WEIGHT = 1.0
 SEARCH_MIN_PIXELS = 16.0
+#: the median train pixels per seen texel the search renders: a coarse level's beyond it are
+#: subsampled (every k-th loss pixel of each view), which scarcely changes a window's mean
+SEARCH_PIXELS = 32.0
 
 
 class _AffineInBaseColor:
@@ -290,15 +298,12 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor) -> to
     return u
 
 
-def _texel_losses(objective: Objective, material: dict, uvs: list, size: int, weight: torch.Tensor) -> torch.Tensor:
+def _texel_sums(objective: Objective, material: dict, uvs: list, size: int, rows=slice(None)) -> torch.Tensor:
     """(size, size) the objective's per-pixel loss (:meth:`pbrfit.objective.Objective.
-    pixel_losses`) of ``material`` over every train pixel, averaged onto each texel's
-    :data:`SEARCH_WINDOW` neighbourhood with the pixels' bilinear weights (``weight``, the
-    window's sums of :func:`pbrfit.textures.texel_weights`): one texel's few pixels are too
-    noisy to choose by (a glossy metal's texels away from its highlights read smoother than
-    the truth), as a stereo matcher aggregates its costs over a window."""
-    per_pixel = [objective.pixel_losses(vi, material)[:, None] for vi in objective.view_ids]
-    return _window_sum(splat(uvs, per_pixel, size)[..., 0].float()) / weight.clamp_min(1e-6)
+    pixel_losses`) of ``material`` over the train pixels ``rows`` of every view (``uvs``: theirs),
+    summed onto the texels with the pixels' bilinear weights."""
+    per_pixel = [objective.pixel_losses(vi, material, rows)[:, None] for vi in objective.view_ids]
+    return splat(uvs, per_pixel, size)[..., 0].float()
 
 
 def _window_sum(t: torch.Tensor) -> torch.Tensor:
@@ -309,70 +314,145 @@ def _window_sum(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(padded, SEARCH_WINDOW, stride=1)[0, 0] * SEARCH_WINDOW ** 2
 
 
+def _joint_grid(names: list[str], bounds: dict, limit: int = SEARCH_CANDIDATES) -> torch.Tensor:
+    """(K, len(names)) every combination of the maps' grid values (:func:`pbrfit.warm_start.
+    grid_values`), each grid thinned evenly (its end points kept) until the product is at most
+    ``limit``: roughness x metallic is 6 x 5."""
+    grids = [search_grid(n, *bounds[n]) for n in names]
+    while math.prod(len(g) for g in grids) > limit and max(len(g) for g in grids) > 2:
+        longest = max(range(len(grids)), key=lambda i: len(grids[i]))
+        g = grids[longest]
+        grids[longest] = [g[round(i * (len(g) - 1) / (len(g) - 2))] for i in range(len(g) - 1)]
+    return torch.cartesian_prod(*[torch.tensor(g, dtype=torch.float64) for g in grids]).reshape(-1, len(names))
+
+
+def _palette(losses: torch.Tensor) -> list[int]:
+    """The candidates (rows of ``losses``, (K, T): each texel's summed pixel loss) that make the
+    palette: the best single material, then greedily the one that lowers the total (each
+    texel at its best palette entry) the most, while it lowers it by :data:`PALETTE_GAIN` of
+    the current total, up to :data:`PALETTE_SIZE`: a material is added only where the photos
+    clearly need it (a facility-location choice, as a spatially varying BRDF is fitted from a
+    few basis materials)."""
+    chosen = [int(losses.sum(1).argmin())]
+    best = losses[chosen[0]]
+    while len(chosen) < PALETTE_SIZE:
+        with_each = torch.minimum(losses, best).sum(1)
+        k = int(with_each.argmin())
+        current = float(best.sum())
+        if current - float(with_each[k]) < PALETTE_GAIN * current:
+            break
+        chosen.append(k)
+        best = torch.minimum(best, losses[k])
+    # then drop what the later ones made redundant (the first, a compromise, once the
+    # materials it averaged have joined)
+    for k in list(chosen):
+        if len(chosen) == 1:
+            break
+        rest = [c for c in chosen if c != k]
+        total = float(losses[chosen].min(0).values.sum())
+        if float(losses[rest].min(0).values.sum()) - total < PALETTE_GAIN * total:
+            chosen = rest
+    return chosen
+
+
 def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
                   tick: Callable[[], None] | None = None,
-                  out_of_time: Callable[[], bool] | None = None) -> torch.Tensor:
-    """``u`` with each scalar map other than the base colour (roughness, metallic, ...) moved,
-    texel by texel, where the photos clearly prefer another value: a global step where Adam's
-    is local. A worn-metal fit's paint, started from the scalar fit (all metal), stayed a
-    little metal under a smoother roughness (Cycles-judged: metallic 0.15 and roughness 0.33
-    for 0 and 0.6; on raster references metallic 1.0), a minimum the gradient does not leave.
+                  out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict | None]:
+    """(``u`` with the scalar maps other than the base colour (roughness, metallic, ...) moved,
+    texel by texel, to one of a few materials where the photos clearly prefer it: a global step
+    where Adam's is local. A worn-metal fit's paint, started from the scalar fit (all metal),
+    stayed a little metal under a smoother roughness (Cycles-judged: metallic 0.15 and
+    roughness 0.33 for 0 and 0.6), a minimum the gradient does not leave; a search texel by
+    texel then left some patches metal (a rough metal under the train sky's uniform ground
+    looks like the paint) and read the texels away from the highlights smoother.
 
-    For each value of a grid (:func:`pbrfit.warm_start.grid_values`) the whole map is set to
-    it and every train pixel's loss is pooled onto the texels (:func:`_texel_losses`); each
-    texel's best is then refined in its own bracket (best +- h, h halved
-    :data:`SEARCH_REFINEMENTS` times, every texel at its own value in one render). A texel
-    seen by at least :data:`SEARCH_MIN_WEIGHT` pixels moves when its best beats its current
-    loss by :data:`SEARCH_MARGIN`; map after map, :data:`SEARCH_ROUNDS` times. Levels with fewer
-    than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped. Costs about 50 renders of the
-    train views per searched level (render cost does not depend on the map's size); ``tick``
-    is called after each map's grid (progress); ``out_of_time`` ends the search between maps.
-    Texels that do not move keep their variables exactly."""
-    searched = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
-    if not searched:
-        return u
+    Each combination of the maps' values on a grid (:func:`_joint_grid`) is rendered as
+    constant maps and every train pixel's loss summed onto the texels; :func:`_palette` picks
+    the few materials that explain the photos; each texel takes the palette material best on
+    its losses pooled over a :data:`SEARCH_WINDOW` window; each palette material's values are
+    then refined, map by map, on the summed loss of all of its texels (the highlights, which
+    fix the roughness, are few, and a texel's own few pixels are biased), its bracket halved
+    :data:`SEARCH_REFINEMENTS` times. A texel seen by at least :data:`SEARCH_MIN_WEIGHT` pixels
+    takes its material when that beats its current loss by :data:`SEARCH_MARGIN`. Levels with
+    fewer than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped; those with more than
+    :data:`SEARCH_PIXELS` render a strided subset of the pixels. Costs at most
+    :data:`SEARCH_CANDIDATES` + 6 per map + 2 renders of (a subset of) the train views per
+    searched level; ``tick`` is called after the grid and each
+    map's refinement (progress); ``out_of_time`` ends the search between them. Texels that do
+    not move keep their variables exactly. The second value records the search for the fit's
+    provenance ({"materials": [{map: value}], "texels_moved": n, "pixel_stride": k}), None
+    where it did not run.)"""
+    names = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
+    if not names:
+        return u, None
     size = layout.size
     pixels = texel_weights(uvs, size)
-    if float(pixels[pixels > 0].median()) < SEARCH_MIN_PIXELS:
-        return u  # a finer level: too few pixels per texel to choose by, Adam's turn
-    weight = _window_sum(pixels)
-    seen = (pixels >= SEARCH_MIN_WEIGHT)[..., None]
+    median = float(pixels[pixels > 0].median())
+    if median < SEARCH_MIN_PIXELS:
+        return u, None  # a finer level: too few pixels per texel to choose by, Adam's turn
+    rows = slice(None, None, max(1, int(median // SEARCH_PIXELS)))
+    uvs = [uv[rows] for uv in uvs]
+    pixels = texel_weights(uvs, size)
+    window = _window_sum(pixels).clamp_min(1e-6)
+    seen = pixels >= SEARCH_MIN_WEIGHT
     u = u.detach().clone()
+    m = layout.material(u)
+
+    def representable(n: str, value: torch.Tensor) -> torch.Tensor:  # what the variable can hold
+        lo, hi = layout.bounds[n]
+        return from_unconstrained(n, to_unconstrained(n, value.double().clamp(lo, hi), (lo, hi)), (lo, hi)).float()
+
+    def sums(values: dict[str, torch.Tensor]) -> torch.Tensor:  # (size, size) texel sums; values (size, size, 1)
+        return _texel_sums(objective, dict(m, **{n: v.expand_as(m[n]).float() for n, v in values.items()}),
+                           uvs, size, rows)
+
+    def pooled(t: torch.Tensor) -> torch.Tensor:
+        return _window_sum(t) / window
+
     with torch.no_grad():
-        for _ in range(SEARCH_ROUNDS):
-            for n in searched:
-                if out_of_time is not None and out_of_time():
-                    return u
-                m = layout.material(u)
-                lo, hi = layout.bounds[n]
+        current = pooled(sums({}))
+        grid = torch.stack([representable(n, g) for n, g in
+                            zip(names, _joint_grid(names, layout.bounds).T)], 1)  # (K, maps)
+        raw = torch.stack([sums({n: g[i].reshape(1, 1, 1) for i, n in enumerate(names)})
+                           for g in grid])  # (K, size, size)
+        if tick is not None:
+            tick()
+        chosen = _palette(raw[:, seen])
+        palette = grid[chosen].clone()  # (P, maps)
+        assign = torch.stack([pooled(raw[k]) for k in chosen]).argmin(0)  # (size, size) palette index
+        owners = [assign == p for p in range(len(chosen))]
 
-                def representable(value, n=n, bounds=(lo, hi)):  # what the variable can hold
-                    return from_unconstrained(n, to_unconstrained(n, value.double(), bounds), bounds).float()
+        def textured(values: torch.Tensor) -> dict[str, torch.Tensor]:  # palette (P, maps) -> maps
+            return {n: values[assign, i][..., None] for i, n in enumerate(names)}
 
-                def losses_at(value, m=m, n=n):
-                    return _texel_losses(objective, dict(m, **{n: value.expand_as(m[n]).float()}), uvs, size, weight)
-
-                current = losses_at(m[n])
-                grid = representable(torch.tensor(search_grid(n, lo, hi)))
-                losses = torch.stack([losses_at(v.reshape(1, 1, 1)) for v in grid])
-                best_loss, k = losses.min(0)
-                best = grid[k][..., None]
-                if tick is not None:
-                    tick()
-                # then each texel's own bracket, halved each time: best - h, best, best + h
-                h = float(grid[1] - grid[0]) / 2
-                for _ in range(SEARCH_REFINEMENTS):
-                    for trial in (best - h, best + h):
-                        trial = representable(trial.clamp(lo, hi))
-                        loss = losses_at(trial)
-                        better = loss < best_loss
-                        best_loss = torch.where(better, loss, best_loss)
-                        best = torch.where(better[..., None], trial, best)
-                    h /= 2
-                move = seen & (best_loss < current * (1 - SEARCH_MARGIN))[..., None]
-                moved = to_unconstrained(n, best.double(), (lo, hi)).float()
-                u[layout.slices[n]] = torch.where(move, moved, layout.grid(u, n)).reshape(-1)
-    return u
+        base = sums(textured(palette))
+        for i, n in enumerate(names):
+            if out_of_time is not None and out_of_time():
+                return u, None
+            levels = torch.unique(grid[:, i])
+            h = float((levels[1:] - levels[:-1]).min()) / 2 if len(levels) > 1 else 0.0
+            for _ in range(SEARCH_REFINEMENTS if h > 0 else 0):
+                for sign in (-1.0, 1.0):
+                    trial = palette.clone()
+                    trial[:, i] = representable(n, palette[:, i] + sign * h)
+                    t = sums(textured(trial))
+                    for p, own in enumerate(owners):
+                        mask = own & seen
+                        if float(t[mask].sum()) < float(base[mask].sum()):
+                            palette[p, i] = trial[p, i]
+                            base = torch.where(own, t, base)
+                h /= 2
+            if tick is not None:
+                tick()
+        found = pooled(sums(textured(palette)))
+        move = (seen & (found < current * (1 - SEARCH_MARGIN)))[..., None]
+        for i, n in enumerate(names):
+            lo, hi = layout.bounds[n]
+            moved = to_unconstrained(n, palette[assign, i][..., None].double(), (lo, hi)).float()
+            u[layout.slices[n]] = torch.where(move, moved, layout.grid(u, n)).reshape(-1)
+    record = {"materials": [{n: round(float(v), 4) for n, v in zip(names, row)} for row in palette],
+              "texels_moved": int(move.sum()), "pixel_stride": rows.step}
+    return u, record
 
 
 def _still_working(run, stage: str) -> None:
@@ -427,8 +507,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # maps' renderer has, were measured to prefer a rougher base)
         u = _scalar_search(run.train_obj, layout, u)
         run.check_cancel()
-        u = _texel_search(objective, layout, u, uvs, tick=lambda: _still_working(run, "textures (texel search)"),
-                          out_of_time=run.out_of_time)
+        u, search = _texel_search(objective, layout, u, uvs, out_of_time=run.out_of_time,
+                                  tick=lambda: _still_working(run, "textures (texel search)"))
         k = space.dim
         fast = None
         if _AffineInBaseColor.applies(settings.maps, layout.material(u)):
@@ -467,7 +547,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                 score = validator(layout.material(u.detach()))[1]
             run.last_val = score
         log.append({"resolution": size, "steps": steps, "validate_de2000": score,
-                    "seconds": time.monotonic() - started})
+                    "seconds": time.monotonic() - started, **({"search": search} if search else {})})
         if score is not None:
             if score > best[0] * (1 + LEVEL_TOLERANCE):
                 break  # finer maps made the unseen lighting worse: keep the best level
