@@ -57,6 +57,9 @@ def test_no_train_views_and_bad_options_are_input_errors(case):
         fit_material(job.scene, FitOptions(iterations=1))
     with pytest.raises(InputError, match="unknown loss"):
         fit_material(load_job(case).scene, FitOptions(loss={"lpips": 1.0}))
+    for alone in ("ssim", {"ssim": 1.0, "l1": 0.0}):  # the objective leaves SSIM out: nothing would be fitted
+        with pytest.raises(InputError, match="ssim .* cannot be fitted alone"):
+            fit_material(load_job(case).scene, FitOptions(loss=alone))
 
 
 def test_layers_that_do_not_pay_for_themselves_are_pruned(case, tmp_path):

@@ -499,12 +499,13 @@ def test_usd_write_back_writes_maps_beside_the_edit_layer_and_undo_removes_them(
     assert (tmp_path / "scene.usda").read_text() == before  # the user's root file is untouched
 
 
-def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_path):
+def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_path, monkeypatch):
     """A metal sphere (roughness 0.2) with one half painted (metallic 0, roughness 0.6), seen
     by raster references: from the scalar start (all metal, roughness 0.45) the palette search
     finds the two materials, moves the painted texels to the paint and the metal's to the metal;
     Adam from the same start, on its own, kept paint as metal (worn metal benchmark, synthetic
     and Cycles)."""
+    from pbrfit import texture_fit
     from pbrfit.objective import Objective
     from pbrfit.texture_fit import _Layout, _texel_search
     from pbrfit.textures import initial_grid, texel_weights
@@ -548,6 +549,14 @@ def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_p
     assert abs(np.median(roughness[seen & paint]) - 0.6) < 0.08, roughness
     assert np.median(metallic[seen & ~paint]) > 0.9, metallic
     assert abs(np.median(roughness[seen & ~paint]) - 0.2) < 0.05, roughness  # moved from 0.45
+    # every third pixel (a coarse level's subsample): the same two materials
+    monkeypatch.setattr(texture_fit, "SEARCH_PIXELS", 8.0)
+    _, strided = _texel_search(objective, layout, u, uvs)
+    assert strided["pixel_stride"] > 1
+    for a, b in zip(sorted(strided["materials"], key=lambda m: -m["metallic"]), (metal, painted)):
+        assert abs(a["roughness"] - b["roughness"]) < 0.03 and abs(a["metallic"] - b["metallic"]) < 0.05, strided
+    # out of time: nothing rendered, nothing moved
+    assert _texel_search(objective, layout, u, uvs, out_of_time=lambda: True) == (u, None)
     # a cancel reaches the search between its renders (it renders the views ~50 times a level)
     class Cancelled(Exception):
         pass
@@ -576,10 +585,15 @@ def test_the_palette_keeps_the_materials_the_texels_need_and_drops_a_compromise(
     paint = torch.where(texels_b, 1.0, 10.0)
     compromise = torch.full((10,), 4.0)  # best single material: 40 against 55
     variant = paint.clone()
-    variant[9], variant[5] = 1.0 - 10 * PALETTE_GAIN / 2, 1.5  # worse in sum; would save half the gain
+    variant[9], variant[5] = 1.0 - 10 * PALETTE_GAIN / 2, 2.0  # worse in sum; would save half the gain
     losses = torch.stack([metal, compromise, paint, variant])
     assert sorted(_palette(losses)) == [0, 2]
     assert _palette(torch.stack([compromise, compromise + 1])) == [0]
+    # the variant listed before the material it varies: still not taken (a tie would have been)
+    assert sorted(_palette(torch.stack([metal, compromise, variant, paint]))) == [0, 3]
+    # nothing to explain (every loss 0, or no texel): one material, no duplicates, no error
+    assert _palette(torch.zeros(3, 4)) == [0]
+    assert _palette(torch.zeros(3, 0)) == [0]
     grid = _joint_grid(["roughness", "metallic"], {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)})
     assert grid.shape == (35, 2)  # 7 roughnesses x 5 metallics: under the limit, untouched
     thinned = _joint_grid(["roughness", "metallic", "coat_weight"], {n: (0.0, 1.0) for n in

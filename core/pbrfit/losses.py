@@ -115,7 +115,8 @@ PIXEL_LOSSES = frozenset(_PER_PIXEL)
 def loss_map(name: str, pred: torch.Tensor, ref: torch.Tensor, *, white=1.0, **kw) -> torch.Tensor:
     """The per-pixel value of the loss ``name`` (one of :data:`PIXEL_LOSSES`): (N,) for pixel
     lists, (H, W) for images; its (masked) mean is ``LOSSES[name]``. Differentiable; ``kw``
-    are the loss's own options (``eps``, ``delta``)."""
+    are the loss's own options (``eps``, ``delta``); ``white`` is a scalar (for a white per
+    pixel, :func:`pbrfit.color.delta_e2000_linear`)."""
     if name not in _PER_PIXEL:
         raise ValueError(f"loss {name!r} has no per-pixel form; those with one: {', '.join(sorted(_PER_PIXEL))}")
     _weights(pred, ref, None)

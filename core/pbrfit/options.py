@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .errors import InputError
-from .losses import LOSSES
+from .losses import LOSSES, PIXEL_LOSSES
 from .parallel import default_threads
 from .params import DEFAULT_FIT, PARAMETERS, PRESETS
 from .render import SampleCounts
@@ -216,7 +216,7 @@ def _loss(value, label: str):
     if isinstance(value, str):
         if value not in LOSSES:
             raise InputError(f"{label}: unknown loss {value!r}; known: {', '.join(LOSSES)}")
-        return {value: 1.0}
+        value = {value: 1.0}
     if not isinstance(value, Mapping) or not value:
         raise InputError(f"{label}: must be a loss name or a table of {{name = weight}}, got {value!r}")
     unknown = [n for n in value if n not in LOSSES]
@@ -229,6 +229,9 @@ def _loss(value, label: str):
         weights[str(name)] = float(w)
     if not any(w > 0 for w in weights.values()):
         raise InputError(f"{label}: every loss weight is 0; give at least one a positive weight")
+    if not any(w > 0 for n, w in weights.items() if n in PIXEL_LOSSES):
+        raise InputError(f"{label}: ssim compares image structure and cannot be fitted alone; add a per-pixel "
+                         f"loss with a positive weight, e.g. {{de2000 = 1.0, ssim = 0.2}}")
     return weights
 
 

@@ -148,14 +148,14 @@ SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
 SAMPLE_SETS = 3
 #: the palette search (:func:`_texel_search`): the most joint candidates its grid renders
-#: (each map's grid thinned until their product fits); the most materials in the palette and
+#: (each map's grid thinned until their product fits, down to two values a map); the most materials in the palette and
 #: the share of the total loss a further one must save to join (a worn metal's paint is one
 #: material, where each texel on its own took metal or paint, a rough metal under a uniform
 #: sky being as good); halvings of each palette material's bracket after the grid; the window
 #: (texels a side) each texel's losses are pooled over; the share by which a texel's palette
-#: material must beat its current loss for the texel to take it; how much the train pixels
-#: must see a texel for it to move; the median pixels per seen texel below which a (finer)
-#: level is left to Adam
+#: material must beat its current loss for the texel to take it; how much the pixels the
+#: search renders (:data:`SEARCH_PIXELS`) must see a texel for it to move; the median train
+#: pixels per seen texel below which a (finer) level is left to Adam
 SEARCH_CANDIDATES = 40
 PALETTE_SIZE = 4
 PALETTE_GAIN = 0.1
@@ -317,7 +317,8 @@ def _window_sum(t: torch.Tensor) -> torch.Tensor:
 def _joint_grid(names: list[str], bounds: dict, limit: int = SEARCH_CANDIDATES) -> torch.Tensor:
     """(K, len(names)) every combination of the maps' grid values (:func:`pbrfit.warm_start.
     grid_values`), each grid thinned evenly (its end points kept) until the product is at most
-    ``limit``: roughness x metallic is 6 x 5."""
+    ``limit`` or every grid is down to its two ends (six or more maps exceed it): roughness x
+    metallic is 7 x 5, whole."""
     grids = [search_grid(n, *bounds[n]) for n in names]
     while math.prod(len(g) for g in grids) > limit and max(len(g) for g in grids) > 2:
         longest = max(range(len(grids)), key=lambda i: len(grids[i]))
@@ -339,7 +340,7 @@ def _palette(losses: torch.Tensor) -> list[int]:
         with_each = torch.minimum(losses, best).sum(1)
         k = int(with_each.argmin())
         current = float(best.sum())
-        if current - float(with_each[k]) < PALETTE_GAIN * current:
+        if k in chosen or current - float(with_each[k]) <= PALETTE_GAIN * current:
             break
         chosen.append(k)
         best = torch.minimum(best, losses[k])
@@ -350,7 +351,7 @@ def _palette(losses: torch.Tensor) -> list[int]:
             break
         rest = [c for c in chosen if c != k]
         total = float(losses[chosen].min(0).values.sum())
-        if float(losses[rest].min(0).values.sum()) - total < PALETTE_GAIN * total:
+        if float(losses[rest].min(0).values.sum()) - total <= PALETTE_GAIN * total:
             chosen = rest
     return chosen
 
@@ -376,8 +377,8 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     takes its material when that beats its current loss by :data:`SEARCH_MARGIN`. Levels with
     fewer than :data:`SEARCH_MIN_PIXELS` pixels per texel are skipped; those with more than
     :data:`SEARCH_PIXELS` render a strided subset of the pixels. Costs at most
-    :data:`SEARCH_CANDIDATES` + 6 per map + 2 renders of (a subset of) the train views per
-    searched level; ``tick`` is called after the grid and each
+    :data:`SEARCH_CANDIDATES` (while 5 or fewer maps) + 6 per map + 3 renders of (a subset of)
+    the train views per searched level; ``tick`` is called after the grid and each
     map's refinement (progress); ``out_of_time`` ends the search between them. Texels that do
     not move keep their variables exactly. The second value records the search for the fit's
     provenance ({"materials": [{map: value}], "texels_moved": n, "pixel_stride": k}), None
@@ -387,8 +388,8 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
         return u, None
     size = layout.size
     pixels = texel_weights(uvs, size)
-    median = float(pixels[pixels > 0].median())
-    if median < SEARCH_MIN_PIXELS:
+    median = float(pixels[pixels > 0].median()) if bool((pixels > 0).any()) else 0.0
+    if median < SEARCH_MIN_PIXELS or (out_of_time is not None and out_of_time()):
         return u, None  # a finer level: too few pixels per texel to choose by, Adam's turn
     rows = slice(None, None, max(1, int(median // SEARCH_PIXELS)))
     uvs = [uv[rows] for uv in uvs]
@@ -417,6 +418,8 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
                            for g in grid])  # (K, size, size)
         if tick is not None:
             tick()
+        if not bool(seen.any()) or (out_of_time is not None and out_of_time()):
+            return u, None
         chosen = _palette(raw[:, seen])
         palette = grid[chosen].clone()  # (P, maps)
         assign = torch.stack([pooled(raw[k]) for k in chosen]).argmin(0)  # (size, size) palette index
