@@ -688,6 +688,15 @@ class FitRun:
         return {"deltas": self.calibration.summary(), "rounds": self.calibration_log,
                 "prior_weight": calibration.PRIOR_WEIGHT}
 
+    def loss_notes(self) -> list[dict]:
+        """A note when the job weighs SSIM: the objective compares pixels and leaves it out."""
+        w = self.options.loss.get("ssim", 0.0)
+        if w <= 0:
+            return []
+        return [{"severity": "note", "about": "loss",
+                 "message": f"loss: ssim (weight {w:g}) was not fitted: the fit compares pixels (its subsets of "
+                            "them); SSIM is measured on the final renders and reported"}]
+
     def exposure_notes(self) -> list[dict]:
         """One note per view of fitted exposure: its stops."""
         return [{"severity": "note", "about": "exposure",
@@ -1214,7 +1223,7 @@ class FitRun:
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
-                 + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes()
+                 + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes() + self.loss_notes()
                  + self.calibration_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
