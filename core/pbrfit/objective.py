@@ -67,12 +67,7 @@ class Objective:
         """(this view's weighted loss, its mean ΔE2000), over its loss pixels ``rows``;
         ``calibration`` (a :class:`pbrfit.calibration.ViewCalibration`, raster renderers only)
         renders the view with the capture's corrections."""
-        if self.check is not None:
-            self.check()
-        q = self.renderer.train_subsets[vi][rows]
-        pred = (self.renderer.shade(vi, material, q) if calibration is None
-                else self.renderer.shade(vi, material, q, calibration=calibration)) / self.whites[vi]
-        ref = self.refs[vi][rows]
+        pred, ref = self._prediction(vi, material, rows, calibration)
         terms = {name: L.loss_map(name, pred, ref).mean() for name in self.loss}
         if "de2000" in terms:
             de = terms["de2000"].detach()
@@ -85,12 +80,20 @@ class Objective:
         """(N,) the weighted loss of each of view ``vi``'s loss pixels ``rows`` (indices into
         them; all by default, whose mean is the view's loss), no gradient: for searches that
         decide per texel or region."""
+        with torch.no_grad():
+            pred, ref = self._prediction(vi, material, rows)
+            return sum(w * L.loss_map(name, pred, ref) for name, w in self.loss.items())
+
+    def _prediction(self, vi: int, material: dict, rows=slice(None), calibration=None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(render, reference) of view ``vi``'s loss pixels ``rows``, both divided by the white,
+        after the cancel check."""
         if self.check is not None:
             self.check()
-        with torch.no_grad():
-            pred = self.renderer.shade(vi, material, self.renderer.train_subsets[vi][rows]) / self.whites[vi]
-            ref = self.refs[vi][rows]
-            return sum(w * L.loss_map(name, pred, ref) for name, w in self.loss.items())
+        q = self.renderer.train_subsets[vi][rows]
+        pred = (self.renderer.shade(vi, material, q) if calibration is None
+                else self.renderer.shade(vi, material, q, calibration=calibration)) / self.whites[vi]
+        return pred, self.refs[vi][rows]
 
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
         """(the loss, differentiable; the mean ΔE2000 of the views, a float). With gradients

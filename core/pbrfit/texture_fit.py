@@ -392,8 +392,9 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     if median < SEARCH_MIN_PIXELS or (out_of_time is not None and out_of_time()):
         return u, None  # a finer level: too few pixels per texel to choose by, Adam's turn
     rows = slice(None, None, max(1, int(median // SEARCH_PIXELS)))
-    uvs = [uv[rows] for uv in uvs]
-    pixels = texel_weights(uvs, size)
+    if rows.step > 1:
+        uvs = [uv[rows] for uv in uvs]
+        pixels = texel_weights(uvs, size)
     window = _window_sum(pixels).clamp_min(1e-6)
     seen = pixels >= SEARCH_MIN_WEIGHT
     u = u.detach().clone()
