@@ -167,6 +167,11 @@ SEARCH_MIN_PIXELS = 16.0
 #: the median train pixels per seen texel the search renders: a coarse level's beyond it are
 #: subsampled (every k-th loss pixel of each view), which scarcely changes a window's mean
 SEARCH_PIXELS = 32.0
+#: the snap to the palette after Adam (:func:`_snap_to_palette`): a texel keeps its own values
+#: only where their pooled loss is lower than its palette material's by more than this share;
+#: halvings of each material's step there
+SNAP_MARGIN = 0.1
+SNAP_REFINEMENTS = 2
 
 
 class _AffineInBaseColor:
@@ -356,6 +361,102 @@ def _palette(losses: torch.Tensor) -> list[int]:
     return chosen
 
 
+class _TexelLosses:
+    """The objective's train-pixel losses of materials that differ from ``u``'s only in the
+    scalar maps ``names``, summed and pooled onto the texels of ``layout``: what the palette
+    search and the palette snap compare. ``rows`` subsamples each view's loss pixels (a coarse
+    level's), ``uvs`` are the full train pixels' texture coordinates."""
+
+    def __init__(self, objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list, names: list[str],
+                 rows: slice = slice(None)):
+        self.objective, self.layout, self.names, self.rows = objective, layout, names, rows
+        self.uvs = [uv[rows] for uv in uvs] if rows.step not in (None, 1) else uvs
+        pixels = texel_weights(self.uvs, layout.size)
+        self.window = _window_sum(pixels).clamp_min(1e-6)
+        self.seen = pixels >= SEARCH_MIN_WEIGHT
+        self.material = layout.material(u)
+
+    def representable(self, n: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` as the variable of map ``n`` can hold it (clamped, round-tripped)."""
+        lo, hi = self.layout.bounds[n]
+        return from_unconstrained(n, to_unconstrained(n, value.double().clamp(lo, hi), (lo, hi)), (lo, hi)).float()
+
+    def sums(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(size, size) texel sums of the loss with the maps ``values`` ((size, size, 1) or
+        (1, 1, 1): constant) in place of the current ones."""
+        m = self.material
+        return _texel_sums(self.objective, dict(m, **{n: v.expand_as(m[n]).float() for n, v in values.items()}),
+                           self.uvs, self.layout.size, self.rows)
+
+    def pooled(self, t: torch.Tensor) -> torch.Tensor:
+        """(size, size) each texel's mean loss per pixel over its :data:`SEARCH_WINDOW` window."""
+        return _window_sum(t) / self.window
+
+    def constant(self, values: torch.Tensor) -> torch.Tensor:
+        """(size, size) pooled losses of one material (values: (len(names),)) everywhere."""
+        return self.pooled(self.sums({n: values[i].reshape(1, 1, 1) for i, n in enumerate(self.names)}))
+
+    def textured(self, palette: torch.Tensor, assign: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps giving each texel its palette material (``palette`` (P, maps), ``assign``
+        (size, size) indices into it)."""
+        return {n: palette[assign, i][..., None] for i, n in enumerate(self.names)}
+
+    def refine(self, palette: torch.Tensor, assign: torch.Tensor, steps: list[float], halvings: int,
+               tick: Callable[[], None] | None = None, out_of_time: Callable[[], bool] | None = None,
+               among: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``palette`` with each material's values refined map by map on the summed loss of all
+        of its texels (those seen, and ``among`` where given): a step of ``steps[i]`` each way
+        on map i, halved ``halvings`` times, kept where it lowers that sum. None when out of
+        time."""
+        palette = palette.clone()
+        judged = self.seen if among is None else self.seen & among
+        owners = [(assign == p) & judged for p in range(len(palette))]
+        base = self.sums(self.textured(palette, assign))
+        for i, n in enumerate(self.names):
+            if out_of_time is not None and out_of_time():
+                return None
+            h = steps[i]
+            for _ in range(halvings if h > 0 else 0):
+                for sign in (-1.0, 1.0):
+                    trial = palette.clone()
+                    trial[:, i] = self.representable(n, palette[:, i] + sign * h)
+                    t = self.sums(self.textured(trial, assign))
+                    for p, own in enumerate(owners):
+                        if float(t[own].sum()) < float(base[own].sum()):
+                            palette[p, i] = trial[p, i]
+                            base = torch.where(assign == p, t, base)
+                h /= 2
+            if tick is not None:
+                tick()
+        return palette
+
+    def moved(self, u: torch.Tensor, palette: torch.Tensor, assign: torch.Tensor, move: torch.Tensor
+              ) -> torch.Tensor:
+        """``u`` with the texels ``move`` (size, size) set to their palette material, the others
+        exactly as they were."""
+        u = u.detach().clone()
+        for i, n in enumerate(self.names):
+            lo, hi = self.layout.bounds[n]
+            value = to_unconstrained(n, palette[assign, i][..., None].double(), (lo, hi)).float()
+            u[self.layout.slices[n]] = torch.where(move[..., None], value, self.layout.grid(u, n)).reshape(-1)
+        return u
+
+
+def _palette_maps(layout: _Layout) -> list[str]:
+    """The maps a palette covers: the one-channel maps other than the base colour and normal."""
+    return [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
+
+
+def _grid_steps(names: list[str], grid: torch.Tensor) -> list[float]:
+    """Per map, half the smallest spacing of its values in ``grid`` (K, maps): the first
+    refinement step."""
+    steps = []
+    for i in range(len(names)):
+        levels = torch.unique(grid[:, i])
+        steps.append(float((levels[1:] - levels[:-1]).min()) / 2 if len(levels) > 1 else 0.0)
+    return steps
+
+
 def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
                   tick: Callable[[], None] | None = None,
                   out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict | None]:
@@ -383,7 +484,7 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     not move keep their variables exactly. The second value records the search for the fit's
     provenance ({"materials": [{map: value}], "texels_moved": n, "pixel_stride": k}), None
     where it did not run.)"""
-    names = [n for n in layout.maps if n not in ("base_color", NORMAL) and PARAMETERS[n].size == 1]
+    names = _palette_maps(layout)
     if not names:
         return u, None
     size = layout.size
@@ -392,71 +493,75 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     if median < SEARCH_MIN_PIXELS or (out_of_time is not None and out_of_time()):
         return u, None  # a finer level: too few pixels per texel to choose by, Adam's turn
     rows = slice(None, None, max(1, int(median // SEARCH_PIXELS)))
-    if rows.step > 1:
-        uvs = [uv[rows] for uv in uvs]
-        pixels = texel_weights(uvs, size)
-    window = _window_sum(pixels).clamp_min(1e-6)
-    seen = pixels >= SEARCH_MIN_WEIGHT
-    u = u.detach().clone()
-    m = layout.material(u)
-
-    def representable(n: str, value: torch.Tensor) -> torch.Tensor:  # what the variable can hold
-        lo, hi = layout.bounds[n]
-        return from_unconstrained(n, to_unconstrained(n, value.double().clamp(lo, hi), (lo, hi)), (lo, hi)).float()
-
-    def sums(values: dict[str, torch.Tensor]) -> torch.Tensor:  # (size, size) texel sums; values (size, size, 1)
-        return _texel_sums(objective, dict(m, **{n: v.expand_as(m[n]).float() for n, v in values.items()}),
-                           uvs, size, rows)
-
-    def pooled(t: torch.Tensor) -> torch.Tensor:
-        return _window_sum(t) / window
-
     with torch.no_grad():
-        current = pooled(sums({}))
-        grid = torch.stack([representable(n, g) for n, g in
+        losses = _TexelLosses(objective, layout, u, uvs, names, rows)
+        current = losses.pooled(losses.sums({}))
+        grid = torch.stack([losses.representable(n, g) for n, g in
                             zip(names, _joint_grid(names, layout.bounds).T)], 1)  # (K, maps)
-        raw = torch.stack([sums({n: g[i].reshape(1, 1, 1) for i, n in enumerate(names)})
+        raw = torch.stack([losses.sums({n: g[i].reshape(1, 1, 1) for i, n in enumerate(names)})
                            for g in grid])  # (K, size, size)
         if tick is not None:
             tick()
-        if not bool(seen.any()) or (out_of_time is not None and out_of_time()):
+        if not bool(losses.seen.any()) or (out_of_time is not None and out_of_time()):
             return u, None
-        chosen = _palette(raw[:, seen])
-        palette = grid[chosen].clone()  # (P, maps)
-        assign = torch.stack([pooled(raw[k]) for k in chosen]).argmin(0)  # (size, size) palette index
-        owners = [assign == p for p in range(len(chosen))]
-
-        def textured(values: torch.Tensor) -> dict[str, torch.Tensor]:  # palette (P, maps) -> maps
-            return {n: values[assign, i][..., None] for i, n in enumerate(names)}
-
-        base = sums(textured(palette))
-        for i, n in enumerate(names):
-            if out_of_time is not None and out_of_time():
-                return u, None
-            levels = torch.unique(grid[:, i])
-            h = float((levels[1:] - levels[:-1]).min()) / 2 if len(levels) > 1 else 0.0
-            for _ in range(SEARCH_REFINEMENTS if h > 0 else 0):
-                for sign in (-1.0, 1.0):
-                    trial = palette.clone()
-                    trial[:, i] = representable(n, palette[:, i] + sign * h)
-                    t = sums(textured(trial))
-                    for p, own in enumerate(owners):
-                        mask = own & seen
-                        if float(t[mask].sum()) < float(base[mask].sum()):
-                            palette[p, i] = trial[p, i]
-                            base = torch.where(own, t, base)
-                h /= 2
-            if tick is not None:
-                tick()
-        found = pooled(sums(textured(palette)))
-        move = (seen & (found < current * (1 - SEARCH_MARGIN)))[..., None]
-        for i, n in enumerate(names):
-            lo, hi = layout.bounds[n]
-            moved = to_unconstrained(n, palette[assign, i][..., None].double(), (lo, hi)).float()
-            u[layout.slices[n]] = torch.where(move, moved, layout.grid(u, n)).reshape(-1)
+        chosen = _palette(raw[:, losses.seen])
+        assign = torch.stack([losses.pooled(raw[k]) for k in chosen]).argmin(0)  # (size, size) palette index
+        palette = losses.refine(grid[chosen], assign, _grid_steps(names, grid), SEARCH_REFINEMENTS, tick,
+                                out_of_time)
+        if palette is None:
+            return u, None
+        found = losses.pooled(losses.sums(losses.textured(palette, assign)))
+        move = losses.seen & (found < current * (1 - SEARCH_MARGIN))
+        u = losses.moved(u, palette, assign, move)
     record = {"materials": [{n: round(float(v), 4) for n, v in zip(names, row)} for row in palette],
               "texels_moved": int(move.sum()), "pixel_stride": rows.step}
     return u, record
+
+
+def _snap_to_palette(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list, materials: list[dict],
+                     out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict | None]:
+    """(``u`` with each texel whose fitted values do not clearly beat its best material of the
+    palette search's ``materials`` ([{map: value}]) set to that material, the record): after
+    Adam, the maps' texels carry the noise of the few pixels each one has (Cycles-judged worn
+    metal: the metal's roughness 0.209 +- 0.042 for a uniform 0.2, whose speckled highlights
+    were most of the judged error on novel cameras and lighting; the same maps with the metal's
+    texels set to their median judged 1.89 -> 1.50). The simpler explanation wins unless the
+    photos need the difference: each texel takes its best palette material on pooled losses
+    (:data:`SEARCH_WINDOW`), the materials are refined on all of their texels (as the search
+    refines them, at its last step size and every pixel), and a seen texel takes its material
+    unless its own values' pooled loss is lower by more than :data:`SNAP_MARGIN` (edges between
+    materials, wear, anything the palette lacks); the refinement counts only the texels the
+    palette explains before it. Costs P + 3 + 4 per map renders of the train views. The
+    record: {"materials": [{map: value}], "texels_snapped": n, "texels_kept": n}; None where
+    nothing ran."""
+    names = _palette_maps(layout)
+    if not names or not materials or any(set(m) != set(names) for m in materials) or (
+            out_of_time is not None and out_of_time()):
+        return u, None
+    with torch.no_grad():
+        losses = _TexelLosses(objective, layout, u, uvs, names)
+        if not bool(losses.seen.any()):
+            return u, None
+        palette = torch.stack([torch.stack([losses.representable(n, torch.tensor(m[n])) for n in names])
+                               for m in materials])  # (P, maps)
+        current = losses.pooled(losses.sums({}))
+        assign = torch.stack([losses.constant(p) for p in palette]).argmin(0)
+        grid = torch.stack([losses.representable(n, g) for n, g in zip(names, _joint_grid(names, layout.bounds).T)], 1)
+        steps = [h / 2 ** (SEARCH_REFINEMENTS - 1) for h in _grid_steps(names, grid)]  # the search's last step
+        def snapping(palette):  # where the palette explains the photos as well as the texels' own values
+            found = losses.pooled(losses.sums(losses.textured(palette, assign)))
+            return losses.seen & ~(current < found * (1 - SNAP_MARGIN))
+
+        # refined on the texels it explains already: those it does not (another material, an
+        # edge) would pull it toward themselves
+        palette = losses.refine(palette, assign, steps, SNAP_REFINEMENTS, out_of_time=out_of_time,
+                                among=snapping(palette))
+        if palette is None:
+            return u, None
+        snap = snapping(palette)
+        u = losses.moved(u, palette, assign, snap)
+    return u, {"materials": [{n: round(float(v), 4) for n, v in zip(names, row)} for row in palette],
+               "texels_snapped": int(snap.sum()), "texels_kept": int((losses.seen & ~snap).sum())}
 
 
 def _still_working(run, stage: str) -> None:
@@ -560,6 +665,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             break
     if best[1] is not None:
         u_scalars, grids = best[1]
+    u_scalars, grids = _snap(run, objective, validator, space, settings, bounds, uvs, u_scalars, grids, log, best[0])
     run.texture_log = log
 
     size = settings.resolution
@@ -574,6 +680,39 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
+
+
+def _snap(run, objective: Objective, validator: Objective | None, space: ParameterSpace, settings: TextureSettings,
+          bounds: dict, uvs: list, u_scalars: torch.Tensor, grids: dict, log: list, score: float
+          ) -> tuple[torch.Tensor, dict]:
+    """(scalars, grids) after :func:`_snap_to_palette` with the last palette search's materials,
+    kept unless it makes the validation views worse by more than :data:`LEVEL_TOLERANCE` (the
+    record goes into the kept level's ``log`` entry as "snap", with "kept")."""
+    searched = [lv["search"]["materials"] for lv in log if "search" in lv]
+    if not searched:
+        return u_scalars, grids
+    size = next(iter(grids.values())).shape[0]
+    layout = _Layout(space, settings.maps, size, bounds)
+    _still_working(run, "textures (palette snap)")
+    u, record = _snap_to_palette(objective, layout, layout.pack(u_scalars, grids), uvs, searched[-1],
+                                 run.out_of_time)
+    if record is None:
+        return u_scalars, grids
+    kept = True
+    if validator is not None and math.isfinite(score):
+        with torch.no_grad():
+            snapped = validator(layout.material(u))[1]
+        record["validate_de2000"] = snapped
+        kept = snapped <= score * (1 + LEVEL_TOLERANCE)
+        if kept:
+            run.last_val = snapped
+    record["kept"] = kept
+    entry = next((lv for lv in reversed(log) if lv["resolution"] == size), None)
+    if entry is not None:
+        entry["snap"] = record
+    if not kept:
+        return u_scalars, grids
+    return u[:space.dim], {n: layout.grid(u, n).clone() for n in settings.maps}
 
 
 def _refine_scalars(run, space: ParameterSpace, u_scalars: torch.Tensor, maps: dict) -> torch.Tensor:
