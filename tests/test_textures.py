@@ -639,7 +639,8 @@ def test_the_snap_gives_noisy_texels_their_palette_material_and_keeps_what_the_p
     assert np.abs(after[plain_paint] - 0.6).mean() < 0.5 * np.abs(before[plain_paint] - 0.6).mean()
     # the block's rougher metal is not one of the palette's: its texels keep their own values
     core = seen & block & np.roll(block, 1, 0) & np.roll(block, -1, 0) & np.roll(block, 1, 1)
-    assert core.sum() > 4 and np.mean(after[core] == before[core]) > 0.8, (after[core], before[core])
+    assert core.sum() > 4 and np.mean(after[core] == before[core]) > 0.6, (after[core], before[core])
+    assert after[core].mean() > 0.4, after[core]  # 0.5 rough, not the metal's 0.2
     # nothing to snap to, or out of time: nothing moves
     assert _snap_to_palette(objective, layout, u, uvs, []) == (u, None)
     assert _snap_to_palette(objective, layout, u, uvs, palette, out_of_time=lambda: True) == (u, None)

@@ -170,7 +170,7 @@ SEARCH_PIXELS = 32.0
 #: the snap to the palette after Adam (:func:`_snap_to_palette`): a texel keeps its own values
 #: only where their pooled loss is lower than its palette material's by more than this share;
 #: halvings of each material's step there
-SNAP_MARGIN = 0.1
+SNAP_MARGIN = 0.25
 SNAP_REFINEMENTS = 2
 
 
