@@ -499,22 +499,14 @@ def test_usd_write_back_writes_maps_beside_the_edit_layer_and_undo_removes_them(
     assert (tmp_path / "scene.usda").read_text() == before  # the user's root file is untouched
 
 
-def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_path, monkeypatch):
-    """A metal sphere (roughness 0.2) with one half painted (metallic 0, roughness 0.6), seen
-    by raster references: from the scalar start (all metal, roughness 0.45) the palette search
-    finds the two materials, moves the painted texels to the paint and the metal's to the metal;
-    Adam from the same start, on its own, kept paint as metal (worn metal benchmark, synthetic
-    and Cycles)."""
-    from pbrfit import texture_fit
+def _worn_sphere(tmp_path, metallic: np.ndarray, roughness: np.ndarray, start_roughness: float):
+    """(objective, train uvs, layout, space) of a metal sphere whose (16, 16) maps are
+    ``metallic`` / ``roughness``, seen by 4 raster references of 64 px; the layout holds
+    roughness and metallic maps, the space's roughness starts at ``start_roughness``."""
     from pbrfit.objective import Objective
-    from pbrfit.texture_fit import _Layout, _texel_search
-    from pbrfit.textures import initial_grid, texel_weights
+    from pbrfit.texture_fit import _Layout
 
-    res = 16
-    paint = np.zeros((res, res), bool)
-    paint[:, : res // 2] = True  # u < 0.5
-    maps = {"metallic": np.where(paint, 0.0, 1.0)[..., None].astype(np.float32),
-            "roughness": np.where(paint, 0.6, 0.2)[..., None].astype(np.float32)}
+    maps = {"metallic": metallic[..., None].astype(np.float32), "roughness": roughness[..., None].astype(np.float32)}
     job = synthetic.write_job(tmp_path / "worn", uvs=True, size=64, cameras=4)
     synthetic.render_references(job, {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
                                 maps=maps)
@@ -523,11 +515,29 @@ def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_p
     views = list(range(len(scene.views)))
     objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
     uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
-    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.45})
+    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": start_roughness})
     space = ParameterSpace(values, [])
-    bounds = {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)}
-    layout = _Layout(space, ("roughness", "metallic"), res, bounds)
-    grids = {n: initial_grid(n, values[n], res, bounds[n]) for n in bounds}
+    layout = _Layout(space, ("roughness", "metallic"), metallic.shape[0],
+                     {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)})
+    return objective, uvs, layout, space
+
+
+def test_the_texel_search_finds_paint_on_metal_where_the_gradient_does_not(tmp_path, monkeypatch):
+    """A metal sphere (roughness 0.2) with one half painted (metallic 0, roughness 0.6), seen
+    by raster references: from the scalar start (all metal, roughness 0.45) the palette search
+    finds the two materials, moves the painted texels to the paint and the metal's to the metal;
+    Adam from the same start, on its own, kept paint as metal (worn metal benchmark, synthetic
+    and Cycles)."""
+    from pbrfit import texture_fit
+    from pbrfit.texture_fit import _texel_search
+    from pbrfit.textures import initial_grid, texel_weights
+
+    res = 16
+    paint = np.zeros((res, res), bool)
+    paint[:, : res // 2] = True  # u < 0.5
+    objective, uvs, layout, space = _worn_sphere(tmp_path, np.where(paint, 0.0, 1.0), np.where(paint, 0.6, 0.2),
+                                                 0.45)
+    grids = {n: initial_grid(n, v, res, layout.bounds[n]) for n, v in (("roughness", 0.45), ("metallic", 1.0))}
     weight = texel_weights(uvs, res).numpy()
     unseen = torch.as_tensor(weight < 1.0)
     assert bool(unseen.any())  # the poles
@@ -580,9 +590,9 @@ def test_the_snap_gives_noisy_texels_their_palette_material_and_keeps_what_the_p
     snap sets the noisy paint and metal texels to their palette materials (refined toward the
     truth from a start 0.05 off), keeps the block's own values, and leaves unseen texels as
     they were."""
-    from pbrfit.objective import Objective
-    from pbrfit.texture_fit import _Layout, _snap_to_palette
-    from pbrfit.textures import initial_grid, texel_weights
+    from pbrfit.params import to_unconstrained
+    from pbrfit.texture_fit import _snap_to_palette
+    from pbrfit.textures import texel_weights
 
     res = 16
     paint = np.zeros((res, res), bool)
@@ -591,27 +601,10 @@ def test_the_snap_gives_noisy_texels_their_palette_material_and_keeps_what_the_p
     block[5:11, 11:15] = True  # rows are v: a rougher metal the palette lacks
     metallic = np.where(paint, 0.0, 1.0)
     roughness = np.where(paint, 0.6, np.where(block, 0.5, 0.2))
-    maps = {"metallic": metallic[..., None].astype(np.float32), "roughness": roughness[..., None].astype(np.float32)}
-    job = synthetic.write_job(tmp_path / "worn", uvs=True, size=64, cameras=4)
-    synthetic.render_references(job, {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
-                                maps=maps)
-    scene = load_job(job).scene
-    renderer = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), max_loss_pixels=1 << 40)
-    views = list(range(len(scene.views)))
-    objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
-    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
-    values = normalize_material({"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2})
-    space = ParameterSpace(values, [])
-    bounds = {"roughness": (0.0, 1.0), "metallic": (0.0, 1.0)}
-    layout = _Layout(space, ("roughness", "metallic"), res, bounds)
+    objective, uvs, layout, space = _worn_sphere(tmp_path, metallic, roughness, 0.2)
     noisy = np.clip(roughness + np.random.default_rng(3).normal(0.0, 0.08, roughness.shape), 0.05, 0.95)
-    grids = {"roughness": initial_grid("roughness", 0.5, res, bounds["roughness"]),
-             "metallic": initial_grid("metallic", 0.5, res, bounds["metallic"])}
-    from pbrfit.params import to_unconstrained
-
-    grids["roughness"] = to_unconstrained("roughness", torch.as_tensor(noisy[..., None]), bounds["roughness"]).float()
-    grids["metallic"] = to_unconstrained("metallic", torch.as_tensor(np.clip(metallic, 0.01, 0.99)[..., None]),
-                                         bounds["metallic"]).float()
+    grids = {n: to_unconstrained(n, torch.as_tensor(v[..., None]), layout.bounds[n]).float()
+             for n, v in (("roughness", noisy), ("metallic", np.clip(metallic, 0.01, 0.99)))}
     weight = texel_weights(uvs, res).numpy()
     unseen = weight < 1.0
     assert unseen.any()  # the poles
