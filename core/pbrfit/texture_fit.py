@@ -393,8 +393,12 @@ class _TexelLosses:
         return _window_sum(t) / self.window
 
     def constant(self, values: torch.Tensor) -> torch.Tensor:
-        """(size, size) pooled losses of one material (values: (len(names),)) everywhere."""
-        return self.pooled(self.sums({n: values[i].reshape(1, 1, 1) for i, n in enumerate(self.names)}))
+        """(size, size) texel sums of one material (values: (len(names),)) everywhere."""
+        return self.sums({n: values[i].reshape(1, 1, 1) for i, n in enumerate(self.names)})
+
+    def described(self, palette: torch.Tensor) -> list[dict]:
+        """``palette`` (P, maps) as the fit's record gives it: [{map: value}], 4 decimals."""
+        return [{n: round(float(v), 4) for n, v in zip(self.names, row)} for row in palette]
 
     def textured(self, palette: torch.Tensor, assign: torch.Tensor) -> dict[str, torch.Tensor]:
         """The maps giving each texel its palette material (``palette`` (P, maps), ``assign``
@@ -498,8 +502,7 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
         current = losses.pooled(losses.sums({}))
         grid = torch.stack([losses.representable(n, g) for n, g in
                             zip(names, _joint_grid(names, layout.bounds).T)], 1)  # (K, maps)
-        raw = torch.stack([losses.sums({n: g[i].reshape(1, 1, 1) for i, n in enumerate(names)})
-                           for g in grid])  # (K, size, size)
+        raw = torch.stack([losses.constant(g) for g in grid])  # (K, size, size)
         if tick is not None:
             tick()
         if not bool(losses.seen.any()) or (out_of_time is not None and out_of_time()):
@@ -513,8 +516,7 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
         found = losses.pooled(losses.sums(losses.textured(palette, assign)))
         move = losses.seen & (found < current * (1 - SEARCH_MARGIN))
         u = losses.moved(u, palette, assign, move)
-    record = {"materials": [{n: round(float(v), 4) for n, v in zip(names, row)} for row in palette],
-              "texels_moved": int(move.sum()), "pixel_stride": rows.step}
+    record = {"materials": losses.described(palette), "texels_moved": int(move.sum()), "pixel_stride": rows.step}
     return u, record
 
 
@@ -545,9 +547,10 @@ def _snap_to_palette(objective: Objective, layout: _Layout, u: torch.Tensor, uvs
         palette = torch.stack([torch.stack([losses.representable(n, torch.tensor(m[n])) for n in names])
                                for m in materials])  # (P, maps)
         current = losses.pooled(losses.sums({}))
-        assign = torch.stack([losses.constant(p) for p in palette]).argmin(0)
+        assign = torch.stack([losses.pooled(losses.constant(p)) for p in palette]).argmin(0)
         grid = torch.stack([losses.representable(n, g) for n, g in zip(names, _joint_grid(names, layout.bounds).T)], 1)
         steps = [h / 2 ** (SEARCH_REFINEMENTS - 1) for h in _grid_steps(names, grid)]  # the search's last step
+
         def snapping(palette):  # where the palette explains the photos as well as the texels' own values
             found = losses.pooled(losses.sums(losses.textured(palette, assign)))
             return losses.seen & ~(current < found * (1 - SNAP_MARGIN))
@@ -560,8 +563,8 @@ def _snap_to_palette(objective: Objective, layout: _Layout, u: torch.Tensor, uvs
             return u, None
         snap = snapping(palette)
         u = losses.moved(u, palette, assign, snap)
-    return u, {"materials": [{n: round(float(v), 4) for n, v in zip(names, row)} for row in palette],
-               "texels_snapped": int(snap.sum()), "texels_kept": int((losses.seen & ~snap).sum())}
+    return u, {"materials": losses.described(palette), "texels_snapped": int(snap.sum()),
+               "texels_kept": int((losses.seen & ~snap).sum())}
 
 
 def _still_working(run, stage: str) -> None:
