@@ -27,8 +27,10 @@ from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.textures import (
+    FILTER_TAPS,
     check_textures,
     fill_unseen,
+    filter_taps,
     lookup,
     map_values,
     pyramid,
@@ -85,6 +87,61 @@ def test_splat_is_the_adjoint_of_lookup():
     assert torch.allclose(lhs, rhs)
     w = texel_weights(uv, 4)
     assert abs(float(w.sum()) - 40) < 1e-4  # each point's bilinear weights sum to 1
+
+
+def test_filter_taps_spread_a_lookup_as_the_pixel_filter_does():
+    from pbrfit.pixel_filter import FILTER_VARIANCE
+
+    # the taps have the filter's variance on each axis and no covariance
+    assert torch.allclose(FILTER_TAPS.mean(0), torch.zeros(2))
+    assert torch.allclose((FILTER_TAPS ** 2).mean(0), torch.full((2,), FILTER_VARIANCE))
+    assert abs(float((FILTER_TAPS[:, 0] * FILTER_TAPS[:, 1]).mean())) < 1e-9
+    # a pixel one texel wide on a sharp edge sees both sides; without a jacobian, its centre only
+    texels = torch.zeros(1, 8, 1, dtype=torch.float64)
+    texels[:, 4:] = 1.0
+    uv = torch.tensor([[4.5 / 8, 0.5]], dtype=torch.float64)  # texel 4's centre: the bright side's first
+    jacobian = torch.tensor([[[1 / 8, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    assert float(lookup(texels, filter_taps(uv, None))) == 1.0
+    spread = float(lookup(texels, filter_taps(uv, jacobian)))
+    assert abs(spread - (0.5 + 0.5 * (1 - FILTER_VARIANCE ** 0.5))) < 1e-6  # half the taps reach texel 3
+    # its gradient reaches the texel the blur draws on
+    t = texels.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(lookup(t, filter_taps(uv, jacobian)).sum(), t)
+    assert g[0, 3, 0] > 0.1 and abs(float(g.sum()) - 1) < 1e-6
+
+
+def test_the_uv_jacobian_is_the_change_of_the_hits_uv_per_pixel(uv_job):
+    """:func:`pbrfit.gbuffer.uv_jacobian` against central differences of ray-cast UVs, the
+    camera's aperture shifted by a hundredth of a pixel right and down."""
+    import dataclasses
+
+    from pbrfit.gbuffer import camera_rays, surface_points, uv_jacobian
+    from pbrfit.raycast import RayCaster
+
+    scene = load_job(uv_job).scene
+    caster, view = RayCaster(scene.mesh), scene.views[0]
+    (h, w), cam = view.resolution, view.camera
+    o, d = camera_rays(cam, h, w)
+    hits = caster.intersect(o, d)
+    pix = np.nonzero(hits.hit)[0]
+    jac = uv_jacobian(scene.mesh, hits.triangle[pix], cam, h, w, pix)
+    eps = 0.01
+
+    def uv_at(right, down):
+        moved = dataclasses.replace(
+            cam, horizontal_aperture_offset=cam.horizontal_aperture_offset + right * cam.horizontal_aperture / w,
+            vertical_aperture_offset=cam.vertical_aperture_offset - down * cam.vertical_aperture / h)
+        o2, d2 = camera_rays(moved, h, w)
+        hit = caster.intersect(o2[pix], d2[pix])
+        return surface_points(scene.mesh, hit.triangle, hit.barycentric, -d2[pix]).uv, hit.triangle
+
+    for axis, step in ((0, (eps, 0)), (1, (0, eps))):
+        (plus, t_plus), (minus, t_minus) = uv_at(*step), uv_at(-step[0], -step[1])
+        same = (t_plus == hits.triangle[pix]) & (t_minus == hits.triangle[pix])
+        assert same.mean() > 0.9
+        numeric = (plus - minus) / (2 * eps)
+        assert np.abs(numeric - jac[..., axis])[same].max() < 1e-3 * np.abs(jac[..., axis]).max()
+        assert np.abs(jac[..., axis]).max() > 0.01  # the UVs do move
 
 
 # --- regularizers and filling ----------------------------------------------------------------
@@ -637,6 +694,64 @@ def test_the_snap_gives_noisy_texels_their_palette_material_and_keeps_what_the_p
     # nothing to snap to, or out of time: nothing moves
     assert _snap_to_palette(objective, layout, u, uvs, []) == (u, None)
     assert _snap_to_palette(objective, layout, u, uvs, palette, out_of_time=lambda: True) == (u, None)
+
+
+def test_colour_clusters_find_the_inks_of_a_noisy_label():
+    from pbrfit.texture_fit import _colour_clusters
+
+    rng = np.random.default_rng(0)
+    inks = torch.tensor([[0.55, 0.04, 0.03], [0.8, 0.8, 0.78], [0.03, 0.08, 0.45]])
+    counts = [300, 120, 30]  # a small blue stripe still gets its own cluster
+    colours = torch.cat([ink + 0.02 * torch.as_tensor(rng.normal(size=(n, 3)), dtype=torch.float32)
+                         for ink, n in zip(inks, counts)]).clamp_min(0)
+    centres = _colour_clusters(colours, torch.ones(len(colours)), k=3)
+    assert centres.shape == (3, 3)
+    for ink in inks:
+        assert float((centres - ink).abs().max(1).values.min()) < 0.02, (ink, centres)
+    assert torch.equal(centres, _colour_clusters(colours, torch.ones(len(colours)), k=3))  # deterministic
+    # fewer distinct colours than clusters asked for: no duplicate centres
+    assert len(_colour_clusters(inks[:2].repeat(5, 1), torch.ones(10), k=6)) == 2
+
+
+def test_the_colour_snap_gives_a_noisy_label_its_inks(tmp_path):
+    """A printed label fitted texel by texel (the truth plus per-texel noise): the colour snap
+    finds the label's three inks, sets the noisy texels to them and leaves unseen texels as
+    they were."""
+    from pbrfit.objective import Objective
+    from pbrfit.params import to_unconstrained
+    from pbrfit.texture_fit import _Layout, _snap_colours
+    from pbrfit.textures import texel_weights
+
+    res = 16
+    truth = np.empty((res, res, 3), np.float32)
+    truth[:] = (0.55, 0.04, 0.03)
+    truth[4:12, 2:8] = (0.8, 0.8, 0.78)
+    truth[7:9, 3:7] = (0.03, 0.08, 0.45)
+    job = synthetic.write_job(tmp_path / "label", uvs=True, size=64, cameras=4)
+    synthetic.render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.35}, maps={"base_color": truth})
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), max_loss_pixels=1 << 40)
+    views = list(range(len(scene.views)))
+    objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.35}), [])
+    layout = _Layout(space, ("base_color",), res, {"base_color": (0.0, 1.0)})
+    noisy = np.clip(truth + np.random.default_rng(5).normal(0.0, 0.05, truth.shape), 0.01, 0.99)
+    u = layout.pack(space.initial_vector(),
+                    {"base_color": to_unconstrained("base_color", torch.as_tensor(noisy), (0.0, 1.0)).float()})
+    snapped, record = _snap_colours(objective, layout, u, uvs)
+    assert len(record["colours"]) == 3, record
+    for ink in ((0.55, 0.04, 0.03), (0.8, 0.8, 0.78), (0.03, 0.08, 0.45)):
+        assert min(np.abs(np.array(c) - ink).max() for c in record["colours"]) < 0.03, (ink, record)
+    weight = texel_weights(uvs, res).numpy()
+    seen, unseen = weight >= 16, weight < 1.0
+    assert unseen.any() and seen.sum() > 40
+    before = layout.material(u)["base_color"].numpy()
+    after = layout.material(snapped)["base_color"].numpy()
+    assert np.array_equal(after[unseen], before[unseen])
+    assert record["texels_snapped"] > 0.8 * seen.sum(), record
+    assert np.abs(after - truth)[seen].mean() < 0.4 * np.abs(before - truth)[seen].mean()
+    assert _snap_colours(objective, layout, u, uvs, out_of_time=lambda: True) == (u, None)
 
 
 def test_the_palette_keeps_the_materials_the_texels_need_and_drops_a_compromise():
