@@ -27,10 +27,8 @@ from pbrfit.params import ParameterSpace, normalize_material
 from pbrfit.pathtrace import PathRenderer, PathSettings
 from pbrfit.render import RasterRenderer, SampleCounts
 from pbrfit.textures import (
-    FILTER_TAPS,
     check_textures,
     fill_unseen,
-    filter_taps,
     lookup,
     map_values,
     pyramid,
@@ -87,61 +85,6 @@ def test_splat_is_the_adjoint_of_lookup():
     assert torch.allclose(lhs, rhs)
     w = texel_weights(uv, 4)
     assert abs(float(w.sum()) - 40) < 1e-4  # each point's bilinear weights sum to 1
-
-
-def test_filter_taps_spread_a_lookup_as_the_pixel_filter_does():
-    from pbrfit.pixel_filter import FILTER_VARIANCE
-
-    # the taps have the filter's variance on each axis and no covariance
-    assert torch.allclose(FILTER_TAPS.mean(0), torch.zeros(2))
-    assert torch.allclose((FILTER_TAPS ** 2).mean(0), torch.full((2,), FILTER_VARIANCE))
-    assert abs(float((FILTER_TAPS[:, 0] * FILTER_TAPS[:, 1]).mean())) < 1e-9
-    # a pixel one texel wide on a sharp edge sees both sides; without a jacobian, its centre only
-    texels = torch.zeros(1, 8, 1, dtype=torch.float64)
-    texels[:, 4:] = 1.0
-    uv = torch.tensor([[4.5 / 8, 0.5]], dtype=torch.float64)  # texel 4's centre: the bright side's first
-    jacobian = torch.tensor([[[1 / 8, 0.0], [0.0, 0.0]]], dtype=torch.float64)
-    assert float(lookup(texels, filter_taps(uv, None))) == 1.0
-    spread = float(lookup(texels, filter_taps(uv, jacobian)))
-    assert abs(spread - (0.5 + 0.5 * (1 - FILTER_VARIANCE ** 0.5))) < 1e-6  # half the taps reach texel 3
-    # its gradient reaches the texel the blur draws on
-    t = texels.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(lookup(t, filter_taps(uv, jacobian)).sum(), t)
-    assert g[0, 3, 0] > 0.1 and abs(float(g.sum()) - 1) < 1e-6
-
-
-def test_the_uv_jacobian_is_the_change_of_the_hits_uv_per_pixel(uv_job):
-    """:func:`pbrfit.gbuffer.uv_jacobian` against central differences of ray-cast UVs, the
-    camera's aperture shifted by a hundredth of a pixel right and down."""
-    import dataclasses
-
-    from pbrfit.gbuffer import camera_rays, surface_points, uv_jacobian
-    from pbrfit.raycast import RayCaster
-
-    scene = load_job(uv_job).scene
-    caster, view = RayCaster(scene.mesh), scene.views[0]
-    (h, w), cam = view.resolution, view.camera
-    o, d = camera_rays(cam, h, w)
-    hits = caster.intersect(o, d)
-    pix = np.nonzero(hits.hit)[0]
-    jac = uv_jacobian(scene.mesh, hits.triangle[pix], cam, h, w, pix)
-    eps = 0.01
-
-    def uv_at(right, down):
-        moved = dataclasses.replace(
-            cam, horizontal_aperture_offset=cam.horizontal_aperture_offset + right * cam.horizontal_aperture / w,
-            vertical_aperture_offset=cam.vertical_aperture_offset - down * cam.vertical_aperture / h)
-        o2, d2 = camera_rays(moved, h, w)
-        hit = caster.intersect(o2[pix], d2[pix])
-        return surface_points(scene.mesh, hit.triangle, hit.barycentric, -d2[pix]).uv, hit.triangle
-
-    for axis, step in ((0, (eps, 0)), (1, (0, eps))):
-        (plus, t_plus), (minus, t_minus) = uv_at(*step), uv_at(-step[0], -step[1])
-        same = (t_plus == hits.triangle[pix]) & (t_minus == hits.triangle[pix])
-        assert same.mean() > 0.9
-        numeric = (plus - minus) / (2 * eps)
-        assert np.abs(numeric - jac[..., axis])[same].max() < 1e-3 * np.abs(jac[..., axis]).max()
-        assert np.abs(jac[..., axis]).max() > 0.01  # the UVs do move
 
 
 # --- regularizers and filling ----------------------------------------------------------------

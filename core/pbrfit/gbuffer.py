@@ -30,7 +30,7 @@ from .raycast import RayCaster
 from .scene import Camera, Mesh, View
 
 __all__ = ["camera_rays", "SurfacePoints", "surface_points", "ViewGeometry", "view_geometry", "uv_tangents",
-           "tangent_basis", "uv_jacobian"]
+           "tangent_basis"]
 
 
 def camera_rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,48 +50,6 @@ def camera_rays(camera: Camera, height: int, width: int) -> tuple[np.ndarray, np
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     o = np.broadcast_to(m[:3, 3], d.shape).copy()
     return o, d
-
-
-def uv_jacobian(mesh: Mesh, triangle: np.ndarray, camera: Camera, height: int, width: int,
-                pixels: np.ndarray) -> np.ndarray | None:
-    """(N, 2, 2) how the texture coordinates move per pixel at the hits of the centre rays of
-    ``pixels`` (flat indices into the H*W image) on ``triangle`` (N,): ``[..., :, 0]`` per pixel
-    to the right, ``[..., :, 1]`` per pixel down; None when the mesh has no UVs.
-
-    Exact for the hit triangle's plane (UVs are linear on a triangle): the ray through a
-    shifted pixel position meets the plane at ``o + s D`` (``D`` the unnormalized camera-space
-    direction in world space, ``s = n.(p0 - o) / n.D``), whose derivative is
-    ``s (dD - D n.dD / n.D)``, mapped to UV through the triangle's edges. A grazing or
-    degenerate triangle gets zero (no spread)."""
-    if mesh.uvs is None:
-        return None
-    m = np.asarray(camera.world_from_camera, dtype=np.float64)
-    rot, origin = m[:3, :3], m[:3, 3]
-    row, col = np.divmod(np.asarray(pixels), width)
-    x = ((col + 0.5) / width * 2 - 1) * camera.horizontal_aperture / 2 + camera.horizontal_aperture_offset
-    y = (1 - (row + 0.5) / height * 2) * camera.vertical_aperture / 2 + camera.vertical_aperture_offset
-    direction = np.stack([x, y, -np.full_like(x, camera.focal_length)], -1) @ rot.T
-    steps = (rot[:, 0] * camera.horizontal_aperture / width, -rot[:, 1] * camera.vertical_aperture / height)
-    tri = mesh.triangles[triangle]
-    p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
-    e = np.stack([p1 - p0, p2 - p0], -1)                                  # (N, 3, 2)
-    n = np.cross(e[..., 0], e[..., 1])
-    n_dot_d = np.sum(n * direction, -1)
-    gram = np.einsum("nki,nkj->nij", e, e)
-    det = gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] * gram[:, 1, 0]
-    ok = (np.abs(n_dot_d) > 1e-12 * np.linalg.norm(n, axis=-1) * np.linalg.norm(direction, axis=-1)) & (det > 0)
-    n_dot_d = np.where(ok, n_dot_d, 1.0)
-    s = np.sum(n * (p0 - origin), -1) / n_dot_d
-    inverse = np.linalg.inv(np.where(ok[:, None, None], gram, np.eye(2)))   # (N, 2, 2)
-    t = mesh.uvs[triangle]
-    uv_edges = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], -1)       # (N, 2, 2)
-    columns = []
-    for step in steps:
-        dp = s[:, None] * (step[None] - direction * (n @ step / n_dot_d)[:, None])
-        bary = np.einsum("nij,nkj,nk->ni", inverse, e, dp)
-        columns.append(np.einsum("nij,nj->ni", uv_edges, bary))
-    jac = np.stack(columns, -1)
-    return np.where(ok[:, None, None] & np.isfinite(jac), jac, 0.0)
 
 
 _TANGENT_FRAMES: dict[int, tuple] = {}
@@ -232,9 +190,6 @@ class ViewGeometry:
         footprint: (P, 3) float32, what the pixel filter adds to a GGX lobe's alpha^2 matrix at
             each pixel, in the frame's tangent axes (:func:`pbrfit.pixel_filter.footprint`);
             None: nothing.
-        uv_jacobian: (P, 2, 2) float32 the texture coordinates' change per pixel
-            (:func:`uv_jacobian`): where the pixel filter spreads each pixel's map lookups
-            (:func:`pbrfit.textures.filter_taps`); None without UVs.
     """
 
     height: int
@@ -250,7 +205,6 @@ class ViewGeometry:
     uv: torch.Tensor | None = None
     tbn: torch.Tensor | None = None
     footprint: torch.Tensor | None = None
-    uv_jacobian: torch.Tensor | None = None
 
 
 @dataclass
@@ -377,7 +331,4 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
                         None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
-                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"),
-                        None if surf.uv is None else torch.as_tensor(
-                            uv_jacobian(mesh, hits.triangle[pix], view.camera, h, w, pix), dtype=torch.float32,
-                            device="cpu"))
+                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"))

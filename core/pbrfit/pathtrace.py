@@ -217,7 +217,6 @@ class _Vertices:
     uv: torch.Tensor          # (V, 2) texture coordinates (zeros where the mesh has none)
     tbn: torch.Tensor         # (V, 2, 3) UV tangent and bitangent in the local frame (normal maps)
     footprint: torch.Tensor | None  # (V, 3) the pixel filter's widening of the lobes; None past the first hit
-    uv_jacobian: torch.Tensor | None = None  # (V, 2, 2) UV per pixel (maps' filter taps); None past the first hit
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -225,7 +224,7 @@ class _Vertices:
     @staticmethod
     def concat(parts: list[_Vertices]) -> _Vertices:
         def join(values):
-            if values[0] is None:  # footprint, uv_jacobian: only first hits have them, never joined
+            if values[0] is None:  # footprint: only first hits have one, and they are never joined
                 return None
             return np.concatenate(values) if isinstance(values[0], np.ndarray) else torch.cat(values)
         return _Vertices(*(join([getattr(p, f.name) for p in parts]) for f in fields(_Vertices)))
@@ -315,8 +314,7 @@ class _Trace:
             ancestor=torch.zeros(n, dtype=torch.bool, device=dev),
             uv=geo.uv[rows_t] if geo.uv is not None else torch.zeros(n, 2, device=dev),
             tbn=geo.tbn[rows_t] if geo.tbn is not None else torch.zeros(n, 2, 3, device=dev),
-            footprint=geo.footprint[rows_t] if geo.footprint is not None else None,
-            uv_jacobian=geo.uv_jacobian[rows_t] if geo.uv_jacobian is not None else None)
+            footprint=geo.footprint[rows_t] if geo.footprint is not None else None)
 
     def _bounce_uniforms(self, v: _Vertices, depth: int) -> torch.Tensor:
         """(V, 5) uniforms of this bounce: lobe, BSDF direction (2), emitter direction (2)."""
@@ -510,15 +508,13 @@ class _Trace:
     def _at(self, material: dict, v: _Vertices, idx: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
         """``material`` at the vertices ``idx`` (all if None), its maps looked up at their UVs,
         and the rotation into the shading frame of its normal map there (None without one); at
-        first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`) and its
-        spread of the map lookups (:func:`pbrfit.textures.filter_taps`)."""
+        first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`)."""
         if v.footprint is not None:
             footprint = v.footprint if idx is None else v.footprint[idx]
             material = dict(material, **{bsdf.FOOTPRINT: footprint})
         if not self.textured:
             return material, None
-        jacobian = None if v.uv_jacobian is None else (v.uv_jacobian if idx is None else v.uv_jacobian[idx])
-        m = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx], jacobian=jacobian))
+        m = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx]))
         normal = m.pop(textures.NORMAL, None)
         if normal is None:
             return m, None

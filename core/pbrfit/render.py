@@ -275,8 +275,7 @@ class RasterRenderer(SceneRenderer):
             sel = np.arange(len(geo.pixels))
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
-        material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1,
-                                         jacobian=None if geo.uv_jacobian is None else geo.uv_jacobian[sel_t]))
+        material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1))
         if geo.footprint is not None:  # the pixel filter's widening of the lobes (pbrfit.pixel_filter)
             material[bsdf.FOOTPRINT] = geo.footprint[sel_t][:, None, :]
         normal = material.pop(textures.NORMAL, None)

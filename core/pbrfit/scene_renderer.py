@@ -124,8 +124,7 @@ class SceneRenderer:
         return dataclasses.replace(geo, frame=geo.frame.to(self.device), wo=geo.wo.to(self.device),
                                    uv=None if geo.uv is None else geo.uv.to(self.device),
                                    tbn=None if geo.tbn is None else geo.tbn.to(self.device),
-                                   footprint=None if geo.footprint is None else geo.footprint.to(self.device),
-                                   uv_jacobian=None if geo.uv_jacobian is None else geo.uv_jacobian.to(self.device))
+                                   footprint=None if geo.footprint is None else geo.footprint.to(self.device))
 
     def _train_subset(self, geo: ViewGeometry, generator: torch.Generator) -> np.ndarray:
         """The view's loss pixels, or a random ``max_loss_pixels`` of them (sorted); with

@@ -45,7 +45,6 @@ from .textures import (
     NORMAL,
     TextureSettings,
     fill_unseen,
-    filter_taps,
     initial_grid,
     is_map,
     lookup,
@@ -211,8 +210,7 @@ class _AffineInBaseColor:
                 rows = torch.as_tensor(q, dtype=torch.long, device=s.device)
                 full_s[rows], full_d[rows] = s, d
                 self.terms[vi] = (full_s, full_d)
-                geometry = self.base.prepare(vi).geometry
-                self.uv[vi] = (geometry.uv, geometry.uv_jacobian)
+                self.uv[vi] = self.base.prepare(vi).geometry.uv
 
     @staticmethod
     def applies(maps: tuple[str, ...], material: dict) -> bool:
@@ -235,15 +233,8 @@ class _AffineInBaseColor:
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
         b = material["base_color"]
         if is_map(b):
-            uv, jacobian = self.uv[view_index]
-            b = lookup(b.to(s.device), _filter_taps(uv, jacobian, rows, s.device))
+            b = lookup(b.to(s.device), self.uv[view_index][rows].to(s.device))
         return s[rows] + d[rows] * b.to(s.dtype)
-
-
-def _filter_taps(uv: torch.Tensor, jacobian: torch.Tensor | None, rows: torch.Tensor, device) -> torch.Tensor:
-    """The map lookup points of the train pixels ``rows`` (:func:`pbrfit.textures.filter_taps`)."""
-    rows = rows.to(uv.device)
-    return filter_taps(uv[rows], None if jacobian is None else jacobian[rows]).to(device)
 
 
 def regularizer(name: str, t: torch.Tensor, centre: torch.Tensor, prior_w: torch.Tensor, settings: TextureSettings,
@@ -262,8 +253,8 @@ def regularizer(name: str, t: torch.Tensor, centre: torch.Tensor, prior_w: torch
 
 
 def _affine_in_base_color(objective: Objective, material: dict):
-    """Per train view, ``(S, D, taps, ref)`` with the rendered radiance of each train pixel
-    ``S + D * b`` (``b`` its base colour looked up at its filter ``taps``), all over white:
+    """Per train view, ``(S, D, uv, ref)`` with the rendered radiance of each train pixel
+    ``S + D * b`` (``b`` its base colour looked up at its ``uv``), all over white:
     rendered radiance is affine in the base colour at each pixel (Lambert and the metal's
     Fresnel are; S is the render with a black base), so two renders give S and D."""
     m0 = dict(material, base_color=torch.zeros_like(material["base_color"]))
@@ -272,10 +263,9 @@ def _affine_in_base_color(objective: Objective, material: dict):
         white = objective.whites[vi]
         p1 = objective.renderer.shade(vi, material, q) / white
         p0 = objective.renderer.shade(vi, m0, q) / white
-        geometry = objective.renderer.prepare(vi).geometry
-        taps = _filter_taps(geometry.uv, geometry.uv_jacobian, torch.as_tensor(q, dtype=torch.long), p1.device)
-        b = lookup(material["base_color"].to(p1.device), taps).clamp_min(1e-3)
-        yield p0, (p1 - p0) / b, taps, objective.refs[vi]
+        uv = objective.renderer.prepare(vi).geometry.uv[torch.as_tensor(q, dtype=torch.long)].to(p1.device)
+        b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
+        yield p0, (p1 - p0) / b, uv, objective.refs[vi]
 
 
 def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
@@ -303,16 +293,17 @@ def _palette_colours(objective: Objective, material: dict, assign: torch.Tensor,
                      count: int) -> torch.Tensor:
     """(count, 3) the colours that, given to the texels ``among`` (size, size) by their palette
     index ``assign``, the others keeping ``material``'s, best explain every train pixel: linear
-    least squares through :func:`_affine_in_base_color` (each pixel's taps mix the colours of
-    the texels it sees, an ink's edge pixels included), one count x count system per channel."""
+    least squares through :func:`_affine_in_base_color` (each pixel's bilinear lookup mixes the
+    colours of the texels it sees, an ink's edge pixels included), one count x count system per
+    channel."""
     colours = material["base_color"]
     shares = torch.nn.functional.one_hot(assign, count).to(colours.dtype) * among[..., None]  # (size, size, P)
     kept = colours * ~among[..., None]
     a_mat = torch.zeros(3, count, count, dtype=torch.float64)
     rhs = torch.zeros(3, count, dtype=torch.float64)
-    for s, d, taps, ref in _affine_in_base_color(objective, material):
-        a = lookup(shares.to(taps.device), taps).double()  # (N, P)
-        y = (ref - s - d * lookup(kept.to(taps.device), taps)).double()
+    for s, d, uv, ref in _affine_in_base_color(objective, material):
+        a = lookup(shares.to(uv.device), uv).double()  # (N, P)
+        y = (ref - s - d * lookup(kept.to(uv.device), uv)).double()
         for ch in range(3):
             ad = a * d[:, ch:ch + 1].double()
             a_mat[ch] += ad.T @ ad
@@ -650,7 +641,7 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     texel or two wide, and inks differ by far more than their noise); the colours are solved by
     least squares on every pixel (:func:`_palette_colours`: a whole ink's pixels, where a texel
     has ~12), and a seen texel takes its colour unless its own values' loss, pooled over its
-    window, is lower by more than :data:`SNAP_MARGIN` (edges the filter blurs, gradients,
+    window, is lower by more than :data:`SNAP_MARGIN` (edges, gradients,
     anything the palette lacks; unpooled, a texel seen by two or three grazing pixels fitted
     them well enough to stay noisy: 12,189 of 37,609 Cycles-judged label texels). Costs
     :data:`COLOUR_CANDIDATES` + 7 renders of the train views. The record: {"colours": [[r, g,

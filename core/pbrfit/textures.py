@@ -15,12 +15,6 @@ Conventions (what Blender, Cycles, MaterialX and USD agree on):
 * Lookup is bilinear between texel centres, which sit at ((i + 0.5) / W, (j + 0.5) / H),
   and the image repeats outside [0, 1] (Cycles' Image Texture with Linear interpolation and
   Repeat extension, MaterialX ``<image>`` with ``periodic`` address mode).
-* A pixel sees the map through the camera's pixel filter (:mod:`pbrfit.pixel_filter`): Cycles
-  averages the radiance of rays spread over the filter, so a printed edge one texel wide is
-  blurred over about a pixel in every render and photograph. The renderers look each pixel's
-  maps up at :data:`FILTER_TAPS` points spread as the filter is (:func:`filter_taps`, through
-  the G-buffer's :attr:`pbrfit.gbuffer.ViewGeometry.uv_jacobian`) and average them, so the fit
-  sharpens the maps where the photos' blur asks for it instead of fitting the blur.
 * In a material dict (:func:`pbrfit.params.ParameterSpace.material`), a scalar parameter
   is a tensor of shape ``(1,)`` or ``(3,)``; a mapped one is a 3-D tensor ``(H, W, C)``.
   Renderers call :func:`resolve` with their shading points' UVs before the BSDF sees it.
@@ -44,13 +38,12 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .params import PARAMETERS, from_unconstrained, to_unconstrained
-from .pixel_filter import FILTER_VARIANCE
 
 __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", "is_map", "lookup", "resolve",
            "has_maps", "pyramid", "splat", "total_variation", "texel_weights", "fill_unseen", "map_memory_bytes",
            "MAX_RESOLUTION", "initial_grid", "map_values",
            "NORMAL", "FLAT_NORMAL", "normal_rotation", "valid_reflection", "rotate", "unrotate",
-           "map_channels", "variable_channels", "normalized", "slopes", "FILTER_TAPS", "filter_taps"]
+           "map_channels", "variable_channels", "normalized", "slopes"]
 
 #: the material dict's key of a tangent-space normal map (not a Principled parameter: the
 #: BSDF never sees it, the renderers turn the shading frame with it)
@@ -173,36 +166,12 @@ def has_maps(material: dict) -> bool:
     return any(is_map(v) for v in material.values())
 
 
-#: where a pixel's map lookups sit, in pixels from its centre (right, down): a 2 x 2 pattern
-#: at plus and minus the pixel filter's standard deviation on each axis, equally weighted,
-#: has the filter's variance (:data:`pbrfit.pixel_filter.FILTER_VARIANCE`; Blackman-Harris
-#: is near a Gaussian, whose fourth moment two taps a side miss by a third, a small part of
-#: a blur that is itself under a texel)
-_SIGMA = math.sqrt(FILTER_VARIANCE)
-FILTER_TAPS = torch.tensor([[-_SIGMA, -_SIGMA], [_SIGMA, -_SIGMA], [-_SIGMA, _SIGMA], [_SIGMA, _SIGMA]])
-
-
-def filter_taps(uv: torch.Tensor, jacobian: torch.Tensor | None) -> torch.Tensor:
-    """(N, K, 2) each pixel's lookup points under the pixel filter: ``uv`` (N, 2) the centre
-    ray's, moved by ``jacobian`` (N, 2, 2; UV per pixel right and down,
-    :func:`pbrfit.gbuffer.uv_jacobian`) times each of :data:`FILTER_TAPS`. Without a
-    jacobian, (N, 1, 2): the centre alone."""
-    if jacobian is None:
-        return uv[:, None, :]
-    taps = FILTER_TAPS.to(device=uv.device, dtype=uv.dtype)
-    return uv[:, None, :] + torch.einsum("nij,kj->nki", jacobian.to(uv.dtype), taps)
-
-
 def lookup(texels: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear, repeating lookup (the module's conventions) of ``texels`` (H, W, C) at
     ``uv`` (N, 2); returns (N, C), differentiable in the texels (each lookup's four texels
     get its gradient: both sides of a UV seam look up, and train, their own texels).
-    With ``uv`` (N, K, 2), K points per pixel (:func:`filter_taps`), their mean.
 
     Written here rather than with ``grid_sample``, which cannot repeat the image."""
-    if uv.dim() == 3:
-        n, k, _ = uv.shape
-        return lookup(texels, uv.reshape(n * k, 2)).reshape(n, k, -1).mean(1)
     h, w, c = texels.shape
     uv = uv.to(texels.dtype)
     x = uv[:, 0] * w - 0.5
@@ -218,23 +187,19 @@ def lookup(texels: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return top * (1 - fy) + bottom * fy
 
 
-def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0,
-            jacobian: torch.Tensor | None = None) -> dict:
+def resolve(material: dict, uv: torch.Tensor | None, extra_dims: int = 0) -> dict:
     """``material`` with every map looked up at the shading points' ``uv`` (N, 2): a map
     becomes (N, *[1] * extra_dims, C), broadcastable against the renderer's per-point
-    directions (raster: (N, samples, 3), so ``extra_dims=1``). With ``jacobian`` (N, 2, 2) the
-    points are pixels' first hits and each lookup is spread over the pixel filter
-    (:func:`filter_taps`). Without maps, ``material``."""
+    directions (raster: (N, samples, 3), so ``extra_dims=1``). Without maps, ``material``."""
     if not has_maps(material):
         return material
     if uv is None:
         raise InputError("the material has texture maps but the mesh has no texture coordinates; "
                          "add a UV map to the mesh (Blender: UV > Smart UV Project) and export it")
     out = {}
-    points = filter_taps(uv, jacobian)
     for name, v in material.items():
         if is_map(v):
-            looked = lookup(v, points)
+            looked = lookup(v, uv)
             out[name] = looked.reshape(looked.shape[0], *([1] * extra_dims), looked.shape[1])
         else:
             out[name] = v
