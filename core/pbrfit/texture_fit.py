@@ -289,19 +289,18 @@ def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Te
         return out
 
 
-def _palette_colours(objective: Objective, material: dict, assign: torch.Tensor, among: torch.Tensor,
+def _palette_colours(terms: list, colours: torch.Tensor, assign: torch.Tensor, among: torch.Tensor,
                      count: int) -> torch.Tensor:
     """(count, 3) the colours that, given to the texels ``among`` (size, size) by their palette
-    index ``assign``, the others keeping ``material``'s, best explain every train pixel: linear
-    least squares through :func:`_affine_in_base_color` (each pixel's bilinear lookup mixes the
-    colours of the texels it sees, an ink's edge pixels included), one count x count system per
-    channel."""
-    colours = material["base_color"]
+    index ``assign``, the others keeping ``colours`` (size, size, 3), best explain every train
+    pixel: linear least squares on the views' ``terms`` (:func:`_affine_in_base_color` of the
+    material with ``colours``; each pixel's bilinear lookup mixes the colours of the texels it
+    sees, an ink's edge pixels included), one count x count system per channel."""
     shares = torch.nn.functional.one_hot(assign, count).to(colours.dtype) * among[..., None]  # (size, size, P)
     kept = colours * ~among[..., None]
     a_mat = torch.zeros(3, count, count, dtype=torch.float64)
     rhs = torch.zeros(3, count, dtype=torch.float64)
-    for s, d, uv, ref in _affine_in_base_color(objective, material):
+    for s, d, uv, ref in terms:
         a = lookup(shares.to(uv.device), uv).double()  # (N, P)
         y = (ref - s - d * lookup(kept.to(uv.device), uv)).double()
         for ch in range(3):
@@ -644,7 +643,7 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     window, is lower by more than :data:`SNAP_MARGIN` (edges, gradients,
     anything the palette lacks; unpooled, a texel seen by two or three grazing pixels fitted
     them well enough to stay noisy: 12,189 of 37,609 Cycles-judged label texels). Costs
-    :data:`COLOUR_CANDIDATES` + 7 renders of the train views. The record: {"colours": [[r, g,
+    :data:`COLOUR_CANDIDATES` + 5 renders of the train views. The record: {"colours": [[r, g,
     b]], "texels_snapped": n, "texels_kept": n}; None where nothing ran."""
     if out_of_time is not None and out_of_time():
         return u, None
@@ -670,9 +669,10 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
         # the colours solved on every pixel, for the texels that take them: first all those
         # assigned, then only those they explain (an ink the palette lacks would pull them)
         lo, hi = layout.bounds["base_color"]
+        terms = list(_affine_in_base_color(objective, losses.material))
         among = seen
         for _ in range(2):
-            solved = _palette_colours(objective, losses.material, assign, among, len(palette)).clamp(lo, hi)
+            solved = _palette_colours(terms, colours, assign, among, len(palette)).clamp(lo, hi)
             used = torch.tensor([bool((among & (assign == p)).any()) for p in range(len(palette))])
             palette = torch.where(used[:, None], solved, palette)
             among = snapping(palette)
