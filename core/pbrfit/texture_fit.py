@@ -173,9 +173,20 @@ SEARCH_PIXELS = 32.0
 SNAP_MARGIN = 0.25
 SNAP_REFINEMENTS = 2
 #: the colour snap (:func:`_snap_colours`): candidate colours clustered from the fitted base
-#: colour map, from which :func:`_palette` picks the few the photos need; Lloyd iterations
+#: colour map, from which :func:`_palette` picks the few the photos need; Lloyd iterations;
+#: the share of its texels' loss a colour must save to join when it saves less than
+#: :data:`PALETTE_GAIN` of the total (but :data:`PALETTE_MIN_GAIN` at least); the share by
+#: which a texel's own colour must beat its ink's (pooled) to stay. Measured on the
+#: Cycles-judged label's fit (4 views of 256 px, 256^2 map, ~4 pixels a texel): the yellow
+#: stripe's colour saved 8.4% of the total and 79% on the texels it won; near-duplicates of the
+#: red and the white saved 2.3% and 1.3%, 14% and 11% on theirs. Texels of the right ink beat
+#: it on their own colours by 8% (median) and 24% (90th percentile): at a 25% margin, one in
+#: ten stayed noisy; the yellow's texels, while it was missing, by 79-87%.
 COLOUR_CANDIDATES = 8
 COLOUR_ITERATIONS = 10
+COLOUR_DISTINCT = 0.5
+COLOUR_SNAP_MARGIN = 0.5
+PALETTE_MIN_GAIN = 0.02
 
 
 class _AffineInBaseColor:
@@ -365,20 +376,17 @@ def _joint_grid(names: list[str], bounds: dict, limit: int = SEARCH_CANDIDATES) 
     return torch.cartesian_prod(*[torch.tensor(g, dtype=torch.float64) for g in grids]).reshape(-1, len(names))
 
 
-def _palette(losses: torch.Tensor, size: int = PALETTE_SIZE) -> list[int]:
+def _palette(losses: torch.Tensor, size: int = PALETTE_SIZE, distinct: float | None = None) -> list[int]:
     """The candidates (rows of ``losses``, (K, T): each texel's summed pixel loss) that make the
     palette: the best single material, then greedily the one that lowers the total (each
-    texel at its best palette entry) the most, while it lowers it by :data:`PALETTE_GAIN` of
-    the current total, up to ``size`` materials: a material is added only where the photos
-    clearly need it (a facility-location choice, as a spatially varying BRDF is fitted from a
-    few basis materials)."""
+    texel at its best palette entry) the most, while it pays (:func:`_pays`), up to ``size``
+    materials: a material is added only where the photos clearly need it (a facility-location
+    choice, as a spatially varying BRDF is fitted from a few basis materials)."""
     chosen = [int(losses.sum(1).argmin())]
     best = losses[chosen[0]]
     while len(chosen) < size:
-        with_each = torch.minimum(losses, best).sum(1)
-        k = int(with_each.argmin())
-        current = float(best.sum())
-        if k in chosen or current - float(with_each[k]) <= PALETTE_GAIN * current:
+        k = int(torch.minimum(losses, best).sum(1).argmin())
+        if k in chosen or not _pays(best, losses[k], best.sum(), distinct):
             break
         chosen.append(k)
         best = torch.minimum(best, losses[k])
@@ -388,10 +396,24 @@ def _palette(losses: torch.Tensor, size: int = PALETTE_SIZE) -> list[int]:
         if len(chosen) == 1:
             break
         rest = [c for c in chosen if c != k]
-        total = float(losses[chosen].min(0).values.sum())
-        if float(losses[rest].min(0).values.sum()) - total <= PALETTE_GAIN * total:
+        with_all = losses[chosen].min(0).values
+        if not _pays(losses[rest].min(0).values, losses[k], with_all.sum(), distinct):
             chosen = rest
     return chosen
+
+
+def _pays(best: torch.Tensor, candidate: torch.Tensor, total: torch.Tensor, distinct: float | None) -> bool:
+    """Whether the ``candidate`` material's texel losses (T,) lower those of the ``best`` so far
+    (T,) enough to join the palette: by :data:`PALETTE_GAIN` of ``total``, or, with
+    ``distinct``, by :data:`PALETTE_MIN_GAIN` of it and by ``distinct`` of the loss of the
+    texels it wins (a small ink the palette lacks explains its texels far better, where a
+    near-duplicate of a palette colour only takes the noise of half of its texels)."""
+    won = candidate < best
+    saving = float((best - candidate)[won].sum())
+    if saving > PALETTE_GAIN * float(total):
+        return True
+    return (distinct is not None and saving > PALETTE_MIN_GAIN * float(total)
+            and saving > distinct * float(best[won].sum()))
 
 
 class _TexelLosses:
@@ -408,6 +430,7 @@ class _TexelLosses:
         self.pixels = pixels.clamp_min(1e-6)
         self.window = _window_sum(pixels).clamp_min(1e-6)
         self.seen = pixels >= SEARCH_MIN_WEIGHT
+        self.observed = pixels > 0
         self.material = layout.material(u)
 
     def representable(self, n: str, value: torch.Tensor) -> torch.Tensor:
@@ -429,6 +452,12 @@ class _TexelLosses:
     def per_pixel(self, t: torch.Tensor) -> torch.Tensor:
         """(size, size) each texel's own mean loss per pixel."""
         return t / self.pixels
+
+    def explained(self, current: torch.Tensor, values: dict[str, torch.Tensor], margin: float,
+                  among: torch.Tensor) -> torch.Tensor:
+        """(size, size) the texels ``among`` whose own values (pooled loss ``current``) do not
+        beat the maps ``values`` by more than ``margin`` of the latter's pooled loss."""
+        return among & ~(current < self.pooled(self.sums(values)) * (1 - margin))
 
     def constant(self, values: torch.Tensor) -> torch.Tensor:
         """(size, size) texel sums of one material (values: (len(names),)) everywhere."""
@@ -590,8 +619,7 @@ def _snap_to_palette(objective: Objective, layout: _Layout, u: torch.Tensor, uvs
         steps = [h / 2 ** (SEARCH_REFINEMENTS - 1) for h in _grid_steps(names, grid)]  # the search's last step
 
         def snapping(palette):  # where the palette explains the photos as well as the texels' own values
-            found = losses.pooled(losses.sums(losses.textured(palette, assign)))
-            return losses.seen & ~(current < found * (1 - SNAP_MARGIN))
+            return losses.explained(current, losses.textured(palette, assign), SNAP_MARGIN, losses.seen)
 
         # refined on the texels it explains already: those it does not (another material, an
         # edge) would pull it toward themselves
@@ -628,28 +656,31 @@ def _colour_clusters(colours: torch.Tensor, weights: torch.Tensor, k: int = COLO
 
 def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
                   out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict | None]:
-    """(``u`` with each seen texel of the base colour map whose fitted colour does not clearly
-    beat its best colour of a small palette set to that colour, the record): the palette
-    snap (:func:`_snap_to_palette`) for the base colour. A printed label's few inks, fitted
-    texel by texel from ~12 noisy pixels each, read 26 dB PSNR in their interiors (Cycles
-    references, 256 samples) where each ink is one colour.
+    """(``u`` with each observed texel of the base colour map whose fitted colour does not
+    clearly beat its best colour of a small palette set to that colour, the record): the
+    palette snap (:func:`_snap_to_palette`) for the base colour. A printed label's few inks,
+    fitted texel by texel from ~4 noisy pixels each (4 views of 256 px on a 256^2 map), read
+    26 dB PSNR where each ink is one colour.
 
     Candidates are clusters of the fitted colours (:func:`_colour_clusters`), each rendered as
-    a constant map; :func:`_palette` picks those the photos need; each texel takes the best on
+    a constant map; :func:`_palette` picks those the photos need (a small ink joins when it
+    explains its own texels far better, :data:`COLOUR_DISTINCT`); each texel takes the best on
     its own pixels' losses (not pooled over a window as the materials are: a line of text is a
-    texel or two wide, and inks differ by far more than their noise); the colours are solved by
-    least squares on every pixel (:func:`_palette_colours`: a whole ink's pixels, where a texel
-    has ~12), and a seen texel takes its colour unless its own values' loss, pooled over its
-    window, is lower by more than :data:`SNAP_MARGIN` (edges, gradients,
-    anything the palette lacks; unpooled, a texel seen by two or three grazing pixels fitted
-    them well enough to stay noisy: 12,189 of 37,609 Cycles-judged label texels). Costs
-    :data:`COLOUR_CANDIDATES` + 5 renders of the train views. The record: {"colours": [[r, g,
-    b]], "texels_snapped": n, "texels_kept": n}; None where nothing ran."""
+    texel or two wide, and inks differ by far more than their noise), or on its window's where
+    it has less than a pixel; the colours are solved by least squares on every pixel
+    (:func:`_palette_colours`: a whole ink's pixels, where a texel has a few), and every texel
+    any pixel sees takes its colour unless its own values' loss, pooled over its window, is
+    lower by more than :data:`COLOUR_SNAP_MARGIN` (edges, gradients, anything the palette
+    lacks). Texels seen by less than a pixel are snapped too: their colours are the least
+    determined (16% of the label's observed texels, which had left its map at 28.7 dB where
+    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views.
+    The record: {"colours": [[r, g, b]], "texels_snapped": n, "texels_kept": n}; None where
+    nothing ran."""
     if out_of_time is not None and out_of_time():
         return u, None
     with torch.no_grad():
         losses = _TexelLosses(objective, layout, u, uvs, [])
-        seen = losses.seen
+        seen = losses.observed
         if not bool(seen.any()):
             return u, None
         colours = losses.material["base_color"].float()
@@ -657,14 +688,15 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
         raw = torch.stack([losses.sums({"base_color": c.reshape(1, 1, 3)}) for c in candidates])
         if out_of_time is not None and out_of_time():
             return u, None
-        chosen = _palette(raw[:, seen], size=COLOUR_CANDIDATES)
+        chosen = _palette(raw[:, seen], size=COLOUR_CANDIDATES, distinct=COLOUR_DISTINCT)
         palette = candidates[chosen].clone()
-        assign = torch.stack([losses.per_pixel(raw[k]) for k in chosen]).argmin(0)
+        # texels seen by less than a pixel choose on their window's
+        assign = torch.where(losses.seen, torch.stack([losses.per_pixel(raw[k]) for k in chosen]).argmin(0),
+                             torch.stack([losses.pooled(raw[k]) for k in chosen]).argmin(0))
         current = losses.pooled(losses.sums({}))
 
         def snapping(palette):  # where the palette explains the photos as well as the texels' own colours
-            found = losses.pooled(losses.sums({"base_color": palette[assign]}))
-            return seen & ~(current < found * (1 - SNAP_MARGIN))
+            return losses.explained(current, {"base_color": palette[assign]}, COLOUR_SNAP_MARGIN, seen)
 
         # the colours solved on every pixel, for the texels that take them: first all those
         # assigned, then only those they explain (an ink the palette lacks would pull them)
