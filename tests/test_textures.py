@@ -663,7 +663,7 @@ def test_the_colour_snap_gives_a_noisy_label_its_inks(tmp_path):
     unseen texels as they were."""
     from pbrfit.objective import Objective
     from pbrfit.params import to_unconstrained
-    from pbrfit.texture_fit import _Layout, _snap_colours
+    from pbrfit.texture_fit import _AffineInBaseColor, _Layout, _snap_colours
     from pbrfit.textures import texel_weights
 
     res = 16
@@ -705,6 +705,12 @@ def test_the_colour_snap_gives_a_noisy_label_its_inks(tmp_path):
     inks = np.array(record["colours"], np.float32)
     assert faint.any() and all(np.abs(inks - c).max(1).min() < 1e-3 for c in after[faint]), after[faint]
     assert _snap_colours(objective, layout, u, uvs, out_of_time=lambda: True) == (u, None)
+    # through the base-colour stand-in (as the fit snaps, at the kept level's scalars): the same snap
+    stand_in = Objective(_AffineInBaseColor([renderer], views, layout.material(u)), views, {"de2000": 1.0, "l1": 10.0})
+    fast, fast_record = _snap_colours(stand_in, layout, u, uvs)
+    assert fast_record["texels_snapped"] == record["texels_snapped"], (fast_record, record)
+    assert np.allclose(fast_record["colours"], record["colours"], atol=2e-3), (fast_record, record)
+    assert torch.allclose(fast, snapped, atol=1e-3)
 
 
 def test_the_palette_keeps_the_materials_the_texels_need_and_drops_a_compromise():

@@ -125,7 +125,8 @@ class _Layout:
         return torch.cat([scalars.float()] + [grids[n].reshape(-1).float() for n in self.maps])
 
 
-#: least-squares passes on the base colour map at the start of each pyramid level
+#: least-squares passes on the base colour map at the start of each pyramid level (one where
+#: the render is affine in it, :meth:`_AffineInBaseColor.applies`: a second gives the same)
 BASE_COLOR_PASSES = 2
 #: the normal map's total variation and prior weigh this much more than the other maps':
 #: its slopes are unbounded and the renders constrain them weakly, so at the weights the
@@ -673,7 +674,8 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     lower by more than :data:`COLOUR_SNAP_MARGIN` (edges, gradients, anything the palette
     lacks). Texels seen by less than a pixel are snapped too: their colours are the least
     determined (16% of the label's observed texels, which had left its map at 28.7 dB where
-    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views.
+    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views
+    (look-ups where ``objective`` renders through :class:`_AffineInBaseColor`).
     The record: {"colours": [[r, g, b]], "texels_snapped": n, "texels_kept": n}; None where
     nothing ran."""
     if out_of_time is not None and out_of_time():
@@ -762,7 +764,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         layout = _Layout(space, settings.maps, size, bounds)
         u = layout.pack(u_scalars, grids)
         if "base_color" in settings.maps:
-            for _ in range(BASE_COLOR_PASSES):
+            affine = _AffineInBaseColor.applies(settings.maps, layout.material(u))
+            for _ in range(1 if affine else BASE_COLOR_PASSES):
                 run.check_cancel()
                 u = _base_color_least_squares(objective, layout, u, uvs, bounds["base_color"])
         # the scalars against the fit's own renderer (its sample counts; fewer samples, as the
@@ -851,6 +854,12 @@ def _snap(run, objective: Objective, validator: Objective | None, space: Paramet
     if "base_color" in settings.maps:
         snaps.append(("colour_snap", lambda u: _snap_colours(objective, layout, u, uvs, run.out_of_time)))
     u = layout.pack(u_scalars, grids)
+    if _AffineInBaseColor.applies(settings.maps, layout.material(u)):
+        # the objective's own renders (its one sample set: the snaps judge texels on samples the
+        # maps were not fitted to alone; through the level's stand-in, which averages every set,
+        # 10,236 label texels kept their noise for 844), as look-ups: 2 renders, not a dozen
+        objective = Objective(_AffineInBaseColor([objective.renderer], objective.view_ids, layout.material(u)),
+                              objective.view_ids, run.options.loss, run.check_cancel)
     entry = next((lv for lv in reversed(log) if lv["resolution"] == size), None)
     for key, snap in snaps:
         _still_working(run, "textures (palette snap)")
