@@ -848,18 +848,18 @@ def _snap(run, objective: Objective, validator: Objective | None, space: Paramet
     searched = [lv["search"]["materials"] for lv in log if "search" in lv]
     size = next(iter(grids.values())).shape[0]
     layout = _Layout(space, settings.maps, size, bounds)
-    snaps = []
-    if searched:
-        snaps.append(("snap", lambda u: _snap_to_palette(objective, layout, u, uvs, searched[-1], run.out_of_time)))
-    if "base_color" in settings.maps:
-        snaps.append(("colour_snap", lambda u: _snap_colours(objective, layout, u, uvs, run.out_of_time)))
     u = layout.pack(u_scalars, grids)
-    if _AffineInBaseColor.applies(settings.maps, layout.material(u)):
+    if _AffineInBaseColor.applies(settings.maps, layout.material(u)) and not run.out_of_time():
         # the objective's own renders (its one sample set: the snaps judge texels on samples the
         # maps were not fitted to alone; through the level's stand-in, which averages every set,
         # 10,236 label texels kept their noise for 844), as look-ups: 2 renders, not a dozen
         objective = Objective(_AffineInBaseColor([objective.renderer], objective.view_ids, layout.material(u)),
                               objective.view_ids, run.options.loss, run.check_cancel)
+    snaps = []
+    if searched:
+        snaps.append(("snap", lambda u: _snap_to_palette(objective, layout, u, uvs, searched[-1], run.out_of_time)))
+    if "base_color" in settings.maps:
+        snaps.append(("colour_snap", lambda u: _snap_colours(objective, layout, u, uvs, run.out_of_time)))
     entry = next((lv for lv in reversed(log) if lv["resolution"] == size), None)
     for key, snap in snaps:
         _still_working(run, "textures (palette snap)")
