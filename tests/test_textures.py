@@ -132,7 +132,7 @@ def test_a_normal_maps_height_gives_its_slopes_without_curl_at_every_pyramid_lev
 
 
 def test_the_maps_regularizers_smooth_pull_to_the_prior_and_split_metal_from_paint():
-    from pbrfit.texture_fit import METALLIC_EITHER_OR, NORMAL_REGULARIZATION, regularizer
+    from pbrfit.texture_fit import METALLIC_EITHER_OR, NORMAL_PRIOR, NORMAL_SMOOTHNESS, regularizer
     from pbrfit.textures import TextureSettings
 
     settings = TextureSettings(maps=("roughness", "metallic", "normal"), tv_weight=0.1, prior_weight=0.05)
@@ -149,12 +149,18 @@ def test_the_maps_regularizers_smooth_pull_to_the_prior_and_split_metal_from_pai
         assert abs(float(regularizer("metallic", t, t, w, settings)) - cost) < 1e-6
     half = torch.full((8, 8, 1), 0.5)
     assert float(regularizer("metallic", half, half, w, settings, full_resolution=False)) == 0.0
-    # a normal map's slopes weigh NORMAL_REGULARIZATION times more
+    # a normal map's slopes: the total variation weighs NORMAL_SMOOTHNESS times more, the prior
+    # NORMAL_PRIOR times more
     s = torch.zeros(8, 8, 2)
     s[:, 4:] = 0.5
-    ratio = float(regularizer("normal", s, torch.zeros_like(s), w, settings)) / float(
-        regularizer("roughness", s, torch.zeros_like(s), w, settings))
-    assert abs(ratio - NORMAL_REGULARIZATION) < 1e-4
+    no_prior = torch.zeros_like(w)
+    ratio = float(regularizer("normal", s, s, no_prior, settings)) / float(
+        regularizer("roughness", s, s, no_prior, settings))
+    assert abs(ratio - NORMAL_SMOOTHNESS) < 1e-4
+    smooth = torch.full((8, 8, 2), 0.5)
+    ratio = float(regularizer("normal", smooth, torch.zeros_like(s), w, settings)) / float(
+        regularizer("roughness", smooth, torch.zeros_like(s), w, settings))
+    assert abs(ratio - NORMAL_PRIOR) < 1e-4
 
 
 def test_fill_unseen_grows_islands_and_defaults_the_rest():

@@ -128,11 +128,18 @@ class _Layout:
 #: least-squares passes on the base colour map at the start of each pyramid level (one where
 #: the render is affine in it, :meth:`_AffineInBaseColor.applies`: a second gives the same)
 BASE_COLOR_PASSES = 2
-#: the normal map's total variation and prior weigh this much more than the other maps':
-#: its slopes are unbounded and the renders constrain them weakly, so at the weights the
-#: other maps use it fitted noise (Cycles-judged embossed panel: 4.41 ΔE2000 and 13.5 degrees
-#: from the truth at 1x, 4.13 and 11.8 at 10x, 3.92 and 10.7 at 50x; a flat map: 3.98, 9.8)
-NORMAL_REGULARIZATION = 50.0
+#: the normal map's pull toward flat weighs this much more than the other maps' pull toward
+#: the scalar fit: its slopes are unbounded and the renders constrain them weakly, so at the
+#: weights the other maps use it fitted noise (Cycles-judged embossed panel, free slopes:
+#: 4.41 ΔE2000 and 13.5 degrees from the truth at 1x, 4.13 and 11.8 at 10x, 3.92 and 10.7 at
+#: 50x; a flat map: 3.98, 9.8)
+NORMAL_PRIOR = 50.0
+#: and its total variation (of the slopes: the height field's curvature) this much more. Lower
+#: than the prior's since the map is a height field's (curl-free, half the unknowns of free
+#: slopes): at 50x the embossed panel's ramps came out at 9.5 degrees' tilt for 21.5 (raster
+#: references, 128² map, 4 views of 128 px: 6.91 degrees from the truth; 15x: 4.57 with the
+#: plateaus as quiet, 2.26 against 2.09 degrees; 5x: 4.57 with noisier plateaus, 3.10)
+NORMAL_SMOOTHNESS = 15.0
 #: weight of metallic * (1 - metallic) per texel: real surfaces are metal or not, and where
 #: the photos cannot tell (a rough paint's weak highlight reads as a little metal under a
 #: smoother roughness: worn metal, paint at metallic 0.16 and roughness 0.33 for 0 and 0.6)
@@ -253,12 +260,13 @@ def regularizer(name: str, t: torch.Tensor, centre: torch.Tensor, prior_w: torch
                 full_resolution: bool = True) -> torch.Tensor:
     """The regularizers of one map, from its texels ``t`` (H, W, C) as :func:`pbrfit.textures.
     normalized` gives them: total variation, the pull toward ``centre`` (the scalar fit; a
-    normal map: flat) weighted per texel by ``prior_w`` (H, W, 1), both
-    :data:`NORMAL_REGULARIZATION` times stronger on a normal map's slopes, and on a metallic
+    normal map: flat) weighted per texel by ``prior_w`` (H, W, 1), on a normal map's slopes
+    :data:`NORMAL_SMOOTHNESS` and :data:`NORMAL_PRIOR` times stronger, and on a metallic
     map at ``full_resolution`` :data:`METALLIC_EITHER_OR` x metallic (1 - metallic) (coarser
     levels' texels may straddle metal and paint)."""
-    scale = NORMAL_REGULARIZATION if name == NORMAL else 1.0
-    reg = scale * (settings.tv_weight * total_variation(t) + (prior_w * (t - centre) ** 2).sum(-1).mean())
+    tv, prior = (NORMAL_SMOOTHNESS, NORMAL_PRIOR) if name == NORMAL else (1.0, 1.0)
+    reg = (tv * settings.tv_weight * total_variation(t)
+           + prior * (prior_w * (t - centre) ** 2).sum(-1).mean())
     if name == "metallic" and full_resolution:
         reg = reg + METALLIC_EITHER_OR * (t * (1 - t)).mean()
     return reg
