@@ -138,7 +138,8 @@ NORMAL_PRIOR = 50.0
 #: than the prior's since the map is a height field's (curl-free, half the unknowns of free
 #: slopes): at 50x the embossed panel's ramps came out at 9.5 degrees' tilt for 21.5 (raster
 #: references, 128² map, 4 views of 128 px: 6.91 degrees from the truth; 15x: 4.57 with the
-#: plateaus as quiet, 2.26 against 2.09 degrees; 5x: 4.57 with noisier plateaus, 3.10)
+#: plateaus as quiet, 2.26 against 2.09 degrees; 5x: 4.57 with noisier plateaus, 3.10;
+#: `scripts/tune_normal_smoothness.py`)
 NORMAL_SMOOTHNESS = 15.0
 #: weight of metallic * (1 - metallic) per texel: real surfaces are metal or not, and where
 #: the photos cannot tell (a rough paint's weak highlight reads as a little metal under a
