@@ -134,13 +134,12 @@ BASE_COLOR_PASSES = 2
 #: 4.41 ΔE2000 and 13.5 degrees from the truth at 1x, 4.13 and 11.8 at 10x, 3.92 and 10.7 at
 #: 50x; a flat map: 3.98, 9.8)
 NORMAL_PRIOR = 50.0
-#: and its total variation (of the slopes: the height field's curvature) this much more. Lower
-#: than the prior's since the map is a height field's (curl-free, half the unknowns of free
-#: slopes): at 50x the embossed panel's ramps came out at 9.5 degrees' tilt for 21.5 (raster
-#: references, 128² map, 4 views of 128 px: 6.91 degrees from the truth; 15x: 4.57 with the
-#: plateaus as quiet, 2.26 against 2.09 degrees; 5x: 4.57 with noisier plateaus, 3.10;
-#: `scripts/tune_normal_smoothness.py`)
-NORMAL_SMOOTHNESS = 15.0
+#: and its total variation (of the slopes: the height field's curvature) this much more. On
+#: raster references 15x fitted the embossed panel's ramps steeper and closer to the truth
+#: (128² map, 4 views of 128 px: 6.91 -> 4.57 degrees, `scripts/tune_normal_smoothness.py`),
+#: but judged against Cycles' references it was worse: 7.8 -> 8.6 degrees, the plateaus 3.9 ->
+#: 6.5 (they took up what Cycles renders and pbrfit does not), 256² map, 4 views of 256 px
+NORMAL_SMOOTHNESS = 50.0
 #: weight of metallic * (1 - metallic) per texel: real surfaces are metal or not, and where
 #: the photos cannot tell (a rough paint's weak highlight reads as a little metal under a
 #: smoother roughness: worn metal, paint at metallic 0.16 and roughness 0.33 for 0 and 0.6)
