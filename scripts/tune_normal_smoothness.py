@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
 
 import synthetic
-from benchmark_textures import CASES, embossed_panel_maps
+from benchmark_textures import CASES, _unit, embossed_panel_maps
 
 from pbrfit.images import read_image
 
@@ -46,15 +46,17 @@ def _tilt(n: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(n[..., 2], -1.0, 1.0)))
 
 
-def _unit(encoded: np.ndarray) -> np.ndarray:
-    n = encoded[..., :3] * 2.0 - 1.0
-    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+def _decoded(encoded: np.ndarray) -> np.ndarray:
+    """Unit normals from an encoded normal map's (n + 1) / 2."""
+    return _unit(encoded[..., :3] * 2.0 - 1.0)
 
 
 def sweep(out: Path, resolution: int, size: int, tv_weights: list[float]) -> list[dict]:
     """Fit the embossed panel once per ``tv_weights`` entry; one row of errors each."""
     truth_encoded = embossed_panel_maps(resolution)["normal"]
-    truth = _unit(truth_encoded)
+    truth = _decoded(truth_encoded)
+    truth_tilt = _tilt(truth)
+    ramp = truth_tilt > RAMP_TILT_DEG
     material = CASES["embossed_panel"]["material"]
     rows = []
     for tv in tv_weights:
@@ -70,14 +72,13 @@ def sweep(out: Path, resolution: int, size: int, tv_weights: list[float]) -> lis
                             "--quiet"], capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"tv_weight {tv}: pbrfit fit failed: {r.stderr.strip().splitlines()[-1]}")
-        fitted = _unit(read_image(fit / "textures" / "normal.exr")[0])
+        fitted = _decoded(read_image(fit / "textures" / "normal.exr")[0])
         seen = read_image(fit / "textures" / "normal_observed.png")[0][..., 0] > 0.5
         angle = np.degrees(np.arccos(np.clip((fitted * truth).sum(-1), -1.0, 1.0)))
-        ramp = _tilt(truth) > RAMP_TILT_DEG
-        rows.append({"tv_weight": tv, "angle": float(angle[seen].mean()), "flat": float(_tilt(truth)[seen].mean()),
+        rows.append({"tv_weight": tv, "angle": float(angle[seen].mean()), "flat": float(truth_tilt[seen].mean()),
                      "ramps": float(angle[seen & ramp].mean()), "plateaus": float(angle[seen & ~ramp].mean()),
                      "ramp_tilt": float(_tilt(fitted)[seen & ramp].mean()),
-                     "truth_ramp_tilt": float(_tilt(truth)[seen & ramp].mean()),
+                     "truth_ramp_tilt": float(truth_tilt[seen & ramp].mean()),
                      "seconds": time.monotonic() - started})
         row = rows[-1]
         print(f"tv_weight {tv:g}: {row['angle']:.2f} degrees from the truth (flat {row['flat']:.2f}); ramps "
