@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=2048)
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--scalar-iterations", type=int, default=5)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when torch sees one)")
     ap.add_argument("--json")
     ap.add_argument("--single-level", action="store_true",
                     help="every step at the full resolution: step time and RSS over one long level")
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
 
     from pbrfit.fit import FitOptions, fit_material
     from pbrfit.job import load_job
+    from pbrfit.options import resolve_device
     from pbrfit.textures import TextureSettings, check_textures, map_memory_bytes
 
     if args.single_level:  # a benchmark-only override: the fit's pyramid is one level
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
             samples.append((time.monotonic() - start, rss_mib()))
 
     base = rss_mib()
-    options = FitOptions(iterations=args.scalar_iterations, backend="raster", textures=settings)
+    device = resolve_device(args.device)
+    options = FitOptions(iterations=args.scalar_iterations, backend="raster", textures=settings, device=device)
     result = fit_material(scene, options, progress=progress)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     levels = []
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
                        "seconds_per_step_first_half": sum(dt[:half]) / half,
                        "seconds_per_step_second_half": sum(dt[half:]) / max(1, len(dt) - half),
                        "rss_mib_first": steps[0][1], "rss_mib_last": steps[-1][1]})
-    record = {"job": str(Path(args.job).resolve()), "maps": list(settings.maps), "resolution": args.resolution,
+    record = {"job": str(Path(args.job).resolve()), "device": device, "maps": list(settings.maps), "resolution": args.resolution,
               "iterations": args.iterations, "single_level": args.single_level, "views": len(scene.views),
               "texel_memory_bound_mib": map_memory_bytes(settings) / 2**20, "rss_mib_before": base,
               "peak_rss_mib": peak, "texture_seconds": result.timings.get("textures"), "levels": levels,

@@ -79,13 +79,14 @@ def test_empty_queries(suzanne):
 def test_engine_choice(monkeypatch):
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     assert default_engine("cpu") == "embree"
-    assert default_engine("cuda") == "mitsuba"
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mitsuba" else real_find_spec(name, *a))
-    assert default_engine("cuda") == "embree"  # pip install pbrfit without the mitsuba extra
+    for installed, expected in ((True, "mitsuba"), (False, "embree")):  # with and without the mitsuba extra
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, installed=installed:
+                            (object() if installed else None) if name == "mitsuba" else real_find_spec(name, *a))
+        assert default_engine("cuda") == expected
+        assert default_engine("cpu") == "embree"
     monkeypatch.undo()
     monkeypatch.setenv(ENGINE_ENV, "mitsuba")
     assert default_engine("cpu") == "mitsuba"

@@ -315,11 +315,14 @@ def _palette_colours(terms: list, colours: torch.Tensor, assign: torch.Tensor, a
     index ``assign``, the others keeping ``colours`` (size, size, 3), best explain every train
     pixel: linear least squares on the views' ``terms`` (:func:`_affine_in_base_color` of the
     material with ``colours``; each pixel's bilinear lookup mixes the colours of the texels it
-    sees, an ink's edge pixels included), one count x count system per channel."""
+    sees, an ink's edge pixels included), one count x count system per channel. The systems
+    are summed and solved where the terms live (the renderer's device); the colours come back
+    on ``colours``' device."""
     shares = torch.nn.functional.one_hot(assign, count).to(colours.dtype) * among[..., None]  # (size, size, P)
     kept = colours * ~among[..., None]
-    a_mat = torch.zeros(3, count, count, dtype=torch.float64)
-    rhs = torch.zeros(3, count, dtype=torch.float64)
+    device = terms[0][2].device if terms else colours.device
+    a_mat = torch.zeros(3, count, count, dtype=torch.float64, device=device)
+    rhs = torch.zeros(3, count, dtype=torch.float64, device=device)
     for s, d, uv, ref in terms:
         a = lookup(shares.to(uv.device), uv).double()  # (N, P)
         y = (ref - s - d * lookup(kept.to(uv.device), uv)).double()
@@ -328,8 +331,9 @@ def _palette_colours(terms: list, colours: torch.Tensor, assign: torch.Tensor, a
             a_mat[ch] += ad.T @ ad
             rhs[ch] += ad.T @ y[:, ch]
     ridge = 1e-9 * a_mat.diagonal(dim1=1, dim2=2).amax(1).clamp_min(1e-12)
-    solved = torch.linalg.solve(a_mat + ridge[:, None, None] * torch.eye(count, dtype=torch.float64), rhs)
-    return solved.T.float()
+    eye = torch.eye(count, dtype=torch.float64, device=device)
+    solved = torch.linalg.solve(a_mat + ridge[:, None, None] * eye, rhs)
+    return solved.T.float().to(colours.device)
 
 
 def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor) -> torch.Tensor:
