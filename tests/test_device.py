@@ -115,7 +115,9 @@ def test_cuda_shading_matches_the_cpu(scene):
 def test_a_fit_on_cuda_finds_what_the_cpu_finds(tmp_path):
     """A material the fitted parameters can express (a plain dielectric: the coated ``TRUTH``
     fitted without its coat leaves roughness to stand in for the coat along a flat valley,
-    where two summation orders end 0.014 apart): both devices find the truth, and each other."""
+    where two summation orders ended 0.014 apart on an H200): both devices find the truth, and
+    each other to 0.01, about what the sample counts alone move roughness by on the CPU (0.292
+    with these, 0.282 with the defaults)."""
     truth = {"base_color": [0.7, 0.25, 0.1], "roughness": 0.3}
     job = write_job(tmp_path / "plain", size=32, cameras=3)
     render_references(job, truth, samples=FAST)
@@ -126,7 +128,7 @@ def test_a_fit_on_cuda_finds_what_the_cpu_finds(tmp_path):
                           device=device)
         results[device] = fit_material(scene, opts).material
     for name in ("base_color", "roughness"):
-        np.testing.assert_allclose(results["cuda"][name], results["cpu"][name], atol=0.005, err_msg=name)
+        np.testing.assert_allclose(results["cuda"][name], results["cpu"][name], atol=0.01, err_msg=name)
         np.testing.assert_allclose(results["cuda"][name], truth[name], atol=0.03, err_msg=name)
 
 
