@@ -697,6 +697,18 @@ class FitRun:
                  "message": f"loss: ssim (weight {w:g}) was not fitted: the fit compares pixels (its subsets of "
                             "them); SSIM is measured on the final renders and reported"}]
 
+    def texture_notes(self) -> list[dict]:
+        """A note when a fitted normal map was written flat: it did not beat the flat map on the
+        validation views (:func:`pbrfit.texture_fit._flat_normals`)."""
+        for level in self.texture_log:
+            gate = level.get("flat_normals")
+            if gate and gate.get("kept"):
+                return [{"severity": "note", "about": textures.NORMAL,
+                         "message": f"normal map: written flat; the fitted one did not improve the validation views "
+                                    f"(ΔE2000 {gate['before_de2000']:.2f} with it, {gate['validate_de2000']:.2f} "
+                                    "flat): these photos do not resolve the surface's relief at this resolution"}]
+        return []
+
     def exposure_notes(self) -> list[dict]:
         """One note per view of fitted exposure: its stops."""
         return [{"severity": "note", "about": "exposure",
@@ -1224,7 +1236,7 @@ class FitRun:
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes() + self.loss_notes()
-                 + self.calibration_notes())
+                 + self.calibration_notes() + self.texture_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
                          list(self.texture_log),
