@@ -112,8 +112,8 @@ def main(argv=None) -> int:
                        "seconds_per_step_first_half": sum(dt[:half]) / half,
                        "seconds_per_step_second_half": sum(dt[half:]) / max(1, len(dt) - half),
                        "rss_mib_first": steps[0][1], "rss_mib_last": steps[-1][1]})
-    record = {"job": str(Path(args.job).resolve()), "device": device, "maps": list(settings.maps), "resolution": args.resolution,
-              "iterations": args.iterations, "single_level": args.single_level, "views": len(scene.views),
+    record = {"job": str(Path(args.job).resolve()), "device": device, "maps": list(settings.maps),
+              "resolution": args.resolution, "iterations": args.iterations, "single_level": args.single_level, "views": len(scene.views),
               "texel_memory_bound_mib": map_memory_bytes(settings) / 2**20, "rss_mib_before": base,
               "peak_rss_mib": peak, "texture_seconds": result.timings.get("textures"), "levels": levels,
               "wall_seconds": time.monotonic() - start}

@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from synthetic import render_references, write_job
+from synthetic import bump_normals, render_references, write_job
 
 from pbrfit.fit import FitOptions, fit_material
 from pbrfit.job import load_job
@@ -200,11 +200,7 @@ def _truth_maps(maps: tuple, res: int) -> dict:
         out["metallic"] = np.where(band, 0.0, 1.0)[..., None].astype(np.float32)
         out["roughness"] = np.where(band, 0.6, 0.2)[..., None].astype(np.float32)
     if "normal" in maps:
-        uu, vv, k, amp = (u + 0.5) / res, 1 - (v + 0.5) / res, 2, 0.03
-        hu = amp * 2 * np.pi * k * np.cos(2 * np.pi * k * uu) * np.sin(2 * np.pi * k * vv)
-        hv = amp * 2 * np.pi * k * np.sin(2 * np.pi * k * uu) * np.cos(2 * np.pi * k * vv)
-        n = np.stack([-hu, -hv, np.ones_like(hu)], -1)
-        out["normal"] = ((n / np.linalg.norm(n, axis=-1, keepdims=True) + 1) / 2).astype(np.float32)
+        out["normal"] = ((bump_normals(res, k=2) + 1) / 2).astype(np.float32)
     return out
 
 

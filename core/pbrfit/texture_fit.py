@@ -901,8 +901,8 @@ def _snap(run, objective: Objective, validator: Objective | None, space: Paramet
 def _flat_normals(layout: _Layout, u: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """(``u`` with the normal map flat, an empty record): the simpler material a fitted normal
     map must beat on the validation views to be kept (:func:`_snap`). Detail the photos cannot
-    resolve is fitted to their noise: a fabric's threads, 1.5 pixels a texel, came out 18.9°
-    from the truth where the flat map is 18.3°."""
+    resolve is fitted to their noise: the woven fabric's threads came out 18.9° from the truth
+    where the flat map is 18.3° (BENCHMARKS.md, sessions 28-29)."""
     flat = u.detach().clone()
     flat[layout.slices[NORMAL]] = 0.0  # the height field's zero: flat (textures.initial_grid)
     return flat, {}
