@@ -231,3 +231,46 @@ def test_a_texture_fit_on_cuda_finds_what_the_cpu_finds(tmp_path, maps):
         assert diff < 0.01, (m, diff)
     for n, v in scalars["cpu"].items():
         np.testing.assert_allclose(scalars["cuda"][n], v, atol=0.02, err_msg=n)
+
+
+def _normal_mapped(size: int = 8):
+    """A material with a bumpy normal map (and its flat optimization vector)."""
+    from pbrfit.texture_fit import _Layout
+    from pbrfit.textures import NORMAL
+
+    space = ParameterSpace(normalize_material(TRUTH), ["base_color", "roughness"])
+    layout = _Layout(space, (NORMAL,), size, {NORMAL: None})
+    slopes = torch.as_tensor(bump_normals(size, k=2)[..., :2] / bump_normals(size, k=2)[..., 2:], dtype=torch.float32)
+    return layout, layout.pack(space.initial_vector().float(), {NORMAL: slopes})
+
+
+def test_a_chunked_gradient_is_the_whole_views(tmp_path):
+    """The texture fit's gradient taken a chunk of pixels at a time (what bounds its memory on
+    the CPU) equals the gradient of whole views (what a CUDA device takes, fewer and larger
+    kernels): the same loss and gradient up to float rounding."""
+    job = write_job(tmp_path / "maps", uvs=True, size=24, cameras=2)
+    render_references(job, TRUTH, samples=FAST)
+    renderer = RasterRenderer(load_job(job).scene, FAST, seed=1, max_loss_pixels=1 << 40)
+    layout, u = _normal_mapped()
+    results = [Objective(renderer, [0, 1], {"de2000": 1.0}, chunk=c).loss_and_grad(layout.material, u)
+               for c in (50, None)]
+    assert len(renderer.train_subsets[0]) > 100  # several chunks
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert float(results[1][2].abs().sum()) > 0
+    torch.testing.assert_close(results[0][2], results[1][2], rtol=1e-4, atol=1e-6)
+
+
+def test_the_gradient_chunk_is_bounded_on_the_cpu():
+    from pbrfit.texture_fit import GRADIENT_CHUNK, gradient_chunk
+
+    assert gradient_chunk("cpu", 4) == GRADIENT_CHUNK
+
+
+@cuda
+def test_the_gradient_chunk_on_cuda_follows_free_memory():
+    from pbrfit.texture_fit import CUDA_CHUNK_LIMIT, GRADIENT_CHUNK, GRAPH_BYTES_PER_PIXEL, gradient_chunk
+
+    chunk = gradient_chunk("cuda", 4)
+    free, _ = torch.cuda.mem_get_info()
+    assert GRADIENT_CHUNK <= chunk <= CUDA_CHUNK_LIMIT
+    assert chunk == CUDA_CHUNK_LIMIT or chunk * 4 * GRAPH_BYTES_PER_PIXEL <= free // 2

@@ -151,6 +151,24 @@ LEVEL_TOLERANCE = 0.01
 #: 8192 took 3.3 s a step where 1024 took 8.5 s (4 views of 256 px, roughness and metallic
 #: maps, 2 cores), at the same resident memory; a whole view (32768) no faster, 1.4 GB more
 GRADIENT_CHUNK = 8192
+#: on a CUDA device, where each chunk's hundreds of small kernels cost their launches rather
+#: than arithmetic (session 29: an H200 busy 12-18% of a texture step), a chunk is as large
+#: as half the device's free memory allows at this many bytes of autograd graph a pixel
+#: (measured 30 KiB with a normal map on the CPU; doubled for coat and further maps), up to
+#: :data:`CUDA_CHUNK_LIMIT` pixels: 40k-pixel views then take 23k operations a step, not 115k
+GRAPH_BYTES_PER_PIXEL = 64 * 1024
+CUDA_CHUNK_LIMIT = 1 << 18
+
+
+def gradient_chunk(device: str, workers: int = 1) -> int:
+    """Pixels of a view whose gradient :class:`pbrfit.objective.Objective` takes at once on
+    ``device`` with ``workers`` views in flight: :data:`GRADIENT_CHUNK` on the CPU (memory
+    bounded, no slower), on CUDA as many as half the free device memory holds."""
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return GRADIENT_CHUNK
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    fits = free // 2 // (GRAPH_BYTES_PER_PIXEL * max(workers, 1))
+    return int(min(max(fits, GRADIENT_CHUNK), CUDA_CHUNK_LIMIT))
 #: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
@@ -742,14 +760,14 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     ``run.values`` (the scalars still in use) and returns the maps."""
     o = run.options
     renderer = run.renderers.raster_textures()
-    objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads, chunk=GRADIENT_CHUNK)
+    chunk = gradient_chunk(o.device, o.threads)
+    objective = Objective(renderer, run.train, o.loss, run.check_cancel, o.threads, chunk=chunk)
     # the Adam steps take their turns through independent sample sets, so the maps follow
     # the mean of several renders' noise, not one render's (held samples baked it into the texels)
     step_objectives = [objective]
     for _ in range(1, SAMPLE_SETS):
         renderer_k = run.renderers.raster_textures(pixels_from=step_objectives[-1].renderer)
-        step_objectives.append(Objective(renderer_k, run.train, o.loss, run.check_cancel, o.threads,
-                                         chunk=GRADIENT_CHUNK))
+        step_objectives.append(Objective(renderer_k, run.train, o.loss, run.check_cancel, o.threads, chunk=chunk))
     # every covered pixel of the validation views: the levels are compared once each, and a
     # pixel subset's noise was measured to turn away a finer level that was better
     validator = (Objective(renderer, run.val, {"de2000": 1.0}, run.check_cancel, o.threads)
