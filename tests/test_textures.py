@@ -174,6 +174,26 @@ def test_fill_unseen_grows_islands_and_defaults_the_rest():
     assert np.allclose(nothing, 0.5)
 
 
+def test_fill_unseen_gives_island_edges_near_and_means_far():
+    """Two islands of different values on a map mostly unseen: the rings next to an island
+    take its edge (what a bilinear lookup across its border reads), the seen texels keep their
+    values, and the texels far from both (the push-pull pyramid's) lie between the two."""
+    size = 64
+    values = np.zeros((size, size, 1), np.float32)
+    seen = np.zeros((size, size), bool)
+    values[8:16, 8:16], seen[8:16, 8:16] = 0.2, True
+    values[40:56, 40:56], seen[40:56, 40:56] = 0.8, True
+    filled = fill_unseen(values, seen, [0.5])[..., 0]
+    assert np.allclose(filled[seen], values[seen][..., 0])
+    assert np.allclose(filled[6:18, 6:18], 0.2)  # FILL_RINGS = 2 rings around the first island
+    assert np.allclose(filled[38:58, 38:58], 0.8)
+    far = filled[28, 28]
+    assert 0.2 < far < 0.8
+    assert filled.min() >= 0.2 - 1e-6 and filled.max() <= 0.8 + 1e-6
+    # smooth away from the islands: neighbouring far texels differ little
+    assert np.abs(np.diff(filled[24:34, 24:34], axis=0)).max() < 0.1
+
+
 # --- renderers --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

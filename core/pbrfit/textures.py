@@ -314,31 +314,52 @@ def texel_weights(uvs: list[torch.Tensor], size: int) -> torch.Tensor:
     return splat(uvs, [torch.ones(len(uv), 1) for uv in uvs], size)[..., 0].float()
 
 
+#: rings of unseen texels around the seen ones that :func:`fill_unseen` fills with the mean of
+#: their filled neighbours (a bilinear lookup just outside a UV island reads one ring; two
+#: leave room for a mip level); the texels beyond are filled by a push-pull pyramid
+FILL_RINGS = 2
+
+
 def fill_unseen(values: np.ndarray, seen: np.ndarray, default) -> np.ndarray:
-    """``values`` (H, W, C) with the texels not ``seen`` (H, W) replaced by the mean of
-    their seen neighbours, growing outward ring by ring (so a texel just outside a UV
-    island gets the island's edge, as a bilinear lookup there needs); texels no seen
-    texel reaches take ``default``."""
+    """``values`` (H, W, C) with the texels not ``seen`` (H, W) filled: the first
+    :data:`FILL_RINGS` rings around the seen texels by the mean of their seen (or already
+    filled) neighbours, ring by ring with the map repeating at its borders (so a texel just
+    outside a UV island gets the island's edge, as a bilinear lookup there needs); every texel
+    beyond by push-pull (each unknown texel takes the bilinear upsampling of the next coarser
+    level's mean of known texels, recursively: smooth and linear in the texel count, where
+    growing rings over a 2048^2 map's empty UV space took 390 s on one core). Nothing seen:
+    every texel takes ``default``."""
     v = torch.as_tensor(values, dtype=torch.float32).permute(2, 0, 1)[None].clone()
     known = torch.as_tensor(seen, dtype=torch.float32)[None, None].clone()
+    if not bool(known.any()):
+        return np.broadcast_to(np.asarray(default, dtype=np.float32), values.shape).copy()
     v = v * known
     kernel = torch.ones(1, 1, 3, 3)
     c = v.shape[1]
-    for _ in range(max(values.shape[:2])):
+    for _ in range(FILL_RINGS):
         if bool(known.all()):
             break
         n = F.conv2d(F.pad(known, (1, 1, 1, 1), mode="circular"), kernel)
         s = F.conv2d(F.pad(v, (1, 1, 1, 1), mode="circular"), kernel.expand(c, 1, 3, 3), groups=c)
         grow = (known == 0) & (n > 0)
-        if not bool(grow.any()):
-            break
         v = torch.where(grow, s / n.clamp_min(1), v)
         known = torch.where(grow, torch.ones_like(known), known)
-    out = v[0].permute(1, 2, 0).numpy()
-    missing = known[0, 0].numpy() == 0
-    if missing.any():
-        out[missing] = np.asarray(default, dtype=np.float32)
-    return out
+    if not bool(known.all()):
+        v = torch.where(known > 0, v, _pulled(v, known))
+    return v[0].permute(1, 2, 0).numpy()
+
+
+def _pulled(v: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) everywhere the mean of the known texels nearby, from a pyramid of
+    known-weighted means: ``v`` is zero where ``known`` (1, 1, H, W) is 0."""
+    h, w = v.shape[-2:]
+    if h == 1 and w == 1:
+        return v / known.clamp_min(1e-12)
+    coarse_v = F.avg_pool2d(v, 2, ceil_mode=True)
+    coarse_k = F.avg_pool2d(known, 2, ceil_mode=True)
+    mean = torch.where(coarse_k > 0, coarse_v / coarse_k.clamp_min(1e-12), _pulled(coarse_v, coarse_k))
+    coarse = F.interpolate(mean, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(known > 0, v / known.clamp_min(1e-12), coarse)
 
 
 def map_channels(name: str) -> int:
