@@ -14,9 +14,7 @@ in use together:
   squares, the scalars still fitted by a 1-D search on the fit's own renderer, the other
   scalar maps (roughness, metallic, ...) by a search for the few materials the photos need
   and each texel's among them on the coarse levels (:func:`_texel_search`), then
-  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step, each rendering
-  a share of the samples that shrinks with the level (:func:`level_samples`: a coarse texel
-  is averaged over many pixels). After each
+  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step. After each
   level the validation views (when the job has them) are measured on every pixel; a level
   that makes them worse by more than :data:`LEVEL_TOLERANCE` ends the climb and the best
   level's maps are kept (upsampled to the full resolution). The scalars are re-fitted by
