@@ -92,28 +92,3 @@ def test_loss_pixels_are_prepared_alone_and_shade_as_when_every_pixel_is(job):
     assert np.array_equal(whole.train_subsets[0], q)
     torch.testing.assert_close(subset_first, everything[torch.as_tensor(q)], rtol=0, atol=0)
     torch.testing.assert_close(lazy.shade(0, m), everything, rtol=0, atol=0)
-
-
-def test_a_subsampled_renderer_is_the_same_estimator_with_fewer_samples(job):
-    """:meth:`RasterRenderer.subsampled` shades with the first samples of each strategy: with
-    every sample it renders exactly what the renderer does; with a quarter, an image of the same
-    mean within the estimator's noise, noisier per pixel, matching a renderer prepared with those
-    counts alone in expectation; and still differentiable. It prepares nothing again."""
-    full = SampleCounts(32, 8, 16, 8)
-    r = RasterRenderer(job.scene, full, seed=5)
-    m = _material(roughness=0.3, base_color=[0.6, 0.3, 0.1], coat_weight=0.5)
-    reference = r.shade(0, m)
-    torch.testing.assert_close(r.subsampled(full).shade(0, m), reference, rtol=0, atol=0)
-    few = r.subsampled(SampleCounts(8, 2, 4, 2))
-    quarter = few.shade(0, m)
-    assert few.prepare(0) is r.prepare(0)
-    assert float(quarter.mean()) == pytest.approx(float(reference.mean()), rel=0.03)
-    assert 0 < float((quarter - reference).abs().mean()) < 0.2 * float(reference.mean())
-    alone = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=5).shade(0, m)
-    assert float(alone.mean()) == pytest.approx(float(quarter.mean()), rel=0.03)
-    space = ParameterSpace(default_material() | {"coat_weight": 0.5}, ["base_color", "roughness", "coat_weight"])
-    u = space.initial_vector().requires_grad_(True)
-    few.shade(0, space.material(u)).mean().backward()
-    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
-    with pytest.raises(ValueError):
-        r.subsampled(SampleCounts(64, 8, 16, 8))

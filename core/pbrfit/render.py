@@ -26,7 +26,6 @@ path backend covers those.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -74,7 +73,6 @@ class _FixedSamples:
     wi: torch.Tensor        # (P, N, 3) local directions
     lv: torch.Tensor        # (P, N, 3) radiance * visibility
     p_fixed: torch.Tensor   # (P, N) n_light * p_env + n_cos * p_cos
-    p_env: torch.Tensor     # (P, N) the environment's pdf of each direction (a subsampled render's p_fixed)
     vis: torch.Tensor       # (P, N) bool: their visibility (a calibrated render looks their radiance up again)
     #: analytic lights' samples (None without lights): local directions (P, M, 3) and
     #: radiance / pdf * visibility / samples per light (P, M, 3)
@@ -126,8 +124,6 @@ class RasterRenderer(SceneRenderer):
                  yaw_spread: float = 0.0):
         super().__init__(scene, seed, max_loss_pixels, device, yaw_spread)
         self.samples = samples
-        #: the samples a shade call uses: the first of each strategy's prepared ones (:meth:`subsampled`)
-        self.used = samples
         self.pixels_from = pixels_from
         self._prepared: dict[int, _PreparedView] = {}
 
@@ -160,19 +156,6 @@ class RasterRenderer(SceneRenderer):
         self._prepared[view_index] = prepared
         return prepared
 
-    def subsampled(self, used: SampleCounts) -> RasterRenderer:
-        """This renderer shading with the first ``used`` samples of each strategy it prepared
-        (its G-buffers, uniforms and shadow rays shared, nothing prepared again): the same
-        estimator with fewer samples, for steps where many pixels average each unknown (a
-        coarse texture level). Each count at most this renderer's; analytic lights keep all."""
-        full = self.samples
-        if not (0 < used.light <= full.light and 0 <= used.cosine <= full.cosine
-                and 0 <= used.specular <= full.specular and 0 <= used.coat <= full.coat):
-            raise ValueError(f"subsampled: {used} is not within {full}")
-        twin = copy.copy(self)
-        twin.used = SampleCounts(used.light, used.cosine, used.specular, used.coat, full.analytic)
-        return twin
-
     def prepared_share(self) -> float:
         """The share of the prepared views' covered pixels whose fixed samples are computed
         (1.0 when no view is prepared): what a full-image render would still have to prepare."""
@@ -197,7 +180,7 @@ class RasterRenderer(SceneRenderer):
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
         p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
         pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed,
-                                 env.pdf(d_all), visible > 0.5)
+                                 visible > 0.5)
         lights = pv.lights
         if lights:
             na = n.analytic
@@ -287,7 +270,7 @@ class RasterRenderer(SceneRenderer):
     def _shade(self, view_index, material, sel, cal=None):
         material = self.on_device(material)
         pv = self.prepare(view_index)
-        geo, env, fx, n, full = pv.geometry, pv.env, pv.fixed, self.used, self.samples
+        geo, env, fx, n = pv.geometry, pv.env, pv.fixed, self.samples
         if sel is None:
             sel = np.arange(len(geo.pixels))
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
@@ -325,16 +308,11 @@ class RasterRenderer(SceneRenderer):
             radiance = env.radiance(d, yaw=yaw)
             return radiance if env_gain is None else radiance * env_gain
 
-        fixed_wi, fixed_lv, fixed_vis, p_fixed = fx.wi[rows_t], fx.lv[rows_t], fx.vis[rows_t], fx.p_fixed[rows_t]
-        if (n.light, n.cosine) != (full.light, full.cosine):  # the first of each (subsampled)
-            keep = torch.cat([torch.arange(n.light), full.light + torch.arange(n.cosine)]).to(self.device)
-            fixed_wi, fixed_lv, fixed_vis = fixed_wi[:, keep], fixed_lv[:, keep], fixed_vis[:, keep]
-            p_fixed = n.light * fx.p_env[rows_t][:, keep] + n.cosine * fixed_wi[..., 2].clamp_min(0) / math.pi
-        wi = to_shading(fixed_wi)
+        wi = to_shading(fx.wi[rows_t])
         f = bsdf.principled_eval(material, wo, wi)
-        lv = fixed_lv if yaw is None and env_gain is None else \
-            environment(torch.einsum("pni,pij->pnj", fixed_wi, geo.frame[sel_t])) * fixed_vis[..., None]
-        out = (f * lv / denominator(wi, p_fixed)[..., None]).sum(1)
+        lv = fx.lv[rows_t] if yaw is None and env_gain is None else \
+            environment(torch.einsum("pni,pij->pnj", fx.wi[rows_t], geo.frame[sel_t])) * fx.vis[rows_t][..., None]
+        out = (f * lv / denominator(wi, fx.p_fixed[rows_t])[..., None]).sum(1)
         if fx.lights_wi is not None:  # analytic lights: next-event estimation alone (pbrfit.lights)
             if cal is not None and cal.light_poses is not None:  # moved: sampled again, visibility held
                 lights_wi, lights_w = self._moved_lights(pv, rows_t, sel, cal.light_poses)
@@ -354,7 +332,7 @@ class RasterRenderer(SceneRenderer):
         for sampler, u, count in strategies:
             if count == 0:
                 continue
-            wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t][:, :count])
+            wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
             wi_local = from_shading(wi)
             d = torch.einsum("pni,pij->pnj", wi_local, frame)
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)

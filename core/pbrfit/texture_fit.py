@@ -40,7 +40,6 @@ import torch
 from .layers import parameters_in_use
 from .objective import Objective
 from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
-from .render import SampleCounts
 from .textures import (
     FLAT_NORMAL,
     NORMAL,
@@ -170,25 +169,6 @@ def gradient_chunk(device: str, workers: int = 1) -> int:
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     fits = free // 2 // (GRAPH_BYTES_PER_PIXEL * max(workers, 1))
     return int(min(max(fits, GRADIENT_CHUNK), CUDA_CHUNK_LIMIT))
-#: the least share of the maps' renderer's samples an Adam step renders at a coarse pyramid level
-#: (:func:`level_samples`)
-LEVEL_SAMPLES_FLOOR = 0.25
-
-
-def level_samples(samples: SampleCounts, size: int, resolution: int) -> SampleCounts:
-    """The samples an Adam step renders at the pyramid level of side ``size`` (final side
-    ``resolution``): ``size / resolution`` of each strategy's, at least
-    :data:`LEVEL_SAMPLES_FLOOR`, at least one where the strategy has any. A coarse texel is seen
-    by (resolution / size)^2 times the pixels a final one is, which average its gradient's
-    noise; the steps' time is mostly per sample (BENCHMARKS.md "Texture maps", session 30)."""
-    share = min(1.0, max(LEVEL_SAMPLES_FLOOR, size / resolution))
-
-    def scaled(count: int) -> int:
-        return 0 if count == 0 else max(1, round(count * share))
-    return SampleCounts(scaled(samples.light), scaled(samples.cosine), scaled(samples.specular),
-                        scaled(samples.coat), samples.analytic)
-
-
 #: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
@@ -834,10 +814,6 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         weight = texel_weights(uvs, size)
         prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
         centre = {n: normalized(n, grid0[n]).expand(size, size, -1) for n in settings.maps}
-        used = level_samples(renderer.samples, size, settings.resolution)
-        level_objectives = step_objectives if used == renderer.samples else [
-            Objective(o_.renderer.subsampled(used), run.train, o.loss, run.check_cancel, o.threads, chunk=chunk)
-            for o_ in step_objectives]
         opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
         for step in range(steps):
             run.check_cancel()
@@ -847,7 +823,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
             opt.zero_grad()
             u = torch.cat([u_s, u_g.detach()])
-            step_objective = fast or level_objectives[step % len(level_objectives)]
+            step_objective = fast or step_objectives[step % len(step_objectives)]
             loss, de, grad = step_objective.loss_and_grad(layout.material, u)
             u = u.requires_grad_(True)
             with torch.enable_grad():
