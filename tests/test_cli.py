@@ -157,3 +157,25 @@ def test_backends_from_the_command_line(job, fitted, tmp_path):
     assert r.returncode == 0, r.stderr
     sched = json.loads((tmp_path / "r" / "material.json").read_text())["provenance"]["schedule"]
     assert "path" not in [s["stage"] for s in sched]
+
+
+def test_auto_puts_texture_fits_on_cuda_and_scalar_fits_on_the_cpu(monkeypatch):
+    """--device auto: CUDA (when present) for fits with texture maps, the CPU for scalar fits,
+    which ran slower on a GPU than on 2 CPU cores (BENCHMARKS.md "GPU"); asked for, cuda is cuda."""
+    import torch
+
+    from pbrfit.errors import InputError
+    from pbrfit.options import resolve
+    from pbrfit.textures import TextureSettings
+
+    maps = TextureSettings(maps=("base_color",), resolution=64)
+    for present in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda present=present: present)
+        assert resolve(None, {}).device == "cpu"
+        assert resolve(None, {"device": "auto"}, textures=maps).device == ("cuda" if present else "cpu")
+        assert resolve(None, {"device": "cpu"}, textures=maps).device == "cpu"
+        if present:
+            assert resolve(None, {"device": "cuda"}).device == "cuda"
+        else:
+            with pytest.raises(InputError, match="no CUDA device"):
+                resolve(None, {"device": "cuda"})

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--material", required=True, help="material.json from a fit")
     v.add_argument("--out", help="also write a report and the material files here (same rules as fit --out)")
     v.add_argument("--split", choices=["train", "validate", "all"], default="all")
-    v.add_argument("--device", metavar="{auto,cpu,cuda}", help="ray casting device (default auto)")
+    v.add_argument("--device", metavar="{auto,cpu,cuda}", help="where the renders run (default auto: the CPU)")
     v.add_argument("--seed", type=int)
     v.add_argument("--backend", metavar="{auto,raster,path}",
                    help="renderer of the metrics: path traced (auto, path; default) or raster")

@@ -342,13 +342,20 @@ def sample_counts(light: int) -> SampleCounts:
     return SampleCounts(light=light, cosine=max(1, light // 4), specular=max(1, light // 2), coat=max(1, light // 4))
 
 
-def resolve_device(name: str | None, label: str = "--device") -> str:
-    """"auto" picks CUDA when torch sees a device, else the CPU; "cuda" without one is an error."""
+def resolve_device(name: str | None, label: str = "--device", maps: bool = True) -> str:
+    """The device a fit runs on: "auto" picks CUDA when torch sees a device and the fit has
+    texture ``maps`` to fit, else the CPU; "cuda" without a device is an error.
+
+    Why not CUDA for every fit: a scalar fit renders a few thousand pixels a view, whose
+    hundreds of small kernels a step cost their launches, not arithmetic; on an H200 the demo's
+    scalar fit ran slower than on a 2-core CPU (BENCHMARKS.md "GPU", session 29), where a
+    texture fit, every pixel of every view, ran 6x faster (session 30). ``--device cuda``
+    still puts a scalar fit on the GPU."""
     import torch
 
     has_cuda = torch.cuda.is_available()
     if name in (None, "auto"):
-        return "cuda" if has_cuda else "cpu"
+        return "cuda" if has_cuda and maps else "cpu"
     if name == "cuda" and not has_cuda:
         raise InputError(f"{label} cuda: no CUDA device is visible to this process; use cpu or auto")
     return name
@@ -407,7 +414,7 @@ def resolve(table: Mapping | None = None, overrides: Mapping | None = None, *,
             raise InputError(f"{lab}: must be at least path_spp ({opts.path_spp}), got {opts.path_max_spp}")
         opts.path_max_spp = opts.path_spp  # only the start was raised: the ceiling follows it
     device_label = override_labels("device") if "device" in over else table_labels("device")
-    opts.device = resolve_device(merged.get("device"), device_label)
+    opts.device = resolve_device(merged.get("device"), device_label, maps=textures is not None)
     opts.textures, opts.calibrate = textures, calibrate
     _check_maps_without_subsurface(opts, params_label)
     validate_fit_options(opts)
@@ -492,7 +499,8 @@ def add_fit_arguments(parser) -> None:
     a("--path-iterations", type=int, metavar="N",
       help="iterations of the path-traced refinement (default 40; 0 skips it)")
     a("--path-spp", type=int, metavar="N", help="paths per pixel at the start of the refinement (default 4)")
-    a("--device", metavar="{auto,cpu,cuda}", help="where shading and gradients run (default auto: cuda when present)")
+    a("--device", metavar="{auto,cpu,cuda}",
+      help="where shading and gradients run (default auto: cuda when present and the job fits texture maps, else cpu)")
     a("--seed", type=int, help="random seed, 0 .. 2**32-1 (default 0)")
     a("--iterations", type=int, help="optimizer iterations in all (default 60)")
     a("--time-budget", type=float, metavar="SECONDS",
