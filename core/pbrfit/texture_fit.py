@@ -163,7 +163,8 @@ CUDA_CHUNK_LIMIT = 1 << 18
 def gradient_chunk(device: str, workers: int = 1) -> int:
     """Pixels of a view whose gradient :class:`pbrfit.objective.Objective` takes at once on
     ``device`` with ``workers`` views in flight: :data:`GRADIENT_CHUNK` on the CPU (memory
-    bounded, no slower), on CUDA as many as half the free device memory holds."""
+    bounded, no slower), on CUDA as many as half the free device memory holds, at least
+    :data:`GRADIENT_CHUNK` and at most :data:`CUDA_CHUNK_LIMIT`."""
     if not str(device).startswith("cuda") or not torch.cuda.is_available():
         return GRADIENT_CHUNK
     free, _ = torch.cuda.mem_get_info(torch.device(device))
