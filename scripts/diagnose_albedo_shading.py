@@ -12,11 +12,11 @@ For a case of ``scripts/benchmark_textures.py`` (its cached references and truth
    the colour ``a`` for which our raster render of the truth material with a flat normal map
    (affine in the base colour: ``S + a D``) equals its render with the truth normal map, splatted
    onto the texels; its PSNR against the truth is what a fit reaches when the normal map's
-   shading is baked into the colour. A fit at that PSNR is limited by the ambiguity between
-   albedo and shading, not by the optimizer: under one lighting, a rough dielectric's radiance
-   is close to ``albedo x irradiance(normal)``, one equation per channel per texel for more
-   unknowns, and further views of the same texel add little (the diffuse part does not depend
-   on the view). A second lighting separates them.
+   shading is baked into the colour. A fit at that PSNR has recovered none of the normal map's
+   shading: under one lighting, a rough dielectric's radiance is close to
+   ``albedo x irradiance(normal)``, one equation per channel per texel for more unknowns, and
+   further views of the same texel add little (the diffuse part does not depend on the view).
+   (A second lighting was measured to help the woven fabric only a little: BENCHMARKS.md.)
 
 Usage::
 
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
             step = np.linalg.norm(d, axis=-1) * res
             steps.append(step[np.isfinite(step) & (step < 0.25 * res)])  # not across a UV seam
     per_pixel = np.percentile(np.concatenate(steps), [25, 50, 75])
-    seen = texel_weights(uvs, res).numpy() > 0
+    weights = texel_weights(uvs, res).numpy()
+    seen = weights > 0
     truth = _resample(_read_pixels(args.truth_maps / "base_color.exr")[..., :3], res).astype(np.float64)
     t = truth[seen]
     print(f"texels per pixel (train views, quartiles): {per_pixel[0]:.2f} / {per_pixel[1]:.2f} / {per_pixel[2]:.2f}")
@@ -112,9 +113,8 @@ def main(argv=None) -> int:
             d = renderer.shade(vi, dict(material, base_color=torch.ones(3)), q) - s
             explained.append(((bumpy - s) / d.clamp_min(1e-6)).clamp(0, 1))
     sums = splat(uvs, explained, res).numpy()
-    weights = splat(uvs, [torch.ones(len(u), 1) for u in uvs], res).numpy()
-    ok = weights[..., 0] > 0.5
-    baked = sums / np.maximum(weights, 1e-9)
+    ok = weights > 0.5
+    baked = sums / np.maximum(weights, 1e-9)[..., None]
     print(f"base colour explaining the truth's renders with flat normals: PSNR {psnr(baked[ok], truth[ok]):.1f} dB "
           f"on {ok.sum()} texels (what baking the normal map's shading into the colour gives)")
     return 0

@@ -240,7 +240,8 @@ def _normal_mapped(size: int = 8):
 
     space = ParameterSpace(normalize_material(TRUTH), ["base_color", "roughness"])
     layout = _Layout(space, (NORMAL,), size, {NORMAL: None})
-    slopes = torch.as_tensor(bump_normals(size, k=2)[..., :2] / bump_normals(size, k=2)[..., 2:], dtype=torch.float32)
+    n = bump_normals(size, k=2)
+    slopes = torch.as_tensor(n[..., :2] / n[..., 2:], dtype=torch.float32)
     return layout, layout.pack(space.initial_vector().float(), {NORMAL: slopes})
 
 
