@@ -249,6 +249,48 @@ def test_the_base_colour_stand_in_renders_a_map_as_the_raster_renderer_does(uv_j
     assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-6)
 
 
+def test_the_roughness_table_renders_maps_as_the_raster_renderer_does(uv_job):
+    """texture_fit's stand-in for roughness and metallic maps: exact in metallic (the raster
+    estimator is affine in it), at a roughness node exact in both; between the nodes close,
+    with the gradients of both maps; a metallic map alone needs no roughness table."""
+    from pbrfit.texture_fit import ROUGHNESS_NODES, _TabulatedInRoughness
+
+    scene = load_job(uv_job).scene
+    m = _material({"base_color": [0.9, 0.6, 0.3], "roughness": 0.3, "coat_weight": 0.3,
+                   "specular_tint": [0.9, 0.8, 0.7]})
+    raster = RasterRenderer(scene, SampleCounts(8, 2, 4, 2), max_loss_pixels=1 << 40)
+    raster.prepare(0)
+    q = raster.train_subsets[0]
+    assert _TabulatedInRoughness.applies(("roughness", "metallic"), m)
+    assert _TabulatedInRoughness.applies(("metallic",), m)
+    assert not _TabulatedInRoughness.applies(("roughness", "base_color"), m)
+    assert not _TabulatedInRoughness.applies(("roughness",), dict(m, subsurface_weight=torch.tensor([0.5])))
+    g = torch.Generator().manual_seed(2)
+    node = 1.0 / (ROUGHNESS_NODES - 1)
+    metal = torch.rand(8, 8, 1, generator=g, requires_grad=True)
+    on_node = torch.full((8, 8, 1), 5 * node)  # every pixel at a node
+    stand_in = _TabulatedInRoughness([raster], [0], dict(m, roughness=on_node, metallic=metal), (0.0, 1.0))
+    want = raster.shade(0, dict(m, roughness=on_node, metallic=metal), q)
+    got = stand_in.shade(0, dict(m, roughness=on_node, metallic=metal), q)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    (g_want,) = torch.autograd.grad(want.sum(), metal)
+    (g_got,) = torch.autograd.grad(got.sum(), metal)
+    assert torch.allclose(g_got, g_want, rtol=1e-3, atol=1e-4)
+    # between the nodes: close to the renderer (its own noise moves with the roughness)
+    rough = torch.full((8, 8, 1), 0.41, requires_grad=True)  # 6.15 nodes
+    want = raster.shade(0, dict(m, roughness=rough.detach(), metallic=metal.detach()), q)
+    got = stand_in.shade(0, dict(m, roughness=rough, metallic=metal.detach()), q)
+    white = raster.white(0)
+    assert float((got - want).detach().mean().abs()) / white < 0.005
+    assert float((got - want).detach().abs().mean()) / white < 0.02
+    (g_r,) = torch.autograd.grad(got.sum(), rough)
+    assert torch.isfinite(g_r).all() and float(g_r.abs().sum()) > 0
+    # a metallic map on a held roughness: two renders, exact everywhere
+    only = _TabulatedInRoughness([raster], [0], dict(m, metallic=metal), (0.0, 1.0))
+    assert torch.allclose(only.shade(0, dict(m, metallic=metal), q),
+                          raster.shade(0, dict(m, metallic=metal), q), rtol=1e-4, atol=1e-5)
+
+
 def test_both_renderers_differentiate_through_a_map(uv_job):
     scene = load_job(uv_job).scene
     m = _material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4})
