@@ -285,6 +285,18 @@ def test_the_roughness_table_renders_maps_as_the_raster_renderer_does(uv_job):
     assert float((got - want).detach().abs().mean()) / white < 0.02
     (g_r,) = torch.autograd.grad(got.sum(), rough)
     assert torch.isfinite(g_r).all() and float(g_r.abs().sum()) > 0
+    # progress after each column, and a cancel stops the build
+    ticks, checks = [], []
+
+    def cancel_at_the_fifth():
+        checks.append(1)
+        if len(checks) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _TabulatedInRoughness([raster], [0], dict(m, roughness=on_node, metallic=metal), (0.0, 1.0),
+                              check=cancel_at_the_fifth, tick=lambda: ticks.append(1))
+    assert len(ticks) == 4
     # a metallic map on a held roughness: two renders, exact everywhere
     only = _TabulatedInRoughness([raster], [0], dict(m, metallic=metal), (0.0, 1.0))
     assert torch.allclose(only.shade(0, dict(m, metallic=metal), q),

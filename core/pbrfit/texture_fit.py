@@ -22,6 +22,11 @@ in use together:
 * **Unseen texels**: texels no train pixel reaches (beyond the smoothing the regularizers
   give) are filled from their neighbours (:func:`pbrfit.textures.fill_unseen`) and
   counted: :attr:`MapResult.observed`.
+* **Stand-ins**: where the render is simple in the maps, the Adam steps render through a
+  per-pixel stand-in built from a few renders while the scalars are held: affine in a
+  dielectric's base colour (:class:`_AffineInBaseColor`), or, for roughness and metallic
+  maps, affine in metallic and tabulated over roughness (:class:`_TabulatedInRoughness`,
+  which the palette search uses too). Other maps (a normal map) render every step.
 
 Scalars keep L-BFGS when no maps are fitted; maps use Adam (thousands of texels, stochastic
 regularizer balance, and L-BFGS's line search costs several renders per step).
@@ -299,7 +304,9 @@ class _TabulatedInRoughness:
     palette search's candidates and their refinement then cost look-ups."""
 
     def __init__(self, renderers: list, views: list[int], material: dict, bounds: tuple[float, float],
-                 workers: int = 1):
+                 workers: int = 1, check: Callable[[], None] | None = None, tick: Callable[[], None] | None = None):
+        """``check`` is called before each view's render (it raises to cancel), ``tick`` after
+        each table column (progress: a column renders the views once per sample set)."""
         self.base = renderers[0]
         self.scene, self.device, self.train_subsets = self.base.scene, self.base.device, self.base.train_subsets
         rough, metal = material["roughness"], material["metallic"]
@@ -307,24 +314,25 @@ class _TabulatedInRoughness:
         self.nodes = (torch.linspace(self.lo, self.hi, ROUGHNESS_NODES).tolist() if is_map(rough)
                       else [float(torch.as_tensor(rough).reshape(-1)[0])])
         self.metal_levels = [0.0, 1.0] if is_map(metal) else [float(torch.as_tensor(metal).reshape(-1)[0])]
-        self.tables, self.uv = {}, {}
+        self.uv = {vi: self.base.prepare(vi).geometry.uv for vi in views}
+        tables = {vi: [torch.zeros(len(self.base.prepare(vi).geometry.pixels), len(self.nodes), 3,
+                                   device=self.device) for _ in self.metal_levels] for vi in views}
+        for k, m in enumerate(self.metal_levels):
+            for j, r in enumerate(self.nodes):
+                trial = dict(material, roughness=torch.tensor([r]), metallic=torch.tensor([m]))
 
-        def build(vi):
-            q = self.train_subsets[vi]
-            pixels = len(self.base.prepare(vi).geometry.pixels)
-            rows = torch.as_tensor(q, dtype=torch.long, device=self.device)
-            levels = []
-            for m in self.metal_levels:
-                table = torch.zeros(pixels, len(self.nodes), 3, device=self.device)
-                for j, r in enumerate(self.nodes):
-                    trial = dict(material, roughness=torch.tensor([r]), metallic=torch.tensor([m]))
+                def column(vi, k=k, j=j, trial=trial):
+                    if check is not None:
+                        check()
+                    q = self.train_subsets[vi]
                     with torch.no_grad():
-                        table[rows, j] = sum(rr.shade(vi, trial, q) for rr in renderers).float() / len(renderers)
-                levels.append(table.reshape(-1, 3))
-            return levels, self.base.prepare(vi).geometry.uv
+                        mean = sum(rr.shade(vi, trial, q) for rr in renderers).float() / len(renderers)
+                    tables[vi][k][torch.as_tensor(q, dtype=torch.long, device=self.device), j] = mean
 
-        for vi, (levels, uv) in zip(views, map_ordered(build, views, workers)):
-            self.tables[vi], self.uv[vi] = levels, uv
+                map_ordered(column, views, workers)
+                if tick is not None:
+                    tick()
+        self.tables = {vi: [t.reshape(-1, 3) for t in levels] for vi, levels in tables.items()}
 
     @staticmethod
     def applies(maps: tuple[str, ...], material: dict) -> bool:
@@ -902,7 +910,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             _still_working(run, "textures (roughness table)")
             table = (u[:k].clone(), Objective(
                 _TabulatedInRoughness([o_.renderer for o_ in step_objectives], run.train, layout.material(u.detach()),
-                                      bounds.get("roughness") or (0.0, 1.0), o.threads),
+                                      bounds.get("roughness") or (0.0, 1.0), o.threads, run.check_cancel,
+                                      lambda: _still_working(run, "textures (roughness table)")),
                 run.train, o.loss, run.check_cancel))
         tabulated = table[1] if table is not None and _TabulatedInRoughness.applies(settings.maps, layout.material(u)) \
             else None
