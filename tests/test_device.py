@@ -187,6 +187,35 @@ def test_texture_maps_create_no_tensor_off_the_renderers_device(tmp_path):
         assert v == v_e and torch.equal(gc, gc_e) and torch.equal(gn, gn_e) and float(gn.abs().sum()) > 0
 
 
+def test_the_roughness_table_creates_no_tensor_off_the_renderers_device(tmp_path):
+    """The roughness and metallic maps' stand-in (texture_fit._TabulatedInRoughness) builds
+    its table and looks the maps up on the renderer's device only, gradients included."""
+    from pbrfit.texture_fit import _TabulatedInRoughness
+
+    job = write_job(tmp_path / "uv", size=16, cameras=1, uvs=True)
+    render_references(job, TRUTH, samples=FAST)
+    scene = load_job(job).scene
+    space = ParameterSpace(normalize_material(TRUTH), [])
+    base = space.material(space.initial_vector())
+    rng = np.random.default_rng(0)
+    rough = torch.as_tensor(rng.uniform(0.1, 0.9, (8, 8, 1)), dtype=torch.float32)
+    metal = torch.as_tensor(rng.uniform(0.0, 1.0, (8, 8, 1)), dtype=torch.float32)
+
+    def run():
+        renderer = RasterRenderer(scene, FAST, seed=3, max_loss_pixels=32)
+        renderer.prepare(0)
+        r, m = rough.clone().requires_grad_(True), metal.clone().requires_grad_(True)
+        material = dict(base, roughness=r, metallic=m)
+        table = _TabulatedInRoughness([renderer], [0], material, (0.0, 1.0))
+        value = table.shade(0, material, renderer.train_subsets[0]).sum()
+        return float(value.detach()), *torch.autograd.grad(value, [r, m])
+
+    v_e, gr_e, gm_e = run()
+    with default_device("meta"):
+        v, gr, gm = run()
+    assert v == v_e and torch.equal(gr, gr_e) and torch.equal(gm, gm_e) and float(gr.abs().sum()) > 0
+
+
 def _truth_maps(maps: tuple, res: int) -> dict:
     """Small truth maps for :func:`test_a_texture_fit_on_cuda_finds_what_the_cpu_finds`: a
     blue band on red (base colour), paint patches on metal (roughness, metallic), bumps (a

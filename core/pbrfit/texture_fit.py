@@ -311,7 +311,7 @@ class _TabulatedInRoughness:
         self.scene, self.device, self.train_subsets = self.base.scene, self.base.device, self.base.train_subsets
         rough, metal = material["roughness"], material["metallic"]
         self.lo, self.hi = bounds
-        self.nodes = (torch.linspace(self.lo, self.hi, ROUGHNESS_NODES).tolist() if is_map(rough)
+        self.nodes = ([float(x) for x in np.linspace(self.lo, self.hi, ROUGHNESS_NODES)] if is_map(rough)
                       else [float(torch.as_tensor(rough).reshape(-1)[0])])
         self.metal_levels = [0.0, 1.0] if is_map(metal) else [float(torch.as_tensor(metal).reshape(-1)[0])]
         self.uv = {vi: self.base.prepare(vi).geometry.uv for vi in views}
@@ -319,7 +319,8 @@ class _TabulatedInRoughness:
                                    device=self.device) for _ in self.metal_levels] for vi in views}
         for k, m in enumerate(self.metal_levels):
             for j, r in enumerate(self.nodes):
-                trial = dict(material, roughness=torch.tensor([r]), metallic=torch.tensor([m]))
+                trial = dict(material, roughness=torch.tensor([r], device=self.device),
+                             metallic=torch.tensor([m], device=self.device))
 
                 def column(vi, k=k, j=j, trial=trial):
                     if check is not None:
