@@ -303,6 +303,52 @@ def test_the_roughness_table_renders_maps_as_the_raster_renderer_does(uv_job):
                           raster.shade(0, dict(m, metallic=metal), q), rtol=1e-4, atol=1e-5)
 
 
+def test_roughness_and_metallic_maps_fit_through_the_table_and_without_it(tmp_path, monkeypatch):
+    """A whole fit of roughness and metallic maps (paint patches on metal, raster references)
+    through the roughness table finds the paint and the metal; with the table over its memory
+    limit the steps render instead, and find the same."""
+    from pbrfit import texture_fit
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.textures import TextureSettings
+
+    res = 16
+    v, u = np.mgrid[0:res, 0:res]
+    band = (v >= res // 4) & (v < 3 * res // 4) & (u < res // 2)
+    truth = {"metallic": np.where(band, 0.0, 1.0)[..., None].astype(np.float32),
+             "roughness": np.where(band, 0.6, 0.2)[..., None].astype(np.float32)}
+    job = synthetic.write_job(tmp_path / "worn", uvs=True, size=48, cameras=4)
+    synthetic.render_references(job, {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
+                                maps=truth)
+    scene = load_job(job).scene
+    built = []
+    real = texture_fit._TabulatedInRoughness.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(texture_fit._TabulatedInRoughness, "__init__", counted)
+    fitted = {}
+    limits = (0, texture_fit.TABLE_MEMORY)  # the steps rendering, then through the table
+    for limit in limits:
+        monkeypatch.setattr(texture_fit, "TABLE_MEMORY", limit)
+        before = len(built)
+        opts = FitOptions(parameters=["base_color", "metallic", "roughness"], iterations=10, backend="raster",
+                          textures=TextureSettings(maps=("roughness", "metallic"), resolution=res, iterations=16))
+        result = fit_material(scene, opts)
+        assert (len(built) > before) is (limit > 0)
+        maps = {m: result.textures[m].texels[..., 0] for m in ("roughness", "metallic")}
+        seen = result.textures["metallic"].weight >= 4
+        assert (seen & band).sum() > 8 and (seen & ~band).sum() > 8
+        assert np.median(maps["metallic"][seen & band]) < 0.2 and np.median(maps["metallic"][seen & ~band]) > 0.8
+        assert abs(np.median(maps["roughness"][seen & band]) - 0.6) < 0.1
+        assert abs(np.median(maps["roughness"][seen & ~band]) - 0.2) < 0.06
+        fitted[limit] = {(m, part): float(np.median(maps[m][seen & b])) for m in maps
+                         for part, b in (("paint", band), ("metal", ~band))}
+    for key, value in fitted[limits[0]].items():  # the palette snap gives both the same materials
+        assert abs(fitted[limits[1]][key] - value) < 0.03, (key, fitted)
+
+
 def test_both_renderers_differentiate_through_a_map(uv_job):
     scene = load_job(uv_job).scene
     m = _material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4})
@@ -605,7 +651,7 @@ def _worn_sphere(tmp_path, metallic: np.ndarray, roughness: np.ndarray, start_ro
     from pbrfit.texture_fit import _Layout
 
     maps = {"metallic": metallic[..., None].astype(np.float32), "roughness": roughness[..., None].astype(np.float32)}
-    job = synthetic.write_job(tmp_path / "worn", uvs=True, size=64, cameras=4)
+    job = synthetic.write_job(tmp_path / "worn", uvs=True, size=48, cameras=4)
     synthetic.render_references(job, {"base_color": [0.45, 0.45, 0.46], "metallic": 1.0, "roughness": 0.2},
                                 maps=maps)
     scene = load_job(job).scene

@@ -223,6 +223,9 @@ PALETTE_MIN_GAIN = 0.02
 #: roughness values :class:`_TabulatedInRoughness` renders, evenly over the roughness map's
 #: bounds (16 over [0, 1]: its values between them as close to the truth as the renderer's own)
 ROUGHNESS_NODES = 16
+#: the most memory the table may take (bytes; 384 a pixel with both maps); beyond it the steps
+#: render (4 views of 256 px: 61 MB; 8 views of 1024 px, the part filling half of each: 1.6 GB)
+TABLE_MEMORY = 2 << 30
 
 
 class _AffineInBaseColor:
@@ -342,6 +345,14 @@ class _TabulatedInRoughness:
         v = material.get("subsurface_weight")
         no_subsurface = v is None or float(torch.as_tensor(v).abs().max()) == 0.0
         return bool(maps) and set(maps) <= {"roughness", "metallic"} and no_subsurface
+
+    @staticmethod
+    def table_bytes(renderer, views: list[int], maps: tuple[str, ...]) -> int:
+        """The memory the tables of ``views`` (rendered by ``renderer``) take for ``maps``."""
+        pixels = sum(len(renderer.prepare(vi).geometry.pixels) for vi in views)
+        nodes = ROUGHNESS_NODES if "roughness" in maps else 1
+        levels = 2 if "metallic" in maps else 1
+        return pixels * nodes * levels * 3 * 4
 
     def prepare(self, view_index: int):
         return self.base.prepare(view_index)
@@ -906,16 +917,16 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         u = _scalar_search(run.train_obj, layout, u)
         run.check_cancel()
         k = space.dim
-        if _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and (
-                table is None or not torch.equal(table[0], u[:k])):
+        tabulate = _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and \
+            _TabulatedInRoughness.table_bytes(renderer, run.train, settings.maps) <= TABLE_MEMORY
+        if tabulate and (table is None or not torch.equal(table[0], u[:k])):
             _still_working(run, "textures (roughness table)")
             table = (u[:k].clone(), Objective(
                 _TabulatedInRoughness([o_.renderer for o_ in step_objectives], run.train, layout.material(u.detach()),
                                       bounds.get("roughness") or (0.0, 1.0), o.threads, run.check_cancel,
                                       lambda: _still_working(run, "textures (roughness table)")),
                 run.train, o.loss, run.check_cancel))
-        tabulated = table[1] if table is not None and _TabulatedInRoughness.applies(settings.maps, layout.material(u)) \
-            else None
+        tabulated = table[1] if tabulate else None
         u, search = _texel_search(tabulated or objective, layout, u, uvs, out_of_time=run.out_of_time,
                                   tick=lambda: _still_working(run, "textures (texel search)"))
         fast = tabulated
