@@ -156,14 +156,19 @@ def test_the_palette_colour_solve_runs_where_its_terms_are():
     assert torch.allclose(expected, inks, atol=1e-4), expected
 
 
-def test_texture_maps_create_no_tensor_off_the_renderers_device(tmp_path):
+@pytest.fixture(scope="module")
+def uv_scene(tmp_path_factory):
+    """(a one-camera scene with texture coordinates, the TRUTH material's tensors)."""
+    job = write_job(tmp_path_factory.mktemp("uv"), size=16, cameras=1, uvs=True)
+    render_references(job, TRUTH, samples=FAST)
+    space = ParameterSpace(normalize_material(TRUTH), [])
+    return load_job(job).scene, space.material(space.initial_vector())
+
+
+def test_texture_maps_create_no_tensor_off_the_renderers_device(uv_scene):
     """Maps (a base colour and a normal map) looked up and turned into shading frames on the
     renderer's device only, raster and path, gradients included."""
-    job = write_job(tmp_path / "uv", size=16, cameras=1, uvs=True)
-    render_references(job, TRUTH, samples=FAST)
-    scene = load_job(job).scene
-    space = ParameterSpace(normalize_material(TRUTH), [])
-    base = space.material(space.initial_vector())
+    scene, base = uv_scene
     rng = np.random.default_rng(0)
     colour = torch.as_tensor(rng.uniform(0.2, 0.8, (8, 8, 3)), dtype=torch.float32)
     normal = torch.as_tensor(rng.uniform(0.4, 0.6, (8, 8, 3)), dtype=torch.float32)
@@ -187,16 +192,12 @@ def test_texture_maps_create_no_tensor_off_the_renderers_device(tmp_path):
         assert v == v_e and torch.equal(gc, gc_e) and torch.equal(gn, gn_e) and float(gn.abs().sum()) > 0
 
 
-def test_the_roughness_table_creates_no_tensor_off_the_renderers_device(tmp_path):
+def test_the_roughness_table_creates_no_tensor_off_the_renderers_device(uv_scene):
     """The roughness and metallic maps' stand-in (texture_fit._TabulatedInRoughness) builds
     its table and looks the maps up on the renderer's device only, gradients included."""
     from pbrfit.texture_fit import _TabulatedInRoughness
 
-    job = write_job(tmp_path / "uv", size=16, cameras=1, uvs=True)
-    render_references(job, TRUTH, samples=FAST)
-    scene = load_job(job).scene
-    space = ParameterSpace(normalize_material(TRUTH), [])
-    base = space.material(space.initial_vector())
+    scene, base = uv_scene
     rng = np.random.default_rng(0)
     rough = torch.as_tensor(rng.uniform(0.1, 0.9, (8, 8, 1)), dtype=torch.float32)
     metal = torch.as_tensor(rng.uniform(0.0, 1.0, (8, 8, 1)), dtype=torch.float32)

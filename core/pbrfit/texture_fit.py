@@ -228,7 +228,23 @@ ROUGHNESS_NODES = 16
 TABLE_MEMORY = 2 << 30
 
 
-class _AffineInBaseColor:
+class _StandIn:
+    """What the maps' stand-in renderers share: the first of ``renderers`` (raster renderers of
+    the same pixels, one per sample set) prepares the views, gives their whites and pixels;
+    subclasses give ``shade``."""
+
+    def __init__(self, renderers: list):
+        self.base = renderers[0]
+        self.scene, self.device, self.train_subsets = self.base.scene, self.base.device, self.base.train_subsets
+
+    def prepare(self, view_index: int):
+        return self.base.prepare(view_index)
+
+    def white(self, view_index: int) -> float:
+        return self.base.white(view_index)
+
+
+class _AffineInBaseColor(_StandIn):
     """The maps' renderer when the base colour is the only map: a stand-in for the raster
     renderer (``prepare``, ``shade``, ``white``, ``train_subsets``) that renders each loss
     pixel as ``S + D * base_color``.
@@ -244,8 +260,7 @@ class _AffineInBaseColor:
     held: it is built again whenever they move (each pyramid level)."""
 
     def __init__(self, renderers: list, views: list[int], material: dict):
-        self.base = renderers[0]
-        self.scene, self.device, self.train_subsets = self.base.scene, self.base.device, self.base.train_subsets
+        super().__init__(renderers)
         self.terms, self.uv = {}, {}
         black = dict(material, base_color=torch.zeros(3))
         white = dict(material, base_color=torch.ones(3))
@@ -272,12 +287,6 @@ class _AffineInBaseColor:
 
         return tuple(maps) == ("base_color",) and zero("metallic") and zero("subsurface_weight")
 
-    def prepare(self, view_index: int):
-        return self.base.prepare(view_index)
-
-    def white(self, view_index: int) -> float:
-        return self.base.white(view_index)
-
     def shade(self, view_index: int, material: dict, sel) -> torch.Tensor:
         s, d = self.terms[view_index]
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
@@ -287,7 +296,7 @@ class _AffineInBaseColor:
         return s[rows] + d[rows] * b.to(s.dtype)
 
 
-class _TabulatedInRoughness:
+class _TabulatedInRoughness(_StandIn):
     """The maps' renderer when the maps are roughness and/or metallic: a stand-in for the
     raster renderer (as :class:`_AffineInBaseColor`) that renders each loss pixel from a
     table over roughness, mixed by metallic.
@@ -312,8 +321,7 @@ class _TabulatedInRoughness:
                  workers: int = 1, check: Callable[[], None] | None = None, tick: Callable[[], None] | None = None):
         """``check`` is called before each view's render (it raises to cancel), ``tick`` after
         each table column (progress: a column renders the views once per sample set)."""
-        self.base = renderers[0]
-        self.scene, self.device, self.train_subsets = self.base.scene, self.base.device, self.base.train_subsets
+        super().__init__(renderers)
         rough, metal = material["roughness"], material["metallic"]
         self.lo, self.hi = bounds
         spread = is_map(rough) and self.hi > self.lo
@@ -356,12 +364,6 @@ class _TabulatedInRoughness:
         nodes = ROUGHNESS_NODES if "roughness" in maps else 1
         levels = 2 if "metallic" in maps else 1
         return pixels * nodes * levels * 3 * 4
-
-    def prepare(self, view_index: int):
-        return self.base.prepare(view_index)
-
-    def white(self, view_index: int) -> float:
-        return self.base.white(view_index)
 
     def _at(self, table: torch.Tensor, rows: torch.Tensor, rough: torch.Tensor | None) -> torch.Tensor:
         """(N, 3) the table's values of pixels ``rows`` at their roughness ``rough`` (N, 1)."""
