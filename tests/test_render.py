@@ -92,3 +92,67 @@ def test_loss_pixels_are_prepared_alone_and_shade_as_when_every_pixel_is(job):
     assert np.array_equal(whole.train_subsets[0], q)
     torch.testing.assert_close(subset_first, everything[torch.as_tensor(q)], rtol=0, atol=0)
     torch.testing.assert_close(lazy.shade(0, m), everything, rtol=0, atol=0)
+
+
+def test_neighbourhood_gives_each_pixel_the_filters_taps_over_its_covered_neighbours():
+    from pbrfit.pixel_filter import image_taps, neighbourhood
+
+    coverage = np.zeros((5, 6), bool)
+    coverage[1:5, 1:5] = True
+    coverage[2, 3] = False  # a hole: the pixels around it average only the part
+    pixels = np.flatnonzero(coverage.reshape(-1))
+    at = {int(p): i for i, p in enumerate(pixels)}
+    sel = np.array([at[3 * 6 + 2], at[1 * 6 + 1], at[2 * 6 + 2]])  # (3,2) interior, (1,1) corner, (2,2) by the hole
+    need, index, weights = neighbourhood(coverage, pixels, sel)
+    assert np.all(np.diff(need) > 0) and np.allclose(weights.sum(1), 1.0)
+    for s, (row, col) in zip(range(3), [(3, 2), (1, 1), (2, 2)]):
+        expected = image_taps().copy()
+        for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+            r, c = row + dy, col + dx
+            if not coverage[r, c]:
+                expected[dy + 1, dx + 1] = 0.0
+            else:  # the weight's row is that neighbour
+                assert pixels[need[index[s, k]]] == r * 6 + c
+        np.testing.assert_allclose(weights[s], (expected / expected.sum()).reshape(-1), rtol=1e-6)
+    assert image_taps()[1, 1] == pytest.approx((1 - 0.1727) ** 2)
+    # the filter's variance per axis: sum of w * offset^2 over the taps
+    offsets = np.array([-1.0, 0.0, 1.0])
+    assert float((image_taps().sum(0) * offsets ** 2).sum()) == pytest.approx(0.1727)
+
+
+def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_lobes(job, monkeypatch):
+    """``filter_pixels``: each pixel is the taps over its neighbours' centre radiance, rendered
+    without the footprint's widening (which would count the filter twice); differentiable;
+    the loss pixels' neighbours are prepared up front."""
+    import torch.nn.functional as F
+
+    from pbrfit import pixel_filter
+
+    m = _material(roughness=0.15, metallic=1.0, base_color=[0.9, 0.6, 0.3])
+    filtered = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=1 << 40,
+                              filter_pixels=True)
+    pv = filtered.prepare(0)
+    geo, q = pv.geometry, filtered.train_subsets[0]
+    need = pixel_filter.neighbourhood(geo.coverage, geo.pixels, q)[0]
+    assert len(need) > len(q) and np.all(pv.row_of[need] >= 0)  # the neighbours are prepared
+    out = filtered.shade(0, m, q)
+    assert len(pv.fixed.wi) == len(need)  # and nothing more was
+
+    monkeypatch.setattr(pixel_filter, "footprint",
+                        lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
+    centres = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=1 << 40)
+    image = torch.zeros(geo.height * geo.width, 3)
+    image[geo.pixels] = centres.shade(0, m)
+    taps = torch.as_tensor(pixel_filter.image_taps(), dtype=torch.float32)
+    blurred = F.conv2d(image.reshape(geo.height, geo.width, 3).permute(2, 0, 1)[:, None], taps[None, None], padding=1)
+    expected = blurred[:, 0].permute(1, 2, 0).reshape(-1, 3)[geo.pixels[q]]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # which has teeth: on this sharp metal the footprint's widening changes the centres
+    monkeypatch.undo()
+    widened = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=1 << 40)
+    assert not torch.allclose(widened.shade(0, m, q), centres.shade(0, m, q))
+
+    space = ParameterSpace(default_material(), ["base_color", "roughness"])
+    u = space.initial_vector().requires_grad_(True)
+    filtered.shade(0, space.material(u), q[:200]).mean().backward()
+    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0

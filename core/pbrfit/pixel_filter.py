@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FILTER_VARIANCE", "KERNEL_MAX", "MAX_NORMAL_STEP", "footprint"]
+__all__ = ["FILTER_VARIANCE", "KERNEL_MAX", "MAX_NORMAL_STEP", "footprint", "image_taps", "neighbourhood"]
 
 #: variance per image axis, in pixels^2, of Cycles' default pixel filter: Blackman-Harris of
 #: width 1.5 px, evaluated over a support twice that (3 px); its standard deviation is 0.42 px
@@ -101,3 +101,52 @@ def footprint(coverage: np.ndarray, pixels: np.ndarray, frame: np.ndarray,
     capped = np.minimum(eigenvalues, KERNEL_MAX)
     k = np.einsum("pik,pk,pjk->pij", eigenvectors, capped, eigenvectors)
     return np.stack([k[:, 0, 0], k[:, 0, 1], k[:, 1, 1]], -1).astype(np.float32)
+
+
+def image_taps(filter_variance: float = FILTER_VARIANCE) -> np.ndarray:
+    """(3, 3) the filter as weights of a pixel and its 8 neighbours' centres (rows: -1, 0, +1
+    image rows; columns likewise): separable taps ``(v/2, 1 - v, v/2)`` per axis, the three-tap
+    kernel with the filter's variance ``v`` per axis, summing to 1.
+
+    What :func:`footprint` leaves out: an image whose radiance changes sharply from one pixel
+    to the next (a normal map's ramps, a label's edge) is, in Cycles, each pixel's filtered
+    mean, softer than its pixel centres. Measured on the embossed panel's truth (its normal
+    map, 6 views under forest, our renderer at 4x the texture fit's samples against Cycles):
+    mean ΔE2000 1.88 for the pixel centres, 1.46 through these taps."""
+    taps = np.array([0.5 * filter_variance, 1.0 - filter_variance, 0.5 * filter_variance])
+    return np.outer(taps, taps)
+
+
+def neighbourhood(coverage: np.ndarray, pixels: np.ndarray, sel: np.ndarray,
+                  filter_variance: float = FILTER_VARIANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a filtered render of the covered pixels ``sel`` needs (:func:`image_taps`).
+
+    Args:
+        coverage: (H, W) bool, pixels whose centre ray hits the part.
+        pixels: (P,) flat indices of those pixels into the H*W image.
+        sel: (S,) indices into the P covered pixels.
+
+    Returns:
+        ``(need, index, weights)``: ``need`` (M,) the covered pixels to shade (indices into
+        the P, sorted), ``index`` (S, 9) int64 rows into ``need`` of each pixel's neighbours,
+        ``weights`` (S, 9) float32 their taps, renormalized over the covered ones (a pixel on
+        the silhouette averages only the part; a neighbour off the part gets weight 0 and
+        row 0).
+    """
+    h, w = coverage.shape
+    covered_index = np.full(h * w, -1, np.int64)
+    covered_index[pixels] = np.arange(len(pixels))
+    rows, cols = np.divmod(pixels[sel], w)
+    dy, dx = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
+    r = rows[:, None] + dy.reshape(1, -1)
+    c = cols[:, None] + dx.reshape(1, -1)
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    neighbour = np.where(inside, covered_index[np.clip(r, 0, h - 1) * w + np.clip(c, 0, w - 1)], -1)
+    weights = np.where(neighbour >= 0, image_taps(filter_variance).reshape(1, -1), 0.0)
+    weights /= weights.sum(1, keepdims=True)  # the centre is always covered
+    need, index = np.unique(np.where(neighbour >= 0, neighbour, pixels.size), return_inverse=True)
+    index = index.reshape(neighbour.shape)
+    if need[-1] == pixels.size:  # the stand-in for "not covered": weight 0, any row
+        need = need[:-1]
+        index = np.minimum(index, len(need) - 1)
+    return need, index.astype(np.int64), weights.astype(np.float32)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import bsdf, textures
+from . import bsdf, pixel_filter, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, view_geometry
 from .lights import sample
@@ -117,14 +117,23 @@ class RasterRenderer(SceneRenderer):
             same pixels (:func:`pbrfit.objective.unbiased_relative_error`).
         yaw_spread: radians: environments sampled evenly for any yaw within it (the
             calibration's renderer: :class:`pbrfit.envmap.EnvironmentMap`).
+        filter_pixels: each pixel is the camera's pixel filter over its own and its 8
+            neighbours' centres (:func:`pbrfit.pixel_filter.image_taps`), as Cycles and a
+            camera render detail finer than the pixels (a normal map's bumps), instead of its
+            centre with widened lobes (:func:`pbrfit.pixel_filter.footprint`, which sees the
+            mesh's normals only; both at once count the filter twice: a 0.1-rough metal sphere
+            then reads as 0.04). For renders of whole views (texture maps), where every
+            neighbour is shaded anyway (with a few random pixels per view, it would shade 9
+            times as many).
     """
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
                  max_loss_pixels: int = 4096, device: str = "cpu", pixels_from: RasterRenderer | None = None,
-                 yaw_spread: float = 0.0):
+                 yaw_spread: float = 0.0, filter_pixels: bool = False):
         super().__init__(scene, seed, max_loss_pixels, device, yaw_spread)
         self.samples = samples
         self.pixels_from = pixels_from
+        self.filter_pixels = filter_pixels
         self._prepared: dict[int, _PreparedView] = {}
 
     # --- preparation ------------------------------------------------------------------------
@@ -152,7 +161,10 @@ class RasterRenderer(SceneRenderer):
         if self.pixels_from is not None:
             self.pixels_from.prepare(view_index)
             self.train_subsets[view_index] = self.pixels_from.train_subsets[view_index]
-        self._fix(prepared, self.train_subsets[view_index])
+        rows = self.train_subsets[view_index]
+        if self.filter_pixels:  # and the loss pixels' neighbours
+            rows = pixel_filter.neighbourhood(geo.coverage, geo.pixels, rows)[0]
+        self._fix(prepared, rows)
         self._prepared[view_index] = prepared
         return prepared
 
@@ -265,7 +277,16 @@ class RasterRenderer(SceneRenderer):
                 applied, differentiably in those terms (the same samples).
         """
         with flush_subnormals():
-            return self._shade(view_index, material, sel, calibration)
+            if not self.filter_pixels:
+                return self._shade(view_index, material, sel, calibration)
+            geo = self.prepare(view_index).geometry
+            if sel is None:
+                sel = np.arange(len(geo.pixels))
+            need, index, weights = pixel_filter.neighbourhood(geo.coverage, geo.pixels, np.asarray(sel))
+            centres = self._shade(view_index, material, need, calibration)
+            index_t = torch.as_tensor(index, device=centres.device)
+            weights_t = torch.as_tensor(weights, device=centres.device)
+            return (centres[index_t] * weights_t[..., None]).sum(1)
 
     def _shade(self, view_index, material, sel, cal=None):
         material = self.on_device(material)
@@ -276,7 +297,7 @@ class RasterRenderer(SceneRenderer):
         sel_t = torch.as_tensor(sel, dtype=torch.long, device=self.device)
         wo = geo.wo[sel_t][:, None, :]
         material = dict(textures.resolve(material, None if geo.uv is None else geo.uv[sel_t], extra_dims=1))
-        if geo.footprint is not None:  # the pixel filter's widening of the lobes (pbrfit.pixel_filter)
+        if geo.footprint is not None and not self.filter_pixels:  # the filter's widening of the lobes
             material[bsdf.FOOTPRINT] = geo.footprint[sel_t][:, None, :]
         normal = material.pop(textures.NORMAL, None)
         if normal is not None:  # a normal map turns each pixel's shading frame (textures.normal_rotation)

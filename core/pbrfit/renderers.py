@@ -78,13 +78,17 @@ class Renderers:
         scene = replace(scene, mesh=known.mesh, known=hiding, initial_material=known.material)
         return RasterRenderer(scene, o.samples, o.seed, o.max_loss_pixels, o.device, yaw_spread=yaw_spread)
 
-    def raster_textures(self, pixels_from: RasterRenderer | None = None) -> RasterRenderer:
+    def raster_textures(self, pixels_from: RasterRenderer | None = None, filter_pixels: bool = False
+                        ) -> RasterRenderer:
         """The texture maps' renderer: every loss pixel of a view, :data:`TEXTURE_SAMPLES`.
         With ``pixels_from`` (another such renderer), the same pixels with random numbers of
-        its own (a seed of its own): another, independent set of samples."""
+        its own (a seed of its own): another, independent set of samples. ``filter_pixels``:
+        each pixel the filtered mean of its neighbours' centres (a normal map's detail,
+        :class:`pbrfit.render.RasterRenderer`)."""
         o = self.options
         seed = o.seed if pixels_from is None else pixels_from.seed + 7919
-        return RasterRenderer(self.scene, TEXTURE_SAMPLES, seed, 1 << 40, o.device, pixels_from=pixels_from)
+        return RasterRenderer(self.scene, TEXTURE_SAMPLES, seed, 1 << 40, o.device, pixels_from=pixels_from,
+                              filter_pixels=filter_pixels)
 
     def path_fit(self) -> PathRenderer:
         """The path refinement's renderer (fresh paths each iteration; spp rises during it)."""
