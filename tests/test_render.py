@@ -137,6 +137,8 @@ def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_
     assert len(need) > len(q) and np.all(pv.row_of[need] >= 0)  # the neighbours are prepared
     out = filtered.shade(0, m, q)
     assert len(pv.fixed.wi) == len(need)  # and nothing more was
+    assert torch.equal(filtered.shade(0, m, q), out)  # the remembered neighbourhood
+    assert torch.equal(filtered.shade(0, m, q[:100]), out[:100])  # another set's own
 
     monkeypatch.setattr(pixel_filter, "footprint",
                         lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))

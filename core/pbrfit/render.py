@@ -27,6 +27,8 @@ path backend covers those.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +104,11 @@ class _PreparedView:
     row_of: np.ndarray | None = None  # (P,) row of each pixel in ``fixed``, -1 where not computed
 
 
+#: pixel sets whose filter neighbourhood a filtering renderer remembers (a fit's gradient
+#: chunks: views x chunks per view)
+NEIGHBOURHOODS_KEPT = 64
+
+
 class RasterRenderer(SceneRenderer):
     """Renders the part's views for a material; differentiable in the material.
 
@@ -135,6 +142,8 @@ class RasterRenderer(SceneRenderer):
         self.pixels_from = pixels_from
         self.filter_pixels = filter_pixels
         self._prepared: dict[int, _PreparedView] = {}
+        self._neighbourhoods: OrderedDict = OrderedDict()  # the filter's, of the pixel sets shaded lately
+        self._neighbourhoods_lock = threading.Lock()  # views shade on threads of their own
 
     # --- preparation ------------------------------------------------------------------------
     def prepare(self, view_index: int) -> _PreparedView:
@@ -282,11 +291,27 @@ class RasterRenderer(SceneRenderer):
             geo = self.prepare(view_index).geometry
             if sel is None:
                 sel = np.arange(len(geo.pixels))
-            need, index, weights = pixel_filter.neighbourhood(geo.coverage, geo.pixels, np.asarray(sel))
+            need, index_t, weights_t = self._neighbourhood(view_index, geo, np.asarray(sel))
             centres = self._shade(view_index, material, need, calibration)
-            index_t = torch.as_tensor(index, device=centres.device)
-            weights_t = torch.as_tensor(weights, device=centres.device)
             return (centres[index_t] * weights_t[..., None]).sum(1)
+
+    def _neighbourhood(self, view_index: int, geo: ViewGeometry, sel: np.ndarray):
+        """:func:`pbrfit.pixel_filter.neighbourhood` of ``sel`` (index and weights as tensors on
+        this renderer's device), remembered for the last :data:`NEIGHBOURHOODS_KEPT` pixel
+        sets: a fit shades the same sets (its gradient chunks) at every step."""
+        key = (view_index, len(sel), hash(sel.tobytes()))
+        with self._neighbourhoods_lock:
+            found = self._neighbourhoods.get(key)
+            if found is not None:
+                self._neighbourhoods.move_to_end(key)
+                return found
+        need, index, weights = pixel_filter.neighbourhood(geo.coverage, geo.pixels, sel)
+        found = (need, torch.as_tensor(index, device=self.device), torch.as_tensor(weights, device=self.device))
+        with self._neighbourhoods_lock:
+            self._neighbourhoods[key] = found
+            if len(self._neighbourhoods) > NEIGHBOURHOODS_KEPT:
+                self._neighbourhoods.popitem(last=False)
+        return found
 
     def _shade(self, view_index, material, sel, cal=None):
         material = self.on_device(material)
