@@ -291,6 +291,27 @@ def test_a_chunked_gradient_is_the_whole_views(tmp_path):
     torch.testing.assert_close(results[0][2], results[1][2], rtol=1e-4, atol=1e-6)
 
 
+def test_strided_gradients_cover_the_whole_views_over_their_phases(tmp_path):
+    """``loss_and_grad(stride=k, phase=p)`` (the coarse levels' steps): over the k phases every
+    loss pixel once, so the phases' losses and gradients, weighed by their pixel counts, are
+    the whole views'; chunked or not; filtered renders too."""
+    job = write_job(tmp_path / "maps", uvs=True, size=24, cameras=2)
+    render_references(job, TRUTH, samples=FAST)
+    layout, u = _normal_mapped()
+    for filtered in (False, True):
+        renderer = RasterRenderer(load_job(job).scene, FAST, seed=1, max_loss_pixels=1 << 40, filter_pixels=filtered)
+        whole = Objective(renderer, [0], {"de2000": 1.0}).loss_and_grad(layout.material, u)
+        n = len(renderer.train_subsets[0])
+        for chunk in (None, 20):
+            objective = Objective(renderer, [0], {"de2000": 1.0}, chunk=chunk)
+            phases = [objective.loss_and_grad(layout.material, u, stride=3, phase=p) for p in range(3)]
+            counts = [len(range(p, n, 3)) for p in range(3)]
+            assert sum(c * r[0] for c, r in zip(counts, phases)) / n == pytest.approx(whole[0], rel=1e-5)
+            torch.testing.assert_close(sum(c * r[2] for c, r in zip(counts, phases)) / n, whole[2],
+                                       rtol=1e-4, atol=1e-6)
+            assert not torch.allclose(phases[0][2], phases[1][2])  # different pixels
+
+
 def test_the_gradient_chunk_is_bounded_on_the_cpu():
     from pbrfit.texture_fit import GRADIENT_CHUNK, gradient_chunk
 

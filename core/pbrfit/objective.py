@@ -107,16 +107,24 @@ class Objective:
             total = total + loss
         return total / n, sum(de for _, de in per_view) / n
 
-    def loss_and_grad(self, material_of: Callable[[torch.Tensor], dict], u: torch.Tensor
-                      ) -> tuple[float, float, torch.Tensor]:
+    def loss_and_grad(self, material_of: Callable[[torch.Tensor], dict], u: torch.Tensor, stride: int = 1,
+                      phase: int = 0) -> tuple[float, float, torch.Tensor]:
         """(the loss, the mean ΔE2000, d loss / d u) for the material ``material_of(u)``, each
-        view's value and gradient on its own thread, summed in the order of the views."""
+        view's value and gradient on its own thread, summed in the order of the views. With
+        ``stride`` > 1, over every ``stride``-th loss pixel of each view from ``phase`` (in
+        the views' pixel order, row by row): ``stride`` calls with the phases in turn cover
+        every pixel once."""
         def one(vi: int):
             leaf = u.detach().clone().requires_grad_(True)
-            n = len(self.renderer.train_subsets[vi])
+            picked = np.arange(phase % stride, len(self.renderer.train_subsets[vi]), stride) if stride > 1 else None
+            n = len(self.renderer.train_subsets[vi]) if picked is None else len(picked)
+
+            def pixels(rows: slice):  # rows of the picked pixels -> rows of the view's loss pixels
+                return rows if picked is None else picked[rows]
+
             if not self.chunk or n <= self.chunk:
                 with torch.enable_grad():
-                    loss, de = self._view_loss(vi, material_of(leaf))
+                    loss, de = self._view_loss(vi, material_of(leaf), pixels(slice(None)))
                     grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
                 return float(loss.detach()), de, torch.zeros_like(u) if grad is None else grad
             # in chunks of pixels: the material once, its gradient summed over the chunks, then
@@ -131,7 +139,7 @@ class Objective:
                 rows = slice(start, min(start + self.chunk, n))
                 share = (rows.stop - rows.start) / n
                 with torch.enable_grad():
-                    loss, de = self._view_loss(vi, cut, rows)
+                    loss, de = self._view_loss(vi, cut, pixels(rows))
                     if loss.requires_grad and live:
                         grads = torch.autograd.grad(loss * share, [cut[k] for k in live], allow_unused=True)
                         for k, g in zip(live, grads):

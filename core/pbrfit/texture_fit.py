@@ -16,7 +16,9 @@ in use together:
   squares, the scalars still fitted by a 1-D search on the fit's own renderer, the other
   scalar maps (roughness, metallic, ...) by a search for the few materials the photos need
   and each texel's among them on the coarse levels (:func:`_texel_search`), then
-  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step. After each
+  ``iterations / levels`` Adam steps on the maps with a cosine-decaying step (on the levels
+  coarser than half the resolution, a step that renders takes every :data:`COARSE_STRIDE`-th
+  pixel, in turn, at the pixel centres). After each
   level the validation views (when the job has them) are measured on every pixel; a level
   that makes them worse by more than :data:`LEVEL_TOLERANCE` ends the climb and the best
   level's maps are kept (upsampled to the full resolution). The scalars are re-fitted by
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -182,6 +185,11 @@ def gradient_chunk(device: str, workers: int = 1) -> int:
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
 SAMPLE_SETS = 3
+#: on the levels coarser than half the final resolution, an Adam step that renders (no
+#: stand-in: a normal map) takes every this-many-th loss pixel, the phases in turn, at the
+#: pixel centres: a texel there is several pixels wide, so the filter changes little and a
+#: step's pixels still see every texel (the filter would need every neighbour shaded)
+COARSE_STRIDE = 4
 #: the palette search (:func:`_texel_search`): the most joint candidates its grid renders
 #: (each map's grid thinned until their product fits, down to two values a map); the most materials in the palette and
 #: the share of the total loss a further one must save to join (a worn metal's paint is one
@@ -960,24 +968,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
         centre = {n: normalized(n, grid0[n]).expand(size, size, -1) for n in settings.maps}
         opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
-        for step in range(steps):
-            run.check_cancel()
-            if run.out_of_time():
-                break
-            opt.param_groups[0]["lr"] = settings.learning_rate * (  # cosine decay to a tenth
-                0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-            opt.zero_grad()
-            u = torch.cat([u_s, u_g.detach()])
-            step_objective = fast or step_objectives[step % len(step_objectives)]
-            loss, de, grad = step_objective.loss_and_grad(layout.material, u)
-            u = u.requires_grad_(True)
-            with torch.enable_grad():
-                reg = sum(regularizer(n, normalized(n, layout.grid(u, n)), centre[n], prior_w, settings,
-                                      full_resolution=size == settings.resolution) for n in settings.maps)
-                (g_reg,) = torch.autograd.grad(reg, u)
-            u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
-            opt.step()
-            run.record("textures", loss + float(reg.detach()), de)
+        stride = COARSE_STRIDE if fast is None and size < settings.resolution // 2 else 1
+        with _centres_only([o_.renderer for o_ in step_objectives], stride > 1):
+            _adam_steps(run, settings, layout, steps, opt, u_s, u_g, fast or step_objectives, centre, prior_w, size,
+                        stride)
         u = torch.cat([u_s, u_g.detach()])
         u_scalars = u[:k]
         grids = {n: layout.grid(u, n).clone() for n in settings.maps}
@@ -1012,6 +1006,51 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
+
+
+def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt, u_s: torch.Tensor,
+                u_g: torch.Tensor, objectives, centre: dict, prior_w: torch.Tensor, size: int, stride: int) -> None:
+    """One level's Adam steps on the maps' variables ``u_g`` (the scalars ``u_s`` held), a
+    cosine-decaying step size; each step through the next of ``objectives`` (a list: the
+    sample sets in turn; else one stand-in), over every ``stride``-th loss pixel (the phases
+    in turn after each round of the sets)."""
+    k = len(u_s)
+    rounds = len(objectives) if isinstance(objectives, list) else 1
+    for step in range(steps):
+        run.check_cancel()
+        if run.out_of_time():
+            break
+        opt.param_groups[0]["lr"] = settings.learning_rate * (  # cosine decay to a tenth
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+        opt.zero_grad()
+        u = torch.cat([u_s, u_g.detach()])
+        step_objective = objectives[step % rounds] if isinstance(objectives, list) else objectives
+        loss, de, grad = step_objective.loss_and_grad(layout.material, u, stride, (step // rounds) % stride)
+        u = u.requires_grad_(True)
+        with torch.enable_grad():
+            reg = sum(regularizer(n, normalized(n, layout.grid(u, n)), centre[n], prior_w, settings,
+                                  full_resolution=size == settings.resolution) for n in settings.maps)
+            (g_reg,) = torch.autograd.grad(reg, u)
+        u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
+        opt.step()
+        run.record("textures", loss + float(reg.detach()), de)
+
+
+@contextmanager
+def _centres_only(renderers: list, active: bool):
+    """Within: ``renderers`` shade pixel centres (their pixel filter off, where ``active``),
+    as before after."""
+    was = [getattr(r, "filter_pixels", False) for r in renderers]
+    if active:
+        for r in renderers:
+            if hasattr(r, "filter_pixels"):
+                r.filter_pixels = False
+    try:
+        yield
+    finally:
+        for r, w in zip(renderers, was):
+            if hasattr(r, "filter_pixels"):
+                r.filter_pixels = w
 
 
 def _snap(run, objective: Objective, validator: Objective | None, space: ParameterSpace, settings: TextureSettings,
