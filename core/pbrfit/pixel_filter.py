@@ -31,6 +31,13 @@ the fit without the model landed (0.09-0.094).
 Derivatives are finite differences of the G-buffer's shading normals between neighbouring
 pixels, central where both neighbours lie on the same smooth surface, one-sided where one
 does, zero where neither does (a crease or an occlusion edge is not curvature).
+
+Where the image changes from one pixel to the next for reasons the mesh's normals do not
+show (a normal map's bumps as fine as the pixels), the widening sees nothing; there a renderer
+can instead average the pixel centres around each pixel with the filter's taps
+(:func:`image_taps`, :func:`neighbourhood`; ``RasterRenderer(filter_pixels=True)``, which
+the fit of a normal map uses). It is one model or the other: both at once count the filter
+twice.
 """
 
 from __future__ import annotations
