@@ -312,6 +312,52 @@ def test_strided_gradients_cover_the_whole_views_over_their_phases(tmp_path):
             assert not torch.allclose(phases[0][2], phases[1][2])  # different pixels
 
 
+def test_the_steps_phases_and_the_filter_switch():
+    """Every ``stride`` steps see every pixel phase and each sample set sees every phase; the
+    coarse levels' switch to pixel centres is undone after (and after an error)."""
+    from pbrfit.texture_fit import _centres_only, _phase
+
+    for rounds, stride in ((3, 4), (2, 4), (1, 4), (3, 1)):
+        phases = [_phase(step, rounds, stride) for step in range(4 * rounds * stride)]
+        assert all(set(phases[i:i + stride]) == set(range(stride)) for i in range(0, len(phases), stride))
+        for j in range(rounds):
+            assert set(phases[j::rounds]) == set(range(stride))
+
+    class Renderer:
+        filter_pixels = True
+
+    r = Renderer()
+    with _centres_only([r], True):
+        assert not r.filter_pixels
+    assert r.filter_pixels
+    with pytest.raises(RuntimeError), _centres_only([r], True):
+        raise RuntimeError
+    assert r.filter_pixels
+    with _centres_only([r], False):
+        assert r.filter_pixels
+
+
+def test_the_base_colour_least_squares_renders_pixel_centres_through_a_filtering_renderer(tmp_path):
+    """S + D b holds pixel by pixel only at the centres (through the filter a pixel mixes its
+    neighbours' colours): the terms are the unfiltered renderer's, and the filter is back on."""
+    from pbrfit.texture_fit import _affine_in_base_color
+
+    job = write_job(tmp_path / "maps", uvs=True, size=24, cameras=1)
+    render_references(job, TRUTH, samples=FAST)
+    scene = load_job(job).scene
+    material = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in normalize_material(TRUTH).items()
+                if not isinstance(v, str)}
+    material["base_color"] = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    terms = []
+    for filtered in (True, False):
+        renderer = RasterRenderer(scene, FAST, seed=1, max_loss_pixels=1 << 40, filter_pixels=filtered)
+        terms.append(list(_affine_in_base_color(Objective(renderer, [0], {"de2000": 1.0}), material)))
+        assert renderer.filter_pixels == filtered
+    for (s0, d0, _, _), (s1, d1, _, _) in zip(*terms):
+        torch.testing.assert_close(s0, s1)
+        torch.testing.assert_close(d0, d1)
+
+
 def test_the_gradient_chunk_is_bounded_on_the_cpu():
     from pbrfit.texture_fit import GRADIENT_CHUNK, gradient_chunk
 

@@ -102,18 +102,24 @@ def test_neighbourhood_gives_each_pixel_the_filters_taps_over_its_covered_neighb
     coverage[2, 3] = False  # a hole: the pixels around it average only the part
     pixels = np.flatnonzero(coverage.reshape(-1))
     at = {int(p): i for i, p in enumerate(pixels)}
-    sel = np.array([at[3 * 6 + 2], at[1 * 6 + 1], at[2 * 6 + 2]])  # (3,2) interior, (1,1) corner, (2,2) by the hole
+    centres = [(3, 2), (1, 1), (2, 2), (4, 4)]  # interior, corner, by the hole, on the image's last row
+    sel = np.array([at[r * 6 + c] for r, c in centres])
     need, index, weights = neighbourhood(coverage, pixels, sel)
     assert np.all(np.diff(need) > 0) and np.allclose(weights.sum(1), 1.0)
-    for s, (row, col) in zip(range(3), [(3, 2), (1, 1), (2, 2)]):
+    assert need.max() < len(pixels) and index.max() < len(need)
+    covered_neighbours = set()
+    for s, (row, col) in enumerate(centres):
         expected = image_taps().copy()
         for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
             r, c = row + dy, col + dx
-            if not coverage[r, c]:
+            if not (0 <= r < 5 and 0 <= c < 6 and coverage[r, c]):
                 expected[dy + 1, dx + 1] = 0.0
             else:  # the weight's row is that neighbour
                 assert pixels[need[index[s, k]]] == r * 6 + c
+                covered_neighbours.add(r * 6 + c)
         np.testing.assert_allclose(weights[s], (expected / expected.sum()).reshape(-1), rtol=1e-6)
+    assert set(pixels[need].tolist()) == covered_neighbours  # exactly what the taps read
+    assert all(len(a) == 0 for a in neighbourhood(coverage, pixels, np.zeros(0, np.int64)))
     assert image_taps()[1, 1] == pytest.approx((1 - 0.1727) ** 2)
     # the filter's variance per axis: sum of w * offset^2 over the taps
     offsets = np.array([-1.0, 0.0, 1.0])
@@ -139,6 +145,7 @@ def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_
     assert len(pv.fixed.wi) == len(need)  # and nothing more was
     assert torch.equal(filtered.shade(0, m, q), out)  # the remembered neighbourhood
     assert torch.equal(filtered.shade(0, m, q[:100]), out[:100])  # another set's own
+    assert torch.equal(filtered.shade(0, m, q[100:200]), out[100:200])  # another of the same size
 
     monkeypatch.setattr(pixel_filter, "footprint",
                         lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
@@ -149,6 +156,12 @@ def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_
     blurred = F.conv2d(image.reshape(geo.height, geo.width, 3).permute(2, 0, 1)[:, None], taps[None, None], padding=1)
     expected = blurred[:, 0].permute(1, 2, 0).reshape(-1, 3)[geo.pixels[q]]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # every covered pixel (the silhouette's too): the taps over the covered neighbours only
+    mask = torch.zeros(1, 1, geo.height, geo.width)
+    mask.view(-1)[torch.as_tensor(geo.pixels)] = 1.0
+    share = F.conv2d(mask, taps[None, None], padding=1)[0, 0].reshape(-1)[geo.pixels]
+    everywhere = blurred[:, 0].permute(1, 2, 0).reshape(-1, 3)[geo.pixels] / share[:, None]
+    torch.testing.assert_close(filtered.shade(0, m), everywhere, rtol=1e-4, atol=1e-4)
     # which has teeth: on this sharp metal the footprint's widening changes the centres
     monkeypatch.undo()
     widened = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=1 << 40)

@@ -122,6 +122,9 @@ class Objective:
             def pixels(rows: slice):  # rows of the picked pixels -> rows of the view's loss pixels
                 return rows if picked is None else picked[rows]
 
+            if n == 0:  # a phase beyond a view's few loss pixels
+                return 0.0, 0.0, torch.zeros_like(u)
+
             if not self.chunk or n <= self.chunk:
                 with torch.enable_grad():
                     loss, de = self._view_loss(vi, material_of(leaf), pixels(slice(None)))

@@ -141,6 +141,8 @@ def neighbourhood(coverage: np.ndarray, pixels: np.ndarray, sel: np.ndarray,
         row 0).
     """
     h, w = coverage.shape
+    if len(sel) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 9), np.int64), np.zeros((0, 9), np.float32)
     covered_index = np.full(h * w, -1, np.int64)
     covered_index[pixels] = np.arange(len(pixels))
     rows, cols = np.divmod(pixels[sel], w)

@@ -293,13 +293,14 @@ class RasterRenderer(SceneRenderer):
                 sel = np.arange(len(geo.pixels))
             need, index_t, weights_t = self._neighbourhood(view_index, geo, np.asarray(sel))
             centres = self._shade(view_index, material, need, calibration)
-            return (centres[index_t] * weights_t[..., None]).sum(1)
+            taps = centres[index_t] * weights_t[..., None]
+            return torch.where(weights_t[..., None] > 0, taps, torch.zeros_like(taps)).sum(1)  # off the part: 0
 
     def _neighbourhood(self, view_index: int, geo: ViewGeometry, sel: np.ndarray):
         """:func:`pbrfit.pixel_filter.neighbourhood` of ``sel`` (index and weights as tensors on
         this renderer's device), remembered for the last :data:`NEIGHBOURHOODS_KEPT` pixel
         sets: a fit shades the same sets (its gradient chunks) at every step."""
-        key = (view_index, len(sel), hash(sel.tobytes()))
+        key = (view_index, sel.astype(np.int64).tobytes())
         with self._neighbourhoods_lock:
             found = self._neighbourhoods.get(key)
             if found is not None:

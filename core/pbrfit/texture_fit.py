@@ -433,8 +433,11 @@ def _affine_in_base_color(objective: Objective, material: dict):
     for vi in objective.view_ids:
         q = objective.renderer.train_subsets[vi]
         white = objective.whites[vi]
-        p1 = objective.renderer.shade(vi, material, q) / white
-        p0 = objective.renderer.shade(vi, m0, q) / white
+        # at the pixel centres: through the pixel filter a pixel mixes its neighbours' colours,
+        # and S + D b with its own b would read a dark ink's D hundreds of times too large
+        with _centres_only([objective.renderer], True):
+            p1 = objective.renderer.shade(vi, material, q) / white
+            p0 = objective.renderer.shade(vi, m0, q) / white
         uv = objective.renderer.prepare(vi).geometry.uv[torch.as_tensor(q, dtype=torch.long)].to(p1.device)
         b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
         yield p0, (p1 - p0) / b, uv, objective.refs[vi]
@@ -1013,7 +1016,7 @@ def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt
     """One level's Adam steps on the maps' variables ``u_g`` (the scalars ``u_s`` held), a
     cosine-decaying step size; each step through the next of ``objectives`` (a list: the
     sample sets in turn; else one stand-in), over every ``stride``-th loss pixel (the phases
-    in turn after each round of the sets)."""
+    in turn, :func:`_phase`)."""
     k = len(u_s)
     rounds = len(objectives) if isinstance(objectives, list) else 1
     for step in range(steps):
@@ -1025,7 +1028,7 @@ def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt
         opt.zero_grad()
         u = torch.cat([u_s, u_g.detach()])
         step_objective = objectives[step % rounds] if isinstance(objectives, list) else objectives
-        loss, de, grad = step_objective.loss_and_grad(layout.material, u, stride, (step // rounds) % stride)
+        loss, de, grad = step_objective.loss_and_grad(layout.material, u, stride, _phase(step, rounds, stride))
         u = u.requires_grad_(True)
         with torch.enable_grad():
             reg = sum(regularizer(n, normalized(n, layout.grid(u, n)), centre[n], prior_w, settings,
@@ -1034,6 +1037,13 @@ def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt
         u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
         opt.step()
         run.record("textures", loss + float(reg.detach()), de)
+
+
+def _phase(step: int, rounds: int, stride: int) -> int:
+    """The pixel phase of Adam step ``step`` (:meth:`Objective.loss_and_grad`), the sample
+    sets taken in turn over ``rounds``: every ``stride`` steps see every phase, and each set
+    sees every phase (shifted by one after each lcm(rounds, stride) steps)."""
+    return (step + step // math.lcm(rounds, stride)) % stride
 
 
 @contextmanager
