@@ -70,6 +70,31 @@ def test_warm_start_searches_each_scalar_over_its_range():
     assert kept["roughness"] == 0.62
 
 
+def test_warm_start_does_not_search_what_only_matters_under_a_layer_that_is_off():
+    """A coat's roughness is searched only once the coat's own search has switched it on; with
+    the coat kept off, its roughness stays where it was and costs no render."""
+    space = ParameterSpace(default_material(), ["coat_weight", "coat_roughness"])
+    for coat_pays, searched in ((False, False), (True, True)):
+        seen = []
+
+        def loss_of(s, u):
+            m = s.values(u)
+            seen.append((m["coat_weight"], m["coat_roughness"]))
+            coat = m["coat_weight"] * (1.0 if coat_pays else -1.0)
+            return -coat + (m["coat_roughness"] - 0.3) ** 2 * m["coat_weight"]
+
+        start = dict(default_material(), coat_weight=0.0, coat_roughness=0.11)
+        values = warm_start(space, start, ["coat_weight", "coat_roughness"], loss_of)
+        roughness_tried = {r for w, r in seen if w == values["coat_weight"]} - {0.11}
+        assert bool(roughness_tried) == searched, seen
+        assert (values["coat_weight"] > 0) == coat_pays
+        grid = np.array(grid_values("coat_roughness", 0.0, 1.0))
+        expected = grid[np.argmin(np.abs(grid - 0.3))] if coat_pays else 0.11
+        assert values["coat_roughness"] == pytest.approx(expected)
+        assert len(seen) == 1 + len(grid_values("coat_weight", 0.0, 1.0)) + (
+            1 + len(grid_values("coat_roughness", 0.0, 1.0)) if searched else 0)
+
+
 def test_the_grid_starts_inside_the_bounds():
     """A parameter started on a bound sits where its sigmoid is flat: gradient steps cannot
     move it. The grid's end points are GRID_EDGE inside (in the parameter's own unit)."""
@@ -230,6 +255,44 @@ def test_subsurface_is_switched_on_where_the_walks_explain_the_photos(tmp_path):
     # not under a metal, which hides it: nothing tried
     metal = dict(raster_result, metallic=1.0)
     assert run.choose_subsurface(metal, train, trial) == (metal, {}, {})
+
+
+def test_the_subsurface_trial_renders_the_validation_views_only_while_the_walks_might_pay(tmp_path, monkeypatch):
+    """On an opaque plastic the walks do not pay on the train views: the trial decides there
+    and never renders the validation views' walks; the same plastic with the weight forced
+    on in both trials is measured on both, with its margin."""
+    from pbrfit import fit_run
+    from pbrfit.objective import Objective
+
+    truth = {"base_color": [0.7, 0.3, 0.2], "roughness": 0.3}
+    job = write_job(tmp_path, size=32, cameras=2, validate_env="sky_val.exr")
+    render_references(job, truth, seed=3, path_spp=32)
+    params = ["base_color", "roughness", "subsurface_weight", "subsurface_scale"]
+    run = FitRun(load_job(job).scene, FitOptions(samples=FAST, parameters=params), None, None)
+    assert run.val, "the job has a validation view"
+    checker = Objective(run.renderers.path_check(), run.train, {"de2000": 1.0}, run.check_cancel, 1)
+    trial = run.renderers.subsurface_trial()
+    train_trial = Objective(trial, run.train, {"de2000": 1.0}, run.check_cancel, 1)
+    val_trial = Objective(trial, run.val, {"de2000": 1.0}, run.check_cancel, 1)
+    rendered = []
+    real = fit_run.unbiased_relative_errors
+
+    def spy(objective, material):
+        rendered.append(("validate" if objective is val_trial else "train", float(material["subsurface_weight"])))
+        return real(objective, material)
+
+    monkeypatch.setattr(fit_run, "unbiased_relative_errors", spy)
+    raster_result = dict(default_material(), base_color=truth["base_color"], roughness=0.3, subsurface_weight=0.0)
+    values, errors, terms = run.choose_subsurface(raster_result, checker, train_trial, val_trial)
+    assert values["subsurface_weight"] == 0.0 and terms == {}, errors
+    assert errors["1"]["train"] >= errors["0"]["train"] * 0.98, errors  # the walks did not pay on train
+    assert set(errors["1"]) == {"train"} and ("validate", 1.0) not in rendered, (errors, rendered)
+    # a trial that passes on train goes on to the validation views, both weights, with the margin
+    monkeypatch.setattr(fit_run, "LAYER_GAIN", -10.0)
+    rendered.clear()
+    _, errors, _ = run.choose_subsurface(raster_result, checker, train_trial, val_trial)
+    assert set(errors["1"]) == {"train", "validate", "margin"} and ("validate", 1.0) in rendered, errors
+    assert ("validate", 0.0) in rendered
 
 
 def test_a_wax_refinement_checks_on_blocks_and_searches_its_scale_instead_of_stepping_it(tmp_path):

@@ -12,7 +12,9 @@ evenly spaced in the parameter's own unit (roughness in GGX alpha). The grid's e
 sit :data:`GRID_EDGE` inside the bounds: a parameter started on a bound starts where its
 sigmoid is flat, and a gradient step cannot move it (a glossy plastic, roughness 0.15,
 warm-started at roughness 0 stayed a mirror, depending on float-level noise in the
-renders). The start value stays a candidate as it is.
+renders). The start value stays a candidate as it is. A parameter that only matters while its
+layer is on (:data:`pbrfit.layers.LAYER_OF`: a coat's roughness) is not searched while that
+layer is off.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .layers import LAYER_OF
 from .params import PARAMETERS, STAGES, ParameterSpace
 
 __all__ = ["FINE_GRID", "COARSE_GRID", "GRID_EDGE", "ROUGHNESS_GRID", "ROUGHNESS_LOW", "STAGE_SHARES",
@@ -193,6 +196,12 @@ def warm_start(space: ParameterSpace, values: dict, names: list[str],
     for n in names:
         spec = PARAMETERS[n]
         if spec.size != 1:
+            continue
+        layer = LAYER_OF.get(n)
+        if layer is not None and values[layer] <= space.bounds_of(layer)[0]:
+            # its layer is off (its own search, just before, kept it off): every candidate
+            # renders the same, so the search would cost its renders for nothing, or pick a
+            # value by float noise (an anisotropy's rotation with no anisotropy)
             continue
         best, best_v = math.inf, values[n]
         candidates = [values[n]] + grid_values(n, *space.bounds_of(n))
