@@ -114,12 +114,13 @@ def run_baseline(job: Path, preset: str, config: dict) -> dict:
         cmd = [sys.executable, str(ROOT / "scripts" / "baseline_mitsuba.py"), str(job), "--preset", preset,
                "--out", str(out), *config["args"]]
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, stderr, peak_mib = _communicate_with_rusage(proc)
         wall = time.monotonic() - t0
         if proc.returncode != 0:
-            raise RuntimeError(f"baseline_mitsuba exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(f"baseline_mitsuba exited {proc.returncode}: {stderr.strip().splitlines()[-1:]}")
         doc = json.loads(out.read_text())
-    return {"wall_s": wall, "peak_rss_mib": None, "timings": {"setup": doc["setup_s"], "fit": doc["fit_s"]},
+    return {"wall_s": wall, "peak_rss_mib": peak_mib, "timings": {"setup": doc["setup_s"], "fit": doc["fit_s"]},
             "start_up_and_writing_s": wall - doc["setup_s"] - doc["fit_s"], "material": doc["parameters"],
             "fitted": doc["fitted"], "stopped": f"{doc['iterations']} iterations at {doc['spp']} spp",
             "validate_de2000_own": None, "path_iterations": doc["iterations"]}
@@ -188,7 +189,8 @@ def write_table(rows: list[dict], configs: list[dict], out: Path, args) -> str:
             t = c["timings"]
             lines.append(f"| {r['finish']} | {r['shape']} | {n} | {c['start_up_and_writing_s']:.1f} | "
                          + " | ".join(f"{t[p]:.1f}" if p in t else "" for p in PHASES)
-                         + f" | {c['peak_rss_mib'] or 0:.0f} | {c['path_iterations']} |")
+                         + f" | {'-' if c['peak_rss_mib'] is None else format(c['peak_rss_mib'], '.0f')} | "
+                         + f"{c['path_iterations']} |")
     text = "\n".join(lines) + "\n"
     (out / "speed.md").write_text(text)
     return text

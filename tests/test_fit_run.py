@@ -77,7 +77,7 @@ def test_warm_start_does_not_search_what_only_matters_under_a_layer_that_is_off(
     for coat_pays, searched in ((False, False), (True, True)):
         seen = []
 
-        def loss_of(s, u):
+        def loss_of(s, u, seen=seen, coat_pays=coat_pays):
             m = s.values(u)
             seen.append((m["coat_weight"], m["coat_roughness"]))
             coat = m["coat_weight"] * (1.0 if coat_pays else -1.0)
