@@ -57,7 +57,7 @@ def main() -> None:
                 trial = run.renderers.subsurface_trial()
                 objectives = [Objective(trial, views, {"de2000": 1.0}, run.check_cancel, o.threads)
                               for views in (run.train, run.val)]
-                values, errors = run.choose_subsurface(dict(run.initial), checker, *objectives)
+                values, errors, _ = run.choose_subsurface(dict(run.initial), checker, *objectives)
             print(json.dumps({"finish": finish, "shape": shape, "start": args.start,
                               "subsurface": values["subsurface_weight"], "errors": errors,
                               "seconds": round(time.monotonic() - t0, 1)}), flush=True)
