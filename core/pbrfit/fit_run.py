@@ -1106,21 +1106,24 @@ class FitRun:
             return off, {}, {}
         objectives = _trial_objectives(train_trial, val_trial)
         trials = {w: self._recoloured(dict(values, subsurface_weight=w), train_checker) for w in (lo, hi)}
-        terms = {lo: {}, hi: {}}
+        terms, errors = {lo: {}, hi: {}}, {lo: {}, hi: {}}
+
+        def gains(k: str) -> bool:
+            return errors[hi][k] < errors[lo][k] * (1 - LAYER_GAIN)
+
         for k, objective in objectives.items():
             # the train views first: when the walks do not pay there, the decision is made and
             # the validation views' walks (as costly) are not rendered (the paths are a pure
             # function of the seed and the view, so the order changes no figure)
             for w in (lo, hi):
                 terms[w].update(_block_terms({k: objective}, trials[w]))
-            if not float(terms[hi][k].mean()) < float(terms[lo][k].mean()) * (1 - LAYER_GAIN):
+                errors[w][k] = float(terms[w][k].mean())
+            if not gains(k):
                 break
-        errors = {w: {k: float(t.mean()) for k, t in by.items()} for w, by in terms.items()}
         measured = len(terms[hi]) == len(objectives)
         if measured:
             errors[hi]["margin"] = _combined_margin(terms[lo], terms[hi])
-        pays = (measured and all(errors[hi][k] < errors[lo][k] * (1 - LAYER_GAIN) for k in objectives)
-                and errors[hi]["margin"] >= SUBSURFACE_SIGNIFICANCE)
+        pays = measured and all(gains(k) for k in objectives) and errors[hi]["margin"] >= SUBSURFACE_SIGNIFICANCE
         record = {f"{w:g}": e for w, e in errors.items()}
         return (trials[hi], record, terms[hi]) if pays else (off, record, {})
 
