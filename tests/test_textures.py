@@ -434,6 +434,39 @@ def test_a_normal_map_is_kept_only_where_it_beats_a_flat_one_on_the_validation_v
     assert bool(noted) is (not bumpy) and all("written flat" in m for m in noted)
 
 
+def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_worse(tmp_path, monkeypatch):
+    """A level whose steps render every pixel measures the validation views every
+    LEVEL_CHECK_EVERY steps: where the checks do not fall behind the best level it runs all its
+    steps; a check worse than the best level (here every check, the tolerance made negative)
+    ends the climb there and the best level's maps are written."""
+    from pbrfit import texture_fit
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.textures import TextureSettings
+
+    res = 16  # levels 8 and 16, 12 steps each, both rendering every pixel
+    job = synthetic.write_job(tmp_path / "part", uvs=True, size=40, cameras=4, validate_env="val.exr")
+    synthetic.render_references(job, {"base_color": [0.6, 0.5, 0.4], "roughness": 0.3},
+                                maps={"normal": ((synthetic.bump_normals(res) + 1) / 2).astype(np.float32)})
+    options = FitOptions(parameters=["base_color", "roughness"], iterations=10, backend="raster",
+                         textures=TextureSettings(maps=("normal",), resolution=res, iterations=24))
+    monkeypatch.setattr(texture_fit, "LEVEL_CHECK_EVERY", 4)
+    scene = load_job(job).scene
+    logs, tolerance_used = {}, texture_fit.LEVEL_TOLERANCE
+    for tolerance in (tolerance_used, -0.5):
+        monkeypatch.setattr(texture_fit, "LEVEL_TOLERANCE", tolerance)
+        logs[tolerance] = fit_material(scene, options).texture_log
+    climbed, stopped = logs.values()
+    assert [level["resolution"] for level in climbed] == [8, 16]
+    assert "checks" not in climbed[0]  # nothing to beat yet
+    assert [c["steps"] for c in climbed[1]["checks"]] == [4, 8] and climbed[1]["steps"] == 12
+    assert all(c["validate_de2000"] <= climbed[0]["validate_de2000"] * (1 + tolerance_used)
+               for c in climbed[1]["checks"])
+    same = ("resolution", "steps", "validate_de2000")
+    assert [stopped[0][k] for k in same] == [climbed[0][k] for k in same]  # the same first level
+    assert stopped[1]["steps"] == 4 and [c["steps"] for c in stopped[1]["checks"]] == [4]
+    assert stopped[1]["validate_de2000"] == stopped[1]["checks"][0]["validate_de2000"]
+
+
 def test_normal_maps_are_wired_through_decoders(tmp_path):
     textures = {"normal": {"file": "textures/normal.exr", "colorspace": "raw", "channels": 3, "uv": "st"}}
     doc = materialx_document({"base_color": [0.5, 0.2, 0.1]}, textures=textures)
