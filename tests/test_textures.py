@@ -449,13 +449,17 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
                                 maps={"normal": ((synthetic.bump_normals(res) + 1) / 2).astype(np.float32)})
     options = FitOptions(parameters=["base_color", "roughness"], iterations=10, backend="raster",
                          textures=TextureSettings(maps=("normal",), resolution=res, iterations=24))
-    monkeypatch.setattr(texture_fit, "LEVEL_CHECK_EVERY", 4)
     scene = load_job(job).scene
-    logs, tolerance_used = {}, texture_fit.LEVEL_TOLERANCE
-    for tolerance in (tolerance_used, -0.5):
+    tolerance_used = texture_fit.LEVEL_TOLERANCE
+    logs = []
+    for every, tolerance in ((1000, tolerance_used), (4, tolerance_used), (4, -0.5)):
+        monkeypatch.setattr(texture_fit, "LEVEL_CHECK_EVERY", every)
         monkeypatch.setattr(texture_fit, "LEVEL_TOLERANCE", tolerance)
-        logs[tolerance] = fit_material(scene, options).texture_log
-    climbed, stopped = logs.values()
+        logs.append(fit_material(scene, options).texture_log)
+    unchecked, climbed, stopped = logs
+    assert "checks" not in unchecked[1]
+    # the checks only measure: the level's steps and its end are as without them
+    assert climbed[1]["validate_de2000"] == unchecked[1]["validate_de2000"]
     assert [level["resolution"] for level in climbed] == [8, 16]
     assert "checks" not in climbed[0]  # nothing to beat yet
     assert [c["steps"] for c in climbed[1]["checks"]] == [4, 8] and climbed[1]["steps"] == 12
@@ -465,6 +469,8 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert [stopped[0][k] for k in same] == [climbed[0][k] for k in same]  # the same first level
     assert stopped[1]["steps"] == 4 and [c["steps"] for c in stopped[1]["checks"]] == [4]
     assert stopped[1]["validate_de2000"] == stopped[1]["checks"][0]["validate_de2000"]
+    # the best level's maps went on (the flat-map gate is recorded on the level it judged)
+    assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
 def test_normal_maps_are_wired_through_decoders(tmp_path):

@@ -980,8 +980,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         centre = {n: normalized(n, grid0[n]).expand(size, size, -1) for n in settings.maps}
         opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
         stride = COARSE_STRIDE if fast is None and size < settings.resolution // 2 else 1
-        # (a check renders the validation views' every pixel, about a step that renders them all:
-        # the steps of a strided level or through a stand-in cost a fraction of one)
+        # a check renders every validation pixel, costing about one step that renders every
+        # pixel; strided or stand-in steps cost a fraction of that, so those levels are not checked
         checked = validator is not None and fast is None and stride == 1 and best[1] is not None
         done, score, checks = 0, None, []
         for stop in _check_points(steps, LEVEL_CHECK_EVERY if checked else steps):
@@ -996,8 +996,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                     checks.append({"steps": done, "validate_de2000": score})
                     if score > best[0] * (1 + LEVEL_TOLERANCE):
                         break  # worse than the best level: this level's further steps are not tried
-            if done < stop:
-                break  # out of time
+            if done < stop or run.out_of_time():
+                break  # out of time (the maps as they are were just measured)
         u = torch.cat([u_s, u_g.detach()])
         u_scalars = u[:k]
         grids = {n: layout.grid(u, n).clone() for n in settings.maps}
