@@ -994,7 +994,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                 run.last_val = score
                 if done == stop < steps:  # a check within the level (not its end, nor out of time)
                     checks.append({"steps": done, "validate_de2000": score})
-                    if score > best[0] * (1 + LEVEL_TOLERANCE):
+                    if _behind(score, best[0]):
                         break  # worse than the best level: this level's further steps are not tried
             if done < stop or run.out_of_time():
                 break  # out of time (the maps as they are were just measured)
@@ -1005,7 +1005,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
                     "seconds": time.monotonic() - started, **({"search": search} if search else {}),
                     **({"checks": checks} if checks else {})})
         if score is not None:
-            if score > best[0] * (1 + LEVEL_TOLERANCE):
+            if _behind(score, best[0]):
                 break  # finer maps made the unseen lighting worse: keep the best level
             best = (score, (u_scalars.clone(), {n: g.clone() for n, g in grids.items()}))
         if run.out_of_time():
@@ -1028,6 +1028,12 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
+
+
+def _behind(score: float, best: float) -> bool:
+    """A level's validation ``score`` is worse than the ``best`` level's by more than
+    :data:`LEVEL_TOLERANCE`: the climb ends (at a level's end or at a check within it)."""
+    return score > best * (1 + LEVEL_TOLERANCE)
 
 
 def _check_points(steps: int, every: int) -> list[int]:
