@@ -173,9 +173,10 @@ def main(argv=None) -> int:
     texel = []
     for vi in train:
         uv = renderer.prepare(vi).geometry.uv[pixels[vi]].numpy()
-        x = np.clip(np.floor(uv[:, 0] * res), 0, res - 1).astype(int)
-        y = np.clip(np.floor((1.0 - uv[:, 1]) * res), 0, res - 1).astype(int)  # row 0 at v = 1 (textures.lookup)
-        texel.append((y, x))
+        xc, yc = uv[:, 0] * res - 0.5, (1.0 - uv[:, 1]) * res - 0.5  # texel centres at integers (textures.lookup)
+        x = np.clip(np.floor(xc + 0.5), 0, res - 1).astype(int)
+        y = np.clip(np.floor(yc + 0.5), 0, res - 1).astype(int)
+        texel.append((y, x, yc, xc))
     refs = [scene.views[vi].image.reshape(-1, 3)[renderer.prepare(vi).geometry.pixels[pixels[vi]]].astype(np.float64)
             for vi in train]
     # our renderer's own noise: the same truth through other sample sets (other seeds), as the
@@ -239,11 +240,11 @@ def main(argv=None) -> int:
                         pair.append(render(n, c))
                     derivs.append([(p - q) / (2 * h) for p, q in zip(*pair)])
                 for v in range(len(train)):
-                    y, x = texel[v]
-                    # the lattice texel nearest the pixel's own texel (at most SPACING // 2 away)
-                    ny = oy + SPACING * np.round((y - oy) / SPACING).astype(int)
-                    nx = ox + SPACING * np.round((x - ox) / SPACING).astype(int)
-                    ok = (ny >= 0) & (ny < res)  # u repeats: a node past the seam is the one across it
+                    _, _, yc, xc = texel[v]
+                    # the lattice texel nearest the pixel (at most SPACING / 2 away); the map repeats
+                    ny = (oy + SPACING * np.round((yc - oy) / SPACING).astype(int)) % res
+                    nx = (ox + SPACING * np.round((xc - ox) / SPACING).astype(int)) % res
+                    ok = np.ones(len(ny), bool)
                     J = np.stack([derivs[j][v] for j in range(k)], -1)  # (P, 3, k)
                     w = 1.0 / np.maximum(sig[v], 1e-9) ** 2  # (P, 3)
                     per_pixel = np.einsum("pci,pc,pcj->pij", J, w, J)
@@ -304,7 +305,7 @@ def main(argv=None) -> int:
         patch_bounds, patch_shift, patch_own, patch_tilt, patch_error = [], [], [], [], []
         size, border = args.patch_size, 2
         seen_any = np.zeros((res, res), bool)
-        for y, x in texel:
+        for y, x, _, _ in texel:
             seen_any[y, x] = True
         rng = np.random.default_rng(0)
         tries = done = 0
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
                 continue
             sel, keep = {}, []
             for v, vi in enumerate(train):
-                y, x = texel[v]
+                y, x = texel[v][:2]
                 near = (y >= y0 - border) & (y < y0 + size + border) & (x >= x0 - border) & (x < x0 + size + border)
                 keep.append(near)
                 sel[vi] = pixels[vi][near]
@@ -339,7 +340,10 @@ def main(argv=None) -> int:
             J = np.stack(columns, -1)  # (pixels x 3, texels x k)
             w = np.concatenate([(1.0 / np.maximum(sig[v][keep[v]], 1e-9) ** 2).ravel() for v in range(len(train))])
             F = J.T @ (w[:, None] * J)
-            cov = np.linalg.pinv(F, hermitian=True)
+            vals, vecs = np.linalg.eigh(F)
+            null = vals <= 1e-9 * vals[-1]  # directions no pixel constrains: their texels' bound is infinite
+            cov = (vecs[:, ~null] / vals[~null]) @ vecs[:, ~null].T
+            undetermined = (np.abs(vecs[:, null]) > 1e-3).any(1) if null.any() else np.zeros(len(vals), bool)
             r = np.concatenate([residual[v][keep[v]].ravel() for v in range(len(train))])
             r_own = np.concatenate([own_noise[v][keep[v]].ravel() for v in range(len(train))])
             d, d_own = cov @ (J.T @ (w * r)), cov @ (J.T @ (w * r_own))
@@ -348,7 +352,8 @@ def main(argv=None) -> int:
                     if not (border <= a < size - border and border <= b < size - border):
                         continue  # coupled to the held texels outside
                     t = (a * size + b) * k
-                    patch_bounds.append(math.degrees(math.sqrt(math.pi * max(np.trace(cov[t:t + 2, t:t + 2]), 0) / 4)))
+                    patch_bounds.append(math.inf if undetermined[t:t + k].any() else
+                                        math.degrees(math.sqrt(math.pi * max(np.trace(cov[t:t + 2, t:t + 2]), 0) / 4)))
                     patch_shift.append(math.degrees(float(np.linalg.norm(d[t:t + 2]))))
                     patch_own.append(math.degrees(float(np.linalg.norm(d_own[t:t + 2]))))
                     patch_tilt.append(tilt[ty, tx])
