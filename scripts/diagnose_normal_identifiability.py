@@ -69,6 +69,8 @@ SPACING = 4
 OWN_SETS = 4
 #: radiance bins (log-spaced, per channel) of the noise model
 NOISE_BINS = 24
+#: the truth's tilt classes the figures are split by: (from, to) degrees, label
+TILT_CLASSES = ((0, 1, "flat (tilt < 1°)"), (1, 10, "tilt 1-10°"), (10, 90, "tilt > 10°"))
 
 
 def noise_model(case: Path, views: list[str]):
@@ -154,13 +156,27 @@ def main(argv=None) -> int:
     if args.colour_free and colour is None:
         raise SystemExit(f"{args.truth_maps}: no base_color.exr for --colour-free")
 
-    def render(normals: np.ndarray, base: np.ndarray | None, sel: dict | None = None) -> list[np.ndarray]:
+    def material_with(normals: np.ndarray, base: np.ndarray | None) -> dict:
         m = dict(material, **{NORMAL: torch.as_tensor((normals + 1.0) * 0.5, dtype=torch.float32)})
         if base is not None:
             m["base_color"] = torch.as_tensor(base, dtype=torch.float32)
+        return m
+
+    def render(normals: np.ndarray, base: np.ndarray | None, sel: dict | None = None, through=None) -> list:
+        """Per train view, (P, 3) radiance of its pixels ``sel`` (default: every loss pixel)."""
+        m, sel = material_with(normals, base), sel or pixels
         with torch.no_grad():
-            return [renderer.shade(vi, m, (sel or pixels)[vi]).double().numpy() if len((sel or pixels)[vi])
-                    else np.zeros((0, 3)) for vi in train]
+            return [(through or renderer).shade(vi, m, sel[vi]).double().numpy() if len(sel[vi]) else np.zeros((0, 3))
+                    for vi in train]
+
+    def perturbed(j: int, sign: float, on: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """The truth's normals and colour with parameter ``j`` (0, 1: a tilt about e1, e2; 2-4: a
+        colour channel) moved by ``sign`` x its step at the texels ``on`` (res, res); and the step."""
+        if j < 2:
+            return np.where(on[..., None], _unit(truth_n + sign * STEP * (e1, e2)[j]), truth_n), colour, STEP
+        c = colour.copy()
+        c[..., j - 2] = np.where(on, c[..., j - 2] + sign * COLOUR_STEP, c[..., j - 2])
+        return truth_n, c, COLOUR_STEP
 
     started = time.monotonic()
     pixels = {}
@@ -185,11 +201,7 @@ def main(argv=None) -> int:
     for s_k in range(1, OWN_SETS):
         r_k = RasterRenderer(scene, TEXTURE_SAMPLES, seed=7919 * s_k, max_loss_pixels=1 << 40, filter_pixels=True,
                              pixels_from=renderer)
-        m_k = dict(material, **{NORMAL: torch.as_tensor((truth_n + 1.0) * 0.5, dtype=torch.float32)})
-        if colour is not None:
-            m_k["base_color"] = torch.as_tensor(colour, dtype=torch.float32)
-        with torch.no_grad():
-            others.append([r_k.shade(vi, m_k, pixels[vi]).double().numpy() for vi in train])
+        others.append(render(truth_n, colour, through=r_k))
     own = np.mean(np.concatenate([((a - b) / np.maximum(s_, 1e-9)) ** 2 for a, b, s_ in zip(base, others[0], sig)])) / 2
     mean_render = [np.mean([b] + [o[v] for o in others], 0) for v, b in enumerate(base)]
     print(f"our renderer's own noise (one sample set, {TEXTURE_SAMPLES}): {own:.1f}x Cycles' noise variance")
@@ -226,31 +238,19 @@ def main(argv=None) -> int:
                 on[np.ix_(rows[oy::SPACING], rows[ox::SPACING])] = True
                 derivs = []  # per parameter: per view (P, 3)
                 for j in range(k):
-                    pair = []
-                    for sign in (1.0, -1.0):
-                        n, c = truth_n, colour
-                        if j < 2:
-                            axis = (e1, e2)[j]
-                            n = np.where(on[..., None], _unit(truth_n + sign * STEP * axis), truth_n)
-                            h = STEP
-                        else:
-                            c = colour.copy()
-                            c[..., j - 2] = np.where(on, c[..., j - 2] + sign * COLOUR_STEP, c[..., j - 2])
-                            h = COLOUR_STEP
-                        pair.append(render(n, c))
-                    derivs.append([(p - q) / (2 * h) for p, q in zip(*pair)])
+                    (n_p, c_p, h), (n_m, c_m, _) = perturbed(j, 1.0, on), perturbed(j, -1.0, on)
+                    derivs.append([(p - q) / (2 * h) for p, q in zip(render(n_p, c_p), render(n_m, c_m))])
                 for v in range(len(train)):
                     _, _, yc, xc = texel[v]
                     # the lattice texel nearest the pixel (at most SPACING / 2 away); the map repeats
                     ny = (oy + SPACING * np.round((yc - oy) / SPACING).astype(int)) % res
                     nx = (ox + SPACING * np.round((xc - ox) / SPACING).astype(int)) % res
-                    ok = np.ones(len(ny), bool)
                     J = np.stack([derivs[j][v] for j in range(k)], -1)  # (P, 3, k)
                     w = 1.0 / np.maximum(sig[v], 1e-9) ** 2  # (P, 3)
                     per_pixel = np.einsum("pci,pc,pcj->pij", J, w, J)
-                    np.add.at(info, (ny[ok], nx[ok] % res), per_pixel[ok])
-                    np.add.at(pull, (ny[ok], nx[ok] % res), np.einsum("pci,pc,pc->pi", J, w, residual[v])[ok])
-                    np.add.at(pull_own, (ny[ok], nx[ok] % res), np.einsum("pci,pc,pc->pi", J, w, own_noise[v])[ok])
+                    np.add.at(info, (ny, nx), per_pixel)
+                    np.add.at(pull, (ny, nx), np.einsum("pci,pc,pc->pi", J, w, residual[v]))
+                    np.add.at(pull_own, (ny, nx), np.einsum("pci,pc,pc->pi", J, w, own_noise[v]))
             print(f"  lattice row {oy + 1}/{SPACING} done, {time.monotonic() - started:.0f} s", flush=True)
 
         seen = info[..., 0, 0] > 0
@@ -263,42 +263,38 @@ def main(argv=None) -> int:
         eig = np.linalg.eigvalsh(info[seen])
         definite = np.zeros((res, res), bool)
         definite[seen] = eig[:, 0] > 1e-9 * eig[:, -1]
-        good = seen
         cov = np.full((res, res, 2, 2), np.inf)
         cov[definite] = np.linalg.inv(info[definite])[:, :2, :2]
         bound = np.degrees(np.sqrt(math.pi * np.maximum(np.trace(cov, axis1=-2, axis2=-1), 0.0) / 4.0))
         # the first-order shift of each texel's own least-squares estimate (neighbours known) that the
         # residual between Cycles and our renderer at the truth pulls it by: the renderers' mismatch
-        shift = np.full((res, res), np.inf)
-        shift[definite] = np.degrees(np.linalg.norm(
-            np.linalg.solve(info[definite], pull[definite][..., None])[:, :2, 0], axis=-1))
-        shift_own = np.full((res, res), np.inf)
-        shift_own[definite] = np.degrees(np.linalg.norm(
-            np.linalg.solve(info[definite], pull_own[definite][..., None])[:, :2, 0], axis=-1))
+        moved = np.linalg.solve(info[definite], np.stack([pull[definite], pull_own[definite]], -1))  # (T, k, 2)
+        shift, shift_own = np.full((res, res), np.inf), np.full((res, res), np.inf)
+        shift[definite], shift_own[definite] = np.degrees(np.linalg.norm(moved[:, :2], axis=1)).T
         print(f"case {case.name}, {res}² texels, {len(train)} train views, "
               f"{'colour unknown too' if args.colour_free else 'colour known'}: {seen.sum()} texels seen, "
               f"{seen.sum() - definite.sum()} of them with a direction no pixel constrains (bound infinite)")
-        b = bound[good]
+        b = bound[seen]
         print(f"bound on the normal's angle: median {np.median(b):.2f}°, mean (each at most 90°) "
               f"{np.mean(np.minimum(b, 90)):.2f}°, "
               f"quartiles {np.percentile(b, 25):.2f}° / {np.percentile(b, 75):.2f}°, "
               f"share under 5°: {np.mean(b < 5) * 100:.0f}%")
         print(f"shift by the renderers' mismatch (Cycles' noise and a quarter of ours included): median "
-              f"{np.median(shift[good]):.2f}°, mean (each at most 90°) {np.mean(np.minimum(shift[good], 90)):.2f}°; "
-              f"by one sample set's own noise alone: median {np.median(shift_own[good]):.2f}°, "
-              f"mean {np.mean(np.minimum(shift_own[good], 90)):.2f}°")
-        for lo, hi, label in ((0, 1, "flat (tilt < 1°)"), (1, 10, "tilt 1-10°"), (10, 90, "tilt > 10°")):
-            m = good & (tilt >= lo) & (tilt < hi)
+              f"{np.median(shift[seen]):.2f}°, mean (each at most 90°) {np.mean(np.minimum(shift[seen], 90)):.2f}°; "
+              f"by one sample set's own noise alone: median {np.median(shift_own[seen]):.2f}°, "
+              f"mean {np.mean(np.minimum(shift_own[seen], 90)):.2f}°")
+        for lo, hi, label in TILT_CLASSES:
+            m = seen & (tilt >= lo) & (tilt < hi)
             if not m.any():
                 continue
-            line = (f"  {label}: {m.sum() / good.sum() * 100:.0f}% of texels, bound median {np.median(bound[m]):.2f}° "
+            line = (f"  {label}: {m.sum() / seen.sum() * 100:.0f}% of texels, bound median {np.median(bound[m]):.2f}° "
                     f"(quartiles {np.percentile(bound[m], 25):.2f}° / {np.percentile(bound[m], 75):.2f}°), "
                     f"mismatch shift median {np.median(shift[m]):.2f}°")
             if fitted is not None:
                 line += f", the fit's error mean {error[m].mean():.2f}°"
             print(line)
         if fitted is not None:
-            print(f"  all: the fit's error mean {error[good].mean():.2f}° (flat map {tilt[good].mean():.2f}°)")
+            print(f"  all: the fit's error mean {error[seen].mean():.2f}° (flat map {tilt[seen].mean():.2f}°)")
 
     # coupled bounds: every texel of a patch unknown at once (those around it held at the truth)
     if args.patches > 0:
@@ -323,20 +319,12 @@ def main(argv=None) -> int:
             columns = []
             for ty in range(y0, y0 + size):
                 for tx in range(x0, x0 + size):
+                    on = np.zeros((res, res), bool)
+                    on[ty, tx] = True
                     for j in range(k):
-                        pair = []
-                        for sign in (1.0, -1.0):
-                            n, c = truth_n, colour
-                            if j < 2:
-                                n = truth_n.copy()
-                                n[ty, tx] = _unit(truth_n[ty, tx] + sign * STEP * (e1, e2)[j][ty, tx])
-                                h = STEP
-                            else:
-                                c = colour.copy()
-                                c[ty, tx, j - 2] += sign * COLOUR_STEP
-                                h = COLOUR_STEP
-                            pair.append(render(n, c, sel))
-                        columns.append(np.concatenate([((p_ - q_) / (2 * h)).ravel() for p_, q_ in zip(*pair)]))
+                        (n_p, c_p, h), (n_m, c_m, _) = perturbed(j, 1.0, on), perturbed(j, -1.0, on)
+                        columns.append(np.concatenate([((p_ - q_) / (2 * h)).ravel() for p_, q_ in
+                                                       zip(render(n_p, c_p, sel), render(n_m, c_m, sel))]))
             J = np.stack(columns, -1)  # (pixels x 3, texels x k)
             w = np.concatenate([(1.0 / np.maximum(sig[v][keep[v]], 1e-9) ** 2).ravel() for v in range(len(train))])
             F = J.T @ (w[:, None] * J)
@@ -368,7 +356,7 @@ def main(argv=None) -> int:
               f"share under 5°: {np.mean(pb < 5) * 100:.0f}%; least squares moved by the renderers' mismatch: median "
               f"{np.median(ps):.2f}°, mean {np.mean(np.minimum(ps, 90)):.2f}°; by one sample set's own noise: median "
               f"{np.median(po):.2f}°, mean {np.mean(np.minimum(po, 90)):.2f}°")
-        for lo, hi, label in ((0, 1, "flat (tilt < 1°)"), (1, 10, "tilt 1-10°"), (10, 90, "tilt > 10°")):
+        for lo, hi, label in TILT_CLASSES:
             m = (pt >= lo) & (pt < hi)
             if m.any():
                 print(f"  {label}: {m.sum()} texels, bound median {np.median(pb[m]):.2f}°, mismatch median "
