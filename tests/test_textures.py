@@ -473,6 +473,57 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
+def test_with_colour_and_normal_maps_the_fine_levels_hold_the_inks_while_the_normals_move(tmp_path, monkeypatch):
+    """A base colour map fitted beside a normal map: each level at half the resolution or finer
+    starts from the colour snapped to its inks and, for COLOUR_FIRST_SHARE of its steps, holds
+    it (here all of them) while the normal map moves; the coarser levels and a fit without a
+    normal map do neither."""
+    from pbrfit import texture_fit
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.textures import TextureSettings
+
+    res = 32  # levels 8, 16 and 32
+    colour = np.zeros((res, res, 3), np.float32)
+    colour[:] = [0.7, 0.1, 0.1]
+    colour[:, res // 2:] = [0.1, 0.3, 0.8]
+    job = synthetic.write_job(tmp_path / "part", uvs=True, size=32, cameras=2)
+    bumps = ((synthetic.bump_normals(res) + 1) / 2).astype(np.float32)
+    synthetic.render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.3},
+                                maps={"base_color": colour, "normal": bumps})
+    monkeypatch.setattr(texture_fit, "COLOUR_FIRST_SHARE", 1.0)
+    snapped, steps = [], []
+    snap_colours, adam_steps = texture_fit._snap_colours, texture_fit._adam_steps
+
+    def spy_snap(objective, layout, u, uvs, out_of_time=None):
+        snapped.append(layout.size)
+        return snap_colours(objective, layout, u, uvs, out_of_time)
+
+    def spy_steps(run, settings, layout, n, opt, u_s, u_g, *args, **kwargs):
+        k = len(u_s)
+        before = u_g.detach().clone()
+        done = adam_steps(run, settings, layout, n, opt, u_s, u_g, *args, **kwargs)
+        moved = (u_g.detach() - before).abs()
+        most = {m: float(moved[v.start - k:v.stop - k].max()) for m, v in layout.slices.items()}
+        steps.append((layout.size, kwargs.get("held") is not None, most["base_color"], most.get("normal", 0.0)))
+        return done
+
+    monkeypatch.setattr(texture_fit, "_snap_colours", spy_snap)
+    monkeypatch.setattr(texture_fit, "_adam_steps", spy_steps)
+    scene = load_job(job).scene
+    for maps in (("base_color", "normal"), ("base_color",)):
+        snapped.clear(), steps.clear()
+        fit_material(scene, FitOptions(parameters=["roughness"], iterations=3, backend="raster",
+                                       textures=TextureSettings(maps=maps, resolution=res, iterations=9)))
+        levels = sorted({size for size, *_ in steps})
+        if "normal" in maps:
+            assert levels == [8, 16, 32] and snapped[:2] == [16, 32], (levels, snapped)
+            assert all(held is (size >= 16) for size, held, *_ in steps)
+            assert all(c == 0.0 and n > 0 for size, held, c, n in steps if held), steps
+            assert any(c > 0 for size, held, c, n in steps if not held), steps
+        else:
+            assert snapped == [levels[-1]] and not any(held for _, held, *_ in steps), (snapped, steps)
+
+
 def test_normal_maps_are_wired_through_decoders(tmp_path):
     textures = {"normal": {"file": "textures/normal.exr", "colorspace": "raw", "channels": 3, "uv": "st"}}
     doc = materialx_document({"base_color": [0.5, 0.2, 0.1]}, textures=textures)

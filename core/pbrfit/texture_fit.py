@@ -18,7 +18,10 @@ in use together:
   and each texel's among them on the coarse levels (:func:`_texel_search`), then
   ``iterations / levels`` Adam steps on the maps with a cosine-decaying step (on the levels
   coarser than half the resolution, a step that renders takes every :data:`COARSE_STRIDE`-th
-  pixel, in turn, at the pixel centres). After each
+  pixel, in turn, at the pixel centres). With a normal map beside a base colour map, the
+  levels from half the resolution start from the colours snapped to their few inks and hold
+  them for the first :data:`COLOUR_FIRST_SHARE` of the steps, so the shading within an ink
+  goes to the normals. After each
   level the validation views (when the job has them) are measured on every pixel; a level
   that makes them worse by more than :data:`LEVEL_TOLERANCE` ends the climb and the best
   level's maps are kept (upsampled to the full resolution). Where a level's steps render
@@ -189,6 +192,15 @@ def gradient_chunk(device: str, workers: int = 1) -> int:
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     fits = free // 2 // (GRAPH_BYTES_PER_PIXEL * max(workers, 1))
     return int(min(max(fits, GRADIENT_CHUNK), CUDA_CHUNK_LIMIT))
+#: with a normal map fitted beside a base colour map, each level at half the resolution or
+#: finer starts from the base colour map snapped to its few colours (:func:`_snap_colours`)
+#: and holds it for this share of the level's Adam steps. The per-texel least squares, done
+#: under the coarser level's flatter normals, takes the bumps' shading into the colours;
+#: given a free colour, the normals' only evidence is the weak specular, and Adam moved them
+#: by the sample sets' noise alone. Held to its inks, the colour leaves the shading within
+#: each to the normals (woven fabric, 256², Cycles-judged: 4.62 -> 3.92 ΔE2000, novel cameras
+#: 5.77 -> 5.22, normals 17.8 -> 14.1 degrees from the truth, base colour 20.2 -> 22.5 dB)
+COLOUR_FIRST_SHARE = 0.5
 #: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
@@ -952,6 +964,11 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # maps' renderer has, were measured to prefer a rougher base)
         u = _scalar_search(run.train_obj, layout, u)
         run.check_cancel()
+        held = None  # (the variables held, for how many of the level's steps)
+        if NORMAL in settings.maps and "base_color" in settings.maps and size >= settings.resolution // 2:
+            _still_working(run, "textures (colour palette)")
+            u, _ = _snap_colours(objective, layout, u, uvs, run.out_of_time)
+            held = (layout.slices["base_color"], int(steps * COLOUR_FIRST_SHARE))
         k = space.dim
         tabulate = _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and \
             _TabulatedInRoughness.table_bytes(renderer, run.train, settings.maps) <= TABLE_MEMORY
@@ -987,7 +1004,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         for stop in _check_points(steps, LEVEL_CHECK_EVERY if checked else steps):
             with _centres_only([o_.renderer for o_ in step_objectives], stride > 1):
                 done = _adam_steps(run, settings, layout, steps, opt, u_s, u_g, fast or step_objectives, centre,
-                                   prior_w, size, stride, first=done, last=stop)
+                                   prior_w, size, stride, first=done, last=stop, held=held)
             if validator is not None:
                 with torch.no_grad():
                     score = validator(layout.material(torch.cat([u_s, u_g.detach()])))[1]
@@ -1044,11 +1061,13 @@ def _check_points(steps: int, every: int) -> list[int]:
 
 def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt, u_s: torch.Tensor,
                 u_g: torch.Tensor, objectives, centre: dict, prior_w: torch.Tensor, size: int, stride: int,
-                first: int = 0, last: int | None = None) -> int:
+                first: int = 0, last: int | None = None, held: tuple[slice, int] | None = None) -> int:
     """Steps ``first`` .. ``last`` (default: the end) of one level's ``steps`` Adam steps on
     the maps' variables ``u_g`` (the scalars ``u_s`` held), a cosine-decaying step size over the
     level; each step through the next of ``objectives`` (a list: the sample sets in turn; else
-    one stand-in), over every ``stride``-th loss pixel (the phases in turn, :func:`_phase`).
+    one stand-in), over every ``stride``-th loss pixel (the phases in turn, :func:`_phase`);
+    ``held``: (variables of the full vector, a step count) kept still for the level's first
+    steps (:data:`COLOUR_FIRST_SHARE`).
     Returns the steps done so far (less than ``last`` when the time budget ran out)."""
     k = len(u_s)
     rounds = len(objectives) if isinstance(objectives, list) else 1
@@ -1068,7 +1087,10 @@ def _adam_steps(run, settings: TextureSettings, layout: _Layout, steps: int, opt
             reg = sum(regularizer(n, normalized(n, layout.grid(u, n)), centre[n], prior_w, settings,
                                   full_resolution=size == settings.resolution) for n in settings.maps)
             (g_reg,) = torch.autograd.grad(reg, u)
-        u_g.grad = (grad + g_reg).nan_to_num(0.0)[k:].clone()
+        total = (grad + g_reg).nan_to_num(0.0)
+        if held is not None and step < held[1]:
+            total[held[0]] = 0.0
+        u_g.grad = total[k:].clone()
         opt.step()
         run.record("textures", loss + float(reg.detach()), de)
     return last

@@ -1,0 +1,113 @@
+"""Does the texture fit's own objective prefer the truth to what the fit found?
+
+For a case of ``scripts/benchmark_textures.py`` and a fit of it, evaluates the loss the map fit
+descends (the job's loss, ΔE2000 + 10 L1 by default, over the train views, every covered pixel
+through the pixel filter where a normal map is fitted, the texture fit's sample counts, averaged
+over ``--sets`` independent sample sets) and the validation views' ΔE2000, on the same renderer,
+for the truth (scalars and maps), the fit, the two mixed (the fit's scalars with the truth's maps
+and the other way round), and the truth with each fitted map in turn made uniform (a normal map
+flat, another its mean). No Cycles: a diagnosis of the fit's optimization, not a judged figure.
+
+- The fit scores **worse** than the truth: its optimizer stopped in a worse place than the one
+  the truth offers (a local minimum, too few steps); the objective is not what holds it back.
+- The fit scores **better**: the objective (the renderers' mismatch, the noise) prefers it; a
+  better optimizer would not help. The regularizers are not included: see
+  ``pbrfit.texture_fit.regularizer`` for what they add.
+
+Usage::
+
+    python scripts/diagnose_fit_objective.py CACHE/woven_fabric-<hash> CACHE/truth_maps/woven_fabric FIT_DIR
+        [--job JOB] [--sets 2]
+
+``JOB`` defaults to the fit folder's parent's ``job.toml`` (the benchmark's layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_textures import _read_pixels, _unit
+
+from pbrfit.job import load_job
+from pbrfit.objective import Objective
+from pbrfit.options import DEFAULT_LOSS
+from pbrfit.params import normalize_material
+from pbrfit.render import RasterRenderer
+from pbrfit.renderers import TEXTURE_SAMPLES
+from pbrfit.textures import NORMAL
+
+#: the texture fit's seed step between sample sets (any other gives other sets, as good)
+SEED_STEP = 7919
+
+
+def _tensors(values: dict) -> dict:
+    return {k: torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for k, v in normalize_material(values).items()}
+
+
+def _map(path: Path, name: str) -> torch.Tensor:
+    texels = _read_pixels(path)[..., :3]
+    if name == NORMAL:  # decoded, renormalized, encoded again: the fit's writer rounds
+        texels = (_unit(texels * 2 - 1) + 1) / 2
+    return torch.as_tensor(texels, dtype=torch.float32)
+
+
+def _uniform(name: str, texels: torch.Tensor) -> torch.Tensor:
+    if name == NORMAL:
+        return torch.tensor([0.5, 0.5, 1.0]).expand(8, 8, 3).clone()
+    return texels.reshape(-1, texels.shape[-1]).mean(0).expand(8, 8, -1).clone()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("case_cache", type=Path, help="the case's cache folder (truth.json)")
+    ap.add_argument("truth_maps", type=Path, help="the case's truth maps folder (<map>.exr)")
+    ap.add_argument("fit", type=Path, help="a pbrfit fit output folder of the case")
+    ap.add_argument("--job", type=Path, help="the fit's job (default: FIT/../job.toml)")
+    ap.add_argument("--sets", type=int, default=2, help="independent sample sets averaged (default 2)")
+    args = ap.parse_args(argv)
+
+    scene = load_job(args.job or args.fit.parent / "job.toml").scene
+    doc = json.loads((args.fit / "material.json").read_text())
+    maps = sorted(doc.get("textures", {}))
+    if not maps:
+        raise SystemExit(f"{args.fit / 'material.json'}: no texture maps; fit the case with its [textures] table")
+    filtered = NORMAL in maps
+    renderers = [RasterRenderer(scene, TEXTURE_SAMPLES, 0, 1 << 40, filter_pixels=filtered)]
+    for _ in range(1, args.sets):
+        renderers.append(RasterRenderer(scene, TEXTURE_SAMPLES, renderers[-1].seed + SEED_STEP, 1 << 40,
+                                        pixels_from=renderers[-1], filter_pixels=filtered))
+    train = [i for i, v in enumerate(scene.views) if v.split == "train"]
+    val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
+    loss = doc.get("provenance", {}).get("options", {}).get("loss") or DEFAULT_LOSS
+    objectives = [Objective(r, train, loss, workers=2) for r in renderers]
+    validator = Objective(renderers[0], val, {"de2000": 1.0}, workers=2) if val else None
+
+    truth_s = _tensors(json.loads((args.case_cache / "truth.json").read_text())["material"])
+    fit_s = _tensors(doc["parameters"])
+    truth_m = {n: _map(args.truth_maps / f"{n}.exr", n) for n in maps}
+    fit_m = {n: _map(args.fit / doc["textures"][n]["file"], n) for n in maps}
+    candidates = [("truth", truth_s, truth_m), ("fit", fit_s, fit_m),
+                  ("fit's scalars, truth's maps", fit_s, truth_m), ("truth's scalars, fit's maps", truth_s, fit_m)]
+    for n in maps:
+        candidates.append((f"truth, {n} uniform", truth_s, dict(truth_m, **{n: _uniform(n, truth_m[n])})))
+    print(f"{'material':34s} train loss  train ΔE2000  validate ΔE2000   ({len(train)} train views, "
+          f"{args.sets} sample sets; loss {loss})")
+    with torch.no_grad():
+        for name, scalars, textures in candidates:
+            material = dict(scalars, **textures)
+            scores = [o(material) for o in objectives]
+            v = validator(material)[1] if validator else float("nan")
+            print(f"{name:34s} {np.mean([float(s[0]) for s in scores]):10.4f}  {np.mean([s[1] for s in scores]):12.3f}"
+                  f"  {v:15.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
