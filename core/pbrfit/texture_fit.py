@@ -144,6 +144,15 @@ class _Layout:
 #: least-squares passes on the base colour map at the start of each pyramid level (one where
 #: the render is affine in it, :meth:`_AffineInBaseColor.applies`: a second gives the same)
 BASE_COLOR_PASSES = 2
+#: with a normal map fitted beside a base colour map, each level at half the resolution or
+#: finer starts from the base colour map snapped to its few colours (:func:`_snap_colours`)
+#: and holds it for this share of the level's Adam steps. The per-texel least squares, done
+#: under the coarser level's flatter normals, takes the bumps' shading into the colours;
+#: given a free colour, the normals' only evidence is the weak specular, and Adam moved them
+#: by the sample sets' noise alone. Held to its inks, the colour leaves the shading within
+#: each to the normals (woven fabric, 256², Cycles-judged: 4.62 -> 3.92 ΔE2000, novel cameras
+#: 5.77 -> 5.22, normals 17.8 -> 14.1 degrees from the truth, base colour 20.2 -> 22.5 dB)
+COLOUR_FIRST_SHARE = 0.5
 #: the normal map's pull toward flat weighs this much more than the other maps' pull toward
 #: the scalar fit: its slopes are unbounded and the renders constrain them weakly, so at the
 #: weights the other maps use it fitted noise (Cycles-judged embossed panel, free slopes:
@@ -192,15 +201,8 @@ def gradient_chunk(device: str, workers: int = 1) -> int:
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     fits = free // 2 // (GRAPH_BYTES_PER_PIXEL * max(workers, 1))
     return int(min(max(fits, GRADIENT_CHUNK), CUDA_CHUNK_LIMIT))
-#: with a normal map fitted beside a base colour map, each level at half the resolution or
-#: finer starts from the base colour map snapped to its few colours (:func:`_snap_colours`)
-#: and holds it for this share of the level's Adam steps. The per-texel least squares, done
-#: under the coarser level's flatter normals, takes the bumps' shading into the colours;
-#: given a free colour, the normals' only evidence is the weak specular, and Adam moved them
-#: by the sample sets' noise alone. Held to its inks, the colour leaves the shading within
-#: each to the normals (woven fabric, 256², Cycles-judged: 4.62 -> 3.92 ΔE2000, novel cameras
-#: 5.77 -> 5.22, normals 17.8 -> 14.1 degrees from the truth, base colour 20.2 -> 22.5 dB)
-COLOUR_FIRST_SHARE = 0.5
+
+
 #: L-BFGS evaluations of the scalars still fitted, the maps held, after the pyramid
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
