@@ -8,11 +8,12 @@ for the truth (scalars and maps), the fit, the two mixed (the fit's scalars with
 and the other way round), and the truth with each fitted map in turn made uniform (a normal map
 flat, another its mean). No Cycles: a diagnosis of the fit's optimization, not a judged figure.
 
-- The fit scores **worse** than the truth: its optimizer stopped in a worse place than the one
-  the truth offers (a local minimum, too few steps); the objective is not what holds it back.
-- The fit scores **better**: the objective (the renderers' mismatch, the noise) prefers it; a
-  better optimizer would not help. The regularizers are not included: see
-  ``pbrfit.texture_fit.regularizer`` for what they add.
+- The fit scores **worse** than the truth: the loss is not what holds it back; either the
+  regularizers, which this leaves out (``pbrfit.texture_fit.regularizer``: on the woven fabric the
+  slopes' smoothness charges the truth 0.6-0.8 more than the fits, more than the loss gap), or
+  the path the optimizer took (a local minimum, too few steps).
+- The fit scores **better**: the loss itself (the renderers' mismatch, the noise) prefers it; a
+  better optimizer would not help.
 
 Usage::
 
