@@ -38,14 +38,10 @@ from benchmark_textures import _read_pixels, _unit
 
 from pbrfit.job import load_job
 from pbrfit.objective import Objective
-from pbrfit.options import DEFAULT_LOSS
+from pbrfit.options import DEFAULT_LOSS, FitOptions
 from pbrfit.params import normalize_material
-from pbrfit.render import RasterRenderer
-from pbrfit.renderers import TEXTURE_SAMPLES
+from pbrfit.renderers import Renderers
 from pbrfit.textures import NORMAL
-
-#: the texture fit's seed step between sample sets (any other gives other sets, as good)
-SEED_STEP = 7919
 
 
 def _tensors(values: dict) -> dict:
@@ -80,10 +76,10 @@ def main(argv=None) -> int:
     if not maps:
         raise SystemExit(f"{args.fit / 'material.json'}: no texture maps; fit the case with its [textures] table")
     filtered = NORMAL in maps
-    renderers = [RasterRenderer(scene, TEXTURE_SAMPLES, 0, 1 << 40, filter_pixels=filtered)]
+    made = Renderers(scene, FitOptions())  # the texture fit's renderers, as fit_maps makes them
+    renderers = [made.raster_textures(filter_pixels=filtered)]
     for _ in range(1, args.sets):
-        renderers.append(RasterRenderer(scene, TEXTURE_SAMPLES, renderers[-1].seed + SEED_STEP, 1 << 40,
-                                        pixels_from=renderers[-1], filter_pixels=filtered))
+        renderers.append(made.raster_textures(pixels_from=renderers[-1], filter_pixels=filtered))
     train = [i for i, v in enumerate(scene.views) if v.split == "train"]
     val = [i for i, v in enumerate(scene.views) if v.split == "validate"]
     loss = doc.get("provenance", {}).get("options", {}).get("loss") or DEFAULT_LOSS
