@@ -5,8 +5,9 @@ descends (the job's loss, ΔE2000 + 10 L1 by default, over the train views, ever
 through the pixel filter where a normal map is fitted, the texture fit's sample counts, averaged
 over ``--sets`` independent sample sets) and the validation views' ΔE2000, on the same renderer,
 for the truth (scalars and maps), the fit, the two mixed (the fit's scalars with the truth's maps
-and the other way round), and the truth with each fitted map in turn made uniform (a normal map
-flat, another its mean). No Cycles: a diagnosis of the fit's optimization, not a judged figure.
+and the other way round), the truth with each fitted map in turn made uniform (a normal map
+flat, another its mean) and, with several maps, the fit with each map in turn the truth's.
+No Cycles: a diagnosis of the fit's optimization, not a judged figure.
 
 - The fit scores **worse** than the truth: the loss is not what holds it back; either the
   regularizers, which this leaves out (``pbrfit.texture_fit.regularizer``: on the woven fabric the
@@ -94,6 +95,9 @@ def main(argv=None) -> int:
                   ("fit's scalars, truth's maps", fit_s, truth_m), ("truth's scalars, fit's maps", truth_s, fit_m)]
     for n in maps:
         candidates.append((f"truth, {n} uniform", truth_s, dict(truth_m, **{n: _uniform(n, truth_m[n])})))
+    if len(maps) > 1:  # which fitted map costs the most: the fit with one map the truth's
+        for n in maps:
+            candidates.append((f"fit, the truth's {n}", fit_s, dict(fit_m, **{n: truth_m[n]})))
     print(f"{'material':34s} train loss  train ΔE2000  validate ΔE2000   ({len(train)} train views, "
           f"{args.sets} sample sets; loss {loss})")
     with torch.no_grad():
