@@ -955,6 +955,46 @@ def test_the_colour_snap_gives_a_noisy_label_its_inks(tmp_path):
     assert torch.allclose(fast, snapped, atol=1e-3)
 
 
+def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
+    """A two-colour map solved under a specular level of 0.02 takes the missing reflection into
+    its colours, and under those colours the scalar search keeps 0.02; with the colours solved
+    again for each candidate (as the fit does) it finds the truth's 0.5, and the colours come
+    back toward the truth's."""
+    from pbrfit.objective import Objective
+    from pbrfit.texture_fit import _base_color_least_squares, _Layout, _scalar_search
+
+    res = 16
+    inks = np.array([(0.06, 0.1, 0.32), (0.62, 0.5, 0.28)], np.float32)  # a navy and ochre weave
+    truth = inks[np.broadcast_to(((np.arange(res) // 8) % 2)[None, :], (res, res))]
+    job = synthetic.write_job(tmp_path / "weave", uvs=True, size=48, cameras=4)
+    synthetic.render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.5, "specular_ior_level": 0.5},
+                                maps={"base_color": truth})
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), max_loss_pixels=1 << 40)
+    views = list(range(len(scene.views)))
+    objective = Objective(renderer, views, {"de2000": 1.0, "l1": 10.0})
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views]
+    start = normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.5, "specular_ior_level": 0.02})
+    space = ParameterSpace(start, ["specular_ior_level"])
+    layout = _Layout(space, ("base_color",), res, {"base_color": (0.0, 1.0)})
+
+    def solved(t):
+        return _base_color_least_squares(objective, layout, t, uvs, (0.0, 1.0))
+
+    def level(t):
+        return float(space.values(t[: space.dim].double())["specular_ior_level"])
+
+    def colour_error(t):
+        seen = texel_weights(uvs, res).numpy() > 4
+        return float(np.abs(layout.material(t)["base_color"].numpy() - truth)[seen].mean())
+
+    u = solved(solved(layout.pack(space.initial_vector(), {"base_color": torch.zeros(res, res, 3)})))
+    assert level(_scalar_search(objective, layout, u)) == pytest.approx(0.02, abs=1e-6)
+    searched = _scalar_search(objective, layout, u, solved)
+    assert level(searched) == pytest.approx(0.5, abs=1e-6)
+    assert colour_error(searched) < 0.6 * colour_error(u), (colour_error(searched), colour_error(u))
+
+
 def test_the_palette_keeps_the_materials_the_texels_need_and_drops_a_compromise():
     """Facility location on a loss table: texels of two materials, a compromise candidate best
     on average (chosen first, then made redundant), and a variant of one that would save less
