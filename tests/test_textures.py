@@ -958,8 +958,8 @@ def test_the_colour_snap_gives_a_noisy_label_its_inks(tmp_path):
 def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
     """A two-colour map solved under a specular level of 0.02 takes the missing reflection into
     its colours, and under those colours the scalar search keeps 0.02; with the colours solved
-    again for each candidate (as the fit does) it finds the truth's 0.5, and the colours come
-    back toward the truth's."""
+    again for each candidate (as the fit does where a normal map is fitted beside the colour
+    map) it finds the truth's 0.5, and the colours come back toward the truth's."""
     from pbrfit.objective import Objective
     from pbrfit.texture_fit import _base_color_least_squares, _Layout, _scalar_search
 
