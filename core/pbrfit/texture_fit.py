@@ -963,6 +963,9 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     started = time.monotonic()
     log = []
     table = None  # (the scalars it was built for, an Objective through _TabulatedInRoughness)
+    # a normal map beside a base colour map: the colours trade with the bumps' shading and the
+    # scalars, so the scalar search solves them per candidate and the fine levels hold the inks
+    colour_and_normals = NORMAL in settings.maps and "base_color" in settings.maps
     for size, steps in zip(levels, per_level):
         grids = {n: pyramid(g, size, n) for n, g in grids.items()}
         layout = _Layout(space, settings.maps, size, bounds)
@@ -979,13 +982,13 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # scalars went wrong with them solved again (roughness 0.29 and specular level 0.30 for
         # 0.35 and 0.5, the fit's own validation 2.62 ΔE2000; held: 0.34, 0.52, 1.79)
         resolve = None
-        if "base_color" in settings.maps and NORMAL in settings.maps:
+        if colour_and_normals:
             def resolve(t, layout=layout):
                 return _base_color_least_squares(objective, layout, t, uvs, bounds["base_color"])
         u = _scalar_search(run.train_obj, layout, u, resolve)
         run.check_cancel()
         held = None  # (the variables held, for how many of the level's steps)
-        if NORMAL in settings.maps and "base_color" in settings.maps and size >= settings.resolution // 2:
+        if colour_and_normals and size >= settings.resolution // 2:
             _still_working(run, "textures (colour palette)")
             u, _ = _snap_colours(objective, layout, u, uvs, run.out_of_time)
             held = (layout.slices["base_color"], int(steps * COLOUR_FIRST_SHARE))
