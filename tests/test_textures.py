@@ -385,6 +385,37 @@ def test_a_flat_normal_map_changes_nothing_and_a_bumpy_one_has_finite_gradients(
         assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
 
 
+def test_held_directions_render_the_same_and_their_gradient_agrees_on_average(uv_job):
+    """The texture steps' gradient with the BSDF-sampled directions held: the same render, and
+    over many seeds the same mean gradient in a normal map's heights as the gradient through
+    the sampled directions (both are unbiased; only their noise differs)."""
+    scene = load_job(uv_job).scene
+    m = _material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.25, "coat_weight": 0.3})
+    gradients = {False: [], True: []}
+    for seed in range(48):
+        renderer = RasterRenderer(scene, SampleCounts(2, 1, 4, 2), seed=seed)
+        renderer.prepare(0)
+        rows = renderer.train_subsets[0]
+        renders = {}
+        for held in (False, True):
+            renderer.held_directions = held
+            height = torch.linspace(-0.3, 0.3, 16).reshape(4, 4, 1).clone().requires_grad_(True)
+            out = renderer.shade(0, dict(m, normal=map_values("normal", height, None)), rows)
+            (g,) = torch.autograd.grad(out.sum(), height)
+            renders[held] = out.detach()
+            gradients[held].append(g.flatten())
+        assert torch.allclose(renders[False], renders[True])
+    full, held = (torch.stack(gradients[k]) for k in (False, True))
+    spread = ((full.var(0) + held.var(0)) / len(full)).sqrt()
+    difference = (full.mean(0) - held.mean(0)).abs()
+    strong = full.mean(0).abs() > 3 * spread  # texels whose gradient the seeds determine
+    assert int(strong.sum()) >= 4
+    assert bool((difference[strong] < 4 * spread[strong]).all()), (difference / spread)[strong]
+    # a held gradient is a real one: not zero where the full one is strong
+    assert bool((torch.sign(held.mean(0)[strong]) == torch.sign(full.mean(0)[strong])).all())
+    assert float(held.var(0).sum()) < float(full.var(0).sum())  # and less noisy here (a 0.25-rough lobe)
+
+
 def test_a_fit_recovers_a_normal_map(tmp_path):
     """Raster references of a sphere with a bumpy tangent-space normal map (a height field's):
     the fitted normals are much closer to the truth than a flat map."""

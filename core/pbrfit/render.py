@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,6 +133,14 @@ class RasterRenderer(SceneRenderer):
             then reads as 0.04). For renders of whole views (texture maps), where every
             neighbour is shaded anyway (with a few random pixels per view, it would shade 9
             times as many).
+
+    Attributes:
+        held_directions: the directions sampled from the BSDF and every sampling density
+            are held (no gradient flows through them), the gradient flowing through the BSDF's
+            values alone (and the normal map's turn of the directions). Its expectation over the
+            samples is the true gradient (the directions' mixture density only weighs them), but it
+            is not the gradient of this render's fixed samples: for stochastic steps (Adam over
+            texture maps), never for L-BFGS. It back-propagates through a third of the shading.
     """
 
     def __init__(self, scene: FitScene, samples: SampleCounts = SampleCounts(), seed: int = 0,
@@ -141,6 +150,7 @@ class RasterRenderer(SceneRenderer):
         self.samples = samples
         self.pixels_from = pixels_from
         self.filter_pixels = filter_pixels
+        self.held_directions = False
         self._prepared: dict[int, _PreparedView] = {}
         self._neighbourhoods: OrderedDict = OrderedDict()  # the filter's, of the pixel sets shaded lately
         self._neighbourhoods_lock = threading.Lock()  # views shade on threads of their own
@@ -334,11 +344,14 @@ class RasterRenderer(SceneRenderer):
             to_shading = from_shading = (lambda w: w)
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
+        held = self.held_directions
+
         def denominator(wi, p_fixed):
-            den = p_fixed + n.specular * bsdf.pdf_specular(material, wo, wi)
-            if use_coat:
-                den = den + n.coat * bsdf.pdf_coat(material, wo, wi)
-            return den.clamp_min(1e-12)
+            with torch.no_grad() if held else nullcontext():
+                den = p_fixed + n.specular * bsdf.pdf_specular(material, wo, wi)
+                if use_coat:
+                    den = den + n.coat * bsdf.pdf_coat(material, wo, wi)
+                return den.clamp_min(1e-12)
 
         # material-independent directions
         rows = pv.row_of[sel]
@@ -379,11 +392,14 @@ class RasterRenderer(SceneRenderer):
         for sampler, u, count in strategies:
             if count == 0:
                 continue
-            wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
-            wi_local = from_shading(wi)
-            d = torch.einsum("pni,pij->pnj", wi_local, frame)
-            d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            radiance = environment(d)
+            with torch.no_grad() if held else nullcontext():
+                wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
+                wi_local = from_shading(wi)
+                d = torch.einsum("pni,pij->pnj", wi_local, frame)
+                d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                radiance = environment(d)
+            if held:  # the direction held in the part's frame, turned by the normal map again
+                wi = to_shading(wi_local)
             vis = self._visible(origins, ngeo, d)
             p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi_local[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)

@@ -207,6 +207,13 @@ def gradient_chunk(device: str, workers: int = 1) -> int:
 SCALAR_EVALUATIONS = 10
 #: independent sample sets of the maps' renderer, taken in turn by the Adam steps
 SAMPLE_SETS = 3
+#: the Adam steps' gradients hold the BSDF-sampled directions
+#: (:attr:`pbrfit.render.RasterRenderer.held_directions`): through the sampled directions, a
+#: normal map's gradient carries the environment's own gradient at each sample (a sharp sky's
+#: edges), noise the maps took in. Measured on the embossed panel (4 views of 256 px, the
+#: steps' 3 sample sets): normals 5.96 degrees from the truth for 7.61 (plateaus 2.47 for 3.80,
+#: ramps 11.55 for 13.88), the fit's own validation 2.01 ΔE2000 for 2.28, and a step ~15% faster
+HELD_DIRECTIONS = True
 #: on the levels coarser than half the final resolution, an Adam step that renders (no
 #: stand-in: a normal map) takes every this-many-th loss pixel, the phases in turn, at the
 #: pixel centres: a texel there is several pixels wide, so the filter changes little and a
@@ -1025,7 +1032,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         checked = validator is not None and fast is None and stride == 1 and best[1] is not None
         done, score, checks = 0, None, []
         for stop in _check_points(steps, LEVEL_CHECK_EVERY if checked else steps):
-            with _centres_only([o_.renderer for o_ in step_objectives], stride > 1):
+            with _centres_only([o_.renderer for o_ in step_objectives], stride > 1), \
+                    _held_directions([o_.renderer for o_ in step_objectives], HELD_DIRECTIONS):
                 done = _adam_steps(run, settings, layout, steps, opt, u_s, u_g, fast or step_objectives, centre,
                                    prior_w, size, stride, first=done, last=stop, held=held)
             if validator is not None:
@@ -1124,6 +1132,23 @@ def _phase(step: int, rounds: int, stride: int) -> int:
     sets taken in turn over ``rounds``: every ``stride`` steps see every phase, and each set
     sees every phase (shifted by one after each lcm(rounds, stride) steps)."""
     return (step + step // math.lcm(rounds, stride)) % stride
+
+
+@contextmanager
+def _held_directions(renderers: list, active: bool):
+    """Within: ``renderers`` hold their BSDF-sampled directions in the gradient
+    (:attr:`pbrfit.render.RasterRenderer.held_directions`, where ``active``), as before after."""
+    was = [getattr(r, "held_directions", False) for r in renderers]
+    if active:
+        for r in renderers:
+            if hasattr(r, "held_directions"):
+                r.held_directions = True
+    try:
+        yield
+    finally:
+        for r, w in zip(renderers, was):
+            if hasattr(r, "held_directions"):
+                r.held_directions = w
 
 
 @contextmanager
