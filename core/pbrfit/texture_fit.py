@@ -163,8 +163,11 @@ NORMAL_PRIOR = 50.0
 #: raster references 15x fitted the embossed panel's ramps steeper and closer to the truth
 #: (128² map, 4 views of 128 px: 6.91 -> 4.57 degrees, `scripts/tune_normal_smoothness.py`),
 #: but judged against Cycles' references it was worse: 7.8 -> 8.6 degrees, the plateaus 3.9 ->
-#: 6.5 (they took up what Cycles renders and pbrfit does not), 256² map, 4 views of 256 px
-NORMAL_SMOOTHNESS = 50.0
+#: 6.5 (they took up what Cycles renders and pbrfit does not), 256² map, 4 views of 256 px.
+#: That was the steps' noise (:data:`HELD_DIRECTIONS`): with the sampled directions held, 25x
+#: fitted the ramps steeper against Cycles' references too (session 39: 50x 5.96 degrees, 25x
+#: 5.53, 12x 5.42; plateaus 2.47, 2.97, 3.51; Cycles-judged 2.20 -> 2.11 ΔE2000 at 25x)
+NORMAL_SMOOTHNESS = 25.0
 #: weight of metallic * (1 - metallic) per texel: real surfaces are metal or not, and where
 #: the photos cannot tell (a rough paint's weak highlight reads as a little metal under a
 #: smoother roughness: worn metal, paint at metallic 0.16 and roughness 0.33 for 0 and 0.6)
