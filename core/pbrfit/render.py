@@ -345,9 +345,10 @@ class RasterRenderer(SceneRenderer):
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
         held = self.held_directions
+        holding = torch.no_grad if held else nullcontext  # around what the gradient does not pass
 
         def denominator(wi, p_fixed):
-            with torch.no_grad() if held else nullcontext():
+            with holding():
                 den = p_fixed + n.specular * bsdf.pdf_specular(material, wo, wi)
                 if use_coat:
                     den = den + n.coat * bsdf.pdf_coat(material, wo, wi)
@@ -392,7 +393,7 @@ class RasterRenderer(SceneRenderer):
         for sampler, u, count in strategies:
             if count == 0:
                 continue
-            with torch.no_grad() if held else nullcontext():
+            with holding():
                 wi, _ = sampler(material, wo.expand(-1, count, -1), u[sel_t])
                 wi_local = from_shading(wi)
                 d = torch.einsum("pni,pij->pnj", wi_local, frame)

@@ -1138,37 +1138,32 @@ def _phase(step: int, rounds: int, stride: int) -> int:
 
 
 @contextmanager
+def _renderers_set(renderers: list, attribute: str, value, active: bool):
+    """Within: each of ``renderers`` that has ``attribute`` has it set to ``value`` (where
+    ``active``); after: as before, also when the body raises."""
+    was = [getattr(r, attribute, None) for r in renderers]
+    if active:
+        for r in renderers:
+            if hasattr(r, attribute):
+                setattr(r, attribute, value)
+    try:
+        yield
+    finally:
+        for r, w in zip(renderers, was):
+            if hasattr(r, attribute):
+                setattr(r, attribute, w)
+
+
 def _held_directions(renderers: list, active: bool):
     """Within: ``renderers`` hold their BSDF-sampled directions in the gradient
     (:attr:`pbrfit.render.RasterRenderer.held_directions`, where ``active``), as before after."""
-    was = [getattr(r, "held_directions", False) for r in renderers]
-    if active:
-        for r in renderers:
-            if hasattr(r, "held_directions"):
-                r.held_directions = True
-    try:
-        yield
-    finally:
-        for r, w in zip(renderers, was):
-            if hasattr(r, "held_directions"):
-                r.held_directions = w
+    return _renderers_set(renderers, "held_directions", True, active)
 
 
-@contextmanager
 def _centres_only(renderers: list, active: bool):
     """Within: ``renderers`` shade pixel centres (their pixel filter off, where ``active``),
     as before after."""
-    was = [getattr(r, "filter_pixels", False) for r in renderers]
-    if active:
-        for r in renderers:
-            if hasattr(r, "filter_pixels"):
-                r.filter_pixels = False
-    try:
-        yield
-    finally:
-        for r, w in zip(renderers, was):
-            if hasattr(r, "filter_pixels"):
-                r.filter_pixels = w
+    return _renderers_set(renderers, "filter_pixels", False, active)
 
 
 def _snap(run, objective: Objective, validator: Objective | None, space: ParameterSpace, settings: TextureSettings,
