@@ -10,11 +10,16 @@ flat, another its mean) and, with several maps, the fit with each map in turn th
 No Cycles: a diagnosis of the fit's optimization, not a judged figure.
 
 - The fit scores **worse** than the truth: the loss is not what holds it back; either the
-  regularizers, which this leaves out (``pbrfit.texture_fit.regularizer``: on the woven fabric the
+  regularizers (``pbrfit.texture_fit.regularizer``, given below for a normal map; on the woven fabric the
   slopes' smoothness charges the truth 0.6-0.8 more than the fits, more than the loss gap), or
   the path the optimizer took (a local minimum, too few steps).
 - The fit scores **better**: the loss itself (the renderers' mismatch, the noise) prefers it; a
   better optimizer would not help.
+
+With a normal map, a last column gives what the texture fit's regularizers charge that map (the
+slopes' smoothness and the pull toward flat, at the default weights of the ``[textures]`` table
+and this job's texel coverage): the loss plus that is what the fit descends, so a truth whose sum
+is lower than the fit's was missed by the optimizer, not turned away by the prior.
 
 Usage::
 
@@ -42,7 +47,8 @@ from pbrfit.objective import Objective
 from pbrfit.options import DEFAULT_LOSS, FitOptions
 from pbrfit.params import normalize_material
 from pbrfit.renderers import Renderers
-from pbrfit.textures import NORMAL
+from pbrfit.texture_fit import regularizer
+from pbrfit.textures import NORMAL, TextureSettings, texel_weights
 
 
 def _tensors(values: dict) -> dict:
@@ -60,6 +66,22 @@ def _uniform(name: str, texels: torch.Tensor) -> torch.Tensor:
     if name == NORMAL:
         return torch.tensor([0.5, 0.5, 1.0]).expand(8, 8, 3).clone()
     return texels.reshape(-1, texels.shape[-1]).mean(0).expand(8, 8, -1).clone()
+
+
+def _slopes(texels: torch.Tensor) -> torch.Tensor:
+    """(H, W, 2) the slopes (p, q) of an encoded tangent-space normal map: the normal is
+    normalize(p, q, 1) (:func:`pbrfit.textures.map_values`)."""
+    n = texels.double() * 2 - 1
+    return n[..., :2] / n[..., 2:].clamp_min(1e-3)
+
+
+def _normal_regularizer(texels: torch.Tensor, uvs: list) -> float:
+    """What :func:`pbrfit.texture_fit.regularizer` charges a normal map ``texels`` at the
+    default weights, the pull toward flat weighted by this job's texel coverage ``uvs``."""
+    settings = TextureSettings(maps=(NORMAL,))
+    s = _slopes(texels)
+    prior_w = (settings.prior_weight / (1.0 + texel_weights(uvs, s.shape[0]).double()))[..., None]
+    return float(regularizer(NORMAL, s, torch.zeros_like(s), prior_w, settings))
 
 
 def main(argv=None) -> int:
@@ -98,15 +120,17 @@ def main(argv=None) -> int:
     if len(maps) > 1:  # which fitted map costs the most: the fit with one map the truth's
         for n in maps:
             candidates.append((f"fit, the truth's {n}", fit_s, dict(fit_m, **{n: truth_m[n]})))
-    print(f"{'material':34s} train loss  train ΔE2000  validate ΔE2000   ({len(train)} train views, "
-          f"{args.sets} sample sets; loss {loss})")
+    uvs = [renderers[0].prepare(vi).geometry.uv[renderers[0].train_subsets[vi]] for vi in train]
+    print(f"{'material':34s} train loss  train ΔE2000  validate ΔE2000{'  normal reg.' if filtered else ''}"
+          f"   ({len(train)} train views, {args.sets} sample sets; loss {loss})")
     with torch.no_grad():
         for name, scalars, textures in candidates:
             material = dict(scalars, **textures)
             scores = [o(material) for o in objectives]
             v = validator(material)[1] if validator else float("nan")
+            reg = f"  {_normal_regularizer(textures[NORMAL], uvs):11.4f}" if filtered else ""
             print(f"{name:34s} {np.mean([float(s[0]) for s in scores]):10.4f}  {np.mean([s[1] for s in scores]):12.3f}"
-                  f"  {v:15.3f}", flush=True)
+                  f"  {v:15.3f}{reg}", flush=True)
     return 0
 
 
