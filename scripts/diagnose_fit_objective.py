@@ -47,8 +47,8 @@ from pbrfit.objective import Objective
 from pbrfit.options import DEFAULT_LOSS, FitOptions
 from pbrfit.params import normalize_material
 from pbrfit.renderers import Renderers
-from pbrfit.texture_fit import regularizer
-from pbrfit.textures import NORMAL, TextureSettings, texel_weights
+from pbrfit.texture_fit import prior_weights, regularizer
+from pbrfit.textures import NORMAL, TextureSettings
 
 
 def _tensors(values: dict) -> dict:
@@ -75,13 +75,16 @@ def _slopes(texels: torch.Tensor) -> torch.Tensor:
     return n[..., :2] / n[..., 2:].clamp_min(1e-3)
 
 
-def _normal_regularizer(texels: torch.Tensor, uvs: list) -> float:
+def _normal_regularizer(texels: torch.Tensor, uvs: list, prior_w: dict) -> float:
     """What :func:`pbrfit.texture_fit.regularizer` charges a normal map ``texels`` at the
-    default weights, the pull toward flat weighted by this job's texel coverage ``uvs``."""
+    default weights, the pull toward flat weighted by this job's texel coverage ``uvs``
+    (``prior_w``: those weights by map size, filled as sizes come)."""
     settings = TextureSettings(maps=(NORMAL,))
     s = _slopes(texels)
-    prior_w = (settings.prior_weight / (1.0 + texel_weights(uvs, s.shape[0]).double()))[..., None]
-    return float(regularizer(NORMAL, s, torch.zeros_like(s), prior_w, settings))
+    size = s.shape[0]
+    if size not in prior_w:
+        prior_w[size] = prior_weights(settings, uvs, size).double()
+    return float(regularizer(NORMAL, s, torch.zeros_like(s), prior_w[size], settings))
 
 
 def main(argv=None) -> int:
@@ -120,7 +123,8 @@ def main(argv=None) -> int:
     if len(maps) > 1:  # which fitted map costs the most: the fit with one map the truth's
         for n in maps:
             candidates.append((f"fit, the truth's {n}", fit_s, dict(fit_m, **{n: truth_m[n]})))
-    uvs = [renderers[0].prepare(vi).geometry.uv[renderers[0].train_subsets[vi]] for vi in train]
+    uvs = [renderers[0].prepare(vi).geometry.uv[renderers[0].train_subsets[vi]] for vi in train] if filtered else []
+    prior_w: dict = {}
     print(f"{'material':34s} train loss  train ΔE2000  validate ΔE2000{'  normal reg.' if filtered else ''}"
           f"   ({len(train)} train views, {args.sets} sample sets; loss {loss})")
     with torch.no_grad():
@@ -128,7 +132,7 @@ def main(argv=None) -> int:
             material = dict(scalars, **textures)
             scores = [o(material) for o in objectives]
             v = validator(material)[1] if validator else float("nan")
-            reg = f"  {_normal_regularizer(textures[NORMAL], uvs):11.4f}" if filtered else ""
+            reg = f"  {_normal_regularizer(textures[NORMAL], uvs, prior_w):11.4f}" if filtered else ""
             print(f"{name:34s} {np.mean([float(s[0]) for s in scores]):10.4f}  {np.mean([s[1] for s in scores]):12.3f}"
                   f"  {v:15.3f}{reg}", flush=True)
     return 0

@@ -74,7 +74,7 @@ from .textures import (
 )
 from .warm_start import grid_values as search_grid
 
-__all__ = ["MapResult", "fit_maps", "map_units", "regularizer"]
+__all__ = ["MapResult", "fit_maps", "map_units", "prior_weights", "regularizer"]
 
 
 @dataclass
@@ -454,6 +454,14 @@ def regularizer(name: str, t: torch.Tensor, centre: torch.Tensor, prior_w: torch
     if name == "metallic" and full_resolution:
         reg = reg + METALLIC_EITHER_OR * (t * (1 - t)).mean()
     return reg
+
+
+def prior_weights(settings: TextureSettings, uvs: list, size: int) -> torch.Tensor:
+    """(size, size, 1) each texel's weight of the pull toward the scalar fit
+    (:func:`regularizer`'s ``prior_w``): ``settings.prior_weight`` over one plus how much the
+    train pixels ``uvs`` see the texel (:func:`pbrfit.textures.texel_weights`), so the pull
+    decides only where the photos do not."""
+    return (settings.prior_weight / (1.0 + texel_weights(uvs, size)))[..., None]
 
 
 def _affine_in_base_color(objective: Objective, material: dict):
@@ -1025,8 +1033,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             fast = Objective(_AffineInBaseColor([o_.renderer for o_ in step_objectives], run.train,
                                                 layout.material(u.detach())), run.train, o.loss, run.check_cancel)
         u_s, u_g = u[:k].clone(), u[k:].clone().requires_grad_(True)
-        weight = texel_weights(uvs, size)
-        prior_w = (settings.prior_weight / (1.0 + weight))[..., None]
+        prior_w = prior_weights(settings, uvs, size)
         centre = {n: normalized(n, grid0[n]).expand(size, size, -1) for n in settings.maps}
         opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
         stride = COARSE_STRIDE if fast is None and size < settings.resolution // 2 else 1
