@@ -504,6 +504,44 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
+def test_the_normal_maps_adam_step_is_its_own_rate_times_the_other_maps():
+    """Under one gradient for every variable, the first Adam step (a unit step per variable)
+    moves the normal map's variables NORMAL_RATE times as far as the base colour's; the
+    scalars are not stepped."""
+    from types import SimpleNamespace
+
+    from pbrfit import texture_fit
+    from pbrfit.texture_fit import _adam_steps, _Layout, _step_rates
+    from pbrfit.textures import TextureSettings, normalized
+
+    size = 4
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4}), [])
+    maps = ("base_color", "normal")
+    layout = _Layout(space, maps, size, {"base_color": (0.0, 1.0), "normal": None})
+    settings = TextureSettings(maps=maps, resolution=size, tv_weight=0.0, prior_weight=0.0, learning_rate=0.05)
+    u = torch.zeros(layout.dim)
+    k = space.dim
+    u_s, u_g = u[:k].clone(), u[k:].clone().requires_grad_(True)
+
+    class EveryVariableAlike:
+        def loss_and_grad(self, material, u, stride, phase):
+            return 1.0, 1.0, torch.ones_like(u)
+
+    run = SimpleNamespace(check_cancel=lambda: None, out_of_time=lambda: False, record=lambda *a: None)
+    centre = {n: normalized(n, layout.grid(u, n)) for n in maps}
+    opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
+    rates = _step_rates(layout, k, u_g)
+    assert _adam_steps(run, settings, layout, 1, opt, u_s, u_g, EveryVariableAlike(), centre,
+                       torch.zeros(size, size, 1), size, 1, rates=rates) == 1
+    moved = torch.cat([u_s, u_g.detach()])
+    colour = moved[layout.slices["base_color"]]
+    normal = moved[layout.slices["normal"]]
+    assert torch.allclose(colour, torch.full_like(colour, -0.05), rtol=1e-4)
+    assert torch.allclose(normal, torch.full_like(normal, -0.05 * texture_fit.NORMAL_RATE), rtol=1e-4)
+    assert torch.equal(moved[:k], u[:k])
+    assert _step_rates(_Layout(space, ("base_color",), size, {"base_color": (0.0, 1.0)}), k, u_g) is None
+
+
 def test_with_colour_and_normal_maps_the_fine_levels_hold_the_inks_while_the_normals_move(tmp_path, monkeypatch):
     """A base colour map fitted beside a normal map: each level at half the resolution or finer
     starts from the colour snapped to its inks and, for COLOUR_FIRST_SHARE of its steps, holds
