@@ -17,7 +17,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 benchmark: setup
 	$(PY) scripts/benchmark_fit.py --out benchmarks
