@@ -504,23 +504,25 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
-def test_the_normal_maps_adam_step_is_its_own_rate_times_the_other_maps():
-    """Under one gradient for every variable, the first Adam step (a unit step per variable)
-    moves the normal map's variables NORMAL_RATE times as far as the base colour's; the
-    scalars are not stepped."""
+@pytest.mark.parametrize("scalars_stepped", [False, True])
+def test_each_variables_adam_step_is_its_own_rate_times_the_shared_one(scalars_stepped):
+    """Under one gradient for every variable, each Adam step moves each variable by its rate
+    times the level's step size (Adam's first steps are unit steps): the normal map's by
+    NORMAL_RATE, the base colour's by 1, the scalars' by SCALAR_RATE where they are stepped
+    (else not at all), the step ramped up over the first ``warmup`` steps."""
     from types import SimpleNamespace
 
     from pbrfit import texture_fit
     from pbrfit.texture_fit import _adam_steps, _Layout, _step_rates
     from pbrfit.textures import TextureSettings, normalized
 
-    size = 4
-    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4}), [])
+    size, lr, warmup = 4, 0.05, 4
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4}), ["roughness"])
     maps = ("base_color", "normal")
     layout = _Layout(space, maps, size, {"base_color": (0.0, 1.0), "normal": None})
-    settings = TextureSettings(maps=maps, resolution=size, tv_weight=0.0, prior_weight=0.0, learning_rate=0.05)
+    settings = TextureSettings(maps=maps, resolution=size, tv_weight=0.0, prior_weight=0.0, learning_rate=lr)
     u = torch.zeros(layout.dim)
-    k = space.dim
+    k = 0 if scalars_stepped else space.dim
     u_s, u_g = u[:k].clone(), u[k:].clone().requires_grad_(True)
 
     class EveryVariableAlike:
@@ -529,17 +531,23 @@ def test_the_normal_maps_adam_step_is_its_own_rate_times_the_other_maps():
 
     run = SimpleNamespace(check_cancel=lambda: None, out_of_time=lambda: False, record=lambda *a: None)
     centre = {n: normalized(n, layout.grid(u, n)) for n in maps}
-    opt = torch.optim.Adam([u_g], lr=settings.learning_rate)
-    rates = _step_rates(layout, k, u_g)
-    assert _adam_steps(run, settings, layout, 1, opt, u_s, u_g, EveryVariableAlike(), centre,
-                       torch.zeros(size, size, 1), size, 1, rates=rates) == 1
+    opt = torch.optim.Adam([u_g], lr=lr)
+    steps = 40
+    assert _adam_steps(run, settings, layout, steps, opt, u_s, u_g, EveryVariableAlike(), centre,
+                       torch.zeros(size, size, 1), size, 1, last=2, rates=_step_rates(layout, k, u_g),
+                       warmup=warmup) == 2
+    # two steps under the same gradient: Adam's unit steps, the first a quarter, the second
+    # half the step size (the ramp), on the cosine decay's first two steps
+    decay = [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * i / steps)) for i in range(2)]
+    unit = -lr * (decay[0] * 1 / warmup + decay[1] * 2 / warmup)
     moved = torch.cat([u_s, u_g.detach()])
-    colour = moved[layout.slices["base_color"]]
-    normal = moved[layout.slices["normal"]]
-    assert torch.allclose(colour, torch.full_like(colour, -0.05), rtol=1e-4)
-    assert torch.allclose(normal, torch.full_like(normal, -0.05 * texture_fit.NORMAL_RATE), rtol=1e-4)
-    assert torch.equal(moved[:k], u[:k])
-    assert _step_rates(_Layout(space, ("base_color",), size, {"base_color": (0.0, 1.0)}), k, u_g) is None
+    colour, normal = moved[layout.slices["base_color"]], moved[layout.slices["normal"]]
+    assert torch.allclose(colour, torch.full_like(colour, unit), rtol=1e-3)
+    assert torch.allclose(normal, torch.full_like(normal, unit * texture_fit.NORMAL_RATE), rtol=1e-3)
+    scalar_rate = texture_fit.SCALAR_RATE if scalars_stepped else 0.0
+    assert torch.allclose(moved[:space.dim], torch.full((space.dim,), unit * scalar_rate), rtol=1e-3, atol=1e-9)
+    only_colour = _Layout(space, ("base_color",), size, {"base_color": (0.0, 1.0)})
+    assert _step_rates(only_colour, space.dim, u_g) is None
 
 
 def test_with_colour_and_normal_maps_the_fine_levels_hold_the_inks_while_the_normals_move(tmp_path, monkeypatch):
