@@ -94,6 +94,23 @@ def test_loss_pixels_are_prepared_alone_and_shade_as_when_every_pixel_is(job):
     torch.testing.assert_close(lazy.shade(0, m), everything, rtol=0, atol=0)
 
 
+def test_the_fixed_samples_pdf_is_the_mixture_of_the_environments_and_the_cosines(job):
+    """Each fixed direction's pdf is n_light * the environment map's pdf of it + n_cosine *
+    its cosine over pi (the light samples' part taken from their warp; the directions turned
+    back to the world here, so to float precision and but for a few on an environment texel's edge)."""
+    n = SampleCounts(8, 2, 4, 2)
+    r = RasterRenderer(job.scene, n, seed=3)
+    pv = r.prepare(0)
+    rows = torch.as_tensor(r.train_subsets[0], dtype=torch.long)
+    d = torch.einsum("pni,pij->pnj", pv.fixed.wi, pv.geometry.frame[rows])  # back to world
+    wi_cos = pv.fixed.wi[:, n.light:]
+    want_cos = n.light * pv.env.pdf(d[:, n.light:]) + n.cosine * wi_cos[..., 2].clamp_min(0) / math.pi
+    want_light = n.light * pv.env.pdf(d[:, :n.light]) + n.cosine * pv.fixed.wi[:, :n.light, 2].clamp_min(0) / math.pi
+    for got, want in ((pv.fixed.p_fixed[:, n.light:], want_cos), (pv.fixed.p_fixed[:, :n.light], want_light)):
+        close = (got - want).abs() <= 1e-4 * want.abs() + 1e-6
+        assert close.float().mean() > 0.99  # a direction on an environment texel's edge may cross it
+
+
 def test_neighbourhood_gives_each_pixel_the_filters_taps_over_its_covered_neighbours():
     from pbrfit.pixel_filter import image_taps, neighbourhood
 

@@ -550,6 +550,27 @@ def test_each_variables_adam_step_is_its_own_rate_times_the_shared_one(scalars_s
     assert _step_rates(only_colour, space.dim, u_g) is None
 
 
+def test_a_coarse_levels_stride_keeps_about_step_pixels_per_texel():
+    """The levels coarser than half the final resolution take every stride-th pixel, the
+    stride the median train pixels per seen texel over STEP_PIXELS (at least COARSE_STRIDE);
+    from half the resolution on, every pixel."""
+    from pbrfit import texture_fit
+    from pbrfit.texture_fit import _stride
+
+    side = 256  # a view's pixels evenly over the UV square: 256² pixels
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    uvs = [torch.stack(torch.meshgrid(centres, centres, indexing="xy"), -1).reshape(-1, 2)]
+    for size in (8, 16, 32, 64):
+        per_texel = (side / size) ** 2  # 1024, 256, 64, 16 pixels a texel
+        want = max(texture_fit.COARSE_STRIDE, int(per_texel // texture_fit.STEP_PIXELS))
+        assert _stride(uvs, size, 512) == want
+    assert _stride(uvs, 8, 512) > texture_fit.COARSE_STRIDE  # the rule, not the floor, decided
+    assert _stride(uvs, 256, 512) == 1
+    assert _stride(uvs, 512, 512) == 1
+    # a second view seeing the same texels: twice the pixels a texel, twice the stride
+    assert _stride(uvs * 2, 16, 512) == int(2 * 256 // texture_fit.STEP_PIXELS)
+
+
 def test_with_colour_and_normal_maps_the_fine_levels_hold_the_inks_while_the_normals_move(tmp_path, monkeypatch):
     """A base colour map fitted beside a normal map: each level at half the resolution or finer
     starts from the colour snapped to its inks and, for COLOUR_FIRST_SHARE of its steps, holds

@@ -199,7 +199,7 @@ class RasterRenderer(SceneRenderer):
         geo, env, n = pv.geometry, pv.env, self.samples
         rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         frame = geo.frame[rows_t]
-        d_light, _ = env.warp(pv.u_light[rows_t])
+        d_light, pdf_light = env.warp(pv.u_light[rows_t])  # the pdf, as env.pdf(d_light) would give it
         u = pv.u_cosine[rows_t]
         r, phi = torch.sqrt(u[..., 0]), 2 * math.pi * u[..., 1]
         wi_cos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), torch.sqrt((1 - u[..., 0]).clamp_min(0))], -1)
@@ -209,7 +209,7 @@ class RasterRenderer(SceneRenderer):
         radiance = env.radiance(d_all)  # full resolution: light samples follow texels
         visible = self._visible(pv.origins[rows], geo.normal_geo[rows], d_all)
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
-        p_fixed = n.light * env.pdf(d_all) + n.cosine * p_cos
+        p_fixed = n.light * torch.cat([pdf_light, env.pdf(d_cos)], 1) + n.cosine * p_cos
         pv.fixed = _FixedSamples(wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed,
                                  visible > 0.5)
         lights = pv.lights
