@@ -807,8 +807,7 @@ def _texel_search(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     if not names:
         return u, None
     size = layout.size
-    pixels = texel_weights(uvs, size)
-    median = float(pixels[pixels > 0].median()) if bool((pixels > 0).any()) else 0.0
+    median = _pixels_per_texel(uvs, size)
     if median < SEARCH_MIN_PIXELS or (out_of_time is not None and out_of_time()):
         return u, None  # a finer level: too few pixels per texel to choose by, Adam's turn
     rows = slice(None, None, max(1, int(median // SEARCH_PIXELS)))
@@ -1063,8 +1062,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             fast = Objective(_AffineInBaseColor([o_.renderer for o_ in step_objectives], run.train,
                                                 layout.material(u.detach())), run.train, o.loss, run.check_cancel)
         stride = 1 if fast is not None else _stride(uvs, size, settings.resolution)
-        fine = fast is None and size >= settings.resolution // 2  # rendering, from half the resolution on
-        joint = fine and SCALAR_RATE > 0  # the scalars stepped too
+        joint = fast is None and stride == 1 and SCALAR_RATE > 0  # the scalars stepped too
         ks = 0 if joint else k  # the variables from ks on are stepped
         u_s, u_g = u[:ks].clone(), u[ks:].clone().requires_grad_(True)
         prior_w = prior_weights(settings, uvs, size)
@@ -1073,7 +1071,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         rates = _step_rates(layout, ks, u_g)
         # a check renders every validation pixel, costing about one step that renders every
         # pixel; strided or stand-in steps cost a fraction of that, so those levels are not checked
-        checked = validator is not None and fine and best[1] is not None
+        checked = validator is not None and fast is None and stride == 1 and best[1] is not None
         done, score, checks = 0, None, []
         for stop in _check_points(steps, LEVEL_CHECK_EVERY if checked else steps):
             with _centres_only([o_.renderer for o_ in step_objectives], stride > 1), \
@@ -1205,10 +1203,15 @@ def _stride(uvs: list, size: int, resolution: int) -> int:
     over :data:`STEP_PIXELS`."""
     if size >= resolution // 2:
         return 1
+    return max(COARSE_STRIDE, int(_pixels_per_texel(uvs, size) // STEP_PIXELS))
+
+
+def _pixels_per_texel(uvs: list, size: int) -> float:
+    """The median, over the texels of a ``size``² map that the train pixels ``uvs`` see, of how
+    much they see each (:func:`pbrfit.textures.texel_weights`); 0 when they see none."""
     weight = texel_weights(uvs, size)
     seen = weight[weight > 0]
-    median = float(seen.median()) if seen.numel() else 0.0
-    return max(COARSE_STRIDE, int(median // STEP_PIXELS))
+    return float(seen.median()) if seen.numel() else 0.0
 
 
 def _phase(step: int, rounds: int, stride: int) -> int:
