@@ -168,3 +168,64 @@ def test_embree_and_mitsuba_fit_the_same_material(tmp_path, monkeypatch):
     assert np.allclose(a["base_color"], b["base_color"], atol=0.01), (a["base_color"], b["base_color"])
     assert abs(a["roughness"] - b["roughness"]) < 0.02 and abs(a["roughness"] - truth["roughness"]) < 0.04
     assert abs(a["specular_ior_level"] - b["specular_ior_level"]) < 0.05
+
+
+# --- shadow rays that need no query -------------------------------------------------------
+
+
+def _convex_sphere():
+    """A UV sphere (convex; wound so that cross(v1 - v0, v2 - v0) points out; a collapsed
+    triangle in each pole quad, its normal rounding noise) as a Mesh."""
+    from synthetic import _sphere
+
+    from pbrfit.scene import Mesh
+
+    pts, counts, idx, _ = _sphere(stacks=12, slices=24)
+    quads = np.asarray(idx).reshape(-1, 4)
+    tris = np.concatenate([quads[:, [0, 2, 1]], quads[:, [0, 3, 2]]])
+    return Mesh(pts.astype(np.float64), tris.astype(np.int64))
+
+
+def test_supporting_sides_of_convex_flat_and_concave_parts(suzanne):
+    from pbrfit.scene import Mesh
+
+    sphere = _convex_sphere()
+    sides = RayCaster(sphere).supporting_sides()
+    p = sphere.positions[sphere.triangles]
+    normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    area = np.linalg.norm(normal, axis=-1)
+    assert ((normal * p.mean(1)).sum(-1) >= 0).all()  # wound outward
+    assert sides[area > 1e-9, 0].all()  # every triangle but the poles' collapsed ones supports it
+    assert not sides[:, 1].any()  # the inside sees the rest of the sphere
+    quad = Mesh(np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]), np.array([[0, 1, 2], [0, 2, 3]]))
+    assert RayCaster(quad).supporting_sides().all()  # a flat panel: both sides
+    monkey = RayCaster(suzanne.mesh).supporting_sides()
+    assert 0 < monkey[:, 0].mean() < 0.2 and not monkey[:, 1].any()
+
+
+def test_rays_leaving_a_supporting_side_are_never_occluded(suzanne):
+    """The property the shadow-ray shortcut rests on, checked by the ray engine on the concave
+    Suzanne: from every triangle whose front supports the mesh, rays above it hit nothing,
+    while the triangles that do not support it shadow some of theirs."""
+    mesh, rng = suzanne.mesh, np.random.default_rng(4)
+    caster = RayCaster(mesh, engine="embree")
+    sides = caster.supporting_sides()
+    p = mesh.positions[mesh.triangles]
+    normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True).clip(1e-30)
+    b = rng.dirichlet(np.ones(3), size=len(p))
+    origin = (b[:, :, None] * p).sum(1) + caster.epsilon * normal
+    d = rng.normal(size=(len(p), 3))
+    d = np.where(((d * normal).sum(-1) < 0)[:, None], -d, d)  # above each triangle
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    blocked = caster.occluded(origin, d)
+    assert not blocked[sides[:, 0]].any()
+    assert blocked[~sides[:, 0]].mean() > 0.1
+
+
+def test_supporting_sides_of_a_mesh_over_the_limit_are_not_tested(monkeypatch):
+    from pbrfit import raycast
+
+    monkeypatch.setattr(raycast, "SUPPORT_TEST_LIMIT", 100)
+    monkeypatch.setattr(raycast, "_SIDES", {})
+    assert not RayCaster(_convex_sphere()).supporting_sides().any()

@@ -188,3 +188,37 @@ def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_
     u = space.initial_vector().requires_grad_(True)
     filtered.shade(0, space.material(u), q[:200]).mean().backward()
     assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+
+
+def test_the_fixed_samples_of_a_view_in_blocks_are_those_of_the_whole_view(job, monkeypatch):
+    from pbrfit import render
+
+    whole = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=5).prepare(1).fixed
+    monkeypatch.setattr(render, "FIX_BLOCK", 37)
+    blocks = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=5).prepare(1).fixed
+    for name in ("wi", "lv", "p_fixed", "vis"):
+        assert torch.equal(getattr(whole, name), getattr(blocks, name)), name
+
+
+def test_shadow_rays_of_clear_points_skip_the_part_but_not_the_known_objects(job):
+    """The sphere is convex: every covered pixel is clear of it, so its shadow rays are not
+    traced against it; a known ball above it still shadows them, and the visibility is the
+    one tracing every ray gives."""
+    import dataclasses
+
+    from pbrfit.scene import KnownObject, Mesh
+
+    mesh = job.scene.mesh
+    ball = Mesh(mesh.positions * 0.5 + [0.0, 1.7, 0.0], mesh.triangles)
+    scene = dataclasses.replace(job.scene, known=(KnownObject(ball, {}),))
+    r = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), seed=2)
+    pv = r.prepare(0)
+    geo = pv.geometry
+    assert geo.clear.all()
+    rows = r.train_subsets[0]
+    d = torch.nn.functional.normalize(torch.randn(len(rows), 64, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    traced = r._visible(pv.origins[rows], geo.normal_geo[rows], d)
+    skipped = r._visible(pv.origins[rows], geo.normal_geo[rows], d, geo.clear[rows])
+    assert torch.equal(traced, skipped)
+    above = (torch.as_tensor(geo.normal_geo[rows])[:, None, :] * d.double()).sum(-1) > 0
+    assert (above & (skipped < 0.5)).sum() > 100  # the ball's shadow is there

@@ -190,6 +190,11 @@ class ViewGeometry:
         footprint: (P, 3) float32, what the pixel filter adds to a GGX lobe's alpha^2 matrix at
             each pixel, in the frame's tangent axes (:func:`pbrfit.pixel_filter.footprint`);
             None: nothing.
+        clear: (P,) bool, True where the part itself cannot block a ray that leaves the pixel's
+            point on the side ``normal_geo`` points to (the point's triangle plane has the whole
+            part behind it: :meth:`pbrfit.raycast.RayCaster.supporting_sides`), so such shadow
+            rays need no query of the part; the other objects in view still block them. None:
+            not known (every such ray is traced).
     """
 
     height: int
@@ -205,6 +210,7 @@ class ViewGeometry:
     uv: torch.Tensor | None = None
     tbn: torch.Tensor | None = None
     footprint: torch.Tensor | None = None
+    clear: np.ndarray | None = None
 
 
 @dataclass
@@ -331,4 +337,14 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
                         None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
-                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"))
+                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"),
+                        _clear(mesh, caster, hits.triangle[pix], ng))
+
+
+def _clear(mesh: Mesh, caster: RayCaster, triangle: np.ndarray, normal_geo: np.ndarray) -> np.ndarray:
+    """:attr:`ViewGeometry.clear` of points on triangles ``triangle`` whose geometric normals,
+    turned to the camera, are ``normal_geo`` (P, 3): the supporting side the normal is on."""
+    tri = mesh.triangles[triangle]
+    p0, p1, p2 = (mesh.positions[tri[:, k]] for k in range(3))
+    back = (np.cross(p1 - p0, p2 - p0) * normal_geo).sum(-1) < 0  # turned against the winding
+    return caster.supporting_sides()[triangle, back.astype(np.int64)]

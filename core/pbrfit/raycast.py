@@ -40,6 +40,13 @@ ENGINE_ENV = "PBRFIT_RAY_ENGINE"
 
 #: rays per engine call: bounds the temporary arrays of one query (~100 bytes per ray)
 _CHUNK = 1 << 21
+#: most triangle x vertex heights :meth:`RayCaster.supporting_sides` computes (about a second
+#: of float64 work, once per mesh and process); a larger mesh is not tested and every shadow
+#: ray of it is traced
+SUPPORT_TEST_LIMIT = 300_000_000
+#: :meth:`RayCaster.supporting_sides` of the meshes seen in this process, by content
+_SIDES: dict[tuple, np.ndarray] = {}
+_SIDES_KEPT = 8
 
 _VARIANT: str | None = None
 
@@ -207,6 +214,26 @@ class _MitsubaEngine:
         return self._scene.ray_test(self._rays(o, d)).numpy().astype(bool)
 
 
+def _supporting_sides(pos: np.ndarray, tri: np.ndarray, tolerance: float) -> np.ndarray:
+    """:meth:`RayCaster.supporting_sides` of vertices ``pos`` (V, 3) and ``tri`` (T, 3): the
+    heights of every vertex over every triangle's plane, a block of triangles at a time."""
+    sides = np.zeros((len(tri), 2), dtype=bool)
+    if len(tri) == 0 or len(tri) * len(pos) > SUPPORT_TEST_LIMIT:
+        return sides
+    p0, p1, p2 = (pos[tri[:, k]] for k in range(3))
+    normal = np.cross(p1 - p0, p2 - p0)
+    length = np.linalg.norm(normal, axis=-1)
+    valid = length > 0
+    normal = normal / np.where(valid, length, 1.0)[:, None]
+    offset = (normal * p0).sum(-1)
+    block = max(1, (1 << 24) // len(pos))
+    for s in range(0, len(tri), block):
+        heights = normal[s:s + block] @ pos.T - offset[s:s + block, None]
+        sides[s:s + block, 0] = heights.max(1) <= tolerance
+        sides[s:s + block, 1] = heights.min(1) >= -tolerance
+    return sides & valid[:, None]
+
+
 class RayCaster:
     """Closest-hit and occlusion queries against one triangle mesh.
 
@@ -233,6 +260,29 @@ class RayCaster:
         self.engine = self._engine.name
         extent = np.ptp(mesh.positions, axis=0)
         self.epsilon = float(1e-4 * max(np.linalg.norm(extent), 1e-9))
+        self._mesh = mesh
+
+    def supporting_sides(self) -> np.ndarray:
+        """(T, 2) bool per triangle of the mesh: whether the triangle's plane has the whole mesh
+        on one side of it, to within a tenth of :attr:`epsilon`: ``[:, 0]`` every vertex on or
+        behind the side the winding normal ``cross(v1 - v0, v2 - v0)`` points to, ``[:, 1]``
+        every vertex on or in front of it. A ray leaving a point of the triangle, from
+        :attr:`epsilon` off the surface on a supporting side, toward that side, can hit
+        nothing of the mesh, so its shadow query can be skipped: every triangle of a convex
+        part (its outside), both sides of a flat panel. False for degenerate triangles, and
+        for every triangle of a mesh larger than :data:`SUPPORT_TEST_LIMIT` (not tested).
+        Computed once per mesh content in a process."""
+        import hashlib
+
+        pos = np.asarray(self._mesh.positions, dtype=np.float64)
+        tri = np.asarray(self._mesh.triangles)
+        key = (hashlib.sha1(np.ascontiguousarray(pos).view(np.uint8)).hexdigest(),
+               hashlib.sha1(np.ascontiguousarray(tri).view(np.uint8)).hexdigest(), pos.shape, tri.shape)
+        if key not in _SIDES:
+            while len(_SIDES) >= _SIDES_KEPT:
+                _SIDES.pop(next(iter(_SIDES)))
+            _SIDES[key] = _supporting_sides(pos, tri, 0.1 * self.epsilon)
+        return _SIDES[key]
 
     @staticmethod
     def _as_rays(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
