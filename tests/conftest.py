@@ -9,6 +9,7 @@ Markers (``make test`` runs them all; select with ``-m``):
 * ``slow``: real command-line fits of several seconds each.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_configure(config):
+    # ``make test`` runs the files on pytest-xdist workers (one per core): each worker's torch
+    # then takes its share of the cores, not all of them (threads beyond the cores spin)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     config.addinivalue_line("markers", "cycles: renders with real Cycles or runs the bpy module")
     config.addinivalue_line("markers", "install: installs pbrfit as users do (fresh virtualenvs; slow)")
     config.addinivalue_line("markers", "slow: runs real subprocess fits for several seconds (kept in the default "
