@@ -203,13 +203,13 @@ class RasterRenderer(SceneRenderer):
         """Compute the fixed samples (light + cosine strategies) of pixels ``rows``, in blocks of
         :data:`FIX_BLOCK` pixels."""
         geo, n = pv.geometry, self.samples
-        rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        frame = geo.frame[rows_t]
         blocks = [self._environment_samples(pv, rows[s:s + FIX_BLOCK]) for s in range(0, len(rows), FIX_BLOCK)]
         pv.fixed = _FixedSamples(*(torch.cat(parts) for parts in zip(*blocks)))
-        clear = None if geo.clear is None else geo.clear[rows]
         lights = pv.lights
         if lights:
+            rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+            frame = geo.frame[rows_t]
+            clear = None if geo.clear is None else geo.clear[rows]
             na = n.analytic
             points = torch.as_tensor(geo.position[rows], dtype=torch.float64)
             wis, ws, viss = [], [], []
