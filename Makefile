@@ -18,11 +18,13 @@ demo: setup
 # test files run on TEST_WORKERS pytest-xdist workers, each file whole on one (its module
 # fixtures built once); 2 suits CI's 2 cores (about 14 min there for 27 on one worker). Each
 # worker takes up to ~6 GB for the texture fits: more workers want the memory as well as the cores.
+# The tests that assert a wall time (marker ``timing``) run after, alone.
 TEST_WORKERS ?= 2
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not timing" tests
+	$(PY) -m pytest -q -m timing tests
 
 benchmark: setup
 	$(PY) scripts/benchmark_fit.py --out benchmarks

@@ -7,6 +7,8 @@ Markers (``make test`` runs them all; select with ``-m``):
   leaves the fast unit tests.
 * ``install``: installs pbrfit as users do, in fresh virtualenvs (tests/test_install.py).
 * ``slow``: real command-line fits of several seconds each.
+* ``timing``: asserts a wall time (a cancel, a time budget); ``make test`` runs these after the
+  others, alone, the others on pytest-xdist workers.
 """
 
 import os
@@ -40,8 +42,12 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        from pbrfit.parallel import default_threads
+
+        torch.set_num_threads(max(1, default_threads() // workers))
     config.addinivalue_line("markers", "cycles: renders with real Cycles or runs the bpy module")
     config.addinivalue_line("markers", "install: installs pbrfit as users do (fresh virtualenvs; slow)")
     config.addinivalue_line("markers", "slow: runs real subprocess fits for several seconds (kept in the default "
                                        "run; deselect with -m 'not slow' when iterating)")
+    config.addinivalue_line("markers", "timing: asserts how long something takes (a cancel, a time budget): make test "
+                                       "runs these alone, after the others, so that no other test shares the cores")

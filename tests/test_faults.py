@@ -112,6 +112,7 @@ SIGINT_PHASES = {
 }
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("case", list(SIGINT_PHASES))
 def test_ctrl_c_in_every_phase_cancels_promptly_and_writes_nothing(request, previous, tmp_path, case):
     phase, delay, which, extra = SIGINT_PHASES[case]
@@ -135,6 +136,7 @@ def test_ctrl_c_in_every_phase_cancels_promptly_and_writes_nothing(request, prev
     _no_staging_left(out, tmp_path)
 
 
+@pytest.mark.timing
 def test_ctrl_c_inside_a_long_native_call_still_ends_the_run(tiny, previous, tmp_path):
     """The work does not look at the cancel for 60 s (as inside a long native call): the
     main thread ends the process after the grace period, removing the staging folder."""
@@ -154,6 +156,7 @@ def test_ctrl_c_inside_a_long_native_call_still_ends_the_run(tiny, previous, tmp
     _no_staging_left(out, tmp_path)
 
 
+@pytest.mark.timing
 def test_ctrl_c_while_validate_renders_its_metrics(larger, previous, tmp_path):
     out = tmp_path / "out"
     run = Traced("validate", larger, "--material", previous / "material.json", "--out", out)

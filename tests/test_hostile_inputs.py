@@ -240,6 +240,7 @@ def test_a_budget_that_ends_the_fit_before_it_changed_anything_says_so(tiny, tmp
         np.testing.assert_allclose(doc["parameters"][name], doc["initial"][name], atol=2e-3)
 
 
+@pytest.mark.timing
 def test_the_time_budget_bounds_the_whole_run(tiny, tmp_path):
     """Without a budget this fit runs for minutes (10000 iterations, then path-traced final
     metrics); with --time-budget 10 the whole command, start to exit, stays near 10 s."""

@@ -217,8 +217,14 @@ def test_shadow_rays_of_clear_points_skip_the_part_but_not_the_known_objects(job
     assert geo.clear.all()
     rows = r.train_subsets[0]
     d = torch.nn.functional.normalize(torch.randn(len(rows), 64, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    asked = []
+    occluded = r.caster.occluded
+    r.caster.occluded = lambda o, dd: asked.append(len(o)) or occluded(o, dd)
     traced = r._visible(pv.origins[rows], geo.normal_geo[rows], d)
+    assert sum(asked) > 1000  # without the flags every ray above the surface goes to the part
+    asked.clear()
     skipped = r._visible(pv.origins[rows], geo.normal_geo[rows], d, geo.clear[rows])
+    assert sum(asked) == 0  # with them, none
     assert torch.equal(traced, skipped)
     above = (torch.as_tensor(geo.normal_geo[rows])[:, None, :] * d.double()).sum(-1) > 0
     assert (above & (skipped < 0.5)).sum() > 100  # the ball's shadow is there

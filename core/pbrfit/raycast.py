@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ SUPPORT_TEST_LIMIT = 300_000_000
 #: :meth:`RayCaster.supporting_sides` of the meshes seen in this process, by content
 _SIDES: dict[tuple, np.ndarray] = {}
 _SIDES_KEPT = 8
+_SIDES_LOCK = threading.Lock()  # views prepare on threads of their own
 
 _VARIANT: str | None = None
 
@@ -223,9 +225,12 @@ def _supporting_sides(pos: np.ndarray, tri: np.ndarray, tolerance: float) -> np.
     p0, p1, p2 = (pos[tri[:, k]] for k in range(3))
     normal = np.cross(p1 - p0, p2 - p0)
     length = np.linalg.norm(normal, axis=-1)
-    valid = length > 0
-    normal = normal / np.where(valid, length, 1.0)[:, None]
+    normal = normal / np.where(length > 0, length, 1.0)[:, None]
     offset = (normal * p0).sum(-1)
+    # a near-degenerate triangle's cross product is rounding noise, not its plane: its own
+    # points (where rays start) must lie on the plane tested
+    valid = (length > 0) & (np.abs((normal * p1).sum(-1) - offset) <= tolerance) & \
+        (np.abs((normal * p2).sum(-1) - offset) <= tolerance)
     block = max(1, (1 << 24) // len(pos))
     for s in range(0, len(tri), block):
         heights = normal[s:s + block] @ pos.T - offset[s:s + block, None]
@@ -269,20 +274,27 @@ class RayCaster:
         every vertex on or in front of it. A ray leaving a point of the triangle, from
         :attr:`epsilon` off the surface on a supporting side, toward that side, can hit
         nothing of the mesh, so its shadow query can be skipped: every triangle of a convex
-        part (its outside), both sides of a flat panel. False for degenerate triangles, and
-        for every triangle of a mesh larger than :data:`SUPPORT_TEST_LIMIT` (not tested).
-        Computed once per mesh content in a process."""
+        part (its outside), both sides of a flat panel. False for degenerate triangles (their
+        own corners off the plane their cross product gives), and for every triangle of a mesh
+        larger than :data:`SUPPORT_TEST_LIMIT` (not tested). The test is in float64: for a
+        part far from the world origin (float32 steps of its coordinates near :attr:`epsilon`)
+        the ray engines' float32 origins can report the surface itself as a hit, which these
+        rays, not traced, no longer do. Computed once per mesh content in a process (read-only)."""
         import hashlib
 
         pos = np.asarray(self._mesh.positions, dtype=np.float64)
         tri = np.asarray(self._mesh.triangles)
         key = (hashlib.sha1(np.ascontiguousarray(pos).view(np.uint8)).hexdigest(),
                hashlib.sha1(np.ascontiguousarray(tri).view(np.uint8)).hexdigest(), pos.shape, tri.shape)
-        if key not in _SIDES:
-            while len(_SIDES) >= _SIDES_KEPT:
-                _SIDES.pop(next(iter(_SIDES)))
-            _SIDES[key] = _supporting_sides(pos, tri, 0.1 * self.epsilon)
-        return _SIDES[key]
+        with _SIDES_LOCK:  # computed once, not by every view's thread at once
+            sides = _SIDES.get(key)
+            if sides is None:
+                while len(_SIDES) >= _SIDES_KEPT:
+                    _SIDES.pop(next(iter(_SIDES)))
+                sides = _supporting_sides(pos, tri, 0.1 * self.epsilon)
+                sides.setflags(write=False)
+                _SIDES[key] = sides
+        return sides
 
     @staticmethod
     def _as_rays(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -203,7 +203,7 @@ class RasterRenderer(SceneRenderer):
         """Compute the fixed samples (light + cosine strategies) of pixels ``rows``, in blocks of
         :data:`FIX_BLOCK` pixels."""
         geo, n = pv.geometry, self.samples
-        blocks = [self._environment_samples(pv, rows[s:s + FIX_BLOCK]) for s in range(0, len(rows), FIX_BLOCK)]
+        blocks = [self._environment_samples(pv, rows[s:s + FIX_BLOCK]) for s in range(0, max(len(rows), 1), FIX_BLOCK)]
         pv.fixed = _FixedSamples(*(torch.cat(parts) for parts in zip(*blocks)))
         lights = pv.lights
         if lights:
