@@ -16,7 +16,7 @@ demo: setup
 	@echo "open out/demo/report.html"
 
 # test files run on TEST_WORKERS pytest-xdist workers, each file whole on one (its module
-# fixtures built once); 2 suits CI's 2 cores (about 14 min there for 27 on one worker). Each
+# fixtures built once); 2 suits CI's 2 cores (about 16 min there for 24-27 on one worker). Each
 # worker takes up to ~6 GB for the texture fits: more workers want the memory as well as the cores.
 # The tests that assert a wall time (marker ``timing``) run after, alone.
 TEST_WORKERS ?= 2

@@ -220,10 +220,11 @@ def test_shadow_rays_of_clear_points_skip_the_part_but_not_the_known_objects(job
     asked = []
     occluded = r.caster.occluded
     r.caster.occluded = lambda o, dd: asked.append(len(o)) or occluded(o, dd)
-    traced = r._visible(pv.origins[rows], geo.normal_geo[rows], d)
+    unflagged = dataclasses.replace(pv, geometry=dataclasses.replace(geo, clear=None))
+    traced = r._visible(unflagged, rows, d)
     assert sum(asked) > 1000  # without the flags every ray above the surface goes to the part
     asked.clear()
-    skipped = r._visible(pv.origins[rows], geo.normal_geo[rows], d, geo.clear[rows])
+    skipped = r._visible(pv, rows, d)
     assert sum(asked) == 0  # with them, none
     assert torch.equal(traced, skipped)
     above = (torch.as_tensor(geo.normal_geo[rows])[:, None, :] * d.double()).sum(-1) > 0

@@ -266,6 +266,7 @@ class RayCaster:
         extent = np.ptp(mesh.positions, axis=0)
         self.epsilon = float(1e-4 * max(np.linalg.norm(extent), 1e-9))
         self._mesh = mesh
+        self._sides: np.ndarray | None = None  # supporting_sides(), once looked up
 
     def supporting_sides(self) -> np.ndarray:
         """(T, 2) bool per triangle of the mesh: whether the triangle's plane has the whole mesh
@@ -280,6 +281,8 @@ class RayCaster:
         part far from the world origin (float32 steps of its coordinates near :attr:`epsilon`)
         the ray engines' float32 origins can report the surface itself as a hit, which these
         rays, not traced, no longer do. Computed once per mesh content in a process (read-only)."""
+        if self._sides is not None:
+            return self._sides
         import hashlib
 
         pos = np.asarray(self._mesh.positions, dtype=np.float64)
@@ -294,6 +297,7 @@ class RayCaster:
                 sides = _supporting_sides(pos, tri, 0.1 * self.epsilon)
                 sides.setflags(write=False)
                 _SIDES[key] = sides
+        self._sides = sides
         return sides
 
     @staticmethod

@@ -209,13 +209,12 @@ class RasterRenderer(SceneRenderer):
         if lights:
             rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
             frame = geo.frame[rows_t]
-            clear = None if geo.clear is None else geo.clear[rows]
             na = n.analytic
             points = torch.as_tensor(geo.position[rows], dtype=torch.float64)
             wis, ws, viss = [], [], []
             for k, light in enumerate(lights):
                 wi_l, w_l = sample(light, points, pv.u_analytic[rows_t.cpu(), k * na:(k + 1) * na])
-                vis = self._visible(pv.origins[rows], geo.normal_geo[rows], wi_l.float(), clear).to(self.device)
+                vis = self._visible(pv, rows, wi_l.float()).to(self.device)
                 wis.append(torch.einsum("pnj,pij->pni", wi_l.float().to(self.device), frame))
                 ws.append(w_l.float().to(self.device) * vis[..., None] / na)
                 viss.append(vis)
@@ -238,8 +237,7 @@ class RasterRenderer(SceneRenderer):
         d_all = torch.cat([d_light, d_cos], 1)  # (R, N, 3) world
         wi_all = torch.einsum("pnj,pij->pni", d_all, frame)
         radiance = env.radiance(d_all)  # full resolution: light samples follow texels
-        clear = None if geo.clear is None else geo.clear[rows]
-        visible = self._visible(pv.origins[rows], geo.normal_geo[rows], d_all, clear)
+        visible = self._visible(pv, rows, d_all)
         p_cos = wi_all[..., 2].clamp_min(0) / math.pi
         p_fixed = n.light * torch.cat([pdf_light, env.pdf(d_cos)], 1) + n.cosine * p_cos
         return wi_all.contiguous(), (radiance * visible[..., None]).contiguous(), p_fixed, visible > 0.5
@@ -268,12 +266,13 @@ class RasterRenderer(SceneRenderer):
         above, blocked = self._blocked_counts(view_index)
         return blocked / np.maximum(above, 1)
 
-    def _visible(self, origins: np.ndarray, normal_geo: np.ndarray, d: torch.Tensor,
-                 clear: np.ndarray | None = None) -> torch.Tensor:
-        """(P, N) float visibility of world directions d (P, N, 3) from the surface points,
-        on ``d``'s device. ``clear`` (P,): the points the part itself cannot shadow
-        (:attr:`pbrfit.gbuffer.ViewGeometry.clear`): their rays are not traced against it."""
-        p, n = d.shape[:2]
+    def _visible(self, pv: _PreparedView, pixels: np.ndarray, d: torch.Tensor) -> torch.Tensor:
+        """(P, N) float visibility of world directions d (P, N, 3) from the view's covered
+        pixels ``pixels`` (P,), on ``d``'s device. The pixels the part itself cannot shadow
+        (:attr:`pbrfit.gbuffer.ViewGeometry.clear`) do not trace their rays against it."""
+        geo = pv.geometry
+        origins, normal_geo = pv.origins[pixels], geo.normal_geo[pixels]
+        clear = None if geo.clear is None else geo.clear[pixels]
         dn = d.detach().double().cpu().numpy()
         vis = (normal_geo[:, None, :] * dn).sum(-1) > 0  # above the surface
         traced = vis if clear is None else vis & ~clear[:, None]
@@ -409,8 +408,6 @@ class RasterRenderer(SceneRenderer):
         if use_coat:
             strategies.append((bsdf.sample_coat, pv.u_coat, n.coat))
         frame = geo.frame[sel_t]
-        origins, ngeo = pv.origins[sel], geo.normal_geo[sel]
-        clear = None if geo.clear is None else geo.clear[sel]
         for sampler, u, count in strategies:
             if count == 0:
                 continue
@@ -422,7 +419,7 @@ class RasterRenderer(SceneRenderer):
                 radiance = environment(d)
             if held:  # the direction held in the part's frame, turned by the normal map again
                 wi = to_shading(wi_local)
-            vis = self._visible(origins, ngeo, d, clear)
+            vis = self._visible(pv, sel, d)
             p_fixed = n.light * env.pdf(d.detach()) + n.cosine * wi_local[..., 2].detach().clamp_min(0) / math.pi
             f = bsdf.principled_eval(material, wo, wi)
             out = out + (f * radiance * vis[..., None] / denominator(wi, p_fixed)[..., None]).sum(1)
