@@ -454,10 +454,41 @@ def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray]) -> 
 
 # --- the judge -------------------------------------------------------------------------------
 
-def _judge(render_dir: Path, ref_dir: Path) -> dict:
+def _observed_pixels(job: Path, fit_dir: Path, doc: dict) -> dict[str, np.ndarray]:
+    """Per camera (the fit job's views, by name), the (H, W) pixels of the part whose texels
+    the fit saw: the bilinear lookup (:func:`pbrfit.textures.lookup`, the fit's own
+    convention) of the maps' observed masks (``<map>_observed.png``, all maps at once) at the
+    pixel's UV reads over 0.5. The rest show texels no train view saw, which the fit filled
+    from their neighbours: no fit can know what is there (a weave's colour, say)."""
+    import torch
+
+    from pbrfit.job import load_job
+    from pbrfit.render import RasterRenderer
+    from pbrfit.textures import lookup
+
+    seen = None
+    for entry in doc["textures"].values():
+        m = _read_pixels(fit_dir / entry["file"].replace(".exr", "_observed.png"))[..., 0] > 0.5
+        seen = m if seen is None else seen & m
+    texels = torch.as_tensor(seen, dtype=torch.float32)[..., None]
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)
+    out = {}
+    for vi, view in enumerate(scene.views):
+        geo = renderer.prepare(vi).geometry
+        on = np.zeros(geo.height * geo.width, bool)
+        on[np.asarray(geo.pixels)] = lookup(texels, geo.uv)[:, 0].numpy() > 0.5
+        out[view.name] = on.reshape(geo.height, geo.width)
+    return out
+
+
+def _judge(render_dir: Path, ref_dir: Path, observed: dict[str, np.ndarray] | None = None) -> dict:
     """ΔE2000 of ``render_dir``'s images against the references under JUDGE_HDRIS, all 6
     cameras: per-pixel pooled mean and p95 (all, train cameras, novel cameras) and the mean
-    over 4x4-pixel blocks entirely inside both masks (as benchmark_fit.py's judge)."""
+    over 4x4-pixel blocks entirely inside both masks (as benchmark_fit.py's judge). With
+    ``observed`` (:func:`_observed_pixels`), the same pools split into the pixels on texels
+    the fit saw and the rest (``observed_texels``, ``unobserved_texels``; with each pool's
+    share of the group's pixels)."""
     import torch
 
     from pbrfit import losses as L
@@ -465,6 +496,7 @@ def _judge(render_dir: Path, ref_dir: Path) -> dict:
     from pbrfit.images import read_environment, read_image
 
     pooled = {"train_cameras": [], "novel_cameras": []}
+    split = {k: {"train_cameras": [], "novel_cameras": []} for k in ("observed_texels", "unobserved_texels")}
     blocks4, views = [], {}
     for hdri in JUDGE_HDRIS:
         white = environment_white(read_environment(ref_dir / "hdri" / f"{hdri}.exr"))
@@ -473,9 +505,16 @@ def _judge(render_dir: Path, ref_dir: Path) -> dict:
             ref, ref_alpha = read_image(ref_dir / rel)
             img, alpha = read_image(render_dir / rel)
             inside = _eroded(ref_alpha >= 0.99) & _eroded(alpha >= 0.99)
-            de = L.de2000_map(torch.as_tensor(img), torch.as_tensor(ref), white).numpy()[inside]
+            de_map = L.de2000_map(torch.as_tensor(img), torch.as_tensor(ref), white).numpy()
+            de = de_map[inside]
             group = "novel_cameras" if cam in NOVEL_CAMERAS else "train_cameras"
             pooled[group].append(de)
+            if observed is not None:
+                on = observed[cam["name"]]
+                if on.shape != inside.shape:
+                    raise RuntimeError(f"{rel}: {inside.shape} px, the fit's view {on.shape}")
+                split["observed_texels"][group].append(de_map[inside & on])
+                split["unobserved_texels"][group].append(de_map[inside & ~on])
             h, w = (inside.shape[0] // 4) * 4, (inside.shape[1] // 4) * 4
 
             def blocks(a, h=h, w=w):
@@ -487,13 +526,24 @@ def _judge(render_dir: Path, ref_dir: Path) -> dict:
             views[f"{hdri}/{cam['name']}"] = {"mean": float(de.mean()), "p95": float(np.percentile(de, 95)),
                                               "block4": b}
 
-    def stats(arrays):
+    def stats(arrays, of=None):
         a = np.concatenate(arrays)
-        return {"mean": float(a.mean()), "p95": float(np.percentile(a, 95)), "pixels": int(a.size)}
+        if not a.size:
+            return {"mean": None, "p95": None, "pixels": 0, "share": 0.0}
+        out = {"mean": float(a.mean()), "p95": float(np.percentile(a, 95)), "pixels": int(a.size)}
+        if of is not None:
+            out["share"] = a.size / sum(x.size for x in of)
+        return out
 
-    return {"all": stats(pooled["train_cameras"] + pooled["novel_cameras"]),
-            "train_cameras": stats(pooled["train_cameras"]), "novel_cameras": stats(pooled["novel_cameras"]),
-            "block4_mean": float(np.mean(blocks4)), "views": views}
+    result = {"all": stats(pooled["train_cameras"] + pooled["novel_cameras"]),
+              "train_cameras": stats(pooled["train_cameras"]), "novel_cameras": stats(pooled["novel_cameras"]),
+              "block4_mean": float(np.mean(blocks4)), "views": views}
+    if observed is not None:
+        for key, pools in split.items():
+            result[key] = {"all": stats(pools["train_cameras"] + pools["novel_cameras"],
+                                        pooled["train_cameras"] + pooled["novel_cameras"]),
+                           **{g: stats(pools[g], pooled[g]) for g in pools}}
+    return result
 
 
 def _judge_render(material: dict, textures: dict[str, str], key_extra: dict, cache: Path, label: str, args,
@@ -557,8 +607,9 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
                                   {"usd": _file_hash(usd)} | {m: _file_hash(p) for m, p in fitted_files.items()},
                                   cache, f"{name}-usd", args, wiring="usd")
     timings["judge_renders_s"] = time.monotonic() - t
-    judged, floor = _judge(fit_render, ref), _judge(floor_render, ref)
-    judged_usd = _judge(usd_render, ref)
+    observed = _observed_pixels(ref / "job.toml", fit_dir, doc)  # the floor split the same way, to compare
+    judged, floor = _judge(fit_render, ref, observed), _judge(floor_render, ref, observed)
+    judged_usd = _judge(usd_render, ref, observed)
     print(f"[{name}] judged ΔE {judged['all']['mean']:.2f} (floor {floor['all']['mean']:.2f})", file=sys.stderr,
           flush=True)
 
@@ -591,6 +642,14 @@ def _usd_cell(row: dict) -> str:
     return "-" if u is None else f"{u['all']['mean']:.2f} / {u['all']['p95']:.2f} ({u['block4_mean']:.2f})"
 
 
+def _seen_cell(judged: dict) -> str:
+    seen, unseen = judged.get("observed_texels"), judged.get("unobserved_texels")
+    if seen is None:
+        return "-"
+    return (f"{seen['all']['mean']:.2f} / {seen['novel_cameras']['mean']:.2f} "
+            f"({unseen['novel_cameras']['share']:.0%}: {unseen['novel_cameras']['mean'] or float('nan'):.1f})")
+
+
 def write_table(rows: list[dict], out: Path, args) -> str:
     judged_seen = bool(set(args.extra_train_hdris) & set(JUDGE_HDRIS))
     lines = [
@@ -612,13 +671,17 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         f"{'area-averaged' if args.resolution <= TRUTH_RESOLUTION else 'bilinearly upsampled'} to the fitted resolution; "
         "base colour PSNR, roughness/metallic RMSE, normal: mean angle between the fitted and the truth normals "
         "(the truth's normals resampled, renormalized); [flat: the best flat map's error; normal: the flat map "
-        "(0, 0, 1)'s]. Wall time and peak RSS: the `pbrfit fit` process.", "",
-        "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | via USD | floor ΔE mean / p95 (4x4) | "
+        "(0, 0, 1)'s]. Wall time and peak RSS: the `pbrfit fit` process. *On seen texels*: the judged ΔE2000 "
+        "over the pixels whose texels the fit saw (the bilinear lookup of its observed masks at the pixel's UV "
+        "over 0.5): all cameras / the novel ones, and the novel cameras' share of pixels on texels no train view "
+        "saw (filled from their neighbours; there no fit can know the truth).", "",
+        "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | on seen texels: all / novel cams "
+        "(novel px on unseen) | via USD | floor ΔE mean / p95 (4x4) | "
         "map error, observed texels [flat] | observed | scalar errors | fit's own ΔE train / val | wall s | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['case']} | error: {r['error'][:300]} |" + " |" * 11)
+            lines.append(f"| {r['case']} | error: {r['error'][:300]} |" + " |" * 12)
             continue
         j, f = r["judge"], r["floor"]
         errs = []
@@ -636,7 +699,7 @@ def write_table(rows: list[dict], out: Path, args) -> str:
             f"| {r['case']} | {', '.join(r['maps'])} ({r['map_resolution']}²) | {j['all']['mean']:.2f} / "
             f"{j['all']['p95']:.2f} ({j['block4_mean']:.2f}) | {j['train_cameras']['mean']:.2f} / "
             f"{j['train_cameras']['p95']:.2f} | {j['novel_cameras']['mean']:.2f} / {j['novel_cameras']['p95']:.2f} | "
-            f"{_usd_cell(r)} | {f['all']['mean']:.2f} / {f['all']['p95']:.2f} ({f['block4_mean']:.2f}) | {'; '.join(errs)} | "
+            f"{_seen_cell(j)} | {_usd_cell(r)} | {f['all']['mean']:.2f} / {f['all']['p95']:.2f} ({f['block4_mean']:.2f}) | {'; '.join(errs)} | "
             f"{share:.0%} | {sc} | {own['train'] or float('nan'):.2f} / {own['validate'] or float('nan'):.2f} | "
             f"{r['fit_wall_s']:.0f} | {r['fit_peak_rss_mib']:.0f} |")
     text = "\n".join(lines) + "\n"
