@@ -422,34 +422,69 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray]) -> dict:
+#: texels seen by at least this many train pixels (the sum of their bilinear weights over the
+#: train views, :func:`pbrfit.textures.texel_weights`) are *well seen*: a map's error is also
+#: given over those alone (grazing views and the sphere's high latitudes see texels through
+#: pixels wider than a texel, which determine only their average with their neighbours)
+WELL_SEEN_PIXELS = 4.0
+
+
+def _texel_weights(job: Path, resolution: int) -> np.ndarray:
+    """(resolution, resolution) how much the train pixels of the fit's ``job`` see each texel
+    (:func:`pbrfit.textures.texel_weights` on every train pixel, as the fit counts them)."""
+    from pbrfit.job import load_job
+    from pbrfit.render import RasterRenderer
+    from pbrfit.textures import texel_weights
+
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]]
+           for vi, view in enumerate(scene.views) if view.split == "train"]
+    return texel_weights(uvs, resolution).numpy()
+
+
+def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray], job: Path | None = None) -> dict:
+    """Each fitted map's error against the truth over the texels the fit marks observed; with
+    the fit's ``job``, also over the well-seen ones alone (``well_seen``, :data:`WELL_SEEN_PIXELS`)."""
     out = {}
+    weights = {}
     for name, entry in doc["textures"].items():
         fitted = _read_pixels(fit_dir / entry["file"])
         observed = _read_pixels(fit_dir / entry["file"].replace(".exr", "_observed.png"))[..., 0] > 0.5
-        truth = truth_maps[name]
-        e = {"observed_share": float(observed.mean()), "resolution": int(fitted.shape[0])}
-        if name == "normal":  # angles between decoded unit normals; the truth's normals resampled, renormalized
-            t = _unit(_resample(truth * 2.0 - 1.0, fitted.shape[0]))[observed]
-            f = _unit(fitted[..., :3] * 2.0 - 1.0)[observed]
-            angle = np.degrees(np.arccos(np.clip((t * f).sum(-1), -1.0, 1.0)))
-            flat = np.degrees(np.arccos(np.clip(t[:, 2], -1.0, 1.0)))  # the flat map (0, 0, 1)
-            e.update(mean_angle_deg=float(angle.mean()), p95_angle_deg=float(np.percentile(angle, 95)),
-                     flat_mean_angle_deg=float(flat.mean()))
-            out[name] = e
-            continue
-        truth = _resample(truth if truth.ndim == 3 else truth[..., None], fitted.shape[0])
-        fitted = fitted[..., : truth.shape[-1]]
-        t, f = truth[observed].astype(np.float64), fitted[observed].astype(np.float64)
-        flat = t.mean(0, keepdims=True)
-        mse, mse_flat = float(((f - t) ** 2).mean()), float(((flat - t) ** 2).mean())
-        if name == "base_color":
-            e.update(psnr_db=float(10 * np.log10(1.0 / max(mse, 1e-12))),
-                     flat_psnr_db=float(10 * np.log10(1.0 / max(mse_flat, 1e-12))))
-        else:
-            e.update(rmse=mse ** 0.5, flat_rmse=mse_flat ** 0.5)
+        e = _map_error(name, fitted, observed, truth_maps[name])
+        if job is not None:
+            res = int(fitted.shape[0])
+            if res not in weights:
+                weights[res] = _texel_weights(job, res)
+            well = observed & (weights[res] >= WELL_SEEN_PIXELS)
+            e["well_seen"] = dict(_map_error(name, fitted, well, truth_maps[name]), share=float(well.sum() / observed.sum()))
         out[name] = e
     return out
+
+
+def _map_error(name: str, fitted: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> dict:
+    """One map's error over the texels ``observed``: base colour PSNR, normal mean angle,
+    otherwise RMSE, each beside the best flat map's."""
+    e = {"observed_share": float(observed.mean()), "resolution": int(fitted.shape[0])}
+    if name == "normal":  # angles between decoded unit normals; the truth's normals resampled, renormalized
+        t = _unit(_resample(truth * 2.0 - 1.0, fitted.shape[0]))[observed]
+        f = _unit(fitted[..., :3] * 2.0 - 1.0)[observed]
+        angle = np.degrees(np.arccos(np.clip((t * f).sum(-1), -1.0, 1.0)))
+        flat = np.degrees(np.arccos(np.clip(t[:, 2], -1.0, 1.0)))  # the flat map (0, 0, 1)
+        e.update(mean_angle_deg=float(angle.mean()), p95_angle_deg=float(np.percentile(angle, 95)),
+                 flat_mean_angle_deg=float(flat.mean()))
+        return e
+    truth = _resample(truth if truth.ndim == 3 else truth[..., None], fitted.shape[0])
+    fitted = fitted[..., : truth.shape[-1]]
+    t, f = truth[observed].astype(np.float64), fitted[observed].astype(np.float64)
+    flat = t.mean(0, keepdims=True)
+    mse, mse_flat = float(((f - t) ** 2).mean()), float(((flat - t) ** 2).mean())
+    if name == "base_color":
+        e.update(psnr_db=float(10 * np.log10(1.0 / max(mse, 1e-12))),
+                 flat_psnr_db=float(10 * np.log10(1.0 / max(mse_flat, 1e-12))))
+    else:
+        e.update(rmse=mse ** 0.5, flat_rmse=mse_flat ** 0.5)
+    return e
 
 
 # --- the judge -------------------------------------------------------------------------------
@@ -618,7 +653,7 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     own = doc.get("metrics") or {}
     return {"case": name, "preset": case["preset"], "maps": maps, "map_resolution": args.resolution,
             "truth_map_resolution": TRUTH_RESOLUTION, "texture_iterations": args.iterations,
-            "judge": judged, "judge_usd": judged_usd, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps),
+            "judge": judged, "judge_usd": judged_usd, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps, job),
             "scalar_errors": _param_errors(truth, doc["parameters"], scalars),
             "scalars_fitted": {n: doc["parameters"][n] for n in scalars},
             "fit_own_de2000": {s: (own.get(s) or {}).get("mean", {}).get("de2000_mean") for s in ("train", "validate")},
@@ -674,7 +709,10 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         "(0, 0, 1)'s]. Wall time and peak RSS: the `pbrfit fit` process. *On seen texels*: the judged ΔE2000 "
         "over the pixels whose texels the fit saw (the bilinear lookup of its observed masks at the pixel's UV "
         "over 0.5): all cameras / the novel ones, and the novel cameras' share of pixels on texels no train view "
-        "saw (filled from their neighbours; there no fit can know the truth).", "",
+        "saw (filled from their neighbours; there no fit can know the truth). *Well seen*: the map's "
+        f"error over the observed texels that the train pixels see {WELL_SEEN_PIXELS:.0f} times or more (the sum "
+        "of their bilinear weights; a texel seen through pixels wider than itself is determined only as an "
+        "average with its neighbours).", "",
         "| case | maps | judged ΔE mean / p95 (4x4) | train cams | novel cams | on seen texels: all / novel cams "
         "(novel px on unseen) | via USD | floor ΔE mean / p95 (4x4) | "
         "map error, observed texels [flat] | observed | scalar errors | fit's own ΔE train / val | wall s | peak MiB |",
@@ -686,12 +724,17 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         j, f = r["judge"], r["floor"]
         errs = []
         for m, e in r["map_errors"].items():
+            well = e.get("well_seen")
             if "psnr_db" in e:
-                errs.append(f"{m} PSNR {e['psnr_db']:.1f} dB [{e['flat_psnr_db']:.1f}]")
+                text = f"{m} PSNR {e['psnr_db']:.1f} dB [{e['flat_psnr_db']:.1f}]"
+                text += f"; well seen ({well['share']:.0%}): {well['psnr_db']:.1f} dB" if well else ""
             elif "mean_angle_deg" in e:
-                errs.append(f"{m} angle {e['mean_angle_deg']:.1f}° [{e['flat_mean_angle_deg']:.1f}°]")
+                text = f"{m} angle {e['mean_angle_deg']:.1f}° [{e['flat_mean_angle_deg']:.1f}°]"
+                text += f"; well seen ({well['share']:.0%}): {well['mean_angle_deg']:.1f}°" if well else ""
             else:
-                errs.append(f"{m} RMSE {e['rmse']:.3f} [{e['flat_rmse']:.3f}]")
+                text = f"{m} RMSE {e['rmse']:.3f} [{e['flat_rmse']:.3f}]"
+                text += f"; well seen ({well['share']:.0%}): {well['rmse']:.3f}" if well else ""
+            errs.append(text)
         share = min(e["observed_share"] for e in r["map_errors"].values())
         own = r["fit_own_de2000"]
         sc = ", ".join(f"{k} {v:.3g}" for k, v in r["scalar_errors"].items()) or "-"

@@ -1077,7 +1077,7 @@ def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
     layout = _Layout(space, ("base_color",), res, {"base_color": (0.0, 1.0)})
 
     def solved(t):
-        return _base_color_least_squares(objective, layout, t, uvs, (0.0, 1.0))
+        return _base_color_least_squares(objective, layout, t, (0.0, 1.0))
 
     def level(t):
         return float(space.values(t[: space.dim].double())["specular_ior_level"])
@@ -1091,6 +1091,66 @@ def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
     searched = _scalar_search(objective, layout, u, solved)
     assert level(searched) == pytest.approx(0.5, abs=1e-6)
     assert colour_error(searched) < 0.6 * colour_error(u), (colour_error(searched), colour_error(u))
+
+
+@pytest.mark.parametrize("steepness, expected", [(0.01, 0.5), (10.0, None)])
+def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_clearly_pays(steepness, expected):
+    """A loss that prefers specular level 0.9 by under LAYER_GAIN over 0.5 (the simplest
+    value, as the scalar fit's pruning has it) gets 0.5; a loss that clearly prefers it gets
+    the grid value nearest 0.9."""
+    from pbrfit.layers import LAYER_GAIN
+    from pbrfit.texture_fit import _Layout, _scalar_search
+    from pbrfit.warm_start import grid_values
+
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "specular_ior_level": 0.98}),
+                           ["specular_ior_level"])
+    layout = _Layout(space, ("base_color",), 2, {"base_color": (0.0, 1.0)})
+
+    def objective(material):
+        return (1.0 + steepness * (float(material["specular_ior_level"]) - 0.9) ** 2,)
+
+    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(2, 2, 3)})
+    found = float(space.values(_scalar_search(objective, layout, u)[: space.dim].double())["specular_ior_level"])
+    best = min(grid_values("specular_ior_level", 0.0, 1.0), key=lambda v: abs(v - 0.9))
+    assert objective({"specular_ior_level": 0.5})[0] <= (1 + LAYER_GAIN) * objective({"specular_ior_level": best})[0] \
+        or expected is None
+    assert found == pytest.approx(expected if expected is not None else best, abs=1e-4)
+
+def test_a_coarse_levels_colours_solved_on_every_fourth_pixel_match_every_pixels(tmp_path):
+    """The per-texel least squares of the base colour on a strided pixel subset (a coarse
+    level, each texel seen by many pixels) lands where the solve on every pixel does, and
+    renders only the subset."""
+    from pbrfit.objective import Objective
+    from pbrfit.texture_fit import _base_color_least_squares, _Layout
+
+    res = 4
+    inks = np.array([(0.06, 0.1, 0.32), (0.62, 0.5, 0.28)], np.float32)
+    truth = inks[np.broadcast_to(((np.arange(res) // 2) % 2)[None, :], (res, res))]
+    job = synthetic.write_job(tmp_path / "coarse", uvs=True, size=48, cameras=2)
+    synthetic.render_references(job, {"base_color": [0.5, 0.5, 0.5], "roughness": 0.5}, maps={"base_color": truth})
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, SampleCounts(16, 4, 8, 4), max_loss_pixels=1 << 40)
+    views = list(range(len(scene.views)))
+    objective = Objective(renderer, views, {"de2000": 1.0})
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.5}), [])
+    layout = _Layout(space, ("base_color",), res, {"base_color": (0.0, 1.0)})
+    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(res, res, 3)})
+    shaded = []
+    shade = renderer.shade
+    renderer.shade = lambda vi, material, q: shaded.append(len(q)) or shade(vi, material, q)
+    every = layout.material(_base_color_least_squares(objective, layout, u, (0.0, 1.0)))["base_color"]
+    full = sum(shaded)
+    shaded.clear()
+    fourth = layout.material(_base_color_least_squares(objective, layout, u, (0.0, 1.0), 4))["base_color"]
+    assert sum(shaded) <= full / 4 + 2 * len(views)
+    seen = texel_weights([renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in views], res) > 20
+    assert seen.sum() >= 4
+    error = (fourth - every).abs()[seen]
+    assert float(error.max()) < 0.02, error
+    def off(colours):  # from the truth (one pass: an ink's edge texels blend their neighbours)
+        return float((colours - torch.as_tensor(truth)).abs()[seen].mean())
+
+    assert off(fourth) < off(every) + 0.005
 
 
 def test_the_palette_keeps_the_materials_the_texels_need_and_drops_a_compromise():

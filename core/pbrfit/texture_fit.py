@@ -52,7 +52,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .layers import parameters_in_use
+from .layers import LAYER_GAIN, SIMPLEST, parameters_in_use
 from .objective import Objective
 from .parallel import map_ordered
 from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
@@ -494,14 +494,18 @@ def prior_weights(settings: TextureSettings, uvs: list, size: int) -> torch.Tens
     return (settings.prior_weight / (1.0 + texel_weights(uvs, size)))[..., None]
 
 
-def _affine_in_base_color(objective: Objective, material: dict):
+def _affine_in_base_color(objective: Objective, material: dict, stride: int = 1):
     """Per train view, ``(S, D, uv, ref)`` with the rendered radiance of each train pixel
     ``S + D * b`` (``b`` its base colour looked up at its ``uv``), all over white:
     rendered radiance is affine in the base colour at each pixel (Lambert and the metal's
-    Fresnel are; S is the render with a black base), so two renders give S and D."""
+    Fresnel are; S is the render with a black base), so two renders give S and D. With
+    ``stride``, every ``stride``-th train pixel of each view only (a coarse level's texels
+    are each seen by hundreds)."""
     m0 = dict(material, base_color=torch.zeros_like(material["base_color"]))
     for vi in objective.view_ids:
         q = objective.renderer.train_subsets[vi]
+        rows = slice(None, None, stride)
+        q = q[rows]
         white = objective.whites[vi]
         # at the pixel centres: through the pixel filter a pixel mixes its neighbours' colours,
         # and S + D b with its own b would read a dark ink's D hundreds of times too large
@@ -510,20 +514,22 @@ def _affine_in_base_color(objective: Objective, material: dict):
             p0 = objective.renderer.shade(vi, m0, q) / white
         uv = objective.renderer.prepare(vi).geometry.uv[torch.as_tensor(q, dtype=torch.long)].to(p1.device)
         b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
-        yield p0, (p1 - p0) / b, uv, objective.refs[vi]
+        yield p0, (p1 - p0) / b, uv, objective.refs[vi][rows]
 
 
-def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: list,
-                              bounds: tuple[float, float]) -> torch.Tensor:
+def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor,
+                              bounds: tuple[float, float], stride: int = 1) -> torch.Tensor:
     """``u`` with the base colour map replaced by its per-texel least-squares fit: each texel
     ``sum w D (ref - S) / sum w D^2`` over the pixels that see it (w their bilinear weights;
-    :func:`_affine_in_base_color`). Texels too little seen keep their value."""
+    :func:`_affine_in_base_color`, every ``stride``-th pixel). Texels too little seen keep
+    their value."""
     with torch.no_grad():
         m1 = layout.material(u)
-        num, den = [], []
-        for s, d, _, ref in _affine_in_base_color(objective, m1):
+        num, den, uvs = [], [], []
+        for s, d, uv, ref in _affine_in_base_color(objective, m1, stride):
             num.append(d * (ref - s))
             den.append(d * d)
+            uvs.append(uv)
         size = layout.size
         n, dd = splat(uvs, num, size), splat(uvs, den, size)
         ok = dd > 1e-3 * dd.max().clamp_min(1e-12)
@@ -573,7 +579,14 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
     than 0.02 under the inks solved at 0.02 (which had taken the missing reflection into the
     colours: a greyer navy), and kept 0.02 through every level; with the colours solved for
     each candidate the fit found specular level 0.50 and roughness 0.70 (the truth: 0.5, 0.7;
-    before: 0.02, 0.84), its navy within 0.015 of the truth's (its ochre 0.04 dark)."""
+    before: 0.02, 0.84), its navy within 0.015 of the truth's (its ochre 0.04 dark).
+
+    A parameter with a simplest value (:data:`pbrfit.layers.SIMPLEST`: Blender's default
+    specular level) goes there unless another value lowers the loss by
+    :data:`pbrfit.layers.LAYER_GAIN`, as the scalar fit's pruning does: the fabric's specular
+    level and roughness trade along a valley the photos barely tell apart (the identifiability
+    analysis: ±0.23 changes its train renders by under 1 ΔE2000), and its search landed at
+    0.97 / 0.83 or 0.44 / 0.70 (truth 0.5 / 0.7) as the coarse levels' maps varied."""
     space = layout.space
     if not space.fit:
         return u
@@ -584,15 +597,35 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
             if PARAMETERS[n].size != 1:
                 continue
             values = space.values(u[: space.dim].double())
-            for v in search_grid(n, *space.bounds_of(n)):
+            simplest = _simplest(n, space, values[n])
+            plain = None  # (loss, u) at the simplest value
+            candidates = search_grid(n, *space.bounds_of(n))
+            if simplest is not None and all(abs(v - simplest) > 1e-9 for v in candidates):
+                candidates = [*candidates, simplest]
+            for v in candidates:
                 trial = u.clone()
                 trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
                 if resolve is not None:
                     trial = resolve(trial)
                 loss = float(objective(layout.material(trial))[0])
+                if simplest is not None and abs(v - simplest) <= 1e-9:
+                    plain = (loss, trial)
                 if loss < best - 1e-9:
                     best, u = loss, trial
+            if plain is not None and plain[0] <= best * (1 + LAYER_GAIN):
+                best, u = plain
     return u
+
+
+def _simplest(name: str, space: ParameterSpace, current: float) -> float | None:
+    """The simplest value (:data:`pbrfit.layers.SIMPLEST`) of parameter ``name`` within its
+    bounds in ``space``, the nearest to ``current`` where there are two (as the pruning
+    takes it), or None."""
+    if name not in SIMPLEST:
+        return None
+    lo, hi = space.bounds_of(name)
+    inside = [v for v in SIMPLEST[name] if lo <= v <= hi]
+    return min(inside, key=lambda v: abs(v - current)) if inside else None
 
 
 def _texel_sums(objective: Objective, material: dict, uvs: list, size: int, rows=slice(None)) -> torch.Tensor:
@@ -1017,11 +1050,14 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         grids = {n: pyramid(g, size, n) for n, g in grids.items()}
         layout = _Layout(space, settings.maps, size, bounds)
         u = layout.pack(u_scalars, grids)
+        # a coarse level's colours from the pixels its steps render: each of its texels is seen
+        # by hundreds (the woven fabric's 32² and 64² levels spent 140 s in these solves)
+        solve_stride = _stride(uvs, size, settings.resolution)
         if "base_color" in settings.maps:
             affine = _AffineInBaseColor.applies(settings.maps, layout.material(u))
             for _ in range(1 if affine else BASE_COLOR_PASSES):
                 run.check_cancel()
-                u = _base_color_least_squares(objective, layout, u, uvs, bounds["base_color"])
+                u = _base_color_least_squares(objective, layout, u, bounds["base_color"], solve_stride)
         # the scalars against the fit's own renderer (its sample counts; fewer samples, as the
         # maps' renderer has, were measured to prefer a rougher base)
         # with a normal map beside the colour map, each candidate with its own colours (see
@@ -1030,9 +1066,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # 0.35 and 0.5, the fit's own validation 2.62 ΔE2000; held: 0.34, 0.52, 1.79)
         resolve = None
         if colour_and_normals:
-            def resolve(t, layout=layout):
-                return _base_color_least_squares(objective, layout, t, uvs, bounds["base_color"])
+            def resolve(t, layout=layout, stride=solve_stride):
+                return _base_color_least_squares(objective, layout, t, bounds["base_color"], stride)
         u = _scalar_search(run.train_obj, layout, u, resolve)
+        searched = _fitted_scalars(space, u)
         run.check_cancel()
         held = None  # (the variables held, for how many of the level's steps)
         if colour_and_normals and size >= settings.resolution // 2:
@@ -1093,7 +1130,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         u_scalars = u[:k]
         grids = {n: layout.grid(u, n).clone() for n in settings.maps}
         log.append({"resolution": size, "steps": done, "validate_de2000": score,
-                    "seconds": time.monotonic() - started, **({"search": search} if search else {}),
+                    "seconds": time.monotonic() - started, "scalars_searched": searched,
+                    "scalars": _fitted_scalars(space, u), **({"search": search} if search else {}),
                     **({"checks": checks} if checks else {})})
         if score is not None:
             if _behind(score, best[0]):
@@ -1119,6 +1157,14 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     u_scalars = _refine_scalars(run, space, u_scalars, {n: torch.as_tensor(m.texels) for n, m in out.items()})
     run.values = dict(run.values, **{n: v for n, v in space.values(u_scalars.double()).items() if n in scalars})
     return out
+
+
+def _fitted_scalars(space: ParameterSpace, u: torch.Tensor) -> dict:
+    """The scalars ``space`` fits, at ``u`` (its first ``space.dim`` variables), rounded for
+    the level log: the scalar search and the steps move them level by level."""
+    values = space.values(u[: space.dim].detach().double())
+    return {n: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v])
+            for n, v in values.items() if n in space.fit}
 
 
 def _behind(score: float, best: float) -> bool:
