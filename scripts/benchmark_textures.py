@@ -423,7 +423,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 #: texels seen by at least this many train pixels (the sum of their bilinear weights over the
-#: train views, :func:`pbrfit.textures.texel_weights`) are *well seen*: a map's error is also
+#: train views, :func:`pbrfit.textures.texel_weights`, as the fit counts them: with
+#: ``--extra-train-hdris`` a camera's pixels count once per lighting) are *well seen*: a map's error is also
 #: given over those alone (grazing views and the sphere's high latitudes see texels through
 #: pixels wider than a texel, which determine only their average with their neighbours)
 WELL_SEEN_PIXELS = 4.0
@@ -457,7 +458,8 @@ def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray], job
             if res not in weights:
                 weights[res] = _texel_weights(job, res)
             well = observed & (weights[res] >= WELL_SEEN_PIXELS)
-            e["well_seen"] = dict(_map_error(name, fitted, well, truth_maps[name]), share=float(well.sum() / observed.sum()))
+            e["well_seen"] = (dict(_map_error(name, fitted, well, truth_maps[name]),
+                                   share=float(well.sum() / observed.sum())) if well.any() else None)
         out[name] = e
     return out
 
@@ -681,7 +683,7 @@ def _seen_cell(judged: dict) -> str:
     seen, unseen = judged.get("observed_texels"), judged.get("unobserved_texels")
     if seen is None:
         return "-"
-    return (f"{seen['all']['mean']:.2f} / {seen['novel_cameras']['mean']:.2f} "
+    return (f"{seen['all']['mean'] or float('nan'):.2f} / {seen['novel_cameras']['mean'] or float('nan'):.2f} "
             f"({unseen['novel_cameras']['share']:.0%}: {unseen['novel_cameras']['mean'] or float('nan'):.1f})")
 
 

@@ -1093,30 +1093,51 @@ def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
     assert colour_error(searched) < 0.6 * colour_error(u), (colour_error(searched), colour_error(u))
 
 
-@pytest.mark.parametrize("steepness, expected", [(0.01, 0.5), (10.0, None)])
-def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_clearly_pays(steepness, expected):
-    """A loss that prefers specular level 0.9 by under LAYER_GAIN over 0.5 (the simplest
-    value, as the scalar fit's pruning has it) gets 0.5; a loss that clearly prefers it gets
-    the grid value nearest 0.9."""
-    from pbrfit.layers import LAYER_GAIN
+def _searched(name: str, start: float, loss) -> float:
+    """The value of scalar ``name`` (started at ``start``) that the texture levels' scalar search
+    picks under the loss ``loss(value)``."""
     from pbrfit.texture_fit import _Layout, _scalar_search
+
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], name: start}), [name])
+    layout = _Layout(space, ("base_color",), 2, {"base_color": (0.0, 1.0)})
+    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(2, 2, 3)})
+    found = _scalar_search(lambda material: (loss(float(material[name])),), layout, u)
+    return float(space.values(found[: space.dim].double())[name])
+
+
+def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_clearly_pays():
+    """A loss that prefers specular level 0.9 by under PRUNE_TOLERANCE over 0.5 (the simplest
+    value, as the scalar fit's pruning has it) gets 0.5, from either side; a loss that clearly
+    prefers 0.9 gets the grid value nearest it, from 0.5."""
+    from pbrfit.layers import PRUNE_TOLERANCE
     from pbrfit.warm_start import grid_values
 
-    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "specular_ior_level": 0.98}),
-                           ["specular_ior_level"])
-    layout = _Layout(space, ("base_color",), 2, {"base_color": (0.0, 1.0)})
+    nearest = min(grid_values("specular_ior_level", 0.0, 1.0), key=lambda v: abs(v - 0.9))
 
-    def objective(material):
-        return (1.0 + steepness * (float(material["specular_ior_level"]) - 0.9) ** 2,)
+    def gentle(v):
+        return 1.0 + 0.01 * (v - 0.9) ** 2
 
-    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(2, 2, 3)})
-    found = float(space.values(_scalar_search(objective, layout, u)[: space.dim].double())["specular_ior_level"])
-    best = min(grid_values("specular_ior_level", 0.0, 1.0), key=lambda v: abs(v - 0.9))
-    assert objective({"specular_ior_level": 0.5})[0] <= (1 + LAYER_GAIN) * objective({"specular_ior_level": best})[0] \
-        or expected is None
-    assert found == pytest.approx(expected if expected is not None else best, abs=1e-4)
+    def steep(v):
+        return 1.0 + 10.0 * (v - 0.9) ** 2
 
-def test_a_coarse_levels_colours_solved_on_every_fourth_pixel_match_every_pixels(tmp_path):
+    assert gentle(0.5) <= (1 + PRUNE_TOLERANCE) * gentle(nearest)
+    assert steep(0.5) > (1 + PRUNE_TOLERANCE) * steep(nearest)
+    assert _searched("specular_ior_level", 0.98, gentle) == pytest.approx(0.5, abs=1e-4)
+    assert _searched("specular_ior_level", 0.02, gentle) == pytest.approx(0.5, abs=1e-4)
+    assert _searched("specular_ior_level", 0.5, steep) == pytest.approx(nearest, abs=1e-4)
+
+
+def test_the_scalar_search_tries_both_simplest_metallics():
+    """Metallic has two simplest values (0 and 1), neither on the search grid: a loss nearly flat
+    toward 1 and high below 0.5 gets 1, though the search started nearer 0."""
+    def loss(v):
+        return 1.0 + (5.0 if v < 0.5 else 1e-4 * (1.0 - v))
+
+    assert _searched("metallic", 0.3, loss) == pytest.approx(1.0, abs=1e-4)
+    assert _searched("metallic", 0.3, lambda v: 1.0 + 5.0 * v) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_coarse_levels_colours_solved_on_every_fourth_pixel_match_those_on_every_pixel(tmp_path):
     """The per-texel least squares of the base colour on a strided pixel subset (a coarse
     level, each texel seen by many pixels) lands where the solve on every pixel does, and
     renders only the subset."""
@@ -1147,6 +1168,7 @@ def test_a_coarse_levels_colours_solved_on_every_fourth_pixel_match_every_pixels
     assert seen.sum() >= 4
     error = (fourth - every).abs()[seen]
     assert float(error.max()) < 0.02, error
+
     def off(colours):  # from the truth (one pass: an ink's edge texels blend their neighbours)
         return float((colours - torch.as_tensor(truth)).abs()[seen].mean())
 

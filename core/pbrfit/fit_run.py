@@ -131,7 +131,8 @@ class FitResult:
         textures: {parameter: :class:`pbrfit.texture_fit.MapResult`} of the fitted maps (the
             parameter's value in ``material`` is the map's mean over its observed texels).
         texture_log: the pyramid's levels as run: {resolution, steps (the Adam steps taken),
-            validate_de2000, seconds; search: the palette search's materials and texels moved,
+            validate_de2000, seconds; scalars_searched, scalars: the scalars still fitted after
+            the level's scalar search and after its steps; search: the palette search's materials and texels moved,
             where it ran; checks: [{steps, validate_de2000}] measured within the level, where
             it was checked (:data:`pbrfit.texture_fit.LEVEL_CHECK_EVERY`)}.
         exposures: {view name: stops} of the views with ``exposure = "auto"``: the photo is

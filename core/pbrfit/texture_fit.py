@@ -52,7 +52,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .layers import LAYER_GAIN, SIMPLEST, parameters_in_use
+from .layers import PRUNE_TOLERANCE, SIMPLEST, parameters_in_use
 from .objective import Objective
 from .parallel import map_ordered
 from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
@@ -581,12 +581,14 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
     each candidate the fit found specular level 0.50 and roughness 0.70 (the truth: 0.5, 0.7;
     before: 0.02, 0.84), its navy within 0.015 of the truth's (its ochre 0.04 dark).
 
-    A parameter with a simplest value (:data:`pbrfit.layers.SIMPLEST`: Blender's default
-    specular level) goes there unless another value lowers the loss by
-    :data:`pbrfit.layers.LAYER_GAIN`, as the scalar fit's pruning does: the fabric's specular
-    level and roughness trade along a valley the photos barely tell apart (the identifiability
-    analysis: ±0.23 changes its train renders by under 1 ΔE2000), and its search landed at
-    0.97 / 0.83 or 0.44 / 0.70 (truth 0.5 / 0.7) as the coarse levels' maps varied."""
+    A parameter with simplest values (:data:`pbrfit.layers.SIMPLEST`: Blender's default
+    specular level; metallic 0 or 1), each tried, goes to the best of them unless another
+    value lowers the loss by more than the share :data:`pbrfit.layers.PRUNE_TOLERANCE` (2%) of
+    it, as the scalar fit's pruning keeps such a value (which, unlike this search, re-fits the
+    other scalars there): the fabric's specular level and roughness trade along a valley the
+    photos barely tell apart (the identifiability analysis: ±0.23 changes its train renders by
+    under 1 ΔE2000), and its search landed at 0.97 / 0.83 or 0.44 / 0.70 (truth 0.5 / 0.7) as
+    the coarse levels' maps varied."""
     space = layout.space
     if not space.fit:
         return u
@@ -597,35 +599,31 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
             if PARAMETERS[n].size != 1:
                 continue
             values = space.values(u[: space.dim].double())
-            simplest = _simplest(n, space, values[n])
-            plain = None  # (loss, u) at the simplest value
+            simplest = _simplest(n, space)
+            plain = None  # (loss, u) at the best simplest value
             candidates = search_grid(n, *space.bounds_of(n))
-            if simplest is not None and all(abs(v - simplest) > 1e-9 for v in candidates):
-                candidates = [*candidates, simplest]
+            candidates += [v for v in simplest if all(abs(v - c) > 1e-9 for c in candidates)]
             for v in candidates:
                 trial = u.clone()
                 trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
                 if resolve is not None:
                     trial = resolve(trial)
                 loss = float(objective(layout.material(trial))[0])
-                if simplest is not None and abs(v - simplest) <= 1e-9:
+                if any(abs(v - c) <= 1e-9 for c in simplest) and (plain is None or loss < plain[0]):
                     plain = (loss, trial)
                 if loss < best - 1e-9:
                     best, u = loss, trial
-            if plain is not None and plain[0] <= best * (1 + LAYER_GAIN):
+            if plain is not None and plain[0] <= best * (1 + PRUNE_TOLERANCE):
                 best, u = plain
     return u
 
 
-def _simplest(name: str, space: ParameterSpace, current: float) -> float | None:
-    """The simplest value (:data:`pbrfit.layers.SIMPLEST`) of parameter ``name`` within its
-    bounds in ``space``, the nearest to ``current`` where there are two (as the pruning
-    takes it), or None."""
-    if name not in SIMPLEST:
-        return None
+def _simplest(name: str, space: ParameterSpace) -> list[float]:
+    """The simplest values (:data:`pbrfit.layers.SIMPLEST`) of parameter ``name`` within its
+    bounds in ``space`` (one outside them is not tried; the pruning clamps it into them), or
+    none."""
     lo, hi = space.bounds_of(name)
-    inside = [v for v in SIMPLEST[name] if lo <= v <= hi]
-    return min(inside, key=lambda v: abs(v - current)) if inside else None
+    return [v for v in SIMPLEST.get(name, ()) if lo <= v <= hi]
 
 
 def _texel_sums(objective: Objective, material: dict, uvs: list, size: int, rows=slice(None)) -> torch.Tensor:
@@ -1050,8 +1048,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         grids = {n: pyramid(g, size, n) for n, g in grids.items()}
         layout = _Layout(space, settings.maps, size, bounds)
         u = layout.pack(u_scalars, grids)
-        # a coarse level's colours from the pixels its steps render: each of its texels is seen
-        # by hundreds (the woven fabric's 32² and 64² levels spent 140 s in these solves)
+        # a coarse level's colours from every _stride-th train pixel (phase 0): each of its
+        # texels is seen by hundreds (the woven fabric's 32² and 64² levels spent 140 s here)
         solve_stride = _stride(uvs, size, settings.resolution)
         if "base_color" in settings.maps:
             affine = _AffineInBaseColor.applies(settings.maps, layout.material(u))
