@@ -430,33 +430,41 @@ def _unit(v: np.ndarray) -> np.ndarray:
 WELL_SEEN_PIXELS = 4.0
 
 
-def _texel_weights(job: Path, resolution: int) -> np.ndarray:
-    """(resolution, resolution) how much the train pixels of the fit's ``job`` see each texel
-    (:func:`pbrfit.textures.texel_weights` on every train pixel, as the fit counts them)."""
+def _fit_views(job: Path) -> list[tuple[str, str, object, np.ndarray]]:
+    """The fit ``job``'s views as pbrfit sees them, prepared once for the judge's splits:
+    ``(name, split, geometry, train pixels)`` each (:class:`pbrfit.gbuffer.ViewGeometry`;
+    the covered pixels the fit trains on, every one)."""
     from pbrfit.job import load_job
     from pbrfit.render import RasterRenderer
-    from pbrfit.textures import texel_weights
 
     scene = load_job(job).scene
     renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)
-    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]]
-           for vi, view in enumerate(scene.views) if view.split == "train"]
-    return texel_weights(uvs, resolution).numpy()
+    return [(view.name, view.split, renderer.prepare(vi).geometry, renderer.train_subsets[vi])
+            for vi, view in enumerate(scene.views)]
 
 
-def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray], job: Path | None = None) -> dict:
+def _texel_weights(views: list, resolution: int) -> np.ndarray:
+    """(resolution, resolution) how much the train pixels of the fit's ``views``
+    (:func:`_fit_views`) see each texel (:func:`pbrfit.textures.texel_weights`, as the fit counts them)."""
+    from pbrfit.textures import texel_weights
+
+    return texel_weights([geo.uv[rows] for _, split, geo, rows in views if split == "train"], resolution).numpy()
+
+
+def _map_errors(fit_dir: Path, doc: dict, truth_maps: dict[str, np.ndarray], views: list | None = None) -> dict:
     """Each fitted map's error against the truth over the texels the fit marks observed; with
-    the fit's ``job``, also over the well-seen ones alone (``well_seen``, :data:`WELL_SEEN_PIXELS`)."""
+    the fit's ``views`` (:func:`_fit_views`), also over the well-seen ones alone (``well_seen``,
+    :data:`WELL_SEEN_PIXELS`)."""
     out = {}
     weights = {}
     for name, entry in doc["textures"].items():
         fitted = _read_pixels(fit_dir / entry["file"])
         observed = _read_pixels(fit_dir / entry["file"].replace(".exr", "_observed.png"))[..., 0] > 0.5
         e = _map_error(name, fitted, observed, truth_maps[name])
-        if job is not None:
+        if views is not None:
             res = int(fitted.shape[0])
             if res not in weights:
-                weights[res] = _texel_weights(job, res)
+                weights[res] = _texel_weights(views, res)
             well = observed & (weights[res] >= WELL_SEEN_PIXELS)
             e["well_seen"] = (dict(_map_error(name, fitted, well, truth_maps[name]),
                                    share=float(well.sum() / observed.sum())) if well.any() else None)
@@ -491,16 +499,14 @@ def _map_error(name: str, fitted: np.ndarray, observed: np.ndarray, truth: np.nd
 
 # --- the judge -------------------------------------------------------------------------------
 
-def _observed_pixels(job: Path, fit_dir: Path, doc: dict) -> dict[str, np.ndarray]:
-    """Per camera (the fit job's views, by name), the (H, W) pixels of the part whose texels
-    the fit saw: the bilinear lookup (:func:`pbrfit.textures.lookup`, the fit's own
-    convention) of the maps' observed masks (``<map>_observed.png``, all maps at once) at the
-    pixel's UV reads over 0.5. The rest show texels no train view saw, which the fit filled
-    from their neighbours: no fit can know what is there (a weave's colour, say)."""
+def _observed_pixels(views: list, fit_dir: Path, doc: dict) -> dict[str, np.ndarray]:
+    """Per camera (the fit's ``views``, :func:`_fit_views`, by name), the (H, W) pixels of the
+    part whose texels the fit saw: the bilinear lookup (:func:`pbrfit.textures.lookup`, the
+    fit's own convention) of the maps' observed masks (``<map>_observed.png``, all maps at
+    once) at the pixel's UV reads over 0.5. The rest show texels no train view saw, which the
+    fit filled from their neighbours: no fit can know what is there (a weave's colour, say)."""
     import torch
 
-    from pbrfit.job import load_job
-    from pbrfit.render import RasterRenderer
     from pbrfit.textures import lookup
 
     seen = None
@@ -508,14 +514,11 @@ def _observed_pixels(job: Path, fit_dir: Path, doc: dict) -> dict[str, np.ndarra
         m = _read_pixels(fit_dir / entry["file"].replace(".exr", "_observed.png"))[..., 0] > 0.5
         seen = m if seen is None else seen & m
     texels = torch.as_tensor(seen, dtype=torch.float32)[..., None]
-    scene = load_job(job).scene
-    renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)
     out = {}
-    for vi, view in enumerate(scene.views):
-        geo = renderer.prepare(vi).geometry
+    for name, _, geo, _ in views:
         on = np.zeros(geo.height * geo.width, bool)
         on[np.asarray(geo.pixels)] = lookup(texels, geo.uv)[:, 0].numpy() > 0.5
-        out[view.name] = on.reshape(geo.height, geo.width)
+        out[name] = on.reshape(geo.height, geo.width)
     return out
 
 
@@ -644,7 +647,8 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
                                   {"usd": _file_hash(usd)} | {m: _file_hash(p) for m, p in fitted_files.items()},
                                   cache, f"{name}-usd", args, wiring="usd")
     timings["judge_renders_s"] = time.monotonic() - t
-    observed = _observed_pixels(ref / "job.toml", fit_dir, doc)  # the floor split the same way, to compare
+    views = _fit_views(job)  # the fit's 4 train and 2 novel cameras, as the judge's
+    observed = _observed_pixels(views, fit_dir, doc)  # the floor split the same way, to compare
     judged, floor = _judge(fit_render, ref, observed), _judge(floor_render, ref, observed)
     judged_usd = _judge(usd_render, ref, observed)
     print(f"[{name}] judged ΔE {judged['all']['mean']:.2f} (floor {floor['all']['mean']:.2f})", file=sys.stderr,
@@ -655,7 +659,7 @@ def run_case(name: str, args, out: Path, cache: Path) -> dict:
     own = doc.get("metrics") or {}
     return {"case": name, "preset": case["preset"], "maps": maps, "map_resolution": args.resolution,
             "truth_map_resolution": TRUTH_RESOLUTION, "texture_iterations": args.iterations,
-            "judge": judged, "judge_usd": judged_usd, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps, job),
+            "judge": judged, "judge_usd": judged_usd, "floor": floor, "map_errors": _map_errors(fit_dir, doc, truth_maps, views),
             "scalar_errors": _param_errors(truth, doc["parameters"], scalars),
             "scalars_fitted": {n: doc["parameters"][n] for n in scalars},
             "fit_own_de2000": {s: (own.get(s) or {}).get("mean", {}).get("de2000_mean") for s in ("train", "validate")},
