@@ -1096,7 +1096,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
             run.check_cancel()
             fast = Objective(_AffineInBaseColor([o_.renderer for o_ in step_objectives], run.train,
                                                 layout.material(u.detach())), run.train, o.loss, run.check_cancel)
-        stride = 1 if fast is not None else _stride(uvs, size, settings.resolution)
+        stride = 1 if fast is not None else solve_stride
         joint = fast is None and stride == 1 and SCALAR_RATE > 0  # the scalars stepped too
         ks = 0 if joint else k  # the variables from ks on are stepped
         u_s, u_g = u[:ks].clone(), u[ks:].clone().requires_grad_(True)
