@@ -249,6 +249,55 @@ def test_the_base_colour_stand_in_renders_a_map_as_the_raster_renderer_does(uv_j
     assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-6)
 
 
+def test_the_base_colour_stand_in_is_exact_through_the_pixel_filter_beside_a_held_normal_map(uv_job):
+    """Through the pixel filter (a normal map's fit) the stand-in's terms are the taps'
+    centres, each looked up at its own texel: a colour map beside a bumpy normal map renders as
+    the filtered raster renderer renders it (the palette snap's look-ups), and with the filter
+    off it gives those centres (the colours' least squares)."""
+    from pbrfit.texture_fit import _AffineInBaseColor, _centres_only
+
+    scene = load_job(uv_job).scene
+    bumps = torch.rand(4, 4, 1, generator=torch.Generator().manual_seed(3)) * 0.6 - 0.3
+    m = dict(_material({"base_color": [0.6, 0.3, 0.2], "roughness": 0.3, "sheen_weight": 0.3}),
+             normal=map_values("normal", bumps, None))
+    assert _AffineInBaseColor.exact_for(m) and not _AffineInBaseColor.applies(("base_color", "normal"), m)
+    assert not _AffineInBaseColor.exact_for(dict(m, metallic=torch.tensor([0.1])))
+    raster = RasterRenderer(scene, SampleCounts(8, 2, 4, 2), max_loss_pixels=1 << 40, filter_pixels=True)
+    raster.prepare(0)
+    stand_in = _AffineInBaseColor([raster], [0], m)
+    texels = dict(m, base_color=torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(1)))
+    q = raster.train_subsets[0]
+    want = raster.shade(0, texels, q)
+    assert torch.allclose(stand_in.shade(0, texels, q), want, rtol=1e-4, atol=1e-6)
+    need = raster.filter_taps(0, q)[0]
+    assert len(need) > len(q)  # the taps reach beyond the loss pixels
+    with _centres_only([stand_in], True):
+        centres = stand_in.shade(0, texels, need)
+    assert torch.allclose(centres, raster.shade_centres(0, texels, need), rtol=1e-4, atol=1e-6)
+    assert (raster.shade_centres(0, texels, q) - want).abs().max() > 1e-3  # the filter does average
+
+
+def test_one_least_squares_pass_of_the_base_colour_is_enough_for_a_dielectric_with_a_normal_map(uv_job):
+    """The colours' least squares is exact where the render is affine in the base colour (a
+    dielectric, whatever its normal map): a second pass, which a metal needs, gives the same."""
+    from pbrfit.objective import Objective
+    from pbrfit.texture_fit import _AffineInBaseColor, _base_color_least_squares, _Layout
+
+    scene = load_job(uv_job).scene
+    raster = RasterRenderer(scene, SampleCounts(8, 2, 4, 2), max_loss_pixels=1 << 40, filter_pixels=True)
+    objective = Objective(raster, [0, 1], {"de2000": 1.0})
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4}), [])
+    layout = _Layout(space, ("base_color", "normal"), 4, {"base_color": (0.0, 1.0), "normal": None})
+    bumps = torch.rand(4, 4, 1, generator=torch.Generator().manual_seed(3)) * 0.6 - 0.3
+    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(4, 4, 3), "normal": bumps})
+    assert _AffineInBaseColor.exact_for(layout.material(u))
+    once = _base_color_least_squares(objective, layout, u, (0.0, 1.0))
+    twice = _base_color_least_squares(objective, layout, once, (0.0, 1.0))
+    first = layout.material(once)["base_color"]
+    assert float((first - layout.material(u)["base_color"]).abs().max()) > 0.05  # it did move
+    assert torch.allclose(layout.material(twice)["base_color"], first, atol=2e-3)
+
+
 def test_the_roughness_table_renders_maps_as_the_raster_renderer_does(uv_job):
     """texture_fit's stand-in for roughness and metallic maps: exact in metallic (the raster
     estimator is affine in it), at a roughness node exact in both; between the nodes close,
@@ -1093,15 +1142,15 @@ def test_the_scalar_search_judges_each_candidate_with_its_own_colours(tmp_path):
     assert colour_error(searched) < 0.6 * colour_error(u), (colour_error(searched), colour_error(u))
 
 
-def _searched(name: str, start: float, loss) -> float:
+def _searched(name: str, start: float, loss, grid: bool = True) -> float:
     """The value of scalar ``name`` (started at ``start``) that the texture levels' scalar search
-    picks under the loss ``loss(value)``."""
+    (with its ``grid``, or the simplest values only) picks under the loss ``loss(value)``."""
     from pbrfit.texture_fit import _Layout, _scalar_search
 
     space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], name: start}), [name])
     layout = _Layout(space, ("base_color",), 2, {"base_color": (0.0, 1.0)})
     u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(2, 2, 3)})
-    found = _scalar_search(lambda material: (loss(float(material[name])),), layout, u)
+    found = _scalar_search(lambda material: (loss(float(material[name])),), layout, u, grid=grid)
     return float(space.values(found[: space.dim].double())[name])
 
 
@@ -1125,6 +1174,11 @@ def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_
     assert _searched("specular_ior_level", 0.98, gentle) == pytest.approx(0.5, abs=1e-4)
     assert _searched("specular_ior_level", 0.02, gentle) == pytest.approx(0.5, abs=1e-4)
     assert _searched("specular_ior_level", 0.5, steep) == pytest.approx(nearest, abs=1e-4)
+    # a fine level's search: the simplest value against the current one, no grid
+    assert _searched("specular_ior_level", 0.93, gentle, grid=False) == pytest.approx(0.5, abs=1e-4)
+    assert _searched("specular_ior_level", 0.93, steep, grid=False) == pytest.approx(0.93, abs=1e-4)
+    assert _searched("specular_ior_level", 0.3, steep, grid=False) == pytest.approx(0.5, abs=1e-4)
+    assert _searched("roughness", 0.3, lambda v: (v - 0.8) ** 2, grid=False) == pytest.approx(0.3, abs=1e-4)
 
 
 def test_the_scalar_search_tries_both_simplest_metallics():

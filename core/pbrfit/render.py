@@ -42,7 +42,7 @@ from .lights import sample
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 
-__all__ = ["SampleCounts", "RasterRenderer"]
+__all__ = ["SampleCounts", "RasterRenderer", "apply_taps"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,14 @@ NEIGHBOURHOODS_KEPT = 64
 #: and a view's peak memory is bounded (the embossed panel's final-metrics preparation took
 #: ~0.6x the time of whole views at once; the samples are the same)
 FIX_BLOCK = 4096
+
+
+def apply_taps(centres: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(S, 3) each pixel the filter's weighted sum of its taps: ``centres`` (N, 3) the shaded
+    pixel centres, ``index``/``weights`` (S, 9) from :meth:`RasterRenderer.filter_taps` (a
+    tap off the part, weight 0, adds nothing)."""
+    taps = centres[index] * weights[..., None]
+    return torch.where(weights[..., None] > 0, taps, torch.zeros_like(taps)).sum(1)
 
 
 class RasterRenderer(SceneRenderer):
@@ -317,18 +325,23 @@ class RasterRenderer(SceneRenderer):
         with flush_subnormals():
             if not self.filter_pixels:
                 return self._shade(view_index, material, sel, calibration)
-            geo = self.prepare(view_index).geometry
-            if sel is None:
-                sel = np.arange(len(geo.pixels))
-            need, index_t, weights_t = self._neighbourhood(view_index, geo, np.asarray(sel))
-            centres = self._shade(view_index, material, need, calibration)
-            taps = centres[index_t] * weights_t[..., None]
-            return torch.where(weights_t[..., None] > 0, taps, torch.zeros_like(taps)).sum(1)  # off the part: 0
+            need, index_t, weights_t = self.filter_taps(view_index, sel)
+            return apply_taps(self._shade(view_index, material, need, calibration), index_t, weights_t)
 
-    def _neighbourhood(self, view_index: int, geo: ViewGeometry, sel: np.ndarray):
-        """:func:`pbrfit.pixel_filter.neighbourhood` of ``sel`` (index and weights as tensors on
-        this renderer's device), remembered for the last :data:`NEIGHBOURHOODS_KEPT` pixel
-        sets: a fit shades the same sets (its gradient chunks) at every step."""
+    def shade_centres(self, view_index: int, material: dict[str, torch.Tensor], sel: np.ndarray) -> torch.Tensor:
+        """Outgoing radiance (S, 3) at the centres of the covered pixels ``sel``, as the pixel
+        filter (``filter_pixels``) averages them: ``shade`` of pixels ``sel`` is
+        :func:`apply_taps` of this over :meth:`filter_taps`' ``need``."""
+        with flush_subnormals():
+            return self._shade(view_index, material, sel)
+
+    def filter_taps(self, view_index: int, sel: np.ndarray | None = None):
+        """(need, index, weights): :func:`pbrfit.pixel_filter.neighbourhood` of the covered
+        pixels ``sel`` (all if None; index and weights as tensors on this renderer's device),
+        remembered for the last :data:`NEIGHBOURHOODS_KEPT` pixel sets: a fit shades the same
+        sets (its gradient chunks) at every step."""
+        geo = self.prepare(view_index).geometry
+        sel = np.arange(len(geo.pixels)) if sel is None else np.asarray(sel)
         key = (view_index, sel.astype(np.int64).tobytes())
         with self._neighbourhoods_lock:
             found = self._neighbourhoods.get(key)

@@ -56,6 +56,7 @@ from .layers import PRUNE_TOLERANCE, SIMPLEST, parameters_in_use
 from .objective import Objective
 from .parallel import map_ordered
 from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
+from .render import apply_taps
 from .textures import (
     FLAT_NORMAL,
     NORMAL,
@@ -141,8 +142,9 @@ class _Layout:
         return torch.cat([scalars.float()] + [grids[n].reshape(-1).float() for n in self.maps])
 
 
-#: least-squares passes on the base colour map at the start of each pyramid level (one where
-#: the render is affine in it, :meth:`_AffineInBaseColor.applies`: a second gives the same)
+#: least-squares passes on the base colour map at the start of each pyramid level; one where
+#: the render is affine in it (:meth:`_AffineInBaseColor.exact_for`: a dielectric, whatever
+#: other maps it has), where a second gives the same
 BASE_COLOR_PASSES = 2
 #: with a normal map fitted beside a base colour map, each level at half the resolution or
 #: finer starts from the base colour map snapped to its few colours (:func:`_snap_colours`)
@@ -317,9 +319,10 @@ class _StandIn:
 
 
 class _AffineInBaseColor(_StandIn):
-    """The maps' renderer when the base colour is the only map: a stand-in for the raster
-    renderer (``prepare``, ``shade``, ``white``, ``train_subsets``) that renders each loss
-    pixel as ``S + D * base_color``.
+    """A stand-in for the raster renderer (``prepare``, ``shade``, ``white``,
+    ``train_subsets``) that renders each loss pixel as ``S + D * base_color``: the maps'
+    renderer when the base colour is the only map, and the look-ups of materials that differ
+    only in their base colour (the palette snap's candidates) beside any other maps held.
 
     For a dielectric (metallic 0) the raster estimator is affine in the base colour at each
     pixel: its sampled directions and their densities do not depend on it
@@ -328,19 +331,26 @@ class _AffineInBaseColor(_StandIn):
     0.5% off at metallic 0.35, measured). So two renders per sample set (base colour 0 and 1, the rest of
     the material as it is) give S and D, averaged over every sample set (their noise too),
     and an Adam step only looks the map up: the same values as shading the map
-    (``tests/test_textures.py``) at a small share of the cost. Valid while the scalars are
-    held: it is built again whenever they move (each pyramid level)."""
+    (``tests/test_textures.py``) at a small share of the cost. Through the pixel filter
+    (``filter_pixels``: a normal map's fit) S and D are the taps' centres, each looked up at
+    its own texel and averaged as the filter does, so the stand-in stays exact (with the
+    filter off, the centres without the lobes' widening). Valid while everything but the base
+    colour is held: it is built again whenever they move."""
 
     def __init__(self, renderers: list, views: list[int], material: dict):
         super().__init__(renderers)
+        # as the renderer's: off (``_centres_only``), the centres themselves
+        self.filter_pixels = self.centres = bool(getattr(self.base, "filter_pixels", False))
         self.terms, self.uv = {}, {}
         black = dict(material, base_color=torch.zeros(3))
         white = dict(material, base_color=torch.ones(3))
         with torch.no_grad():
             for vi in views:
-                q = self.train_subsets[vi]
-                s = sum(r.shade(vi, black, q) for r in renderers) / len(renderers)
-                d = sum(r.shade(vi, white, q) for r in renderers) / len(renderers) - s
+                q = np.asarray(self.train_subsets[vi])
+                if self.centres:  # the centres the filter averages
+                    q = self.base.filter_taps(vi, q)[0]
+                s = sum(self._term(r, vi, black, q) for r in renderers) / len(renderers)
+                d = sum(self._term(r, vi, white, q) for r in renderers) / len(renderers) - s
                 pixels = len(self.base.prepare(vi).geometry.pixels)
                 full_s = torch.zeros(pixels, 3, dtype=s.dtype, device=s.device)
                 full_d = torch.zeros_like(full_s)
@@ -349,23 +359,50 @@ class _AffineInBaseColor(_StandIn):
                 self.terms[vi] = (full_s, full_d)
                 self.uv[vi] = self.base.prepare(vi).geometry.uv
 
+    def _term(self, renderer, view_index: int, material: dict, sel) -> torch.Tensor:
+        if self.centres:
+            return renderer.shade_centres(view_index, material, sel)
+        return renderer.shade(view_index, material, sel)
+
     @staticmethod
-    def applies(maps: tuple[str, ...], material: dict) -> bool:
-        """Whether the stand-in renders ``material`` exactly: the base colour is the only map
-        and nothing uses it other than linearly (a metal's Fresnel, subsurface scattering)."""
+    def exact_for(material: dict) -> bool:
+        """Whether the radiance of ``material`` is affine in its base colour: nothing uses the
+        base colour other than linearly (a metal's Fresnel, subsurface scattering)."""
         def zero(name):
             v = material.get(name)
             return v is None or float(torch.as_tensor(v).abs().max()) == 0.0
 
-        return tuple(maps) == ("base_color",) and zero("metallic") and zero("subsurface_weight")
+        return zero("metallic") and zero("subsurface_weight")
+
+    @staticmethod
+    def applies(maps: tuple[str, ...], material: dict) -> bool:
+        """Whether the stand-in renders ``material`` exactly while all of ``maps`` are fitted:
+        the base colour is the only map and :meth:`exact_for`."""
+        return tuple(maps) == ("base_color",) and _AffineInBaseColor.exact_for(material)
 
     def shade(self, view_index: int, material: dict, sel) -> torch.Tensor:
+        if not (self.centres and self.filter_pixels):
+            return self._affine(view_index, material, sel)
+        need, index, weights = self.base.filter_taps(view_index, np.asarray(sel))
+        return apply_taps(self._affine(view_index, material, need), index, weights)
+
+    def _affine(self, view_index: int, material: dict, sel) -> torch.Tensor:
         s, d = self.terms[view_index]
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
         b = material["base_color"]
         if is_map(b):
             b = lookup(b.to(s.device), self.uv[view_index][rows].to(s.device))
         return s[rows] + d[rows] * b.to(s.dtype)
+
+
+def _colour_lookups(objective: Objective, material: dict) -> Objective:
+    """``objective`` for materials that differ from ``material`` only in their base colour:
+    through :class:`_AffineInBaseColor` of ``objective``'s own renderer (its one sample set:
+    2 renders, then look-ups) where that is exact, else ``objective`` itself."""
+    if not _AffineInBaseColor.exact_for(material):
+        return objective
+    return Objective(_AffineInBaseColor([objective.renderer], objective.view_ids, material), objective.view_ids,
+                     objective.loss, objective.check)
 
 
 class _TabulatedInRoughness(_StandIn):
@@ -568,7 +605,7 @@ def _palette_colours(terms: list, colours: torch.Tensor, assign: torch.Tensor, a
 
 
 def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
-                   resolve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   resolve: Callable[[torch.Tensor], torch.Tensor] | None = None, grid: bool = True) -> torch.Tensor:
     """``u`` with each scalar still fitted moved to the best of a 1-D grid of values
     (:func:`pbrfit.warm_start.grid_values`), the other maps held: a scalar that compensated
     for the missing detail of a uniform or coarser material (a rough base standing in for a
@@ -588,7 +625,10 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
     other scalars there): the fabric's specular level and roughness trade along a valley the
     photos barely tell apart (the identifiability analysis: ±0.23 changes its train renders by
     under 1 ΔE2000), and its search landed at 0.97 / 0.83 or 0.44 / 0.70 (truth 0.5 / 0.7) as
-    the coarse levels' maps varied."""
+    the coarse levels' maps varied.
+
+    ``grid`` False: the simplest values only, each against the current value (the fine
+    levels': see :func:`fit_maps`)."""
     space = layout.space
     if not space.fit:
         return u
@@ -601,14 +641,17 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
             values = space.values(u[: space.dim].double())
             simplest = _simplest(n, space)
             plain = None  # (loss, u) at the best simplest value
-            candidates = search_grid(n, *space.bounds_of(n))
+            candidates = search_grid(n, *space.bounds_of(n)) if grid else []
             candidates += [v for v in simplest if all(abs(v - c) > 1e-9 for c in candidates)]
             for v in candidates:
-                trial = u.clone()
-                trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
-                if resolve is not None:
-                    trial = resolve(trial)
-                loss = float(objective(layout.material(trial))[0])
+                if abs(v - values[n]) <= 1e-6:  # the current value: measured already
+                    trial, loss = u, best
+                else:
+                    trial = u.clone()
+                    trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
+                    if resolve is not None:
+                        trial = resolve(trial)
+                    loss = float(objective(layout.material(trial))[0])
                 if any(abs(v - c) <= 1e-9 for c in simplest) and (plain is None or loss < plain[0]):
                     plain = (loss, trial)
                 if loss < best - 1e-9:
@@ -951,8 +994,10 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     lower by more than :data:`COLOUR_SNAP_MARGIN` (edges, gradients, anything the palette
     lacks). Texels seen by less than a pixel are snapped too: their colours are the least
     determined (16% of the label's observed texels, which had left its map at 28.7 dB where
-    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views
-    (look-ups where ``objective`` renders through :class:`_AffineInBaseColor`).
+    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views,
+    look-ups where ``objective`` renders through :class:`_AffineInBaseColor` (the fit passes
+    :func:`_colour_lookups`: 2 renders; the woven fabric's three snaps took 90 s of its 519
+    rendering, 4 s as look-ups).
     The record: {"colours": [[r, g, b]], "texels_snapped": n, "texels_kept": n}; None where
     nothing ran."""
     if out_of_time is not None and out_of_time():
@@ -1052,7 +1097,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         # texels is seen by hundreds (the woven fabric's 32² and 64² levels spent 140 s here)
         solve_stride = _stride(uvs, size, settings.resolution)
         if "base_color" in settings.maps:
-            affine = _AffineInBaseColor.applies(settings.maps, layout.material(u))
+            affine = _AffineInBaseColor.exact_for(layout.material(u))
             for _ in range(1 if affine else BASE_COLOR_PASSES):
                 run.check_cancel()
                 u = _base_color_least_squares(objective, layout, u, bounds["base_color"], solve_stride)
@@ -1066,13 +1111,17 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         if colour_and_normals:
             def resolve(t, layout=layout, stride=solve_stride):
                 return _base_color_least_squares(objective, layout, t, bounds["base_color"], stride)
-        u = _scalar_search(run.train_obj, layout, u, resolve)
+        # the grid on the first level and those coarser than half the resolution; the finer ones
+        # try the simplest values only: on all four benchmark textures (session 44) their grids
+        # kept the coarser level's values, and with the colours solved per candidate (the
+        # woven fabric) they cost 100 of its 519 s
+        u = _scalar_search(run.train_obj, layout, u, resolve, grid=size == levels[0] or size < settings.resolution // 2)
         searched = _fitted_scalars(space, u)
         run.check_cancel()
         held = None  # (the variables held, for how many of the level's steps)
         if colour_and_normals and size >= settings.resolution // 2:
             _still_working(run, "textures (colour palette)")
-            u, _ = _snap_colours(objective, layout, u, uvs, run.out_of_time)
+            u, _ = _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
             held = (layout.slices["base_color"], int(steps * COLOUR_FIRST_SHARE))
         k = space.dim
         tabulate = _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and \
@@ -1307,19 +1356,22 @@ def _snap(run, objective: Objective, validator: Objective | None, space: Paramet
     size = next(iter(grids.values())).shape[0]
     layout = _Layout(space, settings.maps, size, bounds)
     u = layout.pack(u_scalars, grids)
-    if _AffineInBaseColor.applies(settings.maps, layout.material(u)) and not run.out_of_time():
+
+    def colour_snap(u):
         # the objective's own renders (its one sample set: the snaps judge texels on samples the
         # maps were not fitted to alone; through the level's stand-in, which averages every set,
         # 10,236 label texels kept their noise for 844), as look-ups: 2 renders, not a dozen
-        objective = Objective(_AffineInBaseColor([objective.renderer], objective.view_ids, layout.material(u)),
-                              objective.view_ids, run.options.loss, run.check_cancel)
+        if run.out_of_time():
+            return u, None
+        return _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
+
     snaps = []
     if NORMAL in settings.maps and validator is not None and math.isfinite(score):
         snaps.append(("flat_normals", lambda u: _flat_normals(layout, u)))
     if searched:
         snaps.append(("snap", lambda u: _snap_to_palette(objective, layout, u, uvs, searched[-1], run.out_of_time)))
     if "base_color" in settings.maps:
-        snaps.append(("colour_snap", lambda u: _snap_colours(objective, layout, u, uvs, run.out_of_time)))
+        snaps.append(("colour_snap", colour_snap))
     entry = next((lv for lv in reversed(log) if lv["resolution"] == size), None)
     for key, snap in snaps:
         _still_working(run, "textures (palette snap)")
