@@ -296,6 +296,15 @@ def test_one_least_squares_pass_of_the_base_colour_is_enough_for_a_dielectric_wi
     first = layout.material(once)["base_color"]
     assert float((first - layout.material(u)["base_color"]).abs().max()) > 0.05  # it did move
     assert torch.allclose(layout.material(twice)["base_color"], first, atol=2e-3)
+    # a metal's Fresnel is not affine in its base colour: there a second pass still moves it
+    metal = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "roughness": 0.4, "metallic": 0.5}), [])
+    metal_layout = _Layout(metal, ("base_color", "normal"), 4, {"base_color": (0.0, 1.0), "normal": None})
+    u = metal_layout.pack(metal.initial_vector(), {"base_color": torch.zeros(4, 4, 3), "normal": bumps})
+    assert not _AffineInBaseColor.exact_for(metal_layout.material(u))
+    once = _base_color_least_squares(objective, metal_layout, u, (0.0, 1.0))
+    twice = _base_color_least_squares(objective, metal_layout, once, (0.0, 1.0))
+    assert not torch.allclose(metal_layout.material(twice)["base_color"], metal_layout.material(once)["base_color"],
+                              atol=2e-3)
 
 
 def test_the_roughness_table_renders_maps_as_the_raster_renderer_does(uv_job):
@@ -1179,6 +1188,8 @@ def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_
     assert _searched("specular_ior_level", 0.93, steep, grid=False) == pytest.approx(0.93, abs=1e-4)
     assert _searched("specular_ior_level", 0.3, steep, grid=False) == pytest.approx(0.5, abs=1e-4)
     assert _searched("roughness", 0.3, lambda v: (v - 0.8) ** 2, grid=False) == pytest.approx(0.3, abs=1e-4)
+    # at the simplest value already, a grid value that pays under 2% met before it does not win
+    assert _searched("specular_ior_level", 0.5, lambda v: 1.0 + 0.01 * (v - 0.3) ** 2) == pytest.approx(0.5, abs=1e-4)
 
 
 def test_the_scalar_search_tries_both_simplest_metallics():

@@ -534,11 +534,17 @@ def prior_weights(settings: TextureSettings, uvs: list, size: int) -> torch.Tens
 def _affine_in_base_color(objective: Objective, material: dict, stride: int = 1):
     """Per train view, ``(S, D, uv, ref)`` with the rendered radiance of each train pixel
     ``S + D * b`` (``b`` its base colour looked up at its ``uv``), all over white:
-    rendered radiance is affine in the base colour at each pixel (Lambert and the metal's
-    Fresnel are; S is the render with a black base), so two renders give S and D. With
+    rendered radiance is affine in the base colour at each pixel for a dielectric
+    (:meth:`_AffineInBaseColor.exact_for`; S is the render with a black base, D a white
+    one's less S), nearly so for a metal's Fresnel (D then at the material's own b), so two
+    renders give S and D. With
     ``stride``, every ``stride``-th train pixel of each view only (a coarse level's texels
     are each seen by hundreds)."""
     m0 = dict(material, base_color=torch.zeros_like(material["base_color"]))
+    # where the render is affine in the base colour, D is a white render's less S for any b (a
+    # near-black texel's own b would scale it); else the linearization at the material's b
+    exact = _AffineInBaseColor.exact_for(material)
+    m1 = dict(material, base_color=torch.ones_like(material["base_color"])) if exact else material
     for vi in objective.view_ids:
         q = objective.renderer.train_subsets[vi]
         rows = slice(None, None, stride)
@@ -547,11 +553,14 @@ def _affine_in_base_color(objective: Objective, material: dict, stride: int = 1)
         # at the pixel centres: through the pixel filter a pixel mixes its neighbours' colours,
         # and S + D b with its own b would read a dark ink's D hundreds of times too large
         with _centres_only([objective.renderer], True):
-            p1 = objective.renderer.shade(vi, material, q) / white
+            p1 = objective.renderer.shade(vi, m1, q) / white
             p0 = objective.renderer.shade(vi, m0, q) / white
         uv = objective.renderer.prepare(vi).geometry.uv[torch.as_tensor(q, dtype=torch.long)].to(p1.device)
-        b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
-        yield p0, (p1 - p0) / b, uv, objective.refs[vi][rows]
+        if exact:
+            yield p0, p1 - p0, uv, objective.refs[vi][rows]
+        else:
+            b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
+            yield p0, (p1 - p0) / b, uv, objective.refs[vi][rows]
 
 
 def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor,
@@ -643,9 +652,10 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
             plain = None  # (loss, u) at the best simplest value
             candidates = search_grid(n, *space.bounds_of(n)) if grid else []
             candidates += [v for v in simplest if all(abs(v - c) > 1e-9 for c in candidates)]
+            current = (best, u)  # the loss of the current value, measured already
             for v in candidates:
-                if abs(v - values[n]) <= 1e-6:  # the current value: measured already
-                    trial, loss = u, best
+                if abs(v - values[n]) <= 1e-6:
+                    loss, trial = current
                 else:
                     trial = u.clone()
                     trial[: space.dim] = space.initial_vector(dict(values, **{n: v})).float()
@@ -1121,7 +1131,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         held = None  # (the variables held, for how many of the level's steps)
         if colour_and_normals and size >= settings.resolution // 2:
             _still_working(run, "textures (colour palette)")
-            u, _ = _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
+            if not run.out_of_time():
+                u, _ = _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
             held = (layout.slices["base_color"], int(steps * COLOUR_FIRST_SHARE))
         k = space.dim
         tabulate = _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and \
