@@ -691,6 +691,10 @@ def _seen_cell(judged: dict) -> str:
             f"({unseen['novel_cameras']['share']:.0%}: {unseen['novel_cameras']['mean'] or float('nan'):.1f})")
 
 
+#: how the table writes each map error: (its key in ``map_errors``, its name, its value)
+MAP_METRICS = (("psnr_db", "PSNR", "{:.1f} dB"), ("mean_angle_deg", "angle", "{:.1f}°"), ("rmse", "RMSE", "{:.3f}"))
+
+
 def write_table(rows: list[dict], out: Path, args) -> str:
     judged_seen = bool(set(args.extra_train_hdris) & set(JUDGE_HDRIS))
     lines = [
@@ -730,16 +734,10 @@ def write_table(rows: list[dict], out: Path, args) -> str:
         j, f = r["judge"], r["floor"]
         errs = []
         for m, e in r["map_errors"].items():
+            key, name, value = next(metric for metric in MAP_METRICS if metric[0] in e)
+            text = f"{m} {name} {value.format(e[key])} [{value.format(e['flat_' + key])}]"
             well = e.get("well_seen")
-            if "psnr_db" in e:
-                text = f"{m} PSNR {e['psnr_db']:.1f} dB [{e['flat_psnr_db']:.1f}]"
-                text += f"; well seen ({well['share']:.0%}): {well['psnr_db']:.1f} dB" if well else ""
-            elif "mean_angle_deg" in e:
-                text = f"{m} angle {e['mean_angle_deg']:.1f}° [{e['flat_mean_angle_deg']:.1f}°]"
-                text += f"; well seen ({well['share']:.0%}): {well['mean_angle_deg']:.1f}°" if well else ""
-            else:
-                text = f"{m} RMSE {e['rmse']:.3f} [{e['flat_rmse']:.3f}]"
-                text += f"; well seen ({well['share']:.0%}): {well['rmse']:.3f}" if well else ""
+            text += f"; well seen ({well['share']:.0%}): {value.format(well[key])}" if well else ""
             errs.append(text)
         share = min(e["observed_share"] for e in r["map_errors"].values())
         own = r["fit_own_de2000"]
