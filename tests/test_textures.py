@@ -247,6 +247,12 @@ def test_the_base_colour_stand_in_renders_a_map_as_the_raster_renderer_does(uv_j
     (g_want,) = torch.autograd.grad(want.sum(), texels)
     (g_got,) = torch.autograd.grad(got.sum(), texels)
     assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-6)
+    # its terms are the train pixels': any other pixel is refused, not rendered black
+    few = RasterRenderer(scene, SampleCounts(8, 2, 4, 2), max_loss_pixels=20)
+    few.prepare(0)
+    other = np.setdiff1d(np.arange(len(few.prepare(0).geometry.pixels)), few.train_subsets[0])[:3]
+    with pytest.raises(ValueError, match="no terms"):
+        _AffineInBaseColor([few], [0], m).shade(0, m, other)
 
 
 def test_the_base_colour_stand_in_is_exact_through_the_pixel_filter_beside_a_held_normal_map(uv_job):
@@ -1188,6 +1194,16 @@ def test_the_scalar_search_keeps_blenders_default_specular_level_unless_another_
     assert _searched("specular_ior_level", 0.93, steep, grid=False) == pytest.approx(0.93, abs=1e-4)
     assert _searched("specular_ior_level", 0.3, steep, grid=False) == pytest.approx(0.5, abs=1e-4)
     assert _searched("roughness", 0.3, lambda v: (v - 0.8) ** 2, grid=False) == pytest.approx(0.3, abs=1e-4)
+    # nothing to try on a fine level (the specular level at its simplest already): nothing rendered
+    from pbrfit.texture_fit import _Layout, _scalar_search
+
+    space = ParameterSpace(normalize_material({"base_color": [0.5, 0.5, 0.5], "specular_ior_level": 0.5}),
+                           ["specular_ior_level"])
+    layout = _Layout(space, ("base_color",), 2, {"base_color": (0.0, 1.0)})
+    u = layout.pack(space.initial_vector(), {"base_color": torch.zeros(2, 2, 3)})
+    rendered = []
+    assert torch.equal(_scalar_search(lambda m: rendered.append(m) or (1.0,), layout, u, grid=False), u)
+    assert not rendered
     # at the simplest value already, a grid value that pays under 2% met before it does not win
     assert _searched("specular_ior_level", 0.5, lambda v: 1.0 + 0.01 * (v - 0.3) ** 2) == pytest.approx(0.5, abs=1e-4)
 

@@ -341,7 +341,7 @@ class _AffineInBaseColor(_StandIn):
         super().__init__(renderers)
         # as the renderer's: off (``_centres_only``), the centres themselves
         self.filter_pixels = self.centres = bool(getattr(self.base, "filter_pixels", False))
-        self.terms, self.uv = {}, {}
+        self.terms, self.uv, self.computed = {}, {}, {}
         black = dict(material, base_color=torch.zeros(3))
         white = dict(material, base_color=torch.ones(3))
         with torch.no_grad():
@@ -357,6 +357,8 @@ class _AffineInBaseColor(_StandIn):
                 rows = torch.as_tensor(q, dtype=torch.long, device=s.device)
                 full_s[rows], full_d[rows] = s, d
                 self.terms[vi] = (full_s, full_d)
+                self.computed[vi] = torch.zeros(pixels, dtype=torch.bool, device=s.device)
+                self.computed[vi][rows] = True
                 self.uv[vi] = self.base.prepare(vi).geometry.uv
 
     def _term(self, renderer, view_index: int, material: dict, sel) -> torch.Tensor:
@@ -389,6 +391,8 @@ class _AffineInBaseColor(_StandIn):
     def _affine(self, view_index: int, material: dict, sel) -> torch.Tensor:
         s, d = self.terms[view_index]
         rows = torch.as_tensor(sel, dtype=torch.long, device=s.device)
+        if not bool(self.computed[view_index][rows].all()):  # its terms are the train pixels' only
+            raise ValueError(f"view {view_index}: the base colour stand-in has no terms for some of these pixels")
         b = material["base_color"]
         if is_map(b):
             b = lookup(b.to(s.device), self.uv[view_index][rows].to(s.device))
@@ -642,6 +646,10 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
     if not space.fit:
         return u
     u = u.detach().clone()
+    values = space.values(u[: space.dim].double())
+    if not grid and all(abs(v - values[n]) <= 1e-6 for n in space.fit if PARAMETERS[n].size == 1
+                        for v in _simplest(n, space)):
+        return u  # nothing to try: not even the current value is rendered
     with torch.no_grad():
         best = float(objective(layout.material(u))[0])
         for n in space.fit:
