@@ -401,8 +401,10 @@ class _AffineInBaseColor(_StandIn):
 
 def _colour_lookups(objective: Objective, material: dict) -> Objective:
     """``objective`` for materials that differ from ``material`` only in their base colour:
-    through :class:`_AffineInBaseColor` of ``objective``'s own renderer (its one sample set:
-    2 renders, then look-ups) where that is exact, else ``objective`` itself."""
+    through :class:`_AffineInBaseColor` of ``objective``'s own renderer (2 renders, then
+    look-ups) where that is exact, else ``objective`` itself. Its one sample set, not the
+    level's stand-in's average of every set: the snaps judge texels on samples the maps were
+    not fitted to alone (through the average, 10,236 label texels kept their noise for 844)."""
     if not _AffineInBaseColor.exact_for(material):
         return objective
     return Objective(_AffineInBaseColor([objective.renderer], objective.view_ids, material), objective.view_ids,
@@ -560,11 +562,8 @@ def _affine_in_base_color(objective: Objective, material: dict, stride: int = 1)
             p1 = objective.renderer.shade(vi, m1, q) / white
             p0 = objective.renderer.shade(vi, m0, q) / white
         uv = objective.renderer.prepare(vi).geometry.uv[torch.as_tensor(q, dtype=torch.long)].to(p1.device)
-        if exact:
-            yield p0, p1 - p0, uv, objective.refs[vi][rows]
-        else:
-            b = lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
-            yield p0, (p1 - p0) / b, uv, objective.refs[vi][rows]
+        d = p1 - p0 if exact else (p1 - p0) / lookup(material["base_color"].to(p1.device), uv).clamp_min(1e-3)
+        yield p0, d, uv, objective.refs[vi][rows]
 
 
 def _base_color_least_squares(objective: Objective, layout: _Layout, u: torch.Tensor,
@@ -646,20 +645,22 @@ def _scalar_search(objective: Objective, layout: _Layout, u: torch.Tensor,
     if not space.fit:
         return u
     u = u.detach().clone()
+    names = [n for n in space.fit if PARAMETERS[n].size == 1]
+
+    def candidates_of(n):
+        found = search_grid(n, *space.bounds_of(n)) if grid else []
+        return found + [v for v in _simplest(n, space) if all(abs(v - c) > 1e-9 for c in found)]
+
     values = space.values(u[: space.dim].double())
-    if not grid and all(abs(v - values[n]) <= 1e-6 for n in space.fit if PARAMETERS[n].size == 1
-                        for v in _simplest(n, space)):
-        return u  # nothing to try: not even the current value is rendered
+    if all(abs(v - values[n]) <= 1e-6 for n in names for v in candidates_of(n)):
+        return u  # nothing to try (a fine level at the simplest values): nothing rendered
     with torch.no_grad():
         best = float(objective(layout.material(u))[0])
-        for n in space.fit:
-            if PARAMETERS[n].size != 1:
-                continue
+        for n in names:
             values = space.values(u[: space.dim].double())
             simplest = _simplest(n, space)
             plain = None  # (loss, u) at the best simplest value
-            candidates = search_grid(n, *space.bounds_of(n)) if grid else []
-            candidates += [v for v in simplest if all(abs(v - c) > 1e-9 for c in candidates)]
+            candidates = candidates_of(n)
             current = (best, u)  # the loss of the current value, measured already
             for v in candidates:
                 if abs(v - values[n]) <= 1e-6:
@@ -1012,15 +1013,16 @@ def _snap_colours(objective: Objective, layout: _Layout, u: torch.Tensor, uvs: l
     lower by more than :data:`COLOUR_SNAP_MARGIN` (edges, gradients, anything the palette
     lacks). Texels seen by less than a pixel are snapped too: their colours are the least
     determined (16% of the label's observed texels, which had left its map at 28.7 dB where
-    the snapped ones read 33). Costs :data:`COLOUR_CANDIDATES` + 5 renders of the train views,
-    look-ups where ``objective`` renders through :class:`_AffineInBaseColor` (the fit passes
-    :func:`_colour_lookups`: 2 renders; the woven fabric's three snaps took 90 s of its 519
-    rendering, 4 s as look-ups).
+    the snapped ones read 33). Renders through :func:`_colour_lookups` of ``objective`` where
+    the render is affine in the base colour (2 renders, then look-ups; the woven fabric's three
+    snaps took 90 s of its 519 rendering each candidate, 4 s as look-ups), else
+    :data:`COLOUR_CANDIDATES` + 5 renders of the train views.
     The record: {"colours": [[r, g, b]], "texels_snapped": n, "texels_kept": n}; None where
     nothing ran."""
     if out_of_time is not None and out_of_time():
         return u, None
     with torch.no_grad():
+        objective = _colour_lookups(objective, layout.material(u))
         losses = _TexelLosses(objective, layout, u, uvs, [])
         seen = losses.observed
         if not bool(seen.any()):
@@ -1139,8 +1141,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
         held = None  # (the variables held, for how many of the level's steps)
         if colour_and_normals and size >= settings.resolution // 2:
             _still_working(run, "textures (colour palette)")
-            if not run.out_of_time():
-                u, _ = _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
+            u, _ = _snap_colours(objective, layout, u, uvs, run.out_of_time)
             held = (layout.slices["base_color"], int(steps * COLOUR_FIRST_SHARE))
         k = space.dim
         tabulate = _TabulatedInRoughness.applies(settings.maps, layout.material(u)) and \
@@ -1375,22 +1376,13 @@ def _snap(run, objective: Objective, validator: Objective | None, space: Paramet
     size = next(iter(grids.values())).shape[0]
     layout = _Layout(space, settings.maps, size, bounds)
     u = layout.pack(u_scalars, grids)
-
-    def colour_snap(u):
-        # the objective's own renders (its one sample set: the snaps judge texels on samples the
-        # maps were not fitted to alone; through the level's stand-in, which averages every set,
-        # 10,236 label texels kept their noise for 844), as look-ups: 2 renders, not a dozen
-        if run.out_of_time():
-            return u, None
-        return _snap_colours(_colour_lookups(objective, layout.material(u)), layout, u, uvs, run.out_of_time)
-
     snaps = []
     if NORMAL in settings.maps and validator is not None and math.isfinite(score):
         snaps.append(("flat_normals", lambda u: _flat_normals(layout, u)))
     if searched:
         snaps.append(("snap", lambda u: _snap_to_palette(objective, layout, u, uvs, searched[-1], run.out_of_time)))
     if "base_color" in settings.maps:
-        snaps.append(("colour_snap", colour_snap))
+        snaps.append(("colour_snap", lambda u: _snap_colours(objective, layout, u, uvs, run.out_of_time)))
     entry = next((lv for lv in reversed(log) if lv["resolution"] == size), None)
     for key, snap in snaps:
         _still_working(run, "textures (palette snap)")
