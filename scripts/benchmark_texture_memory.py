@@ -19,7 +19,8 @@ step time and RSS of the first and last 100 steps and their least-squares slopes
 
 Runs the raster scalar fit briefly (``--scalar-iterations``, default 5) then the maps, on the
 job's train views only (validation could end the pyramid before the full resolution, whose
-memory is the point; ``--keep-validation`` keeps them); prints one line per level and a summary.
+memory is the point; ``--keep-validation`` keeps them), every level fitted even where the job's
+photos do not resolve its texels; prints one line per level and a summary.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
                     help="keep the job's validation views (they may end the pyramid before the full resolution)")
     args = ap.parse_args(argv)
 
+    from pbrfit import texture_fit
     from pbrfit.fit import FitOptions, fit_material
     from pbrfit.job import load_job
     from pbrfit.options import resolve_device
@@ -78,6 +80,9 @@ def main(argv=None) -> int:
 
     if args.single_level:  # a benchmark-only override: the fit's pyramid is one level
         TextureSettings.levels = lambda self: [self.resolution]
+    # every level runs, also those finer than the job's photos resolve (the fit would end its
+    # pyramid before them: texture_fit.MIN_LEVEL_PIXELS): the full resolution's memory is the point
+    texture_fit.MIN_LEVEL_PIXELS = 0.0
 
     settings = check_textures({"maps": args.maps.split(","), "resolution": args.resolution,
                                "iterations": args.iterations}, "--maps/--resolution")

@@ -568,6 +568,45 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
+def test_the_maps_are_fitted_at_the_finest_resolution_the_photos_resolve(tmp_path, monkeypatch):
+    """Texels the train pixels see less than MIN_LEVEL_PIXELS each (median) are not fitted: the
+    pyramid (1/8 .. 1) climbs to the finest resolution whose texels they resolve, the maps are
+    written at the resolution asked for, the resolutions left out are logged and a note says
+    so; with the rule off the pyramid climbs to the resolution asked for."""
+    from pbrfit import texture_fit
+    from pbrfit.fit import FitOptions, fit_material
+    from pbrfit.textures import TextureSettings
+
+    res = 64
+    job = synthetic.write_job(tmp_path / "part", uvs=True, size=40, cameras=2)
+    synthetic.render_references(job, {"base_color": [0.6, 0.5, 0.4], "roughness": 0.3})
+    scene = load_job(job).scene
+    renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)  # every loss pixel, as the map fit
+    uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in range(len(scene.views))]
+    seen_by = {size: texture_fit._pixels_per_texel(uvs, size) for size in (8, 16, 32, 64)}
+    top = max(size for size in seen_by if seen_by[size] >= texture_fit.MIN_LEVEL_PIXELS)
+    assert top < res and all(seen_by[s] < texture_fit.MIN_LEVEL_PIXELS for s in seen_by if s > top), seen_by
+    settings = TextureSettings(maps=("base_color",), resolution=res, iterations=8)
+    options = FitOptions(parameters=["base_color", "roughness"], iterations=5, backend="raster", textures=settings)
+    result = fit_material(scene, options)
+    log = result.texture_log
+    left_out = [size for size in (8, 16, 32, 64) if size > top]
+    assert [level["resolution"] for level in log if not level.get("skipped")] == TextureSettings(
+        maps=("base_color",), resolution=top).levels()
+    assert [(level["resolution"], level["steps"]) for level in log if level.get("skipped") == "unresolved"] == [
+        (size, 0) for size in left_out]
+    assert [level["pixels_per_texel"] for level in log if level.get("skipped")] == pytest.approx(
+        [seen_by[size] for size in left_out], abs=1e-3)
+    assert result.textures["base_color"].texels.shape[:2] == (res, res)
+    noted = [n["message"] for n in result.notes if n["about"] == "textures"]
+    assert len(noted) == 1 and f"fitted at {top}x{top}" in noted[0] and f"written at {res}x{res}" in noted[0]
+
+    monkeypatch.setattr(texture_fit, "MIN_LEVEL_PIXELS", 0.0)
+    every = fit_material(scene, options)
+    assert [level["resolution"] for level in every.texture_log] == settings.levels()
+    assert not [n for n in every.notes if n["about"] == "textures"]
+
+
 @pytest.mark.parametrize("scalars_stepped", [False, True])
 def test_each_variables_adam_step_is_its_own_rate_times_the_shared_one(scalars_stepped):
     """Under one gradient for every variable, each Adam step moves each variable by its rate

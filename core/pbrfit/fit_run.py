@@ -130,7 +130,9 @@ class FitResult:
             unseen) and what it trades against (:func:`pbrfit.identifiability.analyse`).
         textures: {parameter: :class:`pbrfit.texture_fit.MapResult`} of the fitted maps (the
             parameter's value in ``material`` is the map's mean over its observed texels).
-        texture_log: the pyramid's levels as run: {resolution, steps (the Adam steps taken),
+        texture_log: the pyramid's levels as run, then the resolutions up to the one asked for
+            that the photos do not resolve ({resolution, steps 0, skipped "unresolved",
+            pixels_per_texel}; :data:`pbrfit.texture_fit.MIN_LEVEL_PIXELS`): {resolution, steps (the Adam steps taken),
             validate_de2000, seconds; scalars_searched, scalars: the scalars still fitted after
             the level's scalar search and after its steps; search: the palette search's materials and texels moved,
             where it ran; checks: [{steps, validate_de2000}] measured within the level, where
@@ -701,16 +703,30 @@ class FitRun:
                             "them); SSIM is measured on the final renders and reported"}]
 
     def texture_notes(self) -> list[dict]:
-        """A note when a fitted normal map was written flat: it did not beat the flat map on the
-        validation views (:func:`pbrfit.texture_fit._flat_normals`)."""
+        """Notes on the maps: fitted at a coarser resolution than asked for, whose texels the
+        photos resolve (:data:`pbrfit.texture_fit.MIN_LEVEL_PIXELS`); a fitted
+        normal map written flat, as it did not beat the flat map on the validation views
+        (:func:`pbrfit.texture_fit._flat_normals`)."""
+        notes = []
+        unresolved = [level for level in self.texture_log if level.get("skipped") == "unresolved"]
+        if unresolved:  # the coarsest of them first: the fit's own resolution is half of it
+            level, asked = unresolved[0], self.options.textures.resolution
+            top = level["resolution"] // 2
+            notes.append({"severity": "note", "about": "textures",
+                          "message": f"maps fitted at {top}x{top} texels and written at {asked}x{asked}: the train "
+                                     f"views see {level['resolution']}x{level['resolution']} texels through "
+                                     f"{level['pixels_per_texel']:.2f} pixels each (median), too few to resolve "
+                                     "them (closer or more views resolve finer maps)"})
         for level in self.texture_log:
             gate = level.get("flat_normals")
             if gate and gate.get("kept"):
-                return [{"severity": "note", "about": textures.NORMAL,
-                         "message": f"normal map: written flat; the fitted one did not improve the validation views "
-                                    f"(ΔE2000 {gate['before_de2000']:.2f} with it, {gate['validate_de2000']:.2f} "
-                                    "flat): these photos do not resolve the surface's relief at this resolution"}]
-        return []
+                notes.append({"severity": "note", "about": textures.NORMAL,
+                              "message": f"normal map: written flat; the fitted one did not improve the validation "
+                                         f"views (ΔE2000 {gate['before_de2000']:.2f} with it, "
+                                         f"{gate['validate_de2000']:.2f} flat): these photos do not resolve the "
+                                         "surface's relief at this resolution"})
+                break
+        return notes
 
     def exposure_notes(self) -> list[dict]:
         """One note per view of fitted exposure: its stops."""

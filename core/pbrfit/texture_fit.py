@@ -11,7 +11,9 @@ in use together:
   ``tv_weight`` x total variation and ``prior_weight`` x the squared distance
   to the scalar value weighted by 1 / (1 + how much train pixels see the texel), both on
   the parameter's normalized [0, 1] range (:mod:`pbrfit.textures`).
-* **Coarse to fine**: the maps are fitted at 1/8, 1/4, 1/2 and the full resolution in turn,
+* **Coarse to fine**: the maps are fitted at 1/8, 1/4, 1/2 and the full resolution in turn
+  (the full resolution being the finest the train pixels resolve, :data:`MIN_LEVEL_PIXELS`:
+  the resolution asked for or a half, a quarter..., the maps upsampled from it at the end),
   each level starting from the last one upsampled: the base colour by per-texel least
   squares, the scalars still fitted by a 1-D search on the fit's own renderer, the other
   scalar maps (roughness, metallic, ...) by a search for the few materials the photos need
@@ -46,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -197,6 +199,18 @@ LEVEL_WARMUP = 10
 METALLIC_EITHER_OR = 2.0
 #: a finer level is kept unless it makes the validation ΔE2000 worse by more than this share
 LEVEL_TOLERANCE = 0.01
+#: the maps are fitted at the finest resolution (the one asked for, or half, a quarter...) whose
+#: texels the train pixels see at least this much (the median over its seen texels of
+#: :func:`pbrfit.textures.texel_weights`; a texel seen through less than a whole pixel is
+#: determined only as an average with its neighbours: session 44's woven fabric, base colour
+#: 20-21 dB on such texels against 30 dB on those seen 4+ times), the pyramid's four levels below
+#: it, and upsampled to the resolution asked for (:meth:`pbrfit.fit_run.FitRun.texture_notes`
+#: says so). From 4 views of 256 px (a median 0.97 pixels a texel at 512²) all four benchmark
+#: textures turned a 512² level away at its first check or its end (the printed label and the
+#: worn metal in sessions 27 and 31, the embossed panel and the woven fabric in session 46), and
+#: the 512² pyramid's 1/4 level, strided as a coarse level, left the fabric at 3.62 ΔE2000
+#: (Cycles-judged) where its 256² fit reaches 2.81
+MIN_LEVEL_PIXELS = 1.0
 #: on a level whose steps render every pixel (no stand-in, no stride) and that has a level to
 #: beat, the validation views are also measured every this many Adam steps, and a check worse
 #: than the best level by :data:`LEVEL_TOLERANCE` ends the climb there: the embossed panel's
@@ -1099,6 +1113,8 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     grids = {n: g.clone() for n, g in grid0.items()}
     u_scalars = space.initial_vector().float()
 
+    asked = settings.resolution
+    settings, unresolved = _resolved(settings, uvs)  # the pyramid climbs to what the photos resolve
     levels = settings.levels()
     per_level = [settings.iterations // len(levels) + (1 if k < settings.iterations % len(levels) else 0)
                  for k in range(len(levels))]
@@ -1210,9 +1226,10 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     if best[1] is not None:
         u_scalars, grids = best[1]
     u_scalars, grids = _snap(run, objective, validator, space, settings, bounds, uvs, u_scalars, grids, log, best[0])
-    run.texture_log = log
+    run.texture_log = log + [{"resolution": r, "steps": 0, "validate_de2000": None, "skipped": "unresolved",
+                              "pixels_per_texel": seen_by} for r, seen_by in sorted(unresolved.items())]
 
-    size = settings.resolution
+    size = asked
     grids = {n: pyramid(g, size, n) for n, g in grids.items()}
     weight = texel_weights(uvs, size)
     seen = (weight > 0).numpy()
@@ -1317,6 +1334,20 @@ def _stride(uvs: list, size: int, resolution: int) -> int:
     if size >= resolution // 2:
         return 1
     return max(COARSE_STRIDE, int(_pixels_per_texel(uvs, size) // STEP_PIXELS))
+
+
+def _resolved(settings: TextureSettings, uvs: list) -> tuple[TextureSettings, dict[int, float]]:
+    """``settings`` at the finest resolution the train pixels ``uvs`` resolve: the one asked
+    for, halved while the median seen texel is seen by less than :data:`MIN_LEVEL_PIXELS`
+    pixels (down to 8 texels a side); and each resolution left out, with its pixels a texel."""
+    size, left_out = settings.resolution, {}
+    while size > 8:
+        seen_by = _pixels_per_texel(uvs, size)
+        if seen_by >= MIN_LEVEL_PIXELS:
+            break
+        left_out[size] = round(seen_by, 3)
+        size //= 2
+    return replace(settings, resolution=size), left_out
 
 
 def _pixels_per_texel(uvs: list, size: int) -> float:
