@@ -578,7 +578,8 @@ def test_the_maps_are_fitted_at_the_finest_resolution_the_photos_resolve(tmp_pat
     from pbrfit.textures import TextureSettings
 
     res = 64
-    job = synthetic.write_job(tmp_path / "part", uvs=True, size=40, cameras=2)
+    job = synthetic.write_job(tmp_path / "part", uvs=True, size=40, cameras=2,
+                              extra=f'[textures]\nmaps = ["base_color"]\nresolution = {res}\niterations = 8')
     synthetic.render_references(job, {"base_color": [0.6, 0.5, 0.4], "roughness": 0.3})
     scene = load_job(job).scene
     renderer = RasterRenderer(scene, max_loss_pixels=1 << 40)  # every loss pixel, as the map fit
@@ -586,10 +587,12 @@ def test_the_maps_are_fitted_at_the_finest_resolution_the_photos_resolve(tmp_pat
     seen_by = {size: texture_fit._pixels_per_texel(uvs, size) for size in (8, 16, 32, 64)}
     top = max(size for size in seen_by if seen_by[size] >= texture_fit.MIN_LEVEL_PIXELS)
     assert top < res and all(seen_by[s] < texture_fit.MIN_LEVEL_PIXELS for s in seen_by if s > top), seen_by
-    settings = TextureSettings(maps=("base_color",), resolution=res, iterations=8)
-    options = FitOptions(parameters=["base_color", "roughness"], iterations=5, backend="raster", textures=settings)
-    result = fit_material(scene, options)
-    log = result.texture_log
+    out = tmp_path / "out"
+    r = _run(["fit", str(job), "--out", str(out), "--fit", "base_color,roughness", "--iterations", "5",
+              "--backend", "raster"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "material.json").read_text())
+    log = doc["texture_levels"]
     left_out = [size for size in (8, 16, 32, 64) if size > top]
     assert [level["resolution"] for level in log if not level.get("skipped")] == TextureSettings(
         maps=("base_color",), resolution=top).levels()
@@ -597,10 +600,14 @@ def test_the_maps_are_fitted_at_the_finest_resolution_the_photos_resolve(tmp_pat
         (size, 0) for size in left_out]
     assert [level["pixels_per_texel"] for level in log if level.get("skipped")] == pytest.approx(
         [seen_by[size] for size in left_out], abs=1e-3)
-    assert result.textures["base_color"].texels.shape[:2] == (res, res)
-    noted = [n["message"] for n in result.notes if n["about"] == "textures"]
+    assert doc["textures"]["base_color"]["resolution"] == res
+    assert read_image(out / doc["textures"]["base_color"]["file"])[0].shape[:2] == (res, res)
+    noted = [n["message"] for n in doc["notes"] if n["about"] == "textures"]
     assert len(noted) == 1 and f"fitted at {top}x{top}" in noted[0] and f"written at {res}x{res}" in noted[0]
+    assert f"maps: base_color {res}x{res}" in r.stdout and f"note: textures: maps fitted at {top}x{top}" in r.stdout
 
+    settings = TextureSettings(maps=("base_color",), resolution=res, iterations=8)
+    options = FitOptions(parameters=["base_color", "roughness"], iterations=5, backend="raster", textures=settings)
     monkeypatch.setattr(texture_fit, "MIN_LEVEL_PIXELS", 0.0)
     every = fit_material(scene, options)
     assert [level["resolution"] for level in every.texture_log] == settings.levels()
