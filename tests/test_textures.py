@@ -568,6 +568,35 @@ def test_a_level_is_checked_on_the_validation_views_as_it_goes_and_stopped_when_
     assert "flat_normals" in stopped[0] and "flat_normals" not in stopped[1]
 
 
+def test_a_map_fitted_coarser_than_asked_is_upsampled_as_it_was_fitted():
+    """_upsampled: texels bilinear (a normal map's normals renormalized, encoded again), each
+    texel observed where its coarse texel was, the weights shared out (their sum kept)."""
+    from pbrfit.texture_fit import MapResult, _upsampled
+
+    rng = np.random.default_rng(3)
+    colour = rng.uniform(0.1, 0.9, (4, 4, 3)).astype(np.float32)
+    n = rng.normal(0, 0.3, (4, 4, 3)) + [0, 0, 1]
+    n = ((n / np.linalg.norm(n, axis=-1, keepdims=True) + 1) / 2).astype(np.float32)
+    observed = rng.uniform(size=(4, 4)) > 0.3
+    weight = rng.uniform(0, 3, (4, 4)).astype(np.float32) * observed
+    for name, texels in (("base_color", colour), ("normal", n)):
+        up = _upsampled(MapResult(name, texels, observed, weight), 16)
+        assert up.texels.shape == (16, 16, 3) and up.name == name
+        assert np.array_equal(up.observed, np.kron(observed, np.ones((4, 4), bool)))
+        assert up.weight.sum() == pytest.approx(weight.sum(), rel=1e-5)
+        expected = torch.nn.functional.interpolate(torch.as_tensor(texels * 2 - 1 if name == "normal" else texels)
+                                                   .permute(2, 0, 1)[None].double(), size=(16, 16), mode="bilinear",
+                                                   align_corners=False)[0].permute(1, 2, 0).numpy()
+        if name == "normal":
+            decoded = up.texels * 2 - 1
+            assert np.allclose(np.linalg.norm(decoded, axis=-1), 1, atol=1e-5)
+            expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
+            assert np.allclose(decoded, expected, atol=1e-5)
+        else:
+            assert np.allclose(up.texels, expected, atol=1e-6)
+        assert _upsampled(up, 16) is up  # already at the resolution asked for
+
+
 def test_the_maps_are_fitted_at_the_finest_resolution_the_photos_resolve(tmp_path, monkeypatch):
     """Texels the train pixels see less than MIN_LEVEL_PIXELS each (median) are not fitted: the
     pyramid (1/8 .. 1) climbs to the finest resolution whose texels they resolve, the maps are
