@@ -53,7 +53,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .layers import PRUNE_TOLERANCE, SIMPLEST, parameters_in_use
 from .objective import Objective
@@ -1258,8 +1257,7 @@ def _upsampled(result: MapResult, size: int) -> MapResult:
     t = torch.as_tensor(result.texels, dtype=torch.float64)
     if result.name == NORMAL:
         t = 2.0 * t - 1.0
-    t = F.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    t = t.permute(1, 2, 0)
+    t = pyramid(t, size)  # bilinear, texel centres aligned (no name: the values as they are)
     if result.name == NORMAL:
         t = 0.5 * (t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12) + 1.0)
     observed = np.repeat(np.repeat(result.observed, k, 0), k, 1)
