@@ -14,6 +14,10 @@ HDRI, 6 validation views under three others, references rendered by Cycles and c
    :func:`benchmark_fit._cycles_judge`); ``truth`` is the true material through the same judge,
    Cycles' own noise floor.
 
+``--no-preset`` runs the default command as a user types it (``pbrfit fit JOB``: every
+parameter, layer discovery included) and adds a table of the layers each result has on, next
+to the truth's: with ``--config b60=--time-budget 60`` and the like, what a budget buys.
+
 ``--config NAME=ARGS`` runs the same cases under other command-line options, and
 ``--config NAME@PATH=ARGS`` with another checkout's ``core/`` first on ``PYTHONPATH`` (a
 worktree of an older commit: "today" side by side).
@@ -81,15 +85,15 @@ def _communicate_with_rusage(proc: subprocess.Popen) -> tuple[str, str, float | 
     return chunks["out"], chunks["err"], peak
 
 
-def run_process(job: Path, preset: str, config: dict) -> dict:
+def run_process(job: Path, preset: str | None, config: dict) -> dict:
     """One ``pbrfit fit`` in a fresh Python process: wall time, peak RSS, material.json."""
     env = dict(os.environ)
     if config["checkout"]:
         env["PYTHONPATH"] = str(Path(config["checkout"]) / "core") + os.pathsep + env.get("PYTHONPATH", "")
     with tempfile.TemporaryDirectory(prefix="pbrfit-speed-") as tmp:
         out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "pbrfit.cli", "fit", str(job), "--preset", preset, "--out", str(out),
-               "--progress", "json", *config["args"]]
+        cmd = [sys.executable, "-m", "pbrfit.cli", "fit", str(job), *(["--preset", preset] if preset else []),
+               "--out", str(out), "--progress", "json", *config["args"]]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stdout, stderr, peak_mib = _communicate_with_rusage(proc)
@@ -102,6 +106,7 @@ def run_process(job: Path, preset: str, config: dict) -> dict:
     return {"wall_s": wall, "peak_rss_mib": peak_mib, "timings": timings,
             "start_up_and_writing_s": wall - sum(timings.values()) if timings else wall - inside,
             "material": doc["parameters"], "fitted": doc["fitted"], "stopped": doc["stopped"],
+            "notes": [f["message"] for f in doc.get("plausibility", []) if f.get("parameter") == "time budget"],
             "validate_de2000_own": doc["metrics"].get("validate", {}).get("mean", {}).get("de2000_mean"),
             "path_iterations": sum(s.get("iterations", 0) for s in doc["provenance"]["schedule"]
                                    if s["stage"] == "path")}
@@ -133,9 +138,10 @@ def run_case(finish: str, shape: str, configs: list[dict], args, cache: Path) ->
     spec = B._spec(finish, shape, cache, args.resolution, args.samples)
     case_dir = B._render(spec, cache)
     material, preset, _ = B.FINISHES[finish]
+    preset = None if args.no_preset else preset
     truth = default_material() | material
     scene = load_job(case_dir / "job.toml").scene
-    row = {"finish": finish, "shape": shape, "preset": preset,
+    row = {"finish": finish, "shape": shape, "preset": preset, "layers_true": _layers_on(truth),
            "truth_judge": B._cycles_judge(spec, truth, scene, cache, case_dir)["pixel"], "configs": {}}
     for config in configs:
         runner = run_baseline if config.get("baseline") else run_process
@@ -146,16 +152,25 @@ def run_case(finish: str, shape: str, configs: list[dict], args, cache: Path) ->
             "wall_s_median": statistics.median(walls), "wall_s": walls,
             "peak_rss_mib": max((r["peak_rss_mib"] or 0) for r in runs) or None,
             "timings": last["timings"], "start_up_and_writing_s": last["start_up_and_writing_s"],
-            "stopped": last["stopped"], "path_iterations": last["path_iterations"],
+            "stopped": last["stopped"], "path_iterations": last["path_iterations"], "notes": last.get("notes", []),
+            "layers_on": _layers_on(last["material"]),
             "validate_de2000_own": last["validate_de2000_own"],
             "judge": B._cycles_judge(spec, last["material"], scene, cache, case_dir)["pixel"],
             "parameter_errors": B._param_errors(truth, last["material"], last["fitted"])}
     return row
 
 
+def _layers_on(material: dict) -> list[str]:
+    """The layer switches (:data:`pbrfit.layers.LAYER_SWITCHES`) ``material`` has on."""
+    from pbrfit.layers import LAYER_SWITCHES
+
+    return [n for n in LAYER_SWITCHES if float(material.get(n, 0.0)) > 0.0]
+
+
 def write_table(rows: list[dict], configs: list[dict], out: Path, args) -> str:
     names = [c["name"] for c in configs]
-    lines = [f"Machine: {describe_machine()}. Each run is a fresh `pbrfit fit JOB --preset P` process "
+    command = "pbrfit fit JOB" if args.no_preset else "pbrfit fit JOB --preset P"
+    lines = [f"Machine: {describe_machine()}. Each run is a fresh `{command}` process "
              f"(median of {args.repeat}); {args.resolution} px, 4 train views, 6 validation views. "
              "ΔE2000: the fitted material re-rendered by Cycles on the validation views (another seed) "
              "against the references; *floor*: the true material through the same judge.", ""]
@@ -191,6 +206,19 @@ def write_table(rows: list[dict], configs: list[dict], out: Path, args) -> str:
                          + " | ".join(f"{t[p]:.1f}" if p in t else "" for p in PHASES)
                          + f" | {'-' if c['peak_rss_mib'] is None else format(c['peak_rss_mib'], '.0f')} | "
                          + f"{c['path_iterations']} |")
+    if args.no_preset:
+        lines += ["", "Structure (the layers on; *stopped*: why the fit ended):", "",
+                  "| finish | shape | truth | " + " | ".join(f"{n} layers | {n} stopped" for n in names) + " |",
+                  "|---|---|---|" + "---|---|" * len(names)]
+        for r in rows:
+            if "error" in r:
+                continue
+            cells = []
+            for n in names:
+                c = r["configs"][n]
+                cells += [", ".join(c["layers_on"]) or "none", c["stopped"]]
+            lines.append(f"| {r['finish']} | {r['shape']} | {', '.join(r['layers_true']) or 'none'} | "
+                         + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "speed.md").write_text(text)
     return text
@@ -209,6 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mitsuba-baseline", nargs="?", const="", default=None, metavar="ARGS",
                     help="also run scripts/baseline_mitsuba.py (with ARGS) as the config 'mitsuba'")
     ap.add_argument("--cache", help="reference cache (default OUT/cache)")
+    ap.add_argument("--no-preset", action="store_true",
+                    help="the default command as a user types it (no --preset): layer discovery included")
     args = ap.parse_args(argv)
     configs = [_parse_config(c) for c in args.config] or [{"name": "default", "checkout": None, "args": []}]
     if args.mitsuba_baseline is not None:

@@ -501,6 +501,30 @@ def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     assert TimeBudget(0.0, None, renderers).notes("iterations", changed=True) == []
 
 
+def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
+    """The budget is over before the structure search, with a false coat on (the truth has
+    none): pruning still tests it on its criteria, without re-fitting the rest, switches it off
+    and the result says so; with no layer on, it renders nothing."""
+    job = load_job(case)
+    job.scene.initial_material = dict(TRUTH, coat_weight=0.6, coat_roughness=0.1)
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend="raster",
+                      samples=FAST, max_loss_pixels=256)
+    run = FitRun(job.scene, opts)
+    monkeypatch.setattr(run, "out_of_time", lambda: True)
+    refits = []
+    monkeypatch.setattr(run, "refit_without", lambda values, hold=(): refits.append(hold) or values)
+    result = run.run()
+    assert result.material["coat_weight"] == 0.0 and refits == []
+    assert result.material["roughness"] == pytest.approx(TRUTH["roughness"])  # nothing re-fitted
+    (note,) = [n for n in result.notes if "structure search" in n["message"]]
+    assert note["severity"] == "warning" and "switched off coat_weight" in note["message"]
+    calls = []
+    monkeypatch.setattr(run, "pruning_criteria", lambda *a: calls.append(a) or (0.0, 0.0))
+    run.hurried = None
+    run.prune()  # the coat is off now: nothing to test
+    assert calls == [] and run.hurried_notes() == []
+
+
 def test_time_budget_cuts_path_traced_metrics_to_fewer_paths(case):
     job = load_job(case)
     opts = FitOptions(backend="auto", time_budget=20.0, samples=FAST)

@@ -29,7 +29,7 @@ import torch
 from . import calibration, faults, fit_health, hypotheses, identifiability, texture_fit, textures
 from .color import luminance
 from .errors import FitCancelled, InputError
-from .layers import LAYER_GAIN, LAYER_SWITCHES, parameters_in_use, prune_layers
+from .layers import LAYER_GAIN, LAYER_SWITCHES, SIMPLEST, parameters_in_use, prune_layers
 from .measure import evaluate_views
 from .objective import Objective, unbiased_relative_error, unbiased_relative_errors
 from .options import fitted_parameters
@@ -366,6 +366,7 @@ class FitRun:
         self.values = values
         self.start_values = dict(values)
         self.checkpoint = Checkpoint(values)
+        self.hurried: dict | None = None  # the layers prune tested after the budget ran out
         self.timings["setup"] = time.monotonic() - constructed
 
     # --- shared machinery ---------------------------------------------------------------------
@@ -881,19 +882,48 @@ class FitRun:
         noise-free error a false 0.25 anisotropy on a rough plastic (5% better than the truth
         in the raster renderer's model of Cycles). (Not validation: one other lighting at the
         raster renderer's sample counts preferred a false coat over the true glossy base by 15%
-        where train, with more views and pixels, saw them within 1%.)"""
+        where train, with more views and pixels, saw them within 1%.)
+
+        When the time budget has ended the fit before this, the layers the fit switched on are
+        still tested, on the same criteria but without re-fitting the rest (a few renders past
+        the budget), so that a budget never hands over a layer no test kept
+        (:meth:`hurried_notes`); the parameters with a simplest value are left as fitted."""
         self.enter("refine")
-        if self.out_of_time() or (self._cancel is not None and self._cancel.is_set()):
+        if self._cancel is not None and self._cancel.is_set():
+            self.leave()
+            return
+        hurried = self.out_of_time()
+        on = [n for n in LAYER_SWITCHES if n in self.space.fit and self.values[n] > self.space.bounds_of(n)[0]]
+        if hurried and not on:
             self.leave()
             return
         start = self.evaluations
-        self.values, pruned = prune_layers(self.space, self.values, self.pruning_criteria, refit=self.refit_without)
+        self.values, pruned = prune_layers(self.space, self.values, self.pruning_criteria,
+                                           refit=None if hurried else self.refit_without, simplify=not hurried)
+        if hurried:
+            self.hurried = {"tested": on, "switched_off": [n for n in on if n in pruned]}
         if pruned:
             simplified = {n: self.values[n] for n in pruned if n not in LAYER_SWITCHES}
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": [], "structure_estimator": self.structure_estimator(),
-                                  "simplified": simplified})
+                                  "simplified": simplified, **({"refit": False} if hurried else {})})
         self.leave()
+
+    def hurried_notes(self) -> list[dict]:
+        """What the user should know when the time budget cut the structure search short
+        (:meth:`prune`): which layers were tested without re-fitting, which were switched off."""
+        if self.hurried is None:
+            return []
+        off = self.hurried["switched_off"]
+        kept = [n for n in self.hurried["tested"] if n not in off]
+        said = "; ".join(part for part in (f"switched off {', '.join(off)}" if off else "",
+                                          f"kept {', '.join(kept)}" if kept else "") if part)
+        untried = [n for n in SIMPLEST if n in self.space.fit]
+        return [{"severity": "warning", "about": "time budget",
+                 "message": "the time budget ended the fit before its structure search was done: the layers it had "
+                            f"switched on were tested without re-fitting the rest ({said})"
+                            + (f", and {' and '.join(untried)} not tried at their simplest values" if untried else "")
+                            + "; give a longer --time-budget (or none) for the whole search"}]
 
     def refit_without(self, values: dict, hold: tuple = ()) -> dict:
         """``values`` (a layer just switched off, or a parameter moved to its simplest value:
@@ -1268,7 +1298,7 @@ class FitRun:
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
                  + identifiability.findings(tolerances) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes() + self.loss_notes()
-                 + self.calibration_notes() + self.texture_notes())
+                 + self.calibration_notes() + self.texture_notes() + self.hurried_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,
                          self.stopped, self.elapsed(), notes, dict(self.timings), tolerances, dict(self.maps),
                          list(self.texture_log),

@@ -52,7 +52,7 @@ def parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
 
 
 def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
-                 refit: Callable[..., dict] | None = None) -> tuple[dict, list[str]]:
+                 refit: Callable[..., dict] | None = None, simplify: bool = True) -> tuple[dict, list[str]]:
     """Switch off the fitted layers that do not pay for themselves, then move the parameters
     with a simplest value (:data:`SIMPLEST`) there where the rest does not pay for itself.
 
@@ -65,6 +65,8 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         refit: ``refit(values, hold=()) -> values``: re-fits the parameters still in use
             once a layer is off (what the layer was compensating for), except those in
             ``hold``; without it they stay as they are.
+        simplify: also try the parameters with a simplest value (:data:`SIMPLEST`); False
+            tests only the layers.
 
     Returns:
         (the values with the unneeded layers off, the switches turned off and the parameters
@@ -79,7 +81,7 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
     pruned = []
     current = loss(values)
     trials = [(n, space.bounds_of(n)[0]) for n in LAYER_SWITCHES]
-    trials += [(n, None) for n in SIMPLEST]
+    trials += [(n, None) for n in SIMPLEST] if simplify else []
     held: list[str] = []  # what is already simplified stays so while the rest is re-fitted
     for n, simplest in trials:
         if n not in space.fit:

@@ -121,7 +121,9 @@ class TimeBudget:
         if spp >= full:
             return self._probe
         self.degraded = (f"the final metrics use {spp} paths per pixel instead of {full} to stay within the "
-                         "time budget: their ΔE2000 reads a little high from noise")
+                         "time budget: their ΔE2000 reads high from noise (the fewer the paths, the higher: "
+                         "several units at 8); `pbrfit validate JOB --material material.json` measures the "
+                         "written material at full quality")
         self._probe.settings = PathSettings(spp, options.path_depth)
         return self._probe
 
