@@ -501,6 +501,24 @@ def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     assert TimeBudget(0.0, None, renderers).notes("iterations", changed=True) == []
 
 
+def test_the_budget_running_out_between_the_hypotheses_search_and_their_fits_keeps_the_warm_start(
+        case, monkeypatch):
+    """Found the other structures, then out of time before fitting any: the warm start stands
+    (it raised IndexError on the default command with --time-budget 30)."""
+    from pbrfit import hypotheses
+
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend="raster",
+                      samples=FAST, max_loss_pixels=256)
+    run = FitRun(job.scene, opts)
+    before = dict(run.values)
+    monkeypatch.setattr(hypotheses, "alternatives", lambda *a: [("coat takes the highlight", dict(before))])
+    over = iter([False, True])
+    monkeypatch.setattr(run, "out_of_time", lambda: next(over, True))
+    assert run.try_hypotheses(["base_color", "roughness", "coat_weight", "coat_roughness"], ["coat_weight"]) == []
+    assert run.values == before
+
+
 def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
     """The budget is over before the structure search, with a false coat on (the truth has
     none): pruning still tests it on its criteria, without re-fitting the rest, switches it off

@@ -861,6 +861,8 @@ class FitRun:
             values = space.values(u.detach())
             fixed = ParameterSpace(values, [])
             results.append((label, self.structure_error(fixed, fixed.initial_vector()), values))
+        if not results:  # the time budget ran out before the first short fit: the warm start stands
+            return []
         best = results[0]
         challenger = min(results[1:], key=lambda r: r[1], default=None)
         if challenger is not None and challenger[1] < best[1] * (1 - LAYER_GAIN):
