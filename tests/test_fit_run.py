@@ -519,6 +519,40 @@ def test_the_budget_running_out_between_the_hypotheses_search_and_their_fits_kee
     assert run.values == before
 
 
+def test_a_search_the_budget_interrupts_is_abandoned_not_finished(case, monkeypatch):
+    """The budget runs out three renders into the layers stage's warm start (its grids take
+    dozens): the search stops there, and the stages end with the gloss stage's material."""
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend="raster",
+                      samples=FAST, max_loss_pixels=256, iterations=12)
+    run = FitRun(job.scene, opts)
+    in_layers, gloss_values = [], {}
+    loss_of = run.loss_of
+
+    def counted(space, u, *a):
+        if run._phase_key == "stage:layers":
+            in_layers.append(1)
+        return loss_of(space, u, *a)
+
+    monkeypatch.setattr(run, "loss_of", counted)
+    monkeypatch.setattr(run, "out_of_time", lambda: len(in_layers) >= 3)
+    enter = run.enter
+
+    def entering(key):
+        if key == "stage:layers":
+            gloss_values.update(run.values)
+        enter(key)
+
+    monkeypatch.setattr(run, "enter", entering)
+    after_stages = {}
+    stages = run.raster_stages
+    monkeypatch.setattr(run, "raster_stages", lambda: (stages(), after_stages.update(run.values)))
+    result = run.run()
+    assert result.stopped == "time budget" and len(in_layers) == 3
+    assert [s["iterations"] for s in result.schedule if s["stage"] == "layers"] == [0]
+    assert gloss_values and after_stages == gloss_values
+
+
 def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
     """The budget is over before the structure search, with a false coat on (the truth has
     none): pruning still tests it on its criteria, without re-fitting the rest, switches it off

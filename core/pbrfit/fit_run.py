@@ -70,6 +70,12 @@ MIN_KNOWN_PIXELS = 8
 SELF_OCCLUSION = 0.05
 
 
+class _OutOfTime(Exception):
+    """The time budget ran out in the middle of a search or an optimizer step: raised by
+    :meth:`FitRun.search_loss` and :meth:`FitRun.closure`, caught where that work is abandoned
+    (the material stays as it was before it)."""
+
+
 #: what a run is doing, in order: :attr:`Progress.phase`
 PHASES = ("setup", "fit", "final metrics")
 
@@ -418,6 +424,15 @@ class FitRun:
         """The train loss of a material, no gradient (warm starts)."""
         return self.evaluate(space, u, grad=False)[0]
 
+    def search_loss(self, space: ParameterSpace, u: torch.Tensor) -> float:
+        """:meth:`loss_of` for the searches (warm starts, the other structures): raises
+        :class:`_OutOfTime` once the time budget has run out, so that an unfinished search is
+        abandoned instead of overrunning the budget (a layers stage's warm start, 8 parameters'
+        grids, once ran 30 s past a 60 s budget)."""
+        if self.out_of_time():
+            raise _OutOfTime
+        return self.loss_of(space, u)
+
     def structure_error(self, space: ParameterSpace, u: torch.Tensor) -> float:
         """What decides between structures (hypotheses, pruning): the unbiased relative error
         of the train views' loss pixels (:func:`pbrfit.objective.unbiased_relative_error`),
@@ -457,10 +472,13 @@ class FitRun:
         self.report("fit", stage, loss, de)
 
     def closure(self, opt, space: ParameterSpace, u: torch.Tensor, stage: str):
-        """The optimizer's closure: loss and gradient at ``u``, recorded as one evaluation."""
+        """The optimizer's closure: loss and gradient at ``u``, recorded as one evaluation;
+        raises :class:`_OutOfTime` once the time budget has run out (the step is abandoned)."""
         def closure():
             opt.zero_grad()
             self.check_cancel()
+            if self.out_of_time():
+                raise _OutOfTime
             loss, de, grad = self.train_obj.loss_and_grad(space.material, u)
             u.grad = grad.nan_to_num(0.0)
             self.record(stage, loss, de)
@@ -782,7 +800,9 @@ class FitRun:
 
     def raster_stages(self) -> None:
         """The staged raster fit: per stage a warm start of the newly freed parameters, then
-        L-BFGS (or Adam) until the stage's budget, convergence, stalling validation or time."""
+        L-BFGS (or Adam) until the stage's budget, convergence, stalling validation or time. A
+        warm start or a step the time budget interrupts is abandoned: the material stays as the
+        last stage or step left it."""
         o = self.options
         freed: set[str] = set()
         for k, (stage, names, budget) in enumerate(self.raster_plan):
@@ -796,7 +816,13 @@ class FitRun:
             self.update_calibration(known_only=k == 0)
             new = [n for n in names if n not in freed]
             freed.update(names)
-            self.values = warm_start(self.space, self.values, new, self.loss_of, self.train_obj)
+            try:
+                self.values = warm_start(self.space, self.values, new, self.search_loss, self.train_obj)
+            except _OutOfTime:  # the warm start abandoned: the last stage's material stands
+                self.stopped = "time budget"
+                self.schedule.append({"stage": stage, "parameters": names, "iterations": 0, "warm_started": []})
+                self.leave()
+                break
             tried = self.try_hypotheses(names, new)
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
@@ -814,11 +840,15 @@ class FitRun:
                     self.stopped = "time budget"
                     break
                 closure = self.closure(opt, space, u, stage)
-                if o.optimizer == "lbfgs":
-                    loss = float(opt.step(closure).detach())
-                else:
-                    for _ in range(o.check_every):
+                try:
+                    if o.optimizer == "lbfgs":
                         loss = float(opt.step(closure).detach())
+                    else:
+                        for _ in range(o.check_every):
+                            loss = float(opt.step(closure).detach())
+                except _OutOfTime:  # in the middle of a step: the last whole step's material stands
+                    self.stopped = "time budget"
+                    break
                 self.values = space.values(u.detach())
                 self.validate_now()
                 if self.val_obj is not None and self.checkpoint.stalled(o.patience):
@@ -847,7 +877,10 @@ class FitRun:
         applied; then nothing was fitted here)."""
         if not any(PARAMETERS[n].stage >= 3 for n in new) or self.out_of_time():
             return []
-        found = hypotheses.alternatives(self.space, self.values, names, self.loss_of, self.train_obj)
+        try:
+            found = hypotheses.alternatives(self.space, self.values, names, self.search_loss, self.train_obj)
+        except _OutOfTime:
+            return []
         if not found:
             return []
         results = []
@@ -857,7 +890,10 @@ class FitRun:
             space = ParameterSpace(start, names, self.options.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             opt = lbfgs(u, hypotheses.HYPOTHESIS_EVALUATIONS)
-            opt.step(self.closure(opt, space, u, "layers"))
+            try:
+                opt.step(self.closure(opt, space, u, "layers"))
+            except _OutOfTime:  # this one unfinished: decided among those fitted
+                break
             values = space.values(u.detach())
             fixed = ParameterSpace(values, [])
             results.append((label, self.structure_error(fixed, fixed.initial_vector()), values))
@@ -936,11 +972,14 @@ class FitRun:
         if not keep or self.out_of_time():
             return values
         base = [n for n in ("base_color", "roughness", "metallic", "specular_ior_level") if n in keep]
-        values = warm_start(self.space, values, base, self.loss_of, self.train_obj)
-        space = ParameterSpace(values, keep, self.options.bounds)
-        u = space.initial_vector().clone().requires_grad_(True)
-        opt = lbfgs(u, REFINE_EVALUATIONS)
-        opt.step(self.closure(opt, space, u, "refine"))
+        try:
+            values = warm_start(self.space, values, base, self.search_loss, self.train_obj)
+            space = ParameterSpace(values, keep, self.options.bounds)
+            u = space.initial_vector().clone().requires_grad_(True)
+            opt = lbfgs(u, REFINE_EVALUATIONS)
+            opt.step(self.closure(opt, space, u, "refine"))
+        except _OutOfTime:  # out of time: as far as it got (the layer is still tested, unrefitted)
+            return values
         return dict(values, **{n: v for n, v in space.values(u.detach()).items() if n in keep})
 
     def path_refinement(self) -> None:
