@@ -501,6 +501,26 @@ def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     assert TimeBudget(0.0, None, renderers).notes("iterations", changed=True) == []
 
 
+@pytest.mark.parametrize("before, reverted", [(TRUTH, True),
+                                              ({"base_color": [0.5, 0.5, 0.5], "roughness": 0.35}, False)])
+def test_a_hurried_test_first_weighs_the_layers_against_the_fit_before_them(case, monkeypatch, before, reverted):
+    """Out of time with a small coat on: when the stages' material before any layer was freed
+    (the re-fit without them there is no time for) is as good, it is the result; when it is
+    clearly worse, each layer is tested alone (the coat, over the true base, goes) and the rest
+    stays as fitted."""
+    job = load_job(case)
+    job.scene.initial_material = dict(TRUTH)
+    opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend="raster",
+                      samples=FAST, max_loss_pixels=256)
+    run = FitRun(job.scene, opts)
+    run.before_layers = dict(run.values, **before)
+    run.values = dict(run.values, base_color=[0.56, 0.2, 0.08], coat_weight=0.05, coat_roughness=0.2)
+    monkeypatch.setattr(run, "out_of_time", lambda: True)
+    run.prune()
+    assert run.values["coat_weight"] == 0.0 and run.hurried["switched_off"] == ["coat_weight"]
+    assert run.values["base_color"] == pytest.approx(before["base_color"] if reverted else [0.56, 0.2, 0.08])
+
+
 def test_the_budget_running_out_between_the_hypotheses_search_and_their_fits_keeps_the_warm_start(
         case, monkeypatch):
     """Found the other structures, then out of time before fitting any: the warm start stands
