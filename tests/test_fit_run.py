@@ -541,7 +541,8 @@ def test_the_budget_running_out_between_the_hypotheses_search_and_their_fits_kee
 
 def test_a_search_the_budget_interrupts_is_abandoned_not_finished(case, monkeypatch):
     """The budget runs out three renders into the layers stage's warm start (its grids take
-    dozens): the search stops there, and the stages end with the gloss stage's material."""
+    dozens): the search stops there, the stages end with the gloss stage's material, and a
+    warning says the material may lack a layer."""
     job = load_job(case)
     opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend="raster",
                       samples=FAST, max_loss_pixels=256, iterations=12)
@@ -571,6 +572,8 @@ def test_a_search_the_budget_interrupts_is_abandoned_not_finished(case, monkeypa
     assert result.stopped == "time budget" and len(in_layers) == 3
     assert [s["iterations"] for s in result.schedule if s["stage"] == "layers"] == [0]
     assert gloss_values and after_stages == gloss_values
+    (note,) = [n for n in result.notes if "structure search" in n["message"]]
+    assert note["severity"] == "warning" and "may lack a layer" in note["message"] and "coat_weight" in note["message"]
 
 
 def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
@@ -594,7 +597,7 @@ def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
     monkeypatch.setattr(run, "pruning_criteria", lambda *a: calls.append(a) or (0.0, 0.0))
     run.hurried = None
     run.prune()  # the coat is off now: nothing to test
-    assert calls == [] and run.hurried_notes() == []
+    assert calls == [] and run.hurried is None
 
 
 def test_time_budget_cuts_path_traced_metrics_to_fewer_paths(case):

@@ -374,6 +374,8 @@ class FitRun:
         self.checkpoint = Checkpoint(values)
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
+        self.searched = False  # the layers' warm start and the other structures ran to their end
+        self.search_cut = False  # the time budget abandoned some of them
         self.timings["setup"] = time.monotonic() - constructed
 
     # --- shared machinery ---------------------------------------------------------------------
@@ -827,6 +829,8 @@ class FitRun:
                 self.leave()
                 break
             tried = self.try_hypotheses(names, new)
+            if any(PARAMETERS[n].stage >= 3 for n in new) and not self.search_cut:
+                self.searched = True  # the layers' warm start and the other structures ran to their end
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             if o.optimizer == "lbfgs":
@@ -878,17 +882,22 @@ class FitRun:
 
         Returns what was tried, ``[{"hypothesis", "error", "chosen"}]`` (empty when nothing
         applied; then nothing was fitted here)."""
-        if not any(PARAMETERS[n].stage >= 3 for n in new) or self.out_of_time():
+        if not any(PARAMETERS[n].stage >= 3 for n in new):
+            return []
+        if self.out_of_time():
+            self.search_cut = True
             return []
         try:
             found = hypotheses.alternatives(self.space, self.values, names, self.search_loss, self.train_obj)
         except _OutOfTime:
+            self.search_cut = True
             return []
         if not found:
             return []
         results = []
         for label, start in [("warm start", self.values)] + found:
             if self.out_of_time():
+                self.search_cut = True
                 break
             space = ParameterSpace(start, names, self.options.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
@@ -896,6 +905,7 @@ class FitRun:
             try:
                 opt.step(self.closure(opt, space, u, "layers"))
             except _OutOfTime:  # this one unfinished: decided among those fitted
+                self.search_cut = True
                 break
             values = space.values(u.detach())
             fixed = ParameterSpace(values, [])
@@ -966,19 +976,28 @@ class FitRun:
         return any(b <= c * (1 + PRUNE_TOLERANCE) for b, c in zip(criteria(self.before_layers), criteria(self.values)))
 
     def hurried_notes(self) -> list[dict]:
-        """What the user should know when the time budget cut the structure search short
-        (:meth:`prune`): which layers were tested without re-fitting, which were switched off."""
-        if self.hurried is None:
+        """What the user should know when the time budget cut the structure search short: that
+        the layers were not all tried (the material may lack one the part has), which layers
+        :meth:`prune` tested without re-fitting and which it switched off."""
+        layers = [n for n in LAYER_SWITCHES if n in self.space.fit]
+        cut = bool(self.raster_plan and layers and not self.searched and self.stopped == "time budget")
+        if self.hurried is None and not cut:
             return []
-        off = self.hurried["switched_off"]
-        kept = [n for n in self.hurried["tested"] if n not in off]
-        said = "; ".join(part for part in (f"switched off {', '.join(off)}" if off else "",
-                                          f"kept {', '.join(kept)}" if kept else "") if part)
-        untried = [n for n in SIMPLEST if n in self.space.fit]
+        parts = []
+        if cut:
+            parts.append(f"not every structure was tried ({', '.join(layers)} can be fitted), so the material may "
+                         "lack a layer the part has")
+        if self.hurried is not None:
+            off = self.hurried["switched_off"]
+            kept = [n for n in self.hurried["tested"] if n not in off]
+            said = "; ".join(part for part in (f"switched off {', '.join(off)}" if off else "",
+                                              f"kept {', '.join(kept)}" if kept else "") if part)
+            parts.append(f"the layers it had switched on were tested without re-fitting the rest ({said})")
+            untried = [n for n in SIMPLEST if n in self.space.fit]
+            if untried:
+                parts.append(f"{' and '.join(untried)} were not tried at their simplest values")
         return [{"severity": "warning", "about": "time budget",
-                 "message": "the time budget ended the fit before its structure search was done: the layers it had "
-                            f"switched on were tested without re-fitting the rest ({said})"
-                            + (f", and {' and '.join(untried)} not tried at their simplest values" if untried else "")
+                 "message": "the time budget ended the fit before its structure search was done: " + "; ".join(parts)
                             + "; give a longer --time-budget (or none) for the whole search"}]
 
     def refit_without(self, values: dict, hold: tuple = ()) -> dict:
