@@ -36,7 +36,7 @@ from .options import fitted_parameters
 from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
-from .time_budget import TimeBudget
+from .time_budget import RASTER_SHARE, TimeBudget
 from .warm_start import solve_base_color, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
@@ -375,6 +375,7 @@ class FitRun:
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
         self.searched = False  # the layers' warm start and the other structures ran to their end
+        self.phase_deadline = math.inf  # the current phase's own deadline (run: the raster phase's)
         self.search_cut = False  # the time budget abandoned some of them
         self.timings["setup"] = time.monotonic() - constructed
 
@@ -385,7 +386,9 @@ class FitRun:
             raise FitCancelled("fit cancelled; nothing was written")
 
     def out_of_time(self) -> bool:
-        return self.clock.fit_over()
+        """The time budget's fit deadline has passed, or the current phase's
+        (:attr:`phase_deadline`)."""
+        return self.clock.fit_over() or self.clock.clock() > self.phase_deadline
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -775,6 +778,9 @@ class FitRun:
         """All phases in order; returns the :class:`pbrfit.fit.FitResult`."""
         self.calibrate_cameras()
         self.measure_initial()
+        refine = self.options.backend != "raster" and self.options.path_iterations > 0
+        # under a time budget the raster phase leaves the path refinement its share
+        self.phase_deadline = self.clock.phase_deadline(RASTER_SHARE if refine else 1.0)
         self.raster_stages()
         if self.val_obj is not None and self.checkpoint.best < math.inf:
             self.values = self.checkpoint.values
@@ -783,7 +789,8 @@ class FitRun:
         self.joint_calibration()
         if self.raster_plan:
             self.prune()
-        if self.options.backend != "raster" and self.options.path_iterations > 0 and not self.out_of_time():
+        self.phase_deadline = math.inf
+        if refine and not self.out_of_time():
             self.path_refinement()
         if self.options.textures is not None and not self.out_of_time():
             self.texture_maps()
@@ -975,12 +982,19 @@ class FitRun:
 
         return any(b <= c * (1 + PRUNE_TOLERANCE) for b, c in zip(criteria(self.before_layers), criteria(self.values)))
 
+    def structure_cut(self) -> bool:
+        """The time budget ended the structure search (the layers' warm start and the other
+        structures) before its end, or before it began; the subsurface trial is then left out
+        too (subsurface off, as pruning leaves it)."""
+        return bool(self.clock.seconds is not None and self.raster_plan and not self.searched
+                    and any(PARAMETERS[n].stage >= 3 for n in self.space.fit))
+
     def hurried_notes(self) -> list[dict]:
         """What the user should know when the time budget cut the structure search short: that
         the layers were not all tried (the material may lack one the part has), which layers
         :meth:`prune` tested without re-fitting and which it switched off."""
         layers = [n for n in LAYER_SWITCHES if n in self.space.fit]
-        cut = bool(self.raster_plan and layers and not self.searched and self.stopped == "time budget")
+        cut = self.structure_cut()
         if self.hurried is None and not cut:
             return []
         parts = []
@@ -1039,7 +1053,7 @@ class FitRun:
         started_at = time.monotonic()
         warm, trial, trial_objectives, terms = [], {}, [], {}
         values = self.values
-        if "subsurface_weight" in self.space.fit and not self.out_of_time():
+        if "subsurface_weight" in self.space.fit and not self.out_of_time() and not self.structure_cut():
             trial_renderer = self.renderers.subsurface_trial()
             trial_objectives = [Objective(trial_renderer, views, {"de2000": 1.0}, self.check_cancel, o.threads)
                                 for views in (self.train, self.val) if views]

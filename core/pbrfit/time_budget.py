@@ -22,12 +22,18 @@ import torch
 from .params import ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 
-__all__ = ["TimeBudget", "METRICS_SHARE", "WRITE_SHARE", "MIN_METRICS_SPP"]
+__all__ = ["TimeBudget", "METRICS_SHARE", "WRITE_SHARE", "MIN_METRICS_SPP", "RASTER_SHARE"]
 
 #: the share of the budget the final metrics may take at most, and the share left for writing
 METRICS_SHARE, WRITE_SHARE = 0.25, 0.05
 #: fewest paths per pixel of final metrics cut down to fit a time budget
 MIN_METRICS_SPP = 8
+#: with a path-traced refinement to follow, the raster phase (the stages, the structure search,
+#: pruning) may take at most this share of what is left of the fit's time when it starts; the
+#: refinement gets the rest. Budgets that the raster phase used whole (30-120 s on Suzanne)
+#: returned its raster result, 1.27 ΔE2000 where the refinement reaches Cycles' floor, 0.77
+#: (BENCHMARKS.md, session 47)
+RASTER_SHARE = 0.5
 
 
 class TimeBudget:
@@ -90,6 +96,11 @@ class TimeBudget:
             settings = self._probe.settings
             self._probe = renderers.metrics()
             self._probe.settings = settings
+
+    def phase_deadline(self, share: float) -> float:
+        """A deadline ``share`` of the way from now to the fit's deadline (inf with no budget)."""
+        now = self.clock()
+        return now + share * max(self.fit_deadline - now, 0.0) if self.seconds is not None else math.inf
 
     def fit_over(self) -> bool:
         """The fit must stop now to leave the final metrics and writing their share."""
