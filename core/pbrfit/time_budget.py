@@ -7,7 +7,9 @@ leave that (at most :data:`METRICS_SHARE` of the budget) plus :data:`WRITE_SHARE
 writing. The final metrics then get what is left: fewer paths per pixel (at least
 :data:`MIN_METRICS_SPP`), or, for raster, the fit's own renderer. Setup and one quick
 metrics pass are a floor no budget can go below; when the run overshoots, or the budget
-ended the fit before it changed anything, :meth:`TimeBudget.notes` says so.
+ended the fit before it changed anything, :meth:`TimeBudget.notes` says so. Within the fit,
+the raster phase leaves a path-traced refinement :data:`RASTER_SHARE` of the time
+(:meth:`TimeBudget.phase_deadline`).
 """
 
 from __future__ import annotations
