@@ -600,28 +600,28 @@ def test_a_layer_on_when_the_budget_runs_out_is_still_tested(case, monkeypatch):
     assert calls == [] and run.hurried is None
 
 
-def test_the_raster_phase_leaves_the_path_refinement_its_share_of_a_budget(case, monkeypatch):
-    """Under a budget the raster phase (stages, structure search, pruning) ends RASTER_SHARE of
-    the way to the fit's deadline when a path refinement follows, at the deadline when none does;
-    without a budget never."""
-    from pbrfit.time_budget import RASTER_SHARE
+def test_the_structure_search_leaves_the_path_refinement_its_share_of_a_budget(case, monkeypatch):
+    """Under a budget the structure search (the layers stage, pruning) ends STRUCTURE_SHARE of
+    the way from its start to the fit's deadline when a path refinement follows, at the deadline
+    when none does; without a budget never."""
+    from pbrfit.time_budget import STRUCTURE_SHARE
 
     job = load_job(case)
     renderers = Renderers(job.scene, FitOptions(backend="raster", samples=FAST))
     clock = FakeClock(0.0)
     budget = TimeBudget(0.0, 100.0, renderers, clock=clock)
     budget.fit_deadline, clock.t = 80.0, 10.0
-    assert budget.phase_deadline(RASTER_SHARE) == pytest.approx(10.0 + RASTER_SHARE * 70.0)
+    assert budget.phase_deadline(STRUCTURE_SHARE) == pytest.approx(10.0 + STRUCTURE_SHARE * 70.0)
     assert budget.phase_deadline(1.0) == 80.0
-    assert TimeBudget(0.0, None, renderers, clock=clock).phase_deadline(RASTER_SHARE) == math.inf
-    for backend, share in (("auto", RASTER_SHARE), ("raster", 1.0)):
-        opts = FitOptions(parameters=["base_color"], backend=backend, samples=FAST, max_loss_pixels=64,
-                          iterations=2, path_iterations=1, time_budget=1000.0)
+    assert TimeBudget(0.0, None, renderers, clock=clock).phase_deadline(STRUCTURE_SHARE) == math.inf
+    for backend, shares in (("auto", [STRUCTURE_SHARE]), ("raster", [])):
+        opts = FitOptions(parameters=["base_color", "roughness", "coat_weight", "coat_roughness"], backend=backend,
+                          samples=FAST, max_loss_pixels=64, iterations=3, path_iterations=1, time_budget=1000.0)
         run = FitRun(job.scene, opts)
         asked = []
         monkeypatch.setattr(run.clock, "phase_deadline", lambda f, asked=asked: asked.append(f) or math.inf)
         run.run()
-        assert asked == [share]
+        assert asked == shares
 
 
 def test_time_budget_cuts_path_traced_metrics_to_fewer_paths(case):

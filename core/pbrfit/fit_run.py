@@ -36,7 +36,7 @@ from .options import fitted_parameters
 from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 from .renderers import Renderers
-from .time_budget import RASTER_SHARE, TimeBudget
+from .time_budget import STRUCTURE_SHARE, TimeBudget
 from .warm_start import solve_base_color, stage_plan, warm_start
 
 __all__ = ["FitRun", "Progress", "FitResult", "PHASES", "Checkpoint", "SppSchedule", "ProgressPlan",
@@ -375,7 +375,7 @@ class FitRun:
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
         self.searched = False  # the layers' warm start and the other structures ran to their end
-        self.phase_deadline = math.inf  # the current phase's own deadline (run: the raster phase's)
+        self.phase_deadline = math.inf  # the current phase's own deadline (the structure search's)
         self.search_cut = False  # the time budget abandoned some of them
         self.timings["setup"] = time.monotonic() - constructed
 
@@ -384,6 +384,10 @@ class FitRun:
     def check_cancel(self) -> None:
         if self._cancel is not None and self._cancel.is_set():
             raise FitCancelled("fit cancelled; nothing was written")
+
+    def refine_follows(self) -> bool:
+        """A path-traced refinement follows the raster phase."""
+        return self.options.backend != "raster" and self.options.path_iterations > 0
 
     def out_of_time(self) -> bool:
         """The time budget's fit deadline has passed, or the current phase's
@@ -778,9 +782,6 @@ class FitRun:
         """All phases in order; returns the :class:`pbrfit.fit.FitResult`."""
         self.calibrate_cameras()
         self.measure_initial()
-        refine = self.options.backend != "raster" and self.options.path_iterations > 0
-        # under a time budget the raster phase leaves the path refinement its share
-        self.phase_deadline = self.clock.phase_deadline(RASTER_SHARE if refine else 1.0)
         self.raster_stages()
         if self.val_obj is not None and self.checkpoint.best < math.inf:
             self.values = self.checkpoint.values
@@ -790,7 +791,7 @@ class FitRun:
         if self.raster_plan:
             self.prune()
         self.phase_deadline = math.inf
-        if refine and not self.out_of_time():
+        if self.refine_follows() and not self.out_of_time():
             self.path_refinement()
         if self.options.textures is not None and not self.out_of_time():
             self.texture_maps()
@@ -828,6 +829,8 @@ class FitRun:
             freed.update(names)
             if self.before_layers is None and any(PARAMETERS[n].stage >= 3 for n in new):
                 self.before_layers = dict(self.values)
+                if self.refine_follows():  # under a time budget the structure search leaves the refinement its share
+                    self.phase_deadline = self.clock.phase_deadline(STRUCTURE_SHARE)
             try:
                 self.values = warm_start(self.space, self.values, new, self.search_loss, self.train_obj)
             except _OutOfTime:  # the warm start abandoned: the last stage's material stands

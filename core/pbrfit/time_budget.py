@@ -8,8 +8,8 @@ writing. The final metrics then get what is left: fewer paths per pixel (at leas
 :data:`MIN_METRICS_SPP`), or, for raster, the fit's own renderer. Setup and one quick
 metrics pass are a floor no budget can go below; when the run overshoots, or the budget
 ended the fit before it changed anything, :meth:`TimeBudget.notes` says so. Within the fit,
-the raster phase leaves a path-traced refinement :data:`RASTER_SHARE` of the time
-(:meth:`TimeBudget.phase_deadline`).
+the structure search leaves a path-traced refinement :data:`STRUCTURE_SHARE` of the time
+left (:meth:`TimeBudget.phase_deadline`).
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ import torch
 from .params import ParameterSpace, normalize_material
 from .pathtrace import PathSettings
 
-__all__ = ["TimeBudget", "METRICS_SHARE", "WRITE_SHARE", "MIN_METRICS_SPP", "RASTER_SHARE"]
+__all__ = ["TimeBudget", "METRICS_SHARE", "WRITE_SHARE", "MIN_METRICS_SPP", "STRUCTURE_SHARE"]
 
 #: the share of the budget the final metrics may take at most, and the share left for writing
 METRICS_SHARE, WRITE_SHARE = 0.25, 0.05
 #: fewest paths per pixel of final metrics cut down to fit a time budget
 MIN_METRICS_SPP = 8
-#: with a path-traced refinement to follow, the raster phase (the stages, the structure search,
-#: pruning) may take at most this share of what is left of the fit's time when it starts; the
-#: refinement gets the rest. Budgets that the raster phase used whole (30-120 s on Suzanne)
-#: returned its raster result, 1.27 ΔE2000 where the refinement reaches Cycles' floor, 0.77
-#: (BENCHMARKS.md, session 47)
-RASTER_SHARE = 0.5
+#: with a path-traced refinement to follow, the structure search (the layers stage, pruning) may
+#: take at most this share of what is left of the fit's time when it starts; the refinement gets
+#: the rest. Budgets that the structure search used whole (30-120 s on Suzanne) returned the gloss
+#: stage's material, 1.27 ΔE2000 where the refinement reaches Cycles' floor, 0.77 (BENCHMARKS.md,
+#: session 47); the base's stages before it are not cut short for it (cut at 30 s: 1.73 for 1.63)
+STRUCTURE_SHARE = 0.5
 
 
 class TimeBudget:
