@@ -521,6 +521,23 @@ def test_a_hurried_test_first_weighs_the_layers_against_the_fit_before_them(case
     assert run.values["base_color"] == pytest.approx(before["base_color"] if reverted else [0.56, 0.2, 0.08])
 
 
+def test_a_hurried_test_still_tests_a_layer_the_fit_before_the_layers_had_on(case, monkeypatch):
+    """Reverted to the material before the layers stage, an anisotropy the gloss stage had
+    fitted is still on: it is tested too, and only what is off is reported switched off."""
+    job = load_job(case)
+    job.scene.initial_material = dict(TRUTH)
+    opts = FitOptions(parameters=["base_color", "roughness", "anisotropic", "coat_weight", "coat_roughness"],
+                      backend="raster", samples=FAST, max_loss_pixels=256)
+    run = FitRun(job.scene, opts)
+    run.before_layers = dict(run.values, anisotropic=0.9)
+    run.values = dict(run.values, anisotropic=0.9, coat_weight=0.05, coat_roughness=0.2)
+    monkeypatch.setattr(run, "out_of_time", lambda: True)
+    run.prune()
+    assert run.values["coat_weight"] == 0.0 and "coat_weight" in run.hurried["switched_off"]
+    assert all(run.values[n] == 0.0 for n in run.hurried["switched_off"])
+    assert run.values["anisotropic"] == 0.0  # the truth has none: tested, switched off
+
+
 def test_the_budget_running_out_between_the_hypotheses_search_and_their_fits_keeps_the_warm_start(
         case, monkeypatch):
     """Found the other structures, then out of time before fitting any: the warm start stands

@@ -962,11 +962,14 @@ class FitRun:
             self.leave()
             return
         start = self.evaluations
+        pruned = []
         if hurried and self.before_layers is not None and self._layers_do_not_pay():
-            self.values, pruned = dict(self.before_layers), list(on)
-        else:
-            self.values, pruned = prune_layers(self.space, self.values, self.pruning_criteria,
-                                               refit=None if hurried else self.refit_without, simplify=not hurried)
+            self.values = dict(self.before_layers)  # a layer the gloss stage fitted (anisotropy) may still be on
+            pruned = [n for n in on if self.values[n] <= self.space.bounds_of(n)[0]]
+        if not hurried or any(n not in pruned for n in on):
+            self.values, more = prune_layers(self.space, self.values, self.pruning_criteria,
+                                             refit=None if hurried else self.refit_without, simplify=not hurried)
+            pruned += more
         if hurried:
             self.hurried = {"tested": on, "switched_off": [n for n in on if n in pruned]}
         if pruned:
