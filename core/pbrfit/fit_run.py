@@ -374,9 +374,8 @@ class FitRun:
         self.checkpoint = Checkpoint(values)
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
-        self.searched = False  # the layers' warm start and the other structures ran to their end
+        self.searched = False  # the layers' warm start and the other structures ran to their end (try_hypotheses)
         self.phase_deadline = math.inf  # the current phase's own deadline (the structure search's)
-        self.search_cut = False  # the time budget abandoned some of them
         self.timings["setup"] = time.monotonic() - constructed
 
     # --- shared machinery ---------------------------------------------------------------------
@@ -839,8 +838,6 @@ class FitRun:
                 self.leave()
                 break
             tried = self.try_hypotheses(names, new)
-            if any(PARAMETERS[n].stage >= 3 for n in new) and not self.search_cut:
-                self.searched = True  # the layers' warm start and the other structures ran to their end
             space = ParameterSpace(self.values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             if o.optimizer == "lbfgs":
@@ -891,23 +888,17 @@ class FitRun:
         :data:`pbrfit.layers.LAYER_GAIN` (the simpler, first explanation wins ties).
 
         Returns what was tried, ``[{"hypothesis", "error", "chosen"}]`` (empty when nothing
-        applied; then nothing was fitted here)."""
-        if not any(PARAMETERS[n].stage >= 3 for n in new):
-            return []
-        if self.out_of_time():
-            self.search_cut = True
+        applied; then nothing was fitted here). Sets :attr:`searched` when the search ran to its
+        end (the time budget did not cut it)."""
+        if not any(PARAMETERS[n].stage >= 3 for n in new) or self.out_of_time():
             return []
         try:
             found = hypotheses.alternatives(self.space, self.values, names, self.search_loss, self.train_obj)
         except _OutOfTime:
-            self.search_cut = True
-            return []
-        if not found:
             return []
         results = []
-        for label, start in [("warm start", self.values)] + found:
+        for label, start in ([("warm start", self.values)] + found) if found else []:
             if self.out_of_time():
-                self.search_cut = True
                 break
             space = ParameterSpace(start, names, self.options.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
@@ -915,11 +906,12 @@ class FitRun:
             try:
                 opt.step(self.closure(opt, space, u, "layers"))
             except _OutOfTime:  # this one unfinished: decided among those fitted
-                self.search_cut = True
                 break
             values = space.values(u.detach())
             fixed = ParameterSpace(values, [])
             results.append((label, self.structure_error(fixed, fixed.initial_vector()), values))
+        else:
+            self.searched = True
         if not results:  # the time budget ran out before the first short fit: the warm start stands
             return []
         best = results[0]
@@ -957,7 +949,7 @@ class FitRun:
             self.leave()
             return
         hurried = self.out_of_time()
-        on = [n for n in LAYER_SWITCHES if n in self.space.fit and self.values[n] > self.space.bounds_of(n)[0]]
+        on = [n for n in parameters_in_use(self.space, self.values) if n in LAYER_SWITCHES]
         if hurried and not on:
             self.leave()
             return
@@ -965,7 +957,7 @@ class FitRun:
         pruned = []
         if hurried and self.before_layers is not None and self._layers_do_not_pay():
             self.values = dict(self.before_layers)  # a layer the gloss stage fitted (anisotropy) may still be on
-            pruned = [n for n in on if self.values[n] <= self.space.bounds_of(n)[0]]
+            pruned = [n for n in on if n not in parameters_in_use(self.space, self.values)]
         if not hurried or any(n not in pruned for n in on):
             self.values, more = prune_layers(self.space, self.values, self.pruning_criteria,
                                              refit=None if hurried else self.refit_without, simplify=not hurried)
