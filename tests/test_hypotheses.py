@@ -80,6 +80,28 @@ def test_the_coat_hypothesis_searches_the_coats_roughness_below_the_bases_highli
     assert start["roughness"] == pytest.approx(0.5, abs=0.07)
 
 
+def test_the_coat_hypothesis_starts_from_a_weak_coats_sharper_highlight():
+    """Suzanne's clear-coated paint: the warm start had put a weak coat at roughness 0 over a
+    0.30 base; the full coat may keep that sharp highlight (a candidate of its own), and the
+    base, searched after the coat chose, goes back to its own roughness."""
+    space = ParameterSpace(default_material(), PARAMS)
+    weak_coat = dict(default_material(), roughness=0.295, specular_ior_level=0.95, coat_weight=0.25,
+                     coat_roughness=0.0)
+
+    def loss_of(s, u):  # the truth: a 0.01 coat over a 0.5 base
+        v = s.values(u)
+        return (v["roughness"] - 0.5) ** 2 + (v["coat_roughness"] - 0.01) ** 2
+
+    start = hypotheses.coat_takes_highlight(space, weak_coat, PARAMS, loss_of)
+    assert start["coat_weight"] == 1.0 and start["coat_roughness"] == 0.0
+    assert start["roughness"] == pytest.approx(0.5, abs=0.07)
+    # a weak coat rougher than the base is not the highlight: only the base's shares are tried
+    rough_coat = dict(weak_coat, coat_roughness=0.6)
+    shares = hypotheses.COAT_ROUGHNESS_SHARES
+    assert hypotheses.coat_takes_highlight(space, rough_coat, PARAMS, loss_of)["coat_roughness"] == pytest.approx(
+        0.295 * shares[-1])
+
+
 def test_the_twin_renderer_measures_error_without_the_renders_noise(tmp_path):
     job = write_job(tmp_path / "j", size=32, cameras=2)
     render_references(job, GLOSSY, seed=7)
