@@ -176,6 +176,15 @@ JOINT_EVALUATIONS = 10
 JOINT_NEEDS_REFERENCE = ("environment_exposure", "white_balance", "light_intensity", "light_color")
 
 
+#: the schedule's stage of the layers (coat, sheen, thin film, subsurface: :class:`pbrfit.params.ParameterSpec`)
+LAYERS_STAGE = 3
+
+
+def _has_layers(names) -> bool:
+    """Whether ``names`` include a parameter of the layers stage (what the structure search frees)."""
+    return any(PARAMETERS[n].stage >= LAYERS_STAGE for n in names)
+
+
 def _paired_margin(before: torch.Tensor, after: torch.Tensor) -> float:
     """How many standard errors ``after``'s mean lies below ``before``'s, for per-block terms of
     the same blocks (paired: what the blocks share, their references' noise and which blocks
@@ -826,7 +835,7 @@ class FitRun:
             self.update_calibration(known_only=k == 0)
             new = [n for n in names if n not in freed]
             freed.update(names)
-            if self.before_layers is None and any(PARAMETERS[n].stage >= 3 for n in new):
+            if self.before_layers is None and _has_layers(new):
                 self.before_layers = dict(self.values)
                 if self.refine_follows():  # under a time budget the structure search leaves the refinement its share
                     self.phase_deadline = self.clock.phase_deadline(STRUCTURE_SHARE)
@@ -890,7 +899,7 @@ class FitRun:
         Returns what was tried, ``[{"hypothesis", "error", "chosen"}]`` (empty when nothing
         applied; then nothing was fitted here). Sets :attr:`searched` when the search ran to its
         end (the time budget did not cut it)."""
-        if not any(PARAMETERS[n].stage >= 3 for n in new) or self.out_of_time():
+        if not _has_layers(new) or self.out_of_time():
             return []
         try:
             found = hypotheses.alternatives(self.space, self.values, names, self.search_loss, self.train_obj)
@@ -985,7 +994,7 @@ class FitRun:
         structures) before its end, or before it began; the subsurface trial is then left out
         too (subsurface off, as pruning leaves it)."""
         return bool(self.clock.seconds is not None and self.raster_plan and not self.searched
-                    and any(PARAMETERS[n].stage >= 3 for n in self.space.fit))
+                    and _has_layers(self.space.fit))
 
     def hurried_notes(self) -> list[dict]:
         """What the user should know when the time budget cut the structure search short: that
