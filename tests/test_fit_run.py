@@ -393,7 +393,7 @@ def test_subsurface_scale_is_searched_on_the_blocks_and_flagged_when_the_photos_
 
 
 def test_paired_margin_counts_standard_errors_of_the_differences():
-    from pbrfit.fit_run import _paired_margin
+    from pbrfit.objective import paired_margin as _paired_margin
 
     before = torch.tensor([1.0, 2.0, 3.0, 4.0])
     d = torch.tensor([0.1, 0.3, 0.1, 0.3])

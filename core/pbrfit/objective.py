@@ -9,6 +9,7 @@ radiance reads 1.0 (L* = 100); every metric and report uses the same normalizati
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -18,7 +19,7 @@ from . import losses as L
 from .parallel import map_ordered
 from .scene_renderer import pixel_blocks
 
-__all__ = ["Objective", "unbiased_relative_error", "unbiased_relative_errors"]
+__all__ = ["Objective", "unbiased_relative_error", "unbiased_relative_errors", "paired_margin"]
 
 
 class Objective:
@@ -259,6 +260,20 @@ def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 
         if twin is None:
             r.iteration = saved
     return out
+
+
+def paired_margin(before: torch.Tensor, after: torch.Tensor) -> float:
+    """How many standard errors ``after``'s mean lies below ``before``'s, for terms of the same
+    pixels or blocks (:func:`unbiased_relative_errors` of two materials on the same renderer:
+    paired, so what the pixels share, their references' noise and which pixels were drawn,
+    cancels); +-inf where every difference is the same non-zero amount, 0 where there is none."""
+    d = (before - after).double().flatten()
+    if len(d) < 2:
+        return 0.0
+    se = float(d.std()) / math.sqrt(len(d))
+    if se > 0:
+        return float(d.mean()) / se
+    return math.copysign(math.inf, float(d.mean())) if float(d.mean()) != 0 else 0.0
 
 
 def _block_means(geo, rows, block: int) -> Callable[[torch.Tensor], torch.Tensor]:
