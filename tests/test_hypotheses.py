@@ -187,6 +187,46 @@ def test_a_layer_must_pay_on_every_pruning_criterion():
     assert pruned == []
 
 
+def test_a_layers_gain_in_the_structure_error_must_stand_out_of_its_pixels_noise():
+    """The same 4% mean gain on the evidence criterion keeps a layer when the pixels agree on it
+    and drops it when a few pixels carry it against the rest's scatter (1.3 standard errors,
+    the false coat on Suzanne)."""
+    import torch
+
+    from pbrfit.layers import LAYER_SIGNIFICANCE, Evidence, pays, prune_layers
+    from pbrfit.objective import paired_margin
+
+    space = ParameterSpace(default_material(), ["base_color", "coat_weight"])
+    values = dict(default_material(), coat_weight=0.02)
+    g = torch.Generator().manual_seed(0)
+    base = 0.01 + 0.002 * torch.rand(1024, generator=g)
+    spread = torch.randn(1024, generator=g)
+
+    def criteria(scatter):
+        def of(s, u):
+            coat = s.values(u)["coat_weight"] > 0
+            # without the coat every pixel reads 4% of the mean worse, plus a scatter of zero mean
+            terms = base + (0.0 if coat else 0.04 * float(base.mean()) + scatter * spread)
+            return 2.0 - 0.1 * coat, Evidence(float(terms.mean()), terms)
+        return of
+
+    steady = criteria(0.0)
+    kept, pruned = prune_layers(space, values, steady)
+    assert pruned == [] and kept["coat_weight"] == 0.02
+    # the scatter that puts the same mean gain at ~1.3 standard errors of the differences
+    scatter = 0.04 * float(base.mean()) * 32 / 1.3 / float(spread.std())
+    noisy = criteria(scatter)
+    on, off = (noisy(s, s.initial_vector()) for s in (ParameterSpace(values, []),
+                                                       ParameterSpace(dict(values, coat_weight=0.0), [])))
+    margin = paired_margin(off[1].terms, on[1].terms)
+    assert 0.5 < margin < LAYER_SIGNIFICANCE and off[1].value > on[1].value * 1.02
+    assert not pays(on, off)
+    kept, pruned = prune_layers(space, values, noisy)
+    assert pruned == ["coat_weight"] and kept["coat_weight"] == 0.0
+    # numbers alone (no terms) are judged on the share only, as before
+    assert pays((on[0], on[1].value), (off[0], off[1].value))
+
+
 def test_a_layer_that_does_nothing_is_pruned_even_when_the_refit_lands_worse():
     from pbrfit.layers import prune_layers
 

@@ -938,10 +938,11 @@ class FitRun:
         (:meth:`pruning_criteria`), the latter by
         :data:`pbrfit.layers.LAYER_SIGNIFICANCE` standard errors of its pixels' paired
         differences (a false 0.02 coat on the glossy plastic on Suzanne bought 4% of the path
-        tracer's error on its 1024 pixels, 1.3 standard errors). Each alone was measured to keep a false layer: the train
-        loss a false coat on a glossy plastic (the coat renders with less noise), the
-        noise-free error a false 0.25 anisotropy on a rough plastic (5% better than the truth
-        in the raster renderer's model of Cycles). (Not validation: one other lighting at the
+        tracer's error on its 1024 pixels, 1.3 standard errors). Each criterion alone was
+        measured to keep a false layer: the train loss a false coat on a glossy plastic (the
+        coat renders with less noise), the noise-free error a false 0.25 anisotropy on a rough
+        plastic (5% better than the truth in the raster renderer's model of Cycles). (Not
+        validation: one other lighting at the
         raster renderer's sample counts preferred a false coat over the true glossy base by 15%
         where train, with more views and pixels, saw them within 1%.)
 

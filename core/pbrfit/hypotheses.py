@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .layers import LAYER_GAIN, SIMPLEST
+from .layers import LAYER_GAIN, LAYER_SIGNIFICANCE, SIMPLEST
 from .params import ParameterSpace
 from .warm_start import GRID_EDGE, warm_start
 
@@ -176,5 +176,6 @@ def structure_summary(schedule: list[dict]) -> dict | None:
             "pruned": pruned, "simplified": simplified,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
                      f"error ({by}) by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and "
-                     f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more; so is a "
+                     f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more, the "
+                     f"error by {LAYER_SIGNIFICANCE:g} standard errors of its pixels' differences too; so is a "
                      f"metallic between 0 and 1 and a specular level other than 0.5")}
