@@ -167,6 +167,15 @@ def test_the_structures_tried_are_reported():
     html = render_report({"title": "t", "structure": summary})
     section = html[html.index('id="structure"'):]
     assert "coat takes the highlight" in section and "0.00060" in section and "sheen_weight" in section
+    # pruning's trials, each with its criteria's rises and the error's margin
+    tests = [{"parameter": "coat_weight", "to": 0.0, "refit": True, "rises": [0.022, 0.041], "margin": 1.3,
+              "dropped": True}]
+    schedule[-1]["tests"] = tests
+    summary = hypotheses.structure_summary(schedule)
+    assert summary["tests"] == tests and "standard errors" in summary["rule"]
+    section = render_report({"title": "t", "structure": summary})
+    section = section[section.index('id="structure"'):]
+    assert "+4.1%" in section and "1.3" in section and "does not pay" in section
 
 
 def test_a_layer_must_pay_on_every_pruning_criterion():
@@ -221,8 +230,12 @@ def test_a_layers_gain_in_the_structure_error_must_stand_out_of_its_pixels_noise
     margin = paired_margin(off[1].terms, on[1].terms)
     assert 0.5 < margin < LAYER_SIGNIFICANCE and off[1].value > on[1].value * 1.02
     assert not pays(on, off)
-    kept, pruned = prune_layers(space, values, noisy)
+    log = []
+    kept, pruned = prune_layers(space, values, noisy, log=log)
     assert pruned == ["coat_weight"] and kept["coat_weight"] == 0.0
+    (record,) = log  # no re-fit given: the layer tested as it is
+    assert record["parameter"] == "coat_weight" and record["refit"] is False and record["dropped"]
+    assert record["margin"] == pytest.approx(margin) and record["rises"][0] == pytest.approx(0.1 / 1.9)
     # numbers alone (no terms) are judged on the share only, as before
     assert pays((on[0], on[1].value), (off[0], off[1].value))
 

@@ -963,21 +963,22 @@ class FitRun:
             self.leave()
             return
         start = self.evaluations
-        pruned = []
+        pruned, tests = [], []
         if hurried and self.before_layers is not None and self._layers_do_not_pay():
             self.values = dict(self.before_layers)  # a layer the gloss stage fitted (anisotropy) may still be on
             pruned = [n for n in on if n not in parameters_in_use(self.space, self.values)]
         if not hurried or any(n not in pruned for n in on):
             self.values, more = prune_layers(self.space, self.values, self.pruning_criteria,
-                                             refit=None if hurried else self.refit_without, simplify=not hurried)
+                                             refit=None if hurried else self.refit_without, simplify=not hurried,
+                                             log=tests)
             pruned += more
         if hurried:
             self.hurried = {"tested": on, "switched_off": [n for n in on if n in pruned]}
-        if pruned:
+        if pruned or tests:
             simplified = {n: self.values[n] for n in pruned if n not in LAYER_SWITCHES}
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": [], "structure_estimator": self.structure_estimator(),
-                                  "simplified": simplified, **({"refit": False} if hurried else {})})
+                                  "simplified": simplified, "tests": tests, **({"refit": False} if hurried else {})})
         self.leave()
 
     def _layers_do_not_pay(self) -> bool:

@@ -161,8 +161,9 @@ def alternatives(space: ParameterSpace, values: dict, fitted: list[str], loss_of
 def structure_summary(schedule: list[dict]) -> dict | None:
     """What material.json and the report say about the structure search, from a fit's
     schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "simplified",
-    "rule"}`` (``pruned``: the layers switched off; ``simplified``: {parameter: value} moved to
-    their simplest value, :data:`pbrfit.layers.SIMPLEST`); None when the fit tried no other
+    "tests", "rule"}`` (``pruned``: the layers switched off; ``simplified``: {parameter: value}
+    moved to their simplest value, :data:`pbrfit.layers.SIMPLEST`; ``tests``: pruning's trials,
+    ``pbrfit.layers._test_record``); None when the fit tried no other
     structure and pruned nothing."""
     stage = next((s for s in schedule if s.get("hypotheses")), {})
     tried = stage.get("hypotheses", [])
@@ -170,10 +171,11 @@ def structure_summary(schedule: list[dict]) -> dict | None:
     by = {"path": "the path tracer's (the part shades itself)"}.get(estimator, "the raster renderer's")
     simplified = {n: v for s in schedule if s.get("stage") == "prune" for n, v in s.get("simplified", {}).items()}
     pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", []) if n not in simplified]
-    if not tried and not pruned and not simplified:
+    tests = [t for s in schedule if s.get("stage") == "prune" for t in s.get("tests", [])]
+    if not tried and not pruned and not simplified and not tests:
         return None
     return {"tried": tried, "chosen": next((t["hypothesis"] for t in tried if t["chosen"]), None),
-            "pruned": pruned, "simplified": simplified,
+            "pruned": pruned, "simplified": simplified, "tests": tests,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
                      f"error ({by}) by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and "
                      f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more, the "

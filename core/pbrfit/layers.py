@@ -19,6 +19,7 @@ simpler explanation is the one reported.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,7 +53,6 @@ LAYER_SIGNIFICANCE = 2.0
 SIMPLEST = {"metallic": (0.0, 1.0), "specular_ior_level": (0.5,)}
 
 
-
 @dataclass(frozen=True)
 class Evidence:
     """A pruning criterion with what it is the mean of: ``value`` (lower is better) and
@@ -69,6 +69,17 @@ class Evidence:
 
 Criterion = float | Evidence
 LossOf = Callable[[ParameterSpace, object], Criterion | tuple]
+
+
+def _test_record(name: str, value: float, refit: bool, richer: tuple, simpler: tuple, dropped: bool) -> dict:
+    """One trial of :func:`prune_layers` for material.json: what ``name`` was moved to, whether the
+    rest was re-fitted, each criterion's relative rise, the evidence's margin in standard
+    errors (None without terms), and whether the trial switched it off."""
+    margin = next((paired_margin(s.terms, r.terms) for r, s in zip(richer, simpler)
+                   if isinstance(r, Evidence) and isinstance(s, Evidence)), None)
+    return {"parameter": name, "to": value, "refit": refit,
+            "rises": [float(s) / float(r) - 1.0 if float(r) else None for r, s in zip(richer, simpler)],
+            "margin": margin if margin is not None and math.isfinite(margin) else None, "dropped": dropped}
 
 
 def pays(richer: tuple, simpler: tuple) -> bool:
@@ -95,7 +106,8 @@ def parameters_in_use(space: ParameterSpace, values: dict) -> list[str]:
 
 
 def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
-                 refit: Callable[..., dict] | None = None, simplify: bool = True) -> tuple[dict, list[str]]:
+                 refit: Callable[..., dict] | None = None, simplify: bool = True,
+                 log: list | None = None) -> tuple[dict, list[str]]:
     """Switch off the fitted layers that do not pay for themselves, then move the parameters
     with a simplest value (:data:`SIMPLEST`) there where the rest does not pay for itself.
 
@@ -110,6 +122,7 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
             ``hold``; without it they stay as they are.
         simplify: also try the parameters with a simplest value (:data:`SIMPLEST`); False
             tests only the layers.
+        log: a list each trial's record is appended to (:func:`_test_record`).
 
     Returns:
         (the values with the unneeded layers off, the switches turned off and the parameters
@@ -143,9 +156,13 @@ def prune_layers(space: ParameterSpace, values: dict, loss_of: LossOf,
         plain = dict(values, **{n: simplest})
         # the rest re-fitted, else as it is: a re-fit's grid searches can land worse than where
         # the rest already was (a 0.02 coat on gold survived that way)
-        for trial in ([refit(plain, hold=(n, *held))] if refit is not None else []) + [plain]:
+        trials_of_n = [(refit(plain, hold=(n, *held)), True)] if refit is not None else []
+        for trial, refitted in trials_of_n + [(plain, False)]:
             trial_loss = loss(trial)
-            if not pays(current, trial_loss):
+            dropped = not pays(current, trial_loss)
+            if log is not None:
+                log.append(_test_record(n, simplest, refitted, current, trial_loss, dropped))
+            if dropped:
                 # the next layer is judged against the material kept, not the best value each
                 # criterion ever had: a coat dropped on one criterion while the train loss rose
                 # 4% left that loss as the bar, which kept a false 1470 nm film on brushed

@@ -457,8 +457,27 @@ def _structure(data: Mapping) -> str:
     if simplified:
         pruned_text += ("<p>Set to their simplest value, as the photos do not ask for another: "
                         + _e(", ".join(f"{n} {v:g}" for n, v in simplified.items())) + ".</p>")
-    return (f'<section id="structure"><h2>Structure</h2>{table}{pruned_text}'
+    return (f'<section id="structure"><h2>Structure</h2>{table}{pruned_text}{_layer_tests(st.get("tests") or [])}'
             f'<p class="muted">{_e(st.get("rule", ""))}</p></section>')
+
+
+def _layer_tests(tests: list) -> str:
+    """Pruning's trials (pbrfit.layers.prune_layers): each layer or parameter moved to its
+    simplest value, how much each criterion rose, and the noise-free error's margin."""
+    def rise(r):
+        return "" if r is None else f"{r:+.1%}"
+
+    rows = "".join(
+        f'<tr><td>{_e(t.get("parameter"))} to {_num(t.get("to"), 3)}</td>'
+        f'<td>{"re-fitted" if t.get("refit") else "as it was"}</td>'
+        f'<td>{_e(" / ".join(rise(r) for r in t.get("rises") or []))}</td>'
+        f'<td>{"" if t.get("margin") is None else _num(t["margin"], 1)}</td>'
+        f'<td>{"does not pay" if t.get("dropped") else "pays"}</td></tr>' for t in tests)
+    if not rows:
+        return ""
+    return ('<table class="params"><thead><tr><th>Tested without</th><th>The rest</th>'
+            '<th>Train loss / noise-free error rise</th><th>Standard errors</th><th>Result</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
 
 
 def _calibration(data: Mapping) -> str:
