@@ -31,7 +31,14 @@ from .color import luminance
 from .errors import FitCancelled, InputError
 from .layers import LAYER_GAIN, LAYER_SWITCHES, SIMPLEST, Evidence, parameters_in_use, pays, prune_layers
 from .measure import evaluate_views
-from .objective import Objective, paired_margin, unbiased_relative_error, unbiased_relative_errors
+from .objective import (
+    Objective,
+    paired_margin,
+    unbiased_error_terms,
+    unbiased_relative_error,
+    unbiased_relative_errors,
+    view_terms,
+)
 from .options import fitted_parameters
 from .params import PARAMETERS, ParameterSpace, normalize_material
 from .pathtrace import PathSettings
@@ -195,7 +202,7 @@ def _block_terms(objectives: dict, values: dict) -> dict:
     averaged)} over ``objectives`` (:func:`pbrfit.objective.unbiased_relative_errors`)."""
     space = ParameterSpace(values, [])
     m = space.material(space.initial_vector())
-    return {k: torch.cat([e.mean(1) for e in unbiased_relative_errors(obj, m)]) for k, obj in objectives.items()}
+    return {k: view_terms(unbiased_relative_errors(obj, m))[1] for k, obj in objectives.items()}
 
 
 def _combined_margin(before: dict, after: dict) -> float:
@@ -460,9 +467,7 @@ class FitRun:
             if self._twin is None:
                 self._twin = self.renderers.raster_twin(self.raster)
             objective, twin = self.train_obj, self._twin
-        per_view = unbiased_relative_errors(objective, space.material(u), twin=twin)
-        value = sum(float(e.mean()) for e in per_view) / max(len(per_view), 1)
-        return Evidence(value, torch.cat([e.mean(1) for e in per_view]) if per_view else torch.zeros(0))
+        return Evidence(*unbiased_error_terms(objective, space.material(u), twin=twin))
 
     def structure_estimator(self) -> str:
         """"path" when the fit path-traces (backend auto or path) and the part blocks more than

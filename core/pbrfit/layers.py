@@ -71,12 +71,17 @@ Criterion = float | Evidence
 LossOf = Callable[[ParameterSpace, object], Criterion | tuple]
 
 
+def _margin(r: Criterion, s: Criterion) -> float | None:
+    """How many standard errors the richer material's criterion ``r`` is better than the simpler
+    one's ``s`` (:func:`pbrfit.objective.paired_margin`); None unless both give their terms."""
+    return paired_margin(s.terms, r.terms) if isinstance(r, Evidence) and isinstance(s, Evidence) else None
+
+
 def _test_record(name: str, value: float, refit: bool, richer: tuple, simpler: tuple, dropped: bool) -> dict:
     """One trial of :func:`prune_layers` for material.json: what ``name`` was moved to, whether the
     rest was re-fitted, each criterion's relative rise, the evidence's margin in standard
     errors (None without terms), and whether the trial switched it off."""
-    margin = next((paired_margin(s.terms, r.terms) for r, s in zip(richer, simpler)
-                   if isinstance(r, Evidence) and isinstance(s, Evidence)), None)
+    margin = next((m for m in map(_margin, richer, simpler) if m is not None), None)
     return {"parameter": name, "to": value, "refit": refit,
             "rises": [float(s) / float(r) - 1.0 if float(r) else None for r, s in zip(richer, simpler)],
             "margin": margin if margin is not None and math.isfinite(margin) else None, "dropped": dropped}
@@ -90,7 +95,8 @@ def pays(richer: tuple, simpler: tuple) -> bool:
     for r, s in zip(richer, simpler):
         if float(s) <= float(r) * (1 + PRUNE_TOLERANCE):
             return False
-        if isinstance(r, Evidence) and isinstance(s, Evidence) and paired_margin(s.terms, r.terms) < LAYER_SIGNIFICANCE:
+        margin = _margin(r, s)
+        if margin is not None and margin < LAYER_SIGNIFICANCE:
             return False
     return True
 

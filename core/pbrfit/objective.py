@@ -19,7 +19,8 @@ from . import losses as L
 from .parallel import map_ordered
 from .scene_renderer import pixel_blocks
 
-__all__ = ["Objective", "unbiased_relative_error", "unbiased_relative_errors", "paired_margin"]
+__all__ = ["Objective", "unbiased_relative_error", "unbiased_relative_errors", "unbiased_error_terms",
+           "view_terms", "paired_margin"]
 
 
 class Objective:
@@ -216,8 +217,22 @@ def unbiased_relative_error(objective: Objective, material: dict, eps: float = 0
     noise, nor a less noisy one favoured (the raster estimator samples a coat's lobe on top of
     the base's: a false coat over a rough base renders a glossy plastic's highlight with less
     noise, and read 10% better than the truth in its own loss)."""
-    per_view = unbiased_relative_errors(objective, material, eps, twin)
-    return sum(float(e.mean()) for e in per_view) / max(len(per_view), 1)
+    return unbiased_error_terms(objective, material, eps, twin)[0]
+
+
+def unbiased_error_terms(objective: Objective, material: dict, eps: float = 0.05, twin=None
+                         ) -> tuple[float, torch.Tensor]:
+    """``(`` :func:`unbiased_relative_error` ``, its terms)``: :func:`view_terms` of
+    :func:`unbiased_relative_errors`."""
+    return view_terms(unbiased_relative_errors(objective, material, eps, twin))
+
+
+def view_terms(per_view: list[torch.Tensor]) -> tuple[float, torch.Tensor]:
+    """``(the mean over views of each view's mean, every view's terms with their channels
+    averaged in one (T,) tensor)`` of per-view (N, C) terms (:func:`unbiased_relative_errors`),
+    the terms paired with another material's on the same renderer (:func:`paired_margin`)."""
+    value = sum(float(e.mean()) for e in per_view) / max(len(per_view), 1)
+    return value, torch.cat([e.mean(1) for e in per_view]) if per_view else torch.zeros(0)
 
 
 def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 0.05, twin=None
