@@ -574,3 +574,46 @@ def test_matches_cycles(tmp_path):
         tol = 0.05 if c["name"] in ("sheen", "mixed") else 0.012
         ok = torch.all((mine - ref).abs() <= tol * ref.max() + 3 * err + 2e-4)
         assert ok, (c["name"], c["wo"], c["wi"], ref, mine)
+
+
+def test_cycles_bends_the_glossy_lobes_normal_at_grazing_views_only():
+    """Cycles' ensure_valid_specular_reflection (pbrfit.microfacet.valid_specular_normal): a
+    shading normal that mirrors a grazing view below the geometric surface is tilted toward the
+    geometric normal until the mirrored view leaves at min(0.9 wo.ng, 0.01); elsewhere kept.
+    The Principled BSDF's glossy lobes (here a metal: nothing else) then evaluate and sample in
+    that frame (GLOSSY_FRAME), consistently with their densities."""
+    from pbrfit.bsdf import GLOSSY_FRAME, pdf_specular, principled_eval, sample_specular
+    from pbrfit.microfacet import glossy_frame, valid_specular_normal
+
+    g = torch.Generator().manual_seed(3)
+    n = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g) * torch.tensor([0.4, 0.4, 0.0])
+                                      + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    ng = torch.tensor([[0.0, 0.0, 1.0]]).expand_as(n)
+    wo = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g) * torch.tensor([1.0, 1.0, 0.15]), dim=-1)
+    wo = wo * torch.where(wo[:, 2:] < 0, -1.0, 1.0)
+    bent = valid_specular_normal(ng, wo, n)
+    r = 2 * (bent * wo).sum(-1, keepdim=True) * bent - wo
+    threshold = torch.clamp(0.9 * wo[:, 2:], max=0.01)
+    was_valid = ((2 * (n * wo).sum(-1, keepdim=True) * n - wo)[:, 2:] >= threshold)[:, 0]
+    assert 0.05 < float((~was_valid).float().mean()) < 0.95
+    assert torch.equal(bent[was_valid], n[was_valid])
+    assert torch.allclose(r[~was_valid, 2:], threshold[~was_valid], atol=5e-4)  # float32 at wo.z ~ 0.004
+    assert torch.allclose(bent.norm(dim=-1), torch.ones(4000), atol=1e-5)
+
+    # in a shading frame whose geometric normal is tilted: the frame is None where nothing bends
+    wo_local = torch.nn.functional.normalize(torch.tensor([[0.9, 0.0, 0.05], [0.0, 0.2, 0.95]]), dim=-1)
+    ng_local = torch.nn.functional.normalize(torch.tensor([[0.3, 0.0, 1.0], [0.3, 0.0, 1.0]]), dim=-1)
+    frame = glossy_frame(ng_local, wo_local)
+    assert frame is not None and torch.allclose(frame[1], torch.eye(3), atol=1e-6)
+    assert glossy_frame(ng_local[1:], wo_local[1:]) is None
+    m = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (default_material() | {
+        "metallic": 1.0, "roughness": 0.3, "base_color": [0.9, 0.8, 0.6]}).items() if not isinstance(v, str)}
+    rot = frame[:1]
+    u = torch.rand(2000, 2, generator=g)
+    wi, pdf = sample_specular(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), u)
+    assert torch.allclose(pdf, pdf_specular(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), wi), rtol=1e-3)
+    turned = lambda v: (rot @ v[..., None])[..., 0]
+    up = (wi[:, 2] > 0) & (turned(wi)[:, 2] > 0)
+    bent_eval = principled_eval(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), wi)
+    in_frame = principled_eval(m, turned(wo_local[:1]).expand(2000, 3), turned(wi))
+    assert up.sum() > 100 and torch.allclose(bent_eval[up], in_frame[up], rtol=1e-4, atol=1e-6)

@@ -97,6 +97,7 @@ from .thinfilm import THICKNESS_CUTOFF, gather_rows, thin_film_dielectric, thin_
 __all__ = [
     "MU_MIN",
     "FOOTPRINT",
+    "GLOSSY_FRAME",
     "principled_eval",
     "sample_specular",
     "pdf_specular",
@@ -113,6 +114,11 @@ MU_MIN = 1e-4
 #: alpha^2 matrix at a first hit, (..., 3) = (kxx, kxy, kyy) in the local frame
 #: (:mod:`pbrfit.pixel_filter`); absent: nothing
 FOOTPRINT = "pixel_footprint"
+#: a material dict's key, not a parameter: where Cycles' glossy closures (coat, metal,
+#: specular) shade with a normal bent off the shading normal at grazing views
+#: (:func:`pbrfit.microfacet.glossy_frame`), (..., 3, 3) rotations into their frame
+#: broadcastable against the directions' batch shape; absent: the shading frame itself
+GLOSSY_FRAME = "glossy_frame"
 _SHEEN_ROUGHNESS_MIN = 0.01
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 
@@ -140,7 +146,21 @@ def _material(m, ref: torch.Tensor) -> dict[str, torch.Tensor]:
         p[name] = p[name].clamp_min(1.0)
     kernel = m.get(FOOTPRINT)
     p[FOOTPRINT] = None if kernel is None else torch.as_tensor(kernel, dtype=ref.dtype, device=ref.device)
+    frame = m.get(GLOSSY_FRAME)
+    p[GLOSSY_FRAME] = None if frame is None else torch.as_tensor(frame, dtype=ref.dtype, device=ref.device)
     return p
+
+
+def _to_glossy(p: dict, v: torch.Tensor) -> torch.Tensor:
+    """Directions ``v`` (..., 3) of the shading frame in the glossy lobes' frame (:data:`GLOSSY_FRAME`)."""
+    r = p[GLOSSY_FRAME]
+    return v if r is None else (r @ v[..., None])[..., 0]
+
+
+def _from_glossy(p: dict, v: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_to_glossy`."""
+    r = p[GLOSSY_FRAME]
+    return v if r is None else (r.transpose(-1, -2) @ v[..., None])[..., 0]
 
 
 def _lobe(own_x, own_y, axes, kernel, rough):
@@ -188,7 +208,7 @@ def _lift_view(wo: torch.Tensor) -> torch.Tensor:
 
 
 def _batch_ndim(p: dict[str, torch.Tensor]) -> int:
-    return max(t.dim() for t in p.values() if t is not None) - 1
+    return max(t.dim() for k, t in p.items() if t is not None and k != GLOSSY_FRAME) - 1
 
 
 def _max_rgb(a: torch.Tensor) -> torch.Tensor:
@@ -342,11 +362,14 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
     p = _material(m, wo)
     tables = tables_for(wo.device, wo.dtype)
     ndim = _batch_ndim(p)
+    wo_g, wi_g = _lift_view(_to_glossy(p, wo)), _to_glossy(p, wi)  # the glossy lobes' (GLOSSY_FRAME)
     wo = _lift_view(wo)
     mu_o = wo[..., 2:3]
     mu_i = wi[..., 2:3].clamp_min(0.0)
     mu_i_safe = mu_i.clamp_min(MU_MIN)  # for view-dependent factors evaluated at the light
     above = wi[..., 2:3] > 0.0
+    mu_og, mu_ig = wo_g[..., 2:3], wi_g[..., 2:3].clamp_min(0.0)
+    mu_ig_safe = mu_ig.clamp_min(MU_MIN)
 
     out = 0.0
     w = 1.0  # weight of everything below the current layer (RGB where tinted)
@@ -370,19 +393,19 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
     coat_w = p["coat_weight"]
     if _active(coat_w):
         acx, acy, axes, rc, own = _coat_lobe(p)
-        val, cos_h = ggx_reflection(to_frame(wo, axes), to_frame(wi, axes), acx, acy, own)
+        val, cos_h = ggx_reflection(to_frame(wo_g, axes), to_frame(wi_g, axes), acx, acy, own)
         coat_ior = p["coat_ior"]
         ggx_c = _Ggx(rc, tables)
         fss = fresnel_dielectric_Fss(coat_ior)
         single = fresnel_dielectric(cos_h, coat_ior) * val
-        out = out + w * coat_w * ggx_c.lobe(single, mu_o, mu_i, fss, reciprocal)
+        out = out + w * coat_w * ggx_c.lobe(single, mu_og, mu_ig, fss, reciprocal)
         f0c = F0_from_ior(coat_ior)
 
         def coat_albedo(mu):
             est = f0c + (1.0 - f0c) * ggx_c.ior_s(mu, coat_ior)
             return coat_w * ggx_c.darkening(mu, fss) * est
 
-        w = w * _Layer(coat_albedo, mu_o, mu_i_safe, reciprocal, ndim).factor
+        w = w * _Layer(coat_albedo, mu_og, mu_ig_safe, reciprocal, ndim).factor
         coat_tint = p["coat_tint"]
         if _active(1.0 - coat_tint) or coat_tint.requires_grad:
             inv_eta2 = 1.0 / (coat_ior * coat_ior)
@@ -390,13 +413,13 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
             def path(mu):
                 return torch.rsqrt(1.0 - inv_eta2 * (1.0 - mu * mu))
 
-            depth = path(mu_o) if not reciprocal else 0.5 * (path(mu_o) + path(mu_i_safe))
+            depth = path(mu_og) if not reciprocal else 0.5 * (path(mu_og) + path(mu_ig_safe))
             absorb = torch.pow(coat_tint.clamp_min(1e-6), depth)
             w = w * (1.0 + coat_w * (absorb - 1.0))
 
     # shared GGX geometry of the base lobes (metal and specular)
     ax, ay, axes, rough, own = _base_lobe(p)
-    val, cos_h = ggx_reflection(to_frame(wo, axes), to_frame(wi, axes), ax, ay, own)
+    val, cos_h = ggx_reflection(to_frame(wo_g, axes), to_frame(wi_g, axes), ax, ay, own)
     ggx = _Ggx(rough, tables)
     thick = p["thin_film_thickness"]
     film = _active(thick, THICKNESS_CUTOFF)
@@ -412,7 +435,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
             per_mat = _per_material(thick, p["thin_film_ior"], f0, b)
             fm_film = _cosine_lut(lambda c: thin_film_f82(c, thick, p["thin_film_ior"], f0, b), cos_h, per_mat)
             fm = torch.where(has_film, fm_film, fm)
-        out = out + w * metallic * ggx.lobe(fm * val, mu_o, mu_i, fresnel_f82_Fss(f0, b), reciprocal)
+        out = out + w * metallic * ggx.lobe(fm * val, mu_og, mu_ig, fresnel_f82_Fss(f0, b), reciprocal)
         w = w * (1.0 - metallic)
 
     # 4./5. specular (also standing in for the transmission lobe's reflection)
@@ -440,7 +463,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
         fs = torch.where(has_film, _cosine_lut(film_scaled, cos_h, per_mat), fs)
     s_fss = ((fresnel_dielectric_Fss(eta) - f0_real) / (1.0 - f0_real)).clamp(0.0, 1.0)
     fss = f0s + (1.0 - f0s) * s_fss
-    out = out + w * ggx.lobe(fs * val, mu_o, mu_i, fss, reciprocal)
+    out = out + w * ggx.lobe(fs * val, mu_og, mu_ig, fss, reciprocal)
 
     def spec_albedo(mu):
         est = f0s + (1.0 - f0s) * ggx.ior_s(mu, eta)
@@ -448,7 +471,7 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
             est = torch.where(has_film, _cosine_lut(film_scaled, mu, per_mat and mu.numel() > _LUT_SIZE), est)
         return torch.where(spec_on, ggx.darkening(mu, fss) * est, torch.zeros_like(est))
 
-    w = w * (1.0 - p["transmission_weight"]) * _Layer(spec_albedo, mu_o, mu_i_safe, reciprocal, ndim).factor
+    w = w * (1.0 - p["transmission_weight"]) * _Layer(spec_albedo, mu_og, mu_ig_safe, reciprocal, ndim).factor
 
     # 6. diffuse (and subsurface, rendered as the same Lambert lobe unless transported)
     base = w * p["base_color"]
@@ -466,20 +489,23 @@ def principled_eval(m: dict, wo: torch.Tensor, wi: torch.Tensor, *, reciprocal: 
 
 
 def _spec_frame(m, wo):
-    ax, ay, axes, _, _ = _base_lobe(_material(m, wo))
-    return _lift_view(wo), ax, ay, axes
+    p = _material(m, wo)
+    ax, ay, axes, _, _ = _base_lobe(p)
+    return p, _lift_view(_to_glossy(p, wo)), ax, ay, axes
 
 
-def _sample(wo, ax, ay, axes, u):
+def _sample(p, wo, ax, ay, axes, u):
+    """A direction from a glossy lobe (in the shading frame) and its density; ``wo`` in the
+    glossy lobes' frame (:data:`GLOSSY_FRAME`), a rotation of which keeps densities."""
     wo_l = to_frame(wo, axes)
     h = sample_vndf(wo_l, ax, ay, u)
     wi_l = 2.0 * dot(wo_l, h) * h - wo_l
     pdf = vndf_reflection_pdf(wo_l, wi_l, ax, ay)
-    return from_frame(wi_l, axes), pdf.squeeze(-1)
+    return _from_glossy(p, from_frame(wi_l, axes)), pdf.squeeze(-1)
 
 
-def _pdf(wo, wi, ax, ay, axes):
-    return vndf_reflection_pdf(to_frame(wo, axes), to_frame(wi, axes), ax, ay).squeeze(-1)
+def _pdf(p, wo, wi, ax, ay, axes):
+    return vndf_reflection_pdf(to_frame(wo, axes), to_frame(_to_glossy(p, wi), axes), ax, ay).squeeze(-1)
 
 
 def sample_specular(m: dict, wo: torch.Tensor, u: torch.Tensor):
@@ -500,13 +526,14 @@ def sample_specular(m: dict, wo: torch.Tensor, u: torch.Tensor):
 
 def pdf_specular(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     """Solid-angle density with which :func:`sample_specular` produces ``wi``, shape (...)."""
-    wo, ax, ay, axes = _spec_frame(m, wo)
-    return _pdf(wo, wi, ax, ay, axes)
+    p, wo, ax, ay, axes = _spec_frame(m, wo)
+    return _pdf(p, wo, wi, ax, ay, axes)
 
 
 def _coat_frame(m, wo):
-    ax, ay, axes, _, _ = _coat_lobe(_material(m, wo))
-    return _lift_view(wo), ax, ay, axes
+    p = _material(m, wo)
+    ax, ay, axes, _, _ = _coat_lobe(p)
+    return p, _lift_view(_to_glossy(p, wo)), ax, ay, axes
 
 
 def sample_coat(m: dict, wo: torch.Tensor, u: torch.Tensor):
@@ -517,8 +544,8 @@ def sample_coat(m: dict, wo: torch.Tensor, u: torch.Tensor):
 
 def pdf_coat(m: dict, wo: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     """Solid-angle density of :func:`sample_coat`, shape (...)."""
-    wo, ax, ay, axes = _coat_frame(m, wo)
-    return _pdf(wo, wi, ax, ay, axes)
+    p, wo, ax, ay, axes = _coat_frame(m, wo)
+    return _pdf(p, wo, wi, ax, ay, axes)
 
 
 # --- one-sample lobe selection (the path backend) -------------------------------------------

@@ -47,6 +47,8 @@ __all__ = [
     "ggx_G1",
     "ggx_reflection",
     "sample_vndf",
+    "valid_specular_normal",
+    "glossy_frame",
     "vndf_reflection_pdf",
     "F0_from_ior",
     "ior_from_sqrt_F0",
@@ -260,6 +262,64 @@ def ggx_reflection(wo: torch.Tensor, wi: torch.Tensor, ax: torch.Tensor, ay: tor
     value = d * g2 / (4.0 * mu_o)
     value = torch.where(above, value, torch.zeros_like(value))
     return value, dot(h, wo).clamp(0.0, 1.0)
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """``v`` normalized along the last axis, with a finite gradient at zero."""
+    return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + 1e-16)
+
+
+def _sqrt0(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite gradient at 0."""
+    return torch.sqrt(x.clamp_min(0.0) + 1e-12)
+
+
+def valid_specular_normal(ng: torch.Tensor, wo: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Cycles' ``ensure_valid_specular_reflection``: the shading normal its glossy closures use.
+
+    A shading normal ``n`` that differs from the geometric normal ``ng`` (interpolated across a
+    smooth-shaded mesh, or from a normal map) can mirror a grazing view ``wo`` below the
+    surface. Cycles (with the material's Bump Map Correction, on by default) then tilts it
+    toward ``ng``, within their plane, until the mirrored view leaves the surface at an
+    elevation cosine of ``min(0.9 wo.ng, 0.01)``; where the mirrored view is above that already
+    ``n`` is kept. All (N, 3) unit vectors in one frame; ``ng`` on the viewer's side."""
+    iz = (wo * ng).sum(-1, keepdim=True).clamp_min(0.0)
+    r_z = 2.0 * (n * wo).sum(-1, keepdim=True) * (n * ng).sum(-1, keepdim=True) - iz
+    threshold = torch.minimum(0.9 * iz, torch.full_like(iz, 0.01))
+    x = _unit(n - (n * ng).sum(-1, keepdim=True) * ng)
+    ix = (wo * x).sum(-1, keepdim=True)
+    a = (ix * ix + iz * iz).clamp_min(1e-12)
+    b = 2.0 * (a + iz * threshold)
+    c = (threshold + iz) ** 2
+    root = _sqrt0(b * b - 4.0 * a * c)
+    nz2 = torch.where(ix < 0, 0.25 * (b + root) / a, 0.25 * (b - root) / a).clamp(0.0, 1.0)
+    bent = x * _sqrt0(1.0 - nz2) + ng * _sqrt0(nz2)
+    return torch.where(r_z >= threshold, n, bent)
+
+
+def glossy_frame(ng: torch.Tensor, wo: torch.Tensor) -> torch.Tensor | None:
+    """Where Cycles' glossy closures shade with another normal than the shading frame's.
+
+    Args:
+        ng: (N, 3) the geometric normal in the local shading frame (+z the interpolated
+            shading normal), on the viewer's side.
+        wo: (N, 3) the view, local.
+    Returns:
+        None where no point's normal is bent (:func:`valid_specular_normal`), else (N, 3, 3)
+        rotations whose rows are the glossy lobes' tangent, bitangent and normal in the local
+        frame: the bent normal, and the local tangent made orthogonal to it (the identity
+        where nothing is bent). Diffuse and sheen keep the shading normal, as in Cycles.
+    """
+    z = torch.zeros_like(wo)
+    z[:, 2] = 1.0
+    bent = valid_specular_normal(ng, wo, z)
+    moved = bent[:, 2] < 1.0 - 1e-7
+    if not bool(moved.any()):
+        return None
+    ex = torch.zeros_like(bent)
+    ex[:, 0] = 1.0
+    t = _unit(ex - bent * bent[:, 0:1])
+    return torch.stack([t, torch.cross(bent, t, dim=-1), bent], 1)
 
 
 def sample_vndf(wo: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

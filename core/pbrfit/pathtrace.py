@@ -66,6 +66,7 @@ from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, surface_points, view_geometry
 from .lights import sample
+from .microfacet import glossy_frame
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 from .subsurface_walk import Exits, SubsurfaceWalk
@@ -508,18 +509,31 @@ class _Trace:
     def _at(self, material: dict, v: _Vertices, idx: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
         """``material`` at the vertices ``idx`` (all if None), its maps looked up at their UVs,
         and the rotation into the shading frame of its normal map there (None without one); at
-        first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`)."""
+        first hits, the pixel filter's widening of the lobes (:mod:`pbrfit.pixel_filter`);
+        without a normal map, the glossy lobes' bent normals (:meth:`_glossy_frame`)."""
         if v.footprint is not None:
             footprint = v.footprint if idx is None else v.footprint[idx]
             material = dict(material, **{bsdf.FOOTPRINT: footprint})
-        if not self.textured:
-            return material, None
-        m = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx]))
-        normal = m.pop(textures.NORMAL, None)
-        if normal is None:
-            return m, None
-        return m, textures.normal_rotation(normal, v.tbn if idx is None else v.tbn[idx],
-                                           v.wo if idx is None else v.wo[idx])
+        normal = None
+        if self.textured:
+            material = dict(textures.resolve(material, v.uv if idx is None else v.uv[idx]))
+            normal = material.pop(textures.NORMAL, None)
+        if normal is not None:
+            return material, textures.normal_rotation(normal, v.tbn if idx is None else v.tbn[idx],
+                                                      v.wo if idx is None else v.wo[idx])
+        glossy = self._glossy_frame(v)
+        if glossy is not None:
+            material = dict(material, **{bsdf.GLOSSY_FRAME: glossy if idx is None else glossy[idx]})
+        return material, None
+
+    def _glossy_frame(self, v: _Vertices) -> torch.Tensor | None:
+        """(V, 3, 3) where the vertices' glossy lobes shade with a bent normal, as Cycles'
+        (:func:`pbrfit.microfacet.glossy_frame`), or None where none is; computed once per
+        wavefront."""
+        if not hasattr(v, "glossy_frame"):
+            ng = torch.as_tensor(v.normal_geo, dtype=v.frame.dtype, device=v.frame.device)
+            v.glossy_frame = glossy_frame(torch.einsum("vij,vj->vi", v.frame, ng), v.wo)
+        return v.glossy_frame
 
     def _scatter_surrogate(self, slots: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """PRB term of a scattering event: radiance still ahead of it times F / detach(F)."""

@@ -39,6 +39,7 @@ from . import bsdf, pixel_filter, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, view_geometry
 from .lights import sample
+from .microfacet import glossy_frame
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 
@@ -84,6 +85,10 @@ class _FixedSamples:
     lights_vis: torch.Tensor | None = None  # (P, M) their visibility (a light moved by calibration is sampled again)
 
 
+#: a value not computed yet (None is a result: no normal bent)
+_UNSET = object()
+
+
 @dataclass
 class _PreparedView:
     """One view's G-buffer and samples. The material-independent samples (:class:`_FixedSamples`:
@@ -103,6 +108,7 @@ class _PreparedView:
     u_analytic: torch.Tensor | None = None  # (P, lights x Na, 2) float64; None without lights
     fixed: _FixedSamples | None = None
     row_of: np.ndarray | None = None  # (P,) row of each pixel in ``fixed``, -1 where not computed
+    glossy_frame: object = _UNSET  # the glossy lobes' bent frames (RasterRenderer._glossy_frame), once computed
 
 
 #: pixel sets whose filter neighbourhood a filtering renderer remembers (a fit's gradient
@@ -356,6 +362,16 @@ class RasterRenderer(SceneRenderer):
                 self._neighbourhoods.popitem(last=False)
         return found
 
+    @staticmethod
+    def _glossy_frame(pv: _PreparedView) -> torch.Tensor | None:
+        """(P, 3, 3) where the view's glossy lobes shade with a bent normal, as Cycles'
+        (:func:`pbrfit.microfacet.glossy_frame`), or None where none is; computed once."""
+        if pv.glossy_frame is _UNSET:
+            geo = pv.geometry
+            ng = torch.as_tensor(geo.normal_geo, dtype=geo.frame.dtype, device=geo.frame.device)
+            pv.glossy_frame = glossy_frame(torch.einsum("pij,pj->pi", geo.frame, ng), geo.wo)
+        return pv.glossy_frame
+
     def _shade(self, view_index, material, sel, cal=None):
         material = self.on_device(material)
         pv = self.prepare(view_index)
@@ -374,6 +390,9 @@ class RasterRenderer(SceneRenderer):
             wo = to_shading(wo[:, 0])[:, None, :]
         else:
             to_shading = from_shading = (lambda w: w)
+            glossy = self._glossy_frame(pv)
+            if glossy is not None:  # Cycles' glossy lobes bend their normal at grazing views
+                material[bsdf.GLOSSY_FRAME] = glossy[sel_t][:, None]
         use_coat = n.coat > 0 and bool((material["coat_weight"] > 0).any() or material["coat_weight"].requires_grad)
 
         held = self.held_directions

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .microfacet import valid_specular_normal
 from .params import PARAMETERS, from_unconstrained, to_unconstrained
 
 __all__ = ["TEXTURE_MAPS", "TEXTURE_KEYS", "TextureSettings", "check_textures", "is_map", "lookup", "resolve",
@@ -214,28 +215,14 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + 1e-16)
 
 
-def _sqrt(x: torch.Tensor) -> torch.Tensor:
-    """sqrt with a finite gradient at 0."""
-    return torch.sqrt(x.clamp_min(0.0) + 1e-12)
-
-
 def valid_reflection(m: torch.Tensor, wo: torch.Tensor) -> torch.Tensor:
     """Cycles' ``ensure_valid_specular_reflection`` in the local frame (the geometric normal
     taken as the shading normal, +z): a mapped normal ``m`` (N, 3) that would mirror the view
     ``wo`` (N, 3) below the surface is tilted back toward +z until the mirrored view leaves
-    the surface at ``min(0.9 wo.z, 0.01)``."""
-    iz = wo[:, 2:3].clamp_min(0.0)
-    r_z = 2 * (m * wo).sum(-1, keepdim=True) * m[:, 2:3] - iz
-    threshold = torch.minimum(0.9 * iz, torch.full_like(iz, 0.01))
-    x = _unit(torch.cat([m[:, :2], torch.zeros_like(m[:, 2:3])], -1))
-    ix = (wo * x).sum(-1, keepdim=True)
-    a = (ix * ix + iz * iz).clamp_min(1e-12)
-    b = 2.0 * (a + iz * threshold)
-    c = (threshold + iz) ** 2
-    root = _sqrt(b * b - 4.0 * a * c)
-    nz2 = torch.where(ix < 0, 0.25 * (b + root) / a, 0.25 * (b - root) / a).clamp(0.0, 1.0)
-    bent = x * _sqrt(1.0 - nz2) + torch.cat([torch.zeros_like(x[:, :2]), _sqrt(nz2)], -1)
-    return torch.where(r_z >= threshold, m, bent)
+    the surface at ``min(0.9 wo.z, 0.01)`` (:func:`pbrfit.microfacet.valid_specular_normal`)."""
+    z = torch.zeros_like(m)
+    z[:, 2] = 1.0
+    return valid_specular_normal(z, wo, m)
 
 
 def normal_rotation(encoded: torch.Tensor, tbn: torch.Tensor, wo: torch.Tensor | None = None) -> torch.Tensor:
