@@ -242,7 +242,7 @@ def test_only_the_filtered_render_finds_cycles_roughness(mirror_sphere, monkeypa
 
     filtered, errors_filtered = best_roughness()
     monkeypatch.setattr(pixel_filter, "footprint",
-                        lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
+                        lambda coverage, pixels, frame, **_: np.zeros((len(pixels), 3), np.float32))
     centre_only, errors_centre = best_roughness()
     assert abs(filtered - 0.1) <= 0.021, (filtered, errors_filtered)
     assert centre_only >= 0.14, (centre_only, errors_centre)  # the blur read as roughness
@@ -265,3 +265,34 @@ def test_gradients_stay_finite_where_the_widened_lobe_is_isotropic():
         for name, p in params.items():
             assert torch.isfinite(p.grad).all(), (kernel, name, p.grad)
         assert float(params["roughness"].grad.abs()) > 0 and float(params["coat_roughness"].grad.abs()) > 0
+
+
+def test_a_rim_turning_fast_is_widened_and_an_occlusion_edge_is_not():
+    """A thin cylinder seen side on turns its normal ~27 degrees a pixel (an ear's rim): on one
+    continuous surface, so it widens the lobe (before session 50 any step over 20 degrees was
+    taken for an edge). The same normals with the right half's hits set far behind (another
+    surface, occluded) leave the step across the jump out."""
+    h, w, radius = 12, 5, 2.2
+    xs = (np.arange(w) - (w - 1) / 2) / radius
+    coverage = np.ones((h, w), bool)
+    normals = np.zeros((h, w, 3))
+    normals[..., 0], normals[..., 2] = xs, np.sqrt(np.clip(1 - xs * xs, 0, None))
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    pixels = np.arange(h * w)
+    n = normals.reshape(-1, 3)
+    positions = np.zeros((h, w, 3))
+    positions[..., 0] = np.arange(w)[None, :] * 0.01
+    positions[..., 1] = np.arange(h)[:, None] * 0.01
+    spacing = np.full(h * w, 0.01)
+    centre = (h // 2) * w + w // 2
+    step = np.linalg.norm(n[centre + 1] - n[centre])
+    assert step > 0.35  # what the old rule took for an edge
+    k = pixel_filter.footprint(coverage, pixels, _frames(n), position=positions.reshape(-1, 3), spacing=spacing)
+    # at the centre the tangent is the world x: K_xx = 2 v (x-change per pixel)^2, central
+    assert k[centre, 0] == pytest.approx(
+        2 * pixel_filter.FILTER_VARIANCE * (0.5 * (n[centre + 1, 0] - n[centre - 1, 0])) ** 2, rel=1e-3)
+    behind = positions.copy()
+    behind[:, w // 2 + 1:, 2] = -1.0  # a metre behind: across an occlusion edge
+    k_edge = pixel_filter.footprint(coverage, pixels, _frames(n), position=behind.reshape(-1, 3), spacing=spacing)
+    one_sided = 2 * pixel_filter.FILTER_VARIANCE * (n[centre, 0] - n[centre - 1, 0]) ** 2
+    assert k_edge[centre, 0] == pytest.approx(one_sided, rel=1e-3)

@@ -337,8 +337,28 @@ def view_geometry(mesh: Mesh, caster: RayCaster, view: View, occluder: RayCaster
                         torch.as_tensor(wo, dtype=torch.float32, device="cpu"), iou,
                         None if surf.uv is None else torch.as_tensor(surf.uv, dtype=torch.float32, device="cpu"),
                         None if surf.tbn is None else torch.as_tensor(surf.tbn, dtype=torch.float32, device="cpu"),
-                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame), device="cpu"),
+                        torch.as_tensor(pixel_filter.footprint(coverage, pix, frame, position=position,
+                                                               spacing=_hit_spacing(o, d, h, w, pix, position, ng)),
+                                        device="cpu"),
                         _clear(mesh, caster, hits.triangle[pix], ng))
+
+
+#: views more grazing than this cosine stretch the expected spacing of hits no further
+_GRAZING_COS = 0.2
+
+
+def _hit_spacing(o: np.ndarray, d: np.ndarray, h: int, w: int, pix: np.ndarray, position: np.ndarray,
+                 normal_geo: np.ndarray) -> np.ndarray:
+    """(P,) the distance between neighbouring pixels' hits on a continuous surface at each
+    covered pixel: the angle between neighbouring rays times the hit's distance, over the
+    cosine of the view to the surface (at most 1 / ``_GRAZING_COS``)."""
+    rays = d.reshape(h, w, 3)
+    step = np.linalg.norm(np.diff(rays, axis=1), axis=-1)
+    angle = np.concatenate([step, step[:, -1:]], 1).reshape(-1)[pix]
+    towards = -d[pix]
+    distance = np.linalg.norm(position - o[pix], axis=-1)
+    cos = np.abs(np.sum(towards * normal_geo, -1))
+    return angle * distance / np.maximum(cos, _GRAZING_COS)
 
 
 def _clear(mesh: Mesh, caster: RayCaster, triangle: np.ndarray, normal_geo: np.ndarray) -> np.ndarray:
