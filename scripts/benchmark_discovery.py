@@ -12,8 +12,9 @@ finish (scripts/benchmark_fit.py's list) on each shape:
 
 Reported per case: judged ΔE2000 (mean over pixels and over 4x4 blocks) against the floor,
 the recovered structure (metal, coat, sheen, thin film, anisotropy, subsurface) against the
-true one, errors of the parameters the result says are determined, the parameters it flags as
-not determined, its run-level warnings and wall time.
+true one, errors of the parameters the result says are determined (next to the tolerance it
+states for each), the parameters it flags as not determined, its run-level warnings and wall
+time.
 
 Usage::
 
@@ -100,6 +101,9 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
             "structure_true": true_structure, "structure_found": found,
             "structure_correct": sorted(true_structure) == sorted(found),
             "errors_determined": _param_errors(truth, result.material, determined),
+            # what the result itself claims for them (material.json's identifiability): an error
+            # over its tolerance is a parameter the tool is surer of than it should be
+            "tolerances": {n: tolerances[n]["tolerance"] for n in determined},
             # the subsurface weight is not analysed for identifiability (the raster renderer does
             # not walk; the scale is, by the path stage's search): its errors are shown apart,
             # when the truth has it and the analysis did not place them among the determined
@@ -123,14 +127,16 @@ def write_table(rows: list[dict], out: Path, args) -> str:
              "samples, another seed) under courtyard and sunset (2 views each), which the fit never saw. ΔE2000 "
              "mean over pixels (and 4x4 blocks); *floor*: the true material through the same judge.", "",
              "| finish | shape | floor ΔE (4x4) | fit ΔE (4x4) | over floor | true structure | found | correct | "
-             "errors (determined parameters) | not determined | warnings | wall s |",
+             "errors (determined parameters; ± the tolerance the result states) | not determined | warnings | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['finish']} | {r['shape']} | error: {r['error']} |" + " |" * 10)
             continue
         t, f = r["judge_truth"], r["judge_fit"]
-        errs = ", ".join(f"{k} {v:.3g}" for k, v in r["errors_determined"].items())
+        tol = r.get("tolerances", {})
+        errs = ", ".join(f"{k} {v:.3g}" + (f" (±{tol[k]:.2g})" if k in tol else "")
+                         for k, v in r["errors_determined"].items())
         errs += "".join(f", {k} {v:.3g} ({'not determined' if k in r.get('undetermined', []) else 'not analysed'})"
                         for k, v in r.get("errors_subsurface", {}).items())
         warn = "; ".join(w.split(":")[0] for w in r["warnings"]) or "-"
