@@ -134,7 +134,7 @@ def test_each_terms_gradient_matches_finite_differences(job, monkeypatch):
     # at 1e-3 against a gradient of 0.00057); not explained yet
     from pbrfit import pixel_filter
     monkeypatch.setattr(pixel_filter, "footprint",
-                        lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
+                        lambda coverage, pixels, frame, **_: np.zeros((len(pixels), 3), np.float32))
     scene = _lit_scene(job)
     settings = CalibrateSettings(environment_rotation=0.1, environment_exposure=0.5, white_balance=0.05,
                                  light_intensity=0.5, light_color=0.05)

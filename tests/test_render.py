@@ -165,7 +165,7 @@ def test_a_filtered_render_is_the_filter_over_the_pixel_centres_without_widened_
     assert torch.equal(filtered.shade(0, m, q[100:200]), out[100:200])  # another of the same size
 
     monkeypatch.setattr(pixel_filter, "footprint",
-                        lambda coverage, pixels, frame: np.zeros((len(pixels), 3), np.float32))
+                        lambda coverage, pixels, frame, **_: np.zeros((len(pixels), 3), np.float32))
     centres = RasterRenderer(job.scene, SampleCounts(8, 2, 4, 2), seed=3, max_loss_pixels=1 << 40)
     image = torch.zeros(geo.height * geo.width, 3)
     image[geo.pixels] = centres.shade(0, m)
