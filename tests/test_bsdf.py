@@ -612,7 +612,10 @@ def test_cycles_bends_the_glossy_lobes_normal_at_grazing_views_only():
     u = torch.rand(2000, 2, generator=g)
     wi, pdf = sample_specular(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), u)
     assert torch.allclose(pdf, pdf_specular(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), wi), rtol=1e-3)
-    turned = lambda v: (rot @ v[..., None])[..., 0]
+
+    def turned(v):
+        return (rot @ v[..., None])[..., 0]
+
     up = (wi[:, 2] > 0) & (turned(wi)[:, 2] > 0)
     bent_eval = principled_eval(m | {GLOSSY_FRAME: rot}, wo_local[:1].expand(2000, 3), wi)
     in_frame = principled_eval(m, turned(wo_local[:1]).expand(2000, 3), turned(wi))
