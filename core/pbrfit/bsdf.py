@@ -82,6 +82,7 @@ from .microfacet import (
     fresnel_generalized_schlick,
     from_frame,
     ggx_reflection,
+    glossy_frame,
     principled_alphas,
     rotation_axes,
     safe_sqrt,
@@ -98,6 +99,7 @@ __all__ = [
     "MU_MIN",
     "FOOTPRINT",
     "GLOSSY_FRAME",
+    "glossy_frames",
     "principled_eval",
     "sample_specular",
     "pdf_specular",
@@ -149,6 +151,15 @@ def _material(m, ref: torch.Tensor) -> dict[str, torch.Tensor]:
     frame = m.get(GLOSSY_FRAME)
     p[GLOSSY_FRAME] = None if frame is None else torch.as_tensor(frame, dtype=ref.dtype, device=ref.device)
     return p
+
+
+def glossy_frames(frame: torch.Tensor, normal_geo, wo: torch.Tensor) -> torch.Tensor | None:
+    """:data:`GLOSSY_FRAME` of surface points: shading frames ``frame`` (N, 3, 3) (rows
+    tangent, bitangent, normal; world), geometric normals ``normal_geo`` (N, 3) world, on the
+    viewer's side (array or tensor), views ``wo`` (N, 3) local; None where no normal is bent
+    (:func:`pbrfit.microfacet.glossy_frame`)."""
+    ng = torch.as_tensor(normal_geo, dtype=frame.dtype, device=frame.device)
+    return glossy_frame(torch.einsum("nij,nj->ni", frame, ng), wo)
 
 
 def _to_glossy(p: dict, v: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,6 @@ from . import bsdf, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, surface_points, view_geometry
 from .lights import sample
-from .microfacet import glossy_frame
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 from .subsurface_walk import Exits, SubsurfaceWalk
@@ -531,8 +530,7 @@ class _Trace:
         (:func:`pbrfit.microfacet.glossy_frame`), or None where none is; computed once per
         wavefront."""
         if not hasattr(v, "glossy_frame"):
-            ng = torch.as_tensor(v.normal_geo, dtype=v.frame.dtype, device=v.frame.device)
-            v.glossy_frame = glossy_frame(torch.einsum("vij,vj->vi", v.frame, ng), v.wo)
+            v.glossy_frame = bsdf.glossy_frames(v.frame, v.normal_geo, v.wo)
         return v.glossy_frame
 
     def _scatter_surrogate(self, slots: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

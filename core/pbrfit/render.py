@@ -39,7 +39,6 @@ from . import bsdf, pixel_filter, textures
 from .envmap import EnvironmentMap
 from .gbuffer import ViewGeometry, view_geometry
 from .lights import sample
-from .microfacet import glossy_frame
 from .scene import FitScene
 from .scene_renderer import SceneRenderer, flush_subnormals
 
@@ -368,8 +367,7 @@ class RasterRenderer(SceneRenderer):
         (:func:`pbrfit.microfacet.glossy_frame`), or None where none is; computed once."""
         if pv.glossy_frame is _UNSET:
             geo = pv.geometry
-            ng = torch.as_tensor(geo.normal_geo, dtype=geo.frame.dtype, device=geo.frame.device)
-            pv.glossy_frame = glossy_frame(torch.einsum("pij,pj->pi", geo.frame, ng), geo.wo)
+            pv.glossy_frame = bsdf.glossy_frames(geo.frame, geo.normal_geo, geo.wo)
         return pv.glossy_frame
 
     def _shade(self, view_index, material, sel, cal=None):
