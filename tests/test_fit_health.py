@@ -46,6 +46,11 @@ def test_a_path_refinement_still_improving_is_not_converged():
     assert fit_health.unfinished_note("iterations", path_stage([1.50, 1.40, 1.37, 1.372, 1.368]), []) is None
     assert fit_health.unfinished_note("converged", path_stage([1.5, 1.4, 1.3, 1.2]), []) is None
     assert fit_health.unfinished_note("iterations", path_stage([1.5, 1.4]), []) is None
+    # a wax's relative errors are ~1e-4: the message shows their digits, not "0.000 -> 0.000"
+    small = [{"stage": "path", "iterations": 40, "checks": [4.1e-4, 3.9e-4, 3.6e-4, 3.3e-4, 3.0e-4],
+              "check_metric": "relative_error"}]
+    note = fit_health.unfinished_note("iterations", small, [])
+    assert "relative error 0.00036 -> 0.0003" in note["message"], note["message"]
 
 
 def test_a_raster_stage_still_improving_is_not_converged():

@@ -84,7 +84,7 @@ def unfinished_note(stopped: str, schedule: Sequence[Mapping], history: Sequence
         what = "relative error" if last.get("check_metric") == "relative_error" else "ΔE2000"
         return {"about": ABOUT, "severity": "warning",
                 "message": f"not converged: the path refinement was still improving when its {last['iterations']} "
-                           f"iterations ran out (check {what} {falling[0]:.3f} -> {falling[1]:.3f}); more "
+                           f"iterations ran out (check {what} {falling[0]:.4g} -> {falling[1]:.4g}); more "
                            "--path-iterations may lower it further"}
     losses = [h["loss"] for h in history if h.get("stage") == last.get("stage")]
     falling = _still_falling(losses, max(window, len(losses) // 5))
