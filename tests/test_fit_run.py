@@ -119,10 +119,20 @@ def test_base_colour_warm_start_is_the_least_squares_solution(case):
 
 
 
+def _one_view_objective(shade, pixels: int, reference: torch.Tensor):
+    """What :func:`pbrfit.warm_start.solve_base_color` reads of an objective, for one view of
+    ``pixels`` loss pixels rendered by ``shade(view, material, subset)``, white 1."""
+    from types import SimpleNamespace
+
+    renderer = SimpleNamespace(shade=shade, train_subsets={0: torch.arange(pixels)})
+    return SimpleNamespace(renderer=renderer, view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)},
+                           refs={0: reference},
+                           renders=lambda m, r=None: [(r or renderer).shade(0, m, renderer.train_subsets[0])])
+
+
 def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
     """The path tracer's interreflections make radiance non-affine in the base colour: the
     secant step from near the answer lands nearer than the global affine model of 0 and 1."""
-    from types import SimpleNamespace
 
     from pbrfit.warm_start import solve_base_color
 
@@ -131,9 +141,7 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
         return (c + 0.6 * c * c).expand(len(subset), 3)
 
     truth = torch.tensor([0.5, 0.3, 0.1], dtype=torch.float64)
-    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(4)}),
-                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)},
-                                refs={0: (truth + 0.6 * truth * truth).expand(4, 3)})
+    objective = _one_view_objective(shade, 4, (truth + 0.6 * truth * truth).expand(4, 3))
     space = ParameterSpace(default_material(), ["base_color"])
     near = dict(default_material(), base_color=[0.45, 0.27, 0.09])
     global_error = np.abs(np.subtract(solve_base_color(objective, near, space), truth)).max()
@@ -145,7 +153,6 @@ def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     """Monte Carlo noise in the renders (shared by both probes: fixed paths) inflates the
     least-squares denominator sum(A * A) by its variance; the local step must still return the
     colour whose expected render matches the references (at the truth: the truth)."""
-    from types import SimpleNamespace
 
     from pbrfit.warm_start import solve_base_color
 
@@ -159,8 +166,7 @@ def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     def shade(vi, m, subset):  # a metal's highlight: radiance proportional to the colour, noisy
         return m["base_color"].detach().double().reshape(1, 3) * shading * paths
 
-    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(pixels)}),
-                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)}, refs={0: reference})
+    objective = _one_view_objective(shade, pixels, reference)
     space = ParameterSpace(default_material(), ["base_color"])
     at_truth = dict(default_material(), base_color=truth.tolist())
     local = np.array(solve_base_color(objective, at_truth, space, local=True))
@@ -175,7 +181,6 @@ def test_the_local_colour_step_matches_what_a_viewer_sees_not_a_few_glints():
     the renders' fixed paths read them 10% bright: the ratio of sums follows the glints and
     reads the colour dark; the ΔE2000 match weighs every pixel as the checks do and reads the
     truth."""
-    from types import SimpleNamespace
 
     from pbrfit.warm_start import solve_base_color
 
@@ -191,8 +196,7 @@ def test_the_local_colour_step_matches_what_a_viewer_sees_not_a_few_glints():
     def shade(vi, m, subset):
         return m["base_color"].detach().double().reshape(1, 3) * (shading + 60.0 * glints) * paths
 
-    objective = SimpleNamespace(renderer=SimpleNamespace(shade=shade, train_subsets={0: torch.arange(pixels)}),
-                                view_ids=[0], whites={0: torch.ones(3, dtype=torch.float64)}, refs={0: reference})
+    objective = _one_view_objective(shade, pixels, reference)
     space = ParameterSpace(default_material(), ["base_color"])
     at_truth = dict(default_material(), base_color=truth.tolist())
     ratio = np.array(solve_base_color(objective, at_truth, space, local=True, match="ratio"))

@@ -70,6 +70,24 @@ def test_embree_hits_lie_on_the_mesh(suzanne):
     np.testing.assert_array_equal(caster.occluded(o, d), hits.hit)
 
 
+@pytest.mark.parametrize("engine", ["embree", pytest.param("mitsuba", marks=needs_mitsuba)])
+def test_a_bounded_query_reports_the_hits_within_its_distance_and_misses_beyond(suzanne, engine):
+    """``max_distance`` (a random walk's flights): the unbounded query's hit where it lies
+    within the ray's distance, a miss where it lies beyond."""
+    caster = RayCaster(suzanne.mesh, engine=engine)
+    o, d = _random_rays(suzanne.mesh, 20000, seed=2)
+    full = caster.intersect(o, d)
+    far = np.where(full.hit, full.t, 10.0) * np.random.default_rng(3).uniform(0.5, 1.5, len(o))
+    bounded = caster.intersect(o, d, far)
+    within = full.hit & (full.t < far * (1 - 1e-5))
+    beyond = ~full.hit | (full.t > far * (1 + 1e-5))
+    assert within.sum() > 2000 and (full.hit & beyond).sum() > 2000  # both kinds tested
+    assert bounded.hit[within].all() and not bounded.hit[beyond].any()
+    np.testing.assert_array_equal(bounded.triangle[within], full.triangle[within])
+    np.testing.assert_allclose(bounded.t[within], full.t[within], rtol=1e-6)
+    assert np.all(np.isinf(bounded.t[beyond])) and np.all(bounded.triangle[beyond] == -1)
+
+
 def test_empty_queries(suzanne):
     caster = RayCaster(suzanne.mesh, engine="embree")
     assert caster.intersect(np.zeros((0, 3)), np.zeros((0, 3))).hit.shape == (0,)

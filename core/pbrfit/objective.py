@@ -97,6 +97,21 @@ class Objective:
                 else self.renderer.shade(vi, material, q, calibration=calibration)) / self.whites[vi]
         return pred, self.refs[vi][rows]
 
+    def renders(self, material: dict, renderer=None) -> list[torch.Tensor]:
+        """Per view (in the order of :attr:`view_ids`), the render of its loss pixels (linear
+        radiance, not divided by the white), without gradients, the views on the objective's
+        ``workers`` threads; by ``renderer`` (one on the same views: it renders the objective's
+        loss pixels) instead of the objective's own when given. The renders are the same for any number of workers."""
+        r = self.renderer if renderer is None else renderer
+
+        def one(vi: int) -> torch.Tensor:
+            if self.check is not None:
+                self.check()
+            with torch.no_grad():  # grad mode is per thread: set here, not by the caller
+                return r.shade(vi, material, self.renderer.train_subsets[vi])
+
+        return map_ordered(one, self.view_ids, self.workers)
+
     def __call__(self, material: dict) -> tuple[torch.Tensor, float]:
         """(the loss, differentiable; the mean ΔE2000 of the views, a float). With gradients
         enabled the views render one after another (one autograd graph): for a gradient on
@@ -255,18 +270,20 @@ def unbiased_relative_errors(objective: Objective, material: dict, eps: float = 
     saved = getattr(r, "iteration", None)
     out = []
     try:
+        # the two renders of every view, each pass's views on the objective's threads (the
+        # renderer's iteration, which fixes a path renderer's paths, set between the passes)
+        if twin is None:
+            r.iteration = 0
+        first = objective.renders(material)
+        if twin is None:
+            r.iteration = 1
+        second = objective.renders(material, twin)
         with torch.no_grad():
-            for vi in objective.view_ids:
+            for vi, a, b in zip(objective.view_ids, first, second):
                 q = r.train_subsets[vi]
                 ref = objective.refs[vi]
-                if twin is None:
-                    r.iteration = 0
-                a = r.shade(vi, material, q) / objective.whites[vi]
-                if twin is None:
-                    r.iteration = 1
-                    b = r.shade(vi, material, q) / objective.whites[vi]
-                else:
-                    b = twin.shade(vi, material, q).to(a.device) / objective.whites[vi]
+                a = a / objective.whites[vi]
+                b = b.to(a.device) / objective.whites[vi]
                 if block > 1:
                     mean = _block_means(r.prepare(vi).geometry, q, block)
                     a, b, ref = mean(a), mean(b), mean(ref)

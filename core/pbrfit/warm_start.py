@@ -113,8 +113,7 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
         s = ParameterSpace(dict(values, base_color=c), [])
         with torch.no_grad():
             m = s.material(s.initial_vector())
-            renders.append({vi: objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]).double().cpu()
-                            for vi in objective.view_ids})
+        renders.append({vi: im.double().cpu() for vi, im in zip(objective.view_ids, objective.renders(m))})
     c0, c1 = (torch.tensor(c, dtype=torch.float64) for c in probes)
     models = []  # per view (A, B, reference), in white-normalized radiance, like the losses
     for vi in objective.view_ids:
