@@ -18,7 +18,7 @@ time.
 
 Usage::
 
-    python scripts/benchmark_discovery.py --out benchmarks [--cases glossy_plastic,gold] [--shapes sphere]
+    python scripts/benchmark_discovery.py --out benchmarks [--cases glossy_plastic,gold] [--shapes sphere] [--fit-seed 1]
 
 Writes ``OUT/discovery.json`` and ``OUT/discovery.md``.
 """
@@ -83,7 +83,7 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
     from pbrfit.layers import LAYER_OF
 
     spec, case_dir, fit_scene, judge_scene, truth = _case(finish, shape, args, cache)
-    opts = FitOptions(seed=0)  # the default command: no preset, default backend and budget
+    opts = FitOptions(seed=args.fit_seed)  # the default command: no preset, default backend and budget
     t0 = time.monotonic()
     result = fit_material(fit_scene, opts)
     wall = time.monotonic() - t0
@@ -93,7 +93,7 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
                   and truth.get(LAYER_OF.get(n), 1.0) > 0]
     undetermined = [n for n in result.fitted if n in tolerances and not tolerances[n]["determined"]]
     true_structure, found = structure(truth), structure(result.material)
-    return {"finish": finish, "shape": shape, "wall_time_s": wall, "stopped": result.stopped,
+    return {"finish": finish, "shape": shape, "fit_seed": args.fit_seed, "wall_time_s": wall, "stopped": result.stopped,
             "judge_truth": _cycles_judge(spec, truth, judge_scene, cache, case_dir),
             "judge_fit": _cycles_judge(spec, result.material, judge_scene, cache, case_dir),
             "validate_de2000_own": (result.metrics.get("validate") or {}).get("mean", {}).get("de2000_mean"),
@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="sphere,suzanne")
     ap.add_argument("--resolution", type=int, default=160)
     ap.add_argument("--samples", type=int, default=256, help="Cycles samples per pixel of the references")
+    ap.add_argument("--fit-seed", type=int, default=0,
+                    help="the fit's seed (its Monte Carlo samples; the default command's is 0): the spread of a "
+                         "case's result across seeds is its run-to-run noise")
     ap.add_argument("--references-only", action="store_true",
                     help="render (and cache) every case's references and the truth's judge renders, fit nothing")
     args = ap.parse_args(argv)
