@@ -86,14 +86,12 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
     def lab(vals: dict) -> torch.Tensor:
         s = ParameterSpace(vals, [])
         m = dict(s.material(s.initial_vector()), **(maps or {}))
-        out = []
+        if check is not None:
+            check()
+        renders = objective.renders(m)  # the views on the objective's threads
         with torch.no_grad():
-            for vi in objective.view_ids:
-                if check is not None:
-                    check()
-                pred = objective.renderer.shade(vi, m, objective.renderer.train_subsets[vi]) / objective.whites[vi]
-                out.append(linear_to_lab(smooth_floor(pred.double())).reshape(-1).cpu())
-        return torch.cat(out)
+            return torch.cat([linear_to_lab(smooth_floor((pred / objective.whites[vi]).double())).reshape(-1).cpu()
+                              for vi, pred in zip(objective.view_ids, renders)])
 
     base = lab(values)
     columns = []
