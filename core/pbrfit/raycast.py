@@ -173,9 +173,13 @@ class _EmbreeEngine:
             self._scene.run(o, d, dists=max_distance, output=1)
         tri = r["primID"].astype(np.int64)
         hit = tri >= 0
-        uv = np.stack([r["u"], r["v"]], axis=-1).astype(np.float64)
-        return RayHits(hit, np.where(hit, r["tfar"].astype(np.float64), np.inf), np.where(hit, tri, -1),
-                       np.where(hit[:, None], uv, 0.0))
+        miss = ~hit
+        t = r["tfar"].astype(np.float64)
+        uv = np.empty((len(tri), 2))
+        uv[:, 0], uv[:, 1] = r["u"], r["v"]
+        # in place (a random walk's many short queries: new arrays per field cost as much as the query)
+        t[miss], tri[miss], uv[miss] = np.inf, -1, 0.0
+        return RayHits(hit, t, tri, uv)
 
     def occluded(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         return self._scene.run(o, d, query="OCCLUDED") >= 0
