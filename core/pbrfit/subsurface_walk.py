@@ -212,8 +212,8 @@ class SubsurfaceWalk:
             leave = hits.hit & (hits.t < t)
             dist = np.where(leave, hits.t, t)
             travelled += dist
-            if leave.any():
-                li = np.nonzero(leave)[0]
+            li = np.nonzero(leave)[0]
+            if len(li):
                 exited.append((ids[li], travelled[li], hits.triangle[li], hits.barycentric[li], d[li]))
             x += d * dist[:, None]  # every walk moves and turns; those that left are dropped after
             ids[:, 2] += 1
@@ -222,7 +222,7 @@ class SubsurfaceWalk:
             phi = 2 * np.pi * r[:, 2]
             np.multiply(s_, np.cos(phi), out=d[:, 0])
             np.multiply(s_, np.sin(phi), out=d[:, 1])
-            if leave.any():
+            if len(li):
                 stay = np.nonzero(~leave)[0]
                 state, ids = state[stay], ids[stay]
                 x, d, travelled = state[:, 0:3], state[:, 3:6], state[:, 7]
