@@ -149,6 +149,31 @@ def test_the_local_colour_step_follows_a_renderer_not_affine_in_the_colour():
     assert local_error < 0.005 < 0.05 < global_error, (local_error, global_error)
 
 
+def test_the_local_colour_solve_reaches_a_colour_whose_radiance_saturates(monkeypatch):
+    """A wax's red on fixed paths: steep below the truth, nearly flat above it (walks of a
+    near-1 albedo end at the step cap). From above, one step on the probes stops far short;
+    the further rounds (regula falsi, bisection when one end sticks) reach the truth."""
+    from pbrfit import warm_start
+
+    def radiance(c: torch.Tensor) -> torch.Tensor:  # red saturates above 0.9, green and blue affine
+        red = 0.95 - 0.05 * torch.exp(-40.0 * (c[..., :1] - 0.9))
+        return torch.cat([red, c[..., 1:]], dim=-1)
+
+    def shade(vi, m, subset):
+        return radiance(m["base_color"].detach().double().reshape(1, 3)).expand(len(subset), 3)
+
+    truth = torch.tensor([0.9, 0.75, 0.5], dtype=torch.float64)
+    objective = _one_view_objective(shade, 4, radiance(truth).expand(4, 3))
+    space = ParameterSpace(default_material(), ["base_color"])
+    above = dict(default_material(), base_color=[0.97, 0.7, 0.55])
+    for match in ("ratio", "de2000"):
+        colour = np.array(warm_start.solve_base_color(objective, above, space, local=True, match=match))
+        assert np.abs(colour - truth.numpy()).max() < 0.005, (match, colour)
+    monkeypatch.setattr(warm_start, "LOCAL_ROUNDS", 1)
+    one_step = np.array(warm_start.solve_base_color(objective, above, space, local=True, match="ratio"))
+    assert one_step[0] - truth[0].item() > 0.02, one_step
+
+
 def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     """Monte Carlo noise in the renders (shared by both probes: fixed paths) inflates the
     least-squares denominator sum(A * A) by its variance; the local step must still return the

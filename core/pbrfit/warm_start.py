@@ -164,12 +164,14 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
     # points that bracket its references (regula falsi) once there are such, else through its
     # two latest; a channel whose bracket kept the same end twice is bisected instead
     kept = [None, None, None, 0, 0, 0]  # per channel: the end kept last round, and for how many
+    pairs = [(points[0], points[1])] * 3
     for _ in range(LOCAL_ROUNDS - 1):
-        if float((colour - points[-1][0]).abs().max()) < LOCAL_TOLERANCE:
+        moving = [abs(float(colour[k] - points[-1][0][k])) >= LOCAL_TOLERANCE for k in range(3)]
+        if not any(moving):
             break
         add(colour)
-        pairs, bisect = [], {}
-        for k in range(3):
+        bisect = {}
+        for k in (k for k in range(3) if moving[k]):  # a settled channel keeps its line
             below = [p for p in points if p[2][k] < 0]
             above = [p for p in points if p[2][k] >= 0]
             if below and above:
@@ -177,17 +179,15 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
                 end = "below" if points[-1] is hi_p else "above"
                 kept[3 + k] = kept[3 + k] + 1 if kept[k] == end else 1
                 kept[k] = end
-                pairs.append((lo_p, hi_p))
+                pairs[k] = (lo_p, hi_p)
                 if kept[3 + k] >= 2:
                     bisect[k] = 0.5 * float(lo_p[0][k] + hi_p[0][k])
-            else:
-                pairs.append((points[-2], points[-1]))
-            if abs(float(pairs[k][1][0][k] - pairs[k][0][0][k])) < 1e-9:
-                pairs[k] = (points[0], points[1])  # no line through one colour: the probes'
+                    kept[3 + k] = 0
+            elif abs(float(points[-1][0][k] - points[-2][0][k])) > 1e-9:
+                pairs[k] = (points[-2], points[-1])
         colour = solve(models(pairs))
         for k, mid in bisect.items():
             colour[k] = mid
-            kept[3 + k] = 0
     return colour.tolist()
 
 
