@@ -89,8 +89,10 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
 
     ``local``: for the path tracer, whose interreflections and subsurface walks are not affine
     in the colour, the two renders are at the current colour and :data:`LOCAL_PROBE` of it
-    (one secant step on fixed paths, so both renders share their noise), and ``match`` says
-    which colour of that affine model:
+    (on fixed paths, so both renders share their noise), further rounds render the colour
+    solved for and solve again on each channel's line through its two points that bracket the
+    references (up to :data:`LOCAL_ROUNDS`, until no channel moves :data:`LOCAL_TOLERANCE`),
+    and ``match`` says which colour of each round's affine model:
 
     * ``"de2000"``: the least mean ΔE2000 against the references, as the path refinement's
       checks measure (:data:`PERCEPTUAL_STEPS` of L-BFGS from the ratio ``sum(ref - B) /
