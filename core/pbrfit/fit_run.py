@@ -1131,10 +1131,12 @@ class FitRun:
         checks = [first]
         best = Checkpoint(values, first, margin)
         # On the walks, the searches on fixed paths above are the fit when they cover every
-        # parameter: in 11 runs of the wax (sessions 20-53, sphere and Suzanne) Adam's noisy
-        # steps never beat their result on Suzanne and twice on the sphere (by 15% and 26% of
-        # the check), at 40% of the default command's time (535 of 1272 s on Suzanne)
-        searched = {"base_color", "roughness", "subsurface_scale"} | ({"subsurface_weight"} if trial else set())
+        # parameter (with the structure search's: a metallic or specular level at its simplest
+        # value): in 11 runs of the wax (sessions 20-53, sphere and Suzanne) Adam's noisy steps
+        # never beat their result on Suzanne and twice on the sphere (by 15% and 26% of the
+        # check), at 40% of the default command's time (535 of 1272 s on Suzanne)
+        searched = ({"base_color", "roughness", "subsurface_scale"} | ({"subsurface_weight"} if trial else set())
+                    | {n for n, simplest in SIMPLEST.items() if values.get(n) in simplest})
         adam_names = [] if noisy and set(names) <= searched else names
         converged = not adam_names
         spp = SppSchedule(o.path_spp, o.path_max_spp, o.path_learning_rate)
