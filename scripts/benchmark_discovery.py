@@ -117,7 +117,7 @@ def run_case(finish: str, shape: str, args, cache: Path) -> dict:
             # path refinement's start, checks and warm starts
             "structure_search": hypotheses.structure_summary(result.schedule),
             "path_stage": {k: v for s in result.schedule if s.get("stage") == "path" for k, v in s.items()
-                           if k in ("parameters", "stepped", "iterations", "warm_started", "polished", "spp", "check", "checks", "check_metric",
+                           if k in ("parameters", "iterations", "warm_started", "polished", "spp", "check", "checks", "check_metric",
                                     "start", "subsurface_trial")}}
 
 

@@ -327,8 +327,8 @@ def test_the_subsurface_trial_renders_the_validation_views_only_while_the_walks_
 def test_a_wax_refinement_checks_on_blocks_and_searches_its_scale_instead_of_stepping_it(tmp_path):
     """With subsurface on (here the user's: weight 1 in the initial material, frozen), the path
     refinement's checks are relative errors of the trial's block means, the scale is searched
-    (its tolerance reported, a finding when the photos cannot tell it), and with the colour
-    and roughness searched too, Adam does not step."""
+    (its tolerance reported, a finding when the photos cannot tell it) and left out of Adam's
+    steps."""
     from dataclasses import replace
 
     from pbrfit.fit import fit_material
@@ -345,8 +345,6 @@ def test_a_wax_refinement_checks_on_blocks_and_searches_its_scale_instead_of_ste
     path = next(s for s in result.schedule if s["stage"] == "path")
     search = path["subsurface_trial"]["scale_search"]
     assert path["check_metric"] == "relative_error" and "subsurface_scale" not in path["parameters"], path
-    # the searches on fixed paths covered every parameter (colour, roughness, scale): no Adam steps
-    assert path["stepped"] == [] and path["iterations"] == 0 and result.stopped == "converged", path
     assert result.material["subsurface_scale"] == pytest.approx(search["found"]), search
     assert search["start"] == pytest.approx(0.5) and search["tried"], search
     entry = result.identifiability["subsurface_scale"]

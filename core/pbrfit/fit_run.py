@@ -1130,19 +1130,11 @@ class FitRun:
                 warm.append("roughness")
         checks = [first]
         best = Checkpoint(values, first, margin)
-        # On the walks, the searches on fixed paths above are the fit when they cover every
-        # parameter (with the structure search's: a metallic or specular level at its simplest
-        # value): in 11 runs of the wax (sessions 20-53, sphere and Suzanne) Adam's noisy steps
-        # never beat their result on Suzanne and twice on the sphere (by 15% and 26% of the
-        # check), at 40% of the default command's time (535 of 1272 s on Suzanne)
-        searched = ({"base_color", "roughness", "subsurface_scale"} | ({"subsurface_weight"} if trial else set())
-                    | {n for n, simplest in SIMPLEST.items() if values.get(n) in simplest})
-        adam_names = [] if noisy and set(names) <= searched else names
-        converged = not adam_names
+        converged = False
         spp = SppSchedule(o.path_spp, o.path_max_spp, o.path_learning_rate)
         start = self.evaluations
-        if adam_names:
-            space = ParameterSpace(values, adam_names, o.bounds)
+        if names:
+            space = ParameterSpace(values, names, o.bounds)
             u = space.initial_vector().clone().requires_grad_(True)
             opt = torch.optim.Adam([u], lr=spp.learning_rate)
             while self.evaluations - start < o.path_iterations and not self.out_of_time():
@@ -1163,7 +1155,7 @@ class FitRun:
                         converged = True  # stalled at the most paths per pixel
                         break
                     renderer.settings = PathSettings(spp.spp, o.path_depth)
-                    space = ParameterSpace(best.values, adam_names, o.bounds)
+                    space = ParameterSpace(best.values, names, o.bounds)
                     u = space.initial_vector().clone().requires_grad_(True)
                     opt = torch.optim.Adam([u], lr=spp.learning_rate)
                     best.bad_checks = 0
@@ -1175,8 +1167,7 @@ class FitRun:
             checks.append(score)
             if best.offer(score, recoloured):
                 polished.append("base_color")
-        self.schedule.append({"stage": "path", "parameters": names, "stepped": adam_names,
-                              "iterations": self.evaluations - start,
+        self.schedule.append({"stage": "path", "parameters": names, "iterations": self.evaluations - start,
                               "warm_started": warm, "polished": polished, "spp": [spp.start, spp.spp],
                               "check": [first, best.best],
                               "checks": checks, **({"subsurface_trial": trial} if trial else {}),
