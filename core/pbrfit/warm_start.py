@@ -165,7 +165,7 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
     # colour only, monotonically (fixed paths), so each channel's line goes through the two
     # points that bracket its references (regula falsi) once there are such, else through its
     # two latest; a channel whose bracket kept the same end twice is bisected instead
-    kept = [None, None, None, 0, 0, 0]  # per channel: the end kept last round, and for how many
+    kept_end, kept_for = [None] * 3, [0] * 3  # per channel: the bracket's end kept last round, rounds in a row
     pairs = [(points[0], points[1])] * 3
     for _ in range(LOCAL_ROUNDS - 1):
         moving = [abs(float(colour[k] - points[-1][0][k])) >= LOCAL_TOLERANCE for k in range(3)]
@@ -179,12 +179,12 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
             if below and above:
                 lo_p, hi_p = max(below, key=lambda p: p[0][k]), min(above, key=lambda p: p[0][k])
                 end = "below" if points[-1] is hi_p else "above"
-                kept[3 + k] = kept[3 + k] + 1 if kept[k] == end else 1
-                kept[k] = end
+                kept_for[k] = kept_for[k] + 1 if kept_end[k] == end else 1
+                kept_end[k] = end
                 pairs[k] = (lo_p, hi_p)
-                if kept[3 + k] >= 2:
+                if kept_for[k] >= 2:
                     bisect[k] = 0.5 * float(lo_p[0][k] + hi_p[0][k])
-                    kept[3 + k] = 0
+                    kept_for[k] = 0
             elif abs(float(points[-1][0][k] - points[-2][0][k])) > 1e-9:
                 pairs[k] = (points[-2], points[-1])
         colour = solve(models(pairs))
