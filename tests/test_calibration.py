@@ -395,7 +395,8 @@ def test_the_command_line_writes_the_deltas_and_says_what_moved(job, tmp_path):
     (folder / "job.toml").write_text((folder / "job.toml").read_text() + "\n[calibrate]\nenvironment_rotation = 5\n")
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "pbrfit.cli", "fit", str(folder / "job.toml"), "--out", str(out),
-                           "--backend", "raster", "--iterations", "20", "--progress", "none"],
+                           "--backend", "raster", "--iterations", "20", "--progress", "none",
+                           "--preset", "plastic"],  # the truth's structure: no structure search
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     doc = json.loads((out / "material.json").read_text())

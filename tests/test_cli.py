@@ -29,7 +29,8 @@ def job(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(job, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "result"
-    r = run("fit", job, "--out", out, "--preset", "plastic", "--iterations", "6", "--samples", "8", "--quiet")
+    r = run("fit", job, "--out", out, "--preset", "plastic", "--iterations", "6", "--samples", "8",
+            "--path-iterations", "8", "--quiet")
     assert r.returncode == 0, r.stderr
     return out, r
 

@@ -65,11 +65,11 @@ def test_no_train_views_and_bad_options_are_input_errors(case):
 def test_a_weight_on_ssim_is_said_not_to_be_fitted(case):
     """SSIM beside a per-pixel loss is accepted, and the result says it was not fitted."""
     result = fit_material(load_job(case).scene, FitOptions(parameters=["base_color"], iterations=1,
-                                                           loss={"de2000": 1.0, "ssim": 0.2},
+                                                           loss={"de2000": 1.0, "ssim": 0.2}, backend="raster",
                                                            samples=SampleCounts(4, 2, 2, 0)))
     said = [n["message"] for n in result.notes if n["about"] == "loss"]
     assert len(said) == 1 and "ssim (weight 0.2) was not fitted" in said[0], result.notes
-    plain = fit_material(load_job(case).scene, FitOptions(parameters=["base_color"], iterations=1,
+    plain = fit_material(load_job(case).scene, FitOptions(parameters=["base_color"], iterations=1, backend="raster",
                                                           samples=SampleCounts(4, 2, 2, 0)))
     assert not [n for n in plain.notes if n["about"] == "loss"]
 

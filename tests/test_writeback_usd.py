@@ -202,7 +202,8 @@ def test_cli_write_back_round_trip(tmp_path):
     before = scene.read_bytes()
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pbrfit.cli", "fit", str(job), "--out", str(out), "--preset", "plastic",
-           "--iterations", "3", "--samples", "4", "--quiet", "--write-back"]
+           "--iterations", "3", "--samples", "4", "--backend", "raster", "--quiet",
+           "--write-back"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     sub = job.parent / "scene.pbrfit.usda"
