@@ -535,6 +535,23 @@ def test_time_budget_reserves_the_final_metrics_and_says_when_it_overran(case):
     assert TimeBudget(0.0, None, renderers).notes("iterations", changed=True) == []
 
 
+def test_a_parameter_pruning_moved_to_its_simplest_value_is_held_there_by_the_refinement(case):
+    """Pruning moves a specular level the photos do not pay for to 0.5; the path refinement's
+    steps leave it there (Adam's noisy steps had carried a sphere's to 0.505)."""
+    job = load_job(case)
+    opts = FitOptions(parameters=["base_color", "roughness", "specular_ior_level"], samples=FAST,
+                      max_loss_pixels=256, path_iterations=2, check_every=1, path_spp=2, path_max_spp=2)
+    run = FitRun(job.scene, opts)
+    run.values = dict(run.values, **TRUTH, specular_ior_level=0.53)
+    run.prune()
+    assert run.simplified == {"specular_ior_level": 0.5} and run.values["specular_ior_level"] == 0.5
+    assert run.parameters_to_refine(run.values) == ["base_color", "roughness"]
+    run.path_refinement()
+    path = run.schedule[-1]
+    assert path["stage"] == "path" and path["iterations"] == 2 and "specular_ior_level" not in path["parameters"]
+    assert run.values["specular_ior_level"] == 0.5
+
+
 @pytest.mark.parametrize("before, reverted", [(TRUTH, True),
                                               ({"base_color": [0.5, 0.5, 0.5], "roughness": 0.35}, False)])
 def test_a_hurried_test_first_weighs_the_layers_against_the_fit_before_them(case, monkeypatch, before, reverted):

@@ -375,6 +375,7 @@ class FitRun:
         self.start_values = dict(values)
         self.checkpoint = Checkpoint(values)
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
+        self.simplified: dict[str, float] = {}  # parameters pruning moved to their simplest value: held there
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
         self.searched = False  # the layers' warm start and the other structures ran to their end (try_hypotheses)
         self.phase_deadline = math.inf  # the current phase's own deadline (the structure search's)
@@ -981,10 +982,18 @@ class FitRun:
             self.hurried = {"tested": on, "switched_off": [n for n in on if n in pruned]}
         if pruned or tests:
             simplified = {n: self.values[n] for n in pruned if n not in LAYER_SWITCHES}
+            self.simplified.update(simplified)
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": [], "structure_estimator": self.structure_estimator(),
                                   "simplified": simplified, "tests": tests, **({"refit": False} if hurried else {})})
         self.leave()
+
+    def parameters_to_refine(self, values: dict) -> list[str]:
+        """The parameters the phases after pruning fit (the path refinement's steps, the texture
+        fit's scalars): those in use (:func:`pbrfit.layers.parameters_in_use`) less those pruning
+        moved to their simplest value, which are held there (the photos did not pay for any
+        other: Adam's noisy steps would carry them off it, a sphere's specular level to 0.505)."""
+        return [n for n in parameters_in_use(self.space, values) if n not in self.simplified]
 
     def _layers_do_not_pay(self) -> bool:
         """Whether the layers the stages freed do not pay (:func:`pbrfit.layers.pays`) over the
@@ -1112,7 +1121,7 @@ class FitRun:
 
         # the scale's search is its fit: Adam's noisy steps would walk it where the photos do
         # not determine it (a wax on a sphere: a factor of 2 either way within the paths' noise)
-        names = [n for n in parameters_in_use(self.space, values)
+        names = [n for n in self.parameters_to_refine(values)
                  if not (n == "subsurface_scale" and "scale_search" in trial)]
         first, shown_de = check(values)
         margin = MIN_RELATIVE_IMPROVEMENT * abs(first) if noisy else MIN_IMPROVEMENT

@@ -54,7 +54,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .layers import PRUNE_TOLERANCE, SIMPLEST, parameters_in_use
+from .layers import PRUNE_TOLERANCE, SIMPLEST
 from .objective import Objective
 from .parallel import map_ordered
 from .params import PARAMETERS, ParameterSpace, from_unconstrained, to_unconstrained
@@ -1105,7 +1105,7 @@ def fit_maps(run, settings: TextureSettings) -> dict[str, MapResult]:
     uvs = [renderer.prepare(vi).geometry.uv[renderer.train_subsets[vi]] for vi in run.train]
 
     values = dict(run.values)
-    scalars = [n for n in parameters_in_use(run.space, values) if n not in settings.maps]
+    scalars = [n for n in run.parameters_to_refine(values) if n not in settings.maps]
     space = ParameterSpace(values, scalars, o.bounds)
     bounds = {n: run.space.bounds_of(n) if n != NORMAL else None for n in settings.maps}
     start = {n: FLAT_NORMAL if n == NORMAL else values[n] for n in settings.maps}  # the scalar fit's, per map
