@@ -122,6 +122,12 @@ def test_colour_and_roughness_are_determined_and_a_redundant_pair_is_not(case):
     notes = identifiability.findings(found)
     assert {n["about"] for n in notes} == {"ior", "specular_ior_level"}
     assert all("not determined by these photos" in n["message"] and n["severity"] == "warning" for n in notes)
+    assert all("freeze it" in n["message"] for n in notes)
+    # one the structure search already held at its simplest value is said to be held, not to be frozen
+    held = {n["about"]: n["message"] for n in identifiability.findings(found, {"specular_ior_level": 0.5})}
+    specular = held["specular_ior_level"]
+    assert "held at its simplest value, 0.5" in specular and "freeze" not in specular
+    assert "freeze it" in held["ior"]
 
 
 def test_a_parameter_the_renders_do_not_depend_on_has_no_tolerance(case):

@@ -1410,7 +1410,7 @@ class FitRun:
         self.report("final metrics", "final metrics", last["loss"], last["train_de2000"])
         changed = any(self.values[n] != self.start_values[n] for n in self.space.fit)
         notes = (fit_health.notes(metrics, self.stopped, self.schedule, self.history)
-                 + identifiability.findings(tolerances) + list(self.scene.notes)
+                 + identifiability.findings(tolerances, self.simplified) + list(self.scene.notes)
                  + self.clock.notes(self.stopped, changed=changed) + self.exposure_notes() + self.loss_notes()
                  + self.calibration_notes() + self.texture_notes() + self.hurried_notes())
         return FitResult(final, self.initial, list(self.space.fit), metrics, self.history, self.schedule, views,

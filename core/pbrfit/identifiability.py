@@ -137,9 +137,13 @@ def analyse(objective, values: dict, names: list[str], bounds: dict | None = Non
     return out
 
 
-def findings(result: dict) -> list[dict]:
-    """Notes (``{about, severity, message}``) for the parameters these photos do not determine."""
-    notes = []
+def findings(result: dict, held: dict | None = None) -> list[dict]:
+    """Notes (``{about, severity, message}``) for the parameters these photos do not determine.
+
+    ``held``: ``{name: value}`` of parameters the structure search moved to their simplest
+    value and held there (:attr:`pbrfit.fit_run.FitRun.simplified`): their note says so, as
+    the fit has already done what it would otherwise advise."""
+    notes, held = [], held or {}
     for name, e in result.items():
         if e["determined"]:
             continue
@@ -153,8 +157,13 @@ def findings(result: dict) -> list[dict]:
         tol = "any value in its range" if not math.isfinite(e["tolerance"]) else f"±{e['tolerance']:.2g}"
         trade = (f", trading against {e['trades_with']} (correlation {e['correlation']:+.2f})"
                  if e.get("trades_with") else "")
-        notes.append({"about": name, "severity": "warning",
-                      "message": f"not determined by these photos: {tol} changes the train renders by less than "
-                                 f"{VISIBLE:g} ΔE on average{trade}; treat its value with care, or add views at "
-                                 "grazing angles or under another lighting, or freeze it (--freeze)"})
+        unclear = (f"not determined by these photos: {tol} changes the train renders by less than {VISIBLE:g} ΔE "
+                   f"on average{trade}")
+        if name in held:
+            advice = (f"held at its simplest value, {held[name]:g}, as no other paid for itself; add views at "
+                      "grazing angles or under another lighting to have it fitted")
+        else:
+            advice = ("treat its value with care, or add views at grazing angles or under another lighting, or "
+                      "freeze it (--freeze)")
+        notes.append({"about": name, "severity": "warning", "message": f"{unclear}; {advice}"})
     return notes
