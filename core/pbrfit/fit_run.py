@@ -375,7 +375,6 @@ class FitRun:
         self.start_values = dict(values)
         self.checkpoint = Checkpoint(values)
         self.hurried: dict | None = None  # the layers prune tested after the budget ran out
-        self.simplified: dict[str, float] = {}  # parameters pruning moved to their simplest value: held there
         self.before_layers: dict | None = None  # the material when the stages first freed a layer
         self.searched = False  # the layers' warm start and the other structures ran to their end (try_hypotheses)
         self.phase_deadline = math.inf  # the current phase's own deadline (the structure search's)
@@ -982,11 +981,16 @@ class FitRun:
             self.hurried = {"tested": on, "switched_off": [n for n in on if n in pruned]}
         if pruned or tests:
             simplified = {n: self.values[n] for n in pruned if n not in LAYER_SWITCHES}
-            self.simplified.update(simplified)
             self.schedule.append({"stage": "prune", "parameters": pruned, "iterations": self.evaluations - start,
                                   "warm_started": [], "structure_estimator": self.structure_estimator(),
                                   "simplified": simplified, "tests": tests, **({"refit": False} if hurried else {})})
         self.leave()
+
+    @property
+    def simplified(self) -> dict[str, float]:
+        """``{parameter: value}`` pruning moved to their simplest value (held there after it),
+        as its schedule records them (:func:`pbrfit.hypotheses.simplified_in`)."""
+        return hypotheses.simplified_in(self.schedule)
 
     def parameters_to_refine(self, values: dict) -> list[str]:
         """The parameters the phases after pruning fit (the path refinement's steps, the texture

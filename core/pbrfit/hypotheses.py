@@ -158,6 +158,12 @@ def alternatives(space: ParameterSpace, values: dict, fitted: list[str], loss_of
     return found
 
 
+def simplified_in(schedule: list[dict]) -> dict[str, float]:
+    """``{parameter: value}`` that pruning moved to their simplest value
+    (:data:`pbrfit.layers.SIMPLEST`), from a fit's schedule."""
+    return {n: v for s in schedule if s.get("stage") == "prune" for n, v in s.get("simplified", {}).items()}
+
+
 def structure_summary(schedule: list[dict]) -> dict | None:
     """What material.json and the report say about the structure search, from a fit's
     schedule: ``{"tried": [{"hypothesis", "error", "chosen"}], "chosen", "pruned", "simplified",
@@ -169,7 +175,7 @@ def structure_summary(schedule: list[dict]) -> dict | None:
     tried = stage.get("hypotheses", [])
     estimator = next((s["structure_estimator"] for s in schedule if s.get("structure_estimator")), "raster")
     by = {"path": "the path tracer's (the part shades itself)"}.get(estimator, "the raster renderer's")
-    simplified = {n: v for s in schedule if s.get("stage") == "prune" for n, v in s.get("simplified", {}).items()}
+    simplified = simplified_in(schedule)
     pruned = [n for s in schedule if s.get("stage") == "prune" for n in s.get("parameters", []) if n not in simplified]
     tests = [t for s in schedule if s.get("stage") == "prune" for t in s.get("tests", [])]
     if not tried and not pruned and not simplified and not tests:
