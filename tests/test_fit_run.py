@@ -174,6 +174,32 @@ def test_the_local_colour_solve_reaches_a_colour_whose_radiance_saturates(monkey
     assert one_step[0] - truth[0].item() > 0.02, one_step
 
 
+def test_a_colour_landing_outside_the_bracket_counts_against_both_of_its_ends():
+    """The local colour solve's bracket (regula falsi, bisected once an end has outlived two new
+    points): a new point outside the bracket (the ΔE2000 match's colour need not lie between
+    its ends) replaces neither end, so the end kept the round before has now been kept twice
+    and the bracket is bisected, where counting the point as replacing the lower end did not."""
+    from pbrfit.warm_start import _Bracket
+
+    def point(colour: float, residual: float) -> tuple:
+        return torch.tensor([colour, 0.5, 0.5]), None, torch.tensor([residual, 0.0, 0.0])
+
+    points = [point(0.5, -1.0), point(0.9, 1.0)]
+    bracket = _Bracket()
+    ends, mid = bracket.update(points, 0)
+    assert ends == (points[0], points[1]) and mid is None  # regula falsi on the first bracket
+    points.append(point(0.3, -2.0))  # below the references, darker than the lower end: outside
+    ends, mid = bracket.update(points, 0)
+    assert ends == (points[0], points[1]) and mid == pytest.approx(0.7)
+    # the normal case: a new point inside replaces an end, which restarts that end's count
+    fresh = _Bracket()
+    inside = [point(0.5, -1.0), point(0.9, 1.0)]
+    fresh.update(inside, 0)
+    inside.append(point(0.6, -0.5))
+    assert fresh.update(inside, 0) == ((inside[2], inside[1]), None)
+    assert _Bracket().update([point(0.5, -1.0), point(0.6, -0.5)], 0) is None  # nothing brackets yet
+
+
 def test_the_local_colour_step_is_not_darkened_by_the_renders_noise():
     """Monte Carlo noise in the renders (shared by both probes: fixed paths) inflates the
     least-squares denominator sum(A * A) by its variance; the local step must still return the

@@ -164,8 +164,8 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
     # Further rounds while a channel still moves: each channel's radiance depends on its own
     # colour only, monotonically (fixed paths), so each channel's line goes through the two
     # points that bracket its references (regula falsi) once there are such, else through its
-    # two latest; a channel whose bracket kept the same end twice is bisected instead
-    kept_end, kept_for = [None] * 3, [0] * 3  # per channel: the bracket's end kept last round, rounds in a row
+    # two latest; a bracket end kept twice is bisected instead (_Bracket)
+    brackets = [_Bracket() for _ in range(3)]
     pairs = [(points[0], points[1])] * 3
     for _ in range(LOCAL_ROUNDS - 1):
         moving = [abs(float(colour[k] - points[-1][0][k])) >= LOCAL_TOLERANCE for k in range(3)]
@@ -174,23 +174,49 @@ def solve_base_color(objective, values: dict, space: ParameterSpace, local: bool
         add(colour)
         bisect = {}
         for k in (k for k in range(3) if moving[k]):  # a settled channel keeps its line
-            below = [p for p in points if p[2][k] < 0]
-            above = [p for p in points if p[2][k] >= 0]
-            if below and above:
-                lo_p, hi_p = max(below, key=lambda p: p[0][k]), min(above, key=lambda p: p[0][k])
-                end = "below" if points[-1] is hi_p else "above"
-                kept_for[k] = kept_for[k] + 1 if kept_end[k] == end else 1
-                kept_end[k] = end
-                pairs[k] = (lo_p, hi_p)
-                if kept_for[k] >= 2:
-                    bisect[k] = 0.5 * float(lo_p[0][k] + hi_p[0][k])
-                    kept_for[k] = 0
+            step = brackets[k].update(points, k)
+            if step is not None:
+                pairs[k], mid = step
+                if mid is not None:
+                    bisect[k] = mid
             elif abs(float(points[-1][0][k] - points[-2][0][k])) > 1e-9:
                 pairs[k] = (points[-2], points[-1])
         colour = solve(models(pairs))
         for k, mid in bisect.items():
             colour[k] = mid
     return colour.tolist()
+
+
+class _Bracket:
+    """One channel's bracket in the local colour solve's further rounds: of the points rendered
+    (``(colour, renders, each channel's summed radiance minus the references')``), the one of
+    highest colour below the references and the one of lowest colour above them, and how many
+    new points in a row each end has outlived. An end that outlives two is the regula falsi's
+    slow side (Illinois): the bracket is bisected instead. A new point that lands outside the
+    bracket (the ΔE2000 match's colour need not lie between the ends) replaces neither end, so
+    both have outlived it."""
+
+    def __init__(self):
+        self.ends: tuple | None = None
+        self.kept = [0, 0]
+
+    def update(self, points: list[tuple], k: int) -> tuple[tuple, float | None] | None:
+        """``((low end, high end), the midpoint's colour when bisecting else None)`` after the
+        newest of ``points``, for channel ``k``; None while no two points bracket the references."""
+        below = [p for p in points if p[2][k] < 0]
+        above = [p for p in points if p[2][k] >= 0]
+        if not (below and above):
+            return None
+        ends = (max(below, key=lambda p: p[0][k]), min(above, key=lambda p: p[0][k]))
+        if self.ends is None:  # the bracket's first round: an end other than the newest point outlived it
+            self.kept = [int(end is not points[-1]) for end in ends]
+        else:
+            self.kept = [kept + 1 if end is old else 0 for kept, end, old in zip(self.kept, ends, self.ends)]
+        self.ends = ends
+        if max(self.kept) < 2:
+            return ends, None
+        self.kept = [0, 0]
+        return ends, 0.5 * float(ends[0][0][k] + ends[1][0][k])
 
 
 def _perceptual_colour(models: list[tuple], start: torch.Tensor, bounds: tuple) -> torch.Tensor:
