@@ -14,6 +14,7 @@ from synthetic import render_references, write_job
 from pbrfit.fit import FitOptions
 from pbrfit.fit_run import MIN_RELATIVE_IMPROVEMENT, Checkpoint, FitRun, ProgressPlan, SppSchedule
 from pbrfit.job import load_job
+from pbrfit.layers import LAYER_SIGNIFICANCE
 from pbrfit.params import ParameterSpace, default_material
 from pbrfit.render import SampleCounts
 from pbrfit.renderers import Renderers
@@ -417,6 +418,39 @@ def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, valid
                                               "validate" if validate else None)
     assert values["subsurface_weight"] == chosen, errors
     assert all(("validate" in e) == bool(validate) for e in errors.values())
+
+
+@pytest.mark.parametrize("error, spread, chosen", [
+    (0.99, 0.01, False),  # consistent but under the layer gain
+    (0.8, 0.01, True),  # clear
+    (0.8, 1.5, False)])  # 20% better on average, within the noise (0.75 standard errors)
+def test_another_structure_replaces_the_warm_start_only_where_it_pays_as_a_layer_must(case, monkeypatch, error,
+                                                                                      spread, chosen):
+    """The structure search's alternative (here a coat taking the highlight) must beat the warm
+    start's short fit as pruning asks a layer to pay: by the layer gain (2%) and by two standard
+    errors of the pixels' paired differences; the margin is reported with each structure tried."""
+    from types import SimpleNamespace
+
+    from pbrfit import fit_run, hypotheses
+    from pbrfit.layers import Evidence
+
+    params = ["base_color", "roughness", "coat_weight", "coat_roughness"]
+    run = FitRun(load_job(case).scene, FitOptions(samples=FAST, parameters=params, backend="raster"), None, None)
+    run.values = dict(run.values, coat_weight=0.0)
+    coated = dict(run.values, coat_weight=1.0, coat_roughness=0.1)
+    monkeypatch.setattr(hypotheses, "alternatives", lambda *a: [("coat takes the highlight", coated)])
+    monkeypatch.setattr(fit_run, "lbfgs", lambda u, n: SimpleNamespace(step=lambda closure: None))  # no short fit
+
+    def evidence(space, u):
+        (terms,) = _blocks(error, spread) if space.values(u)["coat_weight"] > 0.5 else _blocks(1.0, 0.0)
+        return Evidence(float(terms.mean()), terms.mean(1))
+
+    monkeypatch.setattr(run, "structure_evidence", evidence)
+    tried = run.try_hypotheses(params, ["coat_weight", "coat_roughness"])
+    assert [t["chosen"] for t in tried] == [not chosen, chosen], tried
+    assert run.values["coat_weight"] == (1.0 if chosen else 0.0)
+    assert tried[0]["margin"] is None and tried[1]["margin"] > 0
+    assert (tried[1]["margin"] >= LAYER_SIGNIFICANCE) == (chosen or error > 0.98)
 
 
 @pytest.mark.parametrize("errors, start, found, determined", [

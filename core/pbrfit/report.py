@@ -447,8 +447,10 @@ def _structure(data: Mapping) -> str:
         return ""
     rows = "".join(
         f'<tr><td>{_e(t.get("hypothesis"))}</td><td>{_num(t.get("error"), 5)}</td>'
+        f'<td>{"" if t.get("margin") is None else _num(t["margin"], 3)}</td>'
         f'<td>{"chosen" if t.get("chosen") else ""}</td></tr>' for t in st.get("tried") or [])
     table = (f'<table class="params"><thead><tr><th>Structure tried</th><th>Noise-free train error</th>'
+             f'<th>Better than the warm start by (standard errors)</th>'
              f'<th></th></tr></thead><tbody>{rows}</tbody></table>' if rows else "")
     pruned = st.get("pruned") or []
     pruned_text = (f'<p>Layers switched off as not paying for themselves: {_e(", ".join(pruned))}.</p>'
