@@ -15,6 +15,7 @@ from pbrfit.fit import FitOptions
 from pbrfit.fit_run import MIN_RELATIVE_IMPROVEMENT, Checkpoint, FitRun, ProgressPlan, SppSchedule
 from pbrfit.job import load_job
 from pbrfit.layers import LAYER_SIGNIFICANCE
+from pbrfit.objective import paired_margin
 from pbrfit.params import ParameterSpace, default_material
 from pbrfit.render import SampleCounts
 from pbrfit.renderers import Renderers
@@ -423,12 +424,13 @@ def test_subsurface_must_buy_a_clear_improvement(case, monkeypatch, train, valid
 @pytest.mark.parametrize("error, spread, chosen", [
     (0.99, 0.01, False),  # consistent but under the layer gain
     (0.8, 0.01, True),  # clear
-    (0.8, 1.5, False)])  # 20% better on average, within the noise (0.75 standard errors)
-def test_another_structure_replaces_the_warm_start_only_where_it_pays_as_a_layer_must(case, monkeypatch, error,
-                                                                                      spread, chosen):
-    """The structure search's alternative (here a coat taking the highlight) must beat the warm
-    start's short fit as pruning asks a layer to pay: by the layer gain (2%) and by two standard
-    errors of the pixels' paired differences; the margin is reported with each structure tried."""
+    (0.8, 1.5, True)])  # 20% better on average, within the noise (0.75 standard errors): reported so
+def test_another_structure_replaces_the_warm_start_by_the_layer_gain_and_says_by_how_many_standard_errors(
+        case, monkeypatch, error, spread, chosen):
+    """The structure search's alternative (here a coat taking the highlight) replaces the warm
+    start's short fit when it lowers the noise-free error by the layer gain (2%); each structure
+    tried reports by how many standard errors of the pixels' paired differences it beat the warm
+    start (session 55 measured a false film at 1.7, true layers at 3.4-4.5)."""
     from types import SimpleNamespace
 
     from pbrfit import fit_run, hypotheses
@@ -449,8 +451,10 @@ def test_another_structure_replaces_the_warm_start_only_where_it_pays_as_a_layer
     tried = run.try_hypotheses(params, ["coat_weight", "coat_roughness"])
     assert [t["chosen"] for t in tried] == [not chosen, chosen], tried
     assert run.values["coat_weight"] == (1.0 if chosen else 0.0)
-    assert tried[0]["margin"] is None and tried[1]["margin"] > 0
-    assert (tried[1]["margin"] >= LAYER_SIGNIFICANCE) == (chosen or error > 0.98)
+    (terms,) = _blocks(error, spread)
+    assert tried[0]["margin"] is None
+    assert tried[1]["margin"] == pytest.approx(paired_margin(torch.ones(len(terms)), terms.mean(1)))
+    assert (tried[1]["margin"] >= LAYER_SIGNIFICANCE) == (spread < 1)
 
 
 @pytest.mark.parametrize("errors, start, found, determined", [

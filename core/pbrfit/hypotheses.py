@@ -16,11 +16,10 @@ explained what it could. Two looks then trap a gradient fit in the wrong structu
   thickness profile.
 
 Each hypothesis is a starting material; :meth:`pbrfit.fit_run.FitRun.try_hypotheses` gives each
-a short fit and keeps the best alternative only when it beats the ordinary warm start as a layer
-must pay for itself (:func:`pbrfit.layers.pays`): by :data:`pbrfit.layers.LAYER_GAIN` of the
-noise-free train error (:meth:`pbrfit.fit_run.FitRun.structure_error`) and by
-:data:`pbrfit.layers.LAYER_SIGNIFICANCE` standard errors of its pixels' paired differences (the
-simpler, first explanation wins ties).
+a short fit and keeps the best alternative only when it beats the ordinary warm start by
+:data:`pbrfit.layers.LAYER_GAIN` of the noise-free train error
+(:meth:`pbrfit.fit_run.FitRun.structure_error`; the simpler, first explanation wins ties); by how
+many standard errors of its pixels' paired differences it did is reported with it.
 """
 
 from __future__ import annotations
@@ -185,8 +184,7 @@ def structure_summary(schedule: list[dict]) -> dict | None:
     return {"tried": tried, "chosen": next((t["hypothesis"] for t in tried if t["chosen"]), None),
             "pruned": pruned, "simplified": simplified, "tests": tests,
             "rule": (f"another structure replaces the warm start's only when it lowers the noise-free train "
-                     f"error ({by}) by {LAYER_GAIN:.0%} and {LAYER_SIGNIFICANCE:g} standard errors of its pixels' "
-                     f"differences; a layer is kept only when switching it off (and "
+                     f"error ({by}) by {LAYER_GAIN:.0%}; a layer is kept only when switching it off (and "
                      f"re-fitting) raises both that error and the train loss by {LAYER_GAIN:.0%} or more, the "
                      f"error by {LAYER_SIGNIFICANCE:g} standard errors of its pixels' differences too; so is a "
                      f"metallic between 0 and 1 and a specular level other than 0.5")}
