@@ -29,7 +29,16 @@ import torch
 from . import calibration, faults, fit_health, hypotheses, identifiability, texture_fit, textures
 from .color import luminance
 from .errors import FitCancelled, InputError
-from .layers import LAYER_GAIN, LAYER_SWITCHES, SIMPLEST, Evidence, parameters_in_use, pays, prune_layers
+from .layers import (
+    LAYER_GAIN,
+    LAYER_SWITCHES,
+    SIMPLEST,
+    Evidence,
+    parameters_in_use,
+    pays,
+    prune_layers,
+    reported_margin,
+)
 from .measure import evaluate_views
 from .objective import (
     Objective,
@@ -210,11 +219,6 @@ def _combined_margin(before: dict, after: dict) -> float:
     objectives' paired margins combined (Stouffer's z)."""
     margins = [paired_margin(before[k], after[k]) for k in before]
     return sum(margins) / math.sqrt(len(margins))
-
-
-def _finite(x: float) -> float | None:
-    """``x``, or None where it is not finite (JSON has no infinities)."""
-    return x if math.isfinite(x) else None
 
 
 def lbfgs(u: torch.Tensor, max_iter: int) -> torch.optim.LBFGS:
@@ -943,7 +947,7 @@ class FitRun:
             best = challenger
         self.values = best[2]
         return [{"hypothesis": label, "error": evidence.value, "chosen": label == best[0],
-                 "margin": None if evidence is warm[1] else _finite(paired_margin(warm[1].terms, evidence.terms))}
+                 "margin": None if evidence is warm[1] else reported_margin(evidence, warm[1])}
                 for label, evidence, _ in results]
 
     def pruning_criteria(self, space: ParameterSpace, u: torch.Tensor) -> tuple[float, Evidence]:

@@ -29,7 +29,7 @@ from .objective import paired_margin
 from .params import ParameterSpace
 
 __all__ = ["LAYER_SWITCHES", "LAYER_OF", "LAYER_GAIN", "PRUNE_TOLERANCE", "LAYER_SIGNIFICANCE", "SIMPLEST",
-           "Evidence", "pays", "parameters_in_use", "prune_layers"]
+           "Evidence", "pays", "parameters_in_use", "prune_layers", "reported_margin"]
 
 #: parameters that switch a whole layer or effect on; their lower bound means "not there"
 LAYER_SWITCHES = ("anisotropic", "coat_weight", "sheen_weight", "thin_film_thickness", "subsurface_weight",
@@ -77,14 +77,21 @@ def _margin(r: Criterion, s: Criterion) -> float | None:
     return paired_margin(s.terms, r.terms) if isinstance(r, Evidence) and isinstance(s, Evidence) else None
 
 
+def reported_margin(richer: Criterion, simpler: Criterion) -> float | None:
+    """:func:`_margin` as material.json records it: None without terms, or where it is infinite
+    (every paired difference the same; JSON has no infinities)."""
+    margin = _margin(richer, simpler)
+    return margin if margin is not None and math.isfinite(margin) else None
+
+
 def _test_record(name: str, value: float, refit: bool, richer: tuple, simpler: tuple, dropped: bool) -> dict:
     """One trial of :func:`prune_layers` for material.json: what ``name`` was moved to, whether the
     rest was re-fitted, each criterion's relative rise, the evidence's margin in standard
     errors (None without terms), and whether the trial switched it off."""
-    margin = next((m for m in map(_margin, richer, simpler) if m is not None), None)
+    margin = next((m for m in map(reported_margin, richer, simpler) if m is not None), None)
     return {"parameter": name, "to": value, "refit": refit,
             "rises": [float(s) / float(r) - 1.0 if float(r) else None for r, s in zip(richer, simpler)],
-            "margin": margin if margin is not None and math.isfinite(margin) else None, "dropped": dropped}
+            "margin": margin, "dropped": dropped}
 
 
 def pays(richer: tuple, simpler: tuple) -> bool:
