@@ -1,5 +1,5 @@
 """Other structures than the warm start's (pbrfit.hypotheses), and the noise-free error that
-decides between them (FitRun.structure_error)."""
+decides between them (FitRun.structure_evidence)."""
 
 from __future__ import annotations
 
@@ -309,7 +309,7 @@ def test_structures_are_decided_by_the_path_tracer_on_a_part_that_shades_itself(
     two = FitRun(lobes, options)
     assert two.structure_estimator() == "path" and two.self_occlusion > 0.05
     space = ParameterSpace(dict(default_material(), **GLOSSY), [])
-    assert np.isfinite(two.structure_error(space, space.initial_vector()))
+    assert np.isfinite(two.structure_evidence(space, space.initial_vector()).value)
     raster_only = FitRun(lobes, dataclasses.replace(options, backend="raster"))
     assert raster_only.structure_estimator() == "raster"
 

@@ -368,8 +368,8 @@ class FitRun:
         self.raster = self.renderers.raster_fit()
         workers = options.threads
         self.train_obj = Objective(self.raster, self.train, options.loss, self.check_cancel, workers)
-        self._twin = None  # the raster twin of structure_error, made when first needed
-        self._path_judge = None  # the path tracer's checks of structure_error on a self-occluding part
+        self._twin = None  # the raster twin of structure_evidence, made when first needed
+        self._path_judge = None  # the path tracer's checks of structure_evidence on a self-occluding part
         self._estimator: str | None = None
         self.self_occlusion: float | None = None
         self.val_obj = (Objective(self.raster, self.val, {"de2000": 1.0}, self.check_cancel, workers)
@@ -453,19 +453,16 @@ class FitRun:
             raise _OutOfTime
         return self.loss_of(space, u)
 
-    def structure_error(self, space: ParameterSpace, u: torch.Tensor) -> float:
-        """What decides between structures (hypotheses, pruning): the unbiased relative error
-        of the train views' loss pixels (:func:`pbrfit.objective.unbiased_relative_error`),
-        which does not favour a material for rendering with less noise, as the train loss does.
-        Estimated by the fit renderer and its twin with independent samples; on a part that
-        shades itself (:meth:`structure_estimator`) by the path tracer's checks instead, whose
-        interreflection the raster renderer lacks (a clear coat over a rough base on Suzanne
-        read 0.071 against a false glossy base's 0.032 there)."""
-        return self.structure_evidence(space, u).value
-
     def structure_evidence(self, space: ParameterSpace, u: torch.Tensor) -> Evidence:
-        """:meth:`structure_error` with its per-pixel terms (channels averaged), which two
-        materials share pixels and samples for: pruning's test of significance."""
+        """The structure error, what decides between structures (hypotheses, pruning): the
+        unbiased relative error of the train views' loss pixels
+        (:func:`pbrfit.objective.unbiased_relative_error`), which does not favour a material for
+        rendering with less noise, as the train loss does, with its per-pixel terms (channels
+        averaged), which two materials share pixels and samples for: pruning's test of
+        significance. Estimated by the fit renderer and its twin with independent samples; on a
+        part that shades itself (:meth:`structure_estimator`) by the path tracer's checks
+        instead, whose interreflection the raster renderer lacks (a clear coat over a rough base
+        on Suzanne read 0.071 against a false glossy base's 0.032 there)."""
         self.check_cancel()
         if self.structure_estimator() == "path":
             if self._path_judge is None:
@@ -902,7 +899,7 @@ class FitRun:
         """Other explanations (:mod:`pbrfit.hypotheses`) of the stage's freshly warm-started
         material: the warm start and each alternative get
         :data:`pbrfit.hypotheses.HYPOTHESIS_EVALUATIONS` of L-BFGS; the best alternative replaces
-        the warm start's result when it lowers :meth:`structure_error` by
+        the warm start's result when it lowers :meth:`structure_evidence` by
         :data:`pbrfit.layers.LAYER_GAIN` (the simpler, first explanation wins ties). On the
         benchmark the true alternatives' short fits read 0.05-0.62 of the warm start's error and
         the false ones 0.84-0.96, which the layers stage then fitted and pruning switched off.
@@ -959,7 +956,7 @@ class FitRun:
         """Switch off the layers that do not pay for themselves (:mod:`pbrfit.layers`): each
         fitted layer that is on is switched off, what it may have been compensating for is
         re-fitted (:meth:`refit_without`), and the simpler material is kept unless the layer
-        bought a clear improvement of both the train loss and :meth:`structure_error`
+        bought a clear improvement of both the train loss and :meth:`structure_evidence`
         (:meth:`pruning_criteria`), the latter by
         :data:`pbrfit.layers.LAYER_SIGNIFICANCE` standard errors of its pixels' paired
         differences (a false 0.02 coat on the glossy plastic on Suzanne bought 4% of the path

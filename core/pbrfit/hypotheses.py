@@ -18,7 +18,7 @@ explained what it could. Two looks then trap a gradient fit in the wrong structu
 Each hypothesis is a starting material; :meth:`pbrfit.fit_run.FitRun.try_hypotheses` gives each
 a short fit and keeps the best alternative only when it beats the ordinary warm start by
 :data:`pbrfit.layers.LAYER_GAIN` of the noise-free train error
-(:meth:`pbrfit.fit_run.FitRun.structure_error`; the simpler, first explanation wins ties); by how
+(:meth:`pbrfit.fit_run.FitRun.structure_evidence`; the simpler, first explanation wins ties); by how
 many standard errors of its pixels' paired differences it did is reported with it.
 """
 
