@@ -1014,7 +1014,8 @@ class FitRun:
         fit's scalars): those in use (:func:`pbrfit.layers.parameters_in_use`) less those pruning
         moved to their simplest value, which are held there (the photos did not pay for any
         other: Adam's noisy steps would carry them off it, a sphere's specular level to 0.505)."""
-        return [n for n in parameters_in_use(self.space, values) if n not in self.simplified]
+        held = self.simplified
+        return [n for n in parameters_in_use(self.space, values) if n not in held]
 
     def _layers_do_not_pay(self) -> bool:
         """Whether the layers the stages freed do not pay (:func:`pbrfit.layers.pays`) over the
